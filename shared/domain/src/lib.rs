@@ -1,0 +1,25 @@
+//! TaskPilot's domain: the task model, its validation rules, the storage ports
+//! and the service that applies them. No AWS or HTTP types live here.
+
+pub mod cursor;
+pub mod error;
+pub mod input;
+pub mod ports;
+pub mod service;
+pub mod task;
+pub mod timestamp;
+pub mod user;
+
+#[cfg(any(test, feature = "testing"))]
+pub mod memory;
+
+pub use cursor::CursorCodec;
+pub use error::{DomainError, StoreError};
+pub use input::{IdempotencyKey, NewTask, NewTaskInput, TaskPatch, TaskPatchInput};
+pub use ports::{
+    IdempotencyClaim, InsertOutcome, ListPage, ListQuery, TaskChange, TaskFilter, TaskRepository,
+    UpdateOutcome, WriteGuard,
+};
+pub use service::{Created, TaskListing, TaskService};
+pub use task::{DueDate, Priority, Task, TaskId};
+pub use user::UserId;
