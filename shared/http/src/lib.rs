@@ -1,1 +1,19 @@
-//! placeholder
+//! HTTP glue shared by every TaskPilot Lambda: identity, the one error→response
+//! mapping, JSON helpers, CORS, tracing set-up, configuration and the runner
+//! that keeps a process serving after a panic.
+
+pub mod auth;
+pub mod config;
+pub mod cors;
+pub mod error;
+pub mod json;
+mod jwks;
+pub mod request;
+pub mod serve;
+pub mod telemetry;
+
+pub use auth::Authenticator;
+pub use config::ConfigError;
+pub use cors::Cors;
+pub use error::ApiError;
+pub use lambda_http::{Body, Request, Response};

@@ -1,1 +1,15 @@
-//! placeholder
+//! DynamoDB storage for TaskPilot: the adapter behind the domain's ports.
+//!
+//! One table, keyed by `pk`/`sk`. Every entity of a user lives in that user's
+//! partition (`pk = USER#<sub>`) under its own sort-key prefix, so no key ever
+//! depends on anything but the verified user id and a server-made id.
+
+mod client;
+mod error;
+mod item;
+mod keys;
+mod tasks;
+
+pub use client::dynamodb_client;
+pub use error::classify;
+pub use tasks::DynamoTasks;

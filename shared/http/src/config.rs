@@ -1,0 +1,39 @@
+//! Reading configuration from the environment, once, at start-up.
+
+/// A missing or unusable setting; start-up fails with this message.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// A required variable is not set.
+    #[error("environment variable {0} must be set")]
+    Missing(&'static str),
+    /// A variable is set to something unusable.
+    #[error("environment variable {name}: {reason}")]
+    Invalid { name: &'static str, reason: String },
+}
+
+/// A variable's value, or `None` when unset or blank.
+pub fn optional(name: &'static str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.trim().is_empty())
+}
+
+/// A variable that must be set.
+pub fn required(name: &'static str) -> Result<String, ConfigError> {
+    optional(name).ok_or(ConfigError::Missing(name))
+}
+
+/// A variable parsed with `FromStr`, or `default` when unset.
+pub fn parsed<T: std::str::FromStr>(name: &'static str, default: T) -> Result<T, ConfigError>
+where
+    T::Err: std::fmt::Display,
+{
+    match optional(name) {
+        None => Ok(default),
+        Some(raw) => raw
+            .trim()
+            .parse()
+            .map_err(|e: T::Err| ConfigError::Invalid {
+                name,
+                reason: e.to_string(),
+            }),
+    }
+}

@@ -1,0 +1,210 @@
+//! API errors and the single place that turns them into HTTP responses.
+
+use http::StatusCode;
+use lambda_http::{Body, Response};
+use serde_json::{Value, json};
+
+use taskpilot_domain::{DomainError, StoreError};
+
+/// Every way a request can fail. [`ApiError::into_response`] is the only
+/// mapping to status codes and bodies.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// A domain rule or storage failure.
+    #[error(transparent)]
+    Domain(#[from] DomainError),
+    /// No valid identity.
+    #[error("{0}")]
+    Unauthorized(String),
+    /// The body is not valid JSON.
+    #[error("the request body is not valid JSON: {0}")]
+    MalformedJson(String),
+    /// The body names a field the endpoint does not accept.
+    #[error("{0}")]
+    UnknownField(String),
+    /// A header or query parameter is malformed or not accepted.
+    #[error("{message}")]
+    BadParameter { name: String, message: String },
+    /// The body is over the limit.
+    #[error("the request body is larger than {limit} bytes")]
+    PayloadTooLarge { limit: usize },
+    /// The body is not JSON by its content type.
+    #[error("send the body as application/json (got `{0}`)")]
+    UnsupportedMediaType(String),
+    /// No such route.
+    #[error("no route for {method} {path}")]
+    RouteNotFound { method: String, path: String },
+    /// The route exists but not for this method.
+    #[error("{method} is not allowed here; allowed: {allowed}")]
+    MethodNotAllowed { method: String, allowed: String },
+    /// A CORS preflight from an origin that is not allowed.
+    #[error("origin `{0}` is not allowed")]
+    OriginNotAllowed(String),
+    /// A bug or an unexpected failure; details stay in the logs.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+/// Seconds a client should wait before retrying a 503.
+const RETRY_AFTER_SECS: u32 = 1;
+
+impl ApiError {
+    /// The status, stable machine-readable code, message and optional details.
+    fn parts(&self) -> (StatusCode, &'static str, String, Option<Value>) {
+        use ApiError as E;
+        let msg = self.to_string();
+        match self {
+            E::Domain(d) => match d {
+                DomainError::Validation { field, message } => (
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "validation_failed",
+                    format!("{field}: {message}"),
+                    Some(json!({ "field": field })),
+                ),
+                DomainError::NotFound => (StatusCode::NOT_FOUND, "not_found", msg, None),
+                DomainError::VersionConflict { current } => (
+                    StatusCode::CONFLICT,
+                    "version_conflict",
+                    format!(
+                        "the task was changed by someone else and is now at version {}; \
+                         re-apply your change to the current task",
+                        current.version
+                    ),
+                    Some(json!({ "current": current })),
+                ),
+                DomainError::IdempotencyMismatch => (
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "idempotency_key_reused",
+                    msg,
+                    None,
+                ),
+                DomainError::IdempotencyInFlight => {
+                    (StatusCode::CONFLICT, "idempotency_in_flight", msg, None)
+                }
+                DomainError::InvalidCursor => {
+                    (StatusCode::BAD_REQUEST, "invalid_cursor", msg, None)
+                }
+                DomainError::Store(StoreError::Unavailable(_)) => (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "service_unavailable",
+                    "storage is temporarily unavailable; retry shortly".into(),
+                    None,
+                ),
+                DomainError::Store(StoreError::Internal(_)) => (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal",
+                    "something went wrong on our side".into(),
+                    None,
+                ),
+            },
+            E::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized", msg, None),
+            E::MalformedJson(_) => (StatusCode::BAD_REQUEST, "malformed_json", msg, None),
+            E::UnknownField(_) => (StatusCode::BAD_REQUEST, "unknown_field", msg, None),
+            E::BadParameter { name, .. } => (
+                StatusCode::BAD_REQUEST,
+                "invalid_parameter",
+                msg,
+                Some(json!({ "parameter": name })),
+            ),
+            E::PayloadTooLarge { .. } => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                msg,
+                None,
+            ),
+            E::UnsupportedMediaType(_) => (
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                msg,
+                None,
+            ),
+            E::RouteNotFound { .. } => (StatusCode::NOT_FOUND, "route_not_found", msg, None),
+            E::MethodNotAllowed { .. } => (
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                msg,
+                None,
+            ),
+            E::OriginNotAllowed(_) => (StatusCode::FORBIDDEN, "origin_not_allowed", msg, None),
+            E::Internal(_) => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "something went wrong on our side".into(),
+                None,
+            ),
+        }
+    }
+
+    /// The HTTP status of this error.
+    pub fn status(&self) -> StatusCode {
+        self.parts().0
+    }
+
+    /// Renders `{"error":{"code","message","details"?}}`, with `Retry-After` on 503
+    /// and `WWW-Authenticate` on 401.
+    pub fn into_response(self) -> Response<Body> {
+        let (status, code, message, details) = self.parts();
+        if status.is_server_error() {
+            tracing::error!(error = %self, code, "request failed");
+        } else {
+            tracing::info!(error = %self, code, status = status.as_u16(), "request rejected");
+        }
+        let mut error = json!({ "code": code, "message": message });
+        if let Some(details) = details {
+            error["details"] = details;
+        }
+        let mut builder = Response::builder()
+            .status(status)
+            .header(http::header::CONTENT_TYPE, "application/json");
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            builder = builder.header(http::header::RETRY_AFTER, RETRY_AFTER_SECS);
+        }
+        if status == StatusCode::UNAUTHORIZED {
+            builder = builder.header(http::header::WWW_AUTHENTICATE, "Bearer");
+        }
+        if let ApiError::MethodNotAllowed { allowed, .. } = &self {
+            builder = builder.header(http::header::ALLOW, allowed.as_str());
+        }
+        let body = json!({ "error": error }).to_string();
+        builder
+            .body(Body::Text(body))
+            .unwrap_or_else(|_| Response::new(Body::Empty))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn body(r: &Response<Body>) -> Value {
+        serde_json::from_slice(r.body().as_ref()).unwrap()
+    }
+
+    #[test]
+    fn every_error_has_the_envelope() {
+        let errors = vec![
+            ApiError::Unauthorized("no token".into()),
+            ApiError::MalformedJson("eof".into()),
+            ApiError::PayloadTooLarge { limit: 16 },
+            ApiError::Domain(DomainError::NotFound),
+            ApiError::Domain(DomainError::InvalidCursor),
+            ApiError::Domain(StoreError::Unavailable("x".into()).into()),
+            ApiError::Internal("secret detail".into()),
+        ];
+        for e in errors {
+            let r = e.into_response();
+            let b = body(&r);
+            assert!(b["error"]["code"].is_string(), "{b}");
+            assert!(b["error"]["message"].is_string(), "{b}");
+            assert!(!b.to_string().contains("secret detail"));
+        }
+    }
+
+    #[test]
+    fn unavailable_storage_is_a_retryable_503() {
+        let r =
+            ApiError::Domain(StoreError::Unavailable("throttled".into()).into()).into_response();
+        assert_eq!(r.status(), 503);
+        assert_eq!(r.headers()["retry-after"], "1");
+    }
+}

@@ -1,0 +1,139 @@
+//! JSON request and response helpers.
+
+use http::StatusCode;
+use lambda_http::{Body, Request, Response};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::error::ApiError;
+
+/// Largest accepted request body.
+pub const MAX_BODY_BYTES: usize = 16 * 1024;
+
+/// Parses a JSON body into `T`, with errors that name the offending field.
+/// An empty body parses as `{}`.
+pub fn parse_body<T: DeserializeOwned>(req: &Request) -> Result<T, ApiError> {
+    if let Some(ct) = req.headers().get(http::header::CONTENT_TYPE) {
+        let ct = ct.to_str().unwrap_or("").to_ascii_lowercase();
+        let mime = ct.split(';').next().unwrap_or("").trim();
+        if !(mime == "application/json" || mime.ends_with("+json")) {
+            return Err(ApiError::UnsupportedMediaType(mime.to_owned()));
+        }
+    }
+    let bytes: &[u8] = req.body().as_ref();
+    if bytes.len() > MAX_BODY_BYTES {
+        return Err(ApiError::PayloadTooLarge {
+            limit: MAX_BODY_BYTES,
+        });
+    }
+    let bytes = if bytes.iter().all(u8::is_ascii_whitespace) {
+        b"{}".as_slice()
+    } else {
+        bytes
+    };
+    parse_slice(bytes)
+}
+
+/// Parses JSON bytes into `T` (shared by bodies and tool arguments).
+pub fn parse_slice<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let value = serde_path_to_error::deserialize(&mut de).map_err(classify)?;
+    de.end()
+        .map_err(|e| ApiError::MalformedJson(e.to_string()))?;
+    Ok(value)
+}
+
+fn classify(err: serde_path_to_error::Error<serde_json::Error>) -> ApiError {
+    use serde_json::error::Category;
+    let path = err.path().to_string();
+    let inner = err.into_inner();
+    let message = inner.to_string();
+    match inner.classify() {
+        Category::Syntax | Category::Eof | Category::Io => ApiError::MalformedJson(message),
+        Category::Data if message.starts_with("unknown field") => {
+            let field = message.split('`').nth(1).unwrap_or("?");
+            let hint = if matches!(
+                field,
+                "id" | "created_at"
+                    | "updated_at"
+                    | "completed_at"
+                    | "version"
+                    | "user_id"
+                    | "owner"
+            ) {
+                " (it is set by the server)"
+            } else {
+                ""
+            };
+            ApiError::UnknownField(format!("unknown field `{field}`{hint}"))
+        }
+        Category::Data if message.starts_with("duplicate field") => {
+            ApiError::MalformedJson(message)
+        }
+        Category::Data => {
+            let field = if path == "." { "body".to_owned() } else { path };
+            let reason = message
+                .split(" at line ")
+                .next()
+                .unwrap_or(&message)
+                .to_owned();
+            ApiError::Domain(taskpilot_domain::DomainError::validation(field, reason))
+        }
+    }
+}
+
+/// A JSON response with `status`.
+pub fn respond<T: Serialize>(status: StatusCode, value: &T) -> Response<Body> {
+    match serde_json::to_string(value) {
+        Ok(body) => Response::builder()
+            .status(status)
+            .header(http::header::CONTENT_TYPE, "application/json")
+            .body(Body::Text(body))
+            .unwrap_or_else(|_| Response::new(Body::Empty)),
+        Err(e) => ApiError::Internal(format!("response encoding: {e}")).into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde::Deserialize;
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct T {
+        title: String,
+        #[serde(default)]
+        n: Option<u8>,
+    }
+
+    fn status(bytes: &[u8]) -> u16 {
+        parse_slice::<T>(bytes).unwrap_err().status().as_u16()
+    }
+
+    #[test]
+    fn classifies_failures() {
+        assert_eq!(status(b"{"), 400);
+        assert_eq!(status(b"[1,2"), 400);
+        assert_eq!(status(br#"{"title":"a"} trailing"#), 400);
+        assert_eq!(status(br#"{"title":"a","id":"x"}"#), 400);
+        assert_eq!(status(br#"{"title":"a","title":"b"}"#), 400);
+        assert_eq!(status(br#"{"title":5}"#), 422);
+        assert_eq!(status(br#"{"title":"a","n":100000}"#), 422);
+        assert_eq!(status(b"[]"), 422);
+        assert_eq!(status(b"\xff\xfe"), 400);
+        let deep = "[".repeat(10_000);
+        assert_eq!(status(deep.as_bytes()), 400);
+    }
+
+    #[test]
+    fn names_the_field() {
+        match parse_slice::<T>(br#"{"title":"a","n":"x"}"#).unwrap_err() {
+            ApiError::Domain(taskpilot_domain::DomainError::Validation { field, .. }) => {
+                assert_eq!(field, "n")
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+}

@@ -1,0 +1,66 @@
+//! Running a handler on Lambda: CORS, typed errors to JSON, and panics turned
+//! into a 500 so the process keeps serving the next request.
+
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::time::Instant;
+
+use futures_util::FutureExt;
+use lambda_http::{Body, Request, Response, service_fn};
+
+use crate::cors::Cors;
+use crate::error::ApiError;
+
+/// Answers one request: preflight, then the handler, with errors and panics
+/// rendered as JSON and CORS headers added.
+pub async fn dispatch<F, Fut>(cors: &Cors, req: Request, handler: F) -> Response<Body>
+where
+    F: FnOnce(Request) -> Fut,
+    Fut: Future<Output = Result<Response<Body>, ApiError>>,
+{
+    if Cors::is_preflight(&req) {
+        return cors.preflight(&req);
+    }
+    let started = Instant::now();
+    let method = req.method().clone();
+    let path = req.uri().path().to_owned();
+    let headers = req.headers().clone();
+    let outcome = AssertUnwindSafe(handler(req)).catch_unwind().await;
+    let mut resp = match outcome {
+        Ok(Ok(resp)) => resp,
+        Ok(Err(err)) => err.into_response(),
+        Err(panic) => {
+            let what = panic
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_owned())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "unknown panic".into());
+            ApiError::Internal(format!("handler panicked: {what}")).into_response()
+        }
+    };
+    let mut origin_req = Request::default();
+    *origin_req.headers_mut() = headers;
+    cors.decorate(&origin_req, &mut resp);
+    tracing::info!(
+        %method,
+        %path,
+        status = resp.status().as_u16(),
+        latency_us = started.elapsed().as_micros() as u64,
+        "request"
+    );
+    resp
+}
+
+/// Runs `handler` on the Lambda runtime until the runtime stops.
+pub async fn run<F, Fut>(cors: Cors, handler: F) -> Result<(), lambda_http::Error>
+where
+    F: Fn(Request) -> Fut + Sync,
+    Fut: Future<Output = Result<Response<Body>, ApiError>> + Send,
+{
+    let cors = &cors;
+    let handler = &handler;
+    lambda_http::run(service_fn(move |req: Request| async move {
+        Ok::<_, std::convert::Infallible>(dispatch(cors, req, handler).await)
+    }))
+    .await
+}

@@ -1,0 +1,44 @@
+//! Key builders: the only place that knows the key layout.
+
+use aws_sdk_dynamodb::types::AttributeValue;
+use std::collections::HashMap;
+
+use taskpilot_domain::{TaskId, UserId};
+
+/// Partition key attribute.
+pub const PK: &str = "pk";
+/// Sort key attribute.
+pub const SK: &str = "sk";
+/// Expiry attribute (epoch seconds) that DynamoDB's TTL removes.
+pub const TTL: &str = "ttl";
+/// Sort-key prefix of tasks.
+pub const TASK_PREFIX: &str = "TASK#";
+const IDEMPOTENCY_PREFIX: &str = "IDEMPOTENCY#TASK#";
+
+/// `USER#<sub>`
+pub fn user_pk(user: &UserId) -> String {
+    format!("USER#{}", user.as_str())
+}
+
+/// `TASK#<id>`
+pub fn task_sk(id: &TaskId) -> String {
+    format!("{TASK_PREFIX}{id}")
+}
+
+/// `IDEMPOTENCY#TASK#<key>`
+pub fn idempotency_sk(key: &str) -> String {
+    format!("{IDEMPOTENCY_PREFIX}{key}")
+}
+
+/// The task id inside a task sort key.
+pub fn task_id_from_sk(sk: &str) -> Option<TaskId> {
+    sk.strip_prefix(TASK_PREFIX).and_then(TaskId::parse)
+}
+
+/// A full primary key.
+pub fn key(pk: String, sk: String) -> HashMap<String, AttributeValue> {
+    HashMap::from([
+        (PK.to_owned(), AttributeValue::S(pk)),
+        (SK.to_owned(), AttributeValue::S(sk)),
+    ])
+}

@@ -1,0 +1,508 @@
+//! [`TaskRepository`] on DynamoDB: one request per operation.
+
+use std::collections::HashMap;
+
+use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::error::SdkError;
+use aws_sdk_dynamodb::operation::delete_item::DeleteItemError;
+use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
+use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
+use aws_sdk_dynamodb::types::{
+    AttributeValue, Put, ReturnValue, ReturnValuesOnConditionCheckFailure, TransactWriteItem,
+};
+use chrono::{DateTime, Utc};
+use tracing::instrument;
+
+use taskpilot_domain::{
+    IdempotencyClaim, InsertOutcome, ListPage, ListQuery, StoreError, Task, TaskChange, TaskId,
+    TaskRepository, UpdateOutcome, UserId, WriteGuard,
+};
+
+use crate::error::classify;
+use crate::item::{idempotency_from_item, idempotency_to_item, task_from_item, task_to_item};
+use crate::keys::{self, PK, SK, TTL};
+
+type Item = HashMap<String, AttributeValue>;
+
+/// How many rows one filtered list request may read to fill a page.
+const FILTERED_READ_BUDGET: i32 = 200;
+
+/// Tasks in a DynamoDB table.
+#[derive(Clone, Debug)]
+pub struct DynamoTasks {
+    client: Client,
+    table: String,
+}
+
+impl DynamoTasks {
+    /// An adapter over `table`, borrowing a client built once at start-up.
+    pub fn new(client: Client, table: impl Into<String>) -> Self {
+        Self {
+            client,
+            table: table.into(),
+        }
+    }
+
+    /// The table name.
+    pub fn table(&self) -> &str {
+        &self.table
+    }
+}
+
+/// An expression being assembled: text plus its names and values.
+#[derive(Default)]
+struct Expr {
+    names: HashMap<String, String>,
+    values: HashMap<String, AttributeValue>,
+}
+
+impl Expr {
+    fn name(&mut self, attr: &str) -> String {
+        let placeholder = format!("#{attr}");
+        self.names.insert(placeholder.clone(), attr.to_owned());
+        placeholder
+    }
+
+    fn value(&mut self, key: &str, value: AttributeValue) -> String {
+        let placeholder = format!(":{key}");
+        self.values.insert(placeholder.clone(), value);
+        placeholder
+    }
+
+    fn names(&self) -> Option<HashMap<String, String>> {
+        (!self.names.is_empty()).then(|| self.names.clone())
+    }
+
+    fn values(&self) -> Option<HashMap<String, AttributeValue>> {
+        (!self.values.is_empty()).then(|| self.values.clone())
+    }
+}
+
+fn s(v: impl Into<String>) -> AttributeValue {
+    AttributeValue::S(v.into())
+}
+
+fn n(v: impl ToString) -> AttributeValue {
+    AttributeValue::N(v.to_string())
+}
+
+/// The condition shared by updates and deletes.
+fn guard_condition(expr: &mut Expr, guard: WriteGuard) -> String {
+    let mut parts = vec![format!("attribute_exists({})", expr.name(PK))];
+    if let Some(version) = guard.version {
+        let name = expr.name("version");
+        let value = expr.value("expected_version", n(version));
+        parts.push(format!("{name} = {value}"));
+    }
+    if let Some(completed) = guard.unless_completed_is {
+        let name = expr.name("completed");
+        let value = expr.value("unless_completed", AttributeValue::Bool(completed));
+        parts.push(format!("{name} <> {value}"));
+    }
+    parts.join(" AND ")
+}
+
+/// Decides why a guarded write was refused, from the item as it was.
+fn refused(old: Option<&Item>, guard: WriteGuard) -> Result<UpdateOutcome, StoreError> {
+    let Some(old) = old else {
+        return Ok(UpdateOutcome::NotFound);
+    };
+    let current = task_from_item(old.clone())?;
+    if guard.version.is_some_and(|v| v != current.version) {
+        return Ok(UpdateOutcome::VersionMismatch(current));
+    }
+    if guard.unless_completed_is == Some(current.completed) {
+        return Ok(UpdateOutcome::Unchanged(current));
+    }
+    Ok(UpdateOutcome::VersionMismatch(current))
+}
+
+/// The update expression for a change: SET and REMOVE clauses.
+fn update_expression(
+    expr: &mut Expr,
+    change: &TaskChange,
+    now: DateTime<Utc>,
+) -> Result<String, StoreError> {
+    let mut set = Vec::new();
+    let mut remove = Vec::new();
+    if let Some(title) = &change.title {
+        set.push(format!(
+            "{} = {}",
+            expr.name("title"),
+            expr.value("title", s(title.as_str()))
+        ));
+    }
+    match &change.description {
+        Some(Some(d)) => set.push(format!(
+            "{} = {}",
+            expr.name("description"),
+            expr.value("description", s(d.as_str()))
+        )),
+        Some(None) => remove.push(expr.name("description")),
+        None => {}
+    }
+    if let Some(priority) = change.priority {
+        let value = serde_dynamo::to_attribute_value(priority)
+            .map_err(|e| StoreError::Internal(format!("priority encoding: {e}")))?;
+        set.push(format!(
+            "{} = {}",
+            expr.name("priority"),
+            expr.value("priority", value)
+        ));
+    }
+    match &change.due_date {
+        Some(Some(due)) => set.push(format!(
+            "{} = {}",
+            expr.name("due_date"),
+            expr.value("due_date", s(due.canonical()))
+        )),
+        Some(None) => remove.push(expr.name("due_date")),
+        None => {}
+    }
+    if let Some(tags) = &change.tags {
+        let value = AttributeValue::L(tags.iter().map(|t| s(t.as_str())).collect());
+        set.push(format!(
+            "{} = {}",
+            expr.name("tags"),
+            expr.value("tags", value)
+        ));
+    }
+    let now_value = s(taskpilot_domain::timestamp::format(&now));
+    if let Some(completed) = change.completed {
+        set.push(format!(
+            "{} = {}",
+            expr.name("completed"),
+            expr.value("completed", AttributeValue::Bool(completed))
+        ));
+        let at = expr.name("completed_at");
+        if completed {
+            let now_ph = expr.value("now", now_value.clone());
+            set.push(format!("{at} = if_not_exists({at}, {now_ph})"));
+        } else {
+            remove.push(at);
+        }
+    }
+    let now_ph = expr.value("now", now_value);
+    set.push(format!("{} = {now_ph}", expr.name("updated_at")));
+    let version = expr.name("version");
+    set.push(format!(
+        "{version} = {version} + {}",
+        expr.value("one", n(1))
+    ));
+    let mut text = format!("SET {}", set.join(", "));
+    if !remove.is_empty() {
+        text.push_str(&format!(" REMOVE {}", remove.join(", ")));
+    }
+    Ok(text)
+}
+
+impl TaskRepository for DynamoTasks {
+    #[instrument(skip_all, fields(task_id = %id))]
+    async fn get(&self, user: &UserId, id: &TaskId) -> Result<Option<Task>, StoreError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .set_key(Some(keys::key(keys::user_pk(user), keys::task_sk(id))))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(classify)?;
+        out.item.map(task_from_item).transpose()
+    }
+
+    #[instrument(skip_all, fields(task_id = %task.id, idempotent = claim.is_some()))]
+    async fn insert(
+        &self,
+        user: &UserId,
+        task: &Task,
+        claim: Option<&IdempotencyClaim>,
+    ) -> Result<InsertOutcome, StoreError> {
+        let pk = keys::user_pk(user);
+        let row = task_to_item(pk.clone(), task)?;
+        let Some(claim) = claim else {
+            self.client
+                .put_item()
+                .table_name(&self.table)
+                .set_item(Some(row))
+                .condition_expression("attribute_not_exists(#pk)")
+                .expression_attribute_names("#pk", PK)
+                .send()
+                .await
+                .map_err(classify)?;
+            return Ok(InsertOutcome::Created);
+        };
+
+        let record = idempotency_to_item(
+            pk.clone(),
+            keys::idempotency_sk(claim.key.as_str()),
+            &claim.fingerprint,
+            row.clone(),
+            claim.expires_at.timestamp(),
+        );
+        let put_task = Put::builder()
+            .table_name(&self.table)
+            .set_item(Some(row))
+            .condition_expression("attribute_not_exists(#pk)")
+            .expression_attribute_names("#pk", PK)
+            .build()
+            .map_err(|e| StoreError::Internal(e.to_string()))?;
+        // An expired record that TTL has not yet removed counts as absent.
+        let put_record = Put::builder()
+            .table_name(&self.table)
+            .set_item(Some(record))
+            .condition_expression("attribute_not_exists(#pk) OR #ttl < :now")
+            .expression_attribute_names("#pk", PK)
+            .expression_attribute_names("#ttl", TTL)
+            .expression_attribute_values(":now", n(Utc::now().timestamp()))
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .build()
+            .map_err(|e| StoreError::Internal(e.to_string()))?;
+        let result = self
+            .client
+            .transact_write_items()
+            .transact_items(TransactWriteItem::builder().put(put_task).build())
+            .transact_items(TransactWriteItem::builder().put(put_record).build())
+            .send()
+            .await;
+        let err = match result {
+            Ok(_) => return Ok(InsertOutcome::Created),
+            Err(err) => err,
+        };
+        let reasons = match &err {
+            SdkError::ServiceError(service) => match service.err() {
+                TransactWriteItemsError::TransactionCanceledException(c) => {
+                    c.cancellation_reasons().to_vec()
+                }
+                TransactWriteItemsError::TransactionInProgressException(_) => {
+                    return Ok(InsertOutcome::InFlight);
+                }
+                _ => return Err(classify(err)),
+            },
+            _ => return Err(classify(err)),
+        };
+        let code = |i: usize| reasons.get(i).and_then(|r| r.code()).unwrap_or("None");
+        if code(0) == "TransactionConflict" || code(1) == "TransactionConflict" {
+            return Ok(InsertOutcome::InFlight);
+        }
+        if code(1) == "ConditionalCheckFailed" {
+            let old = match reasons.get(1).and_then(|r| r.item()) {
+                Some(item) => item.clone(),
+                // Some emulators omit the old item; read it (only on this rare path).
+                None => self
+                    .client
+                    .get_item()
+                    .table_name(&self.table)
+                    .set_key(Some(keys::key(
+                        pk,
+                        keys::idempotency_sk(claim.key.as_str()),
+                    )))
+                    .consistent_read(true)
+                    .send()
+                    .await
+                    .map_err(classify)?
+                    .item
+                    .ok_or(StoreError::Unavailable(
+                        "idempotency record vanished".into(),
+                    ))?,
+            };
+            let (fingerprint, task) = idempotency_from_item(old)?;
+            return Ok(InsertOutcome::Replay {
+                fingerprint,
+                task: Box::new(task),
+            });
+        }
+        Err(StoreError::Internal(format!(
+            "create transaction cancelled: [{}, {}]",
+            code(0),
+            code(1)
+        )))
+    }
+
+    #[instrument(skip_all, fields(task_id = %id))]
+    async fn update(
+        &self,
+        user: &UserId,
+        id: &TaskId,
+        change: &TaskChange,
+        guard: WriteGuard,
+        now: DateTime<Utc>,
+    ) -> Result<UpdateOutcome, StoreError> {
+        let mut expr = Expr::default();
+        let update = update_expression(&mut expr, change, now)?;
+        let condition = guard_condition(&mut expr, guard);
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(keys::key(keys::user_pk(user), keys::task_sk(id))))
+            .update_expression(update)
+            .condition_expression(condition)
+            .set_expression_attribute_names(expr.names())
+            .set_expression_attribute_values(expr.values())
+            .return_values(ReturnValue::AllNew)
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .send()
+            .await;
+        match result {
+            Ok(out) => out
+                .attributes
+                .map(task_from_item)
+                .transpose()?
+                .map(UpdateOutcome::Written)
+                .ok_or(StoreError::Internal("update returned no attributes".into())),
+            Err(SdkError::ServiceError(service))
+                if matches!(
+                    service.err(),
+                    UpdateItemError::ConditionalCheckFailedException(_)
+                ) =>
+            {
+                let old = match service.err() {
+                    UpdateItemError::ConditionalCheckFailedException(e) => e.item(),
+                    _ => None,
+                };
+                refused(old, guard)
+            }
+            Err(err) => Err(classify(err)),
+        }
+    }
+
+    #[instrument(skip_all, fields(task_id = %id))]
+    async fn delete(
+        &self,
+        user: &UserId,
+        id: &TaskId,
+        guard: WriteGuard,
+    ) -> Result<UpdateOutcome, StoreError> {
+        let mut expr = Expr::default();
+        let condition = guard_condition(&mut expr, guard);
+        let result = self
+            .client
+            .delete_item()
+            .table_name(&self.table)
+            .set_key(Some(keys::key(keys::user_pk(user), keys::task_sk(id))))
+            .condition_expression(condition)
+            .set_expression_attribute_names(expr.names())
+            .set_expression_attribute_values(expr.values())
+            .return_values(ReturnValue::AllOld)
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .send()
+            .await;
+        match result {
+            Ok(out) => out
+                .attributes
+                .map(task_from_item)
+                .transpose()?
+                .map(UpdateOutcome::Written)
+                .ok_or(StoreError::Internal("delete returned no attributes".into())),
+            Err(SdkError::ServiceError(service))
+                if matches!(
+                    service.err(),
+                    DeleteItemError::ConditionalCheckFailedException(_)
+                ) =>
+            {
+                let old = match service.err() {
+                    DeleteItemError::ConditionalCheckFailedException(e) => e.item(),
+                    _ => None,
+                };
+                refused(old, guard)
+            }
+            Err(err) => Err(classify(err)),
+        }
+    }
+
+    #[instrument(skip_all, fields(limit = query.limit))]
+    async fn list(&self, user: &UserId, query: &ListQuery) -> Result<ListPage, StoreError> {
+        let mut expr = Expr::default();
+        let key_condition = format!(
+            "{} = {} AND begins_with({}, {})",
+            expr.name(PK),
+            expr.value("pk", s(keys::user_pk(user))),
+            expr.name(SK),
+            expr.value("prefix", s(keys::TASK_PREFIX)),
+        );
+        let mut filters = Vec::new();
+        if let Some(completed) = query.filter.completed {
+            filters.push(format!(
+                "{} = {}",
+                expr.name("completed"),
+                expr.value("completed", AttributeValue::Bool(completed))
+            ));
+        }
+        if let Some(tag) = &query.filter.tag {
+            filters.push(format!(
+                "contains({}, {})",
+                expr.name("tags"),
+                expr.value("tag", s(tag.as_str()))
+            ));
+        }
+        if let Some(day) = query.filter.due_before {
+            filters.push(format!(
+                "{} < {}",
+                expr.name("due_date"),
+                expr.value("due_before", s(day.format("%Y-%m-%d").to_string()))
+            ));
+        }
+        let limit = query.limit.min(1_000) as i32;
+        // One extra row tells whether another page exists without a second request.
+        let read_limit = if filters.is_empty() {
+            limit + 1
+        } else {
+            FILTERED_READ_BUDGET.max(limit + 1)
+        };
+        let start = query
+            .after
+            .as_ref()
+            .map(|after| keys::key(keys::user_pk(user), keys::task_sk(after)));
+        let out = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .key_condition_expression(key_condition)
+            .set_filter_expression((!filters.is_empty()).then(|| filters.join(" AND ")))
+            .set_expression_attribute_names(expr.names())
+            .set_expression_attribute_values(expr.values())
+            .scan_index_forward(false)
+            .consistent_read(true)
+            .limit(read_limit)
+            .set_exclusive_start_key(start)
+            .send()
+            .await
+            .map_err(classify)?;
+        let mut tasks = out
+            .items
+            .unwrap_or_default()
+            .into_iter()
+            .map(task_from_item)
+            .collect::<Result<Vec<_>, _>>()?;
+        let next_after = if tasks.len() > query.limit {
+            tasks.truncate(query.limit);
+            tasks.last().map(|t| t.id.clone())
+        } else {
+            out.last_evaluated_key
+                .as_ref()
+                .and_then(|k| k.get(SK))
+                .and_then(|v| v.as_s().ok())
+                .and_then(|sk| keys::task_id_from_sk(sk))
+        };
+        Ok(ListPage { tasks, next_after })
+    }
+}
+
+impl DynamoTasks {
+    /// Opens the connection (TLS handshake included) during init, so the first
+    /// request does not pay for it. Errors are ignored: the first real request
+    /// reports them properly.
+    pub async fn warm_up(&self) {
+        let result = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .set_key(Some(keys::key("WARMUP".into(), "WARMUP".into())))
+            .send()
+            .await;
+        if let Err(e) = result {
+            tracing::warn!(error = %classify(e), "DynamoDB warm-up failed");
+        }
+    }
+}
