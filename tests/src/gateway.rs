@@ -1,0 +1,330 @@
+//! An API Gateway HTTP API (payload v2.0) front on 127.0.0.1: it matches the
+//! template's routes, turns each request into the event API Gateway would
+//! send, invokes the function and turns its answer back into HTTP.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as B64;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use serde_json::{Map, Value, json};
+use tokio::net::TcpListener;
+
+use crate::Result;
+use crate::runtime_api::{InvokeError, LambdaFunction};
+use crate::template::{Route, match_path};
+
+/// API Gateway's request payload limit.
+pub const MAX_PAYLOAD: usize = 10 * 1024 * 1024;
+
+/// Verifies bearer tokens the way API Gateway's JWT authorizer would (HS256
+/// here), and passes the claims in `requestContext.authorizer.jwt.claims`.
+#[derive(Clone)]
+pub struct JwtAuthorizer {
+    /// HS256 secret.
+    pub secret: String,
+    /// Expected `iss`.
+    pub issuer: String,
+    /// Expected `aud`.
+    pub audience: String,
+}
+
+/// A route served by a function.
+#[derive(Clone)]
+pub struct Binding {
+    /// The route.
+    pub route: Route,
+    /// The function.
+    pub function: LambdaFunction,
+    /// Whether the authorizer applies (health routes have none).
+    pub authorized: bool,
+}
+
+struct Gateway {
+    bindings: Vec<Binding>,
+    authorizer: Option<JwtAuthorizer>,
+    addr: SocketAddr,
+}
+
+/// Starts the gateway on `port` (0 = any) and returns its base URL.
+pub async fn serve(
+    port: u16,
+    bindings: Vec<Binding>,
+    authorizer: Option<JwtAuthorizer>,
+) -> Result<String> {
+    let listener = TcpListener::bind(("127.0.0.1", port)).await?;
+    let addr = listener.local_addr()?;
+    let gateway = Arc::new(Gateway {
+        bindings,
+        authorizer,
+        addr,
+    });
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, peer)) = listener.accept().await else {
+                break;
+            };
+            let gateway = gateway.clone();
+            tokio::spawn(async move {
+                let svc = service_fn(move |req| {
+                    let gateway = gateway.clone();
+                    async move { Ok::<_, hyper::Error>(gateway.handle(req, peer).await) }
+                });
+                let _ = http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+    Ok(format!("http://{addr}"))
+}
+
+fn message(status: StatusCode, text: &str) -> Response<Full<Bytes>> {
+    let mut resp = Response::new(Full::new(Bytes::from(
+        json!({ "message": text }).to_string(),
+    )));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        "content-type",
+        hyper::header::HeaderValue::from_static("application/json"),
+    );
+    resp
+}
+
+impl Gateway {
+    async fn handle(&self, req: Request<Incoming>, peer: SocketAddr) -> Response<Full<Bytes>> {
+        let method = req.method().as_str().to_owned();
+        let path = req.uri().path().to_owned();
+        let found = self.bindings.iter().find_map(|b| {
+            let params = match_path(&b.route.path, &path)?;
+            let method_ok = b.route.method == "ANY" || b.route.method == method;
+            (method_ok || method == "OPTIONS").then_some((b, params))
+        });
+        let Some((binding, params)) = found else {
+            return message(StatusCode::NOT_FOUND, "Not Found");
+        };
+        let (parts, body) = req.into_parts();
+        let body = match Limited::new(body, MAX_PAYLOAD).collect().await {
+            Ok(b) => b.to_bytes(),
+            Err(_) => return message(StatusCode::PAYLOAD_TOO_LARGE, "Request Entity Too Large"),
+        };
+        let claims = match (&self.authorizer, binding.authorized, method.as_str()) {
+            (Some(auth), true, m) if m != "OPTIONS" => match authorize(auth, &parts.headers) {
+                Some(claims) => Some(claims),
+                None => return message(StatusCode::UNAUTHORIZED, "Unauthorized"),
+            },
+            _ => None,
+        };
+        let route_key = format!("{} {}", binding.route.method, binding.route.path);
+        let event = event(&parts, &body, &route_key, &params, claims, self.addr, peer);
+        match binding.function.invoke(event.to_string()).await {
+            Ok(answer) => response(&answer),
+            Err(InvokeError::Timeout(_)) => {
+                message(StatusCode::SERVICE_UNAVAILABLE, "Service Unavailable")
+            }
+            Err(_) => message(StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error"),
+        }
+    }
+}
+
+fn authorize(auth: &JwtAuthorizer, headers: &hyper::HeaderMap) -> Option<Map<String, Value>> {
+    let token = headers
+        .get("authorization")?
+        .to_str()
+        .ok()?
+        .strip_prefix("Bearer ")?;
+    let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::HS256);
+    validation.set_issuer(&[&auth.issuer]);
+    validation.set_audience(&[&auth.audience]);
+    let data = jsonwebtoken::decode::<Map<String, Value>>(
+        token,
+        &jsonwebtoken::DecodingKey::from_secret(auth.secret.as_bytes()),
+        &validation,
+    )
+    .ok()?;
+    // API Gateway passes every claim as a string.
+    Some(
+        data.claims
+            .into_iter()
+            .map(|(k, v)| {
+                let s = match v {
+                    Value::String(s) => s,
+                    other => other.to_string(),
+                };
+                (k, Value::String(s))
+            })
+            .collect(),
+    )
+}
+
+/// The API Gateway v2 event for a request.
+pub fn event(
+    parts: &http::request::Parts,
+    body: &[u8],
+    route_key: &str,
+    params: &[(String, String)],
+    claims: Option<Map<String, Value>>,
+    addr: SocketAddr,
+    peer: SocketAddr,
+) -> Value {
+    let mut headers: BTreeMap<String, String> = BTreeMap::new();
+    let mut cookies = Vec::new();
+    for (name, value) in &parts.headers {
+        let value = String::from_utf8_lossy(value.as_bytes()).into_owned();
+        if name == "cookie" {
+            cookies.extend(value.split("; ").map(str::to_owned));
+            continue;
+        }
+        headers
+            .entry(name.as_str().to_owned())
+            .and_modify(|v| {
+                v.push(',');
+                v.push_str(&value);
+            })
+            .or_insert(value);
+    }
+    let raw_query = parts.uri.query().unwrap_or("").to_owned();
+    let mut query: BTreeMap<String, String> = BTreeMap::new();
+    for pair in raw_query.split('&').filter(|p| !p.is_empty()) {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        let k = decode(k);
+        let v = decode(v);
+        query
+            .entry(k)
+            .and_modify(|existing| {
+                existing.push(',');
+                existing.push_str(&v);
+            })
+            .or_insert(v);
+    }
+    let now = chrono::Utc::now();
+    let (body, encoded) = match std::str::from_utf8(body) {
+        Ok(text) => (text.to_owned(), false),
+        Err(_) => (B64.encode(body), true),
+    };
+    let mut context = json!({
+        "accountId": "123456789012",
+        "apiId": "local",
+        "domainName": addr.to_string(),
+        "domainPrefix": "local",
+        "http": {
+            "method": parts.method.as_str(),
+            "path": parts.uri.path(),
+            "protocol": "HTTP/1.1",
+            "sourceIp": peer.ip().to_string(),
+            "userAgent": headers.get("user-agent").cloned().unwrap_or_default(),
+        },
+        "requestId": ulid::Ulid::new().to_string(),
+        "routeKey": route_key,
+        "stage": "$default",
+        "time": now.format("%d/%b/%Y:%H:%M:%S +0000").to_string(),
+        "timeEpoch": now.timestamp_millis(),
+    });
+    if let Some(claims) = claims {
+        context["authorizer"] = json!({ "jwt": { "claims": claims, "scopes": null } });
+    }
+    let mut event = json!({
+        "version": "2.0",
+        "routeKey": route_key,
+        "rawPath": parts.uri.path(),
+        "rawQueryString": raw_query,
+        "headers": headers,
+        "requestContext": context,
+        "isBase64Encoded": encoded,
+    });
+    if !cookies.is_empty() {
+        event["cookies"] = json!(cookies);
+    }
+    if !query.is_empty() {
+        event["queryStringParameters"] = json!(query);
+    }
+    if !params.is_empty() {
+        event["pathParameters"] = params
+            .iter()
+            .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+            .collect::<Map<_, _>>()
+            .into();
+    }
+    if !body.is_empty() {
+        event["body"] = Value::String(body);
+    }
+    event
+}
+
+fn decode(s: &str) -> String {
+    let s = s.replace('+', " ");
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%'
+            && i + 2 < bytes.len()
+            && let Ok(b) = u8::from_str_radix(
+                std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap_or("zz"),
+                16,
+            )
+        {
+            out.push(b);
+            i += 3;
+            continue;
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Turns a Lambda proxy answer into HTTP (what API Gateway does).
+pub fn response(answer: &[u8]) -> Response<Full<Bytes>> {
+    let Ok(v) = serde_json::from_slice::<Value>(answer) else {
+        return message(StatusCode::BAD_GATEWAY, "Internal Server Error");
+    };
+    let status = v["statusCode"]
+        .as_u64()
+        .and_then(|s| StatusCode::from_u16(s as u16).ok())
+        .unwrap_or(StatusCode::BAD_GATEWAY);
+    let body = match v["body"].as_str() {
+        Some(b) if v["isBase64Encoded"].as_bool() == Some(true) => {
+            Bytes::from(B64.decode(b).unwrap_or_default())
+        }
+        Some(b) => Bytes::from(b.to_owned()),
+        None => Bytes::new(),
+    };
+    let mut resp = Response::new(Full::new(body));
+    *resp.status_mut() = status;
+    let headers = resp.headers_mut();
+    for (name, value) in v["headers"].as_object().into_iter().flatten() {
+        if let (Ok(n), Some(Ok(val))) = (
+            hyper::header::HeaderName::from_bytes(name.as_bytes()),
+            value.as_str().map(hyper::header::HeaderValue::from_str),
+        ) {
+            headers.append(n, val);
+        }
+    }
+    for (name, values) in v["multiValueHeaders"].as_object().into_iter().flatten() {
+        for value in values.as_array().into_iter().flatten() {
+            if let (Ok(n), Some(Ok(val))) = (
+                hyper::header::HeaderName::from_bytes(name.as_bytes()),
+                value.as_str().map(hyper::header::HeaderValue::from_str),
+            ) {
+                if !headers.get_all(&n).iter().any(|existing| existing == val) {
+                    headers.append(n, val);
+                }
+            }
+        }
+    }
+    for cookie in v["cookies"].as_array().into_iter().flatten() {
+        if let Some(Ok(val)) = cookie.as_str().map(hyper::header::HeaderValue::from_str) {
+            headers.append("set-cookie", val);
+        }
+    }
+    resp
+}

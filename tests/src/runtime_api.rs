@@ -1,0 +1,421 @@
+//! A Lambda Runtime API on 127.0.0.1 that runs a function's real binary.
+//!
+//! Like Lambda, each process handles one invocation at a time; the pool
+//! starts another process when every running one is busy (up to a cap), kills
+//! a process whose invocation outlives the timeout, and reports init failures
+//! and crashes as invocation errors.
+
+use std::collections::VecDeque;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+use tokio::sync::{Notify, oneshot};
+
+use crate::Result;
+
+/// How an invocation ended, other than with a response.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum InvokeError {
+    /// The handler reported an error (`/invocation/{id}/error`).
+    #[error("function error: {0}")]
+    Function(String),
+    /// The invocation outlived the function's timeout; the process was killed.
+    #[error("task timed out after {0:?}")]
+    Timeout(Duration),
+    /// The process exited during the invocation or failed to initialise.
+    #[error("runtime exited: {0}")]
+    Crashed(String),
+}
+
+/// What the function answered.
+pub type InvokeResult = std::result::Result<Bytes, InvokeError>;
+
+/// Settings of one function.
+#[derive(Debug, Clone)]
+pub struct FunctionConfig {
+    /// Function (and binary) name.
+    pub name: String,
+    /// Path of the bootstrap binary.
+    pub binary: PathBuf,
+    /// Environment of the process (nothing else is inherited but `PATH`).
+    pub env: Vec<(String, String)>,
+    /// Invocation timeout.
+    pub timeout: Duration,
+    /// Most processes running at once.
+    pub max_instances: usize,
+    /// Print the function's output to the terminal, prefixed with its name.
+    pub echo_logs: bool,
+}
+
+struct Job {
+    event: Bytes,
+    reply: oneshot::Sender<InvokeResult>,
+}
+
+struct Shared {
+    config: FunctionConfig,
+    queue: Mutex<VecDeque<Job>>,
+    job_ready: Notify,
+    idle: AtomicUsize,
+    instances: AtomicUsize,
+    started: AtomicU64,
+    logs: Mutex<Vec<String>>,
+}
+
+/// A running function: a pool of processes behind Runtime API endpoints.
+#[derive(Clone)]
+pub struct LambdaFunction {
+    shared: Arc<Shared>,
+}
+
+impl LambdaFunction {
+    /// Starts the pool (no process runs until the first invocation, unless
+    /// [`LambdaFunction::prewarm`] is called).
+    pub fn new(config: FunctionConfig) -> Self {
+        Self {
+            shared: Arc::new(Shared {
+                config,
+                queue: Mutex::new(VecDeque::new()),
+                job_ready: Notify::new(),
+                idle: AtomicUsize::new(0),
+                instances: AtomicUsize::new(0),
+                started: AtomicU64::new(0),
+                logs: Mutex::new(Vec::new()),
+            }),
+        }
+    }
+
+    /// The function's name.
+    pub fn name(&self) -> &str {
+        &self.shared.config.name
+    }
+
+    /// Starts one process now (a cold start before the first request).
+    pub async fn prewarm(&self) -> Result<()> {
+        if self.shared.instances.load(Ordering::SeqCst) == 0 {
+            self.shared.instances.fetch_add(1, Ordering::SeqCst);
+            spawn_instance(self.shared.clone()).await?;
+        }
+        Ok(())
+    }
+
+    /// Invokes the function with a raw event and waits for its answer.
+    pub async fn invoke(&self, event: impl Into<Bytes>) -> InvokeResult {
+        let (reply, answer) = oneshot::channel();
+        let queued = {
+            let mut queue = lock(&self.shared.queue);
+            queue.push_back(Job {
+                event: event.into(),
+                reply,
+            });
+            queue.len()
+        };
+        self.shared.job_ready.notify_one();
+        self.scale(queued).await;
+        answer
+            .await
+            .unwrap_or_else(|_| Err(InvokeError::Crashed("invocation was dropped".into())))
+    }
+
+    async fn scale(&self, queued: usize) {
+        let s = &self.shared;
+        if queued <= s.idle.load(Ordering::SeqCst) {
+            return;
+        }
+        let grew = s
+            .instances
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+                (n < s.config.max_instances).then_some(n + 1)
+            })
+            .is_ok();
+        if grew && let Err(e) = spawn_instance(s.clone()).await {
+            s.instances.fetch_sub(1, Ordering::SeqCst);
+            fail_one(
+                s,
+                InvokeError::Crashed(format!("cannot start process: {e}")),
+            );
+        }
+    }
+
+    /// Every line the function's processes printed so far.
+    pub fn logs(&self) -> Vec<String> {
+        lock(&self.shared.logs).clone()
+    }
+
+    /// How many processes were started (cold starts).
+    pub fn cold_starts(&self) -> u64 {
+        self.shared.started.load(Ordering::SeqCst)
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn fail_one(s: &Shared, error: InvokeError) {
+    if let Some(job) = lock(&s.queue).pop_front() {
+        let _ = job.reply.send(Err(error));
+    }
+}
+
+/// The invocation a process is working on.
+struct Current {
+    request_id: String,
+    reply: oneshot::Sender<InvokeResult>,
+}
+
+struct Instance {
+    shared: Arc<Shared>,
+    current: Mutex<Option<Current>>,
+    served: AtomicU64,
+    kill: Notify,
+}
+
+async fn spawn_instance(shared: Arc<Shared>) -> Result<()> {
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let number = shared.started.fetch_add(1, Ordering::SeqCst) + 1;
+    let cfg = &shared.config;
+    let mut cmd = tokio::process::Command::new(&cfg.binary);
+    cmd.env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("AWS_LAMBDA_RUNTIME_API", addr.to_string())
+        .env("AWS_LAMBDA_FUNCTION_NAME", &cfg.name)
+        .env("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
+        .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "512")
+        .env(
+            "AWS_LAMBDA_LOG_GROUP_NAME",
+            format!("/aws/lambda/{}", cfg.name),
+        )
+        .env("AWS_LAMBDA_LOG_STREAM_NAME", format!("local/{number}"))
+        .envs(cfg.env.iter().map(|(k, v)| (k, v)))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| format!("cannot run {}: {e}", cfg.binary.display()))?;
+    let instance = Arc::new(Instance {
+        shared: shared.clone(),
+        current: Mutex::new(None),
+        served: AtomicU64::new(0),
+        kill: Notify::new(),
+    });
+    for pipe in [
+        child
+            .stdout
+            .take()
+            .map(|p| Box::new(p) as Box<dyn tokio::io::AsyncRead + Send + Unpin>),
+        child
+            .stderr
+            .take()
+            .map(|p| Box::new(p) as Box<dyn tokio::io::AsyncRead + Send + Unpin>),
+    ]
+    .into_iter()
+    .flatten()
+    {
+        let shared = shared.clone();
+        let prefix = format!("[{}#{number}]", cfg.name);
+        tokio::spawn(async move {
+            use tokio::io::AsyncBufReadExt;
+            let mut lines = tokio::io::BufReader::new(pipe).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                if shared.config.echo_logs {
+                    eprintln!("{prefix} {line}");
+                }
+                lock(&shared.logs).push(line);
+            }
+        });
+    }
+    // Serve the Runtime API for this process.
+    let server = {
+        let instance = instance.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    break;
+                };
+                let instance = instance.clone();
+                tokio::spawn(async move {
+                    let svc = service_fn(move |req| {
+                        let instance = instance.clone();
+                        async move { Ok::<_, hyper::Error>(instance.route(req).await) }
+                    });
+                    let _ = http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), svc)
+                        .await;
+                });
+            }
+        })
+    };
+    // Reap the process; fail whatever it was doing.
+    tokio::spawn(async move {
+        let status = tokio::select! {
+            status = child.wait() => status.map(|s| s.to_string()).unwrap_or_else(|e| e.to_string()),
+            _ = instance.kill.notified() => {
+                let _ = child.kill().await;
+                "killed after timeout".to_owned()
+            }
+        };
+        server.abort();
+        instance.shared.instances.fetch_sub(1, Ordering::SeqCst);
+        let current = lock(&instance.current).take();
+        if let Some(current) = current {
+            let _ = current
+                .reply
+                .send(Err(InvokeError::Crashed(status.clone())));
+        } else if instance.served.load(Ordering::SeqCst) == 0 {
+            // Died before asking for work: an init failure fails a waiting job.
+            let tail: Vec<String> = lock(&instance.shared.logs)
+                .iter()
+                .rev()
+                .take(5)
+                .cloned()
+                .collect();
+            fail_one(
+                &instance.shared,
+                InvokeError::Crashed(format!("init failed ({status}): {}", tail.join(" | "))),
+            );
+        }
+    });
+    Ok(())
+}
+
+fn reply(status: StatusCode, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
+    let mut resp = Response::new(Full::new(body.into()));
+    *resp.status_mut() = status;
+    resp
+}
+
+impl Instance {
+    async fn route(self: Arc<Self>, req: Request<Incoming>) -> Response<Full<Bytes>> {
+        let path = req.uri().path().to_owned();
+        let Some(rest) = path.strip_prefix("/2018-06-01/runtime/") else {
+            return reply(StatusCode::NOT_FOUND, "unknown path");
+        };
+        match (req.method(), rest) {
+            (&Method::GET, "invocation/next") => self.next().await,
+            (&Method::POST, "init/error") => {
+                let body = read_body(req).await;
+                let message = String::from_utf8_lossy(&body).into_owned();
+                lock(&self.shared.logs).push(format!("init error: {message}"));
+                reply(StatusCode::ACCEPTED, "{}")
+            }
+            (&Method::POST, rest) if rest.starts_with("invocation/") => {
+                let mut parts = rest["invocation/".len()..].splitn(2, '/');
+                let (id, action) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+                let body = read_body(req).await;
+                let result = match action {
+                    "response" => Ok(body),
+                    "error" => Err(InvokeError::Function(
+                        String::from_utf8_lossy(&body).into_owned(),
+                    )),
+                    _ => return reply(StatusCode::NOT_FOUND, "unknown action"),
+                };
+                let current = {
+                    let mut slot = lock(&self.current);
+                    match slot.as_ref() {
+                        Some(c) if c.request_id == id => slot.take(),
+                        _ => None,
+                    }
+                };
+                match current {
+                    Some(c) => {
+                        let _ = c.reply.send(result);
+                        reply(StatusCode::ACCEPTED, "{}")
+                    }
+                    None => reply(StatusCode::BAD_REQUEST, "unknown request id"),
+                }
+            }
+            _ => reply(StatusCode::NOT_FOUND, "unknown path"),
+        }
+    }
+
+    async fn next(self: &Arc<Self>) -> Response<Full<Bytes>> {
+        let s = &self.shared;
+        s.idle.fetch_add(1, Ordering::SeqCst);
+        let job = loop {
+            let notified = s.job_ready.notified();
+            if let Some(job) = lock(&s.queue).pop_front() {
+                break job;
+            }
+            notified.await;
+        };
+        s.idle.fetch_sub(1, Ordering::SeqCst);
+        // Another job may be waiting for an idle process.
+        if !lock(&s.queue).is_empty() {
+            s.job_ready.notify_one();
+        }
+        self.served.fetch_add(1, Ordering::SeqCst);
+        let request_id = ulid::Ulid::new().to_string().to_lowercase();
+        let timeout = s.config.timeout;
+        let deadline = SystemTime::now() + timeout;
+        let deadline_ms = deadline
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis())
+            .unwrap_or(0);
+        *lock(&self.current) = Some(Current {
+            request_id: request_id.clone(),
+            reply: job.reply,
+        });
+        // Enforce the timeout: kill the process if this invocation is still running.
+        let watchdog = self.clone();
+        let watched = request_id.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(timeout).await;
+            let expired = {
+                let mut slot = lock(&watchdog.current);
+                match slot.as_ref() {
+                    Some(c) if c.request_id == watched => slot.take(),
+                    _ => None,
+                }
+            };
+            if let Some(c) = expired {
+                let _ = c.reply.send(Err(InvokeError::Timeout(timeout)));
+                watchdog.kill.notify_one();
+            }
+        });
+        let arn = format!(
+            "arn:aws:lambda:us-east-1:123456789012:function:{}",
+            s.config.name
+        );
+        let mut resp = reply(StatusCode::OK, job.event);
+        let headers = resp.headers_mut();
+        let pairs = [
+            ("lambda-runtime-aws-request-id", request_id),
+            ("lambda-runtime-deadline-ms", deadline_ms.to_string()),
+            ("lambda-runtime-invoked-function-arn", arn),
+            (
+                "lambda-runtime-trace-id",
+                "Root=1-00000000-000000000000000000000000;Sampled=0".to_owned(),
+            ),
+            ("content-type", "application/json".to_owned()),
+        ];
+        for (name, value) in pairs {
+            if let Ok(v) = value.parse() {
+                headers.insert(name, v);
+            }
+        }
+        resp
+    }
+}
+
+async fn read_body(req: Request<Incoming>) -> Bytes {
+    req.into_body()
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default()
+}

@@ -1,0 +1,195 @@
+//! The whole stack on 127.0.0.1: DynamoDB Local with the template's table,
+//! the real function binaries and the API Gateway front.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::config::{BehaviorVersion, Credentials, Region};
+
+use crate::Result;
+use crate::build::{self, Profile};
+use crate::dynamodb_local::DynamoDbLocal;
+use crate::gateway::{self, Binding, JwtAuthorizer};
+use crate::runtime_api::{FunctionConfig, LambdaFunction};
+use crate::template::Template;
+use crate::tokens::DevAuth;
+
+/// The cursor key the local stack gives its functions.
+pub const DEV_CURSOR_KEY: &str = "local-dev-only-cursor-key-0123456789abcdef";
+
+/// How to start the stack.
+#[derive(Debug, Clone)]
+pub struct StackOptions {
+    /// Binaries to run (default: every function in the template).
+    pub functions: Option<Vec<String>>,
+    /// Gateway port (0 = any free port).
+    pub port: u16,
+    /// Debug or release binaries.
+    pub profile: Profile,
+    /// Print function output.
+    pub echo_logs: bool,
+    /// Emulate API Gateway's JWT authorizer instead of in-function verification.
+    pub gateway_authorizer: bool,
+    /// Most processes per function.
+    pub max_instances: usize,
+    /// Extra or overriding environment for every function.
+    pub env: Vec<(String, String)>,
+    /// Use this DynamoDB endpoint instead of the process-wide DynamoDB Local.
+    pub dynamodb_endpoint: Option<String>,
+}
+
+impl Default for StackOptions {
+    fn default() -> Self {
+        Self {
+            functions: None,
+            port: 0,
+            profile: Profile::Dev,
+            echo_logs: false,
+            gateway_authorizer: false,
+            max_instances: 8,
+            env: Vec::new(),
+            dynamodb_endpoint: None,
+        }
+    }
+}
+
+/// A running stack.
+pub struct LocalStack {
+    /// Gateway base URL, e.g. `http://127.0.0.1:3001`.
+    pub url: String,
+    /// Table name.
+    pub table: String,
+    /// DynamoDB endpoint.
+    pub dynamodb_endpoint: String,
+    /// A DynamoDB client for inspecting the table.
+    pub dynamodb: Client,
+    /// Token settings.
+    pub auth: DevAuth,
+    /// The functions by binary name.
+    pub functions: BTreeMap<String, LambdaFunction>,
+}
+
+/// A DynamoDB client for the emulator (dummy credentials, fixed region).
+pub async fn dynamodb_client(endpoint: &str) -> Client {
+    let config = aws_config::defaults(BehaviorVersion::latest())
+        .region(Region::new("us-east-1"))
+        .endpoint_url(endpoint)
+        .credentials_provider(Credentials::new("test", "test", None, None, "local"))
+        .load()
+        .await;
+    Client::new(&config)
+}
+
+/// The environment every function gets on the local stack.
+pub fn base_env(dynamodb_endpoint: &str, table: &str, auth: &DevAuth) -> Vec<(String, String)> {
+    let mut env: Vec<(String, String)> = [
+        ("AWS_REGION", "us-east-1"),
+        ("AWS_DEFAULT_REGION", "us-east-1"),
+        ("AWS_ACCESS_KEY_ID", "test"),
+        ("AWS_SECRET_ACCESS_KEY", "test"),
+        ("AWS_EC2_METADATA_DISABLED", "true"),
+        ("AWS_ENDPOINT_URL_DYNAMODB", dynamodb_endpoint),
+        ("TABLE_NAME", table),
+        ("CURSOR_SIGNING_KEY", DEV_CURSOR_KEY),
+        (
+            "ALLOWED_ORIGINS",
+            "http://localhost:3000,http://127.0.0.1:3000",
+        ),
+        ("RUST_LOG", "info"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .collect();
+    env.extend(auth.env());
+    env
+}
+
+impl LocalStack {
+    /// Starts everything and returns once the gateway accepts requests.
+    pub async fn start(opts: StackOptions) -> Result<Self> {
+        let template = Template::load()?;
+        let dynamodb_endpoint = match &opts.dynamodb_endpoint {
+            Some(ep) => ep.clone(),
+            None => tokio::task::spawn_blocking(DynamoDbLocal::shared)
+                .await??
+                .endpoint
+                .clone(),
+        };
+        let dynamodb = dynamodb_client(&dynamodb_endpoint).await;
+        let table = format!("taskpilot-{}", ulid::Ulid::new().to_string().to_lowercase());
+        template.create_table(&dynamodb, &table).await?;
+
+        let wanted: Vec<_> = template
+            .functions()
+            .into_iter()
+            .filter(|f| {
+                opts.functions
+                    .as_ref()
+                    .is_none_or(|names| names.contains(&f.binary))
+            })
+            .collect();
+        let names: Vec<&str> = wanted.iter().map(|f| f.binary.as_str()).collect();
+        let profile = opts.profile;
+        let owned: Vec<String> = names.iter().map(|s| (*s).to_owned()).collect();
+        let paths = tokio::task::spawn_blocking(move || {
+            let refs: Vec<&str> = owned.iter().map(String::as_str).collect();
+            build::binaries(&refs, profile)
+        })
+        .await??;
+
+        let auth = DevAuth::default();
+        let mut env = base_env(&dynamodb_endpoint, &table, &auth);
+        if opts.gateway_authorizer {
+            env.retain(|(k, _)| k != "AUTH_JWT_SECRET");
+        }
+        env.extend(opts.env.iter().cloned());
+
+        let mut functions = BTreeMap::new();
+        let mut bindings = Vec::new();
+        for (f, binary) in wanted.iter().zip(paths) {
+            let function = LambdaFunction::new(FunctionConfig {
+                name: f.binary.clone(),
+                binary,
+                env: env.clone(),
+                timeout: Duration::from_secs(f.timeout_secs),
+                max_instances: opts.max_instances,
+                echo_logs: opts.echo_logs,
+            });
+            for route in &f.routes {
+                bindings.push(Binding {
+                    route: route.clone(),
+                    function: function.clone(),
+                    authorized: !route.public,
+                });
+            }
+            functions.insert(f.binary.clone(), function);
+        }
+        let authorizer = opts.gateway_authorizer.then(|| JwtAuthorizer {
+            secret: auth.secret.clone(),
+            issuer: auth.issuer.clone(),
+            audience: auth.audience.clone(),
+        });
+        let url = gateway::serve(opts.port, bindings, authorizer).await?;
+        Ok(Self {
+            url,
+            table,
+            dynamodb_endpoint,
+            dynamodb,
+            auth,
+            functions,
+        })
+    }
+
+    /// A function by binary name.
+    pub fn function(&self, name: &str) -> Result<&LambdaFunction> {
+        self.functions
+            .get(name)
+            .ok_or_else(|| format!("function {name} is not running").into())
+    }
+
+    /// A bearer token for `sub`.
+    pub fn token(&self, sub: &str) -> String {
+        self.auth.token(sub)
+    }
+}

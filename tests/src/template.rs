@@ -1,0 +1,278 @@
+//! Reading `template.yaml`, so the local stack and the tests use exactly the
+//! table and routes that ship.
+
+use std::path::Path;
+
+use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::types::{
+    AttributeDefinition, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType, Projection,
+    ProjectionType, ScalarAttributeType, TimeToLiveSpecification,
+};
+use serde_norway::Value;
+
+use crate::{Result, repo_root};
+
+/// The parsed template.
+pub struct Template {
+    root: Value,
+}
+
+/// One HTTP API route of a function.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Route {
+    /// `GET`, `POST`, … or `ANY`.
+    pub method: String,
+    /// Path template, e.g. `/api/v1/tasks/{id}`.
+    pub path: String,
+    /// `Auth: Authorizer: NONE` on the event: no authorizer runs.
+    pub public: bool,
+}
+
+/// A function of the template.
+#[derive(Debug, Clone)]
+pub struct Function {
+    /// Logical id, e.g. `TasksFunction`.
+    pub logical_id: String,
+    /// The cargo binary (`BuildProperties.Binary`).
+    pub binary: String,
+    /// Timeout in seconds.
+    pub timeout_secs: u64,
+    /// HTTP API routes.
+    pub routes: Vec<Route>,
+    /// Environment variables it sets (own and global).
+    pub env_names: Vec<String>,
+    /// Whether it has a Schedule event.
+    pub scheduled: bool,
+}
+
+fn str_of(v: &Value) -> Option<String> {
+    match v {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        Value::Bool(b) => Some(b.to_string()),
+        _ => None,
+    }
+}
+
+fn map_keys(v: &Value) -> Vec<String> {
+    v.as_mapping()
+        .map(|m| m.keys().filter_map(str_of).collect())
+        .unwrap_or_default()
+}
+
+impl Template {
+    /// Loads `template.yaml` at the repository root.
+    pub fn load() -> Result<Self> {
+        Self::from_path(&repo_root().join("template.yaml"))
+    }
+
+    /// Loads a template file.
+    pub fn from_path(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path)?;
+        Ok(Self {
+            root: serde_norway::from_str(&text)?,
+        })
+    }
+
+    /// Resources of a CloudFormation type, with their logical ids.
+    pub fn resources(&self, kind: &str) -> Vec<(String, &Value)> {
+        self.root["Resources"]
+            .as_mapping()
+            .map(|m| {
+                m.iter()
+                    .filter(|(_, r)| r["Type"].as_str() == Some(kind))
+                    .filter_map(|(id, r)| Some((str_of(id)?, r)))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// The functions with their binaries and routes.
+    pub fn functions(&self) -> Vec<Function> {
+        let global_timeout = self.root["Globals"]["Function"]["Timeout"]
+            .as_u64()
+            .unwrap_or(3);
+        let global_env = map_keys(&self.root["Globals"]["Function"]["Environment"]["Variables"]);
+        self.resources("AWS::Serverless::Function")
+            .into_iter()
+            .map(|(logical_id, r)| {
+                let props = &r["Properties"];
+                let events = props["Events"].as_mapping();
+                let mut routes = Vec::new();
+                let mut scheduled = false;
+                for (_, event) in events.into_iter().flatten() {
+                    match event["Type"].as_str() {
+                        Some("HttpApi") => routes.push(Route {
+                            method: event["Properties"]["Method"]
+                                .as_str()
+                                .unwrap_or("ANY")
+                                .to_uppercase(),
+                            path: event["Properties"]["Path"]
+                                .as_str()
+                                .unwrap_or("/")
+                                .to_owned(),
+                            public: event["Properties"]["Auth"]["Authorizer"].as_str()
+                                == Some("NONE"),
+                        }),
+                        Some("Schedule" | "ScheduleV2") => scheduled = true,
+                        _ => {}
+                    }
+                }
+                let mut env_names = global_env.clone();
+                env_names.extend(map_keys(&props["Environment"]["Variables"]));
+                Function {
+                    binary: r["Metadata"]["BuildProperties"]["Binary"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_owned(),
+                    timeout_secs: props["Timeout"].as_u64().unwrap_or(global_timeout),
+                    logical_id,
+                    routes,
+                    env_names,
+                    scheduled,
+                }
+            })
+            .collect()
+    }
+
+    /// Creates `name` in DynamoDB with the key schema, indexes and TTL of the
+    /// template's table.
+    pub async fn create_table(&self, client: &Client, name: &str) -> Result<()> {
+        let (_, table) = self
+            .resources("AWS::DynamoDB::Table")
+            .into_iter()
+            .next()
+            .ok_or("template.yaml has no AWS::DynamoDB::Table")?;
+        let props = &table["Properties"];
+        let mut req = client
+            .create_table()
+            .table_name(name)
+            .billing_mode(BillingMode::PayPerRequest);
+        for attr in props["AttributeDefinitions"]
+            .as_sequence()
+            .into_iter()
+            .flatten()
+        {
+            req = req.attribute_definitions(
+                AttributeDefinition::builder()
+                    .attribute_name(attr["AttributeName"].as_str().unwrap_or_default())
+                    .attribute_type(ScalarAttributeType::from(
+                        attr["AttributeType"].as_str().unwrap_or("S"),
+                    ))
+                    .build()?,
+            );
+        }
+        for key in key_schema(&props["KeySchema"])? {
+            req = req.key_schema(key);
+        }
+        for gsi in props["GlobalSecondaryIndexes"]
+            .as_sequence()
+            .into_iter()
+            .flatten()
+        {
+            let projection = Projection::builder()
+                .projection_type(ProjectionType::from(
+                    gsi["Projection"]["ProjectionType"]
+                        .as_str()
+                        .unwrap_or("ALL"),
+                ))
+                .build();
+            req = req.global_secondary_indexes(
+                GlobalSecondaryIndex::builder()
+                    .index_name(gsi["IndexName"].as_str().unwrap_or_default())
+                    .set_key_schema(Some(key_schema(&gsi["KeySchema"])?))
+                    .projection(projection)
+                    .build()?,
+            );
+        }
+        req.send().await?;
+        let ttl = &props["TimeToLiveSpecification"];
+        if ttl["Enabled"].as_bool() == Some(true) {
+            client
+                .update_time_to_live()
+                .table_name(name)
+                .time_to_live_specification(
+                    TimeToLiveSpecification::builder()
+                        .attribute_name(ttl["AttributeName"].as_str().unwrap_or("ttl"))
+                        .enabled(true)
+                        .build()?,
+                )
+                .send()
+                .await?;
+        }
+        Ok(())
+    }
+}
+
+fn key_schema(v: &Value) -> Result<Vec<KeySchemaElement>> {
+    v.as_sequence()
+        .into_iter()
+        .flatten()
+        .map(|k| {
+            Ok(KeySchemaElement::builder()
+                .attribute_name(k["AttributeName"].as_str().unwrap_or_default())
+                .key_type(KeyType::from(k["KeyType"].as_str().unwrap_or("HASH")))
+                .build()?)
+        })
+        .collect()
+}
+
+/// Whether `path` matches a route template (`{name}` is one segment,
+/// `{name+}` the rest); returns the path parameters.
+pub fn match_path(template: &str, path: &str) -> Option<Vec<(String, String)>> {
+    let mut params = Vec::new();
+    let mut t = template.trim_start_matches('/').split('/');
+    let mut p = path.trim_start_matches('/').split('/');
+    loop {
+        match (t.next(), p.next()) {
+            (None, None) => return Some(params),
+            (Some(seg), Some(value)) if seg.starts_with('{') && seg.ends_with("+}") => {
+                let rest: Vec<&str> = std::iter::once(value).chain(p).collect();
+                params.push((seg[1..seg.len() - 2].to_owned(), rest.join("/")));
+                return Some(params);
+            }
+            (Some(seg), Some(value)) if seg.starts_with('{') && seg.ends_with('}') => {
+                if value.is_empty() {
+                    return None;
+                }
+                params.push((seg[1..seg.len() - 1].to_owned(), value.to_owned()));
+            }
+            (Some(seg), Some(value)) if seg == value => {}
+            _ => return None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn path_templates() {
+        assert_eq!(match_path("/api/v1/tasks", "/api/v1/tasks"), Some(vec![]));
+        assert_eq!(
+            match_path("/api/v1/tasks/{id}", "/api/v1/tasks/abc"),
+            Some(vec![("id".into(), "abc".into())])
+        );
+        assert_eq!(match_path("/api/v1/tasks/{id}", "/api/v1/tasks/"), None);
+        assert_eq!(match_path("/api/v1/tasks/{id}", "/api/v1/tasks/a/b"), None);
+        assert_eq!(
+            match_path("/x/{p+}", "/x/a/b"),
+            Some(vec![("p".into(), "a/b".into())])
+        );
+    }
+
+    #[test]
+    fn the_shipped_template_reads() {
+        let t = Template::load().unwrap();
+        let fns = t.functions();
+        let tasks = fns.iter().find(|f| f.binary == "tasks").unwrap();
+        assert!(
+            tasks
+                .routes
+                .iter()
+                .any(|r| r.method == "PATCH" && r.path == "/api/v1/tasks/{id}")
+        );
+        assert!(tasks.env_names.contains(&"TABLE_NAME".to_owned()));
+    }
+}
