@@ -71,7 +71,15 @@ fn classify(err: serde_path_to_error::Error<serde_json::Error>) -> ApiError {
             ApiError::MalformedJson(message)
         }
         Category::Data => {
-            let field = if path == "." { "body".to_owned() } else { path };
+            let missing = message
+                .strip_prefix("missing field `")
+                .and_then(|rest| rest.split('`').next());
+            let field = match (missing, path.as_str()) {
+                (Some(name), ".") => name.to_owned(),
+                (Some(name), parent) => format!("{parent}.{name}"),
+                (None, ".") => "body".to_owned(),
+                (None, _) => path,
+            };
             let reason = message
                 .split(" at line ")
                 .next()

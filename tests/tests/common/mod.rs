@@ -1,0 +1,149 @@
+//! Helpers shared by the integration tests.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+use reqwest::{Method, StatusCode, header::HeaderMap};
+use serde_json::Value;
+use taskpilot_testkit::stack::{LocalStack, StackOptions};
+
+/// A stack plus an HTTP client.
+pub struct Api {
+    pub stack: LocalStack,
+    pub http: reqwest::Client,
+}
+
+/// A response, decoded.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Value,
+}
+
+impl Reply {
+    /// The error code of an error body (and checks the envelope).
+    pub fn code(&self) -> &str {
+        let err = &self.body["error"];
+        assert!(
+            err["message"].as_str().is_some_and(|m| !m.is_empty()),
+            "{:?}",
+            self.body
+        );
+        err["code"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no error code in {:?}", self.body))
+    }
+}
+
+impl Api {
+    pub async fn start(functions: &[&str]) -> Self {
+        Self::start_with(StackOptions {
+            functions: Some(functions.iter().map(|s| (*s).to_owned()).collect()),
+            ..StackOptions::default()
+        })
+        .await
+    }
+
+    pub async fn start_with(opts: StackOptions) -> Self {
+        let stack = LocalStack::start(opts).await.expect("stack starts");
+        Self {
+            stack,
+            http: reqwest::Client::new(),
+        }
+    }
+
+    pub fn token(&self, user: &str) -> String {
+        self.stack.token(user)
+    }
+
+    /// Sends a request as `user` (None: no Authorization header).
+    pub async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        user: Option<&str>,
+        body: Option<Value>,
+        headers: &[(&str, &str)],
+    ) -> Reply {
+        let mut req = self
+            .http
+            .request(method, format!("{}{path}", self.stack.url));
+        if let Some(user) = user {
+            req = req.bearer_auth(self.token(user));
+        }
+        if let Some(body) = body {
+            req = req.json(&body);
+        }
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let resp = req.send().await.expect("request is answered");
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let bytes = resp.bytes().await.unwrap();
+        let body = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes)
+                .unwrap_or_else(|_| panic!("non-JSON body: {}", String::from_utf8_lossy(&bytes)))
+        };
+        Reply {
+            status,
+            headers,
+            body,
+        }
+    }
+
+    pub async fn get(&self, path: &str, user: &str) -> Reply {
+        self.send(Method::GET, path, Some(user), None, &[]).await
+    }
+
+    pub async fn post(&self, path: &str, user: &str, body: Value) -> Reply {
+        self.send(Method::POST, path, Some(user), Some(body), &[])
+            .await
+    }
+
+    pub async fn patch(&self, path: &str, user: &str, body: Value) -> Reply {
+        self.send(Method::PATCH, path, Some(user), Some(body), &[])
+            .await
+    }
+
+    pub async fn delete(&self, path: &str, user: &str) -> Reply {
+        self.send(Method::DELETE, path, Some(user), None, &[]).await
+    }
+
+    /// Creates a task and returns its JSON.
+    pub async fn create(&self, user: &str, body: Value) -> Value {
+        let r = self.post("/api/v1/tasks", user, body).await;
+        assert_eq!(r.status, 201, "{:?}", r.body);
+        r.body
+    }
+
+    /// Every item of the table whose sort key starts with `prefix`.
+    pub async fn rows(
+        &self,
+        prefix: &str,
+    ) -> Vec<std::collections::HashMap<String, aws_sdk_dynamodb::types::AttributeValue>> {
+        let mut rows = Vec::new();
+        let mut start = None;
+        loop {
+            let out = self
+                .stack
+                .dynamodb
+                .scan()
+                .table_name(&self.stack.table)
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .unwrap();
+            rows.extend(out.items.unwrap_or_default().into_iter().filter(|i| {
+                i.get("sk")
+                    .and_then(|v| v.as_s().ok())
+                    .is_some_and(|s| s.starts_with(prefix))
+            }));
+            match out.last_evaluated_key {
+                Some(k) => start = Some(k),
+                None => return rows,
+            }
+        }
+    }
+}
