@@ -314,10 +314,9 @@ pub fn response(answer: &[u8]) -> Response<Full<Bytes>> {
             if let (Ok(n), Some(Ok(val))) = (
                 hyper::header::HeaderName::from_bytes(name.as_bytes()),
                 value.as_str().map(hyper::header::HeaderValue::from_str),
-            ) {
-                if !headers.get_all(&n).iter().any(|existing| existing == val) {
-                    headers.append(n, val);
-                }
+            ) && !headers.get_all(&n).iter().any(|existing| existing == val)
+            {
+                headers.append(n, val);
             }
         }
     }

@@ -67,7 +67,7 @@ struct Shared {
     config: FunctionConfig,
     queue: Mutex<VecDeque<Job>>,
     job_ready: Notify,
-    idle: AtomicUsize,
+    busy: AtomicUsize,
     instances: AtomicUsize,
     started: AtomicU64,
     logs: Mutex<Vec<String>>,
@@ -88,7 +88,7 @@ impl LambdaFunction {
                 config,
                 queue: Mutex::new(VecDeque::new()),
                 job_ready: Notify::new(),
-                idle: AtomicUsize::new(0),
+                busy: AtomicUsize::new(0),
                 instances: AtomicUsize::new(0),
                 started: AtomicU64::new(0),
                 logs: Mutex::new(Vec::new()),
@@ -113,24 +113,27 @@ impl LambdaFunction {
     /// Invokes the function with a raw event and waits for its answer.
     pub async fn invoke(&self, event: impl Into<Bytes>) -> InvokeResult {
         let (reply, answer) = oneshot::channel();
-        let queued = {
-            let mut queue = lock(&self.shared.queue);
-            queue.push_back(Job {
-                event: event.into(),
-                reply,
-            });
-            queue.len()
-        };
+        lock(&self.shared.queue).push_back(Job {
+            event: event.into(),
+            reply,
+        });
         self.shared.job_ready.notify_one();
-        self.scale(queued).await;
+        self.scale().await;
         answer
             .await
             .unwrap_or_else(|_| Err(InvokeError::Crashed("invocation was dropped".into())))
     }
 
-    async fn scale(&self, queued: usize) {
+    async fn scale(&self) {
         let s = &self.shared;
-        if queued <= s.idle.load(Ordering::SeqCst) {
+        let queued = lock(&s.queue).len();
+        // Processes that are not working on an invocation (including ones still
+        // starting) will take queued work; start another only when they cannot.
+        let free = s
+            .instances
+            .load(Ordering::SeqCst)
+            .saturating_sub(s.busy.load(Ordering::SeqCst));
+        if queued <= free {
             return;
         }
         let grew = s
@@ -139,6 +142,11 @@ impl LambdaFunction {
                 (n < s.config.max_instances).then_some(n + 1)
             })
             .is_ok();
+        if grew {
+            lock(&s.logs).push(format!(
+                "[runtime] starting a process: {queued} queued, {free} free"
+            ));
+        }
         if grew && let Err(e) = spawn_instance(s.clone()).await {
             s.instances.fetch_sub(1, Ordering::SeqCst);
             fail_one(
@@ -166,6 +174,23 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 fn fail_one(s: &Shared, error: InvokeError) {
     if let Some(job) = lock(&s.queue).pop_front() {
         let _ = job.reply.send(Err(error));
+    }
+}
+
+impl Instance {
+    /// Ends the current invocation (if it is `id`, or any when `None`).
+    fn finish(&self, id: Option<&str>) -> Option<Current> {
+        let mut slot = lock(&self.current);
+        let matches = match (slot.as_ref(), id) {
+            (Some(c), Some(id)) => c.request_id == id,
+            (Some(_), None) => true,
+            (None, _) => false,
+        };
+        let taken = if matches { slot.take() } else { None };
+        if taken.is_some() {
+            self.shared.busy.fetch_sub(1, Ordering::SeqCst);
+        }
+        taken
     }
 }
 
@@ -270,8 +295,9 @@ async fn spawn_instance(shared: Arc<Shared>) -> Result<()> {
             }
         };
         server.abort();
+        lock(&instance.shared.logs).push(format!("[runtime] process exited: {status}"));
         instance.shared.instances.fetch_sub(1, Ordering::SeqCst);
-        let current = lock(&instance.current).take();
+        let current = instance.finish(None);
         if let Some(current) = current {
             let _ = current
                 .reply
@@ -324,14 +350,7 @@ impl Instance {
                     )),
                     _ => return reply(StatusCode::NOT_FOUND, "unknown action"),
                 };
-                let current = {
-                    let mut slot = lock(&self.current);
-                    match slot.as_ref() {
-                        Some(c) if c.request_id == id => slot.take(),
-                        _ => None,
-                    }
-                };
-                match current {
+                match self.finish(Some(id)) {
                     Some(c) => {
                         let _ = c.reply.send(result);
                         reply(StatusCode::ACCEPTED, "{}")
@@ -345,7 +364,6 @@ impl Instance {
 
     async fn next(self: &Arc<Self>) -> Response<Full<Bytes>> {
         let s = &self.shared;
-        s.idle.fetch_add(1, Ordering::SeqCst);
         let job = loop {
             let notified = s.job_ready.notified();
             if let Some(job) = lock(&s.queue).pop_front() {
@@ -353,7 +371,7 @@ impl Instance {
             }
             notified.await;
         };
-        s.idle.fetch_sub(1, Ordering::SeqCst);
+        s.busy.fetch_add(1, Ordering::SeqCst);
         // Another job may be waiting for an idle process.
         if !lock(&s.queue).is_empty() {
             s.job_ready.notify_one();
@@ -375,14 +393,7 @@ impl Instance {
         let watched = request_id.clone();
         tokio::spawn(async move {
             tokio::time::sleep(timeout).await;
-            let expired = {
-                let mut slot = lock(&watchdog.current);
-                match slot.as_ref() {
-                    Some(c) if c.request_id == watched => slot.take(),
-                    _ => None,
-                }
-            };
-            if let Some(c) = expired {
+            if let Some(c) = watchdog.finish(Some(&watched)) {
                 let _ = c.reply.send(Err(InvokeError::Timeout(timeout)));
                 watchdog.kill.notify_one();
             }

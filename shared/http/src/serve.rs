@@ -64,3 +64,46 @@ where
     }))
     .await
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(origin: Option<&str>) -> Request {
+        let mut req = Request::default();
+        if let Some(o) = origin {
+            req.headers_mut().insert("origin", o.parse().unwrap());
+        }
+        req
+    }
+
+    #[tokio::test]
+    async fn a_panic_becomes_a_json_500_and_the_next_request_is_served() {
+        let cors = Cors::new(vec!["https://app.example".into()]);
+        let resp = dispatch(&cors, request(Some("https://app.example")), |_| async {
+            if true {
+                panic!("boom");
+            }
+            Ok(Response::new(Body::Empty))
+        })
+        .await;
+        assert_eq!(resp.status(), 500);
+        let body: serde_json::Value = serde_json::from_slice(resp.body().as_ref()).unwrap();
+        assert_eq!(body["error"]["code"], "internal");
+        assert!(
+            !body.to_string().contains("boom"),
+            "panic text stays in the logs"
+        );
+        assert_eq!(
+            resp.headers()["access-control-allow-origin"],
+            "https://app.example"
+        );
+
+        let ok = dispatch(&cors, request(None), |_| async {
+            Ok(Response::new(Body::Empty))
+        })
+        .await;
+        assert_eq!(ok.status(), 200);
+        assert!(ok.headers().get("access-control-allow-origin").is_none());
+    }
+}
