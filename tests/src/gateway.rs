@@ -11,10 +11,7 @@ use base64::engine::general_purpose::STANDARD as B64;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
 use serde_json::{Map, Value, json};
 use tokio::net::TcpListener;
 
@@ -67,22 +64,9 @@ pub async fn serve(
         authorizer,
         addr,
     });
-    tokio::spawn(async move {
-        loop {
-            let Ok((stream, peer)) = listener.accept().await else {
-                break;
-            };
-            let gateway = gateway.clone();
-            tokio::spawn(async move {
-                let svc = service_fn(move |req| {
-                    let gateway = gateway.clone();
-                    async move { Ok::<_, hyper::Error>(gateway.handle(req, peer).await) }
-                });
-                let _ = http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), svc)
-                    .await;
-            });
-        }
+    crate::http_server::serve(listener, move |req, peer| {
+        let gateway = gateway.clone();
+        async move { gateway.handle(req, peer).await }
     });
     Ok(format!("http://{addr}"))
 }

@@ -8,6 +8,7 @@
 pub mod build;
 pub mod dynamodb_local;
 pub mod gateway;
+pub mod http_server;
 pub mod runtime_api;
 pub mod stack;
 pub mod template;

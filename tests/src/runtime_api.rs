@@ -15,10 +15,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 use tokio::sync::{Notify, oneshot};
 
@@ -267,23 +264,7 @@ async fn spawn_instance(shared: Arc<Shared>) -> Result<()> {
     // Serve the Runtime API for this process.
     let server = {
         let instance = instance.clone();
-        tokio::spawn(async move {
-            loop {
-                let Ok((stream, _)) = listener.accept().await else {
-                    break;
-                };
-                let instance = instance.clone();
-                tokio::spawn(async move {
-                    let svc = service_fn(move |req| {
-                        let instance = instance.clone();
-                        async move { Ok::<_, hyper::Error>(instance.route(req).await) }
-                    });
-                    let _ = http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), svc)
-                        .await;
-                });
-            }
-        })
+        crate::http_server::serve(listener, move |req, _| instance.clone().route(req))
     };
     // Reap the process; fail whatever it was doing.
     tokio::spawn(async move {

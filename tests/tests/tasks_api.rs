@@ -475,25 +475,7 @@ async fn paging_returns_every_task_exactly_once() {
             r.body
         })
         .collect();
-    let mut seen: Vec<Value> = Vec::new();
-    let mut cursor: Option<String> = None;
-    let mut pages = 0;
-    loop {
-        let path = match &cursor {
-            Some(c) => format!("{TASKS}?limit=7&cursor={c}"),
-            None => format!("{TASKS}?limit=7"),
-        };
-        let r = api.get(&path, "alice").await;
-        assert_eq!(r.status, 200, "{:?}", r.body);
-        let tasks = r.body["tasks"].as_array().unwrap();
-        assert!(tasks.len() <= 7);
-        seen.extend(tasks.iter().cloned());
-        pages += 1;
-        match r.body["next_cursor"].as_str() {
-            Some(c) => cursor = Some(c.to_owned()),
-            None => break,
-        }
-    }
+    let (seen, pages) = pages_of(&api, "limit=7").await;
     assert_eq!(pages, 36);
     let ids: Vec<&str> = seen.iter().map(|t| t["id"].as_str().unwrap()).collect();
     let unique: HashSet<&str> = ids.iter().copied().collect();
@@ -557,9 +539,16 @@ async fn paging_returns_every_task_exactly_once() {
 
 /// Follows `next_cursor` to the end; asserts no task repeats.
 async fn all_pages(api: &Api, query: &str) -> Vec<Value> {
+    pages_of(api, query).await.0
+}
+
+/// Every task of a listing, and the number of pages it took.
+async fn pages_of(api: &Api, query: &str) -> (Vec<Value>, usize) {
     let mut out: Vec<Value> = Vec::new();
     let mut cursor: Option<String> = None;
+    let mut pages = 0;
     loop {
+        pages += 1;
         let path = match &cursor {
             Some(c) => format!("{TASKS}?{query}&cursor={c}"),
             None => format!("{TASKS}?{query}"),
@@ -576,7 +565,7 @@ async fn all_pages(api: &Api, query: &str) -> Vec<Value> {
         }
         match r.body["next_cursor"].as_str() {
             Some(c) => cursor = Some(c.to_owned()),
-            None => return out,
+            None => return (out, pages),
         }
     }
 }

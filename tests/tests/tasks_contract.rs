@@ -336,21 +336,10 @@ async fn jwks_server(set: JwkSet) -> (String, Arc<AtomicUsize>) {
     );
     let body = Bytes::from(serde_json::to_vec(&set).unwrap());
     let counter = fetches.clone();
-    tokio::spawn(async move {
-        loop {
-            let (stream, _) = listener.accept().await.unwrap();
-            let (body, counter) = (body.clone(), counter.clone());
-            tokio::spawn(async move {
-                let svc = hyper::service::service_fn(move |_req| {
-                    counter.fetch_add(1, Ordering::SeqCst);
-                    let body = body.clone();
-                    async move { Ok::<_, hyper::Error>(hyper::Response::new(Full::new(body))) }
-                });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
-                    .await;
-            });
-        }
+    taskpilot_testkit::http_server::serve(listener, move |_req, _peer| {
+        counter.fetch_add(1, Ordering::SeqCst);
+        let body = body.clone();
+        async move { hyper::Response::new(Full::new(body)) }
     });
     (url, fetches)
 }

@@ -66,11 +66,8 @@ impl TaskRepository for InMemoryTasks {
         let Some(task) = tasks.get_mut(&(user.as_str().to_owned(), id.clone())) else {
             return Ok(UpdateOutcome::NotFound);
         };
-        if guard.version.is_some_and(|v| v != task.version) {
-            return Ok(UpdateOutcome::VersionMismatch(task.clone()));
-        }
-        if guard.unless_completed_is == Some(task.completed) {
-            return Ok(UpdateOutcome::Unchanged(task.clone()));
+        if let Some(refusal) = guard.refusal(task) {
+            return Ok(refusal);
         }
         change.apply(task, now);
         Ok(UpdateOutcome::Written(task.clone()))
@@ -87,8 +84,8 @@ impl TaskRepository for InMemoryTasks {
         let Some(task) = tasks.get(&key) else {
             return Ok(UpdateOutcome::NotFound);
         };
-        if guard.version.is_some_and(|v| v != task.version) {
-            return Ok(UpdateOutcome::VersionMismatch(task.clone()));
+        if let Some(refusal) = guard.refusal(task) {
+            return Ok(refusal);
         }
         Ok(tasks
             .remove(&key)

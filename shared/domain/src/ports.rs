@@ -112,6 +112,19 @@ pub struct WriteGuard {
     pub unless_completed_is: Option<bool>,
 }
 
+impl WriteGuard {
+    /// Why a write to `current` must not happen, if it must not.
+    pub fn refusal(&self, current: &Task) -> Option<UpdateOutcome> {
+        if self.version.is_some_and(|v| v != current.version) {
+            return Some(UpdateOutcome::VersionMismatch(current.clone()));
+        }
+        if self.unless_completed_is == Some(current.completed) {
+            return Some(UpdateOutcome::Unchanged(current.clone()));
+        }
+        None
+    }
+}
+
 /// What happened to an update or delete.
 #[derive(Debug, Clone, PartialEq)]
 pub enum UpdateOutcome {

@@ -108,13 +108,53 @@ fn refused(old: Option<&Item>, guard: WriteGuard) -> Result<UpdateOutcome, Store
         return Ok(UpdateOutcome::NotFound);
     };
     let current = task_from_item(old.clone())?;
-    if guard.version.is_some_and(|v| v != current.version) {
-        return Ok(UpdateOutcome::VersionMismatch(current));
+    // The guard failed, so one of its conditions must explain it.
+    Ok(guard
+        .refusal(&current)
+        .unwrap_or(UpdateOutcome::VersionMismatch(current)))
+}
+
+/// `Some(old item)` when an update failed its condition.
+fn update_refused(e: &UpdateItemError) -> Option<Option<&Item>> {
+    match e {
+        UpdateItemError::ConditionalCheckFailedException(e) => Some(e.item()),
+        _ => None,
     }
-    if guard.unless_completed_is == Some(current.completed) {
-        return Ok(UpdateOutcome::Unchanged(current));
+}
+
+/// `Some(old item)` when a delete failed its condition.
+fn delete_refused(e: &DeleteItemError) -> Option<Option<&Item>> {
+    match e {
+        DeleteItemError::ConditionalCheckFailedException(e) => Some(e.item()),
+        _ => None,
     }
-    Ok(UpdateOutcome::VersionMismatch(current))
+}
+
+/// The outcome of a conditional UpdateItem/DeleteItem: the written task, the
+/// reason a condition refused it (`old_item` picks the old item out of a
+/// ConditionalCheckFailed error), or a storage error.
+fn settle_write<E, R>(
+    result: Result<Option<Item>, SdkError<E, R>>,
+    old_item: for<'e> fn(&'e E) -> Option<Option<&'e Item>>,
+    guard: WriteGuard,
+) -> Result<UpdateOutcome, StoreError>
+where
+    E: aws_sdk_dynamodb::error::ProvideErrorMetadata + std::error::Error + 'static,
+    R: std::fmt::Debug,
+{
+    match result {
+        Ok(attributes) => attributes
+            .map(task_from_item)
+            .transpose()?
+            .map(UpdateOutcome::Written)
+            .ok_or(StoreError::Internal(
+                "the write returned no attributes".into(),
+            )),
+        Err(SdkError::ServiceError(service)) if old_item(service.err()).is_some() => {
+            refused(old_item(service.err()).flatten(), guard)
+        }
+        Err(err) => Err(classify(err)),
+    }
 }
 
 /// The update expression for a change: SET and REMOVE clauses.
@@ -343,28 +383,9 @@ impl TaskRepository for DynamoTasks {
             .return_values(ReturnValue::AllNew)
             .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
             .send()
-            .await;
-        match result {
-            Ok(out) => out
-                .attributes
-                .map(task_from_item)
-                .transpose()?
-                .map(UpdateOutcome::Written)
-                .ok_or(StoreError::Internal("update returned no attributes".into())),
-            Err(SdkError::ServiceError(service))
-                if matches!(
-                    service.err(),
-                    UpdateItemError::ConditionalCheckFailedException(_)
-                ) =>
-            {
-                let old = match service.err() {
-                    UpdateItemError::ConditionalCheckFailedException(e) => e.item(),
-                    _ => None,
-                };
-                refused(old, guard)
-            }
-            Err(err) => Err(classify(err)),
-        }
+            .await
+            .map(|out| out.attributes);
+        settle_write(result, update_refused, guard)
     }
 
     #[instrument(skip_all, fields(task_id = %id))]
@@ -387,28 +408,9 @@ impl TaskRepository for DynamoTasks {
             .return_values(ReturnValue::AllOld)
             .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
             .send()
-            .await;
-        match result {
-            Ok(out) => out
-                .attributes
-                .map(task_from_item)
-                .transpose()?
-                .map(UpdateOutcome::Written)
-                .ok_or(StoreError::Internal("delete returned no attributes".into())),
-            Err(SdkError::ServiceError(service))
-                if matches!(
-                    service.err(),
-                    DeleteItemError::ConditionalCheckFailedException(_)
-                ) =>
-            {
-                let old = match service.err() {
-                    DeleteItemError::ConditionalCheckFailedException(e) => e.item(),
-                    _ => None,
-                };
-                refused(old, guard)
-            }
-            Err(err) => Err(classify(err)),
-        }
+            .await
+            .map(|out| out.attributes);
+        settle_write(result, delete_refused, guard)
     }
 
     #[instrument(skip_all, fields(limit = query.limit))]
