@@ -4,12 +4,12 @@
 use taskpilot_domain::{
     IdempotencyClaim, IdempotencyKey, InsertOutcome, Priority, Task, TaskId, TaskRepository, UserId,
 };
-use taskpilot_store::DynamoTasks;
+use taskpilot_store::DynamoStore;
 use taskpilot_testkit::dynamodb_local::DynamoDbLocal;
 use taskpilot_testkit::stack::dynamodb_client;
 use taskpilot_testkit::template::Template;
 
-async fn store() -> DynamoTasks {
+async fn store() -> DynamoStore {
     let ddb = tokio::task::spawn_blocking(DynamoDbLocal::shared)
         .await
         .unwrap()
@@ -21,7 +21,7 @@ async fn store() -> DynamoTasks {
         .create_table(&client, &table)
         .await
         .unwrap();
-    DynamoTasks::new(client, table)
+    DynamoStore::new(client, table)
 }
 
 fn task(title: &str) -> Task {

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use taskpilot_domain::{CursorCodec, TaskService};
 use taskpilot_http::{Authenticator, ConfigError, Cors, config, serve, telemetry};
-use taskpilot_store::{DynamoTasks, dynamodb_client};
+use taskpilot_store::{DynamoStore, dynamodb_client};
 
 use routes::TasksApi;
 
@@ -45,7 +45,7 @@ async fn init() -> Result<(TasksApi, Cors), ConfigError> {
         })?;
     let auth = Authenticator::from_env(http)?;
     let sdk = aws_config::load_from_env().await;
-    let store = DynamoTasks::new(dynamodb_client(&sdk), table);
+    let store = DynamoStore::new(dynamodb_client(&sdk), table);
     store.warm_up().await;
     Ok((TasksApi::new(TaskService::new(store, cursors), auth), cors))
 }

@@ -12,14 +12,14 @@ use taskpilot_domain::{
 use taskpilot_http::json::{parse_body, respond};
 use taskpilot_http::request::{Query, header, if_match_version};
 use taskpilot_http::{ApiError, Authenticator};
-use taskpilot_store::DynamoTasks;
+use taskpilot_store::DynamoStore;
 
 /// The collection path.
 pub const BASE: &str = "/api/v1/tasks";
 
 /// The handlers with their dependencies, built once in `main`.
 pub struct TasksApi {
-    service: TaskService<DynamoTasks>,
+    service: TaskService<DynamoStore>,
     auth: Authenticator,
 }
 
@@ -63,7 +63,7 @@ struct Listing {
 
 impl TasksApi {
     /// Wires the service and the authenticator.
-    pub fn new(service: TaskService<DynamoTasks>, auth: Authenticator) -> Self {
+    pub fn new(service: TaskService<DynamoStore>, auth: Authenticator) -> Self {
         Self { service, auth }
     }
 

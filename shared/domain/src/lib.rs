@@ -6,6 +6,7 @@ pub mod error;
 pub mod input;
 pub mod ports;
 pub mod service;
+pub mod session;
 pub mod task;
 pub mod timestamp;
 pub mod user;

@@ -40,17 +40,69 @@ pub enum ApiError {
     /// A CORS preflight from an origin that is not allowed.
     #[error("origin `{0}` is not allowed")]
     OriginNotAllowed(String),
+    /// Too many requests from this caller.
+    #[error("{message}")]
+    RateLimited { message: String, retry_after: u64 },
+    /// An upstream service (OpenAI, Secrets Manager) failed.
+    #[error(transparent)]
+    Upstream(#[from] UpstreamError),
     /// A bug or an unexpected failure; details stay in the logs.
     #[error("internal error: {0}")]
     Internal(String),
 }
 
+/// How an upstream dependency failed. Upstream bodies are never forwarded.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum UpstreamError {
+    /// The API key was rejected, even after refreshing it.
+    #[error("OpenAI rejected our credentials")]
+    Auth,
+    /// The upstream says the named thing does not exist.
+    #[error("{0}")]
+    NotFound(String),
+    /// Upstream rate limiting; retry after this many seconds.
+    #[error("OpenAI is rate limiting requests; retry in {retry_after} s")]
+    RateLimited { retry_after: u64 },
+    /// 5xx, connection failure or an unreadable answer, after retries.
+    #[error("OpenAI is unavailable ({0})")]
+    Unavailable(String),
+    /// No answer within the configured time.
+    #[error("OpenAI did not answer within {0} ms")]
+    Timeout(u64),
+    /// Another 4xx: our request was refused.
+    #[error("OpenAI refused the request (HTTP {0})")]
+    Rejected(u16),
+    /// The API key could not be read from Secrets Manager.
+    #[error("the OpenAI key cannot be read right now ({0})")]
+    Secret(String),
+}
+
 /// Seconds a client should wait before retrying a 503.
-const RETRY_AFTER_SECS: u32 = 1;
+const RETRY_AFTER_SECS: u64 = 1;
+
+/// Status, stable machine-readable code, message, details and `Retry-After`.
+type Parts = (StatusCode, &'static str, String, Option<Value>, Option<u64>);
 
 impl ApiError {
-    /// The status, stable machine-readable code, message and optional details.
-    fn parts(&self) -> (StatusCode, &'static str, String, Option<Value>) {
+    fn parts(&self) -> Parts {
+        let (status, code, message, details) = match self {
+            ApiError::RateLimited { retry_after, .. } => {
+                return (
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "rate_limited",
+                    self.to_string(),
+                    None,
+                    Some(*retry_after),
+                );
+            }
+            ApiError::Upstream(e) => return upstream_parts(e),
+            _ => self.plain_parts(),
+        };
+        let retry_after = (status == StatusCode::SERVICE_UNAVAILABLE).then_some(RETRY_AFTER_SECS);
+        (status, code, message, details, retry_after)
+    }
+
+    fn plain_parts(&self) -> (StatusCode, &'static str, String, Option<Value>) {
         use ApiError as E;
         let msg = self.to_string();
         match self {
@@ -126,7 +178,7 @@ impl ApiError {
                 None,
             ),
             E::OriginNotAllowed(_) => (StatusCode::FORBIDDEN, "origin_not_allowed", msg, None),
-            E::Internal(_) => (
+            E::Internal(_) | E::RateLimited { .. } | E::Upstream(_) => (
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "internal",
                 "something went wrong on our side".into(),
@@ -140,10 +192,15 @@ impl ApiError {
         self.parts().0
     }
 
+    /// The stable error code.
+    pub fn code(&self) -> &'static str {
+        self.parts().1
+    }
+
     /// Renders `{"error":{"code","message","details"?}}`, with `Retry-After` on 503
     /// and `WWW-Authenticate` on 401.
     pub fn into_response(self) -> Response<Body> {
-        let (status, code, message, details) = self.parts();
+        let (status, code, message, details, retry_after) = self.parts();
         if status.is_server_error() {
             tracing::error!(error = %self, code, "request failed");
         } else {
@@ -156,8 +213,8 @@ impl ApiError {
         let mut builder = Response::builder()
             .status(status)
             .header(http::header::CONTENT_TYPE, "application/json");
-        if status == StatusCode::SERVICE_UNAVAILABLE {
-            builder = builder.header(http::header::RETRY_AFTER, RETRY_AFTER_SECS);
+        if let Some(seconds) = retry_after {
+            builder = builder.header(http::header::RETRY_AFTER, seconds);
         }
         if status == StatusCode::UNAUTHORIZED {
             builder = builder.header(http::header::WWW_AUTHENTICATE, "Bearer");
@@ -169,6 +226,61 @@ impl ApiError {
         builder
             .body(Body::Text(body))
             .unwrap_or_else(|_| Response::new(Body::Empty))
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        ApiError::Domain(e.into())
+    }
+}
+
+fn upstream_parts(e: &UpstreamError) -> Parts {
+    let msg = e.to_string();
+    match e {
+        UpstreamError::Auth => (StatusCode::BAD_GATEWAY, "upstream_auth", msg, None, None),
+        UpstreamError::NotFound(_) => (
+            StatusCode::BAD_GATEWAY,
+            "upstream_not_found",
+            msg,
+            None,
+            None,
+        ),
+        UpstreamError::RateLimited { retry_after } => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "upstream_rate_limited",
+            msg,
+            None,
+            Some(*retry_after),
+        ),
+        UpstreamError::Unavailable(_) => (
+            StatusCode::BAD_GATEWAY,
+            "upstream_unavailable",
+            msg,
+            None,
+            None,
+        ),
+        UpstreamError::Timeout(_) => (
+            StatusCode::GATEWAY_TIMEOUT,
+            "upstream_timeout",
+            msg,
+            None,
+            None,
+        ),
+        UpstreamError::Rejected(_) => (
+            StatusCode::BAD_GATEWAY,
+            "upstream_rejected",
+            msg,
+            None,
+            None,
+        ),
+        UpstreamError::Secret(_) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "secret_unavailable",
+            msg,
+            None,
+            Some(5),
+        ),
     }
 }
 

@@ -89,3 +89,18 @@ impl<'r> Query<'r> {
             .transpose()
     }
 }
+
+/// When this invocation must have answered: Lambda's deadline less a safety
+/// margin (or `fallback` from now outside Lambda).
+pub fn deadline(req: &Request, fallback: std::time::Duration) -> std::time::Instant {
+    const MARGIN: std::time::Duration = std::time::Duration::from_millis(500);
+    let now = std::time::Instant::now();
+    req.lambda_context_ref()
+        .and_then(|ctx| {
+            ctx.deadline()
+                .duration_since(std::time::SystemTime::now())
+                .ok()
+        })
+        .map(|left| now + left.saturating_sub(MARGIN))
+        .unwrap_or(now + fallback)
+}

@@ -42,3 +42,16 @@ pub fn key(pk: String, sk: String) -> HashMap<String, AttributeValue> {
         (SK.to_owned(), AttributeValue::S(sk)),
     ])
 }
+
+/// `SESSION#<id>`
+pub fn session_sk(id: &str) -> String {
+    format!("{SESSION_PREFIX}{id}")
+}
+
+/// Sort-key prefix of sessions.
+pub const SESSION_PREFIX: &str = "SESSION#";
+
+/// `RATE#<bucket>#<window start>`
+pub fn rate_sk(bucket: &str, window_start: i64) -> String {
+    format!("RATE#{bucket}#{window_start}")
+}

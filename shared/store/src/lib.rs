@@ -8,8 +8,10 @@ mod client;
 mod error;
 mod item;
 mod keys;
+mod rate_limit;
+mod sessions;
 mod tasks;
 
 pub use client::dynamodb_client;
 pub use error::classify;
-pub use tasks::DynamoTasks;
+pub use tasks::DynamoStore;

@@ -27,14 +27,14 @@ type Item = HashMap<String, AttributeValue>;
 /// How many rows one filtered list request may read to fill a page.
 const FILTERED_READ_BUDGET: i32 = 200;
 
-/// Tasks in a DynamoDB table.
+/// TaskPilot's DynamoDB table: tasks, sessions, rate-limit counters.
 #[derive(Clone, Debug)]
-pub struct DynamoTasks {
-    client: Client,
-    table: String,
+pub struct DynamoStore {
+    pub(crate) client: Client,
+    pub(crate) table: String,
 }
 
-impl DynamoTasks {
+impl DynamoStore {
     /// An adapter over `table`, borrowing a client built once at start-up.
     pub fn new(client: Client, table: impl Into<String>) -> Self {
         Self {
@@ -78,11 +78,11 @@ impl Expr {
     }
 }
 
-fn s(v: impl Into<String>) -> AttributeValue {
+pub(crate) fn s(v: impl Into<String>) -> AttributeValue {
     AttributeValue::S(v.into())
 }
 
-fn n(v: impl ToString) -> AttributeValue {
+pub(crate) fn n(v: impl ToString) -> AttributeValue {
     AttributeValue::N(v.to_string())
 }
 
@@ -236,7 +236,7 @@ fn update_expression(
     Ok(text)
 }
 
-impl TaskRepository for DynamoTasks {
+impl TaskRepository for DynamoStore {
     #[instrument(skip_all, fields(task_id = %id))]
     async fn get(&self, user: &UserId, id: &TaskId) -> Result<Option<Task>, StoreError> {
         let out = self
@@ -491,7 +491,23 @@ impl TaskRepository for DynamoTasks {
     }
 }
 
-impl DynamoTasks {
+impl DynamoStore {
+    /// The table's status (`ACTIVE` when usable), with one DescribeTable.
+    pub async fn table_status(&self) -> Result<String, StoreError> {
+        let out = self
+            .client
+            .describe_table()
+            .table_name(&self.table)
+            .send()
+            .await
+            .map_err(classify)?;
+        Ok(out
+            .table
+            .and_then(|t| t.table_status)
+            .map(|s| s.as_str().to_owned())
+            .unwrap_or_else(|| "UNKNOWN".into()))
+    }
+
     /// Opens the connection (TLS handshake included) during init, so the first
     /// request does not pay for it. Errors are ignored: the first real request
     /// reports them properly.

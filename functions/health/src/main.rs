@@ -1,0 +1,71 @@
+//! The `health` Lambda: `GET /health` (shallow or `?deep=true`) over HTTP, and
+//! the scheduled probe (EventBridge) that runs the deep checks and emits a
+//! CloudWatch metric.
+
+mod checks;
+mod probe;
+mod routes;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use lambda_runtime::{LambdaEvent, service_fn};
+use serde_json::Value;
+
+use taskpilot_http::{ConfigError, Cors, config, events, serve, telemetry};
+use taskpilot_openai::OpenAi;
+use taskpilot_secrets::SecretCache;
+use taskpilot_store::{DynamoStore, dynamodb_client};
+
+use checks::Checks;
+
+#[tokio::main]
+async fn main() -> Result<(), lambda_runtime::Error> {
+    telemetry::init();
+    let (checks, cors) = match init().await {
+        Ok(ready) => ready,
+        Err(e) => {
+            tracing::error!(error = %e, "start-up failed");
+            return Err(e.into());
+        }
+    };
+    let (checks, cors) = (&checks, &cors);
+    lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {
+        let (payload, context) = event.into_parts();
+        if events::is_http(&payload) {
+            let req = events::to_request(payload, context)?;
+            let resp = serve::dispatch(cors, req, |req| routes::handle(checks, req)).await;
+            Ok(events::to_payload(resp))
+        } else if events::is_scheduled(&payload) {
+            probe::run(checks).await
+        } else {
+            Err(
+                "unsupported event: expected an HTTP request or an EventBridge scheduled event"
+                    .into(),
+            )
+        }
+    }))
+    .await
+}
+
+async fn init() -> Result<(Checks, Cors), ConfigError> {
+    let table = config::required("TABLE_NAME")?;
+    let cors = Cors::from_env()?;
+    let http = reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(2))
+        .build()
+        .map_err(|e| ConfigError::Invalid {
+            name: "OPENAI_BASE_URL",
+            reason: format!("HTTP client: {e}"),
+        })?;
+    let sdk = aws_config::load_from_env().await;
+    let secrets = Arc::new(SecretCache::from_env(&sdk)?);
+    let openai = OpenAi::from_env(http, secrets.clone())?;
+    let store = DynamoStore::new(dynamodb_client(&sdk), table);
+    let (secret, ()) = tokio::join!(secrets.get(), store.warm_up());
+    if let Err(e) = secret {
+        tracing::warn!(error = %e, "the OpenAI secret is not readable");
+    }
+    let hosted = config::optional("CHATKIT_WORKFLOW_ID").is_some();
+    Ok((Checks::new(store, openai, hosted), cors))
+}

@@ -1,0 +1,57 @@
+//! `GET /health` and `GET /api/v1/chatkit/health`.
+
+use http::{Method, StatusCode};
+use lambda_http::{Body, Request, Response};
+
+use taskpilot_http::ApiError;
+use taskpilot_http::json::respond;
+use taskpilot_http::request::Query;
+
+use crate::checks::{Checks, Status};
+
+const PATHS: [&str; 2] = ["/health", "/api/v1/chatkit/health"];
+
+/// Answers a health request: 200, or 503 when unhealthy.
+pub async fn handle(checks: &Checks, req: Request) -> Result<Response<Body>, ApiError> {
+    let path = req.uri().path();
+    if !PATHS.contains(&path) {
+        return Err(ApiError::RouteNotFound {
+            method: req.method().to_string(),
+            path: path.to_owned(),
+        });
+    }
+    if req.method() != Method::GET {
+        return Err(ApiError::MethodNotAllowed {
+            method: req.method().to_string(),
+            allowed: "GET, OPTIONS".into(),
+        });
+    }
+    let q = Query::new(&req, &["deep"])?;
+    let deep = q
+        .parse(
+            "deep",
+            |v| match v {
+                "true" | "1" => Some(true),
+                "false" | "0" => Some(false),
+                _ => None,
+            },
+            "`true` or `false`",
+        )?
+        .unwrap_or(false);
+    let report = if deep {
+        checks.deep_rate_limited().await
+    } else {
+        checks.shallow().await
+    };
+    let status = if report.status == Status::Unhealthy {
+        StatusCode::SERVICE_UNAVAILABLE
+    } else {
+        StatusCode::OK
+    };
+    let mut resp = respond(status, &report);
+    resp.headers_mut().insert(
+        http::header::CACHE_CONTROL,
+        http::HeaderValue::from_static("no-store"),
+    );
+    Ok(resp)
+}

@@ -1,0 +1,283 @@
+//! ChatKit sessions: the record, the signed client secret the ChatKit endpoint
+//! accepts, and the storage and rate-limit ports.
+
+use std::future::Future;
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use chrono::{DateTime, Utc};
+use hmac::{Hmac, Mac};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::error::StoreError;
+use crate::user::UserId;
+
+type HmacSha256 = Hmac<Sha256>;
+
+/// Prefix of self-hosted client secrets.
+const TOKEN_PREFIX: &str = "cks_";
+
+/// Who serves the ChatKit conversation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SessionMode {
+    /// Our own ChatKit endpoint (the default).
+    SelfHosted,
+    /// An OpenAI-hosted Agent Builder workflow (legacy).
+    Hosted,
+}
+
+/// Lifecycle of a session (expiry is derived from `expires_at`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SessionStatus {
+    /// Usable until it expires.
+    Active,
+    /// Cancelled (refreshed or explicitly): its secret is refused.
+    Cancelled,
+}
+
+/// A session record.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChatSession {
+    /// `cksess_…`
+    pub id: String,
+    /// Self-hosted or hosted.
+    pub mode: SessionMode,
+    /// Active or cancelled.
+    pub status: SessionStatus,
+    /// Creation time.
+    #[serde(with = "crate::timestamp")]
+    pub created_at: DateTime<Utc>,
+    /// Expiry time.
+    #[serde(with = "crate::timestamp")]
+    pub expires_at: DateTime<Utc>,
+    /// Request budget per minute, enforced by the ChatKit endpoint.
+    pub max_requests_per_minute: u32,
+    /// Hosted mode: the workflow.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workflow_id: Option<String>,
+    /// Hosted mode: SHA-256 of the upstream client secret (for refresh).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_hash: Option<String>,
+}
+
+impl ChatSession {
+    /// Whether the session can still be used at `now`.
+    pub fn is_usable(&self, now: DateTime<Utc>) -> bool {
+        self.status == SessionStatus::Active && now < self.expires_at
+    }
+}
+
+/// A new self-hosted session id.
+pub fn new_session_id() -> String {
+    format!("cksess_{}", ulid::Ulid::new().to_string().to_lowercase())
+}
+
+/// SHA-256 (hex) of a client secret, so secrets are never stored.
+pub fn secret_hash(secret: &str) -> String {
+    Sha256::digest(secret.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// What a self-hosted client secret asserts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionClaims {
+    /// Format version.
+    pub v: u8,
+    /// The session.
+    pub sid: String,
+    /// The user it was issued to.
+    pub sub: String,
+    /// Expiry, Unix seconds.
+    pub exp: i64,
+}
+
+/// Why a client secret was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum TokenError {
+    /// Not one of ours, or altered.
+    #[error("the client secret is not valid")]
+    Invalid,
+    /// Past its expiry.
+    #[error("the client secret has expired")]
+    Expired,
+}
+
+/// Signs and verifies self-hosted client secrets (HMAC-SHA256).
+#[derive(Clone)]
+pub struct SessionTokens {
+    mac: HmacSha256,
+}
+
+impl std::fmt::Debug for SessionTokens {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SessionTokens([redacted])")
+    }
+}
+
+impl SessionTokens {
+    /// A codec for `key` (any length; from the secret).
+    pub fn new(key: &[u8]) -> Option<Self> {
+        HmacSha256::new_from_slice(key).ok().map(|mac| Self { mac })
+    }
+
+    /// The client secret for a session of `user`.
+    pub fn sign(&self, session: &ChatSession, user: &UserId) -> String {
+        let claims = SessionClaims {
+            v: 1,
+            sid: session.id.clone(),
+            sub: user.as_str().to_owned(),
+            exp: session.expires_at.timestamp(),
+        };
+        let payload = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&claims).unwrap_or_default());
+        let mut mac = self.mac.clone();
+        mac.update(payload.as_bytes());
+        let tag = URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes());
+        format!("{TOKEN_PREFIX}{payload}.{tag}")
+    }
+
+    /// Checks the signature and (unless `allow_expired`) the expiry.
+    pub fn verify(
+        &self,
+        token: &str,
+        now: DateTime<Utc>,
+        allow_expired: bool,
+    ) -> Result<SessionClaims, TokenError> {
+        let body = token
+            .strip_prefix(TOKEN_PREFIX)
+            .ok_or(TokenError::Invalid)?;
+        let (payload, tag) = body.split_once('.').ok_or(TokenError::Invalid)?;
+        let tag = URL_SAFE_NO_PAD
+            .decode(tag)
+            .map_err(|_| TokenError::Invalid)?;
+        let mut mac = self.mac.clone();
+        mac.update(payload.as_bytes());
+        mac.verify_slice(&tag).map_err(|_| TokenError::Invalid)?;
+        let json = URL_SAFE_NO_PAD
+            .decode(payload)
+            .map_err(|_| TokenError::Invalid)?;
+        let claims: SessionClaims =
+            serde_json::from_slice(&json).map_err(|_| TokenError::Invalid)?;
+        if claims.v != 1 {
+            return Err(TokenError::Invalid);
+        }
+        if !allow_expired && claims.exp <= now.timestamp() {
+            return Err(TokenError::Expired);
+        }
+        Ok(claims)
+    }
+}
+
+/// Session storage.
+pub trait SessionStore: Send + Sync {
+    /// Stores a new session.
+    fn put_session(
+        &self,
+        user: &UserId,
+        session: &ChatSession,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Reads one session of `user`.
+    fn get_session(
+        &self,
+        user: &UserId,
+        id: &str,
+    ) -> impl Future<Output = Result<Option<ChatSession>, StoreError>> + Send;
+
+    /// Marks a session of `user` cancelled; `None` when there is no such session.
+    fn cancel_session(
+        &self,
+        user: &UserId,
+        id: &str,
+    ) -> impl Future<Output = Result<Option<ChatSession>, StoreError>> + Send;
+
+    /// The session of `user` whose client secret hashes to `hash`.
+    fn find_session_by_secret(
+        &self,
+        user: &UserId,
+        hash: &str,
+    ) -> impl Future<Output = Result<Option<ChatSession>, StoreError>> + Send;
+}
+
+/// Outcome of a rate-limit check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RateDecision {
+    /// Within the limit (and counted).
+    Allowed,
+    /// Over the limit; retry after this many seconds.
+    Limited { retry_after: u64 },
+}
+
+/// Fixed-window counters.
+pub trait RateLimiter: Send + Sync {
+    /// Counts one hit on `bucket` of `user` in the current window of
+    /// `window_secs`, refusing it past `limit`.
+    fn hit(
+        &self,
+        user: &UserId,
+        bucket: &str,
+        limit: u32,
+        window_secs: u64,
+        now: DateTime<Utc>,
+    ) -> impl Future<Output = Result<RateDecision, StoreError>> + Send;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn session(expires_in: i64) -> ChatSession {
+        let now = Utc::now();
+        ChatSession {
+            id: new_session_id(),
+            mode: SessionMode::SelfHosted,
+            status: SessionStatus::Active,
+            created_at: now,
+            expires_at: now + chrono::Duration::seconds(expires_in),
+            max_requests_per_minute: 30,
+            workflow_id: None,
+            secret_hash: None,
+        }
+    }
+
+    #[test]
+    fn tokens_bind_session_user_and_expiry() {
+        let tokens = SessionTokens::new(b"key").unwrap();
+        let alice = UserId::new("alice").unwrap();
+        let s = session(600);
+        let token = tokens.sign(&s, &alice);
+        let claims = tokens.verify(&token, Utc::now(), false).unwrap();
+        assert_eq!(
+            (claims.sid.as_str(), claims.sub.as_str()),
+            (s.id.as_str(), "alice")
+        );
+        let other = SessionTokens::new(b"other").unwrap();
+        assert_eq!(
+            other.verify(&token, Utc::now(), false),
+            Err(TokenError::Invalid)
+        );
+        let later = Utc::now() + chrono::Duration::seconds(601);
+        assert_eq!(
+            tokens.verify(&token, later, false),
+            Err(TokenError::Expired)
+        );
+        assert!(tokens.verify(&token, later, true).is_ok());
+        // Any altered character breaks it.
+        let mut chars: Vec<char> = token.chars().collect();
+        let i = 10;
+        chars[i] = if chars[i] == 'A' { 'B' } else { 'A' };
+        let forged: String = chars.into_iter().collect();
+        assert_eq!(
+            tokens.verify(&forged, Utc::now(), false),
+            Err(TokenError::Invalid)
+        );
+        assert_eq!(
+            tokens.verify("cks_x", Utc::now(), false),
+            Err(TokenError::Invalid)
+        );
+    }
+}

@@ -1,0 +1,203 @@
+//! The OpenAI API client used by the Lambdas.
+//!
+//! One retry layer, sized for Lambda deadlines: a 401/403 refreshes the key
+//! once and retries; 5xx and connection failures are retried at most twice
+//! with backoff while the deadline allows; 429 is reported with its
+//! `Retry-After`; running out of time is a timeout. Upstream bodies are never
+//! passed on; the upstream request id is logged.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use reqwest::{Method, StatusCode};
+use serde_json::Value;
+
+use taskpilot_http::UpstreamError;
+use taskpilot_http::config::{self, ConfigError};
+use taskpilot_secrets::{SecretCache, Secrets};
+
+/// `OPENAI_BASE_URL` when unset.
+pub const DEFAULT_BASE_URL: &str = "https://api.openai.com/v1";
+/// Header that enables the ChatKit beta endpoints.
+pub const CHATKIT_BETA: (&str, &str) = ("OpenAI-Beta", "chatkit_beta=v1");
+/// Retries after a 5xx or a connection failure.
+const MAX_RETRIES: u32 = 2;
+/// First backoff; doubles per retry.
+const BACKOFF: Duration = Duration::from_millis(200);
+
+/// The client; built once in `main`.
+pub struct OpenAi {
+    http: reqwest::Client,
+    base_url: String,
+    timeout: Duration,
+    secrets: Arc<SecretCache>,
+}
+
+/// One request to send.
+pub struct Call<'a> {
+    /// HTTP method.
+    pub method: Method,
+    /// Path below the base URL, e.g. `/chatkit/sessions`.
+    pub path: &'a str,
+    /// JSON body.
+    pub body: Option<&'a Value>,
+    /// Extra header (the ChatKit beta header).
+    pub header: Option<(&'a str, &'a str)>,
+    /// What a 404 means, for the error message.
+    pub not_found: &'a str,
+}
+
+impl OpenAi {
+    /// Reads `OPENAI_BASE_URL` and `OPENAI_TIMEOUT_MS` (default 10000).
+    pub fn from_env(http: reqwest::Client, secrets: Arc<SecretCache>) -> Result<Self, ConfigError> {
+        let base_url = config::optional("OPENAI_BASE_URL")
+            .unwrap_or_else(|| DEFAULT_BASE_URL.to_owned())
+            .trim_end_matches('/')
+            .to_owned();
+        if !(base_url.starts_with("https://") || base_url.starts_with("http://")) {
+            return Err(ConfigError::Invalid {
+                name: "OPENAI_BASE_URL",
+                reason: "must be an http(s) URL".into(),
+            });
+        }
+        let timeout = Duration::from_millis(config::parsed("OPENAI_TIMEOUT_MS", 10_000u64)?);
+        Ok(Self {
+            http,
+            base_url,
+            timeout,
+            secrets,
+        })
+    }
+
+    /// The configured time budget of one call.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// The base URL.
+    pub fn base_url(&self) -> &str {
+        &self.base_url
+    }
+
+    /// The secret cache.
+    pub fn secrets(&self) -> &Arc<SecretCache> {
+        &self.secrets
+    }
+
+    /// Sends `call`, finishing by `deadline` (capped at the configured timeout),
+    /// and returns the JSON answer.
+    pub async fn send(&self, call: &Call<'_>, deadline: Instant) -> Result<Value, UpstreamError> {
+        let deadline = deadline.min(Instant::now() + self.timeout);
+        let budget_ms = deadline
+            .saturating_duration_since(Instant::now())
+            .as_millis() as u64;
+        let mut secrets: Arc<Secrets> = self
+            .secrets
+            .get()
+            .await
+            .map_err(|e| UpstreamError::Secret(e.to_string()))?;
+        let mut refreshed = false;
+        let mut retries = 0;
+        loop {
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            if remaining.is_zero() {
+                return Err(UpstreamError::Timeout(budget_ms));
+            }
+            let mut req = self
+                .http
+                .request(
+                    call.method.clone(),
+                    format!("{}{}", self.base_url, call.path),
+                )
+                .bearer_auth(secrets.openai_api_key.expose())
+                .timeout(remaining);
+            if let Some((name, value)) = call.header {
+                req = req.header(name, value);
+            }
+            if let Some(body) = call.body {
+                req = req.json(body);
+            }
+            let failure = match req.send().await {
+                Err(e) if e.is_timeout() => return Err(UpstreamError::Timeout(budget_ms)),
+                Err(e) => format!("connection failed: {}", without_url(e)),
+                Ok(resp) => {
+                    let status = resp.status();
+                    let request_id = resp
+                        .headers()
+                        .get("x-request-id")
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or("-")
+                        .to_owned();
+                    tracing::info!(
+                        upstream = "openai",
+                        path = call.path,
+                        status = status.as_u16(),
+                        upstream_request_id = %request_id,
+                        "OpenAI answered"
+                    );
+                    match status {
+                        s if s.is_success() => match resp.bytes().await {
+                            Ok(bytes) => {
+                                return serde_json::from_slice(&bytes).map_err(|_| {
+                                    UpstreamError::Unavailable("unreadable response".into())
+                                });
+                            }
+                            Err(e) if e.is_timeout() => {
+                                return Err(UpstreamError::Timeout(budget_ms));
+                            }
+                            Err(_) => "the response was cut off".to_owned(),
+                        },
+                        StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN if !refreshed => {
+                            refreshed = true;
+                            tracing::warn!("OpenAI rejected the key; refreshing it once");
+                            secrets = self
+                                .secrets
+                                .refresh(&secrets)
+                                .await
+                                .map_err(|e| UpstreamError::Secret(e.to_string()))?;
+                            continue;
+                        }
+                        StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => {
+                            return Err(UpstreamError::Auth);
+                        }
+                        StatusCode::NOT_FOUND => {
+                            return Err(UpstreamError::NotFound(call.not_found.to_owned()));
+                        }
+                        StatusCode::TOO_MANY_REQUESTS => {
+                            let retry_after = resp
+                                .headers()
+                                .get(reqwest::header::RETRY_AFTER)
+                                .and_then(|v| v.to_str().ok())
+                                .and_then(|v| v.trim().parse::<f64>().ok())
+                                .map(|s| s.ceil().max(1.0) as u64)
+                                .unwrap_or(1);
+                            return Err(UpstreamError::RateLimited { retry_after });
+                        }
+                        s if s.is_server_error() => format!("HTTP {}", s.as_u16()),
+                        s => return Err(UpstreamError::Rejected(s.as_u16())),
+                    }
+                }
+            };
+            let backoff = BACKOFF * 2u32.pow(retries);
+            let time_left = deadline.saturating_duration_since(Instant::now());
+            if retries >= MAX_RETRIES || time_left <= backoff {
+                return Err(UpstreamError::Unavailable(failure));
+            }
+            tracing::warn!(%failure, retry = retries + 1, "retrying OpenAI");
+            tokio::time::sleep(backoff).await;
+            retries += 1;
+        }
+    }
+}
+
+/// A reqwest error's text without the URL (which may carry internal hosts).
+fn without_url(e: reqwest::Error) -> String {
+    let kind = if e.is_connect() {
+        "connect"
+    } else if e.is_body() || e.is_decode() {
+        "body"
+    } else {
+        "request"
+    };
+    kind.to_owned()
+}

@@ -1,0 +1,55 @@
+//! [`RateLimiter`] on DynamoDB: one conditional counter update per hit.
+
+use aws_sdk_dynamodb::error::SdkError;
+use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
+use chrono::{DateTime, Utc};
+
+use taskpilot_domain::session::{RateDecision, RateLimiter};
+use taskpilot_domain::{StoreError, UserId};
+
+use crate::error::classify;
+use crate::keys::{self, TTL};
+use crate::tasks::{DynamoStore, n};
+
+impl RateLimiter for DynamoStore {
+    async fn hit(
+        &self,
+        user: &UserId,
+        bucket: &str,
+        limit: u32,
+        window_secs: u64,
+        now: DateTime<Utc>,
+    ) -> Result<RateDecision, StoreError> {
+        let window = window_secs.max(1) as i64;
+        let start = now.timestamp() - now.timestamp().rem_euclid(window);
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(keys::key(
+                keys::user_pk(user),
+                keys::rate_sk(bucket, start),
+            )))
+            .update_expression("SET #count = if_not_exists(#count, :zero) + :one, #ttl = :ttl")
+            .condition_expression("attribute_not_exists(#count) OR #count < :limit")
+            .expression_attribute_names("#count", "count")
+            .expression_attribute_names("#ttl", TTL)
+            .expression_attribute_values(":zero", n(0))
+            .expression_attribute_values(":one", n(1))
+            .expression_attribute_values(":limit", n(limit))
+            .expression_attribute_values(":ttl", n(start + 2 * window))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(RateDecision::Allowed),
+            Err(SdkError::ServiceError(e))
+                if matches!(e.err(), UpdateItemError::ConditionalCheckFailedException(_)) =>
+            {
+                Ok(RateDecision::Limited {
+                    retry_after: (start + window - now.timestamp()).max(1) as u64,
+                })
+            }
+            Err(e) => Err(classify(e)),
+        }
+    }
+}

@@ -1,0 +1,139 @@
+//! [`SessionStore`] on DynamoDB.
+
+use aws_sdk_dynamodb::error::SdkError;
+use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
+use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue};
+use tracing::instrument;
+
+use taskpilot_domain::StoreError;
+use taskpilot_domain::UserId;
+use taskpilot_domain::session::{ChatSession, SessionStore};
+
+use crate::error::classify;
+use crate::keys::{self, PK, SK, TTL};
+use crate::tasks::{DynamoStore, n, s};
+
+/// Records stay a day past expiry (for support), then TTL removes them.
+const RETENTION_SECS: i64 = 86_400;
+/// Pages a secret lookup may read.
+const LOOKUP_PAGES: usize = 5;
+
+type Item = std::collections::HashMap<String, AttributeValue>;
+
+fn to_item(user: &UserId, session: &ChatSession) -> Result<Item, StoreError> {
+    let mut item: Item = serde_dynamo::to_item(session)
+        .map_err(|e| StoreError::Internal(format!("session encoding: {e}")))?;
+    item.extend(keys::key(
+        keys::user_pk(user),
+        keys::session_sk(&session.id),
+    ));
+    item.insert(
+        TTL.into(),
+        n(session.expires_at.timestamp() + RETENTION_SECS),
+    );
+    Ok(item)
+}
+
+fn from_item(item: Item) -> Result<ChatSession, StoreError> {
+    serde_dynamo::from_item(item)
+        .map_err(|e| StoreError::Internal(format!("unreadable session: {e}")))
+}
+
+impl SessionStore for DynamoStore {
+    #[instrument(skip_all, fields(session_id = %session.id))]
+    async fn put_session(&self, user: &UserId, session: &ChatSession) -> Result<(), StoreError> {
+        self.client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(to_item(user, session)?))
+            .condition_expression("attribute_not_exists(#pk)")
+            .expression_attribute_names("#pk", PK)
+            .send()
+            .await
+            .map_err(classify)?;
+        Ok(())
+    }
+
+    #[instrument(skip_all, fields(session_id = %id))]
+    async fn get_session(
+        &self,
+        user: &UserId,
+        id: &str,
+    ) -> Result<Option<ChatSession>, StoreError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .set_key(Some(keys::key(keys::user_pk(user), keys::session_sk(id))))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(classify)?;
+        out.item.map(from_item).transpose()
+    }
+
+    #[instrument(skip_all, fields(session_id = %id))]
+    async fn cancel_session(
+        &self,
+        user: &UserId,
+        id: &str,
+    ) -> Result<Option<ChatSession>, StoreError> {
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(keys::key(keys::user_pk(user), keys::session_sk(id))))
+            .update_expression("SET #status = :cancelled")
+            .condition_expression("attribute_exists(#pk)")
+            .expression_attribute_names("#status", "status")
+            .expression_attribute_names("#pk", PK)
+            .expression_attribute_values(":cancelled", s("cancelled"))
+            .return_values(ReturnValue::AllNew)
+            .send()
+            .await;
+        match result {
+            Ok(out) => out.attributes.map(from_item).transpose(),
+            Err(SdkError::ServiceError(e))
+                if matches!(e.err(), UpdateItemError::ConditionalCheckFailedException(_)) =>
+            {
+                Ok(None)
+            }
+            Err(e) => Err(classify(e)),
+        }
+    }
+
+    #[instrument(skip_all)]
+    async fn find_session_by_secret(
+        &self,
+        user: &UserId,
+        hash: &str,
+    ) -> Result<Option<ChatSession>, StoreError> {
+        let mut start = None;
+        for _ in 0..LOOKUP_PAGES {
+            let out = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .key_condition_expression("#pk = :pk AND begins_with(#sk, :prefix)")
+                .filter_expression("#hash = :hash")
+                .expression_attribute_names("#pk", PK)
+                .expression_attribute_names("#sk", SK)
+                .expression_attribute_names("#hash", "secret_hash")
+                .expression_attribute_values(":pk", s(keys::user_pk(user)))
+                .expression_attribute_values(":prefix", s(keys::SESSION_PREFIX))
+                .expression_attribute_values(":hash", s(hash))
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .map_err(classify)?;
+            if let Some(item) = out.items.unwrap_or_default().into_iter().next() {
+                return from_item(item).map(Some);
+            }
+            match out.last_evaluated_key {
+                Some(k) => start = Some(k),
+                None => return Ok(None),
+            }
+        }
+        Ok(None)
+    }
+}
