@@ -51,13 +51,12 @@ struct Gateway {
     addr: SocketAddr,
 }
 
-/// Starts the gateway on `port` (0 = any) and returns its base URL.
-pub async fn serve(
-    port: u16,
+/// Serves the gateway on a bound listener and returns its base URL.
+pub fn serve(
+    listener: TcpListener,
     bindings: Vec<Binding>,
     authorizer: Option<JwtAuthorizer>,
 ) -> Result<String> {
-    let listener = TcpListener::bind(("127.0.0.1", port)).await?;
     let addr = listener.local_addr()?;
     let gateway = Arc::new(Gateway {
         bindings,

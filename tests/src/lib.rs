@@ -9,8 +9,12 @@ pub mod build;
 pub mod dynamodb_local;
 pub mod gateway;
 pub mod http_server;
+pub mod moto;
+pub mod openai_stub;
+pub mod proxy;
 pub mod runtime_api;
 pub mod stack;
+pub mod supervised;
 pub mod template;
 pub mod tokens;
 

@@ -11,12 +11,19 @@ use crate::Result;
 use crate::build::{self, Profile};
 use crate::dynamodb_local::DynamoDbLocal;
 use crate::gateway::{self, Binding, JwtAuthorizer};
+use crate::moto::Moto;
+use crate::openai_stub::OpenAiStub;
+use crate::proxy::CountingProxy;
 use crate::runtime_api::{FunctionConfig, LambdaFunction};
 use crate::template::Template;
 use crate::tokens::DevAuth;
 
 /// The cursor key the local stack gives its functions.
 pub const DEV_CURSOR_KEY: &str = "local-dev-only-cursor-key-0123456789abcdef";
+/// The key the OpenAI stub accepts.
+pub const STUB_OPENAI_KEY: &str = "sk-test-stub-key";
+/// The hosted workflow the OpenAI stub knows.
+pub const STUB_WORKFLOW: &str = "wf_taskpilot_test";
 
 /// How to start the stack.
 #[derive(Debug, Clone)]
@@ -37,6 +44,12 @@ pub struct StackOptions {
     pub env: Vec<(String, String)>,
     /// Use this DynamoDB endpoint instead of the process-wide DynamoDB Local.
     pub dynamodb_endpoint: Option<String>,
+    /// Use this moto endpoint instead of the process-wide moto_server.
+    pub moto_endpoint: Option<String>,
+    /// The value seeded into the OpenAI secret (default: the stub's key).
+    pub openai_secret: Option<String>,
+    /// Point functions at a real OpenAI-compatible URL instead of the stub.
+    pub openai_base_url: Option<String>,
 }
 
 impl Default for StackOptions {
@@ -50,6 +63,9 @@ impl Default for StackOptions {
             max_instances: 8,
             env: Vec::new(),
             dynamodb_endpoint: None,
+            moto_endpoint: None,
+            openai_secret: None,
+            openai_base_url: None,
         }
     }
 }
@@ -68,6 +84,39 @@ pub struct LocalStack {
     pub auth: DevAuth,
     /// The functions by binary name.
     pub functions: BTreeMap<String, LambdaFunction>,
+    /// The Secrets Manager side, when a function needs the OpenAI secret.
+    pub secrets: Option<SecretsSide>,
+    /// The OpenAI stub, unless a real base URL was given.
+    pub openai: Option<OpenAiStub>,
+}
+
+/// moto, the seeded secret and the counting proxy the functions talk through.
+pub struct SecretsSide {
+    /// moto's own endpoint (for seeding and rotating).
+    pub moto_endpoint: String,
+    /// The secret's ARN (`OPENAI_SECRET_ARN`).
+    pub arn: String,
+    /// The proxy the functions use; counts `GetSecretValue` calls.
+    pub proxy: CountingProxy,
+}
+
+impl SecretsSide {
+    /// `GetSecretValue` calls made by the functions so far.
+    pub fn get_secret_value_calls(&self) -> usize {
+        self.proxy.count("secretsmanager.GetSecretValue")
+    }
+
+    /// Replaces the secret's value.
+    pub async fn rotate(&self, value: &str) -> Result<()> {
+        crate::moto::secrets_client(&self.moto_endpoint)
+            .await
+            .put_secret_value()
+            .secret_id(&self.arn)
+            .secret_string(value)
+            .send()
+            .await?;
+        Ok(())
+    }
 }
 
 /// A DynamoDB client for the emulator (dummy credentials, fixed region).
@@ -143,6 +192,51 @@ impl LocalStack {
         if opts.gateway_authorizer {
             env.retain(|(k, _)| k != "AUTH_JWT_SECRET");
         }
+        // The gateway's address is known before any function starts.
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", opts.port)).await?;
+        let url = format!("http://{}", listener.local_addr()?);
+        env.push(("CHATKIT_URL".into(), format!("{url}/api/v1/chatkit")));
+
+        let needs_openai = wanted
+            .iter()
+            .any(|f| f.env_names.iter().any(|n| n == "OPENAI_SECRET_ARN"));
+        let mut secrets = None;
+        let mut openai = None;
+        if needs_openai {
+            let moto_endpoint = match &opts.moto_endpoint {
+                Some(ep) => ep.clone(),
+                None => tokio::task::spawn_blocking(Moto::shared).await??.endpoint.clone(),
+            };
+            let value = opts.openai_secret.clone().unwrap_or_else(|| STUB_OPENAI_KEY.into());
+            let arn = crate::moto::secrets_client(&moto_endpoint)
+                .await
+                .create_secret()
+                .name(format!("taskpilot/openai-{}", ulid::Ulid::new().to_string().to_lowercase()))
+                .secret_string(value)
+                .send()
+                .await?
+                .arn()
+                .map(str::to_owned)
+                .ok_or("moto returned no ARN")?;
+            let proxy = CountingProxy::start(&moto_endpoint).await?;
+            env.push(("AWS_ENDPOINT_URL_SECRETS_MANAGER".into(), proxy.endpoint.clone()));
+            env.push(("OPENAI_SECRET_ARN".into(), arn.clone()));
+            let base_url = match &opts.openai_base_url {
+                Some(url) => url.clone(),
+                None => {
+                    let stub = OpenAiStub::start(STUB_OPENAI_KEY, &[STUB_WORKFLOW]).await?;
+                    let base = stub.base_url.clone();
+                    openai = Some(stub);
+                    base
+                }
+            };
+            env.push(("OPENAI_BASE_URL".into(), base_url));
+            secrets = Some(SecretsSide {
+                moto_endpoint,
+                arn,
+                proxy,
+            });
+        }
         env.extend(opts.env.iter().cloned());
 
         let mut functions = BTreeMap::new();
@@ -170,7 +264,7 @@ impl LocalStack {
             issuer: auth.issuer.clone(),
             audience: auth.audience.clone(),
         });
-        let url = gateway::serve(opts.port, bindings, authorizer).await?;
+        gateway::serve(listener, bindings, authorizer)?;
         Ok(Self {
             url,
             table,
@@ -178,6 +272,8 @@ impl LocalStack {
             dynamodb,
             auth,
             functions,
+            secrets,
+            openai,
         })
     }
 

@@ -271,7 +271,7 @@ impl SessionsApi {
         id: &str,
         req: &Request,
     ) -> Result<Response<Body>, ApiError> {
-        let not_found = || ApiError::Domain(taskpilot_domain::DomainError::NotFound);
+        let not_found = || ApiError::Domain(taskpilot_domain::DomainError::NotFound("session"));
         let session = match id {
             "" => None,
             id => self.store.get_session(user, id).await?,

@@ -216,7 +216,7 @@ impl TasksApi {
 
 /// A malformed id cannot name a task: answer as for a missing one.
 fn task_id(raw: &str) -> Result<TaskId, ApiError> {
-    TaskId::parse(raw).ok_or(ApiError::Domain(DomainError::NotFound))
+    TaskId::parse(raw).ok_or(ApiError::Domain(DomainError::NotFound("task")))
 }
 
 /// A task with its version as the ETag.

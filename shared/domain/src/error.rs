@@ -8,9 +8,10 @@ pub enum DomainError {
     /// A field failed validation; `field` names it for the caller.
     #[error("{field}: {message}")]
     Validation { field: String, message: String },
-    /// The task does not exist for this user (or belongs to someone else).
-    #[error("task not found")]
-    NotFound,
+    /// The named thing (`"task"`, `"session"`…) does not exist for this user
+    /// (or belongs to someone else).
+    #[error("{0} not found")]
+    NotFound(&'static str),
     /// The expected version is stale; carries the current task.
     #[error("version conflict: the task is at version {}", current.version)]
     VersionConflict { current: Box<Task> },

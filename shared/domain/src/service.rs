@@ -102,7 +102,7 @@ impl<R: TaskRepository> TaskService<R> {
 
     /// Reads one task.
     pub async fn get(&self, user: &UserId, id: &TaskId) -> Result<Task, DomainError> {
-        self.repo.get(user, id).await?.ok_or(DomainError::NotFound)
+        self.repo.get(user, id).await?.ok_or(DomainError::NotFound("task"))
     }
 
     /// Applies a validated patch, optionally only if the task is at `expected_version`.
@@ -215,7 +215,7 @@ impl<R: TaskRepository> TaskService<R> {
 fn settle(outcome: UpdateOutcome) -> Result<Task, DomainError> {
     match outcome {
         UpdateOutcome::Written(task) | UpdateOutcome::Unchanged(task) => Ok(task),
-        UpdateOutcome::NotFound => Err(DomainError::NotFound),
+        UpdateOutcome::NotFound => Err(DomainError::NotFound("task")),
         UpdateOutcome::VersionMismatch(current) => Err(DomainError::VersionConflict {
             current: Box::new(current),
         }),
@@ -275,7 +275,7 @@ mod tests {
         let b = s.update(&u, &t.id, patch, Some(3)).await.unwrap();
         assert_eq!((b.title.as_str(), b.version), ("b", 4));
         s.delete(&u, &t.id, None).await.unwrap();
-        assert!(matches!(s.get(&u, &t.id).await, Err(DomainError::NotFound)));
+        assert!(matches!(s.get(&u, &t.id).await, Err(DomainError::NotFound(_))));
     }
 
     #[tokio::test]
@@ -283,10 +283,10 @@ mod tests {
         let s = service();
         let t = s.create(&user("a"), new("x"), None).await.unwrap().task;
         let b = user("b");
-        assert!(matches!(s.get(&b, &t.id).await, Err(DomainError::NotFound)));
+        assert!(matches!(s.get(&b, &t.id).await, Err(DomainError::NotFound(_))));
         assert!(matches!(
             s.delete(&b, &t.id, None).await,
-            Err(DomainError::NotFound)
+            Err(DomainError::NotFound(_))
         ));
         assert!(
             s.list(&b, TaskFilter::default(), 10, None)

@@ -113,7 +113,7 @@ impl ApiError {
                     format!("{field}: {message}"),
                     Some(json!({ "field": field })),
                 ),
-                DomainError::NotFound => (StatusCode::NOT_FOUND, "not_found", msg, None),
+                DomainError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found", msg, None),
                 DomainError::VersionConflict { current } => (
                     StatusCode::CONFLICT,
                     "version_conflict",
@@ -298,7 +298,7 @@ mod tests {
             ApiError::Unauthorized("no token".into()),
             ApiError::MalformedJson("eof".into()),
             ApiError::PayloadTooLarge { limit: 16 },
-            ApiError::Domain(DomainError::NotFound),
+            ApiError::Domain(DomainError::NotFound("task")),
             ApiError::Domain(DomainError::InvalidCursor),
             ApiError::Domain(StoreError::Unavailable("x".into()).into()),
             ApiError::Internal("secret detail".into()),

@@ -6,6 +6,7 @@
 
 use taskpilot_testkit::build::Profile;
 use taskpilot_testkit::dynamodb_local::DynamoDbLocal;
+use taskpilot_testkit::moto::Moto;
 use taskpilot_testkit::stack::{LocalStack, StackOptions};
 
 const USAGE: &str = "usage: local-stack [--port N] [--release] [--gateway-authorizer]";
@@ -32,15 +33,36 @@ async fn main() -> taskpilot_testkit::Result<()> {
             other => return Err(format!("unknown argument {other}\n{USAGE}").into()),
         }
     }
-    eprintln!("starting DynamoDB Local ...");
-    let dynamodb = tokio::task::spawn_blocking(DynamoDbLocal::start).await??;
+    eprintln!("starting DynamoDB Local and moto (Secrets Manager) ...");
+    let dynamodb = tokio::task::spawn_blocking(DynamoDbLocal::start);
+    let moto = tokio::task::spawn_blocking(Moto::start);
+    let (dynamodb, moto) = (dynamodb.await??, moto.await??);
     opts.dynamodb_endpoint = Some(dynamodb.endpoint.clone());
+    opts.moto_endpoint = Some(moto.endpoint.clone());
+    // The secret holds OPENAI_API_KEY when given (and then the real OpenAI, or
+    // OPENAI_BASE_URL, is used); otherwise a placeholder and the local stub.
+    let real_key = std::env::var("OPENAI_API_KEY").ok().filter(|k| !k.trim().is_empty());
+    opts.openai_secret = Some(
+        real_key
+            .clone()
+            .unwrap_or_else(|| taskpilot_secrets::PLACEHOLDER_KEY.to_owned()),
+    );
+    if real_key.is_some() {
+        opts.openai_base_url = Some(
+            std::env::var("OPENAI_BASE_URL").unwrap_or_else(|_| "https://api.openai.com/v1".into()),
+        );
+    }
     eprintln!("building and starting the functions ...");
     let stack = LocalStack::start(opts).await?;
     for f in stack.functions.values() {
         f.prewarm().await?;
     }
     let token = stack.token("dev-user");
+    let key_note = if real_key.is_some() {
+        "from OPENAI_API_KEY (seeded into the emulated Secrets Manager)"
+    } else {
+        "placeholder (set OPENAI_API_KEY before starting to use a real key); health reports chatkit_ready=false"
+    };
     let url = &stack.url;
     println!(
         "\nTaskPilot API is running at {url}\n\
@@ -52,7 +74,11 @@ async fn main() -> taskpilot_testkit::Result<()> {
          \x20      -H 'Content-Type: application/json' -d '{{\"title\":\"Buy milk\",\"due_date\":\"2026-11-23\"}}'\n\
          \x20 curl -s {url}/api/v1/tasks -H \"Authorization: Bearer $TOKEN\"\n\
          \x20 curl -s -X POST {url}/api/v1/tasks/<id>/complete -H \"Authorization: Bearer $TOKEN\"\n\
-         \x20 curl -s -X DELETE {url}/api/v1/tasks/<id> -H \"Authorization: Bearer $TOKEN\"\n\n\
+         \x20 curl -s -X DELETE {url}/api/v1/tasks/<id> -H \"Authorization: Bearer $TOKEN\"\n\
+         \x20 curl -s -X POST {url}/api/chatkit/sessions -H \"Authorization: Bearer $TOKEN\"\n\
+         \x20 curl -s -X POST {url}/api/chatkit/sessions/<session_id>/cancel -H \"Authorization: Bearer $TOKEN\"\n\
+         \x20 curl -s '{url}/health?deep=true'\n\n\
+         OpenAI key: {key_note}\n\n\
          Press Ctrl-C to stop everything.",
         stack.dynamodb_endpoint,
         stack.table,
@@ -67,5 +93,6 @@ async fn main() -> taskpilot_testkit::Result<()> {
     eprintln!("stopping ...");
     drop(stack);
     drop(dynamodb);
+    drop(moto);
     Ok(())
 }

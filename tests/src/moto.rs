@@ -1,0 +1,81 @@
+//! moto_server (from PyPI, in a venv under `.local/`) as the Secrets Manager
+//! emulator.
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::OnceLock;
+
+use aws_sdk_secretsmanager::Client;
+use aws_sdk_secretsmanager::config::{BehaviorVersion, Credentials, Region};
+
+use crate::supervised::{Supervised, install_once, run};
+use crate::{Result, free_port, repo_root};
+
+/// A running moto_server.
+pub struct Moto {
+    _process: Supervised,
+    /// `http://127.0.0.1:<port>`
+    pub endpoint: String,
+}
+
+impl Moto {
+    /// One instance shared by every test of this process.
+    pub fn shared() -> Result<&'static Moto> {
+        static SHARED: OnceLock<std::result::Result<Moto, String>> = OnceLock::new();
+        SHARED
+            .get_or_init(|| Moto::start().map_err(|e| e.to_string()))
+            .as_ref()
+            .map_err(|e| e.clone().into())
+    }
+
+    /// Installs (if needed) and starts moto_server on a free port.
+    pub fn start() -> Result<Self> {
+        let bin = install()?;
+        let port = free_port()?;
+        let process = Supervised::spawn(
+            "\"$1\" -H 127.0.0.1 -p \"$2\"",
+            &[&bin.to_string_lossy(), &port.to_string()],
+            &repo_root(),
+        )?;
+        process.wait_for_port(port, "moto_server")?;
+        Ok(Self {
+            _process: process,
+            endpoint: format!("http://127.0.0.1:{port}"),
+        })
+    }
+}
+
+/// A Secrets Manager client for an emulator endpoint.
+pub async fn secrets_client(endpoint: &str) -> Client {
+    let config = aws_config::defaults(BehaviorVersion::latest())
+        .region(Region::new("us-east-1"))
+        .endpoint_url(endpoint)
+        .credentials_provider(Credentials::new("test", "test", None, None, "local"))
+        .load()
+        .await;
+    Client::new(&config)
+}
+
+/// The `moto_server` executable, installing `moto[server]` into
+/// `<repo>/.local/moto` when it is not there yet.
+pub fn install() -> Result<PathBuf> {
+    let local = repo_root().join(".local");
+    let venv = local.join("moto");
+    let bin = venv.join("bin/moto_server");
+    let found = || bin.is_file().then(|| bin.clone());
+    install_once(&local, "moto", found, || {
+        run(
+            Command::new("python3").args(["-m", "venv"]).arg(&venv),
+            "python3 -m venv",
+        )?;
+        run(
+            Command::new(venv.join("bin/pip")).args([
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+                "moto[server]>=5.1,<6",
+            ]),
+            "pip install moto[server]",
+        )
+    })
+}

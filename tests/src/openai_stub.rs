@@ -1,0 +1,229 @@
+//! A stub of the OpenAI HTTP API on 127.0.0.1: the real paths, headers and
+//! bodies, a bearer key it enforces, a record of every request, and faults a
+//! test can script (an error status, a slow answer, a cut-off or garbage body).
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::{Response, StatusCode};
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+
+use crate::Result;
+
+/// What the next request gets instead of a normal answer.
+#[derive(Debug, Clone)]
+pub enum Fault {
+    /// An OpenAI-style error with this status (and `Retry-After` if given).
+    Status { status: u16, retry_after: Option<u64> },
+    /// The normal answer, after a pause.
+    Slow(Duration),
+    /// A 200 whose body stops half-way.
+    Truncated,
+    /// A 200 whose body is not JSON.
+    Garbage,
+}
+
+/// A request the stub received.
+#[derive(Debug, Clone)]
+pub struct Recorded {
+    /// HTTP method.
+    pub method: String,
+    /// Path, e.g. `/v1/chatkit/sessions`.
+    pub path: String,
+    /// Headers, lower-case names.
+    pub headers: BTreeMap<String, String>,
+    /// JSON body (`Null` when none).
+    pub body: Value,
+}
+
+#[derive(Default)]
+struct State {
+    key: String,
+    workflows: Vec<String>,
+    faults: VecDeque<Fault>,
+    requests: Vec<Recorded>,
+    served: u64,
+}
+
+/// A running stub.
+#[derive(Clone)]
+pub struct OpenAiStub {
+    /// Base URL including `/v1`, for `OPENAI_BASE_URL`.
+    pub base_url: String,
+    state: Arc<Mutex<State>>,
+}
+
+impl OpenAiStub {
+    /// Starts a stub that accepts `key` and knows `workflows`.
+    pub async fn start(key: &str, workflows: &[&str]) -> Result<Self> {
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let base_url = format!("http://{}/v1", listener.local_addr()?);
+        let state = Arc::new(Mutex::new(State {
+            key: key.to_owned(),
+            workflows: workflows.iter().map(|w| (*w).to_owned()).collect(),
+            ..State::default()
+        }));
+        let shared = state.clone();
+        crate::http_server::serve(listener, move |req, _peer| {
+            let state = shared.clone();
+            async move {
+                let (parts, body) = req.into_parts();
+                let bytes = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+                let recorded = Recorded {
+                    method: parts.method.to_string(),
+                    path: parts.uri.path().to_owned(),
+                    headers: parts
+                        .headers
+                        .iter()
+                        .map(|(k, v)| (k.as_str().to_owned(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+                        .collect(),
+                    body: serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+                };
+                let (fault, n) = {
+                    let mut s = lock(&state);
+                    s.requests.push(recorded.clone());
+                    s.served += 1;
+                    (s.faults.pop_front(), s.served)
+                };
+                if let Some(Fault::Slow(pause)) = &fault {
+                    tokio::time::sleep(*pause).await;
+                }
+                let mut resp = match fault {
+                    Some(Fault::Status { status, retry_after }) => {
+                        let mut r = error(status, "scripted failure");
+                        if let Some(secs) = retry_after
+                            && let Ok(v) = secs.to_string().parse()
+                        {
+                            r.headers_mut().insert("retry-after", v);
+                        }
+                        r
+                    }
+                    Some(Fault::Garbage) => raw(StatusCode::OK, "<html>502 Bad Gateway</html>"),
+                    Some(Fault::Truncated) => {
+                        // Announce more than we send: the client sees a cut-off body.
+                        let mut r = raw(StatusCode::OK, "{\"id\":\"cksess_trunc");
+                        r.headers_mut().insert("content-length", hyper::header::HeaderValue::from_static("400"));
+                        r
+                    }
+                    _ => answer(&state, &recorded, n),
+                };
+                if let Ok(id) = format!("req_stub_{n}").parse() {
+                    resp.headers_mut().insert("x-request-id", id);
+                }
+                resp
+            }
+        });
+        Ok(Self { base_url, state })
+    }
+
+    /// Scripts the next request's fault (faults queue up in order).
+    pub fn push_fault(&self, fault: Fault) {
+        lock(&self.state).faults.push_back(fault);
+    }
+
+    /// Accepts another key from now on (a rotation).
+    pub fn set_key(&self, key: &str) {
+        key.clone_into(&mut lock(&self.state).key);
+    }
+
+    /// Every request so far.
+    pub fn requests(&self) -> Vec<Recorded> {
+        lock(&self.state).requests.clone()
+    }
+
+    /// Requests to `path`.
+    pub fn requests_to(&self, path: &str) -> Vec<Recorded> {
+        self.requests().into_iter().filter(|r| r.path == path).collect()
+    }
+}
+
+fn lock(state: &Mutex<State>) -> std::sync::MutexGuard<'_, State> {
+    state.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn raw(status: StatusCode, body: &str) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(Bytes::from(body.to_owned())));
+    *r.status_mut() = status;
+    r.headers_mut()
+        .insert("content-type", hyper::header::HeaderValue::from_static("application/json"));
+    r
+}
+
+fn ok(body: Value) -> Response<Full<Bytes>> {
+    raw(StatusCode::OK, &body.to_string())
+}
+
+fn error(status: u16, message: &str) -> Response<Full<Bytes>> {
+    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let kind = if status.is_server_error() { "server_error" } else { "invalid_request_error" };
+    raw(
+        status,
+        &json!({"error": {"message": message, "type": kind, "param": null, "code": null}}).to_string(),
+    )
+}
+
+/// The normal answers of the endpoints the product uses.
+fn answer(state: &Mutex<State>, req: &Recorded, n: u64) -> Response<Full<Bytes>> {
+    let (key, workflows) = {
+        let s = lock(state);
+        (s.key.clone(), s.workflows.clone())
+    };
+    if req.headers.get("authorization") != Some(&format!("Bearer {key}")) {
+        return error(401, "Incorrect API key provided.");
+    }
+    let chatkit = req.path.starts_with("/v1/chatkit/");
+    if chatkit && req.headers.get("openai-beta").map(String::as_str) != Some("chatkit_beta=v1") {
+        return error(400, "ChatKit requires the OpenAI-Beta: chatkit_beta=v1 header.");
+    }
+    let now = chrono::Utc::now().timestamp();
+    match (req.method.as_str(), req.path.as_str()) {
+        ("GET", "/v1/models") => ok(json!({
+            "object": "list",
+            "data": [{"id": "gpt-4.1", "object": "model", "created": 1_700_000_000, "owned_by": "openai"}]
+        })),
+        ("POST", "/v1/chatkit/sessions") => {
+            let b = &req.body;
+            let workflow = b["workflow"]["id"].as_str().unwrap_or_default();
+            if b["user"].as_str().is_none_or(str::is_empty) {
+                return error(400, "Missing required parameter: 'user'.");
+            }
+            if !workflows.iter().any(|w| w == workflow) {
+                return error(404, &format!("Workflow with id '{workflow}' not found."));
+            }
+            let seconds = b["expires_after"]["seconds"].as_i64().unwrap_or(600);
+            let rpm = b["rate_limits"]["max_requests_per_1_minute"].as_u64().unwrap_or(10);
+            ok(json!({
+                "id": format!("cksess_stub{n}"),
+                "object": "chatkit.session",
+                "client_secret": format!("ek_stub_{n}_{}", ulid::Ulid::new()),
+                "expires_at": now + seconds,
+                "status": "active",
+                "user": b["user"],
+                "workflow": {
+                    "id": workflow,
+                    "version": b["workflow"]["version"],
+                    "state_variables": null,
+                    "tracing": {"enabled": true}
+                },
+                "rate_limits": {"max_requests_per_1_minute": rpm},
+                "max_requests_per_1_minute": rpm,
+                "chatkit_configuration": {
+                    "automatic_thread_titling": {"enabled": true},
+                    "file_upload": {"enabled": false},
+                    "history": {"enabled": true}
+                }
+            }))
+        }
+        ("POST", path) if path.starts_with("/v1/chatkit/sessions/") && path.ends_with("/cancel") => {
+            let id = path
+                .trim_start_matches("/v1/chatkit/sessions/")
+                .trim_end_matches("/cancel");
+            ok(json!({"id": id, "object": "chatkit.session", "status": "cancelled"}))
+        }
+        _ => error(404, "Unknown endpoint."),
+    }
+}

@@ -1,0 +1,89 @@
+//! A forwarding proxy in front of an emulator that counts the operations it
+//! forwards (by `X-Amz-Target`), so tests can assert how many requests a
+//! function really made.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::{Response, StatusCode};
+use tokio::net::TcpListener;
+
+use crate::Result;
+
+/// A running proxy.
+#[derive(Clone)]
+pub struct CountingProxy {
+    /// `http://127.0.0.1:<port>`
+    pub endpoint: String,
+    counts: Arc<Mutex<BTreeMap<String, usize>>>,
+}
+
+impl CountingProxy {
+    /// Starts a proxy to `upstream` (e.g. moto's endpoint).
+    pub async fn start(upstream: &str) -> Result<Self> {
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let endpoint = format!("http://{}", listener.local_addr()?);
+        let counts: Arc<Mutex<BTreeMap<String, usize>>> = Arc::default();
+        let client = reqwest::Client::new();
+        let upstream = upstream.trim_end_matches('/').to_owned();
+        let tally = counts.clone();
+        crate::http_server::serve(listener, move |req, _peer| {
+            let (client, upstream, tally) = (client.clone(), upstream.clone(), tally.clone());
+            async move {
+                let (parts, body) = req.into_parts();
+                let op = parts
+                    .headers
+                    .get("x-amz-target")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("unknown")
+                    .to_owned();
+                *tally
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .entry(op)
+                    .or_default() += 1;
+                let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+                let path = parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+                let mut fwd = client.request(parts.method.clone(), format!("{upstream}{path}"));
+                for (name, value) in &parts.headers {
+                    if name != "host" && name != "content-length" {
+                        fwd = fwd.header(name, value);
+                    }
+                }
+                match fwd.body(body).send().await {
+                    Ok(resp) => {
+                        let status = resp.status();
+                        let headers = resp.headers().clone();
+                        let bytes = resp.bytes().await.unwrap_or_default();
+                        let mut out = Response::new(Full::new(bytes));
+                        *out.status_mut() = status;
+                        for (name, value) in &headers {
+                            if name != "content-length" && name != "transfer-encoding" {
+                                out.headers_mut().append(name, value.clone());
+                            }
+                        }
+                        out
+                    }
+                    Err(_) => {
+                        let mut out = Response::new(Full::new(Bytes::from_static(b"upstream down")));
+                        *out.status_mut() = StatusCode::BAD_GATEWAY;
+                        out
+                    }
+                }
+            }
+        });
+        Ok(Self { endpoint, counts })
+    }
+
+    /// How many times `operation` (e.g. `secretsmanager.GetSecretValue`) was forwarded.
+    pub fn count(&self, operation: &str) -> usize {
+        self.counts
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(operation)
+            .copied()
+            .unwrap_or(0)
+    }
+}
