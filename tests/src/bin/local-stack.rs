@@ -41,7 +41,9 @@ async fn main() -> taskpilot_testkit::Result<()> {
     opts.moto_endpoint = Some(moto.endpoint.clone());
     // The secret holds OPENAI_API_KEY when given (and then the real OpenAI, or
     // OPENAI_BASE_URL, is used); otherwise a placeholder and the local stub.
-    let real_key = std::env::var("OPENAI_API_KEY").ok().filter(|k| !k.trim().is_empty());
+    let real_key = std::env::var("OPENAI_API_KEY")
+        .ok()
+        .filter(|k| !k.trim().is_empty());
     opts.openai_secret = Some(
         real_key
             .clone()
