@@ -6,7 +6,6 @@ use std::process::Command;
 use std::sync::OnceLock;
 
 use aws_sdk_secretsmanager::Client;
-use aws_sdk_secretsmanager::config::{BehaviorVersion, Credentials, Region};
 
 use crate::supervised::{Supervised, install_once, run};
 use crate::{Result, free_port, repo_root};
@@ -47,13 +46,7 @@ impl Moto {
 
 /// A Secrets Manager client for an emulator endpoint.
 pub async fn secrets_client(endpoint: &str) -> Client {
-    let config = aws_config::defaults(BehaviorVersion::latest())
-        .region(Region::new("us-east-1"))
-        .endpoint_url(endpoint)
-        .credentials_provider(Credentials::new("test", "test", None, None, "local"))
-        .load()
-        .await;
-    Client::new(&config)
+    Client::new(&crate::stack::emulator_config(endpoint).await)
 }
 
 /// The `moto_server` executable, installing `moto[server]` into

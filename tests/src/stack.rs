@@ -119,15 +119,29 @@ impl SecretsSide {
     }
 }
 
-/// A DynamoDB client for the emulator (dummy credentials, fixed region).
-pub async fn dynamodb_client(endpoint: &str) -> Client {
-    let config = aws_config::defaults(BehaviorVersion::latest())
+/// SDK configuration for an emulator: dummy credentials, fixed region.
+pub async fn emulator_config(endpoint: &str) -> aws_config::SdkConfig {
+    aws_config::defaults(BehaviorVersion::latest())
         .region(Region::new("us-east-1"))
         .endpoint_url(endpoint)
         .credentials_provider(Credentials::new("test", "test", None, None, "local"))
         .load()
-        .await;
-    Client::new(&config)
+        .await
+}
+
+/// A DynamoDB client for the emulator.
+pub async fn dynamodb_client(endpoint: &str) -> Client {
+    Client::new(&emulator_config(endpoint).await)
+}
+
+/// A new table from the template's definition in the process-wide DynamoDB
+/// Local: `(client, table name, endpoint)`.
+pub async fn fresh_table(prefix: &str) -> Result<(Client, String, String)> {
+    let ddb = tokio::task::spawn_blocking(DynamoDbLocal::shared).await??;
+    let client = dynamodb_client(&ddb.endpoint).await;
+    let table = format!("{prefix}-{}", ulid::Ulid::new().to_string().to_lowercase());
+    Template::load()?.create_table(&client, &table).await?;
+    Ok((client, table, ddb.endpoint.clone()))
 }
 
 /// The environment every function gets on the local stack.

@@ -5,22 +5,10 @@ use taskpilot_domain::{
     IdempotencyClaim, IdempotencyKey, InsertOutcome, Priority, Task, TaskId, TaskRepository, UserId,
 };
 use taskpilot_store::DynamoStore;
-use taskpilot_testkit::dynamodb_local::DynamoDbLocal;
-use taskpilot_testkit::stack::dynamodb_client;
-use taskpilot_testkit::template::Template;
+use taskpilot_testkit::stack::fresh_table;
 
 async fn store() -> DynamoStore {
-    let ddb = tokio::task::spawn_blocking(DynamoDbLocal::shared)
-        .await
-        .unwrap()
-        .unwrap();
-    let client = dynamodb_client(&ddb.endpoint).await;
-    let table = format!("store-{}", ulid::Ulid::new().to_string().to_lowercase());
-    Template::load()
-        .unwrap()
-        .create_table(&client, &table)
-        .await
-        .unwrap();
+    let (client, table, _) = fresh_table("store").await.unwrap();
     DynamoStore::new(client, table)
 }
 

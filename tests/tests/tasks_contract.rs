@@ -15,10 +15,8 @@ use jsonwebtoken::jwk::{Jwk, JwkSet};
 use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
 use serde_json::{Value, json};
 use taskpilot_testkit::build::{self, Profile};
-use taskpilot_testkit::dynamodb_local::DynamoDbLocal;
 use taskpilot_testkit::runtime_api::{FunctionConfig, InvokeError, LambdaFunction};
-use taskpilot_testkit::stack::{base_env, dynamodb_client};
-use taskpilot_testkit::template::Template;
+use taskpilot_testkit::stack::{base_env, fresh_table};
 use taskpilot_testkit::tokens::DevAuth;
 
 /// A table and a way to start `tasks` processes with a chosen environment.
@@ -29,20 +27,10 @@ struct Fixture {
 
 impl Fixture {
     async fn new() -> Self {
-        let ddb = tokio::task::spawn_blocking(DynamoDbLocal::shared)
-            .await
-            .unwrap()
-            .unwrap();
-        let client = dynamodb_client(&ddb.endpoint).await;
-        let table = format!("contract-{}", ulid::Ulid::new().to_string().to_lowercase());
-        Template::load()
-            .unwrap()
-            .create_table(&client, &table)
-            .await
-            .unwrap();
+        let (_, table, endpoint) = fresh_table("contract").await.unwrap();
         let auth = DevAuth::default();
         Self {
-            env: base_env(&ddb.endpoint, &table, &auth),
+            env: base_env(&endpoint, &table, &auth),
             auth,
         }
     }

@@ -7,12 +7,11 @@ mod probe;
 mod routes;
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use lambda_runtime::{LambdaEvent, service_fn};
 use serde_json::Value;
 
-use taskpilot_http::{ConfigError, Cors, config, events, serve, telemetry};
+use taskpilot_http::{ConfigError, Cors, config, events, serve};
 use taskpilot_openai::OpenAi;
 use taskpilot_secrets::SecretCache;
 use taskpilot_store::{DynamoStore, dynamodb_client};
@@ -21,14 +20,7 @@ use checks::Checks;
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
-    telemetry::init();
-    let (checks, cors) = match init().await {
-        Ok(ready) => ready,
-        Err(e) => {
-            tracing::error!(error = %e, "start-up failed");
-            return Err(e.into());
-        }
-    };
+    let (checks, cors) = serve::boot(init()).await?;
     let (checks, cors) = (&checks, &cors);
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {
         let (payload, context) = event.into_parts();
@@ -51,21 +43,12 @@ async fn main() -> Result<(), lambda_runtime::Error> {
 async fn init() -> Result<(Checks, Cors), ConfigError> {
     let table = config::required("TABLE_NAME")?;
     let cors = Cors::from_env()?;
-    let http = reqwest::Client::builder()
-        .connect_timeout(Duration::from_secs(2))
-        .build()
-        .map_err(|e| ConfigError::Invalid {
-            name: "OPENAI_BASE_URL",
-            reason: format!("HTTP client: {e}"),
-        })?;
+    let http = serve::http_client()?;
     let sdk = aws_config::load_from_env().await;
     let secrets = Arc::new(SecretCache::from_env(&sdk)?);
     let openai = OpenAi::from_env(http, secrets.clone())?;
     let store = DynamoStore::new(dynamodb_client(&sdk), table);
-    let (secret, ()) = tokio::join!(secrets.get(), store.warm_up());
-    if let Err(e) = secret {
-        tracing::warn!(error = %e, "the OpenAI secret is not readable");
-    }
+    tokio::join!(secrets.prefetch(), store.warm_up());
     let hosted = config::optional("CHATKIT_WORKFLOW_ID").is_some();
     Ok((Checks::new(store, openai, hosted), cors))
 }

@@ -2,10 +2,8 @@
 
 mod routes;
 
-use std::time::Duration;
-
 use taskpilot_domain::{CursorCodec, TaskService};
-use taskpilot_http::{Authenticator, ConfigError, Cors, config, serve, telemetry};
+use taskpilot_http::{Authenticator, ConfigError, Cors, config, serve};
 use taskpilot_store::{DynamoStore, dynamodb_client};
 
 use routes::TasksApi;
@@ -15,14 +13,7 @@ const CURSOR_LIFETIME: chrono::Duration = chrono::Duration::hours(1);
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {
-    telemetry::init();
-    let (api, cors) = match init().await {
-        Ok(ready) => ready,
-        Err(e) => {
-            tracing::error!(error = %e, "start-up failed");
-            return Err(e.into());
-        }
-    };
+    let (api, cors) = serve::boot(init()).await?;
     serve::run(cors, |req| api.handle(req)).await
 }
 
@@ -36,13 +27,7 @@ async fn init() -> Result<(TasksApi, Cors), ConfigError> {
             reason: format!("must be at least {} bytes", CursorCodec::MIN_KEY_LEN),
         })?;
     let cors = Cors::from_env()?;
-    let http = reqwest::Client::builder()
-        .connect_timeout(Duration::from_secs(2))
-        .build()
-        .map_err(|e| ConfigError::Invalid {
-            name: "AUTH_JWKS_URL",
-            reason: format!("HTTP client: {e}"),
-        })?;
+    let http = serve::http_client()?;
     let auth = Authenticator::from_env(http)?;
     let sdk = aws_config::load_from_env().await;
     let store = DynamoStore::new(dynamodb_client(&sdk), table);

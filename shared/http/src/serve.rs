@@ -51,6 +51,28 @@ where
     resp
 }
 
+/// Start-up: installs logging, then builds the function's state once. A
+/// configuration error is logged and ends the process (Lambda reports it as an
+/// init error).
+pub async fn boot<T>(
+    init: impl Future<Output = Result<T, crate::ConfigError>>,
+) -> Result<T, crate::ConfigError> {
+    crate::telemetry::init();
+    init.await
+        .inspect_err(|e| tracing::error!(error = %e, "start-up failed"))
+}
+
+/// The process's one outbound HTTP client (rustls), for JWKS and OpenAI.
+pub fn http_client() -> Result<reqwest::Client, crate::ConfigError> {
+    reqwest::Client::builder()
+        .connect_timeout(std::time::Duration::from_secs(2))
+        .build()
+        .map_err(|e| crate::ConfigError::Invalid {
+            name: "HTTP client",
+            reason: e.to_string(),
+        })
+}
+
 /// Runs `handler` on the Lambda runtime until the runtime stops.
 pub async fn run<F, Fut>(cors: Cors, handler: F) -> Result<(), lambda_http::Error>
 where

@@ -221,6 +221,14 @@ impl SecretCache {
         Ok(value)
     }
 
+    /// Fetches during init so the first request does not wait; a failure is
+    /// logged and the next request retries.
+    pub async fn prefetch(&self) {
+        if let Err(e) = self.get().await {
+            tracing::warn!(error = %e, "the OpenAI secret is not readable yet; requests will retry");
+        }
+    }
+
     /// The cached value without any I/O (even past its TTL); `None` before the
     /// first successful fetch.
     pub async fn peek(&self) -> Option<Arc<Secrets>> {
