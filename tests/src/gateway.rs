@@ -86,11 +86,22 @@ impl Gateway {
     async fn handle(&self, req: Request<Incoming>, peer: SocketAddr) -> Response<Full<Bytes>> {
         let method = req.method().as_str().to_owned();
         let path = req.uri().path().to_owned();
-        let found = self.bindings.iter().find_map(|b| {
-            let params = match_path(&b.route.path, &path)?;
-            let method_ok = b.route.method == "ANY" || b.route.method == method;
-            (method_ok || method == "OPTIONS").then_some((b, params))
-        });
+        // Like API Gateway: a matching route, else `$default` if there is one.
+        let found = self
+            .bindings
+            .iter()
+            .filter(|b| b.route.path != "$default")
+            .find_map(|b| {
+                let params = match_path(&b.route.path, &path)?;
+                let method_ok = b.route.method == "ANY" || b.route.method == method;
+                (method_ok || method == "OPTIONS").then_some((b, params))
+            })
+            .or_else(|| {
+                self.bindings
+                    .iter()
+                    .find(|b| b.route.path == "$default")
+                    .map(|b| (b, Vec::new()))
+            });
         let Some((binding, params)) = found else {
             return message(StatusCode::NOT_FOUND, "Not Found");
         };
@@ -106,7 +117,10 @@ impl Gateway {
             },
             _ => None,
         };
-        let route_key = format!("{} {}", binding.route.method, binding.route.path);
+        let route_key = match binding.route.path.as_str() {
+            "$default" => "$default".to_owned(),
+            path => format!("{} {path}", binding.route.method),
+        };
         let event = event(&parts, &body, &route_key, &params, claims, self.addr, peer);
         match binding.function.invoke(event.to_string()).await {
             Ok(answer) => response(&answer),

@@ -24,7 +24,7 @@ pub struct Route {
     pub method: String,
     /// Path template, e.g. `/api/v1/tasks/{id}`.
     pub path: String,
-    /// `Auth: Authorizer: NONE` on the event: no authorizer runs.
+    /// `AuthorizationType: NONE`: no authorizer runs, whatever the AuthMode.
     pub public: bool,
 }
 
@@ -87,37 +87,59 @@ impl Template {
             .unwrap_or_default()
     }
 
-    /// The functions with their binaries and routes.
+    /// The functions with their binaries and the HTTP API routes that reach them
+    /// (`AWS::ApiGatewayV2::Route` → integration → function).
     pub fn functions(&self) -> Vec<Function> {
         let global_timeout = self.root["Globals"]["Function"]["Timeout"]
             .as_u64()
             .unwrap_or(3);
         let global_env = map_keys(&self.root["Globals"]["Function"]["Environment"]["Variables"]);
+        // integration logical id -> function logical id
+        let integrations: Vec<(String, String)> = self
+            .resources("AWS::ApiGatewayV2::Integration")
+            .into_iter()
+            .filter_map(|(id, r)| {
+                let target = intrinsic(&r["Properties"]["IntegrationUri"], "GetAtt")?;
+                Some((id, target.split('.').next()?.to_owned()))
+            })
+            .collect();
+        let routes: Vec<(String, Route)> = self
+            .resources("AWS::ApiGatewayV2::Route")
+            .into_iter()
+            .filter_map(|(_, r)| {
+                let props = &r["Properties"];
+                let key = props["RouteKey"].as_str()?;
+                let target = intrinsic(&props["Target"], "Sub")?;
+                let integration = target.strip_prefix("integrations/${")?.strip_suffix('}')?;
+                let function = integrations
+                    .iter()
+                    .find(|(i, _)| i == integration)?
+                    .1
+                    .clone();
+                let (method, path) = match key.split_once(' ') {
+                    Some((m, p)) => (m.to_owned(), p.to_owned()),
+                    None => ("ANY".to_owned(), key.to_owned()),
+                };
+                let public = props["AuthorizationType"].as_str() == Some("NONE");
+                Some((
+                    function,
+                    Route {
+                        method,
+                        path,
+                        public,
+                    },
+                ))
+            })
+            .collect();
         self.resources("AWS::Serverless::Function")
             .into_iter()
             .map(|(logical_id, r)| {
                 let props = &r["Properties"];
-                let events = props["Events"].as_mapping();
-                let mut routes = Vec::new();
-                let mut scheduled = false;
-                for (_, event) in events.into_iter().flatten() {
-                    match event["Type"].as_str() {
-                        Some("HttpApi") => routes.push(Route {
-                            method: event["Properties"]["Method"]
-                                .as_str()
-                                .unwrap_or("ANY")
-                                .to_uppercase(),
-                            path: event["Properties"]["Path"]
-                                .as_str()
-                                .unwrap_or("/")
-                                .to_owned(),
-                            public: event["Properties"]["Auth"]["Authorizer"].as_str()
-                                == Some("NONE"),
-                        }),
-                        Some("Schedule" | "ScheduleV2") => scheduled = true,
-                        _ => {}
-                    }
-                }
+                let scheduled = props["Events"]
+                    .as_mapping()
+                    .into_iter()
+                    .flatten()
+                    .any(|(_, e)| matches!(e["Type"].as_str(), Some("Schedule" | "ScheduleV2")));
                 let mut env_names = global_env.clone();
                 env_names.extend(map_keys(&props["Environment"]["Variables"]));
                 Function {
@@ -126,8 +148,12 @@ impl Template {
                         .unwrap_or_default()
                         .to_owned(),
                     timeout_secs: props["Timeout"].as_u64().unwrap_or(global_timeout),
+                    routes: routes
+                        .iter()
+                        .filter(|(f, _)| *f == logical_id)
+                        .map(|(_, route)| route.clone())
+                        .collect(),
                     logical_id,
-                    routes,
                     env_names,
                     scheduled,
                 }
@@ -201,6 +227,18 @@ impl Template {
                 .await?;
         }
         Ok(())
+    }
+}
+
+/// The argument of `!Name x` / `Fn::Name: x` when it is a plain string.
+fn intrinsic(v: &Value, name: &str) -> Option<String> {
+    match v {
+        Value::Tagged(t) if t.tag == name => t.value.as_str().map(str::to_owned),
+        Value::Mapping(m) => m
+            .get(format!("Fn::{name}").as_str())
+            .and_then(|x| x.as_str())
+            .map(str::to_owned),
+        _ => None,
     }
 }
 
