@@ -7,6 +7,7 @@
 
 pub mod build;
 pub mod dynamodb_local;
+pub mod events;
 pub mod gateway;
 pub mod http_server;
 pub mod moto;

@@ -20,6 +20,8 @@ pub struct Template {
 /// One HTTP API route of a function.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Route {
+    /// The route's logical id, e.g. `ListTasksRoute`.
+    pub name: String,
     /// `GET`, `POST`, … or `ANY`.
     pub method: String,
     /// Path template, e.g. `/api/v1/tasks/{id}`.
@@ -106,7 +108,7 @@ impl Template {
         let routes: Vec<(String, Route)> = self
             .resources("AWS::ApiGatewayV2::Route")
             .into_iter()
-            .filter_map(|(_, r)| {
+            .filter_map(|(name, r)| {
                 let props = &r["Properties"];
                 let key = props["RouteKey"].as_str()?;
                 let target = intrinsic(&props["Target"], "Sub")?;
@@ -124,6 +126,7 @@ impl Template {
                 Some((
                     function,
                     Route {
+                        name,
                         method,
                         path,
                         public,

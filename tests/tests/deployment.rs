@@ -1,0 +1,332 @@
+//! What ships is what the tests run: the template, the workspace, the sample
+//! events and `env.json` must agree.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde_json::Value;
+use taskpilot_testkit::runtime_api::InvokeError;
+use taskpilot_testkit::stack::{LocalStack, StackOptions};
+use taskpilot_testkit::template::{Template, match_path};
+use taskpilot_testkit::{events, repo_root};
+
+/// Variables a binary may read that the template deliberately does not set.
+const NOT_IN_TEMPLATE: &[(&str, &str)] = &[
+    (
+        "OPENAI_API_KEY",
+        "local development override; deployments read OPENAI_SECRET_ARN",
+    ),
+    (
+        "AUTH_JWT_SECRET",
+        "HS256 dev secret; deployments use the authorizer or AUTH_JWKS_URL",
+    ),
+    (
+        "CHATKIT_URL",
+        "defaults to the request's host; set once the ChatKit function exists",
+    ),
+];
+
+#[test]
+fn events_and_env_json_are_current() {
+    let update = std::env::var("UPDATE_EVENTS").is_ok();
+    let mut stale = Vec::new();
+    let expected = events::expected_files().unwrap();
+    for (path, contents) in &expected {
+        if std::fs::read_to_string(path).ok().as_deref() != Some(contents.as_str()) {
+            if update {
+                std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+                std::fs::write(path, contents).unwrap();
+            } else {
+                stale.push(path.display().to_string());
+            }
+        }
+    }
+    // No leftovers from routes that no longer exist.
+    let known: BTreeSet<&PathBuf> = expected.iter().map(|(p, _)| p).collect();
+    for entry in std::fs::read_dir(events::dir()).unwrap() {
+        let path = entry.unwrap().path();
+        if !known.contains(&path) {
+            if update {
+                std::fs::remove_file(&path).unwrap();
+            } else {
+                stale.push(format!("{} (no such route)", path.display()));
+            }
+        }
+    }
+    assert!(
+        stale.is_empty(),
+        "out of date: {stale:?}\nregenerate with: UPDATE_EVENTS=1 cargo test -p taskpilot-testkit --test deployment"
+    );
+}
+
+/// `cargo metadata` of the workspace.
+fn metadata() -> Value {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let out = Command::new(cargo)
+        .args([
+            "metadata",
+            "--format-version",
+            "1",
+            "--no-deps",
+            "--offline",
+        ])
+        .current_dir(repo_root())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// Binary name → the package that builds it.
+fn binaries(meta: &Value) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    for package in meta["packages"].as_array().unwrap() {
+        for target in package["targets"].as_array().unwrap() {
+            if target["kind"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|k| k == "bin")
+            {
+                out.insert(
+                    target["name"].as_str().unwrap().to_owned(),
+                    package["name"].as_str().unwrap().to_owned(),
+                );
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn every_template_function_is_a_workspace_binary_and_back() {
+    let meta = metadata();
+    let bins = binaries(&meta);
+    let template = Template::load().unwrap();
+    let deployed: BTreeSet<String> = template.functions().into_iter().map(|f| f.binary).collect();
+    for binary in &deployed {
+        assert!(
+            bins.contains_key(binary),
+            "template names `{binary}`, which no workspace crate builds"
+        );
+    }
+    // Every function crate is deployed.
+    for (binary, package) in &bins {
+        let manifest = meta["packages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == package.as_str())
+            .unwrap()["manifest_path"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        if manifest.contains("/functions/") {
+            assert!(
+                deployed.contains(binary),
+                "functions/ builds `{binary}` but the template does not deploy it"
+            );
+        }
+    }
+    for f in template.functions() {
+        assert!(
+            f.timeout_secs < 30,
+            "{}: HTTP APIs give up after 30 s",
+            f.logical_id
+        );
+    }
+}
+
+/// The source folders a package compiles from: its own and those of its
+/// `taskpilot-*` path dependencies, transitively.
+fn source_dirs(meta: &Value, package: &str, out: &mut BTreeSet<PathBuf>) {
+    let Some(p) = meta["packages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == package)
+    else {
+        return;
+    };
+    let dir = Path::new(p["manifest_path"].as_str().unwrap())
+        .parent()
+        .unwrap()
+        .join("src");
+    if !out.insert(dir) {
+        return;
+    }
+    for dep in p["dependencies"].as_array().unwrap() {
+        if dep["kind"].is_null() && dep["name"].as_str().unwrap().starts_with("taskpilot-") {
+            source_dirs(meta, dep["name"].as_str().unwrap(), out);
+        }
+    }
+}
+
+/// `NAME`s in `config::required("NAME")`, `config::optional(…)`, `config::parsed(…)`.
+fn variables_read(dir: &Path, out: &mut BTreeSet<String>) {
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            variables_read(&path, out);
+            continue;
+        }
+        if path.extension().is_none_or(|e| e != "rs") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path).unwrap();
+        for call in [
+            "config::required(\"",
+            "config::optional(\"",
+            "config::parsed(\"",
+        ] {
+            for piece in text.split(call).skip(1) {
+                out.insert(piece.split('"').next().unwrap().to_owned());
+            }
+        }
+    }
+}
+
+#[test]
+fn every_variable_a_binary_reads_is_set_in_the_template() {
+    let meta = metadata();
+    let bins = binaries(&meta);
+    let template = Template::load().unwrap();
+    let mut missing = Vec::new();
+    for f in template.functions() {
+        let mut dirs = BTreeSet::new();
+        source_dirs(&meta, &bins[&f.binary], &mut dirs);
+        let mut read = BTreeSet::new();
+        for dir in &dirs {
+            variables_read(dir, &mut read);
+        }
+        assert!(
+            read.contains("TABLE_NAME"),
+            "the scan found nothing for {}",
+            f.binary
+        );
+        for var in read {
+            let excused = NOT_IN_TEMPLATE.iter().any(|(name, _)| *name == var);
+            if !excused && !f.env_names.contains(&var) {
+                missing.push(format!("{} reads {var}", f.logical_id));
+            }
+        }
+    }
+    assert!(missing.is_empty(), "not set in template.yaml: {missing:?}");
+}
+
+#[test]
+fn release_builds_unwind_on_panic() {
+    let manifest: toml_like::Manifest = toml_like::read(&repo_root().join("Cargo.toml"));
+    assert_eq!(
+        manifest.release_panic.as_deref(),
+        Some("unwind"),
+        "see Cargo.toml [profile.release]"
+    );
+}
+
+/// A tiny reader for the one value we check (no TOML crate needed).
+mod toml_like {
+    pub struct Manifest {
+        pub release_panic: Option<String>,
+    }
+
+    pub fn read(path: &std::path::Path) -> Manifest {
+        let text = std::fs::read_to_string(path).unwrap();
+        let mut section = String::new();
+        let mut release_panic = None;
+        for line in text.lines().map(str::trim) {
+            if line.starts_with('[') {
+                section = line.to_owned();
+            } else if section == "[profile.release]"
+                && let Some(value) = line.strip_prefix("panic").map(str::trim)
+                && let Some(value) = value.strip_prefix('=')
+            {
+                release_panic = Some(value.trim().trim_matches('"').to_owned());
+            }
+        }
+        Manifest { release_panic }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_sample_event_runs_through_its_binary() {
+    let stack = LocalStack::start(StackOptions::default()).await.unwrap();
+    let template = Template::load().unwrap();
+    let mut checked = 0;
+    for (path, _) in events::expected_files().unwrap() {
+        if path.extension().is_none_or(|e| e != "json") || !path.starts_with(events::dir()) {
+            continue;
+        }
+        let event: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        if name == "scheduled.json" {
+            let health = stack.function("health").unwrap();
+            let out = health
+                .invoke(event.to_string())
+                .await
+                .expect("the probe runs");
+            let report: Value = serde_json::from_slice(&out).unwrap();
+            assert_eq!(report["status"], "healthy", "{report}");
+            checked += 1;
+            continue;
+        }
+        // The route its key names, and the function the template wires to it.
+        let key = event["routeKey"].as_str().unwrap();
+        let function = template
+            .functions()
+            .into_iter()
+            .find(|f| {
+                f.routes.iter().any(|r| {
+                    let route_key = if r.path == "$default" {
+                        "$default".to_owned()
+                    } else {
+                        format!("{} {}", r.method, r.path)
+                    };
+                    route_key == key
+                        && (r.path == "$default"
+                            || match_path(&r.path, event["rawPath"].as_str().unwrap()).is_some())
+                })
+            })
+            .unwrap_or_else(|| panic!("{name}: no function serves {key}"));
+        let answer = stack
+            .function(&function.binary)
+            .unwrap()
+            .invoke(event.to_string())
+            .await;
+        let answer = match answer {
+            Ok(bytes) => bytes,
+            Err(InvokeError::Function(e)) | Err(InvokeError::Crashed(e)) => panic!("{name}: {e}"),
+            Err(e) => panic!("{name}: {e}"),
+        };
+        let resp: Value = serde_json::from_slice(&answer).unwrap();
+        let status = resp["statusCode"].as_u64().unwrap();
+        let body: Value = resp["body"]
+            .as_str()
+            .filter(|b| !b.is_empty())
+            .map(|b| serde_json::from_str(b).unwrap())
+            .unwrap_or(Value::Null);
+        let code = body["error"]["code"].as_str().unwrap_or("");
+        assert!(status < 500, "{name}: {status} {body}");
+        assert_ne!(
+            status, 401,
+            "{name}: the sample identity was refused: {body}"
+        );
+        if key == "$default" {
+            assert_eq!(code, "route_not_found", "{name}");
+        } else {
+            assert!(
+                !matches!(code, "route_not_found" | "method_not_allowed"),
+                "{name}: {key} is not served by {}: {body}",
+                function.binary
+            );
+        }
+        checked += 1;
+    }
+    assert!(checked >= 25, "only {checked} events checked");
+}
