@@ -2,12 +2,11 @@
 //! emulator.
 
 use std::path::PathBuf;
-use std::process::Command;
 use std::sync::OnceLock;
 
 use aws_sdk_secretsmanager::Client;
 
-use crate::supervised::{Supervised, install_once, run};
+use crate::supervised::{Supervised, install_once};
 use crate::{Result, free_port, repo_root};
 
 /// A running moto_server.
@@ -57,18 +56,6 @@ pub fn install() -> Result<PathBuf> {
     let bin = venv.join("bin/moto_server");
     let found = || bin.is_file().then(|| bin.clone());
     install_once(&local, "moto", found, || {
-        run(
-            Command::new("python3").args(["-m", "venv"]).arg(&venv),
-            "python3 -m venv",
-        )?;
-        run(
-            Command::new(venv.join("bin/pip")).args([
-                "install",
-                "--quiet",
-                "--disable-pip-version-check",
-                "moto[server]>=5.1,<6",
-            ]),
-            "pip install moto[server]",
-        )
+        crate::supervised::pip_install(&venv, "moto.txt")
     })
 }

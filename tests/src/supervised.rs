@@ -120,3 +120,17 @@ pub fn run(cmd: &mut Command, what: &str) -> Result<()> {
         Err(format!("{what} failed: {}", String::from_utf8_lossy(&out.stderr)).into())
     }
 }
+
+/// Creates `venv` and installs the pinned requirements `tests/tools/<file>` into it.
+pub fn pip_install(venv: &Path, requirements: &str) -> Result<()> {
+    run(
+        Command::new("python3").args(["-m", "venv"]).arg(venv),
+        "python3 -m venv",
+    )?;
+    run(
+        Command::new(venv.join("bin/pip"))
+            .args(["install", "--quiet", "--disable-pip-version-check", "-r"])
+            .arg(crate::repo_root().join("tests/tools").join(requirements)),
+        &format!("pip install -r tests/tools/{requirements}"),
+    )
+}
