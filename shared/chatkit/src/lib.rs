@@ -1,0 +1,8 @@
+//! The self-hosted ChatKit protocol (see `../shared/research/chatkit-protocol.md`
+//! §2–§3): wire types with the exact field names, request parsing with clear
+//! errors, the server-sent events, and the port the thread store implements.
+//! No AWS or HTTP types live here.
+
+pub mod ids;
+pub mod request;
+pub mod types;
