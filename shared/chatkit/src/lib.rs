@@ -5,4 +5,5 @@
 
 pub mod ids;
 pub mod request;
+pub mod store;
 pub mod types;

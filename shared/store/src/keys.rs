@@ -55,3 +55,21 @@ pub const SESSION_PREFIX: &str = "SESSION#";
 pub fn rate_sk(bucket: &str, window_start: i64) -> String {
     format!("RATE#{bucket}#{window_start}")
 }
+
+/// `THREAD#<id>`: a ChatKit thread's metadata.
+pub fn thread_sk(thread_id: &str) -> String {
+    format!("{THREAD_PREFIX}{thread_id}")
+}
+
+/// Sort-key prefix of threads.
+pub const THREAD_PREFIX: &str = "THREAD#";
+
+/// `ITEM#<thread id>#`: the prefix of a thread's items.
+pub fn items_prefix(thread_id: &str) -> String {
+    format!("ITEM#{thread_id}#")
+}
+
+/// `ITEM#<thread id>#<item id>`
+pub fn item_sk(thread_id: &str, item_id: &str) -> String {
+    format!("{}{item_id}", items_prefix(thread_id))
+}

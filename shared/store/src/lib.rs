@@ -4,6 +4,7 @@
 //! partition (`pk = USER#<sub>`) under its own sort-key prefix, so no key ever
 //! depends on anything but the verified user id and a server-made id.
 
+mod chat;
 mod client;
 mod error;
 mod item;

@@ -1,0 +1,72 @@
+//! The port a thread store implements: threads and items per user. The
+//! DynamoDB adapter lives in `taskpilot-store`.
+
+use std::future::Future;
+
+use taskpilot_domain::{StoreError, UserId};
+
+use crate::request::Paging;
+use crate::types::{Page, ThreadItem, ThreadMetadata};
+
+/// Threads and their items, always scoped to one user: another user's thread
+/// is simply absent.
+pub trait ChatStore: Send + Sync {
+    /// Inserts or updates a thread's metadata.
+    fn save_thread(
+        &self,
+        user: &UserId,
+        thread: &ThreadMetadata,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Reads a thread's metadata.
+    fn load_thread(
+        &self,
+        user: &UserId,
+        thread_id: &str,
+    ) -> impl Future<Output = Result<Option<ThreadMetadata>, StoreError>> + Send;
+
+    /// A page of threads (ordered by id, which is creation order).
+    fn list_threads(
+        &self,
+        user: &UserId,
+        paging: &Paging,
+    ) -> impl Future<Output = Result<Page<ThreadMetadata>, StoreError>> + Send;
+
+    /// Deletes a thread and all its items; `false` when there was no such thread.
+    fn delete_thread(
+        &self,
+        user: &UserId,
+        thread_id: &str,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
+    /// Inserts or replaces an item.
+    fn save_item(
+        &self,
+        user: &UserId,
+        item: &ThreadItem,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Reads one item.
+    fn load_item(
+        &self,
+        user: &UserId,
+        thread_id: &str,
+        item_id: &str,
+    ) -> impl Future<Output = Result<Option<ThreadItem>, StoreError>> + Send;
+
+    /// A page of a thread's items, hidden ones included (ordered by id).
+    fn list_items(
+        &self,
+        user: &UserId,
+        thread_id: &str,
+        paging: &Paging,
+    ) -> impl Future<Output = Result<Page<ThreadItem>, StoreError>> + Send;
+
+    /// Deletes one item.
+    fn delete_item(
+        &self,
+        user: &UserId,
+        thread_id: &str,
+        item_id: &str,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+}

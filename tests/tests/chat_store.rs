@@ -1,0 +1,147 @@
+//! The ChatKit thread store on DynamoDB Local.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use serde_json::Map;
+use taskpilot_chatkit::ids;
+use taskpilot_chatkit::request::{Order, Paging};
+use taskpilot_chatkit::store::ChatStore;
+use taskpilot_chatkit::types::{
+    AssistantContent, ItemKind, ThreadItem, ThreadMetadata, ThreadStatus,
+};
+use taskpilot_domain::UserId;
+use taskpilot_store::DynamoStore;
+use taskpilot_testkit::stack::fresh_table;
+
+async fn store() -> DynamoStore {
+    let (client, table, _) = fresh_table("chat").await.unwrap();
+    DynamoStore::new(client, table)
+}
+
+fn thread() -> ThreadMetadata {
+    ThreadMetadata {
+        id: ids::thread(),
+        title: None,
+        created_at: taskpilot_domain::timestamp::now(),
+        status: ThreadStatus::Active,
+        metadata: Map::new(),
+    }
+}
+
+fn message(thread_id: &str, text: &str) -> ThreadItem {
+    ThreadItem {
+        id: ids::message(),
+        thread_id: thread_id.into(),
+        created_at: taskpilot_domain::timestamp::now(),
+        kind: ItemKind::AssistantMessage {
+            content: vec![AssistantContent::OutputText {
+                text: text.into(),
+                annotations: vec![],
+            }],
+        },
+    }
+}
+
+fn paging(limit: usize, order: Order, after: Option<String>) -> Paging {
+    Paging {
+        limit,
+        order,
+        after,
+    }
+}
+
+#[tokio::test]
+async fn threads_and_items_page_in_both_orders_exactly_once() {
+    let store = store().await;
+    let alice = UserId::new("alice").unwrap();
+    let t = thread();
+    store.save_thread(&alice, &t).await.unwrap();
+    let items: Vec<ThreadItem> = (0..23).map(|i| message(&t.id, &format!("m{i}"))).collect();
+    for item in &items {
+        store.save_item(&alice, item).await.unwrap();
+    }
+    for order in [Order::Asc, Order::Desc] {
+        let mut seen = Vec::new();
+        let mut after = None;
+        loop {
+            let page = store
+                .list_items(&alice, &t.id, &paging(5, order, after.clone()))
+                .await
+                .unwrap();
+            assert!(page.data.len() <= 5);
+            seen.extend(page.data.iter().map(|i| i.id.clone()));
+            assert_eq!(page.has_more, page.after.is_some());
+            if !page.has_more {
+                break;
+            }
+            after = page.after;
+        }
+        let mut expected: Vec<String> = items.iter().map(|i| i.id.clone()).collect();
+        if order == Order::Desc {
+            expected.reverse();
+        }
+        assert_eq!(seen, expected, "{order:?}");
+    }
+    // Another user sees nothing of it.
+    let bob = UserId::new("bob").unwrap();
+    assert!(store.load_thread(&bob, &t.id).await.unwrap().is_none());
+    assert!(
+        store
+            .list_items(&bob, &t.id, &paging(50, Order::Asc, None))
+            .await
+            .unwrap()
+            .data
+            .is_empty()
+    );
+    assert!(!store.delete_thread(&bob, &t.id).await.unwrap());
+    assert_eq!(
+        store.load_item(&alice, &t.id, &items[3].id).await.unwrap(),
+        Some(items[3].clone())
+    );
+
+    // Threads list newest first by default; metadata round-trips.
+    let mut second = thread();
+    second.title = Some("Groceries".into());
+    second
+        .metadata
+        .insert("previous_response_id".into(), "resp_1".into());
+    store.save_thread(&alice, &second).await.unwrap();
+    let listed = store
+        .list_threads(&alice, &paging(10, Order::Desc, None))
+        .await
+        .unwrap();
+    assert_eq!(listed.data, vec![second.clone(), t.clone()]);
+    let first_page = store
+        .list_threads(&alice, &paging(1, Order::Asc, None))
+        .await
+        .unwrap();
+    assert_eq!(
+        (first_page.data[0].id.as_str(), first_page.has_more),
+        (t.id.as_str(), true)
+    );
+
+    // Deleting a thread deletes every item (more than one batch of 25).
+    for i in 0..40 {
+        store
+            .save_item(&alice, &message(&t.id, &format!("extra{i}")))
+            .await
+            .unwrap();
+    }
+    assert!(store.delete_thread(&alice, &t.id).await.unwrap());
+    assert!(store.load_thread(&alice, &t.id).await.unwrap().is_none());
+    assert!(
+        store
+            .list_items(&alice, &t.id, &paging(100, Order::Asc, None))
+            .await
+            .unwrap()
+            .data
+            .is_empty()
+    );
+    assert_eq!(
+        store
+            .list_threads(&alice, &paging(10, Order::Desc, None))
+            .await
+            .unwrap()
+            .data,
+        vec![second]
+    );
+}
