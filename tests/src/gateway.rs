@@ -9,13 +9,14 @@ use std::sync::Arc;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
 use serde_json::{Map, Value, json};
 use tokio::net::TcpListener;
 
 use crate::Result;
+use crate::http_server::{Body, full};
 use crate::runtime_api::{InvokeError, LambdaFunction};
 use crate::template::{Route, match_path};
 
@@ -70,10 +71,8 @@ pub fn serve(
     Ok(format!("http://{addr}"))
 }
 
-fn message(status: StatusCode, text: &str) -> Response<Full<Bytes>> {
-    let mut resp = Response::new(Full::new(Bytes::from(
-        json!({ "message": text }).to_string(),
-    )));
+fn message(status: StatusCode, text: &str) -> Response<Body> {
+    let mut resp = Response::new(full(Bytes::from(json!({ "message": text }).to_string())));
     *resp.status_mut() = status;
     resp.headers_mut().insert(
         "content-type",
@@ -83,7 +82,7 @@ fn message(status: StatusCode, text: &str) -> Response<Full<Bytes>> {
 }
 
 impl Gateway {
-    async fn handle(&self, req: Request<Incoming>, peer: SocketAddr) -> Response<Full<Bytes>> {
+    async fn handle(&self, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
         let method = req.method().as_str().to_owned();
         let path = req.uri().path().to_owned();
         // Like API Gateway: a matching route, else `$default` if there is one.
@@ -280,7 +279,7 @@ fn decode(s: &str) -> String {
 }
 
 /// Turns a Lambda proxy answer into HTTP (what API Gateway does).
-pub fn response(answer: &[u8]) -> Response<Full<Bytes>> {
+pub fn response(answer: &[u8]) -> Response<Body> {
     let Ok(v) = serde_json::from_slice::<Value>(answer) else {
         return message(StatusCode::BAD_GATEWAY, "Internal Server Error");
     };
@@ -295,7 +294,7 @@ pub fn response(answer: &[u8]) -> Response<Full<Bytes>> {
         Some(b) => Bytes::from(b.to_owned()),
         None => Bytes::new(),
     };
-    let mut resp = Response::new(Full::new(body));
+    let mut resp = Response::new(full(body));
     *resp.status_mut() = status;
     let headers = resp.headers_mut();
     for (name, value) in v["headers"].as_object().into_iter().flatten() {

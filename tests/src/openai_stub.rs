@@ -7,12 +7,13 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
+use http_body_util::BodyExt;
 use hyper::{Response, StatusCode};
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 
 use crate::Result;
+use crate::http_server::{Body, full};
 
 /// What the next request gets instead of a normal answer.
 #[derive(Debug, Clone)]
@@ -28,6 +29,17 @@ pub enum Fault {
     Truncated,
     /// A 200 whose body is not JSON.
     Garbage,
+}
+
+/// One scripted model turn of `POST /v1/responses` (streamed).
+#[derive(Debug, Clone)]
+pub enum Turn {
+    /// An assistant message, streamed word by word.
+    Text(String),
+    /// Function calls: `(name, arguments)`.
+    Calls(Vec<(String, Value)>),
+    /// The first half of a text, then the connection is cut.
+    Broken(String),
 }
 
 /// A request the stub received.
@@ -50,6 +62,8 @@ struct State {
     faults: VecDeque<Fault>,
     requests: Vec<Recorded>,
     served: u64,
+    turns: VecDeque<Turn>,
+    chunk_delay: Duration,
 }
 
 /// A running stub.
@@ -143,6 +157,16 @@ impl OpenAiStub {
         lock(&self.state).faults.push_back(fault);
     }
 
+    /// Scripts the next model turn (turns queue up; an unscripted turn says "OK.").
+    pub fn push_turn(&self, turn: Turn) {
+        lock(&self.state).turns.push_back(turn);
+    }
+
+    /// Pauses this long between streamed chunks.
+    pub fn set_chunk_delay(&self, delay: Duration) {
+        lock(&self.state).chunk_delay = delay;
+    }
+
     /// Accepts another key from now on (a rotation).
     pub fn set_key(&self, key: &str) {
         key.clone_into(&mut lock(&self.state).key);
@@ -162,12 +186,125 @@ impl OpenAiStub {
     }
 }
 
+/// Streams a turn as Responses API server-sent events.
+fn stream_turn(turn: Turn, n: u64, delay: Duration) -> Response<Body> {
+    let (tx, rx) = tokio::sync::mpsc::channel(16);
+    tokio::spawn(async move {
+        let mut seq = 0u64;
+        let response_id = format!("resp_stub{n}");
+        let mut send = |event: Value| {
+            let mut event = event;
+            event["sequence_number"] = json!(seq);
+            seq += 1;
+            let kind = event["type"].as_str().unwrap_or("message").to_owned();
+            Bytes::from(format!("event: {kind}\ndata: {event}\n\n"))
+        };
+        let mut frames = vec![send(json!({"type": "response.created",
+            "response": {"id": response_id, "object": "response", "status": "in_progress", "output": []}}))];
+        let mut output = Vec::new();
+        let mut cut = false;
+        match &turn {
+            Turn::Text(text) | Turn::Broken(text) => {
+                let msg = format!("msg_stub{n}");
+                frames.push(send(json!({"type": "response.output_item.added", "output_index": 0,
+                    "item": {"id": msg, "type": "message", "status": "in_progress", "role": "assistant", "content": []}})));
+                frames.push(send(json!({"type": "response.content_part.added", "item_id": msg, "output_index": 0,
+                    "content_index": 0, "part": {"type": "output_text", "text": "", "annotations": []}})));
+                let words: Vec<&str> = text.split_inclusive(' ').collect();
+                let upto = if matches!(turn, Turn::Broken(_)) {
+                    words.len() / 2
+                } else {
+                    words.len()
+                };
+                for w in &words[..upto] {
+                    frames.push(send(
+                        json!({"type": "response.output_text.delta", "item_id": msg,
+                        "output_index": 0, "content_index": 0, "delta": w}),
+                    ));
+                }
+                if matches!(turn, Turn::Broken(_)) {
+                    cut = true;
+                } else {
+                    let part = json!({"type": "output_text", "text": text, "annotations": []});
+                    frames.push(send(
+                        json!({"type": "response.output_text.done", "item_id": msg,
+                        "output_index": 0, "content_index": 0, "text": text}),
+                    ));
+                    frames.push(send(
+                        json!({"type": "response.content_part.done", "item_id": msg,
+                        "output_index": 0, "content_index": 0, "part": part}),
+                    ));
+                    let item = json!({"id": msg, "type": "message", "status": "completed",
+                        "role": "assistant", "content": [part]});
+                    frames.push(send(json!({"type": "response.output_item.done", "output_index": 0, "item": item})));
+                    output.push(item);
+                }
+            }
+            Turn::Calls(calls) => {
+                for (i, (name, args)) in calls.iter().enumerate() {
+                    let id = format!("fc_stub{n}_{i}");
+                    let call_id = format!("call_stub{n}_{i}");
+                    let arguments = args.to_string();
+                    frames.push(send(
+                        json!({"type": "response.output_item.added", "output_index": i,
+                        "item": {"id": id, "type": "function_call", "status": "in_progress",
+                                 "call_id": call_id, "name": name, "arguments": ""}}),
+                    ));
+                    frames.push(send(
+                        json!({"type": "response.function_call_arguments.delta",
+                        "item_id": id, "output_index": i, "delta": arguments}),
+                    ));
+                    frames.push(send(
+                        json!({"type": "response.function_call_arguments.done",
+                        "item_id": id, "output_index": i, "arguments": arguments}),
+                    ));
+                    let item = json!({"id": id, "type": "function_call", "status": "completed",
+                        "call_id": call_id, "name": name, "arguments": arguments});
+                    frames.push(send(json!({"type": "response.output_item.done", "output_index": i, "item": item})));
+                    output.push(item);
+                }
+            }
+        }
+        if !cut {
+            frames.push(send(
+                json!({"type": "response.completed", "response": {"id": response_id,
+                "object": "response", "status": "completed", "output": output,
+                "usage": {"input_tokens": 100, "output_tokens": 50, "total_tokens": 150}}}),
+            ));
+        }
+        for frame in frames {
+            if !delay.is_zero() {
+                tokio::time::sleep(delay).await;
+            }
+            if tx.send(Ok(frame)).await.is_err() {
+                return; // the client went away
+            }
+        }
+        if cut {
+            // Let what was sent reach the client before the connection drops.
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let _ = tx
+                .send(Err(std::io::Error::new(
+                    std::io::ErrorKind::ConnectionReset,
+                    "cut",
+                )))
+                .await;
+        }
+    });
+    let mut resp = Response::new(crate::http_server::streamed(rx));
+    resp.headers_mut().insert(
+        "content-type",
+        hyper::header::HeaderValue::from_static("text/event-stream"),
+    );
+    resp
+}
+
 fn lock(state: &Mutex<State>) -> std::sync::MutexGuard<'_, State> {
     state.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-fn raw(status: StatusCode, body: &str) -> Response<Full<Bytes>> {
-    let mut r = Response::new(Full::new(Bytes::from(body.to_owned())));
+fn raw(status: StatusCode, body: &str) -> Response<Body> {
+    let mut r = Response::new(full(Bytes::from(body.to_owned())));
     *r.status_mut() = status;
     r.headers_mut().insert(
         "content-type",
@@ -176,11 +313,11 @@ fn raw(status: StatusCode, body: &str) -> Response<Full<Bytes>> {
     r
 }
 
-fn ok(body: Value) -> Response<Full<Bytes>> {
+fn ok(body: Value) -> Response<Body> {
     raw(StatusCode::OK, &body.to_string())
 }
 
-fn error(status: u16, message: &str) -> Response<Full<Bytes>> {
+fn error(status: u16, message: &str) -> Response<Body> {
     let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let kind = if status.is_server_error() {
         "server_error"
@@ -195,7 +332,7 @@ fn error(status: u16, message: &str) -> Response<Full<Bytes>> {
 }
 
 /// The normal answers of the endpoints the product uses.
-fn answer(state: &Mutex<State>, req: &Recorded, n: u64) -> Response<Full<Bytes>> {
+fn answer(state: &Mutex<State>, req: &Recorded, n: u64) -> Response<Body> {
     let (key, workflows) = {
         let s = lock(state);
         (s.key.clone(), s.workflows.clone())
@@ -212,6 +349,22 @@ fn answer(state: &Mutex<State>, req: &Recorded, n: u64) -> Response<Full<Bytes>>
     }
     let now = chrono::Utc::now().timestamp();
     match (req.method.as_str(), req.path.as_str()) {
+        ("POST", "/v1/responses") => {
+            if req.body["stream"] != json!(true) || req.body["model"].as_str().is_none() {
+                return error(
+                    400,
+                    "This stub serves streamed responses with a model only.",
+                );
+            }
+            let (turn, delay) = {
+                let mut s = lock(state);
+                (
+                    s.turns.pop_front().unwrap_or(Turn::Text("OK.".into())),
+                    s.chunk_delay,
+                )
+            };
+            stream_turn(turn, n, delay)
+        }
         ("GET", "/v1/models") => ok(json!({
             "object": "list",
             "data": [{"id": "gpt-4.1", "object": "model", "created": 1_700_000_000, "owned_by": "openai"}]

@@ -6,11 +6,12 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
+use http_body_util::BodyExt;
 use hyper::{Response, StatusCode};
 use tokio::net::TcpListener;
 
 use crate::Result;
+use crate::http_server::full;
 
 /// A running proxy.
 #[derive(Clone)]
@@ -65,7 +66,7 @@ impl CountingProxy {
                         let status = resp.status();
                         let headers = resp.headers().clone();
                         let bytes = resp.bytes().await.unwrap_or_default();
-                        let mut out = Response::new(Full::new(bytes));
+                        let mut out = Response::new(full(bytes));
                         *out.status_mut() = status;
                         for (name, value) in &headers {
                             if name != "content-length" && name != "transfer-encoding" {
@@ -75,8 +76,7 @@ impl CountingProxy {
                         out
                     }
                     Err(_) => {
-                        let mut out =
-                            Response::new(Full::new(Bytes::from_static(b"upstream down")));
+                        let mut out = Response::new(full(Bytes::from_static(b"upstream down")));
                         *out.status_mut() = StatusCode::BAD_GATEWAY;
                         out
                     }

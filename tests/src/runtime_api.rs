@@ -13,13 +13,14 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
 use tokio::net::TcpListener;
 use tokio::sync::{Notify, oneshot};
 
 use crate::Result;
+use crate::http_server::{Body, full};
 
 /// How an invocation ended, other than with a response.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -300,14 +301,14 @@ async fn spawn_instance(shared: Arc<Shared>) -> Result<()> {
     Ok(())
 }
 
-fn reply(status: StatusCode, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
-    let mut resp = Response::new(Full::new(body.into()));
+fn reply(status: StatusCode, body: impl Into<Bytes>) -> Response<Body> {
+    let mut resp = Response::new(full(body.into()));
     *resp.status_mut() = status;
     resp
 }
 
 impl Instance {
-    async fn route(self: Arc<Self>, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    async fn route(self: Arc<Self>, req: Request<Incoming>) -> Response<Body> {
         let path = req.uri().path().to_owned();
         let Some(rest) = path.strip_prefix("/2018-06-01/runtime/") else {
             return reply(StatusCode::NOT_FOUND, "unknown path");
@@ -343,7 +344,7 @@ impl Instance {
         }
     }
 
-    async fn next(self: &Arc<Self>) -> Response<Full<Bytes>> {
+    async fn next(self: &Arc<Self>) -> Response<Body> {
         let s = &self.shared;
         let job = loop {
             let notified = s.job_ready.notified();

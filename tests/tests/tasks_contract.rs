@@ -10,7 +10,6 @@ use std::time::Duration;
 
 use base64::Engine;
 use bytes::Bytes;
-use http_body_util::Full;
 use jsonwebtoken::jwk::{Jwk, JwkSet};
 use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
 use serde_json::{Value, json};
@@ -327,7 +326,7 @@ async fn jwks_server(set: JwkSet) -> (String, Arc<AtomicUsize>) {
     taskpilot_testkit::http_server::serve(listener, move |_req, _peer| {
         counter.fetch_add(1, Ordering::SeqCst);
         let body = body.clone();
-        async move { hyper::Response::new(Full::new(body)) }
+        async move { hyper::Response::new(taskpilot_testkit::http_server::full(body)) }
     });
     (url, fetches)
 }

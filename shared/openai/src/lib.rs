@@ -48,6 +48,21 @@ pub struct Call<'a> {
 }
 
 impl OpenAi {
+    /// A client for `base_url` with a time budget per call.
+    pub fn new(
+        http: reqwest::Client,
+        base_url: &str,
+        timeout: Duration,
+        secrets: Arc<SecretCache>,
+    ) -> Self {
+        Self {
+            http,
+            base_url: base_url.trim_end_matches('/').to_owned(),
+            timeout,
+            secrets,
+        }
+    }
+
     /// Reads `OPENAI_BASE_URL` and `OPENAI_TIMEOUT_MS` (default 10000).
     pub fn from_env(http: reqwest::Client, secrets: Arc<SecretCache>) -> Result<Self, ConfigError> {
         let base_url = config::optional("OPENAI_BASE_URL")
@@ -87,6 +102,32 @@ impl OpenAi {
     /// Sends `call`, finishing by `deadline` (capped at the configured timeout),
     /// and returns the JSON answer.
     pub async fn send(&self, call: &Call<'_>, deadline: Instant) -> Result<Value, UpstreamError> {
+        match self.execute(call, deadline, Want::Json).await? {
+            Outcome::Json(value) => Ok(value),
+            Outcome::Stream(_) => Err(UpstreamError::Unavailable("unexpected stream".into())),
+        }
+    }
+
+    /// Starts a streamed call (`"stream": true`): failures before the first
+    /// event, 429 included, are retried within `deadline`; the caller then reads
+    /// the events.
+    pub async fn stream(
+        &self,
+        call: &Call<'_>,
+        deadline: Instant,
+    ) -> Result<EventStream, UpstreamError> {
+        match self.execute(call, deadline, Want::Stream).await? {
+            Outcome::Stream(stream) => Ok(stream),
+            Outcome::Json(_) => Err(UpstreamError::Unavailable("expected a stream".into())),
+        }
+    }
+
+    async fn execute(
+        &self,
+        call: &Call<'_>,
+        deadline: Instant,
+        want: Want,
+    ) -> Result<Outcome, UpstreamError> {
         let deadline = deadline.min(Instant::now() + self.timeout);
         let budget_ms = deadline
             .saturating_duration_since(Instant::now())
@@ -117,6 +158,7 @@ impl OpenAi {
             if let Some(body) = call.body {
                 req = req.json(body);
             }
+            let mut pause = Duration::ZERO;
             let failure = match req.send().await {
                 Err(e) if e.is_timeout() => return Err(UpstreamError::Timeout(budget_ms)),
                 Err(e) => format!("connection failed: {}", without_url(e)),
@@ -136,11 +178,14 @@ impl OpenAi {
                         "OpenAI answered"
                     );
                     match status {
+                        s if s.is_success() && want == Want::Stream => {
+                            return Ok(Outcome::Stream(EventStream::new(resp, budget_ms)));
+                        }
                         s if s.is_success() => match resp.bytes().await {
                             Ok(bytes) => {
-                                return serde_json::from_slice(&bytes).map_err(|_| {
-                                    UpstreamError::Unavailable("unreadable response".into())
-                                });
+                                return serde_json::from_slice(&bytes).map(Outcome::Json).map_err(
+                                    |_| UpstreamError::Unavailable("unreadable response".into()),
+                                );
                             }
                             Err(e) if e.is_timeout() => {
                                 return Err(UpstreamError::Timeout(budget_ms));
@@ -171,22 +216,126 @@ impl OpenAi {
                                 .and_then(|v| v.trim().parse::<f64>().ok())
                                 .map(|s| s.ceil().max(1.0) as u64)
                                 .unwrap_or(1);
-                            return Err(UpstreamError::RateLimited { retry_after });
+                            // A stream that has not started yet may wait its turn.
+                            if want == Want::Json {
+                                return Err(UpstreamError::RateLimited { retry_after });
+                            }
+                            pause = Duration::from_secs(retry_after);
+                            format!("HTTP 429 (retry after {retry_after} s)")
                         }
                         s if s.is_server_error() => format!("HTTP {}", s.as_u16()),
                         s => return Err(UpstreamError::Rejected(s.as_u16())),
                     }
                 }
             };
-            let backoff = BACKOFF * 2u32.pow(retries);
+            let backoff = (BACKOFF * 2u32.pow(retries)).max(pause);
             let time_left = deadline.saturating_duration_since(Instant::now());
             if retries >= MAX_RETRIES || time_left <= backoff {
+                if pause > Duration::ZERO {
+                    return Err(UpstreamError::RateLimited {
+                        retry_after: pause.as_secs(),
+                    });
+                }
                 return Err(UpstreamError::Unavailable(failure));
             }
             tracing::warn!(%failure, retry = retries + 1, "retrying OpenAI");
             tokio::time::sleep(backoff).await;
             retries += 1;
         }
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Want {
+    Json,
+    Stream,
+}
+
+enum Outcome {
+    Json(Value),
+    Stream(EventStream),
+}
+
+/// Server-sent events of a streamed call, one JSON object per event.
+pub struct EventStream {
+    resp: reqwest::Response,
+    buffer: Vec<u8>,
+    budget_ms: u64,
+}
+
+impl EventStream {
+    fn new(resp: reqwest::Response, budget_ms: u64) -> Self {
+        Self {
+            resp,
+            buffer: Vec::new(),
+            budget_ms,
+        }
+    }
+
+    /// The next event's `data` as JSON; `None` at the end of the stream.
+    pub async fn next_event(&mut self) -> Option<Result<Value, UpstreamError>> {
+        loop {
+            if let Some(event) = take_event(&mut self.buffer) {
+                match event {
+                    Some(Ok(v)) => return Some(Ok(v)),
+                    Some(Err(e)) => return Some(Err(e)),
+                    None => continue,
+                }
+            }
+            match self.resp.chunk().await {
+                Ok(Some(bytes)) => self.buffer.extend_from_slice(&bytes),
+                Ok(None) if self.buffer.iter().all(u8::is_ascii_whitespace) => return None,
+                Ok(None) => {
+                    return Some(Err(UpstreamError::Unavailable(
+                        "the stream ended mid-event".into(),
+                    )));
+                }
+                Err(e) if e.is_timeout() => {
+                    return Some(Err(UpstreamError::Timeout(self.budget_ms)));
+                }
+                Err(_) => {
+                    return Some(Err(UpstreamError::Unavailable(
+                        "the stream was cut off".into(),
+                    )));
+                }
+            }
+        }
+    }
+}
+
+/// Takes one complete event block from `buffer`: `Some(None)` for a block
+/// without data (a comment or keep-alive), `None` when no block is complete.
+fn take_event(buffer: &mut Vec<u8>) -> Option<Option<Result<Value, UpstreamError>>> {
+    let end = buffer.windows(2).position(|w| w == b"\n\n")?;
+    let block: Vec<u8> = buffer.drain(..end + 2).collect();
+    let text = String::from_utf8_lossy(&block);
+    let data: Vec<&str> = text
+        .lines()
+        .map(|l| l.trim_end_matches('\r'))
+        .filter_map(|l| l.strip_prefix("data:"))
+        .map(str::trim_start)
+        .collect();
+    if data.is_empty() || data == ["[DONE]"] {
+        return Some(None);
+    }
+    Some(Some(serde_json::from_str(&data.join("\n")).map_err(|_| {
+        UpstreamError::Unavailable("unreadable stream event".into())
+    })))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn splits_sse_blocks() {
+        let mut buf = b"event: response.created\ndata: {\"type\":\"response.created\"}\n\n: keep-alive\n\ndata: {\"a\":".to_vec();
+        let first = take_event(&mut buf).unwrap().unwrap().unwrap();
+        assert_eq!(first["type"], "response.created");
+        assert!(take_event(&mut buf).unwrap().is_none(), "comment block");
+        assert!(take_event(&mut buf).is_none(), "incomplete block waits");
+        buf.extend_from_slice(b"1}\r\n\n");
+        assert_eq!(take_event(&mut buf).unwrap().unwrap().unwrap()["a"], 1);
     }
 }
 

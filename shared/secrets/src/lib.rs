@@ -141,6 +141,11 @@ impl SecretCache {
         ))
     }
 
+    /// A cache that always answers `secrets` (tests, local tools).
+    pub fn fixed(secrets: Secrets) -> Self {
+        Self::new(Source::Fixed(Arc::new(secrets)), Duration::MAX)
+    }
+
     fn new(source: Source, ttl: Duration) -> Self {
         Self {
             source,
