@@ -323,6 +323,18 @@ fn take_event(buffer: &mut Vec<u8>) -> Option<Option<Result<Value, UpstreamError
     })))
 }
 
+/// A reqwest error's text without the URL (which may carry internal hosts).
+fn without_url(e: reqwest::Error) -> String {
+    let kind = if e.is_connect() {
+        "connect"
+    } else if e.is_body() || e.is_decode() {
+        "body"
+    } else {
+        "request"
+    };
+    kind.to_owned()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -337,16 +349,4 @@ mod tests {
         buf.extend_from_slice(b"1}\r\n\n");
         assert_eq!(take_event(&mut buf).unwrap().unwrap().unwrap()["a"], 1);
     }
-}
-
-/// A reqwest error's text without the URL (which may carry internal hosts).
-fn without_url(e: reqwest::Error) -> String {
-    let kind = if e.is_connect() {
-        "connect"
-    } else if e.is_body() || e.is_decode() {
-        "body"
-    } else {
-        "request"
-    };
-    kind.to_owned()
 }
