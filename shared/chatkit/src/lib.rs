@@ -6,4 +6,6 @@
 pub mod ids;
 pub mod request;
 pub mod store;
+pub mod tools;
 pub mod types;
+pub mod widgets;

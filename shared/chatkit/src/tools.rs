@@ -1,0 +1,334 @@
+//! The assistant's function tools. Each runs as the calling user through the
+//! same task service as the REST API (same validation, same version checks);
+//! failures become tool output the model can read, never user-facing errors.
+
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use taskpilot_domain::{
+    DomainError, NewTaskInput, Task, TaskFilter, TaskId, TaskPatchInput, TaskRepository,
+    TaskService, UserId,
+};
+
+/// Tool names.
+pub const TOOL_NAMES: [&str; 6] = [
+    "list_tasks",
+    "create_task",
+    "update_task",
+    "complete_task",
+    "reopen_task",
+    "delete_task",
+];
+
+/// The `tools` array of a Responses API request.
+pub fn definitions() -> Value {
+    let task_id = json!({"type": "string", "description": "The task's id, as returned by list_tasks or create_task."});
+    let fields = json!({
+        "title": {"type": "string", "description": "1-200 characters."},
+        "description": {"type": ["string", "null"], "description": "Up to 4000 characters; null clears it."},
+        "priority": {"type": "string", "enum": ["low", "medium", "high"]},
+        "due_date": {"type": ["string", "null"], "description": "RFC 3339 date (2026-11-23) or date-time; null clears it."},
+        "tags": {"type": "array", "items": {"type": "string"}, "maxItems": 10}
+    });
+    let with = |mut props: Value, extra: Value| {
+        if let (Some(p), Some(e)) = (props.as_object_mut(), extra.as_object()) {
+            p.extend(e.clone());
+        }
+        props
+    };
+    let tool = |name: &str, description: &str, properties: Value, required: Vec<&str>| {
+        json!({"type": "function", "name": name, "description": description,
+               "parameters": {"type": "object", "properties": properties, "required": required,
+                              "additionalProperties": false}})
+    };
+    json!([
+        tool(
+            "list_tasks",
+            "List the user's tasks, newest first. Use it before answering any question about tasks.",
+            json!({"completed": {"type": "boolean", "description": "Only done (true) or open (false) tasks."},
+                    "tag": {"type": "string"},
+                    "due_before": {"type": "string", "description": "Only tasks due before this date (YYYY-MM-DD)."},
+                    "limit": {"type": "integer", "minimum": 1, "maximum": 100}}),
+            vec![]
+        ),
+        tool(
+            "create_task",
+            "Create a task for the user.",
+            fields.clone(),
+            vec!["title"]
+        ),
+        tool(
+            "update_task",
+            "Change fields of a task. Pass version to avoid overwriting someone else's change.",
+            with(
+                fields,
+                json!({"task_id": task_id, "completed": {"type": "boolean"},
+                                 "version": {"type": "integer", "description": "The version you last saw."}})
+            ),
+            vec!["task_id"]
+        ),
+        tool(
+            "complete_task",
+            "Mark a task done.",
+            json!({"task_id": task_id}),
+            vec!["task_id"]
+        ),
+        tool(
+            "reopen_task",
+            "Mark a done task open again.",
+            json!({"task_id": task_id}),
+            vec!["task_id"]
+        ),
+        tool(
+            "delete_task",
+            "Delete a task for good.",
+            json!({"task_id": task_id}),
+            vec!["task_id"]
+        ),
+    ])
+}
+
+/// The result of one tool call.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ToolResult {
+    /// JSON text handed back to the model.
+    pub output: String,
+    /// Tasks the call listed or changed (for the task widget).
+    pub shown: Vec<Task>,
+    /// A task that no longer exists (deleted).
+    pub removed: Option<TaskId>,
+}
+
+fn failure(e: &DomainError) -> Value {
+    let (code, message) = match e {
+        DomainError::Validation { field, message } => {
+            ("validation_failed", format!("{field}: {message}"))
+        }
+        DomainError::NotFound(_) => ("not_found", "no such task".to_owned()),
+        DomainError::VersionConflict { current } => (
+            "version_conflict",
+            format!(
+                "the task changed meanwhile; it is now at version {}",
+                current.version
+            ),
+        ),
+        DomainError::Store(_) => (
+            "unavailable",
+            "task storage is unavailable; try again".to_owned(),
+        ),
+        other => ("failed", other.to_string()),
+    };
+    json!({"error": {"code": code, "message": message}})
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListArgs {
+    #[serde(default)]
+    completed: Option<bool>,
+    #[serde(default)]
+    tag: Option<String>,
+    #[serde(default)]
+    due_before: Option<String>,
+    #[serde(default)]
+    limit: Option<usize>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct IdArgs {
+    task_id: String,
+}
+
+/// Runs tool `name` with JSON `arguments` for `user`.
+pub async fn run<R: TaskRepository>(
+    service: &TaskService<R>,
+    user: &UserId,
+    name: &str,
+    arguments: &str,
+) -> ToolResult {
+    match execute(service, user, name, arguments).await {
+        Ok(result) => result,
+        Err(e) => ToolResult {
+            output: failure(&e).to_string(),
+            shown: Vec::new(),
+            removed: None,
+        },
+    }
+}
+
+fn args<T: serde::de::DeserializeOwned>(raw: &str) -> Result<T, DomainError> {
+    let raw = if raw.trim().is_empty() { "{}" } else { raw };
+    serde_json::from_str(raw).map_err(|e| DomainError::validation("arguments", e.to_string()))
+}
+
+fn id(raw: &str) -> Result<TaskId, DomainError> {
+    TaskId::parse(raw).ok_or(DomainError::NotFound("task"))
+}
+
+fn one(task: Task) -> ToolResult {
+    ToolResult {
+        output: json!({"task": task}).to_string(),
+        shown: vec![task],
+        removed: None,
+    }
+}
+
+async fn execute<R: TaskRepository>(
+    service: &TaskService<R>,
+    user: &UserId,
+    name: &str,
+    arguments: &str,
+) -> Result<ToolResult, DomainError> {
+    match name {
+        "list_tasks" => {
+            let a: ListArgs = args(arguments)?;
+            let due_before = a
+                .due_before
+                .map(|d| {
+                    chrono::NaiveDate::parse_from_str(&d, "%Y-%m-%d")
+                        .map_err(|_| DomainError::validation("due_before", "must be YYYY-MM-DD"))
+                })
+                .transpose()?;
+            let filter = TaskFilter {
+                completed: a.completed,
+                tag: a.tag,
+                due_before,
+            };
+            let listing = service
+                .list(user, filter, a.limit.unwrap_or(50).clamp(1, 100), None)
+                .await?;
+            Ok(ToolResult {
+                output: json!({"tasks": listing.tasks, "more": listing.next_cursor.is_some()})
+                    .to_string(),
+                shown: listing.tasks,
+                removed: None,
+            })
+        }
+        "create_task" => {
+            let input: NewTaskInput = args(arguments)?;
+            Ok(one(service
+                .create(user, input.validate()?, None)
+                .await?
+                .task))
+        }
+        "update_task" => {
+            let mut value: Value = args(arguments)?;
+            let task_id = value
+                .as_object_mut()
+                .and_then(|o| o.remove("task_id"))
+                .and_then(|v| v.as_str().map(str::to_owned))
+                .ok_or_else(|| DomainError::validation("task_id", "is required"))?;
+            let input: TaskPatchInput = serde_json::from_value(value)
+                .map_err(|e| DomainError::validation("arguments", e.to_string()))?;
+            let (patch, version) = input.validate()?;
+            Ok(one(service
+                .update(user, &id(&task_id)?, patch, version)
+                .await?))
+        }
+        "complete_task" | "reopen_task" => {
+            let a: IdArgs = args(arguments)?;
+            let done = name == "complete_task";
+            Ok(one(service
+                .set_completed(user, &id(&a.task_id)?, done)
+                .await?))
+        }
+        "delete_task" => {
+            let a: IdArgs = args(arguments)?;
+            let task = service.delete(user, &id(&a.task_id)?, None).await?;
+            Ok(ToolResult {
+                output: json!({"deleted": task.id}).to_string(),
+                shown: Vec::new(),
+                removed: Some(task.id),
+            })
+        }
+        other => Err(DomainError::validation(
+            "name",
+            format!("unknown tool `{other}`"),
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use taskpilot_domain::CursorCodec;
+    use taskpilot_domain::memory::InMemoryTasks;
+
+    fn service() -> TaskService<InMemoryTasks> {
+        TaskService::new(
+            InMemoryTasks::default(),
+            CursorCodec::new(&[3u8; 32], chrono::Duration::hours(1)).unwrap(),
+        )
+    }
+
+    #[tokio::test]
+    async fn tools_share_the_rest_rules() {
+        let s = service();
+        let u = UserId::new("alice").unwrap();
+        let created = run(
+            &s,
+            &u,
+            "create_task",
+            r#"{"title":"buy milk","due_date":"2026-11-23"}"#,
+        )
+        .await;
+        let task = created.shown[0].clone();
+        assert_eq!(task.title, "buy milk");
+        let bad = run(&s, &u, "create_task", r#"{"title":"   "}"#).await;
+        assert!(bad.output.contains("validation_failed"), "{}", bad.output);
+        assert!(
+            run(&s, &u, "create_task", r#"{"title":"x","id":"forged"}"#)
+                .await
+                .output
+                .contains("error")
+        );
+        let done = run(
+            &s,
+            &u,
+            "complete_task",
+            &format!(r#"{{"task_id":"{}"}}"#, task.id),
+        )
+        .await;
+        assert!(done.shown[0].completed);
+        let stale = run(
+            &s,
+            &u,
+            "update_task",
+            &format!(r#"{{"task_id":"{}","title":"y","version":1}}"#, task.id),
+        )
+        .await;
+        assert!(
+            stale.output.contains("version_conflict"),
+            "{}",
+            stale.output
+        );
+        let listed = run(&s, &u, "list_tasks", r#"{"completed":true}"#).await;
+        assert_eq!(listed.shown.len(), 1);
+        // Another user's task is invisible to the tools too.
+        let bob = UserId::new("bob").unwrap();
+        let other = run(
+            &s,
+            &bob,
+            "delete_task",
+            &format!(r#"{{"task_id":"{}"}}"#, task.id),
+        )
+        .await;
+        assert!(other.output.contains("not_found"));
+        let gone = run(
+            &s,
+            &u,
+            "delete_task",
+            &format!(r#"{{"task_id":"{}"}}"#, task.id),
+        )
+        .await;
+        assert_eq!(gone.removed, Some(task.id));
+        assert!(
+            run(&s, &u, "drop_database", "{}")
+                .await
+                .output
+                .contains("unknown tool")
+        );
+        assert_eq!(definitions().as_array().unwrap().len(), TOOL_NAMES.len());
+    }
+}
