@@ -4,7 +4,10 @@
 //! No AWS or HTTP types live here.
 
 pub mod ids;
+pub mod model;
 pub mod request;
+pub mod server;
+pub mod sink;
 pub mod store;
 pub mod tools;
 pub mod types;
