@@ -56,6 +56,9 @@ fn file_stem(route: &Route) -> String {
 }
 
 fn sample_body(route: &Route) -> Option<Value> {
+    if route.function_url {
+        return Some(json!({"type": "threads.list", "params": {"limit": 20, "order": "desc"}}));
+    }
     match route.name.as_str() {
         "CreateTaskRoute" => {
             Some(json!({"title": "Buy milk", "due_date": "2026-11-23", "tags": ["home"]}))
@@ -77,10 +80,10 @@ fn sample_path(route: &Route) -> String {
 /// One route's event, optionally with authorizer claims.
 fn route_event(route: &Route, auth: &DevAuth, with_claims: bool) -> Result<Value> {
     let path = sample_path(route);
-    let method = if route.method == "ANY" {
-        "GET"
-    } else {
-        route.method.as_str()
+    let method = match route.method.as_str() {
+        "ANY" if route.function_url => "POST",
+        "ANY" => "GET",
+        m => m,
     };
     let mut builder = http::Request::builder()
         .method(method)
@@ -88,7 +91,7 @@ fn route_event(route: &Route, auth: &DevAuth, with_claims: bool) -> Result<Value
         .header("host", "api.example.com")
         .header("user-agent", "taskpilot-sample")
         .header("origin", "http://localhost:3000");
-    if !route.public {
+    if !route.public || route.function_url {
         builder = builder.header(
             "authorization",
             format!("Bearer {}", auth.sign(sample_claims(auth))),
@@ -116,6 +119,7 @@ fn route_event(route: &Route, auth: &DevAuth, with_claims: bool) -> Result<Value
             .collect::<Map<_, _>>()
     });
     let route_key = match route.path.as_str() {
+        _ if route.function_url => "$default".to_owned(),
         "$default" => "$default".to_owned(),
         p => format!("{} {p}", route.method),
     };
@@ -171,6 +175,9 @@ fn env_json(template: &Template, auth: &DevAuth) -> Value {
             "SESSION_CREATE_PER_MINUTE" => "20",
             "OPENAI_TIMEOUT_MS" => "10000",
             "SECRET_TTL_SECONDS" => "900",
+            "CHATKIT_MODEL" => "gpt-4.1",
+            "CHATKIT_TEMPERATURE" => "0.7",
+            "CHATKIT_MAX_TOOL_STEPS" => "8",
             _ => "",
         })
     };

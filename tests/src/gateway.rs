@@ -17,7 +17,7 @@ use tokio::net::TcpListener;
 
 use crate::Result;
 use crate::http_server::{Body, full};
-use crate::runtime_api::{InvokeError, LambdaFunction};
+use crate::runtime_api::{Answer, InvokeError, LambdaFunction};
 use crate::template::{Route, match_path};
 
 /// API Gateway's request payload limit.
@@ -117,12 +117,14 @@ impl Gateway {
             _ => None,
         };
         let route_key = match binding.route.path.as_str() {
+            _ if binding.route.function_url => "$default".to_owned(),
             "$default" => "$default".to_owned(),
             path => format!("{} {path}", binding.route.method),
         };
         let event = event(&parts, &body, &route_key, &params, claims, self.addr, peer);
-        match binding.function.invoke(event.to_string()).await {
-            Ok(answer) => response(&answer),
+        match binding.function.invoke_answer(event.to_string()).await {
+            Ok(Answer::Whole(answer)) => response(&answer),
+            Ok(Answer::Streamed(rx)) => streamed_response(rx).await,
             Err(InvokeError::Timeout(_)) => {
                 message(StatusCode::SERVICE_UNAVAILABLE, "Service Unavailable")
             }
@@ -276,6 +278,50 @@ fn decode(s: &str) -> String {
         i += 1;
     }
     String::from_utf8_lossy(&out).into_owned()
+}
+
+/// A streamed answer (Function URL with `RESPONSE_STREAM`): the prelude gives
+/// status and headers, the rest streams through as it arrives.
+async fn streamed_response(
+    mut rx: tokio::sync::mpsc::Receiver<std::io::Result<Bytes>>,
+) -> Response<Body> {
+    let mut head = Vec::new();
+    let (prelude, rest) = loop {
+        match rx.recv().await {
+            Some(Ok(chunk)) => {
+                head.extend_from_slice(&chunk);
+                if let Some(split) = crate::runtime_api::split_prelude(&head) {
+                    break split;
+                }
+            }
+            _ => return message(StatusCode::BAD_GATEWAY, "Internal Server Error"),
+        }
+    };
+    let (tx, body_rx) = tokio::sync::mpsc::channel(32);
+    tokio::spawn(async move {
+        if !rest.is_empty() && tx.send(Ok(rest)).await.is_err() {
+            return;
+        }
+        while let Some(chunk) = rx.recv().await {
+            if tx.send(chunk).await.is_err() {
+                return; // the client left: dropping `rx` tells the function
+            }
+        }
+    });
+    let mut resp = Response::new(crate::http_server::streamed(body_rx));
+    *resp.status_mut() = prelude["statusCode"]
+        .as_u64()
+        .and_then(|s| StatusCode::from_u16(s as u16).ok())
+        .unwrap_or(StatusCode::OK);
+    for (name, value) in prelude["headers"].as_object().into_iter().flatten() {
+        if let (Ok(n), Some(Ok(v))) = (
+            hyper::header::HeaderName::from_bytes(name.as_bytes()),
+            value.as_str().map(hyper::header::HeaderValue::from_str),
+        ) {
+            resp.headers_mut().append(n, v);
+        }
+    }
+    resp
 }
 
 /// Turns a Lambda proxy answer into HTTP (what API Gateway does).

@@ -36,8 +36,24 @@ pub enum InvokeError {
     Crashed(String),
 }
 
-/// What the function answered.
+/// What the function answered (a streamed answer collected whole).
 pub type InvokeResult = std::result::Result<Bytes, InvokeError>;
+
+/// A function's answer: whole, or streamed as it is produced (response
+/// streaming: a JSON prelude, eight NUL bytes, then the body).
+pub enum Answer {
+    /// `POST …/response` with a complete body.
+    Whole(Bytes),
+    /// `POST …/response` in streaming mode; chunks arrive as the function writes them.
+    Streamed(tokio::sync::mpsc::Receiver<std::io::Result<Bytes>>),
+}
+
+/// Splits a streamed answer into its prelude and body.
+pub fn split_prelude(raw: &[u8]) -> Option<(serde_json::Value, Bytes)> {
+    let at = raw.windows(8).position(|w| w == [0u8; 8])?;
+    let prelude = serde_json::from_slice(&raw[..at]).ok()?;
+    Some((prelude, Bytes::copy_from_slice(&raw[at + 8..])))
+}
 
 /// Settings of one function.
 #[derive(Debug, Clone)]
@@ -58,7 +74,7 @@ pub struct FunctionConfig {
 
 struct Job {
     event: Bytes,
-    reply: oneshot::Sender<InvokeResult>,
+    reply: oneshot::Sender<std::result::Result<Answer, InvokeError>>,
 }
 
 struct Shared {
@@ -108,8 +124,25 @@ impl LambdaFunction {
         Ok(())
     }
 
-    /// Invokes the function with a raw event and waits for its answer.
+    /// Invokes the function with a raw event and waits for its whole answer.
     pub async fn invoke(&self, event: impl Into<Bytes>) -> InvokeResult {
+        match self.invoke_answer(event).await? {
+            Answer::Whole(bytes) => Ok(bytes),
+            Answer::Streamed(mut rx) => {
+                let mut all = Vec::new();
+                while let Some(chunk) = rx.recv().await {
+                    all.extend_from_slice(&chunk.map_err(|e| InvokeError::Crashed(e.to_string()))?);
+                }
+                Ok(Bytes::from(all))
+            }
+        }
+    }
+
+    /// Invokes the function and returns its answer as soon as it starts.
+    pub async fn invoke_answer(
+        &self,
+        event: impl Into<Bytes>,
+    ) -> std::result::Result<Answer, InvokeError> {
         let (reply, answer) = oneshot::channel();
         lock(&self.shared.queue).push_back(Job {
             event: event.into(),
@@ -176,15 +209,21 @@ fn fail_one(s: &Shared, error: InvokeError) {
 }
 
 impl Instance {
-    /// Ends the current invocation (if it is `id`, or any when `None`).
-    fn finish(&self, id: Option<&str>) -> Option<Current> {
+    /// Takes the current invocation (if it is `id`, or any when `None`)
+    /// without marking the process free.
+    fn take(&self, id: Option<&str>) -> Option<Current> {
         let mut slot = lock(&self.current);
         let matches = match (slot.as_ref(), id) {
             (Some(c), Some(id)) => c.request_id == id,
             (Some(_), None) => true,
             (None, _) => false,
         };
-        let taken = if matches { slot.take() } else { None };
+        if matches { slot.take() } else { None }
+    }
+
+    /// Ends the current invocation and marks the process free.
+    fn finish(&self, id: Option<&str>) -> Option<Current> {
+        let taken = self.take(id);
         if taken.is_some() {
             self.shared.busy.fetch_sub(1, Ordering::SeqCst);
         }
@@ -195,7 +234,7 @@ impl Instance {
 /// The invocation a process is working on.
 struct Current {
     request_id: String,
-    reply: oneshot::Sender<InvokeResult>,
+    reply: oneshot::Sender<std::result::Result<Answer, InvokeError>>,
 }
 
 struct Instance {
@@ -324,9 +363,16 @@ impl Instance {
             (&Method::POST, rest) if rest.starts_with("invocation/") => {
                 let mut parts = rest["invocation/".len()..].splitn(2, '/');
                 let (id, action) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+                let streaming = req
+                    .headers()
+                    .get("lambda-runtime-function-response-mode")
+                    .is_some_and(|v| v == "streaming");
+                if action == "response" && streaming {
+                    return self.forward_stream(id, req).await;
+                }
                 let body = read_body(req).await;
                 let result = match action {
-                    "response" => Ok(body),
+                    "response" => Ok(Answer::Whole(body)),
                     "error" => Err(InvokeError::Function(
                         String::from_utf8_lossy(&body).into_owned(),
                     )),
@@ -342,6 +388,36 @@ impl Instance {
             }
             _ => reply(StatusCode::NOT_FOUND, "unknown path"),
         }
+    }
+
+    /// Passes a streamed response on as it arrives. When the receiver is gone
+    /// (the client left) reading stops and the connection closes, which is how
+    /// the function learns of the disconnect.
+    async fn forward_stream(&self, id: &str, req: Request<Incoming>) -> Response<Body> {
+        let Some(current) = self.take(Some(id)) else {
+            return reply(StatusCode::BAD_REQUEST, "unknown request id");
+        };
+        let (tx, rx) = tokio::sync::mpsc::channel(32);
+        let _ = current.reply.send(Ok(Answer::Streamed(rx)));
+        let mut body = req.into_body();
+        while let Some(frame) = body.frame().await {
+            let sent = match frame {
+                Ok(frame) => match frame.into_data() {
+                    Ok(data) => tx.send(Ok(data)).await.is_ok(),
+                    Err(_) => true, // trailers (mid-stream error reports)
+                },
+                Err(e) => {
+                    let _ = tx.send(Err(std::io::Error::other(e.to_string()))).await;
+                    false
+                }
+            };
+            if !sent {
+                break;
+            }
+        }
+        drop(tx);
+        self.shared.busy.fetch_sub(1, Ordering::SeqCst);
+        reply(StatusCode::ACCEPTED, "{}")
     }
 
     async fn next(self: &Arc<Self>) -> Response<Body> {

@@ -28,6 +28,8 @@ pub struct Route {
     pub path: String,
     /// `AuthorizationType: NONE`: no authorizer runs, whatever the AuthMode.
     pub public: bool,
+    /// A Function URL (mounted locally at `/api/v1/<binary>`), not an HTTP API route.
+    pub function_url: bool,
 }
 
 /// A function of the template.
@@ -130,6 +132,7 @@ impl Template {
                         method,
                         path,
                         public,
+                        function_url: false,
                     },
                 ))
             })
@@ -145,17 +148,30 @@ impl Template {
                     .any(|(_, e)| matches!(e["Type"].as_str(), Some("Schedule" | "ScheduleV2")));
                 let mut env_names = global_env.clone();
                 env_names.extend(map_keys(&props["Environment"]["Variables"]));
+                let binary = r["Metadata"]["BuildProperties"]["Binary"]
+                    .as_str()
+                    .unwrap_or_default();
+                let mut own_routes: Vec<Route> = routes
+                    .iter()
+                    .filter(|(f, _)| *f == logical_id)
+                    .map(|(_, route)| route.clone())
+                    .collect();
+                if props["FunctionUrlConfig"].is_mapping() {
+                    own_routes.push(Route {
+                        name: format!("{logical_id}Url"),
+                        method: "ANY".into(),
+                        path: format!("/api/v1/{binary}"),
+                        public: true,
+                        function_url: true,
+                    });
+                }
                 Function {
                     binary: r["Metadata"]["BuildProperties"]["Binary"]
                         .as_str()
                         .unwrap_or_default()
                         .to_owned(),
                     timeout_secs: props["Timeout"].as_u64().unwrap_or(global_timeout),
-                    routes: routes
-                        .iter()
-                        .filter(|(f, _)| *f == logical_id)
-                        .map(|(_, route)| route.clone())
-                        .collect(),
+                    routes: own_routes,
                     logical_id,
                     env_names,
                     scheduled,

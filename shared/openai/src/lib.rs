@@ -323,6 +323,41 @@ fn take_event(buffer: &mut Vec<u8>) -> Option<Option<Result<Value, UpstreamError
     })))
 }
 
+/// The ChatKit model port on this client (`POST /responses`, streamed).
+pub mod model {
+    use std::time::Instant;
+
+    use serde_json::Value;
+    use taskpilot_chatkit::model::{ModelClient, ModelError, ModelStream};
+
+    use super::{Call, EventStream, OpenAi};
+
+    impl ModelStream for EventStream {
+        async fn next_event(&mut self) -> Option<Result<Value, ModelError>> {
+            EventStream::next_event(self)
+                .await
+                .map(|r| r.map_err(|e| ModelError(e.to_string())))
+        }
+    }
+
+    impl ModelClient for OpenAi {
+        type Stream = EventStream;
+
+        async fn start(&self, body: &Value, deadline: Instant) -> Result<EventStream, ModelError> {
+            let call = Call {
+                method: reqwest::Method::POST,
+                path: "/responses",
+                body: Some(body),
+                header: None,
+                not_found: "the Responses API was not found (check OPENAI_BASE_URL and CHATKIT_MODEL)",
+            };
+            self.stream(&call, deadline)
+                .await
+                .map_err(|e| ModelError(e.to_string()))
+        }
+    }
+}
+
 /// A reqwest error's text without the URL (which may carry internal hosts).
 fn without_url(e: reqwest::Error) -> String {
     let kind = if e.is_connect() {
