@@ -42,19 +42,21 @@ fn from_record<T: DeserializeOwned>(item: &Item) -> Result<T, StoreError> {
 }
 
 impl DynamoStore {
-    /// One ordered page under `prefix`: `limit + 1` rows tell whether more follow.
+    /// One ordered page under `prefix`: `limit + 1` rows tell whether more
+    /// follow; `sk_of` turns the `after` id into its sort key.
     async fn page<T: DeserializeOwned>(
         &self,
         user: &UserId,
         prefix: &str,
         paging: &Paging,
         id_of: impl Fn(&T) -> String,
+        sk_of: impl Fn(&str) -> String,
     ) -> Result<Page<T>, StoreError> {
         let pk = keys::user_pk(user);
         let start = paging
             .after
             .as_ref()
-            .map(|after| keys::key(pk.clone(), format!("{prefix}{after}")));
+            .map(|after| keys::key(pk.clone(), sk_of(after)));
         let out = self
             .client
             .query()
@@ -173,9 +175,13 @@ impl ChatStore for DynamoStore {
         user: &UserId,
         paging: &Paging,
     ) -> Result<Page<ThreadMetadata>, StoreError> {
-        self.page(user, keys::THREAD_PREFIX, paging, |t: &ThreadMetadata| {
-            t.id.clone()
-        })
+        self.page(
+            user,
+            keys::THREAD_PREFIX,
+            paging,
+            |t: &ThreadMetadata| t.id.clone(),
+            keys::thread_sk,
+        )
         .await
     }
 
@@ -265,6 +271,7 @@ impl ChatStore for DynamoStore {
             &keys::items_prefix(thread_id),
             paging,
             |i: &ThreadItem| i.id.clone(),
+            |id| keys::item_sk(thread_id, id),
         )
         .await
     }

@@ -69,7 +69,12 @@ pub fn items_prefix(thread_id: &str) -> String {
     format!("ITEM#{thread_id}#")
 }
 
-/// `ITEM#<thread id>#<item id>`
+/// `ITEM#<thread id>#<ulid>#<prefix>` for an item id `<prefix>_<ulid>`: the
+/// time-sortable part comes first, so items of every kind (`msg_`, `wdg_`…)
+/// sort by creation.
 pub fn item_sk(thread_id: &str, item_id: &str) -> String {
-    format!("{}{item_id}", items_prefix(thread_id))
+    match item_id.split_once('_') {
+        Some((prefix, rest)) => format!("{}{rest}#{prefix}", items_prefix(thread_id)),
+        None => format!("{}{item_id}", items_prefix(thread_id)),
+    }
 }

@@ -1,0 +1,666 @@
+//! The self-hosted ChatKit endpoint end to end: HTTP → the real `chatkit`
+//! binary (Lambda response streaming) → the OpenAI stub's scripted Responses
+//! turns and DynamoDB Local; the REST API sees the same tasks.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::time::Duration;
+
+use common::Api;
+use reqwest::Method;
+use serde_json::{Value, json};
+use taskpilot_testkit::openai_stub::{OpenAiStub, Turn};
+use taskpilot_testkit::stack::StackOptions;
+
+const CHATKIT: &str = "/api/v1/chatkit";
+
+async fn start(env: &[(&str, &str)]) -> Api {
+    Api::start_with(StackOptions {
+        functions: Some(vec!["tasks".into(), "sessions".into(), "chatkit".into()]),
+        env: env
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect(),
+        ..StackOptions::default()
+    })
+    .await
+}
+
+fn stub(api: &Api) -> &OpenAiStub {
+    api.stack.openai.as_ref().unwrap()
+}
+
+/// A streamed answer, split into its SSE frames (asserting the exact framing).
+struct Sse {
+    status: u16,
+    headers: reqwest::header::HeaderMap,
+    events: Vec<Value>,
+}
+
+impl Sse {
+    fn of_type(&self, kind: &str) -> Vec<&Value> {
+        self.events.iter().filter(|e| e["type"] == kind).collect()
+    }
+
+    fn types(&self) -> Vec<&str> {
+        self.events
+            .iter()
+            .map(|e| e["type"].as_str().unwrap())
+            .collect()
+    }
+}
+
+fn parse_frames(raw: &str) -> Vec<Value> {
+    assert!(
+        raw.ends_with("\n\n"),
+        "the stream ends after a whole frame: {raw:?}"
+    );
+    raw.strip_suffix("\n\n")
+        .unwrap()
+        .split("\n\n")
+        .map(|frame| {
+            let json = frame
+                .strip_prefix("data: ")
+                .unwrap_or_else(|| panic!("not a data frame: {frame:?}"));
+            assert!(!json.contains('\n'), "one line per frame");
+            serde_json::from_str(json).unwrap()
+        })
+        .collect()
+}
+
+async fn send(api: &Api, bearer: &str, envelope: Value) -> reqwest::Response {
+    api.http
+        .post(format!("{}{CHATKIT}", api.stack.url))
+        .bearer_auth(bearer)
+        .header("content-type", "application/json")
+        .body(envelope.to_string())
+        .send()
+        .await
+        .unwrap()
+}
+
+async fn stream(api: &Api, user: &str, envelope: Value) -> Sse {
+    let resp = send(api, &api.token(user), envelope).await;
+    let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
+    let text = resp.text().await.unwrap();
+    assert_eq!(status, 200, "{text}");
+    Sse {
+        status,
+        headers,
+        events: parse_frames(&text),
+    }
+}
+
+async fn json_call(api: &Api, user: &str, envelope: Value) -> (u16, Value) {
+    let resp = send(api, &api.token(user), envelope).await;
+    let status = resp.status().as_u16();
+    let text = resp.text().await.unwrap();
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or_else(|_| panic!("not JSON: {text}")),
+    )
+}
+
+fn message(text: &str) -> Value {
+    json!({"content": [{"type": "input_text", "text": text}], "attachments": [],
+           "inference_options": {"tool_choice": null, "model": null}})
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_conversation_creates_lists_and_completes_tasks() {
+    let api = start(&[]).await;
+    let s = stub(&api);
+    s.push_turn(Turn::Calls(vec![(
+        "create_task".into(),
+        json!({"title": "buy milk", "due_date": "2026-11-23"}),
+    )]));
+    s.push_turn(Turn::Text("Added buy milk, due tomorrow.".into()));
+    let first = stream(&api, "alice", json!({"type": "threads.create", "params": {"input": message("add buy milk due tomorrow")}})).await;
+    assert_eq!(first.headers["content-type"], "text/event-stream");
+    assert_eq!(first.headers["cache-control"], "no-cache, no-transform");
+    assert_eq!(first.headers["x-accel-buffering"], "no");
+    let types = first.types();
+    assert_eq!(
+        &types[..3],
+        ["thread.created", "thread.item.done", "stream_options"],
+        "{types:?}"
+    );
+    assert_eq!(*types.last().unwrap(), "thread.updated");
+    let thread_id = first.events[0]["thread"]["id"].as_str().unwrap().to_owned();
+    assert_eq!(first.events[0]["thread"]["metadata"], json!({}));
+    assert_eq!(first.events[1]["item"]["type"], "user_message");
+    // The answer streams as deltas that add up to the whole text.
+    let deltas: String = first
+        .of_type("thread.item.updated")
+        .iter()
+        .filter(|e| e["update"]["type"] == "assistant_message.content_part.text_delta")
+        .map(|e| e["update"]["delta"].as_str().unwrap())
+        .collect();
+    assert_eq!(deltas, "Added buy milk, due tomorrow.");
+    let done: Vec<&Value> = first.of_type("thread.item.done");
+    let answer = done
+        .iter()
+        .find(|e| e["item"]["type"] == "assistant_message")
+        .unwrap();
+    assert_eq!(
+        answer["item"]["content"][0]["text"],
+        "Added buy milk, due tomorrow."
+    );
+    let widget = done.iter().find(|e| e["item"]["type"] == "widget").unwrap();
+    assert!(widget["item"]["widget"].to_string().contains("buy milk"));
+    assert_eq!(
+        first.of_type("thread.updated")[0]["thread"]["title"],
+        "add buy milk due tomorrow"
+    );
+    // The tool ran through the task service: the REST API sees the task.
+    let tasks = api.get("/api/v1/tasks", "alice").await.body["tasks"].clone();
+    assert_eq!(tasks.as_array().unwrap().len(), 1);
+    assert_eq!(
+        (tasks[0]["title"].clone(), tasks[0]["due_date"].clone()),
+        (json!("buy milk"), json!("2026-11-23"))
+    );
+    let task_id = tasks[0]["id"].as_str().unwrap().to_owned();
+    // What the model was sent: the tools, the model, and the tool output in round two.
+    let sent = s.requests_to("/v1/responses");
+    assert_eq!(sent.len(), 2);
+    assert_eq!(sent[0].body["model"], "gpt-4.1");
+    assert_eq!(sent[0].body["stream"], true);
+    let tools: Vec<&str> = sent[0].body["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        tools,
+        [
+            "list_tasks",
+            "create_task",
+            "update_task",
+            "complete_task",
+            "reopen_task",
+            "delete_task"
+        ]
+    );
+    let round_two = sent[1].body["input"].as_array().unwrap();
+    assert!(round_two.iter().any(|i| i["type"] == "function_call_output"
+        && i["output"].as_str().unwrap().contains("buy milk")));
+
+    // "what's left?" → list_tasks, a widget that lists it.
+    s.push_turn(Turn::Calls(vec![(
+        "list_tasks".into(),
+        json!({"completed": false}),
+    )]));
+    s.push_turn(Turn::Text("One task is left: buy milk.".into()));
+    let second = stream(&api, "alice", json!({"type": "threads.add_user_message", "params": {"thread_id": thread_id, "input": message("what's left?")}})).await;
+    assert_eq!(&second.types()[..2], ["thread.item.done", "stream_options"]);
+    let widget_item = second
+        .of_type("thread.item.done")
+        .into_iter()
+        .find(|e| e["item"]["type"] == "widget")
+        .unwrap()["item"]
+        .clone();
+    assert!(widget_item["widget"].to_string().contains(&task_id));
+    // The history reached the model: the first exchange comes before the new question.
+    let input = s.requests_to("/v1/responses")[2].body["input"].clone();
+    assert!(
+        input.to_string().contains("add buy milk due tomorrow")
+            && input.to_string().contains("what's left?")
+    );
+
+    // The Done button: the task is completed and the widget replaced in place.
+    let action = stream(
+        &api,
+        "alice",
+        json!({"type": "threads.custom_action", "params": {
+        "thread_id": thread_id, "item_id": widget_item["id"],
+        "action": {"type": "task.complete", "payload": {"task_id": task_id}}}}),
+    )
+    .await;
+    assert_eq!(action.types(), ["stream_options", "thread.item.replaced"]);
+    let replaced = &action.events[1]["item"];
+    assert_eq!(replaced["id"], widget_item["id"]);
+    assert!(replaced["widget"].to_string().contains("task.reopen"));
+    let task = api
+        .get(&format!("/api/v1/tasks/{task_id}"), "alice")
+        .await
+        .body;
+    assert_eq!(task["completed"], true);
+    // Undo without streaming.
+    let (status, body) = json_call(
+        &api,
+        "alice",
+        json!({"type": "threads.sync_custom_action", "params": {
+        "thread_id": thread_id, "item_id": widget_item["id"],
+        "action": {"type": "task.reopen", "payload": {"task_id": task_id}}}}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        body["updated_item"]["widget"]
+            .to_string()
+            .contains("task.complete")
+    );
+    assert_eq!(
+        api.get(&format!("/api/v1/tasks/{task_id}"), "alice")
+            .await
+            .body["completed"],
+        false
+    );
+
+    // Reload: the thread and its items come back from DynamoDB.
+    let (status, thread) = json_call(
+        &api,
+        "alice",
+        json!({"type": "threads.get_by_id", "params": {"thread_id": thread_id}}),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(thread["title"], "add buy milk due tomorrow");
+    assert_eq!(thread["metadata"], json!({}));
+    let kinds: Vec<&str> = thread["items"]["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["type"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            "user_message",
+            "assistant_message",
+            "widget",
+            "user_message",
+            "assistant_message",
+            "widget"
+        ]
+    );
+    // The replaced widget was persisted.
+    let stored_widget = thread["items"]["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["id"] == widget_item["id"])
+        .unwrap();
+    assert!(
+        stored_widget["widget"]
+            .to_string()
+            .contains("task.complete")
+    );
+    // items.list pages in both orders, each item once.
+    for order in ["asc", "desc"] {
+        let mut ids = Vec::new();
+        let mut after = Value::Null;
+        loop {
+            let (_, page) = json_call(&api, "alice", json!({"type": "items.list", "params": {"thread_id": thread_id, "limit": 2, "order": order, "after": after}})).await;
+            ids.extend(
+                page["data"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|i| i["id"].as_str().unwrap().to_owned()),
+            );
+            if page["has_more"] != true {
+                assert!(page.get("after").is_none());
+                break;
+            }
+            after = page["after"].clone();
+        }
+        let mut expected: Vec<String> = thread["items"]["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| i["id"].as_str().unwrap().to_owned())
+            .collect();
+        if order == "desc" {
+            expected.reverse();
+        }
+        assert_eq!(ids, expected, "{order}");
+    }
+    let (_, list) = json_call(
+        &api,
+        "alice",
+        json!({"type": "threads.list", "params": {"limit": 10, "order": "desc"}}),
+    )
+    .await;
+    assert_eq!(list["data"][0]["id"], thread_id.as_str());
+    assert_eq!(
+        list["data"][0]["items"],
+        json!({"data": [], "has_more": false})
+    );
+    let (_, renamed) = json_call(
+        &api,
+        "alice",
+        json!({"type": "threads.update", "params": {"thread_id": thread_id, "title": "Groceries"}}),
+    )
+    .await;
+    assert_eq!(renamed["title"], "Groceries");
+    let item_id = thread["items"]["data"][1]["id"].clone();
+    let (status, ok) = json_call(&api, "alice", json!({"type": "items.feedback", "params": {"thread_id": thread_id, "item_ids": [item_id], "kind": "positive"}})).await;
+    assert_eq!((status, ok), (200, json!({})));
+
+    // Another user can neither read, list, continue nor delete it.
+    let (status, _) = json_call(
+        &api,
+        "bob",
+        json!({"type": "threads.get_by_id", "params": {"thread_id": thread_id}}),
+    )
+    .await;
+    assert_eq!(status, 404);
+    let (_, bobs) = json_call(&api, "bob", json!({"type": "threads.list", "params": {}})).await;
+    assert_eq!(bobs["data"], json!([]));
+    let resp = send(&api, &api.token("bob"), json!({"type": "threads.add_user_message", "params": {"thread_id": thread_id, "input": message("mine now")}})).await;
+    assert_eq!(resp.status(), 404);
+    let (status, _) = json_call(
+        &api,
+        "bob",
+        json!({"type": "threads.delete", "params": {"thread_id": thread_id}}),
+    )
+    .await;
+    assert_eq!(status, 404);
+    let resp = send(&api, &api.token("bob"), json!({"type": "threads.custom_action", "params": {"thread_id": thread_id, "item_id": widget_item["id"], "action": {"type": "task.complete", "payload": {"task_id": task_id}}}})).await;
+    assert_eq!(resp.status(), 404);
+    assert_eq!(
+        api.get(&format!("/api/v1/tasks/{task_id}"), "alice")
+            .await
+            .body["completed"],
+        false
+    );
+
+    // Delete: the thread and its items are gone.
+    let (status, _) = json_call(
+        &api,
+        "alice",
+        json!({"type": "threads.delete", "params": {"thread_id": thread_id}}),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        json_call(
+            &api,
+            "alice",
+            json!({"type": "threads.get_by_id", "params": {"thread_id": thread_id}})
+        )
+        .await
+        .0,
+        404
+    );
+    assert!(api.rows(&format!("ITEM#{thread_id}#")).await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_disconnect_keeps_the_partial_answer_and_retry_replays_from_it() {
+    let api = start(&[]).await;
+    let s = stub(&api);
+    let words: Vec<String> = (0..60).map(|i| format!("word{i}")).collect();
+    s.push_turn(Turn::Text(words.join(" ")));
+    s.set_chunk_delay(Duration::from_millis(40));
+    let mut resp = send(
+        &api,
+        &api.token("alice"),
+        json!({"type": "threads.create", "params": {"input": message("tell me a long story")}}),
+    )
+    .await;
+    let mut seen = String::new();
+    while !seen.contains("text_delta") || seen.matches("text_delta").count() < 5 {
+        let chunk = resp.chunk().await.unwrap().unwrap();
+        seen.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    let thread_id = parse_frames(&seen[..seen.rfind("\n\n").unwrap() + 2])[0]["thread"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    drop(resp); // the user pressed Stop
+    // The function notices, stops the upstream call and keeps what was said.
+    let mut items = Vec::new();
+    for _ in 0..50 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let (_, page) = json_call(
+            &api,
+            "alice",
+            json!({"type": "items.list", "params": {"thread_id": thread_id, "order": "asc"}}),
+        )
+        .await;
+        items = page["data"].as_array().unwrap().clone();
+        if items.len() == 2 {
+            break;
+        }
+    }
+    assert_eq!(items.len(), 2, "{items:?}");
+    let partial = items[1]["content"][0]["text"].as_str().unwrap();
+    assert!(partial.starts_with("word0 word1"), "{partial}");
+    assert!(partial.len() < words.join(" ").len(), "the answer was cut");
+    // The hidden note exists but is never shown.
+    let rows = api.rows(&format!("ITEM#{thread_id}#")).await;
+    assert_eq!(rows.len(), 3);
+    assert!(
+        rows.iter()
+            .any(|r| r["data"].as_s().unwrap().contains("sdk_hidden_context"))
+    );
+
+    // Retry after the user message: the partial answer goes, a new one streams.
+    s.set_chunk_delay(Duration::ZERO);
+    s.push_turn(Turn::Text("A short story.".into()));
+    let user_item = items[0]["id"].clone();
+    let retry = stream(&api, "alice", json!({"type": "threads.retry_after_item", "params": {"thread_id": thread_id, "item_id": user_item}})).await;
+    assert_eq!(retry.types()[0], "stream_options");
+    let (_, page) = json_call(
+        &api,
+        "alice",
+        json!({"type": "items.list", "params": {"thread_id": thread_id, "order": "asc"}}),
+    )
+    .await;
+    let texts: Vec<&str> = page["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|i| i["content"][0]["text"].as_str())
+        .collect();
+    assert_eq!(texts, ["tell me a long story", "A short story."]);
+    // The model saw the cancellation note and the question.
+    let last = s.requests_to("/v1/responses").pop().unwrap();
+    assert!(
+        last.body["input"]
+            .to_string()
+            .contains("tell me a long story")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn client_secrets_are_checked_and_budgeted() {
+    let api = start(&[("CHATKIT_MAX_REQUESTS_PER_MINUTE", "3")]).await;
+    let minted = api
+        .send(
+            Method::POST,
+            "/api/chatkit/sessions",
+            Some("alice"),
+            None,
+            &[],
+        )
+        .await;
+    let secret = minted.body["client_secret"].as_str().unwrap().to_owned();
+    let list = json!({"type": "threads.list", "params": {}});
+    let second = chrono::Utc::now().timestamp() % 60;
+    if second > 50 {
+        tokio::time::sleep(Duration::from_secs((61 - second) as u64)).await;
+    }
+    for _ in 0..3 {
+        assert_eq!(send(&api, &secret, list.clone()).await.status(), 200);
+    }
+    let limited = send(&api, &secret, list.clone()).await;
+    assert_eq!(limited.status(), 429);
+    assert!(limited.headers().contains_key("retry-after"));
+    // A cancelled session's secret is refused.
+    let other = api
+        .send(
+            Method::POST,
+            "/api/chatkit/sessions",
+            Some("alice"),
+            None,
+            &[],
+        )
+        .await;
+    let (id, secret) = (
+        other.body["session_id"].as_str().unwrap(),
+        other.body["client_secret"].as_str().unwrap(),
+    );
+    assert_eq!(send(&api, secret, list.clone()).await.status(), 200);
+    api.post(
+        &format!("/api/chatkit/sessions/{id}/cancel"),
+        "alice",
+        json!(null),
+    )
+    .await;
+    let refused = send(&api, secret, list.clone()).await;
+    assert_eq!(refused.status(), 401);
+    // Expired, forged and foreign secrets too.
+    let signing = taskpilot_secrets::Secrets::parse(taskpilot_testkit::stack::STUB_OPENAI_KEY)
+        .unwrap()
+        .session_signing_key;
+    let tokens =
+        taskpilot_domain::session::SessionTokens::new(signing.expose().as_bytes()).unwrap();
+    let past = taskpilot_domain::session::ChatSession {
+        id: id.to_owned(),
+        mode: taskpilot_domain::session::SessionMode::SelfHosted,
+        status: taskpilot_domain::session::SessionStatus::Active,
+        created_at: chrono::Utc::now() - chrono::Duration::hours(2),
+        expires_at: chrono::Utc::now() - chrono::Duration::hours(1),
+        max_requests_per_minute: 30,
+        workflow_id: None,
+        secret_hash: None,
+    };
+    let expired = tokens.sign(&past, &taskpilot_domain::UserId::new("alice").unwrap());
+    for bad in [expired.as_str(), "cks_forged.token", "not-a-token"] {
+        let resp = send(&api, bad, list.clone()).await;
+        assert_eq!(resp.status(), 401, "{bad}");
+        let body: Value = resp.json().await.unwrap();
+        assert_eq!(body["error"]["code"], "unauthorized");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_request_type_answers_and_bad_envelopes_are_400() {
+    let api = start(&[]).await;
+    let cases = [
+        ("{", 400),
+        (r#"{"params":{}}"#, 400),
+        (r#"{"type":"threads.explode","params":{}}"#, 400),
+        (r#"{"type":"threads.get_by_id","params":{}}"#, 422),
+        (
+            r#"{"type":"threads.create","params":{"input":{"content":[],"attachments":[]}}}"#,
+            422,
+        ),
+        (
+            r#"{"type":"attachments.create","params":{"name":"a","size":1,"mime_type":"text/plain"}}"#,
+            400,
+        ),
+        (
+            r#"{"type":"attachments.delete","params":{"attachment_id":"a"}}"#,
+            400,
+        ),
+        (r#"{"type":"input.transcribe","params":{}}"#, 400),
+        (
+            r#"{"type":"threads.add_structured_input","params":{}}"#,
+            400,
+        ),
+        (
+            r#"{"type":"threads.get_by_id","params":{"thread_id":"thr_nope"}}"#,
+            404,
+        ),
+        (
+            r#"{"type":"threads.add_client_tool_output","params":{"thread_id":"thr_nope","result":{}}}"#,
+            404,
+        ),
+        (
+            r#"{"type":"threads.retry_after_item","params":{"thread_id":"thr_nope","item_id":"msg_1"}}"#,
+            404,
+        ),
+        (
+            r#"{"type":"threads.update","params":{"thread_id":"thr_nope","title":"x"}}"#,
+            404,
+        ),
+        (
+            r#"{"type":"items.list","params":{"thread_id":"thr_nope"}}"#,
+            404,
+        ),
+        (
+            r#"{"type":"items.feedback","params":{"thread_id":"thr_nope","item_ids":[],"kind":"negative"}}"#,
+            404,
+        ),
+        (r#"{"type":"threads.list","params":{}}"#, 200),
+    ];
+    for (body, status) in cases {
+        let resp = api
+            .http
+            .post(format!("{}{CHATKIT}", api.stack.url))
+            .bearer_auth(api.token("alice"))
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status().as_u16(), status, "{body}");
+        let json: Value = resp.json().await.unwrap();
+        if status != 200 {
+            assert!(
+                json["error"]["code"].is_string() && json["error"]["message"].is_string(),
+                "{body}: {json}"
+            );
+        }
+    }
+    let not_supported = send(
+        &api,
+        &api.token("alice"),
+        json!({"type": "input.transcribe", "params": {}}),
+    )
+    .await;
+    let body: Value = not_supported.json().await.unwrap();
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("not_supported")
+    );
+    // No identity, no chat.
+    let anonymous = api
+        .http
+        .post(format!("{}{CHATKIT}", api.stack.url))
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(anonymous.status(), 401);
+    // Upstream trouble before the first token becomes an error event the UI can retry.
+    for _ in 0..3 {
+        stub(&api).push_fault(taskpilot_testkit::openai_stub::Fault::Status {
+            status: 500,
+            retry_after: None,
+        });
+    }
+    let failed = stream(
+        &api,
+        "alice",
+        json!({"type": "threads.create", "params": {"input": message("hello")}}),
+    )
+    .await;
+    let error = failed.of_type("error");
+    assert_eq!(error.len(), 1);
+    assert_eq!(error[0]["allow_retry"], true);
+    assert_eq!(failed.status, 200);
+    // A stream cut mid-answer keeps the partial text and reports a retryable error.
+    stub(&api).push_turn(Turn::Broken("first half then nothing more at all".into()));
+    let cut = stream(
+        &api,
+        "alice",
+        json!({"type": "threads.create", "params": {"input": message("again")}}),
+    )
+    .await;
+    assert_eq!(cut.of_type("error")[0]["allow_retry"], true);
+    let kept = cut
+        .of_type("thread.item.done")
+        .into_iter()
+        .find(|e| e["item"]["type"] == "assistant_message")
+        .unwrap();
+    assert_eq!(kept["item"]["content"][0]["text"], "first half then ");
+}
