@@ -42,12 +42,7 @@ pub struct Endpoint {
 }
 
 /// Sends events into the response body; a closed body means the client left.
-struct ChannelSink(mpsc::Sender<Result<hyper_frame::Frame, std::io::Error>>);
-
-mod hyper_frame {
-    /// One body frame.
-    pub type Frame = http_body::Frame<bytes::Bytes>;
-}
+struct ChannelSink(mpsc::Sender<Result<http_body::Frame<Bytes>, std::io::Error>>);
 
 impl EventSink for ChannelSink {
     async fn send(&mut self, event: StreamEvent) -> Result<(), Disconnected> {
@@ -81,17 +76,17 @@ fn chat_error(e: ChatError) -> ApiError {
 fn request_error(e: RequestError) -> ApiError {
     match e {
         RequestError::Malformed(m) => ApiError::MalformedJson(m),
-        RequestError::InvalidParams { field, message } => {
-            ApiError::Domain(DomainError::validation(field, message))
-        }
+        RequestError::InvalidParams { field, message } => ApiError::BadParameter {
+            name: format!("params.{field}"),
+            message: format!("params.{field}: {message}"),
+        },
         RequestError::UnknownType(t) => ApiError::BadParameter {
             name: "type".into(),
             message: format!("unknown request type `{t}`"),
         },
-        RequestError::NotSupported(what) => ApiError::BadParameter {
-            name: "type".into(),
-            message: format!("not_supported: `{what}` is not supported by this server"),
-        },
+        RequestError::NotSupported(what) => {
+            ApiError::NotSupported(format!("`{what}` is not supported by this server"))
+        }
     }
 }
 

@@ -37,6 +37,9 @@ pub enum ApiError {
     /// The route exists but not for this method.
     #[error("{method} is not allowed here; allowed: {allowed}")]
     MethodNotAllowed { method: String, allowed: String },
+    /// A real operation this server does not offer.
+    #[error("{0}")]
+    NotSupported(String),
     /// A CORS preflight from an origin that is not allowed.
     #[error("origin `{0}` is not allowed")]
     OriginNotAllowed(String),
@@ -178,6 +181,7 @@ impl ApiError {
                 None,
             ),
             E::OriginNotAllowed(_) => (StatusCode::FORBIDDEN, "origin_not_allowed", msg, None),
+            E::NotSupported(_) => (StatusCode::BAD_REQUEST, "not_supported", msg, None),
             E::Internal(_) | E::RateLimited { .. } | E::Upstream(_) => (
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "internal",
