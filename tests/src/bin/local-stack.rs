@@ -9,7 +9,8 @@ use taskpilot_testkit::dynamodb_local::DynamoDbLocal;
 use taskpilot_testkit::moto::Moto;
 use taskpilot_testkit::stack::{LocalStack, StackOptions};
 
-const USAGE: &str = "usage: local-stack [--port N] [--release] [--gateway-authorizer]";
+const USAGE: &str =
+    "usage: local-stack [--port N] [--release] [--gateway-authorizer] [--stub-openai]";
 
 #[tokio::main]
 async fn main() -> taskpilot_testkit::Result<()> {
@@ -18,6 +19,7 @@ async fn main() -> taskpilot_testkit::Result<()> {
         echo_logs: true,
         ..StackOptions::default()
     };
+    let mut stub = false;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
@@ -26,6 +28,7 @@ async fn main() -> taskpilot_testkit::Result<()> {
             }
             "--release" => opts.profile = Profile::Release,
             "--gateway-authorizer" => opts.gateway_authorizer = true,
+            "--stub-openai" => stub = true,
             "-h" | "--help" => {
                 println!("{USAGE}");
                 return Ok(());
@@ -44,11 +47,13 @@ async fn main() -> taskpilot_testkit::Result<()> {
     let real_key = std::env::var("OPENAI_API_KEY")
         .ok()
         .filter(|k| !k.trim().is_empty());
-    opts.openai_secret = Some(
-        real_key
-            .clone()
-            .unwrap_or_else(|| taskpilot_secrets::PLACEHOLDER_KEY.to_owned()),
-    );
+    opts.openai_secret = Some(real_key.clone().unwrap_or_else(|| {
+        if stub {
+            taskpilot_testkit::stack::STUB_OPENAI_KEY.to_owned()
+        } else {
+            taskpilot_secrets::PLACEHOLDER_KEY.to_owned()
+        }
+    }));
     if real_key.is_some() {
         opts.openai_base_url = Some(
             std::env::var("OPENAI_BASE_URL").unwrap_or_else(|_| "https://api.openai.com/v1".into()),
@@ -62,6 +67,8 @@ async fn main() -> taskpilot_testkit::Result<()> {
     let token = stack.token("dev-user");
     let key_note = if real_key.is_some() {
         "from OPENAI_API_KEY (seeded into the emulated Secrets Manager)"
+    } else if stub {
+        "the local stub model (--stub-openai): try \"add buy milk\", \"what's left?\""
     } else {
         "placeholder (set OPENAI_API_KEY before starting to use a real key); health reports chatkit_ready=false"
     };
