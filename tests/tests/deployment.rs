@@ -3,7 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 
 use serde_json::Value;
@@ -147,73 +147,41 @@ fn every_template_function_is_a_workspace_binary_and_back() {
     }
 }
 
-/// The source folders a package compiles from: its own and those of its
-/// `taskpilot-*` path dependencies, transitively.
-fn source_dirs(meta: &Value, package: &str, out: &mut BTreeSet<PathBuf>) {
-    let Some(p) = meta["packages"]
-        .as_array()
-        .unwrap()
+/// The variables a running function looked up at start-up (from its
+/// `configuration read` log line).
+fn variables_logged(logs: &[String]) -> BTreeSet<String> {
+    let line = logs
         .iter()
-        .find(|p| p["name"] == package)
-    else {
-        return;
-    };
-    let dir = Path::new(p["manifest_path"].as_str().unwrap())
-        .parent()
-        .unwrap()
-        .join("src");
-    if !out.insert(dir) {
-        return;
-    }
-    for dep in p["dependencies"].as_array().unwrap() {
-        if dep["kind"].is_null() && dep["name"].as_str().unwrap().starts_with("taskpilot-") {
-            source_dirs(meta, dep["name"].as_str().unwrap(), out);
-        }
-    }
+        .find(|l| l.contains("configuration read"))
+        .unwrap_or_else(|| panic!("no configuration line in {logs:?}"));
+    let list = &line[line.find('[').unwrap() + 1..line.rfind(']').unwrap()];
+    list.split(',')
+        .map(|v| v.trim().trim_matches('"').to_owned())
+        .filter(|v| !v.is_empty())
+        .collect()
 }
 
-/// `NAME`s in `config::required("NAME")`, `config::optional(…)`, `config::parsed(…)`.
-fn variables_read(dir: &Path, out: &mut BTreeSet<String>) {
-    for entry in std::fs::read_dir(dir).unwrap() {
-        let path = entry.unwrap().path();
-        if path.is_dir() {
-            variables_read(&path, out);
-            continue;
-        }
-        if path.extension().is_none_or(|e| e != "rs") {
-            continue;
-        }
-        let text = std::fs::read_to_string(&path).unwrap();
-        for call in [
-            "config::required(\"",
-            "config::optional(\"",
-            "config::parsed(\"",
-        ] {
-            for piece in text.split(call).skip(1) {
-                out.insert(piece.split('"').next().unwrap().to_owned());
-            }
-        }
-    }
-}
-
-#[test]
-fn every_variable_a_binary_reads_is_set_in_the_template() {
-    let meta = metadata();
-    let bins = binaries(&meta);
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_variable_a_binary_reads_is_set_in_the_template() {
+    let stack = LocalStack::start(StackOptions::default()).await.unwrap();
     let template = Template::load().unwrap();
     let mut missing = Vec::new();
     for f in template.functions() {
-        let mut dirs = BTreeSet::new();
-        source_dirs(&meta, &bins[&f.binary], &mut dirs);
+        let function = stack.function(&f.binary).unwrap();
+        function.prewarm().await.unwrap();
         let mut read = BTreeSet::new();
-        for dir in &dirs {
-            variables_read(dir, &mut read);
+        for _ in 0..100 {
+            if function
+                .logs()
+                .iter()
+                .any(|l| l.contains("configuration read"))
+            {
+                read = variables_logged(&function.logs());
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         }
-        assert!(
-            read.contains("TABLE_NAME"),
-            "the scan found nothing for {}",
-            f.binary
-        );
+        assert!(read.contains("TABLE_NAME"), "{}: {read:?}", f.binary);
         for var in read {
             let excused = NOT_IN_TEMPLATE.iter().any(|(name, _)| *name == var);
             if !excused && !f.env_names.contains(&var) {

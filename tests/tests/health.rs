@@ -30,17 +30,7 @@ async fn public(api: &Api, path: &str) -> common::Reply {
 }
 
 fn scheduled_event() -> Value {
-    json!({
-        "version": "0",
-        "id": "53dc4d37-cffa-4f76-80c9-8b7d4a4d2eaa",
-        "detail-type": "Scheduled Event",
-        "source": "aws.events",
-        "account": "123456789012",
-        "time": "2026-11-22T10:00:00Z",
-        "region": "us-east-1",
-        "resources": ["arn:aws:events:us-east-1:123456789012:rule/taskpilot-probe"],
-        "detail": {}
-    })
+    taskpilot_testkit::events::scheduled_event()
 }
 
 /// The EMF metric lines the function printed.

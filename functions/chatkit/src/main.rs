@@ -4,16 +4,12 @@
 mod endpoint;
 mod identity;
 
-use std::sync::Arc;
-
 use lambda_http::{Request, service_fn};
 
 use taskpilot_chatkit::server::{AgentSettings, ChatKitServer, DEFAULT_INSTRUCTIONS};
-use taskpilot_domain::{CursorCodec, TaskService};
+use taskpilot_domain::TaskService;
 use taskpilot_http::{Authenticator, ConfigError, Cors, config, serve};
-use taskpilot_openai::OpenAi;
-use taskpilot_secrets::SecretCache;
-use taskpilot_store::{DynamoStore, dynamodb_client};
+use taskpilot_runtime::{Backend, cursor_codec};
 
 use endpoint::Endpoint;
 use identity::Identity;
@@ -27,14 +23,7 @@ async fn main() -> Result<(), lambda_http::Error> {
 }
 
 async fn init() -> Result<Endpoint, ConfigError> {
-    let table = config::required("TABLE_NAME")?;
-    let cursor_key = config::required("CURSOR_SIGNING_KEY")?;
-    let cursors = CursorCodec::new(cursor_key.as_bytes(), chrono::Duration::hours(1)).ok_or(
-        ConfigError::Invalid {
-            name: "CURSOR_SIGNING_KEY",
-            reason: format!("must be at least {} bytes", CursorCodec::MIN_KEY_LEN),
-        },
-    )?;
+    let cursors = cursor_codec()?;
     let settings = AgentSettings {
         model: config::optional("CHATKIT_MODEL").unwrap_or_else(|| "gpt-4.1".into()),
         temperature: config::parsed("CHATKIT_TEMPERATURE", 0.7f64)?,
@@ -49,13 +38,11 @@ async fn init() -> Result<Endpoint, ConfigError> {
         });
     }
     let cors = Cors::from_env()?;
-    let http = serve::http_client()?;
-    let auth = Authenticator::from_env(http.clone())?;
-    let sdk = aws_config::load_from_env().await;
-    let secrets = Arc::new(SecretCache::from_env(&sdk)?);
-    let openai = OpenAi::from_env(http, secrets.clone())?;
-    let store = DynamoStore::new(dynamodb_client(&sdk), table);
-    tokio::join!(secrets.prefetch(), store.warm_up());
+    let backend = Backend::from_env().await?;
+    let auth = Authenticator::from_env(backend.http.clone())?;
+    let side = backend.openai()?;
+    backend.warm_up(Some(&side)).await;
+    let (store, openai, secrets) = (backend.store, side.openai, side.secrets);
     let server = ChatKitServer::new(
         store.clone(),
         TaskService::new(store.clone(), cursors),

@@ -6,15 +6,11 @@ mod checks;
 mod probe;
 mod routes;
 
-use std::sync::Arc;
-
 use lambda_runtime::{LambdaEvent, service_fn};
 use serde_json::Value;
 
 use taskpilot_http::{ConfigError, Cors, config, events, serve};
-use taskpilot_openai::OpenAi;
-use taskpilot_secrets::SecretCache;
-use taskpilot_store::{DynamoStore, dynamodb_client};
+use taskpilot_runtime::Backend;
 
 use checks::Checks;
 
@@ -41,14 +37,10 @@ async fn main() -> Result<(), lambda_runtime::Error> {
 }
 
 async fn init() -> Result<(Checks, Cors), ConfigError> {
-    let table = config::required("TABLE_NAME")?;
     let cors = Cors::from_env()?;
-    let http = serve::http_client()?;
-    let sdk = aws_config::load_from_env().await;
-    let secrets = Arc::new(SecretCache::from_env(&sdk)?);
-    let openai = OpenAi::from_env(http, secrets.clone())?;
-    let store = DynamoStore::new(dynamodb_client(&sdk), table);
-    tokio::join!(secrets.prefetch(), store.warm_up());
+    let backend = Backend::from_env().await?;
+    let side = backend.openai()?;
+    backend.warm_up(Some(&side)).await;
     let hosted = config::optional("CHATKIT_WORKFLOW_ID").is_some();
-    Ok((Checks::new(store, openai, hosted), cors))
+    Ok((Checks::new(backend.store, side.openai, hosted), cors))
 }

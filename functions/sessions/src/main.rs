@@ -3,12 +3,8 @@
 mod routes;
 mod settings;
 
-use std::sync::Arc;
-
-use taskpilot_http::{Authenticator, ConfigError, Cors, config, serve};
-use taskpilot_openai::OpenAi;
-use taskpilot_secrets::SecretCache;
-use taskpilot_store::{DynamoStore, dynamodb_client};
+use taskpilot_http::{Authenticator, ConfigError, Cors, serve};
+use taskpilot_runtime::Backend;
 
 use routes::SessionsApi;
 use settings::Settings;
@@ -22,15 +18,13 @@ async fn main() -> Result<(), lambda_http::Error> {
 /// Configuration, SDK clients, the secret and the OpenAI client, once per process.
 async fn init() -> Result<(SessionsApi, Cors), ConfigError> {
     let settings = Settings::from_env()?;
-    let table = config::required("TABLE_NAME")?;
     let cors = Cors::from_env()?;
-    let http = serve::http_client()?;
-    let auth = Authenticator::from_env(http.clone())?;
-    let sdk = aws_config::load_from_env().await;
-    let secrets = Arc::new(SecretCache::from_env(&sdk)?);
-    let openai = OpenAi::from_env(http, secrets.clone())?;
-    let store = DynamoStore::new(dynamodb_client(&sdk), table);
-    // Fetch the secret and open the DynamoDB connection during init.
-    tokio::join!(secrets.prefetch(), store.warm_up());
-    Ok((SessionsApi::new(settings, store, openai, auth), cors))
+    let backend = Backend::from_env().await?;
+    let auth = Authenticator::from_env(backend.http.clone())?;
+    let side = backend.openai()?;
+    backend.warm_up(Some(&side)).await;
+    Ok((
+        SessionsApi::new(settings, backend.store, side.openai, auth),
+        cors,
+    ))
 }

@@ -808,9 +808,7 @@ impl<K: EventSink, S: ChatStore> Emitter<'_, K, S> {
     async fn keep_partials(&mut self) -> Result<(), Stop> {
         let ids: Vec<String> = self.partial.keys().cloned().collect();
         for id in ids {
-            let has_text = matches!(&self.partial[&id].kind, ItemKind::AssistantMessage { content }
-                if content.iter().any(|AssistantContent::OutputText { text, .. }| !text.is_empty()));
-            if has_text {
+            if has_text(&self.partial[&id]) {
                 self.finish(&id).await?;
             } else {
                 self.partial.remove(&id);
@@ -838,9 +836,9 @@ impl<K: EventSink, S: ChatStore> Emitter<'_, K, S> {
         let mut thread_id = None;
         for (_, item) in self.partial.drain() {
             thread_id = Some(item.thread_id.clone());
-            let has_text = matches!(&item.kind, ItemKind::AssistantMessage { content }
-                if content.iter().any(|AssistantContent::OutputText { text, .. }| !text.is_empty()));
-            if has_text && let Err(e) = self.store.save_item(self.user, &item).await {
+            if has_text(&item)
+                && let Err(e) = self.store.save_item(self.user, &item).await
+            {
                 tracing::error!(error = %e, "could not keep the partial answer");
             }
         }
@@ -858,6 +856,12 @@ impl<K: EventSink, S: ChatStore> Emitter<'_, K, S> {
         }
         tracing::info!("the client disconnected; the stream was stopped");
     }
+}
+
+/// Whether an assistant message has any text yet.
+fn has_text(item: &ThreadItem) -> bool {
+    matches!(&item.kind, ItemKind::AssistantMessage { content }
+        if content.iter().any(|AssistantContent::OutputText { text, .. }| !text.is_empty()))
 }
 
 /// A thread item as model input (`None` for items the model does not need).

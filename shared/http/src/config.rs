@@ -11,8 +11,23 @@ pub enum ConfigError {
     Invalid { name: &'static str, reason: String },
 }
 
+/// Every variable this process looked up (logged once after start-up, so a
+/// test can compare it with what the template sets).
+static READ: std::sync::Mutex<std::collections::BTreeSet<&'static str>> =
+    std::sync::Mutex::new(std::collections::BTreeSet::new());
+
+/// The variables read so far.
+pub fn variables_read() -> Vec<&'static str> {
+    READ.lock()
+        .map(|r| r.iter().copied().collect())
+        .unwrap_or_default()
+}
+
 /// A variable's value, or `None` when unset or blank.
 pub fn optional(name: &'static str) -> Option<String> {
+    if let Ok(mut read) = READ.lock() {
+        read.insert(name);
+    }
     std::env::var(name).ok().filter(|v| !v.trim().is_empty())
 }
 

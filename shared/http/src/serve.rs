@@ -58,8 +58,11 @@ pub async fn boot<T>(
     init: impl Future<Output = Result<T, crate::ConfigError>>,
 ) -> Result<T, crate::ConfigError> {
     crate::telemetry::init();
-    init.await
-        .inspect_err(|e| tracing::error!(error = %e, "start-up failed"))
+    let ready = init
+        .await
+        .inspect_err(|e| tracing::error!(error = %e, "start-up failed"))?;
+    tracing::info!(variables = ?crate::config::variables_read(), "configuration read");
+    Ok(ready)
 }
 
 /// The process's one outbound HTTP client (rustls), for JWKS and OpenAI.

@@ -93,6 +93,34 @@ impl DynamoStore {
         })
     }
 
+    async fn put_record(&self, item: Item) -> Result<(), StoreError> {
+        self.client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .send()
+            .await
+            .map_err(classify)?;
+        Ok(())
+    }
+
+    async fn get_record<T: DeserializeOwned>(
+        &self,
+        user: &UserId,
+        sk: String,
+    ) -> Result<Option<T>, StoreError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .set_key(Some(keys::key(keys::user_pk(user), sk)))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(classify)?;
+        out.item.as_ref().map(from_record).transpose()
+    }
+
     /// Deletes keys in batches, retrying what DynamoDB leaves unprocessed.
     async fn delete_keys(&self, mut keys: Vec<Item>) -> Result<(), StoreError> {
         while !keys.is_empty() {
@@ -138,14 +166,7 @@ impl ChatStore for DynamoStore {
     #[instrument(skip_all, fields(thread_id = %thread.id))]
     async fn save_thread(&self, user: &UserId, thread: &ThreadMetadata) -> Result<(), StoreError> {
         let item = record(keys::user_pk(user), keys::thread_sk(&thread.id), thread)?;
-        self.client
-            .put_item()
-            .table_name(&self.table)
-            .set_item(Some(item))
-            .send()
-            .await
-            .map_err(classify)?;
-        Ok(())
+        self.put_record(item).await
     }
 
     #[instrument(skip_all, fields(thread_id = %thread_id))]
@@ -154,19 +175,7 @@ impl ChatStore for DynamoStore {
         user: &UserId,
         thread_id: &str,
     ) -> Result<Option<ThreadMetadata>, StoreError> {
-        let out = self
-            .client
-            .get_item()
-            .table_name(&self.table)
-            .set_key(Some(keys::key(
-                keys::user_pk(user),
-                keys::thread_sk(thread_id),
-            )))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(classify)?;
-        out.item.as_ref().map(from_record).transpose()
+        self.get_record(user, keys::thread_sk(thread_id)).await
     }
 
     #[instrument(skip_all)]
@@ -227,14 +236,7 @@ impl ChatStore for DynamoStore {
             keys::item_sk(&item.thread_id, &item.id),
             item,
         )?;
-        self.client
-            .put_item()
-            .table_name(&self.table)
-            .set_item(Some(row))
-            .send()
-            .await
-            .map_err(classify)?;
-        Ok(())
+        self.put_record(row).await
     }
 
     #[instrument(skip_all, fields(item_id = %item_id))]
@@ -244,19 +246,8 @@ impl ChatStore for DynamoStore {
         thread_id: &str,
         item_id: &str,
     ) -> Result<Option<ThreadItem>, StoreError> {
-        let out = self
-            .client
-            .get_item()
-            .table_name(&self.table)
-            .set_key(Some(keys::key(
-                keys::user_pk(user),
-                keys::item_sk(thread_id, item_id),
-            )))
-            .consistent_read(true)
-            .send()
+        self.get_record(user, keys::item_sk(thread_id, item_id))
             .await
-            .map_err(classify)?;
-        out.item.as_ref().map(from_record).transpose()
     }
 
     #[instrument(skip_all, fields(thread_id = %thread_id))]

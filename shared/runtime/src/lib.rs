@@ -1,0 +1,71 @@
+//! What every function builds once at start-up: the SDK configuration, the
+//! DynamoDB table, the outbound HTTP client and, for those that talk to
+//! OpenAI, the secret cache and the OpenAI client. Requests borrow them.
+
+use std::sync::Arc;
+
+use taskpilot_domain::CursorCodec;
+use taskpilot_http::config::{self, ConfigError};
+use taskpilot_http::serve;
+use taskpilot_openai::OpenAi;
+use taskpilot_secrets::SecretCache;
+use taskpilot_store::{DynamoStore, dynamodb_client};
+
+/// How long a listing cursor stays valid.
+pub const CURSOR_LIFETIME: chrono::Duration = chrono::Duration::hours(1);
+
+/// The clients of one process.
+pub struct Backend {
+    /// AWS SDK configuration (region, credentials, endpoints).
+    pub sdk: aws_config::SdkConfig,
+    /// The one outbound HTTP client (rustls).
+    pub http: reqwest::Client,
+    /// The table (`TABLE_NAME`).
+    pub store: DynamoStore,
+}
+
+/// The OpenAI side: the secret cache and the client that uses it.
+pub struct OpenAiSide {
+    /// The secret cache (`OPENAI_SECRET_ARN` or `OPENAI_API_KEY`).
+    pub secrets: Arc<SecretCache>,
+    /// The client (`OPENAI_BASE_URL`, `OPENAI_TIMEOUT_MS`).
+    pub openai: OpenAi,
+}
+
+impl Backend {
+    /// Reads `TABLE_NAME` and loads the SDK configuration.
+    pub async fn from_env() -> Result<Self, ConfigError> {
+        let table = config::required("TABLE_NAME")?;
+        let http = serve::http_client()?;
+        let sdk = aws_config::load_from_env().await;
+        let store = DynamoStore::new(dynamodb_client(&sdk), table);
+        Ok(Self { sdk, http, store })
+    }
+
+    /// The secret cache and OpenAI client.
+    pub fn openai(&self) -> Result<OpenAiSide, ConfigError> {
+        let secrets = Arc::new(SecretCache::from_env(&self.sdk)?);
+        let openai = OpenAi::from_env(self.http.clone(), secrets.clone())?;
+        Ok(OpenAiSide { secrets, openai })
+    }
+
+    /// Opens the DynamoDB connection and fetches the secret during init, so the
+    /// first request does not pay for either.
+    pub async fn warm_up(&self, openai: Option<&OpenAiSide>) {
+        match openai {
+            Some(side) => {
+                tokio::join!(self.store.warm_up(), side.secrets.prefetch());
+            }
+            None => self.store.warm_up().await,
+        }
+    }
+}
+
+/// The listing-cursor codec from `CURSOR_SIGNING_KEY` (at least 32 bytes).
+pub fn cursor_codec() -> Result<CursorCodec, ConfigError> {
+    let key = config::required("CURSOR_SIGNING_KEY")?;
+    CursorCodec::new(key.as_bytes(), CURSOR_LIFETIME).ok_or(ConfigError::Invalid {
+        name: "CURSOR_SIGNING_KEY",
+        reason: format!("must be at least {} bytes", CursorCodec::MIN_KEY_LEN),
+    })
+}
