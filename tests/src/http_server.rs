@@ -44,6 +44,9 @@ where
 {
     tokio::spawn(async move {
         while let Ok((stream, peer)) = listener.accept().await {
+            // Small frames (SSE events, streamed chunks) must not wait for
+            // Nagle's algorithm and delayed ACKs.
+            let _ = stream.set_nodelay(true);
             let handle = handle.clone();
             tokio::spawn(async move {
                 let svc = service_fn(move |req| {

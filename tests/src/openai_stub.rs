@@ -64,6 +64,7 @@ struct State {
     served: u64,
     turns: VecDeque<Turn>,
     chunk_delay: Duration,
+    first_delta_at: Option<std::time::Instant>,
 }
 
 /// A running stub.
@@ -165,6 +166,11 @@ impl OpenAiStub {
     /// Pauses this long between streamed chunks.
     pub fn set_chunk_delay(&self, delay: Duration) {
         lock(&self.state).chunk_delay = delay;
+    }
+
+    /// When the first text delta of the current stream was sent (then cleared).
+    pub fn take_first_delta_at(&self) -> Option<std::time::Instant> {
+        lock(&self.state).first_delta_at.take()
     }
 
     /// Accepts another key from now on (a rotation).
@@ -269,7 +275,7 @@ fn improvise(input: &Value) -> Turn {
 }
 
 /// Streams a turn as Responses API server-sent events.
-fn stream_turn(turn: Turn, n: u64, delay: Duration) -> Response<Body> {
+fn stream_turn(turn: Turn, n: u64, delay: Duration, state: Arc<Mutex<State>>) -> Response<Body> {
     let (tx, rx) = tokio::sync::mpsc::channel(16);
     tokio::spawn(async move {
         let mut seq = 0u64;
@@ -358,6 +364,10 @@ fn stream_turn(turn: Turn, n: u64, delay: Duration) -> Response<Body> {
             if !delay.is_zero() {
                 tokio::time::sleep(delay).await;
             }
+            if frame.windows(10).any(|w| w == b"text.delta") {
+                let mut s = lock(&state);
+                s.first_delta_at.get_or_insert_with(std::time::Instant::now);
+            }
             if tx.send(Ok(frame)).await.is_err() {
                 return; // the client went away
             }
@@ -414,7 +424,7 @@ fn error(status: u16, message: &str) -> Response<Body> {
 }
 
 /// The normal answers of the endpoints the product uses.
-fn answer(state: &Mutex<State>, req: &Recorded, n: u64) -> Response<Body> {
+fn answer(state: &Arc<Mutex<State>>, req: &Recorded, n: u64) -> Response<Body> {
     let (key, workflows) = {
         let s = lock(state);
         (s.key.clone(), s.workflows.clone())
@@ -443,7 +453,7 @@ fn answer(state: &Mutex<State>, req: &Recorded, n: u64) -> Response<Body> {
                 (s.turns.pop_front(), s.chunk_delay)
             };
             let turn = turn.unwrap_or_else(|| improvise(&req.body["input"]));
-            stream_turn(turn, n, delay)
+            stream_turn(turn, n, delay, state.clone())
         }
         ("GET", "/v1/models") => ok(json!({
             "object": "list",

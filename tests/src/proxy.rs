@@ -86,6 +86,14 @@ impl CountingProxy {
         Ok(Self { endpoint, counts })
     }
 
+    /// Every operation forwarded so far, with its count.
+    pub fn counts(&self) -> BTreeMap<String, usize> {
+        self.counts
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
     /// How many times `operation` (e.g. `secretsmanager.GetSecretValue`) was forwarded.
     pub fn count(&self, operation: &str) -> usize {
         self.counts

@@ -85,6 +85,7 @@ struct Shared {
     instances: AtomicUsize,
     started: AtomicU64,
     logs: Mutex<Vec<String>>,
+    pids: Mutex<Vec<u32>>,
 }
 
 /// A running function: a pool of processes behind Runtime API endpoints.
@@ -106,8 +107,14 @@ impl LambdaFunction {
                 instances: AtomicUsize::new(0),
                 started: AtomicU64::new(0),
                 logs: Mutex::new(Vec::new()),
+                pids: Mutex::new(Vec::new()),
             }),
         }
+    }
+
+    /// The function's settings (to start an identical, separate pool).
+    pub fn config(&self) -> FunctionConfig {
+        self.shared.config.clone()
     }
 
     /// The function's name.
@@ -192,6 +199,11 @@ impl LambdaFunction {
         lock(&self.shared.logs).clone()
     }
 
+    /// Process ids of the processes started so far (for CPU and memory readings).
+    pub fn pids(&self) -> Vec<u32> {
+        lock(&self.shared.pids).clone()
+    }
+
     /// How many processes were started (cold starts).
     pub fn cold_starts(&self) -> u64 {
         self.shared.started.load(Ordering::SeqCst)
@@ -269,6 +281,9 @@ async fn spawn_instance(shared: Arc<Shared>) -> Result<()> {
     let mut child = cmd
         .spawn()
         .map_err(|e| format!("cannot run {}: {e}", cfg.binary.display()))?;
+    if let Some(pid) = child.id() {
+        lock(&shared.pids).push(pid);
+    }
     let instance = Arc::new(Instance {
         shared: shared.clone(),
         current: Mutex::new(None),

@@ -50,6 +50,8 @@ pub struct StackOptions {
     pub openai_secret: Option<String>,
     /// Point functions at a real OpenAI-compatible URL instead of the stub.
     pub openai_base_url: Option<String>,
+    /// Put a counting proxy in front of DynamoDB (see [`LocalStack::dynamodb_proxy`]).
+    pub count_dynamodb: bool,
 }
 
 impl Default for StackOptions {
@@ -66,6 +68,7 @@ impl Default for StackOptions {
             moto_endpoint: None,
             openai_secret: None,
             openai_base_url: None,
+            count_dynamodb: false,
         }
     }
 }
@@ -88,6 +91,8 @@ pub struct LocalStack {
     pub secrets: Option<SecretsSide>,
     /// The OpenAI stub, unless a real base URL was given.
     pub openai: Option<OpenAiStub>,
+    /// Counts the functions' DynamoDB requests, when asked for.
+    pub dynamodb_proxy: Option<CountingProxy>,
 }
 
 /// moto, the seeded secret and the counting proxy the functions talk through.
@@ -202,7 +207,15 @@ impl LocalStack {
         .await??;
 
         let auth = DevAuth::default();
-        let mut env = base_env(&dynamodb_endpoint, &table, &auth);
+        let dynamodb_proxy = if opts.count_dynamodb {
+            Some(CountingProxy::start(&dynamodb_endpoint).await?)
+        } else {
+            None
+        };
+        let function_dynamodb = dynamodb_proxy
+            .as_ref()
+            .map_or(dynamodb_endpoint.clone(), |p| p.endpoint.clone());
+        let mut env = base_env(&function_dynamodb, &table, &auth);
         if opts.gateway_authorizer {
             env.retain(|(k, _)| k != "AUTH_JWT_SECRET");
         }
@@ -300,6 +313,7 @@ impl LocalStack {
             functions,
             secrets,
             openai,
+            dynamodb_proxy,
         })
     }
 

@@ -1,0 +1,428 @@
+//! `bench`: the numbers behind BENCHMARKS.md, measured on 127.0.0.1 against
+//! DynamoDB Local, moto and the OpenAI stub with release binaries:
+//! cold starts, warm latency and CPU per route, DynamoDB requests per
+//! operation (counted by a proxy), ChatKit time-to-first-byte and CPU per
+//! delta, peak RSS and (with `--zips`) the arm64 zip sizes.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use taskpilot_testkit::build::Profile;
+use taskpilot_testkit::dynamodb_local::DynamoDbLocal;
+use taskpilot_testkit::moto::Moto;
+use taskpilot_testkit::openai_stub::Turn;
+use taskpilot_testkit::runtime_api::{LambdaFunction, split_prelude};
+use taskpilot_testkit::stack::{LocalStack, StackOptions};
+use taskpilot_testkit::{Result, events, repo_root};
+
+const USAGE: &str = "usage: bench [--quick] [--zips]";
+
+/// Clock ticks per second of /proc CPU times (Linux's USER_HZ).
+const TICKS: f64 = 100.0;
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let mut quick = false;
+    let mut zips = false;
+    for arg in std::env::args().skip(1) {
+        match arg.as_str() {
+            "--quick" => quick = true,
+            "--zips" => zips = true,
+            _ => return Err(USAGE.into()),
+        }
+    }
+    let (cold_n, warm_n) = if quick { (5, 100) } else { (20, 1000) };
+    let dynamodb = tokio::task::spawn_blocking(DynamoDbLocal::start).await??;
+    let moto = tokio::task::spawn_blocking(Moto::start).await??;
+    let stack = LocalStack::start(StackOptions {
+        profile: Profile::Release,
+        max_instances: 1,
+        count_dynamodb: true,
+        dynamodb_endpoint: Some(dynamodb.endpoint.clone()),
+        moto_endpoint: Some(moto.endpoint.clone()),
+        env: vec![
+            ("SESSION_CREATE_PER_MINUTE".into(), "1000000".into()),
+            ("CHATKIT_MAX_REQUESTS_PER_MINUTE".into(), "1000000".into()),
+        ],
+        ..StackOptions::default()
+    })
+    .await?;
+    let mut report = String::new();
+
+    // Cold starts: a new process per start, timed to its first response.
+    writeln!(
+        report,
+        "## Cold start (process start → first response, {cold_n} starts each)\n"
+    )?;
+    writeln!(report, "| function | median | p90 |\n|---|---|---|")?;
+    for (name, event) in [
+        ("tasks", "list-tasks.json"),
+        ("sessions", "create-session.json"),
+        ("health", "health.json"),
+        ("chatkit", "chat-kit-function-url.json"),
+    ] {
+        let config = stack.function(name)?.config();
+        let body = std::fs::read_to_string(events::dir().join(event))?;
+        let mut times = Vec::new();
+        for _ in 0..cold_n {
+            let fresh = LambdaFunction::new(config.clone());
+            let started = Instant::now();
+            fresh
+                .invoke(body.clone())
+                .await
+                .map_err(|e| format!("{name}: {e}"))?;
+            times.push(started.elapsed());
+        }
+        writeln!(
+            report,
+            "| {name} | {} | {} |",
+            ms(pct(&mut times, 50)),
+            ms(pct(&mut times, 90))
+        )?;
+    }
+
+    // Warm routes: one warm process each, latency and CPU per request, DynamoDB requests per call.
+    writeln!(
+        report,
+        "\n## Warm requests ({warm_n} each, one warm process)\n"
+    )?;
+    writeln!(
+        report,
+        "| route | p50 | p99 | CPU / request | DynamoDB requests / call |\n|---|---|---|---|---|"
+    )?;
+    let tasks = stack.function("tasks")?;
+    let created = invoke_json(tasks, &event_with("create-task.json", None, None)?).await?;
+    let task_id = created["id"].as_str().ok_or("no task id")?.to_owned();
+    let routes: Vec<(&str, &str, EventMaker)> = vec![
+        (
+            "tasks",
+            "POST /api/v1/tasks",
+            Box::new(|_| event_with("create-task.json", None, None)),
+        ),
+        (
+            "tasks",
+            "GET /api/v1/tasks",
+            Box::new(|_| event_with("list-tasks.json", None, None)),
+        ),
+        (
+            "tasks",
+            "GET /api/v1/tasks/{id}",
+            Box::new(|_| event_with("get-task.json", Some(&task_id), None)),
+        ),
+        (
+            "tasks",
+            "PATCH /api/v1/tasks/{id}",
+            Box::new(|_| {
+                event_with(
+                    "update-task.json",
+                    Some(&task_id),
+                    Some(json!({"title": "renamed"})),
+                )
+            }),
+        ),
+        (
+            "tasks",
+            "POST …/complete|reopen",
+            Box::new(|i| {
+                event_with(
+                    if i % 2 == 0 {
+                        "complete-task.json"
+                    } else {
+                        "reopen-task.json"
+                    },
+                    Some(&task_id),
+                    None,
+                )
+            }),
+        ),
+        (
+            "sessions",
+            "POST /api/chatkit/sessions",
+            Box::new(|_| event_with("create-session.json", None, None)),
+        ),
+        (
+            "health",
+            "GET /health",
+            Box::new(|_| event_with("health.json", None, None)),
+        ),
+        (
+            "chatkit",
+            "POST /api/v1/chatkit (threads.list)",
+            Box::new(|_| event_with("chat-kit-function-url.json", None, None)),
+        ),
+    ];
+    let proxy = stack.dynamodb_proxy.as_ref().ok_or("no DynamoDB proxy")?;
+    for (name, label, make) in &routes {
+        let f = stack.function(name)?;
+        f.invoke(make(0)?).await.map_err(|e| e.to_string())?; // warm
+        let before = proxy.counts();
+        f.invoke(make(1)?).await.map_err(|e| e.to_string())?;
+        let calls = diff(&before, &proxy.counts());
+        let pid = *f.pids().last().ok_or("no process")?;
+        let cpu_before = cpu_ticks(pid)?;
+        let mut times = Vec::with_capacity(warm_n);
+        for i in 0..warm_n {
+            let event = make(i)?;
+            let started = Instant::now();
+            f.invoke(event).await.map_err(|e| format!("{label}: {e}"))?;
+            times.push(started.elapsed());
+        }
+        let cpu = (cpu_ticks(pid)? - cpu_before) as f64 / TICKS / warm_n as f64;
+        writeln!(
+            report,
+            "| {label} | {} | {} | {:.0} µs | {calls} |",
+            ms(pct(&mut times, 50)),
+            ms(pct(&mut times, 99)),
+            cpu * 1e6
+        )?;
+    }
+    // Delete: each call removes another task.
+    let mut ids = Vec::new();
+    for _ in 0..warm_n.min(200) {
+        ids.push(
+            invoke_json(tasks, &event_with("create-task.json", None, None)?).await?["id"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned(),
+        );
+    }
+    let before = proxy.counts();
+    tasks
+        .invoke(event_with("delete-task.json", Some(&ids[0]), None)?)
+        .await
+        .map_err(|e| e.to_string())?;
+    let calls = diff(&before, &proxy.counts());
+    let mut times = Vec::new();
+    for id in &ids[1..] {
+        let started = Instant::now();
+        tasks
+            .invoke(event_with("delete-task.json", Some(id), None)?)
+            .await
+            .map_err(|e| e.to_string())?;
+        times.push(started.elapsed());
+    }
+    writeln!(
+        report,
+        "| DELETE /api/v1/tasks/{{id}} ({} calls) | {} | {} | — | {calls} |",
+        times.len(),
+        ms(pct(&mut times, 50)),
+        ms(pct(&mut times, 99))
+    )?;
+
+    // ChatKit streaming: a 500-word answer after two tool calls.
+    writeln!(
+        report,
+        "\n## ChatKit streaming (two tool calls, then a 500-word answer)\n"
+    )?;
+    let stub = stack.openai.as_ref().ok_or("no stub")?;
+    let chatkit = stack.function("chatkit")?;
+    let pid = *chatkit.pids().last().ok_or("no chatkit process")?;
+    let words: Vec<String> = (0..500).map(|i| format!("w{i}")).collect();
+    let mut first_byte = Vec::new();
+    let mut cpu_per_delta = Vec::new();
+    for _ in 0..if quick { 3 } else { 10 } {
+        stub.push_turn(Turn::Calls(vec![
+            ("create_task".into(), json!({"title": "bench task"})),
+            ("list_tasks".into(), json!({})),
+        ]));
+        stub.push_turn(Turn::Text(words.join(" ")));
+        let cpu_before = cpu_ticks(pid)?;
+        let http = reqwest::Client::new();
+        let mut resp = http
+            .post(format!("{}/api/v1/chatkit", stack.url))
+            .bearer_auth(stack.token("bench"))
+            .header("content-type", "application/json")
+            .body(json!({"type": "threads.create", "params": {"input": {"content": [{"type": "input_text", "text": "bench"}], "attachments": []}}}).to_string())
+            .send()
+            .await?;
+        let mut deltas = 0usize;
+        let mut got_first = None;
+        while let Some(chunk) = resp.chunk().await? {
+            let text = String::from_utf8_lossy(&chunk);
+            let n = text.matches("content_part.text_delta").count();
+            if n > 0 && got_first.is_none() {
+                got_first = Some(Instant::now());
+            }
+            deltas += n;
+        }
+        if let (Some(received), Some(sent)) = (got_first, stub.take_first_delta_at()) {
+            first_byte.push(received.saturating_duration_since(sent));
+        }
+        let cpu = (cpu_ticks(pid)? - cpu_before) as f64 / TICKS;
+        cpu_per_delta.push(Duration::from_secs_f64(cpu / deltas.max(1) as f64));
+    }
+    writeln!(report, "| metric | median | p90 |\n|---|---|---|")?;
+    writeln!(
+        report,
+        "| first upstream token → first SSE byte at the client | {} | {} |",
+        ms(pct(&mut first_byte, 50)),
+        ms(pct(&mut first_byte, 90))
+    )?;
+    writeln!(
+        report,
+        "| chatkit CPU per delta event (whole turn ÷ deltas) | {:.1} µs | {:.1} µs |",
+        pct(&mut cpu_per_delta, 50).as_secs_f64() * 1e6,
+        pct(&mut cpu_per_delta, 90).as_secs_f64() * 1e6
+    )?;
+
+    // Memory and package size.
+    writeln!(report, "\n## Memory and package size\n")?;
+    if zips {
+        let status =
+            std::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+                .args([
+                    "run",
+                    "--quiet",
+                    "-p",
+                    "taskpilot-testkit",
+                    "--bin",
+                    "package",
+                ])
+                .current_dir(repo_root())
+                .status()?;
+        if !status.success() {
+            return Err("package failed".into());
+        }
+    }
+    writeln!(
+        report,
+        "| function | peak RSS (warm process) | arm64 zip |\n|---|---|---|"
+    )?;
+    for name in ["tasks", "sessions", "health", "chatkit"] {
+        let f = stack.function(name)?;
+        let rss = f
+            .pids()
+            .last()
+            .map(|pid| peak_rss_kb(*pid))
+            .transpose()?
+            .flatten();
+        let zip = std::fs::metadata(
+            repo_root()
+                .join("dist/arm64")
+                .join(name)
+                .join("bootstrap.zip"),
+        )
+        .ok()
+        .map(|m| m.len());
+        writeln!(
+            report,
+            "| {name} | {} | {} |",
+            rss.map_or("—".into(), |kb| format!("{:.1} MB", kb as f64 / 1024.0)),
+            zip.map_or("— (run with --zips)".into(), |b| format!(
+                "{:.2} MB",
+                b as f64 / 1_048_576.0
+            ))
+        )?;
+    }
+    println!("{report}");
+    let machine = machine();
+    let doc = format!(
+        "# Benchmarks\n\nCommand: `cargo run --release -p taskpilot-testkit --bin bench{}`\n\nMachine: {machine}\n\nDate: {}\n\n\
+         Everything runs on 127.0.0.1: release x86_64 binaries under the local Lambda Runtime API, DynamoDB Local, \
+         moto and the OpenAI stub. Latencies include the local Runtime API hop; CPU is the function process's \
+         user+system time (/proc, 10 ms ticks, averaged over the batch).\n\n{report}",
+        if quick { " -- --quick" } else { "" },
+        chrono::Utc::now().format("%Y-%m-%d %H:%M UTC"),
+    );
+    std::fs::write(repo_root().join("BENCHMARKS.md"), doc)?;
+    drop(stack);
+    drop(moto);
+    drop(dynamodb);
+    Ok(())
+}
+
+/// Builds the n-th event of a warm run.
+type EventMaker<'a> = Box<dyn Fn(usize) -> Result<String> + 'a>;
+
+/// A sample event with the task id and body replaced.
+fn event_with(file: &str, task_id: Option<&str>, body: Option<Value>) -> Result<String> {
+    let mut text = std::fs::read_to_string(events::dir().join(file))?;
+    if let Some(id) = task_id {
+        text = text.replace(events::SAMPLE_TASK_ID, id);
+    }
+    let mut event: Value = serde_json::from_str(&text)?;
+    if let Some(body) = body {
+        event["body"] = Value::String(body.to_string());
+    }
+    Ok(event.to_string())
+}
+
+async fn invoke_json(f: &LambdaFunction, event: &str) -> Result<Value> {
+    let raw = f
+        .invoke(event.to_owned())
+        .await
+        .map_err(|e| e.to_string())?;
+    let resp: Value = match split_prelude(&raw) {
+        Some((mut prelude, body)) => {
+            prelude["body"] = Value::String(String::from_utf8_lossy(&body).into_owned());
+            prelude
+        }
+        None => serde_json::from_slice(&raw)?,
+    };
+    Ok(serde_json::from_str(
+        resp["body"].as_str().unwrap_or("null"),
+    )?)
+}
+
+fn diff(before: &BTreeMap<String, usize>, after: &BTreeMap<String, usize>) -> String {
+    let parts: Vec<String> = after
+        .iter()
+        .filter_map(|(op, n)| {
+            let d = n - before.get(op).copied().unwrap_or(0);
+            (d > 0).then(|| format!("{d} {}", op.trim_start_matches("DynamoDB_20120810.")))
+        })
+        .collect();
+    if parts.is_empty() {
+        "0".into()
+    } else {
+        parts.join(", ")
+    }
+}
+
+fn pct(values: &mut [Duration], p: usize) -> Duration {
+    if values.is_empty() {
+        return Duration::ZERO;
+    }
+    values.sort();
+    values[((values.len() - 1) * p) / 100]
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.2} ms", d.as_secs_f64() * 1000.0)
+}
+
+/// utime + stime of a process, in clock ticks.
+fn cpu_ticks(pid: u32) -> Result<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    let after = stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or(&stat);
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    // Fields after the command: state is [0]; utime and stime are fields 14 and 15 overall.
+    Ok(fields[11].parse::<u64>()? + fields[12].parse::<u64>()?)
+}
+
+/// VmHWM (peak resident set) of a process, in kB.
+fn peak_rss_kb(pid: u32) -> Result<Option<u64>> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    Ok(status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok()))
+}
+
+fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| {
+            c.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned())
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(0);
+    format!("{cores} cores, {cpu}, {}", std::env::consts::ARCH)
+}
