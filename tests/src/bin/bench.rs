@@ -323,7 +323,14 @@ async fn main() -> Result<()> {
          Everything runs on 127.0.0.1: release x86_64 binaries under the local Lambda Runtime API, DynamoDB Local, \
          moto and the OpenAI stub. Latencies include the local Runtime API hop; CPU is the function process's \
          user+system time (/proc, 10 ms ticks, averaged over the batch).\n\n{report}",
-        if quick { " -- --quick" } else { "" },
+        {
+            let args: Vec<String> = std::env::args().skip(1).collect();
+            if args.is_empty() {
+                String::new()
+            } else {
+                format!(" -- {}", args.join(" "))
+            }
+        },
         chrono::Utc::now().format("%Y-%m-%d %H:%M UTC"),
     );
     std::fs::write(repo_root().join("BENCHMARKS.md"), doc)?;
