@@ -4,6 +4,7 @@
 //! a Lambda Runtime API that runs the real function binaries, and an API
 //! Gateway (HTTP API v2) front that serves the routes declared in
 //! `template.yaml`. Tests and the `local-stack` command use the same parts.
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod build;
 pub mod dynamodb_local;

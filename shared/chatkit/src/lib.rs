@@ -2,6 +2,7 @@
 //! §2–§3): wire types with the exact field names, request parsing with clear
 //! errors, the server-sent events, and the port the thread store implements.
 //! No AWS or HTTP types live here.
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod ids;
 pub mod model;

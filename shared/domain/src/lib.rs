@@ -1,5 +1,6 @@
 //! TaskPilot's domain: the task model, its validation rules, the storage ports
 //! and the service that applies them. No AWS or HTTP types live here.
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod cursor;
 pub mod error;

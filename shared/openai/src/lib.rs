@@ -5,6 +5,7 @@
 //! with backoff while the deadline allows; 429 is reported with its
 //! `Retry-After`; running out of time is a timeout. Upstream bodies are never
 //! passed on; the upstream request id is logged.
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
