@@ -117,11 +117,6 @@ impl LambdaFunction {
         self.shared.config.clone()
     }
 
-    /// The function's name.
-    pub fn name(&self) -> &str {
-        &self.shared.config.name
-    }
-
     /// Starts one process now (a cold start before the first request).
     pub async fn prewarm(&self) -> Result<()> {
         if self.shared.instances.load(Ordering::SeqCst) == 0 {

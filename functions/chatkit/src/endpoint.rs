@@ -146,11 +146,7 @@ impl Endpoint {
         let request = request::parse(body).map_err(request_error)?;
         let deadline = deadline(&req, FALLBACK_DEADLINE);
         if !request.is_streaming() {
-            let value = self
-                .server
-                .json(&user, request, deadline)
-                .await
-                .map_err(chat_error)?;
+            let value = self.server.json(&user, request).await.map_err(chat_error)?;
             return Ok(whole(respond(StatusCode::OK, &value)));
         }
         let prepared = self

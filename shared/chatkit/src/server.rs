@@ -166,12 +166,7 @@ impl<S: ChatStore, R: TaskRepository, M: ModelClient> ChatKitServer<S, R, M> {
     }
 
     /// Answers a JSON (non-streamed) request.
-    pub async fn json(
-        &self,
-        user: &UserId,
-        request: Request,
-        deadline: Instant,
-    ) -> Result<Value, ChatError> {
+    pub async fn json(&self, user: &UserId, request: Request) -> Result<Value, ChatError> {
         let view = |t: &ThreadMetadata| Thread::view(t, Page::empty());
         let value = match request {
             Request::GetThread { thread_id } => {
@@ -228,7 +223,7 @@ impl<S: ChatStore, R: TaskRepository, M: ModelClient> ChatKitServer<S, R, M> {
                 let thread = self.thread(user, &thread_id).await?;
                 let widget = self.widget(user, &thread.id, item_id.as_deref()).await?;
                 let updated = self
-                    .apply_action(user, widget.as_ref(), &action, deadline)
+                    .apply_action(user, widget.as_ref(), &action)
                     .await
                     .map_err(ChatError::Invalid)?;
                 match updated {
@@ -415,10 +410,7 @@ impl<S: ChatStore, R: TaskRepository, M: ModelClient> ChatKitServer<S, R, M> {
             }
             Kind::Action { widget, action } => {
                 out.send(options).await?;
-                match self
-                    .apply_action(out.user, widget.as_ref(), &action, deadline)
-                    .await
-                {
+                match self.apply_action(out.user, widget.as_ref(), &action).await {
                     Ok(Some(updated)) => {
                         out.emit(StreamEvent::ItemReplaced { item: updated })
                             .await?
@@ -438,7 +430,6 @@ impl<S: ChatStore, R: TaskRepository, M: ModelClient> ChatKitServer<S, R, M> {
         user: &UserId,
         widget: Option<&ThreadItem>,
         action: &Action,
-        _deadline: Instant,
     ) -> Result<Option<ThreadItem>, String> {
         let completed = match action.kind.as_str() {
             widgets::COMPLETE => true,
@@ -611,53 +602,32 @@ impl<S: ChatStore, R: TaskRepository, M: ModelClient> ChatKitServer<S, R, M> {
                     );
                     out.added(item).await?;
                 }
-                "response.content_part.added" => {
-                    if let Some(id) = ours.get(&upstream) {
-                        let content = AssistantContent::OutputText {
-                            text: String::new(),
-                            annotations: Vec::new(),
-                        };
-                        out.update(
-                            id,
-                            ItemUpdate::ContentPartAdded {
-                                content_index,
-                                content,
+                "response.content_part.added"
+                | "response.output_text.delta"
+                | "response.content_part.done" => {
+                    let text = |field: &Value| field.as_str().unwrap_or_default().to_owned();
+                    let update = match kind {
+                        "response.content_part.added" => ItemUpdate::ContentPartAdded {
+                            content_index,
+                            content: AssistantContent::OutputText {
+                                text: String::new(),
+                                annotations: Vec::new(),
                             },
-                        )
-                        .await?;
-                    }
-                }
-                "response.output_text.delta" => {
-                    if let Some(id) = ours.get(&upstream) {
-                        let delta = event["delta"].as_str().unwrap_or_default().to_owned();
-                        out.update(
-                            id,
-                            ItemUpdate::TextDelta {
-                                content_index,
-                                delta,
+                        },
+                        "response.output_text.delta" => ItemUpdate::TextDelta {
+                            content_index,
+                            delta: text(&event["delta"]),
+                        },
+                        _ => ItemUpdate::ContentPartDone {
+                            content_index,
+                            content: AssistantContent::OutputText {
+                                text: text(&event["part"]["text"]),
+                                annotations: Vec::new(),
                             },
-                        )
-                        .await?;
-                    }
-                }
-                "response.content_part.done" => {
+                        },
+                    };
                     if let Some(id) = ours.get(&upstream) {
-                        let text = event["part"]["text"]
-                            .as_str()
-                            .unwrap_or_default()
-                            .to_owned();
-                        let content = AssistantContent::OutputText {
-                            text,
-                            annotations: Vec::new(),
-                        };
-                        out.update(
-                            id,
-                            ItemUpdate::ContentPartDone {
-                                content_index,
-                                content,
-                            },
-                        )
-                        .await?;
+                        out.update(id, update).await?;
                     }
                 }
                 "response.output_item.done" if event["item"]["type"] == "message" => {

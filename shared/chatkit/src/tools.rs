@@ -10,18 +10,13 @@ use taskpilot_domain::{
     TaskService, UserId,
 };
 
-/// Tool names.
-pub const TOOL_NAMES: [&str; 6] = [
-    "list_tasks",
-    "create_task",
-    "update_task",
-    "complete_task",
-    "reopen_task",
-    "delete_task",
-];
+/// The `tools` array of a Responses API request (built once per process).
+pub fn definitions() -> &'static Value {
+    static DEFINITIONS: std::sync::LazyLock<Value> = std::sync::LazyLock::new(build_definitions);
+    &DEFINITIONS
+}
 
-/// The `tools` array of a Responses API request.
-pub fn definitions() -> Value {
+fn build_definitions() -> Value {
     let task_id = json!({"type": "string", "description": "The task's id, as returned by list_tasks or create_task."});
     let fields = json!({
         "title": {"type": "string", "description": "1-200 characters."},
@@ -329,6 +324,22 @@ mod tests {
                 .output
                 .contains("unknown tool")
         );
-        assert_eq!(definitions().as_array().unwrap().len(), TOOL_NAMES.len());
+        let names: Vec<&str> = definitions()
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "list_tasks",
+                "create_task",
+                "update_task",
+                "complete_task",
+                "reopen_task",
+                "delete_task"
+            ]
+        );
     }
 }

@@ -51,11 +51,6 @@ impl<R: TaskRepository> TaskService<R> {
         Self { repo, cursors }
     }
 
-    /// The repository (for adapters that need direct reads).
-    pub fn repository(&self) -> &R {
-        &self.repo
-    }
-
     /// Creates a task; with a key, repeats of the same request return the first result.
     pub async fn create(
         &self,

@@ -16,8 +16,8 @@ use taskpilot_chatkit::types::{Page, ThreadItem, ThreadMetadata};
 use taskpilot_domain::{StoreError, UserId};
 
 use crate::error::classify;
-use crate::keys::{self, PK, SK};
-use crate::tasks::{DynamoStore, s};
+use crate::keys;
+use crate::tasks::DynamoStore;
 
 type Item = HashMap<String, AttributeValue>;
 
@@ -58,14 +58,7 @@ impl DynamoStore {
             .as_ref()
             .map(|after| keys::key(pk.clone(), sk_of(after)));
         let out = self
-            .client
-            .query()
-            .table_name(&self.table)
-            .key_condition_expression("#pk = :pk AND begins_with(#sk, :prefix)")
-            .expression_attribute_names("#pk", PK)
-            .expression_attribute_names("#sk", SK)
-            .expression_attribute_values(":pk", s(pk))
-            .expression_attribute_values(":prefix", s(prefix))
+            .prefix_query(pk, prefix.to_owned())
             .scan_index_forward(paging.order == Order::Asc)
             .consistent_read(true)
             .limit(paging.limit as i32 + 1)
@@ -205,14 +198,7 @@ impl ChatStore for DynamoStore {
         let mut start = None;
         loop {
             let out = self
-                .client
-                .query()
-                .table_name(&self.table)
-                .key_condition_expression("#pk = :pk AND begins_with(#sk, :prefix)")
-                .expression_attribute_names("#pk", PK)
-                .expression_attribute_names("#sk", SK)
-                .expression_attribute_values(":pk", s(pk.clone()))
-                .expression_attribute_values(":prefix", s(prefix.clone()))
+                .prefix_query(pk.clone(), prefix.clone())
                 .projection_expression("#pk, #sk")
                 .set_exclusive_start_key(start)
                 .send()

@@ -15,5 +15,4 @@ mod sessions;
 mod tasks;
 
 pub use client::dynamodb_client;
-pub use error::classify;
 pub use tasks::DynamoStore;

@@ -10,7 +10,7 @@ use taskpilot_domain::UserId;
 use taskpilot_domain::session::{ChatSession, SessionStore};
 
 use crate::error::classify;
-use crate::keys::{self, PK, SK, TTL};
+use crate::keys::{self, PK, TTL};
 use crate::tasks::{DynamoStore, n, s};
 
 /// Records stay a day past expiry (for support), then TTL removes them.
@@ -111,16 +111,9 @@ impl SessionStore for DynamoStore {
         let mut start = None;
         for _ in 0..LOOKUP_PAGES {
             let out = self
-                .client
-                .query()
-                .table_name(&self.table)
-                .key_condition_expression("#pk = :pk AND begins_with(#sk, :prefix)")
+                .prefix_query(keys::user_pk(user), keys::SESSION_PREFIX.to_owned())
                 .filter_expression("#hash = :hash")
-                .expression_attribute_names("#pk", PK)
-                .expression_attribute_names("#sk", SK)
                 .expression_attribute_names("#hash", "secret_hash")
-                .expression_attribute_values(":pk", s(keys::user_pk(user)))
-                .expression_attribute_values(":prefix", s(keys::SESSION_PREFIX))
                 .expression_attribute_values(":hash", s(hash))
                 .set_exclusive_start_key(start)
                 .send()

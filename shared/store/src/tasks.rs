@@ -42,11 +42,6 @@ impl DynamoStore {
             table: table.into(),
         }
     }
-
-    /// The table name.
-    pub fn table(&self) -> &str {
-        &self.table
-    }
 }
 
 /// An expression being assembled: text plus its names and values.
@@ -492,6 +487,22 @@ impl TaskRepository for DynamoStore {
 }
 
 impl DynamoStore {
+    /// A Query for the rows of `pk` whose sort key starts with `prefix`.
+    pub(crate) fn prefix_query(
+        &self,
+        pk: String,
+        prefix: String,
+    ) -> aws_sdk_dynamodb::operation::query::builders::QueryFluentBuilder {
+        self.client
+            .query()
+            .table_name(&self.table)
+            .key_condition_expression("#pk = :pk AND begins_with(#sk, :prefix)")
+            .expression_attribute_names("#pk", PK)
+            .expression_attribute_names("#sk", SK)
+            .expression_attribute_values(":pk", s(pk))
+            .expression_attribute_values(":prefix", s(prefix))
+    }
+
     /// The table's status (`ACTIVE` when usable), with one DescribeTable.
     pub async fn table_status(&self) -> Result<String, StoreError> {
         let out = self
