@@ -19,9 +19,6 @@ use taskpilot_testkit::{Result, events, repo_root};
 
 const USAGE: &str = "usage: bench [--quick] [--zips]";
 
-/// Clock ticks per second of /proc CPU times (Linux's USER_HZ).
-const TICKS: f64 = 100.0;
-
 #[tokio::main]
 async fn main() -> Result<()> {
     let mut quick = false;
@@ -161,7 +158,7 @@ async fn main() -> Result<()> {
         f.invoke(make(1)?).await.map_err(|e| e.to_string())?;
         let calls = diff(&before, &proxy.counts());
         let pid = *f.pids().last().ok_or("no process")?;
-        let cpu_before = cpu_ticks(pid)?;
+        let cpu_before = cpu_seconds(pid)?;
         let mut times = Vec::with_capacity(warm_n);
         for i in 0..warm_n {
             let event = make(i)?;
@@ -169,7 +166,7 @@ async fn main() -> Result<()> {
             f.invoke(event).await.map_err(|e| format!("{label}: {e}"))?;
             times.push(started.elapsed());
         }
-        let cpu = (cpu_ticks(pid)? - cpu_before) as f64 / TICKS / warm_n as f64;
+        let cpu = (cpu_seconds(pid)? - cpu_before) / warm_n as f64;
         writeln!(
             report,
             "| {label} | {} | {} | {:.0} µs | {calls} |",
@@ -228,7 +225,7 @@ async fn main() -> Result<()> {
             ("list_tasks".into(), json!({})),
         ]));
         stub.push_turn(Turn::Text(words.join(" ")));
-        let cpu_before = cpu_ticks(pid)?;
+        let cpu_before = cpu_seconds(pid)?;
         let http = reqwest::Client::new();
         let mut resp = http
             .post(format!("{}/api/v1/chatkit", stack.url))
@@ -250,7 +247,7 @@ async fn main() -> Result<()> {
         if let (Some(received), Some(sent)) = (got_first, stub.take_first_delta_at()) {
             first_byte.push(received.saturating_duration_since(sent));
         }
-        let cpu = (cpu_ticks(pid)? - cpu_before) as f64 / TICKS;
+        let cpu = cpu_seconds(pid)? - cpu_before;
         cpu_per_delta.push(Duration::from_secs_f64(cpu / deltas.max(1) as f64));
     }
     writeln!(report, "| metric | median | p90 |\n|---|---|---|")?;
@@ -322,7 +319,7 @@ async fn main() -> Result<()> {
         "# Benchmarks\n\nCommand: `cargo run --release -p taskpilot-testkit --bin bench{}`\n\nMachine: {machine}\n\nDate: {}\n\n\
          Everything runs on 127.0.0.1: release x86_64 binaries under the local Lambda Runtime API, DynamoDB Local, \
          moto and the OpenAI stub. Latencies include the local Runtime API hop; CPU is the function process's \
-         user+system time (/proc, 10 ms ticks, averaged over the batch).\n\n{report}",
+         on-CPU time summed over its threads (/proc/<pid>/task/*/schedstat, nanoseconds), averaged over the batch.\n\n{report}",
         {
             let args: Vec<String> = std::env::args().skip(1).collect();
             if args.is_empty() {
@@ -400,13 +397,20 @@ fn ms(d: Duration) -> String {
     format!("{:.2} ms", d.as_secs_f64() * 1000.0)
 }
 
-/// utime + stime of a process, in clock ticks.
-fn cpu_ticks(pid: u32) -> Result<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    let after = stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or(&stat);
-    let fields: Vec<&str> = after.split_whitespace().collect();
-    // Fields after the command: state is [0]; utime and stime are fields 14 and 15 overall.
-    Ok(fields[11].parse::<u64>()? + fields[12].parse::<u64>()?)
+/// CPU time a process has used so far, in seconds: the sum of its threads'
+/// on-CPU time from `/proc/<pid>/task/*/schedstat` (nanoseconds, unlike the
+/// 10 ms ticks of `/proc/<pid>/stat`).
+fn cpu_seconds(pid: u32) -> Result<f64> {
+    let mut ns = 0u64;
+    for task in std::fs::read_dir(format!("/proc/{pid}/task"))? {
+        let stat = std::fs::read_to_string(task?.path().join("schedstat"))?;
+        ns += stat
+            .split_whitespace()
+            .next()
+            .ok_or("empty schedstat")?
+            .parse::<u64>()?;
+    }
+    Ok(ns as f64 / 1e9)
 }
 
 /// VmHWM (peak resident set) of a process, in kB.
