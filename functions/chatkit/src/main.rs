@@ -14,7 +14,7 @@ use taskpilot_runtime::{Backend, cursor_codec};
 use endpoint::Endpoint;
 use identity::Identity;
 
-#[tokio::main]
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), lambda_http::Error> {
     // Built once and kept for the life of the process; requests borrow it.
     let endpoint: &'static Endpoint = Box::leak(Box::new(serve::boot(init()).await?));

@@ -14,7 +14,7 @@ use taskpilot_runtime::Backend;
 
 use checks::Checks;
 
-#[tokio::main]
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), lambda_runtime::Error> {
     let (checks, cors) = serve::boot(init()).await?;
     let (checks, cors) = (&checks, &cors);

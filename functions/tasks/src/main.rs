@@ -8,7 +8,7 @@ use taskpilot_runtime::{Backend, cursor_codec};
 
 use routes::TasksApi;
 
-#[tokio::main]
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), lambda_http::Error> {
     let (api, cors) = serve::boot(init()).await?;
     serve::run(cors, |req| api.handle(req)).await

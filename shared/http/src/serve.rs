@@ -22,6 +22,7 @@ where
         return cors.preflight(&req);
     }
     let started = Instant::now();
+    let cpu_started = crate::cpu::thread_time();
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
     let headers = req.headers().clone();
@@ -46,6 +47,9 @@ where
         %path,
         status = resp.status().as_u16(),
         latency_us = started.elapsed().as_micros() as u64,
+        cpu_us = crate::cpu::thread_time()
+            .saturating_sub(cpu_started)
+            .as_micros() as u64,
         "request"
     );
     resp

@@ -87,7 +87,7 @@ async fn main() -> Result<()> {
     )?;
     writeln!(
         report,
-        "| route | p50 | p99 | CPU / request | DynamoDB requests / call |\n|---|---|---|---|---|"
+        "| route | p50 | p99 | process CPU / invocation | handler CPU (mean / median) | DynamoDB requests / call |\n|---|---|---|---|---|---|"
     )?;
     let tasks = stack.function("tasks")?;
     let created = invoke_json(tasks, &event_with("create-task.json", None, None)?).await?;
@@ -159,6 +159,7 @@ async fn main() -> Result<()> {
         let calls = diff(&before, &proxy.counts());
         let pid = *f.pids().last().ok_or("no process")?;
         let cpu_before = cpu_seconds(pid)?;
+        let logs_before = f.logs().len();
         let mut times = Vec::with_capacity(warm_n);
         for i in 0..warm_n {
             let event = make(i)?;
@@ -167,9 +168,23 @@ async fn main() -> Result<()> {
             times.push(started.elapsed());
         }
         let cpu = (cpu_seconds(pid)? - cpu_before) / warm_n as f64;
+        let mut handler: Vec<u64> = f.logs()[logs_before..]
+            .iter()
+            .filter_map(|line| logged_cpu_us(line))
+            .collect();
+        let handler = if handler.len() == warm_n {
+            handler.sort_unstable();
+            format!(
+                "{:.0} µs / {} µs",
+                handler.iter().sum::<u64>() as f64 / warm_n as f64,
+                handler[warm_n / 2]
+            )
+        } else {
+            "—".into()
+        };
         writeln!(
             report,
-            "| {label} | {} | {} | {:.0} µs | {calls} |",
+            "| {label} | {} | {} | {:.0} µs | {handler} | {calls} |",
             ms(pct(&mut times, 50)),
             ms(pct(&mut times, 99)),
             cpu * 1e6
@@ -202,7 +217,7 @@ async fn main() -> Result<()> {
     }
     writeln!(
         report,
-        "| DELETE /api/v1/tasks/{{id}} ({} calls) | {} | {} | — | {calls} |",
+        "| DELETE /api/v1/tasks/{{id}} ({} calls) | {} | {} | — | — | {calls} |",
         times.len(),
         ms(pct(&mut times, 50)),
         ms(pct(&mut times, 99))
@@ -318,8 +333,11 @@ async fn main() -> Result<()> {
     let doc = format!(
         "# Benchmarks\n\nCommand: `cargo run --release -p taskpilot-testkit --bin bench{}`\n\nMachine: {machine}\n\nDate: {}\n\n\
          Everything runs on 127.0.0.1: release x86_64 binaries under the local Lambda Runtime API, DynamoDB Local, \
-         moto and the OpenAI stub. Latencies include the local Runtime API hop; CPU is the function process's \
-         on-CPU time summed over its threads (/proc/<pid>/task/*/schedstat, nanoseconds), averaged over the batch.\n\n{report}",
+         moto and the OpenAI stub. Latencies include the local Runtime API hop. \
+         *Process CPU* is the function process's on-CPU time summed over its threads (/proc/<pid>/task/*/schedstat, \
+         nanoseconds) per invocation: the Runtime API polling and event decoding included. *Handler CPU* is the \
+         `cpu_us` each request logs: the thread CPU time spent inside the handler (auth, validation, the DynamoDB \
+         call with its signing and HTTP exchange, the JSON answer).\n\n{report}",
         {
             let args: Vec<String> = std::env::args().skip(1).collect();
             if args.is_empty() {
@@ -411,6 +429,17 @@ fn cpu_seconds(pid: u32) -> Result<f64> {
             .parse::<u64>()?;
     }
     Ok(ns as f64 / 1e9)
+}
+
+/// The `cpu_us` field of a function's `request` log line (text or JSON logs).
+fn logged_cpu_us(line: &str) -> Option<u64> {
+    let rest = &line[line.find("cpu_us")? + "cpu_us".len()..];
+    let digits: String = rest
+        .trim_start_matches(|c: char| !c.is_ascii_digit())
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    digits.parse().ok()
 }
 
 /// VmHWM (peak resident set) of a process, in kB.
