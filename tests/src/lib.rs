@@ -39,3 +39,9 @@ pub fn free_port() -> Result<u16> {
         .local_addr()?
         .port())
 }
+
+/// An HTTP client for talking to the stack: the functions' own client (rustls
+/// on ring), so the harness links no second crypto library.
+pub fn http_client() -> reqwest::Client {
+    taskpilot_http::serve::http_client().unwrap_or_default()
+}

@@ -27,7 +27,7 @@ impl CountingProxy {
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let endpoint = format!("http://{}", listener.local_addr()?);
         let counts: Arc<Mutex<BTreeMap<String, usize>>> = Arc::default();
-        let client = reqwest::Client::new();
+        let client = crate::http_client();
         let upstream = upstream.trim_end_matches('/').to_owned();
         let tally = counts.clone();
         crate::http_server::serve(listener, move |req, _peer| {

@@ -130,6 +130,7 @@ pub async fn emulator_config(endpoint: &str) -> aws_config::SdkConfig {
         .region(Region::new("us-east-1"))
         .endpoint_url(endpoint)
         .credentials_provider(Credentials::new("test", "test", None, None, "local"))
+        .http_client(taskpilot_runtime::aws_http_client())
         .load()
         .await
 }

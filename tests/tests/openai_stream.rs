@@ -15,7 +15,7 @@ async fn client() -> (OpenAiStub, OpenAi) {
     let stub = OpenAiStub::start(STUB_OPENAI_KEY, &[]).await.unwrap();
     let secrets = Arc::new(SecretCache::fixed(Secrets::parse(STUB_OPENAI_KEY).unwrap()));
     let client = OpenAi::new(
-        reqwest::Client::new(),
+        taskpilot_testkit::http_client(),
         &stub.base_url,
         Duration::from_secs(5),
         secrets,

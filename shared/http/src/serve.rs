@@ -69,8 +69,11 @@ pub async fn boot<T>(
     Ok(ready)
 }
 
-/// The process's one outbound HTTP client (rustls), for JWKS and OpenAI.
+/// The process's one outbound HTTP client (rustls on ring), for JWKS and OpenAI.
 pub fn http_client() -> Result<reqwest::Client, crate::ConfigError> {
+    // reqwest is built without a crypto provider; ring is the process default.
+    // An error only means one is installed already.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     reqwest::Client::builder()
         .connect_timeout(std::time::Duration::from_secs(2))
         .build()

@@ -1,6 +1,7 @@
 //! Structured logging set-up.
 
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::filter::Targets;
+use tracing_subscriber::prelude::*;
 
 /// Installs the global subscriber: JSON lines when Lambda's advanced logging
 /// asks for it (`AWS_LAMBDA_LOG_FORMAT=JSON`) or `LOG_FORMAT=json`, plain text
@@ -11,26 +12,28 @@ pub fn init() {
         .unwrap_or_else(|_| "info".into())
         .to_lowercase();
     // SDK internals are noisy at info; keep them at warn unless asked.
-    let filter = EnvFilter::try_new(format!(
-        "{level},aws_smithy_runtime=warn,aws_config=warn,hyper=warn"
-    ))
-    .unwrap_or_else(|_| EnvFilter::new("info"));
+    // `Targets` takes `RUST_LOG`'s `target=level` directives without pulling
+    // in a regex engine (EnvFilter's span and field filters are not needed).
+    let filter: Targets = format!("{level},aws_smithy_runtime=warn,aws_config=warn,hyper=warn")
+        .parse()
+        .unwrap_or_else(|_| Targets::new().with_default(tracing::Level::INFO));
     let json = ["AWS_LAMBDA_LOG_FORMAT", "LOG_FORMAT"]
         .iter()
         .any(|v| std::env::var(v).is_ok_and(|f| f.eq_ignore_ascii_case("json")));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let layer = tracing_subscriber::fmt::layer()
         .with_target(false)
         .with_ansi(false)
         .with_writer(std::io::stderr);
     let result = if json {
-        builder
+        let layer = layer
             .json()
             .with_current_span(false)
             .flatten_event(true)
-            .try_init()
+            .with_filter(filter);
+        tracing_subscriber::registry().with(layer).try_init()
     } else {
-        builder.without_time().try_init()
+        let layer = layer.without_time().with_filter(filter);
+        tracing_subscriber::registry().with(layer).try_init()
     };
     if result.is_err() {
         eprintln!("tracing subscriber was already installed");

@@ -37,7 +37,10 @@ impl Backend {
     pub async fn from_env() -> Result<Self, ConfigError> {
         let table = config::required("TABLE_NAME")?;
         let http = serve::http_client()?;
-        let sdk = aws_config::load_from_env().await;
+        let sdk = aws_config::from_env()
+            .http_client(aws_http_client())
+            .load()
+            .await;
         let store = DynamoStore::new(dynamodb_client(&sdk), table);
         Ok(Self { sdk, http, store })
     }
@@ -59,6 +62,15 @@ impl Backend {
             None => self.store.warm_up().await,
         }
     }
+}
+
+/// The AWS SDK's HTTP client: hyper with rustls on ring (no aws-lc), the
+/// platform's root certificates, TCP_NODELAY.
+pub fn aws_http_client() -> aws_smithy_runtime_api::client::http::SharedHttpClient {
+    use aws_smithy_http_client::tls::{Provider, rustls_provider::CryptoMode};
+    aws_smithy_http_client::Builder::new()
+        .tls_provider(Provider::Rustls(CryptoMode::Ring))
+        .build_https()
 }
 
 /// The listing-cursor codec from `CURSOR_SIGNING_KEY` (at least 32 bytes).

@@ -15,7 +15,7 @@ use taskpilot_testkit::moto::Moto;
 use taskpilot_testkit::openai_stub::Turn;
 use taskpilot_testkit::runtime_api::{LambdaFunction, split_prelude};
 use taskpilot_testkit::stack::{LocalStack, StackOptions};
-use taskpilot_testkit::{Result, events, repo_root};
+use taskpilot_testkit::{Result, events, repo_root, stack};
 
 const USAGE: &str = "usage: bench [--quick] [--zips]";
 
@@ -223,6 +223,21 @@ async fn main() -> Result<()> {
         ms(pct(&mut times, 99))
     )?;
 
+    // The floor under every task request: one bare SDK GetItem with the
+    // functions' own client configuration, on a current-thread runtime.
+    let floor_n = warm_n;
+    let endpoint = dynamodb.endpoint.clone();
+    let table = stack.table.clone();
+    let floor = std::thread::spawn(move || sdk_get_item_cpu(&endpoint, &table, floor_n))
+        .join()
+        .map_err(|_| "SDK floor thread panicked")??;
+    writeln!(
+        report,
+        "\nFloor: one bare `aws-sdk-dynamodb` GetItem (the functions' client configuration, no handler, \
+         no Runtime API) costs **{:.0} µs** of CPU (mean of {floor_n}, thread CPU clock).\n",
+        floor * 1e6
+    )?;
+
     // ChatKit streaming: a 500-word answer after two tool calls.
     writeln!(
         report,
@@ -241,7 +256,7 @@ async fn main() -> Result<()> {
         ]));
         stub.push_turn(Turn::Text(words.join(" ")));
         let cpu_before = cpu_seconds(pid)?;
-        let http = reqwest::Client::new();
+        let http = taskpilot_testkit::http_client();
         let mut resp = http
             .post(format!("{}/api/v1/chatkit", stack.url))
             .bearer_auth(stack.token("bench"))
@@ -429,6 +444,34 @@ fn cpu_seconds(pid: u32) -> Result<f64> {
             .parse::<u64>()?;
     }
     Ok(ns as f64 / 1e9)
+}
+
+/// Mean thread CPU seconds of one SDK GetItem against `endpoint`, on a
+/// current-thread runtime (as in the functions).
+fn sdk_get_item_cpu(endpoint: &str, table: &str, n: usize) -> Result<f64> {
+    use aws_sdk_dynamodb::types::AttributeValue;
+    use taskpilot_http::cpu::thread_time;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        let sdk = stack::emulator_config(endpoint).await;
+        let client = taskpilot_store::dynamodb_client(&sdk);
+        let get = || {
+            client
+                .get_item()
+                .table_name(table)
+                .key("pk", AttributeValue::S("USER#bench-floor".into()))
+                .key("sk", AttributeValue::S("TASK#none".into()))
+                .send()
+        };
+        get().await?; // connect and warm
+        let started = thread_time();
+        for _ in 0..n {
+            get().await?;
+        }
+        Ok((thread_time() - started).as_secs_f64() / n as f64)
+    })
 }
 
 /// The `cpu_us` field of a function's `request` log line (text or JSON logs).

@@ -47,7 +47,7 @@ impl Api {
         let stack = LocalStack::start(opts).await.expect("stack starts");
         Self {
             stack,
-            http: reqwest::Client::new(),
+            http: taskpilot_testkit::http_client(),
         }
     }
 
