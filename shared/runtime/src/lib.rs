@@ -4,6 +4,8 @@
 
 use std::sync::Arc;
 
+pub mod aws;
+
 use taskpilot_domain::CursorCodec;
 use taskpilot_http::config::{self, ConfigError};
 use taskpilot_http::serve;
@@ -17,7 +19,7 @@ pub const CURSOR_LIFETIME: chrono::Duration = chrono::Duration::hours(1);
 /// The clients of one process.
 pub struct Backend {
     /// AWS SDK configuration (region, credentials, endpoints).
-    pub sdk: aws_config::SdkConfig,
+    pub sdk: aws_types::SdkConfig,
     /// The one outbound HTTP client (rustls).
     pub http: reqwest::Client,
     /// The table (`TABLE_NAME`).
@@ -37,17 +39,16 @@ impl Backend {
     pub async fn from_env() -> Result<Self, ConfigError> {
         let table = config::required("TABLE_NAME")?;
         let http = serve::http_client()?;
-        let sdk = aws_config::from_env()
-            .http_client(aws_http_client())
-            .load()
-            .await;
-        let store = DynamoStore::new(dynamodb_client(&sdk), table);
+        let sdk = aws::sdk_config(aws_http_client())?;
+        let dynamodb = dynamodb_client(&aws::for_service(&sdk, aws::DYNAMODB_ENDPOINT));
+        let store = DynamoStore::new(dynamodb, table);
         Ok(Self { sdk, http, store })
     }
 
     /// The secret cache and OpenAI client.
     pub fn openai(&self) -> Result<OpenAiSide, ConfigError> {
-        let secrets = Arc::new(SecretCache::from_env(&self.sdk)?);
+        let sdk = aws::for_service(&self.sdk, aws::SECRETS_MANAGER_ENDPOINT);
+        let secrets = Arc::new(SecretCache::from_env(&sdk)?);
         let openai = OpenAi::from_env(self.http.clone(), secrets.clone())?;
         Ok(OpenAiSide { secrets, openai })
     }

@@ -123,7 +123,7 @@ pub struct SecretCache {
 
 impl SecretCache {
     /// From `OPENAI_API_KEY` (wins) or `OPENAI_SECRET_ARN`, with `SECRET_TTL_SECONDS`.
-    pub fn from_env(sdk: &aws_config::SdkConfig) -> Result<Self, ConfigError> {
+    pub fn from_env(sdk: &aws_types::SdkConfig) -> Result<Self, ConfigError> {
         let ttl = Duration::from_secs(config::parsed("SECRET_TTL_SECONDS", 900u64)?);
         if let Some(key) = config::optional("OPENAI_API_KEY") {
             let secrets = Secrets::parse(&key).map_err(|e| ConfigError::Invalid {

@@ -8,7 +8,7 @@ use aws_sdk_dynamodb::config::timeout::TimeoutConfig;
 
 /// A DynamoDB client with explicit timeouts and retries, sized to answer well
 /// within a Lambda's deadline: 3 attempts of at most 2 s, 5 s in all.
-pub fn dynamodb_client(sdk: &aws_config::SdkConfig) -> Client {
+pub fn dynamodb_client(sdk: &aws_types::SdkConfig) -> Client {
     let timeouts = TimeoutConfig::builder()
         .connect_timeout(Duration::from_secs(1))
         .operation_attempt_timeout(Duration::from_secs(2))

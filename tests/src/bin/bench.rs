@@ -151,6 +151,9 @@ async fn main() -> Result<()> {
         ),
     ];
     let proxy = stack.dynamodb_proxy.as_ref().ok_or("no DynamoDB proxy")?;
+    let secrets = stack.secrets.as_ref().ok_or("no Secrets Manager side")?;
+    // GetSecretValue calls made by warm processes: the target is zero.
+    let mut secret_calls_after_init = 0;
     for (name, label, make) in &routes {
         let f = stack.function(name)?;
         f.invoke(make(0)?).await.map_err(|e| e.to_string())?; // warm
@@ -160,6 +163,7 @@ async fn main() -> Result<()> {
         let pid = *f.pids().last().ok_or("no process")?;
         let cpu_before = cpu_seconds(pid)?;
         let logs_before = f.logs().len();
+        let secrets_before = secrets.get_secret_value_calls();
         let mut times = Vec::with_capacity(warm_n);
         for i in 0..warm_n {
             let event = make(i)?;
@@ -168,6 +172,7 @@ async fn main() -> Result<()> {
             times.push(started.elapsed());
         }
         let cpu = (cpu_seconds(pid)? - cpu_before) / warm_n as f64;
+        secret_calls_after_init += secrets.get_secret_value_calls() - secrets_before;
         let mut handler: Vec<u64> = f.logs()[logs_before..]
             .iter()
             .filter_map(|line| logged_cpu_us(line))
@@ -256,6 +261,7 @@ async fn main() -> Result<()> {
         ]));
         stub.push_turn(Turn::Text(words.join(" ")));
         let cpu_before = cpu_seconds(pid)?;
+        let secrets_before = secrets.get_secret_value_calls();
         let http = taskpilot_testkit::http_client();
         let mut resp = http
             .post(format!("{}/api/v1/chatkit", stack.url))
@@ -278,6 +284,7 @@ async fn main() -> Result<()> {
             first_byte.push(received.saturating_duration_since(sent));
         }
         let cpu = cpu_seconds(pid)? - cpu_before;
+        secret_calls_after_init += secrets.get_secret_value_calls() - secrets_before;
         cpu_per_delta.push(Duration::from_secs_f64(cpu / deltas.max(1) as f64));
     }
     writeln!(report, "| metric | median | p90 |\n|---|---|---|")?;
@@ -292,6 +299,12 @@ async fn main() -> Result<()> {
         "| chatkit CPU per delta event (whole turn ÷ deltas) | {:.1} µs | {:.1} µs |",
         pct(&mut cpu_per_delta, 50).as_secs_f64() * 1e6,
         pct(&mut cpu_per_delta, 90).as_secs_f64() * 1e6
+    )?;
+
+    writeln!(
+        report,
+        "\nSecrets Manager `GetSecretValue` requests from warm processes (all timed runs above): \
+         **{secret_calls_after_init}**.\n"
     )?;
 
     // Memory and package size.

@@ -1,0 +1,52 @@
+//! The AWS SDK configuration, read from the variables Lambda sets, without
+//! `aws-config`. Its credential chains, profile-file parsing and STS client
+//! were about 450 KB of every binary, and a Lambda needs none of them: the
+//! region and the role's credentials are in the environment.
+
+use aws_credential_types::Credentials;
+use aws_smithy_runtime_api::client::behavior_version::BehaviorVersion;
+use aws_types::SdkConfig;
+use aws_types::region::Region;
+use aws_types::sdk_config::{SharedCredentialsProvider, SharedHttpClient};
+use taskpilot_http::config::ConfigError;
+
+/// A service's endpoint override variable (as the AWS SDKs name them).
+pub const DYNAMODB_ENDPOINT: &str = "AWS_ENDPOINT_URL_DYNAMODB";
+/// See [`DYNAMODB_ENDPOINT`].
+pub const SECRETS_MANAGER_ENDPOINT: &str = "AWS_ENDPOINT_URL_SECRETS_MANAGER";
+
+/// Region from `AWS_REGION` (or `AWS_DEFAULT_REGION`), credentials from
+/// `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY` and `AWS_SESSION_TOKEN`.
+/// These are Lambda's reserved variables, so they are read directly rather
+/// than recorded as the function's own configuration.
+pub fn sdk_config(http: SharedHttpClient) -> Result<SdkConfig, ConfigError> {
+    let region = var("AWS_REGION")
+        .or_else(|| var("AWS_DEFAULT_REGION"))
+        .ok_or(ConfigError::Missing("AWS_REGION"))?;
+    let key = var("AWS_ACCESS_KEY_ID").ok_or(ConfigError::Missing("AWS_ACCESS_KEY_ID"))?;
+    let secret =
+        var("AWS_SECRET_ACCESS_KEY").ok_or(ConfigError::Missing("AWS_SECRET_ACCESS_KEY"))?;
+    let credentials = Credentials::new(key, secret, var("AWS_SESSION_TOKEN"), None, "environment");
+    let mut builder = SdkConfig::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .region(Region::new(region))
+        .credentials_provider(SharedCredentialsProvider::new(credentials))
+        .http_client(http);
+    if let Some(url) = var("AWS_ENDPOINT_URL") {
+        builder = builder.endpoint_url(url);
+    }
+    Ok(builder.build())
+}
+
+/// `sdk` with the endpoint override of one service (`AWS_ENDPOINT_URL_<SERVICE>`,
+/// which wins over `AWS_ENDPOINT_URL`), for local emulators.
+pub fn for_service(sdk: &SdkConfig, endpoint_var: &str) -> SdkConfig {
+    match var(endpoint_var) {
+        Some(url) => sdk.to_builder().endpoint_url(url).build(),
+        None => sdk.clone(),
+    }
+}
+
+fn var(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.is_empty())
+}
