@@ -173,10 +173,18 @@ async fn main() -> Result<()> {
         }
         let cpu = (cpu_seconds(pid)? - cpu_before) / warm_n as f64;
         secret_calls_after_init += secrets.get_secret_value_calls() - secrets_before;
-        let mut handler: Vec<u64> = f.logs()[logs_before..]
-            .iter()
-            .filter_map(|line| logged_cpu_us(line))
-            .collect();
+        // Log lines arrive through a pipe: give the last ones a moment.
+        let mut handler: Vec<u64> = Vec::new();
+        for _ in 0..100 {
+            handler = f.logs()[logs_before..]
+                .iter()
+                .filter_map(|line| logged_cpu_us(line))
+                .collect();
+            if handler.len() >= warm_n {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
         let handler = if handler.len() == warm_n {
             handler.sort_unstable();
             format!(

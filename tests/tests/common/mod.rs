@@ -3,7 +3,29 @@
 
 use reqwest::{Method, StatusCode, header::HeaderMap};
 use serde_json::Value;
+use taskpilot_testkit::contract::Contract;
 use taskpilot_testkit::stack::{LocalStack, StackOptions};
+
+/// Every response a test receives must match `shared/http/openapi.yaml`: a
+/// documented status, and a body valid against its schema. Routes the spec
+/// does not have (unknown paths, preflights) must still answer errors in the
+/// `{"error":{...}}` envelope.
+fn check_contract(method: &str, path: &str, status: u16, body: &Value) {
+    static CONTRACT: std::sync::OnceLock<Contract> = std::sync::OnceLock::new();
+    let contract = CONTRACT.get_or_init(|| Contract::load().expect("openapi.yaml loads"));
+    match contract.check(method, path, status, body) {
+        Ok(true) => {}
+        // API Gateway's own answer when no route matches and the stack under
+        // test has no `$default` function.
+        Ok(false) if status == 404 && *body == serde_json::json!({"message": "Not Found"}) => {}
+        Ok(false) if status >= 400 => assert!(
+            body["error"]["code"].is_string() && body["error"]["message"].is_string(),
+            "{method} {path} {status}: not an error envelope: {body}"
+        ),
+        Ok(false) => {}
+        Err(e) => panic!("contract: {e}"),
+    }
+}
 
 /// A stack plus an HTTP client.
 pub struct Api {
@@ -64,6 +86,7 @@ impl Api {
         body: Option<Value>,
         headers: &[(&str, &str)],
     ) -> Reply {
+        let method_name = method.to_string();
         let mut req = self
             .http
             .request(method, format!("{}{path}", self.stack.url));
@@ -86,6 +109,7 @@ impl Api {
             serde_json::from_slice(&bytes)
                 .unwrap_or_else(|_| panic!("non-JSON body: {}", String::from_utf8_lossy(&bytes)))
         };
+        check_contract(&method_name, path, status.as_u16(), &body);
         Reply {
             status,
             headers,
