@@ -3,11 +3,15 @@
 //! were about 450 KB of every binary, and a Lambda needs none of them: the
 //! region and the role's credentials are in the environment.
 
+use std::time::Duration;
+
 use aws_credential_types::Credentials;
 use aws_smithy_runtime_api::client::behavior_version::BehaviorVersion;
 use aws_types::SdkConfig;
 use aws_types::region::Region;
-use aws_types::sdk_config::{SharedCredentialsProvider, SharedHttpClient};
+use aws_types::sdk_config::{
+    RetryConfig, SharedCredentialsProvider, SharedHttpClient, TimeoutConfig,
+};
 use taskpilot_http::config::ConfigError;
 
 /// A service's endpoint override variable (as the AWS SDKs name them).
@@ -35,7 +39,23 @@ pub fn sdk_config(http: SharedHttpClient) -> Result<SdkConfig, ConfigError> {
     if let Some(url) = var("AWS_ENDPOINT_URL") {
         builder = builder.endpoint_url(url);
     }
-    Ok(builder.build())
+    Ok(with_limits(&builder.build()))
+}
+
+/// `sdk` with the timeouts and retries of every AWS client (DynamoDB, Secrets
+/// Manager), sized to answer well within a Lambda's deadline: 1 s to connect,
+/// 2 s per attempt, 3 attempts within 5 s. The SDK's default has no read
+/// timeout, so a hanging dependency would hold a request until Lambda kills it.
+pub fn with_limits(sdk: &SdkConfig) -> SdkConfig {
+    let timeouts = TimeoutConfig::builder()
+        .connect_timeout(Duration::from_secs(1))
+        .operation_attempt_timeout(Duration::from_secs(2))
+        .operation_timeout(Duration::from_secs(5))
+        .build();
+    sdk.to_builder()
+        .timeout_config(timeouts)
+        .retry_config(RetryConfig::standard().with_max_attempts(3))
+        .build()
 }
 
 /// `sdk` with the endpoint override of one service (`AWS_ENDPOINT_URL_<SERVICE>`,
