@@ -568,13 +568,7 @@ impl<S: ChatStore, R: TaskRepository, M: ModelClient> ChatKitServer<S, R, M> {
                 Some(Ok(event)) => event,
                 Some(Err(e)) => {
                     tracing::warn!(error = %e, "the model stream failed");
-                    out.keep_partials().await?;
-                    out.error(
-                        "stream.error",
-                        Some("The answer was interrupted. Please retry.".into()),
-                        true,
-                    )
-                    .await?;
+                    out.interrupted().await?;
                     return Ok(None);
                 }
                 None => {
@@ -649,13 +643,7 @@ impl<S: ChatStore, R: TaskRepository, M: ModelClient> ChatKitServer<S, R, M> {
                 }
                 "response.failed" | "response.incomplete" | "error" => {
                     tracing::warn!(event = %event, "the model failed");
-                    out.keep_partials().await?;
-                    out.error(
-                        "stream.error",
-                        Some("The answer was interrupted. Please retry.".into()),
-                        true,
-                    )
-                    .await?;
+                    out.interrupted().await?;
                     return Ok(None);
                 }
                 _ => {}
@@ -785,6 +773,18 @@ impl<K: EventSink, S: ChatStore> Emitter<'_, K, S> {
             }
         }
         Ok(())
+    }
+
+    /// A model round failed mid-stream: keep what was said, then a
+    /// retryable error event.
+    async fn interrupted(&mut self) -> Result<(), Stop> {
+        self.keep_partials().await?;
+        self.error(
+            "stream.error",
+            Some("The answer was interrupted. Please retry.".into()),
+            true,
+        )
+        .await
     }
 
     async fn error(

@@ -24,6 +24,14 @@ pub const SECRETS_MANAGER_ENDPOINT: &str = "AWS_ENDPOINT_URL_SECRETS_MANAGER";
 /// These are Lambda's reserved variables, so they are read directly rather
 /// than recorded as the function's own configuration.
 pub fn sdk_config(http: SharedHttpClient) -> Result<SdkConfig, ConfigError> {
+    sdk_config_from(http, var)
+}
+
+/// [`sdk_config`] with the variables looked up by `var`.
+fn sdk_config_from(
+    http: SharedHttpClient,
+    var: impl Fn(&str) -> Option<String>,
+) -> Result<SdkConfig, ConfigError> {
     let region = var("AWS_REGION")
         .or_else(|| var("AWS_DEFAULT_REGION"))
         .ok_or(ConfigError::Missing("AWS_REGION"))?;
@@ -69,4 +77,61 @@ pub fn for_service(sdk: &SdkConfig, endpoint_var: &str) -> SdkConfig {
 
 fn var(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vars(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let pairs: Vec<(String, String)> = pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        move |name| {
+            pairs
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.clone())
+        }
+    }
+
+    const LAMBDA: &[(&str, &str)] = &[
+        ("AWS_REGION", "eu-west-1"),
+        ("AWS_ACCESS_KEY_ID", "AKIA"),
+        ("AWS_SECRET_ACCESS_KEY", "secret"),
+        ("AWS_SESSION_TOKEN", "token"),
+    ];
+
+    #[test]
+    fn reads_lambdas_variables_and_applies_the_limits() {
+        let sdk = sdk_config_from(crate::aws_http_client(), vars(LAMBDA)).unwrap();
+        assert_eq!(sdk.region().unwrap().as_ref(), "eu-west-1");
+        assert!(sdk.credentials_provider().is_some());
+        assert_eq!(sdk.endpoint_url(), None);
+        let timeouts = sdk.timeout_config().unwrap();
+        assert_eq!(timeouts.operation_timeout(), Some(Duration::from_secs(5)));
+        assert_eq!(sdk.retry_config().unwrap().max_attempts(), 3);
+    }
+
+    #[test]
+    fn a_missing_variable_is_named() {
+        for missing in ["AWS_REGION", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"] {
+            let rest: Vec<(&str, &str)> = LAMBDA
+                .iter()
+                .copied()
+                .filter(|(k, _)| *k != missing)
+                .collect();
+            let err = sdk_config_from(crate::aws_http_client(), vars(&rest)).unwrap_err();
+            assert!(err.to_string().contains(missing), "{err}");
+        }
+    }
+
+    #[test]
+    fn the_global_endpoint_override_is_honoured() {
+        let mut with_url = LAMBDA.to_vec();
+        with_url.push(("AWS_ENDPOINT_URL", "http://127.0.0.1:4566"));
+        let sdk = sdk_config_from(crate::aws_http_client(), vars(&with_url)).unwrap();
+        assert_eq!(sdk.endpoint_url(), Some("http://127.0.0.1:4566"));
+    }
 }

@@ -1,6 +1,7 @@
 //! What every function builds once at start-up: the SDK configuration, the
 //! DynamoDB table, the outbound HTTP client and, for those that talk to
 //! OpenAI, the secret cache and the OpenAI client. Requests borrow them.
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
 use std::sync::Arc;
 
