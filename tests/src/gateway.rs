@@ -23,6 +23,45 @@ use crate::template::{Route, match_path};
 /// API Gateway's request payload limit.
 pub const MAX_PAYLOAD: usize = 10 * 1024 * 1024;
 
+/// Lambda's synchronous invocation payload limit: a bigger event (body plus
+/// everything around it) is refused before the function runs, and API Gateway
+/// answers 413 itself.
+pub const MAX_INVOKE_PAYLOAD: usize = 6 * 1024 * 1024;
+
+/// How many answers of each status the gateway has given.
+#[derive(Clone, Default)]
+pub struct StatusTally(Arc<std::sync::Mutex<BTreeMap<u16, usize>>>);
+
+impl StatusTally {
+    fn record(&self, status: StatusCode) {
+        *self
+            .0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(status.as_u16())
+            .or_default() += 1;
+    }
+
+    /// Answers given so far, by status.
+    pub fn by_status(&self) -> BTreeMap<u16, usize> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Answers given so far.
+    pub fn total(&self) -> usize {
+        self.by_status().values().sum()
+    }
+
+    /// Answers with a 5xx status so far.
+    pub fn server_errors(&self) -> usize {
+        self.by_status()
+            .iter()
+            .filter(|(status, _)| **status >= 500)
+            .map(|(_, n)| n)
+            .sum()
+    }
+}
+
 /// Verifies bearer tokens the way API Gateway's JWT authorizer would (HS256
 /// here), and passes the claims in `requestContext.authorizer.jwt.claims`.
 #[derive(Clone)]
@@ -52,23 +91,29 @@ struct Gateway {
     addr: SocketAddr,
 }
 
-/// Serves the gateway on a bound listener and returns its base URL.
+/// Serves the gateway on a bound listener; the tally counts its answers.
 pub fn serve(
     listener: TcpListener,
     bindings: Vec<Binding>,
     authorizer: Option<JwtAuthorizer>,
-) -> Result<String> {
+) -> Result<StatusTally> {
     let addr = listener.local_addr()?;
     let gateway = Arc::new(Gateway {
         bindings,
         authorizer,
         addr,
     });
+    let tally = StatusTally::default();
+    let counted = tally.clone();
     crate::http_server::serve(listener, move |req, peer| {
-        let gateway = gateway.clone();
-        async move { gateway.handle(req, peer).await }
+        let (gateway, counted) = (gateway.clone(), counted.clone());
+        async move {
+            let resp = gateway.handle(req, peer).await;
+            counted.record(resp.status());
+            resp
+        }
     });
-    Ok(format!("http://{addr}"))
+    Ok(tally)
 }
 
 fn message(status: StatusCode, text: &str) -> Response<Body> {
@@ -121,8 +166,11 @@ impl Gateway {
             "$default" => "$default".to_owned(),
             path => format!("{} {path}", binding.route.method),
         };
-        let event = event(&parts, &body, &route_key, &params, claims, self.addr, peer);
-        match binding.function.invoke_answer(event.to_string()).await {
+        let event = event(&parts, &body, &route_key, &params, claims, self.addr, peer).to_string();
+        if event.len() > MAX_INVOKE_PAYLOAD {
+            return message(StatusCode::PAYLOAD_TOO_LARGE, "Request Entity Too Large");
+        }
+        match binding.function.invoke_answer(event).await {
             Ok(Answer::Whole(answer)) => response(&answer),
             Ok(Answer::Streamed(rx)) => streamed_response(rx).await,
             Err(InvokeError::Timeout(_)) => {

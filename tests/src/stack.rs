@@ -10,7 +10,7 @@ use aws_sdk_dynamodb::config::{BehaviorVersion, Credentials, Region};
 use crate::Result;
 use crate::build::{self, Profile};
 use crate::dynamodb_local::DynamoDbLocal;
-use crate::gateway::{self, Binding, JwtAuthorizer};
+use crate::gateway::{self, Binding, JwtAuthorizer, StatusTally};
 use crate::moto::Moto;
 use crate::openai_stub::OpenAiStub;
 use crate::proxy::CountingProxy;
@@ -93,6 +93,8 @@ pub struct LocalStack {
     pub openai: Option<OpenAiStub>,
     /// Counts the functions' DynamoDB requests, when asked for.
     pub dynamodb_proxy: Option<CountingProxy>,
+    /// The gateway's answers by status.
+    pub responses: StatusTally,
 }
 
 /// moto, the seeded secret and the counting proxy the functions talk through.
@@ -304,7 +306,7 @@ impl LocalStack {
             issuer: auth.issuer.clone(),
             audience: auth.audience.clone(),
         });
-        gateway::serve(listener, bindings, authorizer)?;
+        let responses = gateway::serve(listener, bindings, authorizer)?;
         Ok(Self {
             url,
             table,
@@ -315,6 +317,7 @@ impl LocalStack {
             secrets,
             openai,
             dynamodb_proxy,
+            responses,
         })
     }
 
