@@ -88,6 +88,81 @@ impl Contract {
         }
     }
 
+    /// The whole policy for one answer, given its raw body: JSON (or empty);
+    /// a documented status with a valid body when the spec has the operation;
+    /// otherwise, for errors, the `{"error":{"code","message"}}` envelope or
+    /// API Gateway's own `{"message":"Not Found"}` for a path no route has.
+    pub fn check_answer(
+        &self,
+        method: &str,
+        path: &str,
+        status: u16,
+        raw: &[u8],
+    ) -> std::result::Result<(), String> {
+        let body: Value = if raw.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(raw).map_err(|_| {
+                format!(
+                    "{method} {path} {status}: the body is not JSON: {}",
+                    String::from_utf8_lossy(raw)
+                )
+            })?
+        };
+        if self.check(method, path, status, &body)? || status < 400 {
+            return Ok(());
+        }
+        let gateway_not_found =
+            status == 404 && body == serde_json::json!({ "message": "Not Found" });
+        let envelope = body["error"]["code"].is_string() && body["error"]["message"].is_string();
+        if gateway_not_found || envelope {
+            Ok(())
+        } else {
+            Err(format!(
+                "{method} {path} {status}: not an error envelope: {body}"
+            ))
+        }
+    }
+
+    /// Checks a server-sent event stream: the operation documents
+    /// `text/event-stream` for `status`, and every event's `data` is a JSON
+    /// object with a string `type` (a ChatKit event).
+    pub fn check_event_stream(
+        &self,
+        method: &str,
+        path: &str,
+        status: u16,
+        raw: &[u8],
+    ) -> std::result::Result<(), String> {
+        let method_lc = method.to_lowercase();
+        let path_only = path.split('?').next().unwrap_or(path);
+        let documented = self.spec["paths"]
+            .as_object()
+            .into_iter()
+            .flatten()
+            .filter(|(template, _)| match_path(template, path_only).is_some())
+            .any(|(_, item)| {
+                item[&method_lc]["responses"][status.to_string()]["content"]
+                    .get("text/event-stream")
+                    .is_some()
+            });
+        if !documented {
+            return Err(format!(
+                "{method} {path} {status}: the spec documents no event stream"
+            ));
+        }
+        let text = std::str::from_utf8(raw)
+            .map_err(|_| format!("{method} {path}: the stream is not UTF-8"))?;
+        for data in text.lines().filter_map(|l| l.strip_prefix("data:")) {
+            let event: Value = serde_json::from_str(data.trim_start())
+                .map_err(|_| format!("{method} {path}: an event is not JSON: {data}"))?;
+            if !event["type"].is_string() {
+                return Err(format!("{method} {path}: an event has no type: {data}"));
+            }
+        }
+        Ok(())
+    }
+
     fn validator(&self, at: &str) -> std::result::Result<Arc<jsonschema::Validator>, String> {
         let mut cache = self.validators.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(v) = cache.get(at) {

@@ -16,6 +16,7 @@ pub mod moto;
 pub mod openai_stub;
 pub mod proxy;
 pub mod runtime_api;
+pub mod schemathesis;
 pub mod stack;
 pub mod supervised;
 pub mod template;

@@ -1,4 +1,5 @@
-//! `GET /health` and `GET /api/v1/chatkit/health`.
+//! `GET /health` and `GET /api/v1/chatkit/health`, and the `$default` route's
+//! 404 / 405 for everything else.
 
 use http::{Method, StatusCode};
 use lambda_http::{Body, Request, Response};
@@ -15,9 +16,16 @@ const PATHS: [&str; 2] = ["/health", "/api/v1/chatkit/health"];
 pub async fn handle(checks: &Checks, req: Request) -> Result<Response<Body>, ApiError> {
     let path = req.uri().path();
     if !PATHS.contains(&path) {
-        return Err(ApiError::RouteNotFound {
-            method: req.method().to_string(),
-            path: path.to_owned(),
+        // As the `$default` route: another route's path with a method it lacks.
+        return Err(match taskpilot_http::routes::allowed_methods(path) {
+            Some(allowed) => ApiError::MethodNotAllowed {
+                method: req.method().to_string(),
+                allowed,
+            },
+            None => ApiError::RouteNotFound {
+                method: req.method().to_string(),
+                path: path.to_owned(),
+            },
         });
     }
     if req.method() != Method::GET {

@@ -12,6 +12,7 @@ pub mod events;
 pub mod json;
 mod jwks;
 pub mod request;
+pub mod routes;
 pub mod serve;
 pub mod telemetry;
 
