@@ -3,7 +3,7 @@
 //! two users who must never see each other's objects. Zero 5xx, every answer
 //! valid against the spec, every error in the `{"error":{...}}` envelope.
 //!
-//! `FUZZ_EXAMPLES` (test cases per operation and phase, default 12) and
+//! `FUZZ_EXAMPLES` (test cases per operation and phase, default 150) and
 //! `FUZZ_SEED` set the budget; the README shows a longer run.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -35,8 +35,11 @@ async fn the_spec_driven_fuzzer_finds_nothing() {
     // cross-user replays of them) happen from the first phase on.
     for user in users {
         for title in ["seeded one", "seeded two"] {
-            api.create(user, serde_json::json!({ "title": title, "tags": ["seed"] }))
-                .await;
+            api.create(
+                user,
+                serde_json::json!({ "title": title, "tags": ["seed"] }),
+            )
+            .await;
         }
     }
     let work_dir = std::env::temp_dir().join(format!(
@@ -49,7 +52,7 @@ async fn the_spec_driven_fuzzer_finds_nothing() {
             .iter()
             .map(|u| ((*u).to_owned(), api.token(u)))
             .collect(),
-        max_examples: env_number("FUZZ_EXAMPLES", 12) as u32,
+        max_examples: env_number("FUZZ_EXAMPLES", 150) as u32,
         seed: env_number("FUZZ_SEED", 20261122),
         work_dir: work_dir.clone(),
     };
@@ -69,7 +72,11 @@ async fn the_spec_driven_fuzzer_finds_nothing() {
     let mut by_operation: BTreeMap<String, usize> = BTreeMap::new();
     for x in &report.exchanges {
         *by_operation
-            .entry(format!("{} {}", x.method, x.path.split('/').take(4).collect::<Vec<_>>().join("/")))
+            .entry(format!(
+                "{} {}",
+                x.method,
+                x.path.split('/').take(4).collect::<Vec<_>>().join("/")
+            ))
             .or_default() += 1;
         if x.status >= 500 {
             violations.push(format!("{} {} answered {}", x.method, x.path, x.status));
@@ -134,7 +141,10 @@ async fn the_spec_driven_fuzzer_finds_nothing() {
                 None => break,
             }
         }
-        assert_eq!(seen, stored, "{user}: listed {seen} tasks, the table has {stored}");
+        assert_eq!(
+            seen, stored,
+            "{user}: listed {seen} tasks, the table has {stored}"
+        );
     }
     let _ = std::fs::remove_dir_all(&work_dir);
 }

@@ -50,7 +50,10 @@ fn every_deployed_route_is_in_the_spec_and_back() {
         .iter()
         .flat_map(|(path, methods)| methods.iter().map(move |m| format!("{m} {path}")))
         .collect();
-    assert_eq!(table, deployed, "taskpilot_http::routes::ROUTES differs from the template");
+    assert_eq!(
+        table, deployed,
+        "taskpilot_http::routes::ROUTES differs from the template"
+    );
     assert_eq!(
         documented.difference(&deployed).collect::<Vec<_>>(),
         Vec::<&String>::new(),

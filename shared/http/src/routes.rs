@@ -21,7 +21,9 @@ pub const ROUTES: &[(&str, &[&str])] = &[
 /// The `Allow` value for `path` (its methods and `OPTIONS`), or `None` when no
 /// route has that path.
 pub fn allowed_methods(path: &str) -> Option<String> {
-    let (_, methods) = ROUTES.iter().find(|(template, _)| matches(template, path))?;
+    let (_, methods) = ROUTES
+        .iter()
+        .find(|(template, _)| matches(template, path))?;
     let mut allow: Vec<&str> = methods.to_vec();
     allow.push("OPTIONS");
     Some(allow.join(", "))
@@ -64,7 +66,13 @@ mod tests {
 
     #[test]
     fn unknown_paths_have_none() {
-        for path in ["/", "/api/v1/tasks/", "/api/v1/tasks/a/b", "/api/v1/task", "/health/x"] {
+        for path in [
+            "/",
+            "/api/v1/tasks/",
+            "/api/v1/tasks/a/b",
+            "/api/v1/task",
+            "/health/x",
+        ] {
             assert_eq!(allowed_methods(path), None, "{path}");
         }
     }
