@@ -1,6 +1,7 @@
 //! A forwarding proxy in front of an emulator that counts the operations it
 //! forwards (by `X-Amz-Target`), so tests can assert how many requests a
-//! function really made.
+//! function really made, and that can make the emulator fail, hang or answer
+//! garbage on demand ([`ProxyFault`]).
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -13,12 +14,26 @@ use tokio::net::TcpListener;
 use crate::Result;
 use crate::http_server::full;
 
+/// What the proxy does instead of forwarding.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProxyFault {
+    /// Forward (the default).
+    None,
+    /// Answer this status with an AWS-style JSON error.
+    Status(u16),
+    /// Never answer.
+    Hang,
+    /// Answer 200 with a body that is not JSON.
+    Garbage,
+}
+
 /// A running proxy.
 #[derive(Clone)]
 pub struct CountingProxy {
     /// `http://127.0.0.1:<port>`
     pub endpoint: String,
     counts: Arc<Mutex<BTreeMap<String, usize>>>,
+    fault: Arc<Mutex<ProxyFault>>,
 }
 
 impl CountingProxy {
@@ -27,11 +42,14 @@ impl CountingProxy {
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let endpoint = format!("http://{}", listener.local_addr()?);
         let counts: Arc<Mutex<BTreeMap<String, usize>>> = Arc::default();
+        let fault = Arc::new(Mutex::new(ProxyFault::None));
         let client = crate::http_client();
         let upstream = upstream.trim_end_matches('/').to_owned();
         let tally = counts.clone();
+        let mode = fault.clone();
         crate::http_server::serve(listener, move |req, _peer| {
             let (client, upstream, tally) = (client.clone(), upstream.clone(), tally.clone());
+            let fault = mode.lock().unwrap_or_else(|p| p.into_inner()).clone();
             async move {
                 let (parts, body) = req.into_parts();
                 let op = parts
@@ -50,6 +68,29 @@ impl CountingProxy {
                     .await
                     .map(|b| b.to_bytes())
                     .unwrap_or_default();
+                match fault {
+                    ProxyFault::None => {}
+                    ProxyFault::Status(status) => {
+                        let mut out = Response::new(full(Bytes::from_static(
+                            br#"{"__type":"InternalServiceError","message":"injected failure"}"#,
+                        )));
+                        *out.status_mut() =
+                            StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY);
+                        out.headers_mut().insert(
+                            "content-type",
+                            hyper::header::HeaderValue::from_static("application/x-amz-json-1.1"),
+                        );
+                        return out;
+                    }
+                    ProxyFault::Hang => {
+                        std::future::pending::<()>().await;
+                    }
+                    ProxyFault::Garbage => {
+                        return Response::new(full(Bytes::from_static(
+                            b"<html><body>502 Bad Gateway</body></html>",
+                        )));
+                    }
+                }
                 let path = parts
                     .uri
                     .path_and_query()
@@ -83,7 +124,16 @@ impl CountingProxy {
                 }
             }
         });
-        Ok(Self { endpoint, counts })
+        Ok(Self {
+            endpoint,
+            counts,
+            fault,
+        })
+    }
+
+    /// What the proxy does with the requests that arrive from now on.
+    pub fn set_fault(&self, fault: ProxyFault) {
+        *self.fault.lock().unwrap_or_else(|p| p.into_inner()) = fault;
     }
 
     /// Every operation forwarded so far, with its count.

@@ -149,6 +149,7 @@ impl Endpoint {
             let value = self.server.json(&user, request).await.map_err(chat_error)?;
             return Ok(whole(respond(StatusCode::OK, &value)));
         }
+        self.identity.require_openai_key().await?;
         let prepared = self
             .server
             .prepare(&user, request)

@@ -48,12 +48,15 @@ impl Identity {
         }
     }
 
+    /// Fails (503 `secret_unavailable`) when the OpenAI key cannot be read, so
+    /// a stream never starts, and nothing is stored, without it.
+    pub async fn require_openai_key(&self) -> Result<(), ApiError> {
+        self.secrets.get().await.map_err(UpstreamError::from)?;
+        Ok(())
+    }
+
     async fn client_secret(&self, token: &str) -> Result<UserId, ApiError> {
-        let secrets = self
-            .secrets
-            .get()
-            .await
-            .map_err(|e| UpstreamError::Secret(e.to_string()))?;
+        let secrets = self.secrets.get().await.map_err(UpstreamError::from)?;
         let tokens = SessionTokens::new(secrets.session_signing_key.expose().as_bytes())
             .ok_or_else(|| ApiError::Internal("unusable signing key".into()))?;
         let now = chrono::Utc::now();

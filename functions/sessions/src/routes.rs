@@ -138,7 +138,7 @@ impl SessionsApi {
             .secrets()
             .get()
             .await
-            .map_err(|e| UpstreamError::Secret(e.to_string()))?;
+            .map_err(UpstreamError::from)?;
         SessionTokens::new(secrets.session_signing_key.expose().as_bytes())
             .ok_or_else(|| ApiError::Internal("unusable signing key".into()))
     }

@@ -133,11 +133,7 @@ impl OpenAi {
         let budget_ms = deadline
             .saturating_duration_since(Instant::now())
             .as_millis() as u64;
-        let mut secrets: Arc<Secrets> = self
-            .secrets
-            .get()
-            .await
-            .map_err(|e| UpstreamError::Secret(e.to_string()))?;
+        let mut secrets: Arc<Secrets> = self.secrets.get().await.map_err(UpstreamError::from)?;
         let mut refreshed = false;
         let mut retries = 0;
         loop {
@@ -200,7 +196,7 @@ impl OpenAi {
                                 .secrets
                                 .refresh(&secrets)
                                 .await
-                                .map_err(|e| UpstreamError::Secret(e.to_string()))?;
+                                .map_err(UpstreamError::from)?;
                             continue;
                         }
                         StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => {

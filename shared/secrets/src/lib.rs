@@ -101,6 +101,12 @@ pub enum SecretError {
     Malformed(String),
 }
 
+impl From<SecretError> for taskpilot_http::UpstreamError {
+    fn from(e: SecretError) -> Self {
+        taskpilot_http::UpstreamError::Secret(e.to_string())
+    }
+}
+
 enum Source {
     /// `OPENAI_API_KEY` from the environment.
     Fixed(Arc<Secrets>),

@@ -1,0 +1,405 @@
+//! Faults with the stack running: DynamoDB Local stopped in the middle of a
+//! stream of writes and started again; Secrets Manager (moto, behind a fault
+//! proxy) and the OpenAI stub failing, hanging and answering garbage. Every
+//! request answers within its deadline with a clear 5xx in the error envelope,
+//! nothing is half-written, and the next request after recovery succeeds with
+//! the same processes.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use common::{Api, Reply};
+use reqwest::Method;
+use serde_json::{Value, json};
+use taskpilot_testkit::dynamodb_local::RestartableDynamoDb;
+use taskpilot_testkit::openai_stub::Fault;
+use taskpilot_testkit::proxy::ProxyFault;
+use taskpilot_testkit::stack::StackOptions;
+
+const TASKS: &str = "/api/v1/tasks";
+const SESSIONS: &str = "/api/chatkit/sessions";
+const CHATKIT: &str = "/api/v1/chatkit";
+
+/// One create of the write stream.
+struct Write {
+    key: String,
+    title: String,
+    reply: Reply,
+    took: Duration,
+}
+
+async fn create(api: &Api, user: &str, key: &str, title: &str) -> (Reply, Duration) {
+    let started = Instant::now();
+    let reply = api
+        .send(
+            Method::POST,
+            TASKS,
+            Some(user),
+            Some(json!({ "title": title })),
+            &[("idempotency-key", key)],
+        )
+        .await;
+    (reply, started.elapsed())
+}
+
+/// A 503 the function itself gave, in time, telling the client to retry.
+fn assert_retryable_503(reply: &Reply, code: &str, took: Duration, deadline: Duration) {
+    assert_eq!(
+        (reply.status.as_u16(), reply.code()),
+        (503, code),
+        "{:?}",
+        reply.body
+    );
+    assert!(
+        reply.headers.contains_key("retry-after"),
+        "no Retry-After: {:?}",
+        reply.headers
+    );
+    assert!(
+        took < deadline,
+        "answered after {took:?}, deadline {deadline:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn dynamodb_stopped_mid_stream_loses_and_duplicates_nothing() {
+    let dir = std::env::temp_dir().join(format!(
+        "taskpilot-ddb-{}",
+        ulid::Ulid::new().to_string().to_lowercase()
+    ));
+    let dir_for_start = dir.clone();
+    let mut ddb = tokio::task::spawn_blocking(move || RestartableDynamoDb::start(&dir_for_start))
+        .await
+        .unwrap()
+        .unwrap();
+    let api = Arc::new(
+        Api::start_with(StackOptions {
+            functions: Some(vec!["tasks".into()]),
+            dynamodb_endpoint: Some(ddb.endpoint.clone()),
+            max_instances: 2,
+            ..StackOptions::default()
+        })
+        .await,
+    );
+    let function = api.stack.function("tasks").unwrap();
+    let deadline = function.config().timeout;
+
+    // Two writers create tasks back to back until told to stop.
+    let done = Arc::new(AtomicBool::new(false));
+    let counter = Arc::new(AtomicUsize::new(0));
+    let mut writers = Vec::new();
+    for _ in 0..2 {
+        let (api, done, counter) = (api.clone(), done.clone(), counter.clone());
+        writers.push(tokio::spawn(async move {
+            let mut writes = Vec::new();
+            while !done.load(Ordering::SeqCst) {
+                let n = counter.fetch_add(1, Ordering::SeqCst);
+                let key = format!("fault-{n:05}-{}", ulid::Ulid::new());
+                let title = format!("write {n}");
+                let (reply, took) = create(&api, "writer", &key, &title).await;
+                writes.push(Write {
+                    key,
+                    title,
+                    reply,
+                    took,
+                });
+            }
+            writes
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let before_stop = counter.load(Ordering::SeqCst);
+    ddb = tokio::task::spawn_blocking(move || {
+        ddb.stop();
+        ddb
+    })
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    ddb = tokio::task::spawn_blocking(move || {
+        ddb.restart().unwrap();
+        ddb
+    })
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    done.store(true, Ordering::SeqCst);
+    let mut writes = Vec::new();
+    for w in writers {
+        writes.extend(w.await.unwrap());
+    }
+    let by_status = writes.iter().fold(BTreeMap::new(), |mut m, w| {
+        *m.entry(w.reply.status.as_u16()).or_insert(0) += 1;
+        m
+    });
+    println!(
+        "{} writes ({before_stop} before the stop): {by_status:?}",
+        writes.len()
+    );
+
+    // Each answer: created, or the function's own 503 in time.
+    for w in &writes {
+        match w.reply.status.as_u16() {
+            201 => assert!(w.took < deadline),
+            _ => assert_retryable_503(&w.reply, "service_unavailable", w.took, deadline),
+        }
+    }
+    let failed: Vec<&Write> = writes.iter().filter(|w| w.reply.status != 201).collect();
+    assert!(!failed.is_empty(), "the outage was not seen: {by_status:?}");
+    let last = writes.iter().rev().take(2).collect::<Vec<_>>();
+    assert!(
+        last.iter().all(|w| w.reply.status == 201),
+        "writes after the restart succeed"
+    );
+
+    // The client retries what failed, with the same key: one task each.
+    for w in &failed {
+        let (retry, _) = create(&api, "writer", &w.key, &w.title).await;
+        assert_eq!(retry.status, 201, "{:?}", retry.body);
+        assert_eq!(retry.body["title"], w.title.as_str());
+    }
+    // The table: one task and one completed idempotency record per key, no
+    // more; every created id is there with its own title.
+    let tasks = api.rows("TASK#").await;
+    let records = api.rows("IDEMPOTENCY#TASK#").await;
+    assert_eq!(tasks.len(), writes.len(), "one task per write");
+    assert_eq!(records.len(), writes.len(), "one record per key");
+    let titles: BTreeSet<String> = tasks
+        .iter()
+        .map(|t| t["title"].as_s().unwrap().clone())
+        .collect();
+    assert_eq!(titles.len(), writes.len(), "no duplicates");
+    for w in writes.iter().filter(|w| w.reply.status == 201) {
+        assert!(titles.contains(&w.title));
+    }
+    // Still the same processes: nothing was restarted to recover.
+    assert!(function.pids().len() <= 2, "{:?}", function.pids());
+    assert_eq!(api.stack.responses.by_status().get(&500), None);
+    let api = Arc::into_inner(api).unwrap();
+    drop(api);
+    drop(ddb);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A ChatKit request as `user`: the status and, for a stream, its events.
+async fn chatkit(api: &Api, user: &str, envelope: Value) -> (u16, Vec<Value>, Value, Duration) {
+    let started = Instant::now();
+    let resp = api
+        .http
+        .post(format!("{}{CHATKIT}", api.stack.url))
+        .bearer_auth(api.token(user))
+        .json(&envelope)
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status().as_u16();
+    let stream = resp
+        .headers()
+        .get("content-type")
+        .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
+    let text = resp.text().await.unwrap();
+    let took = started.elapsed();
+    if stream {
+        let events = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("data: "))
+            .map(|d| serde_json::from_str(d).unwrap())
+            .collect();
+        (status, events, Value::Null, took)
+    } else {
+        common::check_contract("POST", CHATKIT, status, text.as_bytes());
+        (
+            status,
+            Vec::new(),
+            serde_json::from_str(&text).unwrap(),
+            took,
+        )
+    }
+}
+
+fn message(text: &str) -> Value {
+    json!({"content": [{"type": "input_text", "text": text}], "attachments": []})
+}
+
+fn of_type<'a>(events: &'a [Value], kind: &str) -> Vec<&'a Value> {
+    events.iter().filter(|e| e["type"] == kind).collect()
+}
+
+/// Every item of a thread, through the protocol.
+async fn items(api: &Api, user: &str, thread: &str) -> Vec<Value> {
+    let (status, _, body, _) = chatkit(
+        api,
+        user,
+        json!({"type": "items.list", "params": {"thread_id": thread, "limit": 100, "order": "asc"}}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    body["data"].as_array().unwrap().clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn secrets_manager_failing_hanging_or_garbled_answers_503_then_recovers() {
+    let api = Api::start_with(StackOptions {
+        functions: Some(vec!["sessions".into(), "chatkit".into()]),
+        max_instances: 1,
+        ..StackOptions::default()
+    })
+    .await;
+    let secrets = api.stack.secrets.as_ref().unwrap();
+    let sessions = api.stack.function("sessions").unwrap();
+    let chatkit_fn = api.stack.function("chatkit").unwrap();
+    let faults = [
+        ProxyFault::Status(500),
+        ProxyFault::Hang,
+        ProxyFault::Garbage,
+    ];
+    for fault in faults {
+        secrets.proxy.set_fault(fault.clone());
+        // Sessions: the key signs client secrets, so no key, no session.
+        let started = Instant::now();
+        let r = api
+            .send(Method::POST, SESSIONS, Some("alice"), None, &[])
+            .await;
+        assert_retryable_503(
+            &r,
+            "secret_unavailable",
+            started.elapsed(),
+            sessions.config().timeout,
+        );
+        // ChatKit: refused before anything is stored.
+        let (status, events, body, took) = chatkit(
+            &api,
+            "alice",
+            json!({"type": "threads.create", "params": {"input": message("add milk")}}),
+        )
+        .await;
+        println!("{fault:?}: chatkit {status} {body} {events:?} in {took:?}");
+        assert!(took < chatkit_fn.config().timeout);
+        assert_eq!(
+            (status, body["error"]["code"].as_str()),
+            (503, Some("secret_unavailable")),
+            "{events:?}"
+        );
+    }
+    // Nothing was stored for the refused requests.
+    assert!(api.rows("SESSION#").await.is_empty());
+    assert!(api.rows("THREAD#").await.is_empty());
+
+    // Secrets Manager is back: the same processes serve again.
+    secrets.proxy.set_fault(ProxyFault::None);
+    let r = api
+        .send(Method::POST, SESSIONS, Some("alice"), None, &[])
+        .await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    let (status, events, _, _) = chatkit(
+        &api,
+        "alice",
+        json!({"type": "threads.create", "params": {"input": message("add milk")}}),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert!(of_type(&events, "error").is_empty(), "{events:?}");
+    assert_eq!(sessions.pids().len(), 1);
+    assert_eq!(chatkit_fn.pids().len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn openai_failing_hanging_or_garbled_mid_chat_keeps_threads_whole() {
+    let api = Api::start_with(StackOptions {
+        functions: Some(vec!["tasks".into(), "chatkit".into()]),
+        max_instances: 1,
+        env: vec![("OPENAI_TIMEOUT_MS".into(), "2000".into())],
+        ..StackOptions::default()
+    })
+    .await;
+    let stub = api.stack.openai.as_ref().unwrap();
+    let chatkit_fn = api.stack.function("chatkit").unwrap();
+    let (status, events, _, _) = chatkit(
+        &api,
+        "alice",
+        json!({"type": "threads.create", "params": {"input": message("hello")}}),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let thread = of_type(&events, "thread.created")[0]["thread"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let mut whole = items(&api, "alice", &thread).await.len();
+
+    let faults: [(&str, Vec<Fault>); 4] = [
+        (
+            "500 three times",
+            vec![
+                Fault::Status {
+                    status: 500,
+                    retry_after: None,
+                };
+                3
+            ],
+        ),
+        (
+            "429",
+            vec![Fault::Status {
+                status: 429,
+                retry_after: Some(3),
+            }],
+        ),
+        ("hang", vec![Fault::Slow(Duration::from_secs(30))]),
+        ("garbage", vec![Fault::Garbage]),
+    ];
+    for (name, scripted) in faults {
+        for f in scripted {
+            stub.push_fault(f);
+        }
+        let (status, events, body, took) = chatkit(
+            &api,
+            "alice",
+            json!({"type": "threads.add_user_message",
+                   "params": {"thread_id": thread, "input": message("add bread")}}),
+        )
+        .await;
+        println!("{name}: {status} {body} {:?} in {took:?}", events.last());
+        assert!(
+            took < Duration::from_secs(6),
+            "{name}: answered after {took:?}"
+        );
+        // The stream had started: the failure is its retryable last event.
+        assert_eq!(status, 200, "{name}: {body}");
+        let errors = of_type(&events, "error");
+        assert_eq!(errors.len(), 1, "{name}: {events:?}");
+        assert_eq!(errors[0]["allow_retry"], true, "{name}");
+        assert_eq!(events.last().unwrap()["type"], "error", "{name}");
+        // Stored: the user's message, and no half assistant answer.
+        let now = items(&api, "alice", &thread).await;
+        let added: Vec<&str> = now[whole..]
+            .iter()
+            .map(|i| i["type"].as_str().unwrap())
+            .collect();
+        assert_eq!(added, ["user_message"], "{name}: {now:?}");
+        // Retrying the turn after recovery answers it in the same thread.
+        let user_item = now.last().unwrap()["id"].as_str().unwrap().to_owned();
+        let (status, events, _, _) = chatkit(
+            &api,
+            "alice",
+            json!({"type": "threads.retry_after_item",
+                   "params": {"thread_id": thread, "item_id": user_item}}),
+        )
+        .await;
+        assert_eq!(status, 200);
+        assert!(of_type(&events, "error").is_empty(), "{name}: {events:?}");
+        assert!(
+            events.iter().any(
+                |e| e["type"] == "thread.item.done" && e["item"]["type"] == "assistant_message"
+            ),
+            "{name}: {events:?}"
+        );
+        whole = items(&api, "alice", &thread).await.len();
+    }
+    assert_eq!(chatkit_fn.pids().len(), 1, "no process was restarted");
+}
