@@ -237,6 +237,19 @@ pub fn event(
             })
             .or_insert(value);
     }
+    // API Gateway sets these itself: a client cannot choose the Host a request
+    // reaches the function with, and X-Forwarded-* describe API Gateway's side.
+    headers.insert("host".into(), addr.to_string());
+    headers.insert("x-forwarded-proto".into(), "http".into());
+    headers.insert("x-forwarded-port".into(), addr.port().to_string());
+    let client = peer.ip().to_string();
+    headers
+        .entry("x-forwarded-for".into())
+        .and_modify(|v| {
+            v.push_str(", ");
+            v.push_str(&client);
+        })
+        .or_insert(client);
     let raw_query = parts.uri.query().unwrap_or("").to_owned();
     let mut query: BTreeMap<String, String> = BTreeMap::new();
     for pair in raw_query.split('&').filter(|p| !p.is_empty()) {

@@ -28,14 +28,14 @@ pub struct NewTaskInput {
     /// Defaults to `false`.
     #[serde(default)]
     pub completed: bool,
-    /// Defaults to `medium`.
-    #[serde(default)]
+    /// Defaults to `medium`; `null` is refused.
+    #[serde(default, deserialize_with = "priority")]
     pub priority: Option<Priority>,
     /// RFC 3339 date or date-time.
     #[serde(default)]
     pub due_date: Option<DueDate>,
-    /// Up to 10 tags.
-    #[serde(default)]
+    /// Up to 10 tags; `null` is refused.
+    #[serde(default, deserialize_with = "not_null")]
     pub tags: Option<Vec<String>>,
 }
 
@@ -79,30 +79,30 @@ impl NewTask {
 }
 
 /// The body of a PATCH request, before validation. Absent fields stay as they
-/// are; `null` clears `description` and `due_date`.
+/// are; `null` clears `description` and `due_date` and is refused elsewhere.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TaskPatchInput {
     /// New title.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "not_null")]
     pub title: Option<String>,
     /// New description; `null` clears it.
     #[serde(default, deserialize_with = "present")]
     pub description: Option<Option<String>>,
     /// New completion state.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "not_null")]
     pub completed: Option<bool>,
     /// New priority.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "priority")]
     pub priority: Option<Priority>,
     /// New due date; `null` clears it.
     #[serde(default, deserialize_with = "present")]
     pub due_date: Option<Option<DueDate>>,
     /// New tags (replaces the list).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "not_null")]
     pub tags: Option<Vec<String>>,
     /// The version the client last saw (alternative to `If-Match`).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "not_null")]
     pub version: Option<u64>,
 }
 
@@ -254,6 +254,26 @@ where
     Option::<T>::deserialize(d).map(Some)
 }
 
+/// A field that may be left out but, when sent, must not be `null`.
+fn not_null<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    T::deserialize(d).map(Some)
+}
+
+/// A priority, read as a string so that any other JSON type (`null`
+/// included) is a type error on the field: serde_json reports an enum given
+/// a number as a syntax error, which would read as malformed JSON.
+fn priority<'de, D>(d: D) -> Result<Option<Priority>, D::Error>
+where
+    D: Deserializer<'de>,
+{
+    let raw = String::deserialize(d)?;
+    Priority::deserialize(serde::de::value::StrDeserializer::<D::Error>::new(&raw)).map(Some)
+}
+
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
@@ -283,6 +303,37 @@ mod tests {
         assert!(!t.completed);
         assert!(t.tags.is_empty());
         assert_eq!(t.description, None);
+    }
+
+    #[test]
+    fn null_is_refused_where_a_field_cannot_be_empty() {
+        for body in [
+            r#"{"title":"a","priority":null}"#,
+            r#"{"title":"a","tags":null}"#,
+        ] {
+            assert!(
+                serde_json::from_str::<NewTaskInput>(body).is_err(),
+                "{body}"
+            );
+        }
+        for body in [
+            r#"{"title":null}"#,
+            r#"{"completed":null}"#,
+            r#"{"priority":null}"#,
+            r#"{"tags":null}"#,
+            r#"{"version":null}"#,
+        ] {
+            assert!(
+                serde_json::from_str::<TaskPatchInput>(body).is_err(),
+                "{body}"
+            );
+        }
+        let cleared: TaskPatchInput =
+            serde_json::from_str(r#"{"description":null,"due_date":null}"#).unwrap();
+        assert_eq!(cleared.description, Some(None));
+        assert_eq!(cleared.due_date, Some(None));
+        let absent: NewTaskInput = serde_json::from_str(r#"{"title":"a"}"#).unwrap();
+        assert_eq!((absent.priority, absent.tags), (None, None));
     }
 
     #[test]
@@ -384,6 +435,32 @@ mod tests {
         let c = input(r#"{"title":"u","tags":["a"]}"#).unwrap();
         assert_eq!(a.fingerprint(), b.fingerprint());
         assert_ne!(a.fingerprint(), c.fingerprint());
+    }
+
+    #[test]
+    fn priority_of_the_wrong_type_is_a_type_error() {
+        use serde_json::error::Category;
+        let p: NewTaskInput = serde_json::from_str(r#"{"title":"t","priority":"high"}"#).unwrap();
+        assert_eq!(p.priority, Some(Priority::High));
+        let p: TaskPatchInput = serde_json::from_str(r#"{"priority":"low"}"#).unwrap();
+        assert_eq!(p.priority, Some(Priority::Low));
+        for bad in [
+            "5",
+            "1.5",
+            "true",
+            "null",
+            "[]",
+            "{}",
+            r#""urgent""#,
+            r#""HIGH""#,
+        ] {
+            let json = format!(r#"{{"title":"t","priority":{bad}}}"#);
+            let err = serde_json::from_str::<NewTaskInput>(&json).unwrap_err();
+            assert_eq!(err.classify(), Category::Data, "{bad}: {err}");
+            let json = format!(r#"{{"priority":{bad}}}"#);
+            let err = serde_json::from_str::<TaskPatchInput>(&json).unwrap_err();
+            assert_eq!(err.classify(), Category::Data, "{bad}: {err}");
+        }
     }
 
     #[test]

@@ -29,7 +29,7 @@ pub enum ApiError {
     #[error("the request body is larger than {limit} bytes")]
     PayloadTooLarge { limit: usize },
     /// The body is not JSON by its content type.
-    #[error("send the body as application/json (got `{0}`)")]
+    #[error("send the body as UTF-8 application/json (got `{0}`)")]
     UnsupportedMediaType(String),
     /// No such route.
     #[error("no route for {method} {path}")]

@@ -5,20 +5,18 @@ use lambda_http::{Body, Request, Response};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use taskpilot_domain::DomainError;
+
 use crate::error::ApiError;
 
 /// Largest accepted request body.
 pub const MAX_BODY_BYTES: usize = 16 * 1024;
 
 /// Parses a JSON body into `T`, with errors that name the offending field.
-/// An empty body parses as `{}`.
+/// An empty body parses as `{}`; any other body must be a JSON object.
 pub fn parse_body<T: DeserializeOwned>(req: &Request) -> Result<T, ApiError> {
     if let Some(ct) = req.headers().get(http::header::CONTENT_TYPE) {
-        let ct = ct.to_str().unwrap_or("").to_ascii_lowercase();
-        let mime = ct.split(';').next().unwrap_or("").trim();
-        if !(mime == "application/json" || mime.ends_with("+json")) {
-            return Err(ApiError::UnsupportedMediaType(mime.to_owned()));
-        }
+        check_media_type(ct.to_str().unwrap_or(""))?;
     }
     let bytes: &[u8] = req.body().as_ref();
     if bytes.len() > MAX_BODY_BYTES {
@@ -31,14 +29,49 @@ pub fn parse_body<T: DeserializeOwned>(req: &Request) -> Result<T, ApiError> {
     } else {
         bytes
     };
-    parse_slice(bytes)
+    check_syntax(bytes)?;
+    // serde's derive would also read a struct from an array, by position.
+    if bytes.trim_ascii_start().first() == Some(&b'[') {
+        return Err(DomainError::validation("body", "must be a JSON object").into());
+    }
+    parse_checked(bytes)
+}
+
+/// Accepts `application/json` and `…+json` types, in UTF-8 (the only
+/// encoding JSON has, RFC 8259 §8.1): a `charset` parameter must say so.
+fn check_media_type(raw: &str) -> Result<(), ApiError> {
+    let ct = raw.to_ascii_lowercase();
+    let mut parts = ct.split(';');
+    let mime = parts.next().unwrap_or("").trim();
+    let json = mime == "application/json" || mime.ends_with("+json");
+    let utf8 = parts.all(|param| match param.split_once('=') {
+        Some((name, value)) if name.trim() == "charset" => {
+            matches!(value.trim().trim_matches('"'), "utf-8" | "utf8")
+        }
+        _ => true,
+    });
+    if json && utf8 {
+        Ok(())
+    } else {
+        Err(ApiError::UnsupportedMediaType(ct.trim().to_owned()))
+    }
 }
 
 /// Parses JSON bytes into `T` (shared by bodies and tool arguments).
 pub fn parse_slice<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
-    // Syntax first, so malformed JSON is always a 400, whatever its shape.
+    check_syntax(bytes)?;
+    parse_checked(bytes)
+}
+
+/// Syntax first, so malformed JSON is always a 400, whatever its shape.
+fn check_syntax(bytes: &[u8]) -> Result<(), ApiError> {
     serde_json::from_slice::<serde::de::IgnoredAny>(bytes)
-        .map_err(|e| ApiError::MalformedJson(e.to_string()))?;
+        .map(|_| ())
+        .map_err(|e| ApiError::MalformedJson(e.to_string()))
+}
+
+/// Parses bytes whose syntax is known to be valid.
+fn parse_checked<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     let mut de = serde_json::Deserializer::from_slice(bytes);
     let value = serde_path_to_error::deserialize(&mut de).map_err(classify)?;
     de.end()
@@ -88,7 +121,7 @@ fn classify(err: serde_path_to_error::Error<serde_json::Error>) -> ApiError {
                 .next()
                 .unwrap_or(&message)
                 .to_owned();
-            ApiError::Domain(taskpilot_domain::DomainError::validation(field, reason))
+            ApiError::Domain(DomainError::validation(field, reason))
         }
     }
 }
@@ -136,6 +169,59 @@ mod tests {
         assert_eq!(status(b"\xff\xfe"), 400);
         let deep = "[".repeat(10_000);
         assert_eq!(status(deep.as_bytes()), 400);
+    }
+
+    fn request(content_type: Option<&str>, body: &[u8]) -> Request {
+        let mut req = Request::new(Body::from(body.to_vec()));
+        if let Some(ct) = content_type {
+            req.headers_mut()
+                .insert(http::header::CONTENT_TYPE, ct.parse().unwrap());
+        }
+        req
+    }
+
+    #[test]
+    fn media_types() {
+        let body = br#"{"title":"a"}"#;
+        for ok in [
+            None,
+            Some("application/json"),
+            Some("Application/JSON; charset=UTF-8"),
+            Some("application/json;charset=\"utf-8\""),
+            Some("application/merge-patch+json"),
+        ] {
+            assert!(parse_body::<T>(&request(ok, body)).is_ok(), "{ok:?}");
+        }
+        for refused in [
+            "application/json; charset=latin1",
+            "application/json; charset=ISO-8859-1",
+            "application/json; charset=utf-16",
+            "text/plain",
+            "application/jsonx",
+            "multipart/form-data; boundary=x",
+            "",
+        ] {
+            let err = parse_body::<T>(&request(Some(refused), body)).unwrap_err();
+            assert_eq!(err.code(), "unsupported_media_type", "{refused}");
+        }
+    }
+
+    #[test]
+    fn a_body_is_an_object() {
+        // serde's derive would read `T` from an array by position.
+        let err = parse_body::<T>(&request(None, br#" ["a", 1]"#)).unwrap_err();
+        assert_eq!(
+            (err.status().as_u16(), err.code()),
+            (422, "validation_failed")
+        );
+        let err = parse_body::<T>(&request(None, b"[[")).unwrap_err();
+        assert_eq!(err.code(), "malformed_json");
+        let err = parse_body::<T>(&request(None, b"  ")).unwrap_err();
+        assert_eq!(
+            err.code(),
+            "validation_failed",
+            "empty is `{{}}`: title is missing"
+        );
     }
 
     #[test]
