@@ -240,7 +240,8 @@ pub fn event(
     // API Gateway sets these itself: a client cannot choose the Host a request
     // reaches the function with, and X-Forwarded-* describe API Gateway's side.
     headers.insert("host".into(), addr.to_string());
-    headers.insert("x-forwarded-proto".into(), "http".into());
+    let proto = if addr.port() == 443 { "https" } else { "http" };
+    headers.insert("x-forwarded-proto".into(), proto.into());
     headers.insert("x-forwarded-port".into(), addr.port().to_string());
     let client = peer.ip().to_string();
     headers
