@@ -114,7 +114,7 @@ async fn invalid_utf8(p: &Probe) {
     // Raw non-ASCII bytes in header values do reach the function.
     let create: &[u8] = br#"{"title":"never stored"}"#;
     let json = "Content-Type: application/json\r\n";
-    let cases: [(&str, &[u8], Vec<u8>, &[u8], u16, &str, &str); 4] = [
+    let cases: [HeaderCase; 4] = [
         (
             "POST",
             TASKS.as_bytes(),
@@ -1176,6 +1176,10 @@ fn padded(json: &[u8], len: usize) -> Vec<u8> {
 
 /// An HTTP/1.1 request, byte for byte: `extra` holds header lines with their
 /// own terminators.
+/// A raw request and its expected answer: method, target, extra header
+/// lines, body, status, error code (empty for a 200) and a label.
+type HeaderCase<'a> = (&'a str, &'a [u8], Vec<u8>, &'a [u8], u16, &'a str, &'a str);
+
 fn raw_request(method: &str, target: &[u8], extra: &[u8], body: &[u8]) -> Vec<u8> {
     let mut req = format!("{method} ").into_bytes();
     req.extend_from_slice(target);
