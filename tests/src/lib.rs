@@ -7,6 +7,7 @@
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod build;
+pub mod chatkit_contract;
 pub mod contract;
 pub mod dynamodb_local;
 pub mod events;

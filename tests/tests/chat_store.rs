@@ -145,3 +145,72 @@ async fn threads_and_items_page_in_both_orders_exactly_once() {
         vec![second]
     );
 }
+
+#[tokio::test]
+async fn one_read_returns_the_thread_and_its_latest_items() {
+    let store = store().await;
+    let alice = UserId::new("alice").unwrap();
+    let mut t = thread();
+    store.save_thread(&alice, &t).await.unwrap();
+    let items: Vec<ThreadItem> = (0..7).map(|i| message(&t.id, &format!("m{i}"))).collect();
+    for item in &items {
+        store.save_item(&alice, item).await.unwrap();
+    }
+    let recent = store.load_recent(&alice, &t.id, 5).await.unwrap().unwrap();
+    assert_eq!(recent.thread, t);
+    assert_eq!(
+        recent.items,
+        items[2..].to_vec(),
+        "the latest 5, oldest first"
+    );
+    // A title change reaches the copy the turn reads.
+    t.title = Some("Renamed".into());
+    store.save_thread(&alice, &t).await.unwrap();
+    let recent = store.load_recent(&alice, &t.id, 40).await.unwrap().unwrap();
+    assert_eq!(recent.thread.title.as_deref(), Some("Renamed"));
+    assert_eq!(recent.items, items);
+    // Other users and unknown threads: nothing.
+    let bob = UserId::new("bob").unwrap();
+    assert!(store.load_recent(&bob, &t.id, 5).await.unwrap().is_none());
+    assert!(
+        store
+            .load_recent(&alice, "thr_nope", 5)
+            .await
+            .unwrap()
+            .is_none()
+    );
+}
+
+#[tokio::test]
+async fn threads_saved_before_heads_existed_still_load() {
+    let (client, table, _) = fresh_table("chat").await.unwrap();
+    let store = DynamoStore::new(client.clone(), table.clone());
+    let alice = UserId::new("alice").unwrap();
+    let t = thread();
+    // As the previous release stored it: only `THREAD#<id>`, no head.
+    client
+        .put_item()
+        .table_name(&table)
+        .item(
+            "pk",
+            aws_sdk_dynamodb::types::AttributeValue::S("USER#alice".into()),
+        )
+        .item(
+            "sk",
+            aws_sdk_dynamodb::types::AttributeValue::S(format!("THREAD#{}", t.id)),
+        )
+        .item(
+            "data",
+            aws_sdk_dynamodb::types::AttributeValue::S(serde_json::to_string(&t).unwrap()),
+        )
+        .send()
+        .await
+        .unwrap();
+    let items: Vec<ThreadItem> = (0..3).map(|i| message(&t.id, &format!("m{i}"))).collect();
+    for item in &items {
+        store.save_item(&alice, item).await.unwrap();
+    }
+    let recent = store.load_recent(&alice, &t.id, 2).await.unwrap().unwrap();
+    assert_eq!(recent.thread, t);
+    assert_eq!(recent.items, items[1..].to_vec());
+}

@@ -11,8 +11,9 @@ use http_body_util::combinators::BoxBody;
 use lambda_http::{Body, Request, Response};
 use tokio::sync::mpsc;
 
-use taskpilot_chatkit::request::{self, RequestError};
-use taskpilot_chatkit::server::{ChatError, ChatKitServer};
+use taskpilot_chatkit::agent::TaskAgent;
+use taskpilot_chatkit::engine::{ChatError, Engine};
+use taskpilot_chatkit::request::{Request as ChatRequest, RequestError};
 use taskpilot_chatkit::sink::{Disconnected, EventSink};
 use taskpilot_chatkit::types::{StreamEvent, sse_frame};
 use taskpilot_domain::DomainError;
@@ -32,7 +33,8 @@ const FALLBACK_DEADLINE: Duration = Duration::from_secs(60);
 /// The streamed or whole response body.
 pub type OutBody = BoxBody<Bytes, std::io::Error>;
 
-type Server = ChatKitServer<DynamoStore, DynamoStore, OpenAi>;
+/// The engine with the task assistant, on DynamoDB and OpenAI.
+pub type Server = Engine<DynamoStore, TaskAgent<DynamoStore, OpenAi>>;
 
 /// The endpoint and its dependencies.
 pub struct Endpoint {
@@ -63,12 +65,16 @@ fn whole(resp: Response<Body>) -> Response<OutBody> {
 }
 
 fn chat_error(e: ChatError) -> ApiError {
+    let bad = |name: &str, message: String| ApiError::BadParameter {
+        name: name.into(),
+        message,
+    };
     match e {
         ChatError::NotFound(what) => ApiError::Domain(DomainError::NotFound(what)),
-        ChatError::Invalid(message) => ApiError::BadParameter {
-            name: "params".into(),
-            message,
-        },
+        e @ ChatError::NotAUserMessage(_) => bad("params.item_id", e.to_string()),
+        e @ ChatError::NoPendingToolCall => bad("params.thread_id", e.to_string()),
+        e @ ChatError::NotAWidget(_) => bad("params.item_id", e.to_string()),
+        ChatError::Refused(refused) => bad("params.action", refused.to_string()),
         ChatError::Store(e) => e.into(),
     }
 }
@@ -143,7 +149,7 @@ impl Endpoint {
                 limit: MAX_BODY_BYTES * 4,
             });
         }
-        let request = request::parse(body).map_err(request_error)?;
+        let request = ChatRequest::parse(body).map_err(request_error)?;
         let deadline = deadline(&req, FALLBACK_DEADLINE);
         if !request.is_streaming() {
             let value = self.server.json(&user, request).await.map_err(chat_error)?;

@@ -6,7 +6,8 @@ mod identity;
 
 use lambda_http::{Request, service_fn};
 
-use taskpilot_chatkit::server::{AgentSettings, ChatKitServer, DEFAULT_INSTRUCTIONS};
+use taskpilot_chatkit::agent::{AgentSettings, DEFAULT_INSTRUCTIONS, TaskAgent};
+use taskpilot_chatkit::engine::Engine;
 use taskpilot_domain::TaskService;
 use taskpilot_http::{Authenticator, ConfigError, Cors, config, serve};
 use taskpilot_runtime::{Backend, cursor_codec};
@@ -43,12 +44,8 @@ async fn init() -> Result<Endpoint, ConfigError> {
     let side = backend.openai()?;
     backend.warm_up(Some(&side)).await;
     let (store, openai, secrets) = (backend.store, side.openai, side.secrets);
-    let server = ChatKitServer::new(
-        store.clone(),
-        TaskService::new(store.clone(), cursors),
-        openai,
-        settings,
-    );
+    let agent = TaskAgent::new(TaskService::new(store.clone(), cursors), openai, settings);
+    let server = Engine::new(store.clone(), agent);
     Ok(Endpoint::new(
         server,
         Identity::new(store, secrets, auth),

@@ -1,15 +1,23 @@
-//! The self-hosted ChatKit protocol (see `../shared/research/chatkit-protocol.md`
-//! §2–§3): wire types with the exact field names, request parsing with clear
-//! errors, the server-sent events, and the port the thread store implements.
-//! No AWS or HTTP types live here.
+//! The self-hosted ChatKit protocol and its engine, shaped like the reference
+//! SDK (chatkit-python): wire types (`types`, `widget`), requests (`request`),
+//! the engine that runs them (`engine`, with the persistence rules of a stream
+//! in `turn`), and the ports it drives: the thread store (`store`), the event
+//! sink (`sink`) and the responder (`responder`). The task assistant is one
+//! responder (`agent`), talking to a model through the typed `model` port.
+//! No AWS, HTTP or vendor wire types live here.
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
+pub mod agent;
+pub mod engine;
 pub mod ids;
 pub mod model;
 pub mod request;
-pub mod server;
+pub mod responder;
 pub mod sink;
 pub mod store;
-pub mod tools;
+pub mod turn;
 pub mod types;
-pub mod widgets;
+pub mod widget;
+
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;

@@ -1,4 +1,8 @@
-//! The model port: a streamed Responses API call.
+//! The model port: one streamed model round in typed terms. The request says
+//! what the agent wants (instructions, the conversation, the tools); the
+//! events say what the model does (text as it streams, function calls, the
+//! end). The OpenAI Responses API wire format and its mapping live in
+//! `taskpilot-openai`; nothing here knows a vendor field name.
 
 use std::future::Future;
 use std::time::Instant;
@@ -6,26 +10,162 @@ use std::time::Instant;
 use serde_json::Value;
 
 /// Why the model could not answer.
-#[derive(Debug, Clone, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]
 pub struct ModelError(pub String);
 
-/// Events of one streamed call (`data` objects of the Responses API SSE).
-pub trait ModelStream: Send {
-    /// The next event; `None` at the end.
-    fn next_event(&mut self) -> impl Future<Output = Option<Result<Value, ModelError>>> + Send;
+/// Who said a message of the conversation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// The user (and context the server adds on the user's side).
+    User,
+    /// The assistant.
+    Assistant,
 }
 
-/// Starts streamed calls.
+/// One entry of the conversation the model sees.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ModelInput {
+    /// A message.
+    Message {
+        /// Who said it.
+        role: Role,
+        /// What was said.
+        text: String,
+    },
+    /// A function call the model made earlier.
+    FunctionCall(FunctionCall),
+    /// The result of a function call.
+    FunctionOutput {
+        /// The call it answers.
+        call_id: String,
+        /// The result, as text (JSON for our tools).
+        output: String,
+    },
+}
+
+impl ModelInput {
+    /// A message from the user's side.
+    pub fn user(text: impl Into<String>) -> Self {
+        Self::Message {
+            role: Role::User,
+            text: text.into(),
+        }
+    }
+
+    /// A message from the assistant.
+    pub fn assistant(text: impl Into<String>) -> Self {
+        Self::Message {
+            role: Role::Assistant,
+            text: text.into(),
+        }
+    }
+}
+
+/// A function call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FunctionCall {
+    /// Pairs the call with its output.
+    pub call_id: String,
+    /// The tool's name.
+    pub name: String,
+    /// Its arguments, as JSON text.
+    pub arguments: String,
+}
+
+/// A tool the model may call.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ToolSpec {
+    /// Its name.
+    pub name: &'static str,
+    /// What it does, for the model.
+    pub description: &'static str,
+    /// JSON Schema of its arguments.
+    pub parameters: Value,
+}
+
+/// One model round.
+#[derive(Debug, Clone, Copy)]
+pub struct ModelRequest<'a> {
+    /// Model name.
+    pub model: &'a str,
+    /// System instructions.
+    pub instructions: &'a str,
+    /// Sampling temperature.
+    pub temperature: f64,
+    /// The conversation so far.
+    pub input: &'a [ModelInput],
+    /// The tools offered.
+    pub tools: &'a [ToolSpec],
+}
+
+/// What a streamed round reports, in order. `item` names the model's own
+/// message (a round may hold several); `part` indexes its content parts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ModelEvent {
+    /// An assistant message starts.
+    MessageStarted {
+        /// The model's id of the message.
+        item: String,
+    },
+    /// A text part of a message starts.
+    TextStarted {
+        /// The message.
+        item: String,
+        /// The part.
+        part: usize,
+    },
+    /// More text.
+    TextDelta {
+        /// The message.
+        item: String,
+        /// The part.
+        part: usize,
+        /// The new text.
+        delta: String,
+    },
+    /// A text part is complete.
+    TextDone {
+        /// The message.
+        item: String,
+        /// The part.
+        part: usize,
+        /// The whole text of the part.
+        text: String,
+    },
+    /// A message is complete.
+    MessageDone {
+        /// The message.
+        item: String,
+    },
+    /// The model calls a function (complete, arguments included).
+    FunctionCall(FunctionCall),
+    /// The round ended normally.
+    Completed,
+    /// The round failed or was cut short by the model's side.
+    Failed {
+        /// What happened (for logs, never shown to users).
+        reason: String,
+    },
+}
+
+/// Events of one streamed round.
+pub trait ModelStream: Send {
+    /// The next event; `None` at the end of the stream.
+    fn next_event(&mut self)
+    -> impl Future<Output = Option<Result<ModelEvent, ModelError>>> + Send;
+}
+
+/// Starts streamed rounds.
 pub trait ModelClient: Send + Sync {
-    /// The stream type.
+    /// The stream of one round.
     type Stream: ModelStream;
 
-    /// Starts `POST /responses` with `body`; retries before the first event are
-    /// the client's business.
+    /// Starts a round; retries before the first event are the client's
+    /// business, within `deadline`.
     fn start(
         &self,
-        body: &Value,
+        request: &ModelRequest<'_>,
         deadline: Instant,
     ) -> impl Future<Output = Result<Self::Stream, ModelError>> + Send;
 }

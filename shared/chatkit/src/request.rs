@@ -1,14 +1,17 @@
-//! Parsing the request envelope `{type, params, metadata?}` into a typed
-//! request, with errors that name the offending field. Unknown fields inside
-//! `params` are ignored (as ck-py does); an unknown `type` is an error.
+//! The request envelope `{type, params, metadata?}` as one serde-derived
+//! union (like ck-py's `ChatKitReq`), then [`Request::validate`] for the rules
+//! serde cannot say. Unknown fields are ignored (as ck-py does); an unknown
+//! `type` is an error; errors name the offending field.
 
 use serde::Deserialize;
-use serde::de::DeserializeOwned;
 use serde_json::Value;
+
+use taskpilot_domain::DomainError;
+use taskpilot_domain::input::validate_title;
 
 use crate::types::{InferenceOptions, UserContent};
 
-/// Page size when none is given.
+/// Page size when none (or 0, as ck-py reads it) is given.
 pub const DEFAULT_LIMIT: usize = 20;
 /// Largest page served (larger requests are clamped).
 pub const MAX_LIMIT: usize = 100;
@@ -26,7 +29,12 @@ pub enum RequestError {
     UnknownType(String),
     /// `params` do not fit the operation.
     #[error("params.{field}: {message}")]
-    InvalidParams { field: String, message: String },
+    InvalidParams {
+        /// Dotted path below `params`.
+        field: String,
+        /// What is wrong.
+        message: String,
+    },
     /// A real ChatKit operation this server does not offer.
     #[error("`{0}` is not supported by this server")]
     NotSupported(String),
@@ -41,6 +49,91 @@ pub enum Order {
     /// Newest first (the default).
     #[default]
     Desc,
+}
+
+/// Paging parameters (`limit`, `order`, `after`), checked while parsing.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "RawPaging")]
+pub struct Paging {
+    /// 1–100.
+    pub limit: usize,
+    /// Direction.
+    pub order: Order,
+    /// Continue after this id.
+    pub after: Option<String>,
+}
+
+impl Default for Paging {
+    fn default() -> Self {
+        Self {
+            limit: DEFAULT_LIMIT,
+            order: Order::Desc,
+            after: None,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct RawPaging {
+    #[serde(default)]
+    limit: Option<i64>,
+    #[serde(default)]
+    order: Option<Order>,
+    #[serde(default)]
+    after: Option<String>,
+}
+
+impl TryFrom<RawPaging> for Paging {
+    type Error = String;
+
+    fn try_from(raw: RawPaging) -> Result<Self, String> {
+        let limit = match raw.limit {
+            None | Some(0) => DEFAULT_LIMIT,
+            Some(n) if n < 0 => return Err("limit must not be negative".into()),
+            Some(n) => usize::try_from(n).unwrap_or(MAX_LIMIT).min(MAX_LIMIT),
+        };
+        Ok(Self {
+            limit,
+            order: raw.order.unwrap_or_default(),
+            after: raw.after,
+        })
+    }
+}
+
+/// Parameters of `items.list`: the thread and the page.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "RawItemsQuery")]
+pub struct ItemsQuery {
+    /// The thread.
+    pub thread_id: String,
+    /// Which page.
+    pub paging: Paging,
+}
+
+#[derive(Deserialize)]
+struct RawItemsQuery {
+    thread_id: String,
+    #[serde(default)]
+    limit: Option<i64>,
+    #[serde(default)]
+    order: Option<Order>,
+    #[serde(default)]
+    after: Option<String>,
+}
+
+impl TryFrom<RawItemsQuery> for ItemsQuery {
+    type Error = String;
+
+    fn try_from(raw: RawItemsQuery) -> Result<Self, String> {
+        Ok(Self {
+            thread_id: raw.thread_id,
+            paging: Paging::try_from(RawPaging {
+                limit: raw.limit,
+                order: raw.order,
+                after: raw.after,
+            })?,
+        })
+    }
 }
 
 /// What the user sent.
@@ -59,6 +152,28 @@ pub struct UserMessageInput {
     pub inference_options: Option<InferenceOptions>,
 }
 
+impl UserMessageInput {
+    /// The message as one text: tags as their text, a quote first.
+    pub fn text(&self) -> String {
+        let text = content_text(&self.content);
+        match &self.quoted_text {
+            Some(q) => format!("> {q}\n{text}"),
+            None => text,
+        }
+    }
+}
+
+/// The text of user content parts, joined by spaces.
+pub fn content_text(content: &[UserContent]) -> String {
+    content
+        .iter()
+        .map(|c| match c {
+            UserContent::InputText { text } | UserContent::InputTag { text, .. } => text.as_str(),
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 /// A widget action.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct Action {
@@ -68,6 +183,18 @@ pub struct Action {
     /// E.g. `{"task_id": "…"}`.
     #[serde(default)]
     pub payload: Value,
+}
+
+/// Parameters of `threads.custom_action` and `threads.sync_custom_action`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct ActionParams {
+    /// The thread.
+    pub thread_id: String,
+    /// The widget item that sent the action, if any.
+    #[serde(default)]
+    pub item_id: Option<String>,
+    /// The action.
+    pub action: Action,
 }
 
 /// Positive or negative feedback.
@@ -80,164 +207,207 @@ pub enum FeedbackKind {
     Negative,
 }
 
-/// Paging parameters.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Paging {
-    /// 1–100.
-    pub limit: usize,
-    /// Direction.
-    pub order: Order,
-    /// Continue after this id.
-    pub after: Option<String>,
-}
-
-/// A parsed request.
-#[derive(Debug, Clone, PartialEq)]
+/// A request, by its `type`, with its `params`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(tag = "type", content = "params")]
 pub enum Request {
-    /// `threads.create` (streaming).
-    CreateThread { input: UserMessageInput },
-    /// `threads.add_user_message` (streaming).
-    AddUserMessage {
-        thread_id: String,
+    /// Starts a thread with a message (streamed).
+    #[serde(rename = "threads.create")]
+    CreateThread {
+        /// The first message.
         input: UserMessageInput,
     },
-    /// `threads.add_client_tool_output` (streaming).
-    AddClientToolOutput { thread_id: String, result: Value },
-    /// `threads.retry_after_item` (streaming).
-    RetryAfterItem { thread_id: String, item_id: String },
-    /// `threads.custom_action` (streaming) or `threads.sync_custom_action` (JSON).
-    CustomAction {
+    /// Adds a message to a thread (streamed).
+    #[serde(rename = "threads.add_user_message")]
+    AddUserMessage {
+        /// The thread.
         thread_id: String,
-        item_id: Option<String>,
-        action: Action,
-        streaming: bool,
+        /// The message.
+        input: UserMessageInput,
     },
-    /// `threads.get_by_id`.
-    GetThread { thread_id: String },
-    /// `threads.list`.
-    ListThreads { paging: Paging },
-    /// `threads.update`.
-    UpdateThread { thread_id: String, title: String },
-    /// `threads.delete`.
-    DeleteThread { thread_id: String },
-    /// `items.list`.
-    ListItems { thread_id: String, paging: Paging },
-    /// `items.feedback`.
-    Feedback {
+    /// The browser's result of a client tool call (streamed).
+    #[serde(rename = "threads.add_client_tool_output")]
+    AddClientToolOutput {
+        /// The thread.
         thread_id: String,
+        /// The result.
+        #[serde(default)]
+        result: Value,
+    },
+    /// Answers again after a user message (streamed).
+    #[serde(rename = "threads.retry_after_item")]
+    RetryAfterItem {
+        /// The thread.
+        thread_id: String,
+        /// The user message to answer again.
+        item_id: String,
+    },
+    /// A widget action (streamed).
+    #[serde(rename = "threads.custom_action")]
+    CustomAction(ActionParams),
+    /// A widget action answered as JSON.
+    #[serde(rename = "threads.sync_custom_action")]
+    SyncCustomAction(ActionParams),
+    /// One thread with its first items.
+    #[serde(rename = "threads.get_by_id")]
+    GetThread {
+        /// The thread.
+        thread_id: String,
+    },
+    /// A page of threads.
+    #[serde(rename = "threads.list")]
+    ListThreads(Paging),
+    /// Renames a thread.
+    #[serde(rename = "threads.update")]
+    UpdateThread {
+        /// The thread.
+        thread_id: String,
+        /// The new title.
+        title: String,
+    },
+    /// Deletes a thread and its items.
+    #[serde(rename = "threads.delete")]
+    DeleteThread {
+        /// The thread.
+        thread_id: String,
+    },
+    /// A page of a thread's items.
+    #[serde(rename = "items.list")]
+    ListItems(ItemsQuery),
+    /// Thumbs up or down on items.
+    #[serde(rename = "items.feedback")]
+    Feedback {
+        /// The thread.
+        thread_id: String,
+        /// The items.
         item_ids: Vec<String>,
+        /// Up or down.
         kind: FeedbackKind,
     },
+    /// Answers to a structured-input item (not offered yet).
+    #[serde(rename = "threads.add_structured_input")]
+    AddStructuredInput(Value),
+    /// Two-phase upload start (not offered yet).
+    #[serde(rename = "attachments.create")]
+    CreateAttachment(Value),
+    /// Attachment removal (not offered yet).
+    #[serde(rename = "attachments.delete")]
+    DeleteAttachment(Value),
+    /// Dictation (not offered yet).
+    #[serde(rename = "input.transcribe")]
+    Transcribe(Value),
 }
 
 impl Request {
+    /// Parses and validates a request body.
+    pub fn parse(body: &[u8]) -> Result<Self, RequestError> {
+        let error = match deserialize(body) {
+            Ok(request) => return request.validate(),
+            Err(error) => error,
+        };
+        // The slow path: tell a broken envelope from broken params, read absent
+        // or null params as `{}`, and parse again with `type` first (serde can
+        // only track the path inside params when it sees the tag first).
+        let envelope: Value =
+            serde_json::from_slice(body).map_err(|e| RequestError::Malformed(e.to_string()))?;
+        let Some(fields) = envelope.as_object() else {
+            return Err(RequestError::Malformed("expected a JSON object".into()));
+        };
+        let kind = match fields.get("type") {
+            Some(Value::String(kind)) => kind.clone(),
+            Some(_) => return Err(RequestError::Malformed("`type` must be a string".into())),
+            None => return Err(RequestError::Malformed("missing field `type`".into())),
+        };
+        let params = match fields.get("params") {
+            None | Some(Value::Null) => Value::Object(Default::default()),
+            Some(params) => params.clone(),
+        };
+        let canonical = format!(
+            "{{\"type\":{},\"params\":{params}}}",
+            Value::String(kind.clone())
+        );
+        match deserialize(canonical.as_bytes()) {
+            Ok(request) => request.validate(),
+            Err(again) if again.path().to_string() == "." => Err(params_error(error, &kind)),
+            Err(again) => Err(params_error(again, &kind)),
+        }
+    }
+
+    /// The rules beyond the types: message length, no attachments, title
+    /// rules, and the operations this server does not offer.
+    pub fn validate(self) -> Result<Self, RequestError> {
+        match self {
+            Request::CreateThread { input } => Ok(Request::CreateThread {
+                input: checked(input)?,
+            }),
+            Request::AddUserMessage { thread_id, input } => Ok(Request::AddUserMessage {
+                thread_id,
+                input: checked(input)?,
+            }),
+            Request::UpdateThread { thread_id, title } => {
+                let title = validate_title(&title).map_err(|e| match e {
+                    DomainError::Validation { field, message } => {
+                        RequestError::InvalidParams { field, message }
+                    }
+                    other => invalid("title", other.to_string()),
+                })?;
+                Ok(Request::UpdateThread { thread_id, title })
+            }
+            Request::AddStructuredInput(_) => not_supported("threads.add_structured_input"),
+            Request::CreateAttachment(_) => not_supported("attachments.create"),
+            Request::DeleteAttachment(_) => not_supported("attachments.delete"),
+            Request::Transcribe(_) => not_supported("input.transcribe"),
+            other => Ok(other),
+        }
+    }
+
     /// Whether the answer is a server-sent event stream.
     pub fn is_streaming(&self) -> bool {
-        match self {
+        matches!(
+            self,
             Request::CreateThread { .. }
-            | Request::AddUserMessage { .. }
-            | Request::AddClientToolOutput { .. }
-            | Request::RetryAfterItem { .. } => true,
-            Request::CustomAction { streaming, .. } => *streaming,
-            _ => false,
-        }
+                | Request::AddUserMessage { .. }
+                | Request::AddClientToolOutput { .. }
+                | Request::RetryAfterItem { .. }
+                | Request::CustomAction(_)
+        )
     }
 }
 
-#[derive(Deserialize)]
-struct Envelope {
-    #[serde(rename = "type")]
-    kind: String,
-    #[serde(default)]
-    params: Value,
+type PathError = serde_path_to_error::Error<serde_json::Error>;
+
+fn deserialize(body: &[u8]) -> Result<Request, PathError> {
+    serde_path_to_error::deserialize(&mut serde_json::Deserializer::from_slice(body))
 }
 
-#[derive(Deserialize)]
-struct ThreadParams {
-    thread_id: String,
+/// Names the field a deserialization error is about.
+fn params_error(e: PathError, kind: &str) -> RequestError {
+    let path = e.path().to_string();
+    if path == "type" {
+        return RequestError::UnknownType(kind.to_owned());
+    }
+    // serde_json adds the position; the path says where.
+    let message = e.inner().to_string();
+    let message = message
+        .rsplit_once(" at line ")
+        .map_or(message.as_str(), |(m, _)| m)
+        .to_owned();
+    let below = path.strip_prefix("params").unwrap_or(&path);
+    let below = below.trim_start_matches('.');
+    let missing = message
+        .strip_prefix("missing field `")
+        .and_then(|r| r.split('`').next());
+    let field = match (below, missing) {
+        ("", Some(name)) => name.to_owned(),
+        (below, Some(name)) => format!("{below}.{name}"),
+        ("", None) => "params".to_owned(),
+        (below, None) => below.to_owned(),
+    };
+    RequestError::InvalidParams { field, message }
 }
 
-#[derive(Deserialize)]
-struct CreateParams {
-    input: UserMessageInput,
-}
-
-#[derive(Deserialize)]
-struct AddMessageParams {
-    thread_id: String,
-    input: UserMessageInput,
-}
-
-#[derive(Deserialize)]
-struct ToolOutputParams {
-    thread_id: String,
-    #[serde(default)]
-    result: Value,
-}
-
-#[derive(Deserialize)]
-struct RetryParams {
-    thread_id: String,
-    item_id: String,
-}
-
-#[derive(Deserialize)]
-struct ActionParams {
-    thread_id: String,
-    #[serde(default)]
-    item_id: Option<String>,
-    action: Action,
-}
-
-#[derive(Deserialize)]
-struct ListParams {
-    #[serde(default)]
-    limit: Option<i64>,
-    #[serde(default)]
-    order: Option<Order>,
-    #[serde(default)]
-    after: Option<String>,
-}
-
-#[derive(Deserialize)]
-struct ListItemsParams {
-    thread_id: String,
-    #[serde(default)]
-    limit: Option<i64>,
-    #[serde(default)]
-    order: Option<Order>,
-    #[serde(default)]
-    after: Option<String>,
-}
-
-#[derive(Deserialize)]
-struct UpdateParams {
-    thread_id: String,
-    title: String,
-}
-
-#[derive(Deserialize)]
-struct FeedbackParams {
-    thread_id: String,
-    item_ids: Vec<String>,
-    kind: FeedbackKind,
-}
-
-fn params<T: DeserializeOwned>(value: Value) -> Result<T, RequestError> {
-    serde_path_to_error::deserialize(value).map_err(|e| {
-        let path = e.path().to_string();
-        let message = e.inner().to_string();
-        let field = match message
-            .strip_prefix("missing field `")
-            .and_then(|r| r.split('`').next())
-        {
-            Some(name) if path == "." => name.to_owned(),
-            Some(name) => format!("{path}.{name}"),
-            None if path == "." => "params".to_owned(),
-            None => path,
-        };
-        RequestError::InvalidParams { field, message }
-    })
+fn not_supported(kind: &str) -> Result<Request, RequestError> {
+    Err(RequestError::NotSupported(kind.to_owned()))
 }
 
 fn invalid(field: &str, message: impl Into<String>) -> RequestError {
@@ -247,36 +417,15 @@ fn invalid(field: &str, message: impl Into<String>) -> RequestError {
     }
 }
 
-fn paging(p: ListParams) -> Result<Paging, RequestError> {
-    let limit = match p.limit {
-        None => DEFAULT_LIMIT,
-        Some(n) if n < 1 => return Err(invalid("limit", "must be at least 1")),
-        Some(n) => (n as usize).min(MAX_LIMIT),
-    };
-    Ok(Paging {
-        limit,
-        order: p.order.unwrap_or_default(),
-        after: p.after,
-    })
-}
-
 fn checked(input: UserMessageInput) -> Result<UserMessageInput, RequestError> {
     if !input.attachments.is_empty() {
         return Err(RequestError::NotSupported("attachments".into()));
     }
-    let text: usize = input
-        .content
-        .iter()
-        .map(|c| match c {
-            UserContent::InputText { text } | UserContent::InputTag { text, .. } => {
-                text.chars().count()
-            }
-        })
-        .sum();
-    if text == 0 {
+    let chars: usize = content_text(&input.content).chars().count();
+    if input.content.is_empty() || chars == 0 {
         return Err(invalid("input.content", "the message is empty"));
     }
-    if text > MAX_MESSAGE_CHARS {
+    if chars > MAX_MESSAGE_CHARS {
         return Err(invalid(
             "input.content",
             format!("the message is longer than {MAX_MESSAGE_CHARS} characters"),
@@ -285,118 +434,20 @@ fn checked(input: UserMessageInput) -> Result<UserMessageInput, RequestError> {
     Ok(input)
 }
 
-/// Parses a request body.
-pub fn parse(body: &[u8]) -> Result<Request, RequestError> {
-    let envelope: Envelope =
-        serde_json::from_slice(body).map_err(|e| RequestError::Malformed(e.to_string()))?;
-    let p = envelope.params;
-    Ok(match envelope.kind.as_str() {
-        "threads.create" => {
-            let CreateParams { input } = params(p)?;
-            Request::CreateThread {
-                input: checked(input)?,
-            }
-        }
-        "threads.add_user_message" => {
-            let AddMessageParams { thread_id, input } = params(p)?;
-            Request::AddUserMessage {
-                thread_id,
-                input: checked(input)?,
-            }
-        }
-        "threads.add_client_tool_output" => {
-            let ToolOutputParams { thread_id, result } = params(p)?;
-            Request::AddClientToolOutput { thread_id, result }
-        }
-        "threads.retry_after_item" => {
-            let RetryParams { thread_id, item_id } = params(p)?;
-            Request::RetryAfterItem { thread_id, item_id }
-        }
-        kind @ ("threads.custom_action" | "threads.sync_custom_action") => {
-            let ActionParams {
-                thread_id,
-                item_id,
-                action,
-            } = params(p)?;
-            Request::CustomAction {
-                thread_id,
-                item_id,
-                action,
-                streaming: kind == "threads.custom_action",
-            }
-        }
-        "threads.get_by_id" => {
-            let ThreadParams { thread_id } = params(p)?;
-            Request::GetThread { thread_id }
-        }
-        "threads.list" => Request::ListThreads {
-            paging: paging(params(if p.is_null() {
-                Value::Object(Default::default())
-            } else {
-                p
-            })?)?,
-        },
-        "threads.update" => {
-            let UpdateParams { thread_id, title } = params(p)?;
-            let title = title.trim().to_owned();
-            if title.is_empty()
-                || title.chars().count() > 200
-                || title.chars().any(char::is_control)
-            {
-                return Err(invalid(
-                    "title",
-                    "must be 1-200 characters without control characters",
-                ));
-            }
-            Request::UpdateThread { thread_id, title }
-        }
-        "threads.delete" => {
-            let ThreadParams { thread_id } = params(p)?;
-            Request::DeleteThread { thread_id }
-        }
-        "items.list" => {
-            let ListItemsParams {
-                thread_id,
-                limit,
-                order,
-                after,
-            } = params(p)?;
-            Request::ListItems {
-                thread_id,
-                paging: paging(ListParams {
-                    limit,
-                    order,
-                    after,
-                })?,
-            }
-        }
-        "items.feedback" => {
-            let FeedbackParams {
-                thread_id,
-                item_ids,
-                kind,
-            } = params(p)?;
-            Request::Feedback {
-                thread_id,
-                item_ids,
-                kind,
-            }
-        }
-        kind @ ("threads.add_structured_input"
-        | "attachments.create"
-        | "attachments.delete"
-        | "input.transcribe") => return Err(RequestError::NotSupported(kind.to_owned())),
-        other => return Err(RequestError::UnknownType(other.to_owned())),
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
 
     fn req(v: Value) -> Result<Request, RequestError> {
-        parse(v.to_string().as_bytes())
+        Request::parse(v.to_string().as_bytes())
+    }
+
+    fn field_of(v: Value) -> String {
+        match req(v) {
+            Err(RequestError::InvalidParams { field, .. }) => field,
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]
@@ -408,7 +459,7 @@ mod tests {
                 true,
             ),
             (
-                json!({"type":"threads.add_user_message","params":{"thread_id":"thr_1","input":input}}),
+                json!({"type":"threads.add_user_message","params":{"thread_id":"thr_1","input":input},"metadata":{"k":1}}),
                 true,
             ),
             (
@@ -436,6 +487,7 @@ mod tests {
                 false,
             ),
             (json!({"type":"threads.list"}), false),
+            (json!({"type":"threads.list","params":null}), false),
             (
                 json!({"type":"threads.update","params":{"thread_id":"thr_1","title":"Renamed"}}),
                 false,
@@ -457,59 +509,113 @@ mod tests {
             let r = req(body.clone()).unwrap_or_else(|e| panic!("{body}: {e}"));
             assert_eq!(r.is_streaming(), streaming, "{body}");
         }
-        match req(json!({"type":"threads.list","params":{"limit":9999}})).unwrap() {
-            Request::ListThreads { paging } => {
-                assert_eq!((paging.limit, paging.order), (MAX_LIMIT, Order::Desc))
-            }
-            other => panic!("{other:?}"),
-        }
     }
 
     #[test]
-    fn bad_requests_name_the_problem() {
-        assert!(matches!(parse(b"{"), Err(RequestError::Malformed(_))));
-        assert!(matches!(parse(b"[]"), Err(RequestError::Malformed(_))));
+    fn pages_are_clamped_and_zero_means_the_default() {
+        let paging =
+            |params: Value| match req(json!({"type":"threads.list","params":params})).unwrap() {
+                Request::ListThreads(p) => p,
+                other => panic!("{other:?}"),
+            };
+        assert_eq!(paging(json!({"limit":9999})).limit, MAX_LIMIT);
+        assert_eq!(paging(json!({"limit":0})).limit, DEFAULT_LIMIT);
+        assert_eq!(paging(json!({})), Paging::default());
+        let items = req(json!({"type":"items.list","params":{"thread_id":"t","limit":0,"order":"asc","after":"msg_1"}}))
+            .unwrap();
+        assert_eq!(
+            items,
+            Request::ListItems(ItemsQuery {
+                thread_id: "t".into(),
+                paging: Paging {
+                    limit: DEFAULT_LIMIT,
+                    order: Order::Asc,
+                    after: Some("msg_1".into())
+                }
+            })
+        );
         assert!(matches!(
-            req(json!({"params":{}})),
-            Err(RequestError::Malformed(_))
+            req(json!({"type":"threads.list","params":{"limit":-1}})),
+            Err(RequestError::InvalidParams { .. })
         ));
+    }
+
+    #[test]
+    fn envelopes_that_are_not_requests_are_malformed() {
+        for body in [&b"{"[..], b"[]", b"{\"params\":{}}", b"{\"type\":3}"] {
+            assert!(
+                matches!(Request::parse(body), Err(RequestError::Malformed(_))),
+                "{}",
+                String::from_utf8_lossy(body)
+            );
+        }
         assert_eq!(
             req(json!({"type":"threads.explode"})),
             Err(RequestError::UnknownType("threads.explode".into()))
         );
+    }
+
+    #[test]
+    fn operations_not_offered_say_so() {
         for kind in [
             "attachments.create",
             "input.transcribe",
             "threads.add_structured_input",
             "attachments.delete",
         ] {
-            assert!(
-                matches!(
-                    req(json!({"type":kind,"params":{}})),
-                    Err(RequestError::NotSupported(_))
-                ),
-                "{kind}"
+            assert_eq!(
+                req(json!({"type":kind,"params":{}})),
+                Err(RequestError::NotSupported(kind.into()))
             );
         }
-        match req(json!({"type":"threads.get_by_id","params":{}})) {
-            Err(RequestError::InvalidParams { field, .. }) => assert_eq!(field, "thread_id"),
-            other => panic!("{other:?}"),
-        }
-        match req(json!({"type":"items.list","params":{"thread_id":"t","order":"sideways"}})) {
-            Err(RequestError::InvalidParams { field, .. }) => assert_eq!(field, "order"),
-            other => panic!("{other:?}"),
-        }
-        let empty =
-            json!({"type":"threads.create","params":{"input":{"content":[],"attachments":[]}}});
-        assert!(matches!(
-            req(empty),
-            Err(RequestError::InvalidParams { .. })
-        ));
         let attached = json!({"type":"threads.create","params":{"input":{"content":[{"type":"input_text","text":"x"}],"attachments":["atc_1"]}}});
-        assert!(matches!(req(attached), Err(RequestError::NotSupported(_))));
-        assert!(matches!(
-            req(json!({"type":"threads.list","params":{"limit":0}})),
-            Err(RequestError::InvalidParams { .. })
-        ));
+        assert_eq!(
+            req(attached),
+            Err(RequestError::NotSupported("attachments".into()))
+        );
+    }
+
+    #[test]
+    fn bad_params_name_the_field() {
+        assert_eq!(
+            field_of(json!({"type":"threads.get_by_id","params":{}})),
+            "thread_id"
+        );
+        assert_eq!(
+            field_of(json!({"type":"threads.get_by_id","params":{"thread_id":5}})),
+            "thread_id"
+        );
+        assert_eq!(
+            field_of(json!({"type":"items.list","params":{"thread_id":"t","order":"sideways"}})),
+            "order"
+        );
+        assert_eq!(
+            field_of(
+                json!({"type":"threads.create","params":{"input":{"content":[],"attachments":[]}}})
+            ),
+            "input.content"
+        );
+        assert_eq!(
+            field_of(json!({"type":"threads.update","params":{"thread_id":"t","title":"  "}})),
+            "title"
+        );
+        let long = "x".repeat(MAX_MESSAGE_CHARS + 1);
+        assert_eq!(
+            field_of(
+                json!({"type":"threads.create","params":{"input":{"content":[{"type":"input_text","text":long}]}}})
+            ),
+            "input.content"
+        );
+    }
+
+    #[test]
+    fn titles_are_trimmed() {
+        assert_eq!(
+            req(json!({"type":"threads.update","params":{"thread_id":"t","title":"  Groceries "}})),
+            Ok(Request::UpdateThread {
+                thread_id: "t".into(),
+                title: "Groceries".into()
+            })
+        );
     }
 }

@@ -8,6 +8,15 @@ use taskpilot_domain::{StoreError, UserId};
 use crate::request::Paging;
 use crate::types::{Page, ThreadItem, ThreadMetadata};
 
+/// A thread with its most recent items, as one read returns them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RecentThread {
+    /// The thread's metadata.
+    pub thread: ThreadMetadata,
+    /// Its latest items, hidden ones included, oldest first.
+    pub items: Vec<ThreadItem>,
+}
+
 /// Threads and their items, always scoped to one user: another user's thread
 /// is simply absent.
 pub trait ChatStore: Send + Sync {
@@ -24,6 +33,15 @@ pub trait ChatStore: Send + Sync {
         user: &UserId,
         thread_id: &str,
     ) -> impl Future<Output = Result<Option<ThreadMetadata>, StoreError>> + Send;
+
+    /// The thread and its latest `limit` items in one read (the chat turn's
+    /// critical path); `None` when there is no such thread.
+    fn load_recent(
+        &self,
+        user: &UserId,
+        thread_id: &str,
+        limit: usize,
+    ) -> impl Future<Output = Result<Option<RecentThread>, StoreError>> + Send;
 
     /// A page of threads (ordered by id, which is creation order).
     fn list_threads(

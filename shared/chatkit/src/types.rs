@@ -8,6 +8,8 @@ use serde_json::{Map, Value};
 
 use taskpilot_domain::timestamp;
 
+use crate::widget::WidgetRoot;
+
 /// A page: `{data, has_more, after?}`; `after` is the id to continue from.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Page<T> {
@@ -153,7 +155,7 @@ pub enum ItemKind {
     },
     /// A rendered widget.
     Widget {
-        widget: Value,
+        widget: WidgetRoot,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         copy_text: Option<String>,
     },
@@ -299,7 +301,7 @@ pub enum ItemUpdate {
     },
     /// A widget's whole tree changed.
     #[serde(rename = "widget.root.updated")]
-    WidgetRootUpdated { widget: Value },
+    WidgetRootUpdated { widget: WidgetRoot },
 }
 
 /// One SSE frame: `data: <compact JSON>\n\n` (no `event:`/`id:` lines).

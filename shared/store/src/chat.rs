@@ -1,23 +1,29 @@
 //! [`ChatStore`] on DynamoDB. A thread is `THREAD#<id>` in its user's
-//! partition, its items `ITEM#<thread id>#<item id>`; ids sort by creation, so
-//! ordered Queries page through them. Records hold the exact wire JSON.
+//! partition (listed by that prefix), its items `ITEM#<thread id>#<ulid>#<prefix>`
+//! (ordered by creation), and a copy of its metadata, the head, at
+//! `ITEM#<thread id>#~` after its items: one descending Query reads the thread
+//! and its latest items, the chat turn's only read. Records hold the exact wire
+//! JSON.
 
 use std::collections::HashMap;
 use std::time::Duration;
 
-use aws_sdk_dynamodb::types::{AttributeValue, DeleteRequest, WriteRequest};
+use aws_sdk_dynamodb::operation::query::builders::QueryFluentBuilder;
+use aws_sdk_dynamodb::types::{
+    AttributeValue, DeleteRequest, Put, TransactWriteItem, WriteRequest,
+};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tracing::instrument;
 
 use taskpilot_chatkit::request::{Order, Paging};
-use taskpilot_chatkit::store::ChatStore;
+use taskpilot_chatkit::store::{ChatStore, RecentThread};
 use taskpilot_chatkit::types::{Page, ThreadItem, ThreadMetadata};
 use taskpilot_domain::{StoreError, UserId};
 
 use crate::error::classify;
-use crate::keys;
-use crate::tasks::DynamoStore;
+use crate::keys::{self, PK, SK};
+use crate::tasks::{DynamoStore, s};
 
 type Item = HashMap<String, AttributeValue>;
 
@@ -42,23 +48,34 @@ fn from_record<T: DeserializeOwned>(item: &Item) -> Result<T, StoreError> {
 }
 
 impl DynamoStore {
-    /// One ordered page under `prefix`: `limit + 1` rows tell whether more
-    /// follow; `sk_of` turns the `after` id into its sort key.
+    /// A Query for a thread's items (its head excluded).
+    fn items_query(&self, pk: String, thread_id: &str) -> QueryFluentBuilder {
+        self.client
+            .query()
+            .table_name(&self.table)
+            .key_condition_expression("#pk = :pk AND #sk BETWEEN :first AND :last")
+            .expression_attribute_names("#pk", PK)
+            .expression_attribute_names("#sk", SK)
+            .expression_attribute_values(":pk", s(pk))
+            .expression_attribute_values(":first", s(keys::items_prefix(thread_id)))
+            .expression_attribute_values(":last", s(keys::items_end(thread_id)))
+    }
+
+    /// One ordered page of `query` (on `pk`): `limit + 1` rows tell whether
+    /// more follow; `sk_of` turns the `after` id into its sort key.
     async fn page<T: DeserializeOwned>(
         &self,
-        user: &UserId,
-        prefix: &str,
+        pk: String,
+        query: QueryFluentBuilder,
         paging: &Paging,
         id_of: impl Fn(&T) -> String,
         sk_of: impl Fn(&str) -> String,
     ) -> Result<Page<T>, StoreError> {
-        let pk = keys::user_pk(user);
         let start = paging
             .after
             .as_ref()
             .map(|after| keys::key(pk.clone(), sk_of(after)));
-        let out = self
-            .prefix_query(pk, prefix.to_owned())
+        let out = query
             .scan_index_forward(paging.order == Order::Asc)
             .consistent_read(true)
             .limit(paging.limit as i32 + 1)
@@ -158,8 +175,29 @@ impl DynamoStore {
 impl ChatStore for DynamoStore {
     #[instrument(skip_all, fields(thread_id = %thread.id))]
     async fn save_thread(&self, user: &UserId, thread: &ThreadMetadata) -> Result<(), StoreError> {
-        let item = record(keys::user_pk(user), keys::thread_sk(&thread.id), thread)?;
-        self.put_record(item).await
+        // The listed record and the head, in one atomic request.
+        let pk = keys::user_pk(user);
+        let puts = [
+            keys::thread_sk(&thread.id),
+            keys::thread_head_sk(&thread.id),
+        ]
+        .into_iter()
+        .map(|sk| {
+            let put = Put::builder()
+                .table_name(&self.table)
+                .set_item(Some(record(pk.clone(), sk, thread)?))
+                .build()
+                .map_err(|e| StoreError::Internal(e.to_string()))?;
+            Ok(TransactWriteItem::builder().put(put).build())
+        })
+        .collect::<Result<Vec<_>, StoreError>>()?;
+        self.client
+            .transact_write_items()
+            .set_transact_items(Some(puts))
+            .send()
+            .await
+            .map_err(classify)?;
+        Ok(())
     }
 
     #[instrument(skip_all, fields(thread_id = %thread_id))]
@@ -171,15 +209,56 @@ impl ChatStore for DynamoStore {
         self.get_record(user, keys::thread_sk(thread_id)).await
     }
 
+    #[instrument(skip_all, fields(thread_id = %thread_id))]
+    async fn load_recent(
+        &self,
+        user: &UserId,
+        thread_id: &str,
+        limit: usize,
+    ) -> Result<Option<RecentThread>, StoreError> {
+        let head = keys::thread_head_sk(thread_id);
+        let out = self
+            .prefix_query(keys::user_pk(user), keys::items_prefix(thread_id))
+            .scan_index_forward(false)
+            .consistent_read(true)
+            .limit(i32::try_from(limit + 1).unwrap_or(i32::MAX))
+            .send()
+            .await
+            .map_err(classify)?;
+        let mut rows = out.items.unwrap_or_default();
+        let has_head = rows
+            .first()
+            .and_then(|r| r.get(SK))
+            .and_then(|v| v.as_s().ok())
+            .is_some_and(|sk| *sk == head);
+        let thread = if has_head {
+            from_record(&rows.remove(0))?
+        } else {
+            // A thread saved before heads existed: its listed record.
+            match self.load_thread(user, thread_id).await? {
+                Some(thread) => thread,
+                None => return Ok(None),
+            }
+        };
+        rows.truncate(limit);
+        let mut items = rows
+            .iter()
+            .map(from_record)
+            .collect::<Result<Vec<ThreadItem>, _>>()?;
+        items.reverse();
+        Ok(Some(RecentThread { thread, items }))
+    }
+
     #[instrument(skip_all)]
     async fn list_threads(
         &self,
         user: &UserId,
         paging: &Paging,
     ) -> Result<Page<ThreadMetadata>, StoreError> {
+        let pk = keys::user_pk(user);
         self.page(
-            user,
-            keys::THREAD_PREFIX,
+            pk.clone(),
+            self.prefix_query(pk, keys::THREAD_PREFIX.to_owned()),
             paging,
             |t: &ThreadMetadata| t.id.clone(),
             keys::thread_sk,
@@ -243,9 +322,10 @@ impl ChatStore for DynamoStore {
         thread_id: &str,
         paging: &Paging,
     ) -> Result<Page<ThreadItem>, StoreError> {
+        let pk = keys::user_pk(user);
         self.page(
-            user,
-            &keys::items_prefix(thread_id),
+            pk.clone(),
+            self.items_query(pk, thread_id),
             paging,
             |i: &ThreadItem| i.id.clone(),
             |id| keys::item_sk(thread_id, id),

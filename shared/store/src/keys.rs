@@ -69,6 +69,18 @@ pub fn items_prefix(thread_id: &str) -> String {
     format!("ITEM#{thread_id}#")
 }
 
+/// `ITEM#<thread id>#~`: a copy of the thread's metadata that sorts after all
+/// its items, so one descending Query reads the thread and its latest items.
+pub fn thread_head_sk(thread_id: &str) -> String {
+    format!("{}~", items_prefix(thread_id))
+}
+
+/// The upper bound of a thread's item keys (below its head): item ids are
+/// `[0-9A-Za-z_-]`, all before `}` and `~`.
+pub fn items_end(thread_id: &str) -> String {
+    format!("{}}}", items_prefix(thread_id))
+}
+
 /// `ITEM#<thread id>#<ulid>#<prefix>` for an item id `<prefix>_<ulid>`: the
 /// time-sortable part comes first, so items of every kind (`msg_`, `wdg_`…)
 /// sort by creation.

@@ -5,18 +5,20 @@
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use crate::model::ToolSpec;
+
 use taskpilot_domain::{
     DomainError, NewTaskInput, Task, TaskFilter, TaskId, TaskPatchInput, TaskRepository,
     TaskService, UserId,
 };
 
-/// The `tools` array of a Responses API request (built once per process).
-pub fn definitions() -> &'static Value {
-    static DEFINITIONS: std::sync::LazyLock<Value> = std::sync::LazyLock::new(build_definitions);
-    &DEFINITIONS
+/// The tools offered to the model (built once per process).
+pub fn specs() -> &'static [ToolSpec] {
+    static SPECS: std::sync::LazyLock<Vec<ToolSpec>> = std::sync::LazyLock::new(build_specs);
+    &SPECS
 }
 
-fn build_definitions() -> Value {
+fn build_specs() -> Vec<ToolSpec> {
     let task_id = json!({"type": "string", "description": "The task's id, as returned by list_tasks or create_task."});
     let fields = json!({
         "title": {"type": "string", "description": "1-200 characters."},
@@ -31,12 +33,13 @@ fn build_definitions() -> Value {
         }
         props
     };
-    let tool = |name: &str, description: &str, properties: Value, required: Vec<&str>| {
-        json!({"type": "function", "name": name, "description": description,
-               "parameters": {"type": "object", "properties": properties, "required": required,
-                              "additionalProperties": false}})
+    let tool = |name, description, properties: Value, required: &[&str]| ToolSpec {
+        name,
+        description,
+        parameters: json!({"type": "object", "properties": properties, "required": required,
+                           "additionalProperties": false}),
     };
-    json!([
+    vec![
         tool(
             "list_tasks",
             "List the user's tasks, newest first. Use it before answering any question about tasks.",
@@ -44,13 +47,13 @@ fn build_definitions() -> Value {
                     "tag": {"type": "string"},
                     "due_before": {"type": "string", "description": "Only tasks due before this date (YYYY-MM-DD)."},
                     "limit": {"type": "integer", "minimum": 1, "maximum": 100}}),
-            vec![]
+            &[],
         ),
         tool(
             "create_task",
             "Create a task for the user.",
             fields.clone(),
-            vec!["title"]
+            &["title"],
         ),
         tool(
             "update_task",
@@ -58,29 +61,29 @@ fn build_definitions() -> Value {
             with(
                 fields,
                 json!({"task_id": task_id, "completed": {"type": "boolean"},
-                                 "version": {"type": "integer", "description": "The version you last saw."}})
+                       "version": {"type": "integer", "description": "The version you last saw."}}),
             ),
-            vec!["task_id"]
+            &["task_id"],
         ),
         tool(
             "complete_task",
             "Mark a task done.",
             json!({"task_id": task_id}),
-            vec!["task_id"]
+            &["task_id"],
         ),
         tool(
             "reopen_task",
             "Mark a done task open again.",
             json!({"task_id": task_id}),
-            vec!["task_id"]
+            &["task_id"],
         ),
         tool(
             "delete_task",
             "Delete a task for good.",
             json!({"task_id": task_id}),
-            vec!["task_id"]
+            &["task_id"],
         ),
-    ])
+    ]
 }
 
 /// The result of one tool call.
@@ -324,12 +327,7 @@ mod tests {
                 .output
                 .contains("unknown tool")
         );
-        let names: Vec<&str> = definitions()
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|t| t["name"].as_str().unwrap())
-            .collect();
+        let names: Vec<&str> = specs().iter().map(|t| t.name).collect();
         assert_eq!(
             names,
             [

@@ -1,0 +1,151 @@
+//! A thread's items as the model's conversation (ck-py's
+//! `ThreadItemConverter`), and the title a thread gets from its first message.
+
+use crate::model::ModelInput;
+use crate::request::content_text;
+use crate::types::{AssistantContent, ItemKind, ThreadItem, UserContent};
+
+/// Longest generated title.
+const TITLE_CHARS: usize = 48;
+
+/// What the user wrote, as one text: a quote first, tags as their text.
+pub fn user_text(content: &[UserContent], quoted_text: Option<&str>) -> String {
+    let text = content_text(content);
+    match quoted_text {
+        Some(q) => format!("> {q}\n{text}"),
+        None => text,
+    }
+}
+
+/// The conversation for `items` (oldest first); items the model does not
+/// need are left out.
+pub fn to_model_input(items: &[ThreadItem]) -> Vec<ModelInput> {
+    items.iter().filter_map(to_input).collect()
+}
+
+fn to_input(item: &ThreadItem) -> Option<ModelInput> {
+    match &item.kind {
+        ItemKind::UserMessage {
+            content,
+            quoted_text,
+            ..
+        } => Some(ModelInput::user(user_text(content, quoted_text.as_deref()))),
+        ItemKind::AssistantMessage { content } => {
+            let text: String = content
+                .iter()
+                .map(|AssistantContent::OutputText { text, .. }| text.as_str())
+                .collect();
+            (!text.is_empty()).then(|| ModelInput::assistant(text))
+        }
+        ItemKind::Widget { copy_text, .. } => Some(ModelInput::user(format!(
+            "The following graphical UI widget (id: {}) was displayed to the user:\n{}",
+            item.id,
+            copy_text.as_deref().unwrap_or("")
+        ))),
+        ItemKind::HiddenContextItem { content } => Some(ModelInput::user(content.to_string())),
+        ItemKind::SdkHiddenContext { content } => Some(ModelInput::user(content.clone())),
+        ItemKind::ClientToolCall { .. } | ItemKind::EndOfTurn => None,
+    }
+}
+
+/// A short title from the first message: its first words, at most 48
+/// characters.
+pub fn title_from(text: &str) -> String {
+    let clean: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    if clean.chars().count() <= TITLE_CHARS {
+        return clean;
+    }
+    let mut title = String::new();
+    for word in clean.split(' ') {
+        if title.chars().count() + word.chars().count() + 1 > TITLE_CHARS - 1 {
+            break;
+        }
+        if !title.is_empty() {
+            title.push(' ');
+        }
+        title.push_str(word);
+    }
+    if title.is_empty() {
+        title = clean.chars().take(TITLE_CHARS - 1).collect();
+    }
+    format!("{title}…")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::types::InferenceOptions;
+
+    fn item(id: &str, kind: ItemKind) -> ThreadItem {
+        ThreadItem {
+            id: id.into(),
+            thread_id: "thr_1".into(),
+            created_at: taskpilot_domain::timestamp::now(),
+            kind,
+        }
+    }
+
+    #[test]
+    fn titles_are_short() {
+        assert_eq!(
+            title_from("add buy milk due tomorrow"),
+            "add buy milk due tomorrow"
+        );
+        let long = title_from(
+            "please add a task to renew the passport before the trip to Lisbon next spring",
+        );
+        assert!(long.chars().count() <= 48 && long.ends_with('…'), "{long}");
+        assert_eq!(title_from("  spaced\n\tout  "), "spaced out");
+    }
+
+    #[test]
+    fn items_become_the_conversation() {
+        let items = [
+            item(
+                "msg_1",
+                ItemKind::UserMessage {
+                    content: vec![
+                        UserContent::InputText {
+                            text: "finish".into(),
+                        },
+                        UserContent::InputTag {
+                            id: "t1".into(),
+                            text: "@Report".into(),
+                            data: Default::default(),
+                            group: None,
+                            interactive: false,
+                        },
+                    ],
+                    attachments: vec![],
+                    quoted_text: Some("the report".into()),
+                    inference_options: InferenceOptions::default(),
+                },
+            ),
+            item("msg_2", ItemKind::AssistantMessage { content: vec![] }),
+            item(
+                "wdg_3",
+                ItemKind::Widget {
+                    widget: Default::default(),
+                    copy_text: Some("Tasks:\n[ ] Report".into()),
+                },
+            ),
+            item(
+                "shcx_4",
+                ItemKind::SdkHiddenContext {
+                    content: "The user cancelled.".into(),
+                },
+            ),
+            item("eot_5", ItemKind::EndOfTurn),
+        ];
+        assert_eq!(
+            to_model_input(&items),
+            [
+                ModelInput::user("> the report\nfinish @Report"),
+                ModelInput::user(
+                    "The following graphical UI widget (id: wdg_3) was displayed to the user:\nTasks:\n[ ] Report"
+                ),
+                ModelInput::user("The user cancelled."),
+            ]
+        );
+    }
+}

@@ -1,0 +1,330 @@
+//! The task assistant, a [`Responder`]: model rounds with the task tools until
+//! the model answers (at most `CHATKIT_MAX_TOOL_STEPS` rounds), the answer
+//! streamed as it comes, a task-list widget when tasks were listed or
+//! changed, the Done/Undo buttons of that widget, and the thread's title.
+
+pub mod history;
+pub mod tools;
+pub mod widgets;
+
+use std::collections::HashMap;
+
+use taskpilot_domain::{DomainError, Task, TaskId, TaskRepository, TaskService, UserId};
+
+use crate::ids;
+use crate::model::{FunctionCall, ModelClient, ModelEvent, ModelInput, ModelRequest, ModelStream};
+use crate::request::Action;
+use crate::responder::{ActionRefused, Responder};
+use crate::sink::EventSink;
+use crate::store::ChatStore;
+use crate::turn::{Interrupted, Turn};
+use crate::types::{
+    AssistantContent, ItemKind, ItemUpdate, StreamEvent, ThreadItem, ThreadMetadata,
+};
+
+/// The default instructions.
+pub const DEFAULT_INSTRUCTIONS: &str = "You are TaskPilot, a concise and friendly assistant that manages the user's to-do list. \
+Always use the tools to read or change tasks; never invent tasks, ids or their state. \
+After changing tasks, say briefly what you did. Dates are ISO 8601; today is given by the user's context when needed.";
+
+/// Agent settings (`CHATKIT_MODEL`, `CHATKIT_TEMPERATURE`, `CHATKIT_INSTRUCTIONS`, `CHATKIT_MAX_TOOL_STEPS`).
+#[derive(Debug, Clone)]
+pub struct AgentSettings {
+    /// Model name.
+    pub model: String,
+    /// Sampling temperature.
+    pub temperature: f64,
+    /// System instructions.
+    pub instructions: String,
+    /// Most model rounds per turn.
+    pub max_tool_steps: usize,
+}
+
+/// What the user sees when the model cannot start.
+const UNAVAILABLE: &str = "The assistant is unavailable right now. Please retry.";
+/// What the user sees when an answer breaks off.
+const INTERRUPTED: &str = "The answer was interrupted. Please retry.";
+
+/// The task assistant.
+pub struct TaskAgent<R, M> {
+    tasks: TaskService<R>,
+    model: M,
+    settings: AgentSettings,
+}
+
+/// Tasks a turn listed or changed, for the widget.
+#[derive(Default)]
+struct Shown {
+    tasks: Vec<Task>,
+    touched: bool,
+}
+
+impl<R: TaskRepository, M: ModelClient> TaskAgent<R, M> {
+    /// Wires the task service, the model and the settings.
+    pub fn new(tasks: TaskService<R>, model: M, settings: AgentSettings) -> Self {
+        Self {
+            tasks,
+            model,
+            settings,
+        }
+    }
+
+    /// The task service the tools use.
+    pub fn tasks(&self) -> &TaskService<R> {
+        &self.tasks
+    }
+
+    /// The tool loop: rounds until the model answers without calling tools.
+    async fn answer<S: ChatStore, K: EventSink>(
+        &self,
+        turn: &mut Turn<'_, S, K>,
+    ) -> Result<(), Interrupted> {
+        let mut input = history::to_model_input(turn.history());
+        let mut shown = Shown::default();
+        for _round in 0..self.settings.max_tool_steps.max(1) {
+            let request = ModelRequest {
+                model: &self.settings.model,
+                instructions: &self.settings.instructions,
+                temperature: self.settings.temperature,
+                input: &input,
+                tools: tools::specs(),
+            };
+            let mut stream = match self.model.start(&request, turn.deadline()).await {
+                Ok(stream) => stream,
+                Err(e) => {
+                    tracing::warn!(error = %e, "the model could not start");
+                    return turn
+                        .error("stream.error", Some(UNAVAILABLE.into()), true)
+                        .await;
+                }
+            };
+            let Some(calls) = self.round(turn, &mut stream).await? else {
+                return Ok(());
+            };
+            if calls.is_empty() {
+                break;
+            }
+            for call in calls {
+                let result =
+                    tools::run(&self.tasks, turn.user(), &call.name, &call.arguments).await;
+                shown.touched = true;
+                for task in result.shown {
+                    shown.tasks.retain(|t| t.id != task.id);
+                    shown.tasks.push(task);
+                }
+                if let Some(removed) = result.removed {
+                    shown.tasks.retain(|t| t.id != removed);
+                }
+                let call_id = call.call_id.clone();
+                input.push(ModelInput::FunctionCall(call));
+                input.push(ModelInput::FunctionOutput {
+                    call_id,
+                    output: result.output,
+                });
+            }
+        }
+        if shown.touched {
+            let (widget, copy_text) = widgets::task_list(&shown.tasks);
+            let item = turn.item(
+                ids::widget(),
+                ItemKind::Widget {
+                    widget,
+                    copy_text: Some(copy_text),
+                },
+            );
+            turn.emit(StreamEvent::ItemDone { item }).await?;
+        }
+        Ok(())
+    }
+
+    /// Streams one model round. `Some(calls)` when it completed (calls may be
+    /// empty), `None` when it failed (an error event was sent).
+    async fn round<S: ChatStore, K: EventSink>(
+        &self,
+        turn: &mut Turn<'_, S, K>,
+        stream: &mut M::Stream,
+    ) -> Result<Option<Vec<FunctionCall>>, Interrupted> {
+        // The model's message ids → ours.
+        let mut ours: HashMap<String, String> = HashMap::new();
+        let mut calls = Vec::new();
+        loop {
+            let event = match stream.next_event().await {
+                None | Some(Ok(ModelEvent::Completed)) => {
+                    turn.settle_pending().await?;
+                    return Ok(Some(calls));
+                }
+                Some(Ok(ModelEvent::Failed { reason })) => {
+                    tracing::warn!(%reason, "the model failed");
+                    return self.interrupted(turn).await.map(|()| None);
+                }
+                Some(Err(e)) => {
+                    tracing::warn!(error = %e, "the model stream failed");
+                    return self.interrupted(turn).await.map(|()| None);
+                }
+                Some(Ok(event)) => event,
+            };
+            let text = |text: String| AssistantContent::OutputText {
+                text,
+                annotations: Vec::new(),
+            };
+            let (item, update) = match event {
+                ModelEvent::MessageStarted { item } => {
+                    let id = ids::message();
+                    ours.insert(item, id.clone());
+                    let message = turn.item(id, ItemKind::AssistantMessage { content: vec![] });
+                    turn.emit(StreamEvent::ItemAdded { item: message }).await?;
+                    continue;
+                }
+                ModelEvent::MessageDone { item } => {
+                    if let Some(id) = ours.get(&item) {
+                        turn.finish(id).await?;
+                    }
+                    continue;
+                }
+                ModelEvent::FunctionCall(call) => {
+                    calls.push(call);
+                    continue;
+                }
+                ModelEvent::TextStarted { item, part } => (
+                    item,
+                    ItemUpdate::ContentPartAdded {
+                        content_index: part,
+                        content: text(String::new()),
+                    },
+                ),
+                ModelEvent::TextDelta { item, part, delta } => (
+                    item,
+                    ItemUpdate::TextDelta {
+                        content_index: part,
+                        delta,
+                    },
+                ),
+                ModelEvent::TextDone {
+                    item,
+                    part,
+                    text: whole,
+                } => (
+                    item,
+                    ItemUpdate::ContentPartDone {
+                        content_index: part,
+                        content: text(whole),
+                    },
+                ),
+                ModelEvent::Completed | ModelEvent::Failed { .. } => continue,
+            };
+            if let Some(id) = ours.get(&item) {
+                let event = StreamEvent::ItemUpdated {
+                    item_id: id.clone(),
+                    update,
+                };
+                turn.emit(event).await?;
+            }
+        }
+    }
+
+    /// A round broke off: keep what was said, then a retryable error.
+    async fn interrupted<S: ChatStore, K: EventSink>(
+        &self,
+        turn: &mut Turn<'_, S, K>,
+    ) -> Result<(), Interrupted> {
+        turn.settle_pending().await?;
+        turn.error("stream.error", Some(INTERRUPTED.into()), true)
+            .await
+    }
+
+    /// `task.complete` / `task.reopen` from a task-list widget: the task
+    /// changes and the widget is drawn again from the current tasks.
+    async fn apply_action(
+        &self,
+        user: &UserId,
+        sender: Option<&ThreadItem>,
+        action: &Action,
+    ) -> Result<Option<ThreadItem>, ActionRefused> {
+        let completed = match action.kind.as_str() {
+            widgets::COMPLETE => true,
+            widgets::REOPEN => false,
+            other => return Err(ActionRefused(format!("unknown action `{other}`"))),
+        };
+        let task_id = action.payload["task_id"]
+            .as_str()
+            .and_then(TaskId::parse)
+            .ok_or_else(|| ActionRefused("the action needs payload.task_id".into()))?;
+        self.tasks
+            .set_completed(user, &task_id, completed)
+            .await
+            .map_err(|e| match e {
+                DomainError::NotFound(_) => ActionRefused("that task no longer exists".into()),
+                other => ActionRefused(other.to_string()),
+            })?;
+        let Some(sender) = sender else {
+            return Ok(None);
+        };
+        let ItemKind::Widget { widget: tree, .. } = &sender.kind else {
+            return Ok(None);
+        };
+        let mut tasks = Vec::new();
+        for id in widgets::task_ids(tree) {
+            if let Some(id) = TaskId::parse(&id)
+                && let Ok(task) = self.tasks.get(user, &id).await
+            {
+                tasks.push(task);
+            }
+        }
+        let (widget, copy_text) = widgets::task_list(&tasks);
+        Ok(Some(ThreadItem {
+            kind: ItemKind::Widget {
+                widget,
+                copy_text: Some(copy_text),
+            },
+            ..sender.clone()
+        }))
+    }
+}
+
+impl<R: TaskRepository, M: ModelClient> Responder for TaskAgent<R, M> {
+    async fn respond<S: ChatStore, K: EventSink>(
+        &self,
+        turn: &mut Turn<'_, S, K>,
+        input: Option<&ThreadItem>,
+    ) -> Result<(), Interrupted> {
+        self.answer(turn).await?;
+        if turn.thread().title.is_none()
+            && let Some(ThreadItem {
+                kind:
+                    ItemKind::UserMessage {
+                        content,
+                        quoted_text,
+                        ..
+                    },
+                ..
+            }) = input
+        {
+            let text = history::user_text(content, quoted_text.as_deref());
+            turn.thread_mut().title = Some(history::title_from(&text));
+        }
+        Ok(())
+    }
+
+    async fn action<S: ChatStore, K: EventSink>(
+        &self,
+        turn: &mut Turn<'_, S, K>,
+        action: &Action,
+        sender: Option<&ThreadItem>,
+    ) -> Result<(), Interrupted> {
+        match self.apply_action(turn.user(), sender, action).await {
+            Ok(Some(item)) => turn.emit(StreamEvent::ItemReplaced { item }).await,
+            Ok(None) => Ok(()),
+            Err(ActionRefused(message)) => turn.error("custom", Some(message), false).await,
+        }
+    }
+
+    async fn sync_action(
+        &self,
+        user: &UserId,
+        _thread: &ThreadMetadata,
+        action: &Action,
+        sender: Option<&ThreadItem>,
+    ) -> Result<Option<ThreadItem>, ActionRefused> {
+        self.apply_action(user, sender, action).await
+    }
+}

@@ -1,0 +1,511 @@
+//! The ChatKit engine (ck-py's `ChatKitServer.process`): the JSON operations,
+//! the checks a streamed request passes before its first event, and the order
+//! of a stream's events around what the [`Responder`] produces. Persistence
+//! rules live in [`crate::turn`]; the application lives behind the responder.
+
+use std::time::Instant;
+
+use serde::Serialize;
+
+use taskpilot_domain::{StoreError, UserId};
+
+use crate::ids;
+use crate::request::{
+    Action, ActionParams, DEFAULT_LIMIT, ItemsQuery, Order, Paging, Request, UserMessageInput,
+};
+use crate::responder::{ActionRefused, Responder};
+use crate::sink::EventSink;
+use crate::store::ChatStore;
+use crate::turn::{Interrupted, Turn};
+use crate::types::{
+    ItemKind, Page, StreamEvent, StreamOptions, Thread, ThreadItem, ThreadMetadata, ThreadStatus,
+    ToolCallStatus,
+};
+
+/// How many of a thread's latest items a turn loads (the model's context).
+pub const HISTORY: usize = 40;
+
+/// Errors answered as HTTP errors, before any event is streamed.
+#[derive(Debug, thiserror::Error)]
+pub enum ChatError {
+    /// No such thread or item for this user.
+    #[error("{0} not found")]
+    NotFound(&'static str),
+    /// `threads.retry_after_item` named an item that is not a user message.
+    #[error("item {0} is not a user message")]
+    NotAUserMessage(String),
+    /// `threads.add_client_tool_output` without a pending client tool call.
+    #[error("this thread has no pending client tool call")]
+    NoPendingToolCall,
+    /// `threads.sync_custom_action` named an item that is not a widget.
+    #[error("item {0} is not a widget")]
+    NotAWidget(String),
+    /// The responder refused a synchronous action.
+    #[error(transparent)]
+    Refused(#[from] ActionRefused),
+    /// Storage failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// The answer of a JSON operation, serialized as ck-py does.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(untagged)]
+pub enum Answer {
+    /// `threads.get_by_id`, `threads.update`.
+    Thread(Thread),
+    /// `threads.list`.
+    Threads(Page<Thread>),
+    /// `items.list`.
+    Items(Page<ThreadItem>),
+    /// `threads.sync_custom_action`: `{"updated_item"?}`.
+    Updated {
+        /// The replaced widget, if any.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        updated_item: Option<ThreadItem>,
+    },
+    /// `threads.delete`, `items.feedback`: `{}`.
+    Empty {},
+}
+
+/// A streamed request, checked and ready to run.
+#[derive(Debug)]
+pub struct Prepared {
+    thread: ThreadMetadata,
+    history: Vec<ThreadItem>,
+    kind: Kind,
+}
+
+#[derive(Debug)]
+enum Kind {
+    Create(UserMessageInput),
+    Message(UserMessageInput),
+    Retry {
+        target: ThreadItem,
+        later: Vec<String>,
+    },
+    ToolOutput {
+        call: ThreadItem,
+        stale: Vec<String>,
+    },
+    Action {
+        action: Action,
+        sender: Option<ThreadItem>,
+    },
+    /// A stream of this one event (ck-py answers some misuse so).
+    Refuse(StreamEvent),
+    /// An empty stream.
+    Nothing,
+}
+
+/// The engine: a thread store and a responder, built once per process.
+pub struct Engine<S, R> {
+    store: S,
+    responder: R,
+}
+
+impl<S: ChatStore, R: Responder> Engine<S, R> {
+    /// Wires the store and the responder.
+    pub fn new(store: S, responder: R) -> Self {
+        Self { store, responder }
+    }
+
+    /// The store.
+    pub fn store(&self) -> &S {
+        &self.store
+    }
+
+    /// The responder.
+    pub fn responder(&self) -> &R {
+        &self.responder
+    }
+
+    async fn thread(&self, user: &UserId, id: &str) -> Result<ThreadMetadata, ChatError> {
+        if !ids::plausible(id) {
+            return Err(ChatError::NotFound("thread"));
+        }
+        self.store
+            .load_thread(user, id)
+            .await?
+            .ok_or(ChatError::NotFound("thread"))
+    }
+
+    async fn item(
+        &self,
+        user: &UserId,
+        thread_id: &str,
+        id: &str,
+    ) -> Result<ThreadItem, ChatError> {
+        let found = if ids::plausible(id) {
+            self.store.load_item(user, thread_id, id).await?
+        } else {
+            None
+        };
+        found.ok_or(ChatError::NotFound("item"))
+    }
+
+    async fn recent(
+        &self,
+        user: &UserId,
+        thread_id: &str,
+    ) -> Result<(ThreadMetadata, Vec<ThreadItem>), ChatError> {
+        if !ids::plausible(thread_id) {
+            return Err(ChatError::NotFound("thread"));
+        }
+        let recent = self
+            .store
+            .load_recent(user, thread_id, HISTORY)
+            .await?
+            .ok_or(ChatError::NotFound("thread"))?;
+        Ok((recent.thread, recent.items))
+    }
+
+    async fn visible_page(
+        &self,
+        user: &UserId,
+        thread_id: &str,
+        paging: &Paging,
+    ) -> Result<Page<ThreadItem>, ChatError> {
+        // Hidden items are dropped after paging, as ck-py does: a page may be short.
+        let mut page = self.store.list_items(user, thread_id, paging).await?;
+        page.data.retain(|i| !i.is_hidden());
+        Ok(page)
+    }
+
+    /// Answers a JSON (non-streamed) request.
+    pub async fn json(&self, user: &UserId, request: Request) -> Result<Answer, ChatError> {
+        let view = |t: &ThreadMetadata| Thread::view(t, Page::empty());
+        Ok(match request {
+            Request::GetThread { thread_id } => {
+                let thread = self.thread(user, &thread_id).await?;
+                let paging = Paging {
+                    limit: DEFAULT_LIMIT,
+                    order: Order::Asc,
+                    after: None,
+                };
+                let items = self.visible_page(user, &thread.id, &paging).await?;
+                Answer::Thread(Thread::view(&thread, items))
+            }
+            Request::ListThreads(paging) => {
+                let page = self.store.list_threads(user, &paging).await?;
+                Answer::Threads(Page {
+                    data: page.data.iter().map(view).collect(),
+                    has_more: page.has_more,
+                    after: page.after,
+                })
+            }
+            Request::UpdateThread { thread_id, title } => {
+                let mut thread = self.thread(user, &thread_id).await?;
+                thread.title = Some(title);
+                self.store.save_thread(user, &thread).await?;
+                Answer::Thread(view(&thread))
+            }
+            Request::DeleteThread { thread_id } => {
+                if !ids::plausible(&thread_id)
+                    || !self.store.delete_thread(user, &thread_id).await?
+                {
+                    return Err(ChatError::NotFound("thread"));
+                }
+                Answer::Empty {}
+            }
+            Request::ListItems(ItemsQuery { thread_id, paging }) => {
+                let thread = self.thread(user, &thread_id).await?;
+                Answer::Items(self.visible_page(user, &thread.id, &paging).await?)
+            }
+            Request::Feedback {
+                thread_id,
+                item_ids,
+                kind,
+            } => {
+                self.thread(user, &thread_id).await?;
+                tracing::info!(%thread_id, items = ?item_ids, ?kind, "feedback");
+                Answer::Empty {}
+            }
+            Request::SyncCustomAction(ActionParams {
+                thread_id,
+                item_id,
+                action,
+            }) => {
+                let thread = self.thread(user, &thread_id).await?;
+                let sender = match item_id {
+                    Some(id) => Some(self.item(user, &thread.id, &id).await?),
+                    None => None,
+                };
+                if let Some(item) = &sender
+                    && !matches!(item.kind, ItemKind::Widget { .. })
+                {
+                    return Err(ChatError::NotAWidget(item.id.clone()));
+                }
+                let updated = self
+                    .responder
+                    .sync_action(user, &thread, &action, sender.as_ref())
+                    .await?;
+                if let Some(item) = &updated {
+                    self.store.save_item(user, item).await?;
+                }
+                Answer::Updated {
+                    updated_item: updated,
+                }
+            }
+            streamed => {
+                tracing::error!(request = ?streamed, "a streamed request reached json()");
+                return Err(ChatError::NotFound("operation"));
+            }
+        })
+    }
+
+    /// Checks a streamed request before any event: 404 and 400 here are HTTP
+    /// errors.
+    pub async fn prepare(&self, user: &UserId, request: Request) -> Result<Prepared, ChatError> {
+        let (thread, history, kind) = match request {
+            Request::CreateThread { input } => {
+                let thread = ThreadMetadata {
+                    id: ids::thread(),
+                    title: None,
+                    created_at: taskpilot_domain::timestamp::now(),
+                    status: ThreadStatus::Active,
+                    metadata: Default::default(),
+                };
+                (thread, Vec::new(), Kind::Create(input))
+            }
+            Request::AddUserMessage { thread_id, input } => {
+                let (thread, history) = self.recent(user, &thread_id).await?;
+                (thread, history, Kind::Message(input))
+            }
+            Request::RetryAfterItem { thread_id, item_id } => {
+                let (thread, history) = self.recent(user, &thread_id).await?;
+                return self.prepare_retry(user, thread, history, &item_id).await;
+            }
+            Request::AddClientToolOutput { thread_id, result } => {
+                let (thread, history) = self.recent(user, &thread_id).await?;
+                // ck-py: the last item must be a pending client tool call.
+                let mut call = match history.last() {
+                    Some(item) if is_pending_call(item) => item.clone(),
+                    _ => return Err(ChatError::NoPendingToolCall),
+                };
+                if let ItemKind::ClientToolCall { status, output, .. } = &mut call.kind {
+                    *status = ToolCallStatus::Completed;
+                    *output = Some(result);
+                }
+                let stale = history
+                    .iter()
+                    .filter(|i| i.id != call.id)
+                    .filter(|i| is_pending_call(i))
+                    .map(|i| i.id.clone())
+                    .collect();
+                (thread, history, Kind::ToolOutput { call, stale })
+            }
+            Request::CustomAction(ActionParams {
+                thread_id,
+                item_id,
+                action,
+            }) => {
+                let thread = self.thread(user, &thread_id).await?;
+                let sender = match item_id {
+                    Some(id) => Some(self.item(user, &thread.id, &id).await?),
+                    None => None,
+                };
+                let kind = match sender {
+                    // ck-py: one error event, not retryable.
+                    Some(item) if !matches!(item.kind, ItemKind::Widget { .. }) => {
+                        Kind::Refuse(StreamEvent::Error {
+                            code: "stream.error".into(),
+                            message: None,
+                            allow_retry: false,
+                        })
+                    }
+                    sender => Kind::Action { action, sender },
+                };
+                (thread, Vec::new(), kind)
+            }
+            other => {
+                tracing::error!(request = ?other, "a JSON request reached prepare()");
+                return Err(ChatError::NotFound("operation"));
+            }
+        };
+        Ok(Prepared {
+            thread,
+            history,
+            kind,
+        })
+    }
+
+    /// `threads.retry_after_item`: the items after the user message go, the
+    /// history ends with it. An unknown item is an empty stream (as ck-py).
+    async fn prepare_retry(
+        &self,
+        user: &UserId,
+        thread: ThreadMetadata,
+        mut history: Vec<ThreadItem>,
+        item_id: &str,
+    ) -> Result<Prepared, ChatError> {
+        let found = history.iter().position(|i| i.id == item_id);
+        let (target, later) = match found {
+            Some(at) => {
+                let later = history
+                    .split_off(at + 1)
+                    .into_iter()
+                    .map(|i| i.id)
+                    .collect();
+                (history.last().cloned(), later)
+            }
+            // Older than the loaded window (or absent): walk back from the end.
+            None => {
+                let mut later: Vec<String> = history.drain(..).map(|i| i.id).collect();
+                let mut after = later.first().cloned();
+                let mut target = None;
+                'pages: loop {
+                    let paging = Paging {
+                        limit: DEFAULT_LIMIT,
+                        order: Order::Desc,
+                        after: after.clone(),
+                    };
+                    let page = self.store.list_items(user, &thread.id, &paging).await?;
+                    for item in page.data {
+                        if item.id == item_id {
+                            target = Some(item);
+                            break 'pages;
+                        }
+                        later.push(item.id);
+                    }
+                    if !page.has_more {
+                        break;
+                    }
+                    after = page.after;
+                }
+                if let Some(t) = &target {
+                    let paging = Paging {
+                        limit: HISTORY - 1,
+                        order: Order::Desc,
+                        after: Some(t.id.clone()),
+                    };
+                    history = self.store.list_items(user, &thread.id, &paging).await?.data;
+                    history.reverse();
+                    history.push(t.clone());
+                }
+                (target, later)
+            }
+        };
+        let kind = match target {
+            None => Kind::Nothing,
+            Some(t) if !matches!(t.kind, ItemKind::UserMessage { .. }) => {
+                return Err(ChatError::NotAUserMessage(t.id));
+            }
+            Some(target) => Kind::Retry { target, later },
+        };
+        Ok(Prepared {
+            thread,
+            history,
+            kind,
+        })
+    }
+
+    /// Runs a prepared request, streaming its events. Failures from here on
+    /// are `error` events; a disconnect keeps what was said.
+    pub async fn run<K: EventSink>(
+        &self,
+        user: &UserId,
+        prepared: Prepared,
+        sink: &mut K,
+        deadline: Instant,
+    ) {
+        let Prepared {
+            thread,
+            history,
+            kind,
+        } = prepared;
+        let mut turn = Turn::new(&self.store, sink, user, thread, history, deadline);
+        match self.drive(&mut turn, kind).await {
+            Ok(()) => {}
+            Err(Interrupted::Disconnected) => turn.cancelled().await,
+            Err(Interrupted::Store(e)) => {
+                tracing::error!(error = %e, "storage failed mid-stream");
+                let _ = turn.error("stream.error", None, true).await;
+            }
+        }
+    }
+
+    async fn drive<K: EventSink>(
+        &self,
+        turn: &mut Turn<'_, S, K>,
+        kind: Kind,
+    ) -> Result<(), Interrupted> {
+        let options = StreamEvent::StreamOptions {
+            stream_options: StreamOptions { allow_cancel: true },
+        };
+        match kind {
+            Kind::Create(input) => {
+                self.store.save_thread(turn.user(), turn.thread()).await?;
+                turn.send(StreamEvent::ThreadCreated {
+                    thread: Thread::view(turn.thread(), Page::empty()),
+                })
+                .await?;
+                self.user_message(turn, input, options).await?;
+            }
+            Kind::Message(input) => self.user_message(turn, input, options).await?,
+            Kind::Retry { target, later } => {
+                for id in &later {
+                    self.store
+                        .delete_item(turn.user(), &turn.thread().id, id)
+                        .await?;
+                }
+                turn.send(options).await?;
+                self.responder.respond(turn, Some(&target)).await?;
+            }
+            Kind::ToolOutput { call, stale } => {
+                self.store.save_item(turn.user(), &call).await?;
+                for id in &stale {
+                    tracing::warn!(item = %id, "a client tool call was not completed; dropped");
+                    self.store
+                        .delete_item(turn.user(), &turn.thread().id, id)
+                        .await?;
+                }
+                turn.send(options).await?;
+                self.responder.respond(turn, None).await?;
+            }
+            Kind::Action { action, sender } => {
+                turn.send(options).await?;
+                self.responder
+                    .action(turn, &action, sender.as_ref())
+                    .await?;
+            }
+            Kind::Refuse(event) => turn.send(event).await?,
+            Kind::Nothing => {}
+        }
+        turn.save_thread_if_changed().await
+    }
+
+    /// Saves and sends the user's message, then lets the responder answer.
+    async fn user_message<K: EventSink>(
+        &self,
+        turn: &mut Turn<'_, S, K>,
+        input: UserMessageInput,
+        options: StreamEvent,
+    ) -> Result<(), Interrupted> {
+        let message = turn.item(
+            ids::message(),
+            ItemKind::UserMessage {
+                content: input.content,
+                attachments: Vec::new(),
+                quoted_text: input.quoted_text,
+                inference_options: input.inference_options.unwrap_or_default(),
+            },
+        );
+        turn.emit(StreamEvent::ItemDone {
+            item: message.clone(),
+        })
+        .await?;
+        turn.send(options).await?;
+        self.responder.respond(turn, Some(&message)).await
+    }
+}
+
+fn is_pending_call(item: &ThreadItem) -> bool {
+    matches!(
+        item.kind,
+        ItemKind::ClientToolCall {
+            status: ToolCallStatus::Pending,
+            ..
+        }
+    )
+}

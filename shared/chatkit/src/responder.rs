@@ -1,0 +1,52 @@
+//! The responder port: what an application plugs into the engine, the
+//! counterpart of ck-py's `ChatKitServer.respond()` / `action()` /
+//! `sync_action()`. The engine owns the protocol (which events come first,
+//! what is persisted, disconnects); a responder only produces events through
+//! the [`Turn`] it is given.
+
+use std::future::Future;
+
+use taskpilot_domain::UserId;
+
+use crate::request::Action;
+use crate::sink::EventSink;
+use crate::store::ChatStore;
+use crate::turn::{Interrupted, Turn};
+use crate::types::{ThreadItem, ThreadMetadata};
+
+/// An action the responder refuses, with a message for the user.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct ActionRefused(pub String);
+
+/// Answers users and widget actions.
+pub trait Responder: Send + Sync {
+    /// Answers the thread: after a new or retried user message (`input`, the
+    /// last item of the turn's history), or after a client tool output
+    /// (`None`). Model trouble is the responder's to report as `error`
+    /// events; only a disconnect or a storage failure ends it early.
+    fn respond<S: ChatStore, K: EventSink>(
+        &self,
+        turn: &mut Turn<'_, S, K>,
+        input: Option<&ThreadItem>,
+    ) -> impl Future<Output = Result<(), Interrupted>> + Send;
+
+    /// Handles a streamed widget action; `sender` is the widget item when the
+    /// action names one.
+    fn action<S: ChatStore, K: EventSink>(
+        &self,
+        turn: &mut Turn<'_, S, K>,
+        action: &Action,
+        sender: Option<&ThreadItem>,
+    ) -> impl Future<Output = Result<(), Interrupted>> + Send;
+
+    /// Handles a widget action without streaming: the item that replaces
+    /// `sender`, if any (the engine saves it).
+    fn sync_action(
+        &self,
+        user: &UserId,
+        thread: &ThreadMetadata,
+        action: &Action,
+        sender: Option<&ThreadItem>,
+    ) -> impl Future<Output = Result<Option<ThreadItem>, ActionRefused>> + Send;
+}

@@ -1,0 +1,476 @@
+//! In-memory fakes of the engine's ports, for fast in-process tests (the
+//! `testing` feature): a thread store with the DynamoDB adapter's ordering, a
+//! scripted model, an event sink that can disconnect, and a journal in which
+//! the store and the model record their calls in order.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
+
+use taskpilot_domain::{StoreError, UserId};
+
+use crate::model::{
+    FunctionCall, ModelClient, ModelError, ModelEvent, ModelInput, ModelRequest, ModelStream,
+};
+use crate::request::{Order, Paging};
+use crate::sink::{Disconnected, EventSink};
+use crate::store::{ChatStore, RecentThread};
+use crate::types::{Page, StreamEvent, ThreadItem, ThreadMetadata};
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Calls to the fakes, in order (`store.load_recent`, `model.start`, …).
+#[derive(Clone, Default)]
+pub struct Journal(Arc<Mutex<Vec<String>>>);
+
+impl Journal {
+    fn record(&self, call: &str) {
+        lock(&self.0).push(call.to_owned());
+    }
+
+    /// Every call so far.
+    pub fn calls(&self) -> Vec<String> {
+        lock(&self.0).clone()
+    }
+
+    /// The calls before the first one named `call`.
+    pub fn before(&self, call: &str) -> Vec<String> {
+        self.calls().into_iter().take_while(|c| c != call).collect()
+    }
+}
+
+/// Item order: ids are `<prefix>_<ulid>`; the ulid sorts by creation.
+fn order_key(id: &str) -> (String, String) {
+    match id.split_once('_') {
+        Some((prefix, rest)) => (rest.to_owned(), prefix.to_owned()),
+        None => (id.to_owned(), String::new()),
+    }
+}
+
+type ThreadKey = (String, String);
+type ItemKey = (String, String, (String, String));
+
+/// A [`ChatStore`] in maps, ordered as the DynamoDB adapter orders.
+#[derive(Default)]
+pub struct InMemoryChat {
+    threads: Mutex<BTreeMap<ThreadKey, ThreadMetadata>>,
+    items: Mutex<BTreeMap<ItemKey, ThreadItem>>,
+    failing: AtomicBool,
+    journal: Journal,
+}
+
+impl InMemoryChat {
+    /// A store recording its calls in `journal`.
+    pub fn with_journal(journal: Journal) -> Self {
+        Self {
+            journal,
+            ..Self::default()
+        }
+    }
+
+    /// From now on every call fails (`true`) or works again (`false`).
+    pub fn set_failing(&self, failing: bool) {
+        self.failing.store(failing, Ordering::SeqCst);
+    }
+
+    /// Every stored item of `thread_id`, hidden ones included, in order.
+    pub fn stored_items(&self, user: &UserId, thread_id: &str) -> Vec<ThreadItem> {
+        lock(&self.items)
+            .iter()
+            .filter(|((u, t, _), _)| u == user.as_str() && t == thread_id)
+            .map(|(_, i)| i.clone())
+            .collect()
+    }
+
+    /// A stored thread.
+    pub fn stored_thread(&self, user: &UserId, thread_id: &str) -> Option<ThreadMetadata> {
+        lock(&self.threads)
+            .get(&(user.as_str().to_owned(), thread_id.to_owned()))
+            .cloned()
+    }
+
+    fn call(&self, name: &str) -> Result<(), StoreError> {
+        self.journal.record(&format!("store.{name}"));
+        if self.failing.load(Ordering::SeqCst) {
+            return Err(StoreError::Unavailable("the fake store is failing".into()));
+        }
+        Ok(())
+    }
+
+    fn thread_items(&self, user: &UserId, thread_id: &str) -> Vec<ThreadItem> {
+        self.stored_items(user, thread_id)
+    }
+}
+
+/// One page of `all` (in ascending order) as the adapter pages.
+fn page_of<T: Clone>(all: Vec<T>, paging: &Paging, id: impl Fn(&T) -> &str) -> Page<T> {
+    let mut all = all;
+    if paging.order == Order::Desc {
+        all.reverse();
+    }
+    let start = match &paging.after {
+        Some(after) => all
+            .iter()
+            .position(|x| id(x) == after)
+            .map_or(all.len(), |p| p + 1),
+        None => 0,
+    };
+    let rest: Vec<T> = all.into_iter().skip(start).collect();
+    let has_more = rest.len() > paging.limit;
+    let data: Vec<T> = rest.into_iter().take(paging.limit).collect();
+    let after = if has_more {
+        data.last().map(|x| id(x).to_owned())
+    } else {
+        None
+    };
+    Page {
+        data,
+        has_more,
+        after,
+    }
+}
+
+impl ChatStore for InMemoryChat {
+    async fn save_thread(&self, user: &UserId, thread: &ThreadMetadata) -> Result<(), StoreError> {
+        self.call("save_thread")?;
+        lock(&self.threads).insert(
+            (user.as_str().to_owned(), thread.id.clone()),
+            thread.clone(),
+        );
+        Ok(())
+    }
+
+    async fn load_thread(
+        &self,
+        user: &UserId,
+        thread_id: &str,
+    ) -> Result<Option<ThreadMetadata>, StoreError> {
+        self.call("load_thread")?;
+        Ok(self.stored_thread(user, thread_id))
+    }
+
+    async fn load_recent(
+        &self,
+        user: &UserId,
+        thread_id: &str,
+        limit: usize,
+    ) -> Result<Option<RecentThread>, StoreError> {
+        self.call("load_recent")?;
+        let Some(thread) = self.stored_thread(user, thread_id) else {
+            return Ok(None);
+        };
+        let mut items = self.thread_items(user, thread_id);
+        let skip = items.len().saturating_sub(limit);
+        items.drain(..skip);
+        Ok(Some(RecentThread { thread, items }))
+    }
+
+    async fn list_threads(
+        &self,
+        user: &UserId,
+        paging: &Paging,
+    ) -> Result<Page<ThreadMetadata>, StoreError> {
+        self.call("list_threads")?;
+        let all: Vec<ThreadMetadata> = lock(&self.threads)
+            .iter()
+            .filter(|((u, _), _)| u == user.as_str())
+            .map(|(_, t)| t.clone())
+            .collect();
+        Ok(page_of(all, paging, |t| &t.id))
+    }
+
+    async fn delete_thread(&self, user: &UserId, thread_id: &str) -> Result<bool, StoreError> {
+        self.call("delete_thread")?;
+        lock(&self.items).retain(|(u, t, _), _| !(u == user.as_str() && t == thread_id));
+        Ok(lock(&self.threads)
+            .remove(&(user.as_str().to_owned(), thread_id.to_owned()))
+            .is_some())
+    }
+
+    async fn save_item(&self, user: &UserId, item: &ThreadItem) -> Result<(), StoreError> {
+        self.call("save_item")?;
+        lock(&self.items).insert(
+            (
+                user.as_str().to_owned(),
+                item.thread_id.clone(),
+                order_key(&item.id),
+            ),
+            item.clone(),
+        );
+        Ok(())
+    }
+
+    async fn load_item(
+        &self,
+        user: &UserId,
+        thread_id: &str,
+        item_id: &str,
+    ) -> Result<Option<ThreadItem>, StoreError> {
+        self.call("load_item")?;
+        Ok(lock(&self.items)
+            .get(&(
+                user.as_str().to_owned(),
+                thread_id.to_owned(),
+                order_key(item_id),
+            ))
+            .cloned())
+    }
+
+    async fn list_items(
+        &self,
+        user: &UserId,
+        thread_id: &str,
+        paging: &Paging,
+    ) -> Result<Page<ThreadItem>, StoreError> {
+        self.call("list_items")?;
+        Ok(page_of(self.thread_items(user, thread_id), paging, |i| {
+            &i.id
+        }))
+    }
+
+    async fn delete_item(
+        &self,
+        user: &UserId,
+        thread_id: &str,
+        item_id: &str,
+    ) -> Result<(), StoreError> {
+        self.call("delete_item")?;
+        lock(&self.items).remove(&(
+            user.as_str().to_owned(),
+            thread_id.to_owned(),
+            order_key(item_id),
+        ));
+        Ok(())
+    }
+}
+
+/// One scripted model round.
+#[derive(Debug, Clone)]
+pub enum Round {
+    /// These events, then the end of the stream.
+    Events(Vec<Result<ModelEvent, ModelError>>),
+    /// The round cannot start.
+    StartFails,
+}
+
+impl Round {
+    /// A streamed answer, word by word, then `Completed`.
+    pub fn text(text: &str) -> Self {
+        let mut events = message("m1", text, usize::MAX);
+        events.push(Ok(ModelEvent::Completed));
+        Self::Events(events)
+    }
+
+    /// Function calls `(name, JSON arguments)`, then `Completed`.
+    pub fn calls(calls: &[(&str, &str)]) -> Self {
+        let mut events: Vec<_> = calls
+            .iter()
+            .enumerate()
+            .map(|(i, (name, arguments))| {
+                Ok(ModelEvent::FunctionCall(FunctionCall {
+                    call_id: format!("call_{i}"),
+                    name: (*name).to_owned(),
+                    arguments: (*arguments).to_owned(),
+                }))
+            })
+            .collect();
+        events.push(Ok(ModelEvent::Completed));
+        Self::Events(events)
+    }
+
+    /// The first `words` words of `text`, then the stream fails.
+    pub fn broken(text: &str, words: usize) -> Self {
+        let mut events = message("m1", text, words);
+        events.push(Err(ModelError("connection reset".into())));
+        Self::Events(events)
+    }
+
+    /// The first `words` words of `text`, then the model reports a failure.
+    pub fn failed(text: &str, words: usize) -> Self {
+        let mut events = message("m1", text, words);
+        events.push(Ok(ModelEvent::Failed {
+            reason: "server_error".into(),
+        }));
+        Self::Events(events)
+    }
+}
+
+/// The events of a streamed message; cut after `upto` words (then no done
+/// events).
+fn message(item: &str, text: &str, upto: usize) -> Vec<Result<ModelEvent, ModelError>> {
+    let item = item.to_owned();
+    let words: Vec<&str> = text.split_inclusive(' ').collect();
+    let mut events = vec![
+        Ok(ModelEvent::MessageStarted { item: item.clone() }),
+        Ok(ModelEvent::TextStarted {
+            item: item.clone(),
+            part: 0,
+        }),
+    ];
+    for w in words.iter().take(upto) {
+        events.push(Ok(ModelEvent::TextDelta {
+            item: item.clone(),
+            part: 0,
+            delta: (*w).to_owned(),
+        }));
+    }
+    if upto >= words.len() {
+        events.push(Ok(ModelEvent::TextDone {
+            item: item.clone(),
+            part: 0,
+            text: text.to_owned(),
+        }));
+        events.push(Ok(ModelEvent::MessageDone { item }));
+    }
+    events
+}
+
+/// A request the scripted model received.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SeenRequest {
+    /// Model name.
+    pub model: String,
+    /// The conversation.
+    pub input: Vec<ModelInput>,
+    /// The tool names.
+    pub tools: Vec<String>,
+}
+
+#[derive(Default)]
+struct ModelState {
+    rounds: VecDeque<Round>,
+    seen: Vec<SeenRequest>,
+}
+
+/// A [`ModelClient`] that plays scripted rounds and records what it was sent.
+#[derive(Clone, Default)]
+pub struct ScriptedModel {
+    state: Arc<Mutex<ModelState>>,
+    stopped_early: Arc<AtomicBool>,
+    journal: Journal,
+}
+
+impl ScriptedModel {
+    /// A model recording its calls in `journal`.
+    pub fn with_journal(journal: Journal) -> Self {
+        Self {
+            journal,
+            ..Self::default()
+        }
+    }
+
+    /// Queues rounds (an unscripted round fails to start).
+    pub fn push(&self, round: Round) -> &Self {
+        lock(&self.state).rounds.push_back(round);
+        self
+    }
+
+    /// Every request so far.
+    pub fn requests(&self) -> Vec<SeenRequest> {
+        lock(&self.state).seen.clone()
+    }
+
+    /// Whether a stream was dropped before its last event (the call stopped).
+    pub fn stopped_early(&self) -> bool {
+        self.stopped_early.load(Ordering::SeqCst)
+    }
+}
+
+/// The stream of a scripted round.
+pub struct ScriptedStream {
+    events: VecDeque<Result<ModelEvent, ModelError>>,
+    stopped_early: Arc<AtomicBool>,
+}
+
+impl ModelStream for ScriptedStream {
+    async fn next_event(&mut self) -> Option<Result<ModelEvent, ModelError>> {
+        self.events.pop_front()
+    }
+}
+
+impl Drop for ScriptedStream {
+    fn drop(&mut self) {
+        if !self.events.is_empty() {
+            self.stopped_early.store(true, Ordering::SeqCst);
+        }
+    }
+}
+
+impl ModelClient for ScriptedModel {
+    type Stream = ScriptedStream;
+
+    async fn start(
+        &self,
+        request: &ModelRequest<'_>,
+        _deadline: Instant,
+    ) -> Result<ScriptedStream, ModelError> {
+        self.journal.record("model.start");
+        let round = {
+            let mut state = lock(&self.state);
+            state.seen.push(SeenRequest {
+                model: request.model.to_owned(),
+                input: request.input.to_vec(),
+                tools: request.tools.iter().map(|t| t.name.to_owned()).collect(),
+            });
+            state.rounds.pop_front()
+        };
+        match round {
+            Some(Round::Events(events)) => Ok(ScriptedStream {
+                events: events.into(),
+                stopped_early: self.stopped_early.clone(),
+            }),
+            Some(Round::StartFails) => Err(ModelError("HTTP 500".into())),
+            None => Err(ModelError("no scripted round".into())),
+        }
+    }
+}
+
+/// An [`EventSink`] that keeps the events; it can play a client that leaves.
+#[derive(Default)]
+pub struct VecSink {
+    /// What was sent, in order.
+    pub events: Vec<StreamEvent>,
+    disconnect_after: Option<usize>,
+}
+
+impl VecSink {
+    /// A client that takes `n` events, then disconnects.
+    pub fn disconnecting_after(n: usize) -> Self {
+        Self {
+            events: Vec::new(),
+            disconnect_after: Some(n),
+        }
+    }
+
+    /// The events as JSON.
+    pub fn json(&self) -> Vec<serde_json::Value> {
+        self.events
+            .iter()
+            .map(|e| serde_json::to_value(e).unwrap_or_default())
+            .collect()
+    }
+
+    /// The `type` of every event.
+    pub fn types(&self) -> Vec<String> {
+        self.json()
+            .iter()
+            .map(|e| e["type"].as_str().unwrap_or_default().to_owned())
+            .collect()
+    }
+}
+
+impl EventSink for VecSink {
+    async fn send(&mut self, event: StreamEvent) -> Result<(), Disconnected> {
+        if self
+            .disconnect_after
+            .is_some_and(|n| self.events.len() >= n)
+        {
+            return Err(Disconnected);
+        }
+        self.events.push(event);
+        Ok(())
+    }
+}

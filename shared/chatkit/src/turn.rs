@@ -1,0 +1,274 @@
+//! One streamed run in progress, and the persistence rules every event goes
+//! through (ck-py's `_process_events`): `done` items are saved, `replaced`
+//! items upserted, `removed` items deleted; hidden items are saved but never
+//! sent; items that were `added` but not finished are tracked with their
+//! streamed text so a disconnect keeps the partial answer; a change to the
+//! thread is saved and announced with `thread.updated`.
+
+use std::time::Instant;
+
+use taskpilot_domain::{StoreError, UserId};
+
+use crate::ids;
+use crate::sink::{Disconnected, EventSink};
+use crate::store::ChatStore;
+use crate::types::{
+    AssistantContent, ItemKind, ItemUpdate, Page, StreamEvent, Thread, ThreadItem, ThreadMetadata,
+};
+
+/// Note stored when the user stops a stream.
+pub const CANCELLED_NOTE: &str =
+    "The user cancelled the stream. Stop responding to the prior request.";
+
+/// Why a run stopped early.
+#[derive(Debug, thiserror::Error)]
+pub enum Interrupted {
+    /// The client went away.
+    #[error("the client disconnected")]
+    Disconnected,
+    /// Storage failed mid-stream.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl From<Disconnected> for Interrupted {
+    fn from(_: Disconnected) -> Self {
+        Self::Disconnected
+    }
+}
+
+/// The run's state: who, which thread, its recent history, where events go.
+pub struct Turn<'a, S, K> {
+    store: &'a S,
+    sink: &'a mut K,
+    user: &'a UserId,
+    thread: ThreadMetadata,
+    saved_thread: ThreadMetadata,
+    history: Vec<ThreadItem>,
+    pending: Vec<ThreadItem>,
+    deadline: Instant,
+}
+
+impl<'a, S: ChatStore, K: EventSink> Turn<'a, S, K> {
+    /// A run on `thread` whose saved state is `thread` itself.
+    pub fn new(
+        store: &'a S,
+        sink: &'a mut K,
+        user: &'a UserId,
+        thread: ThreadMetadata,
+        history: Vec<ThreadItem>,
+        deadline: Instant,
+    ) -> Self {
+        Self {
+            store,
+            sink,
+            user,
+            saved_thread: thread.clone(),
+            thread,
+            history,
+            pending: Vec::new(),
+            deadline,
+        }
+    }
+
+    /// The caller.
+    pub fn user(&self) -> &UserId {
+        self.user
+    }
+
+    /// The thread (changes are saved and announced after the next event).
+    pub fn thread(&self) -> &ThreadMetadata {
+        &self.thread
+    }
+
+    /// The thread, to change its title or status.
+    pub fn thread_mut(&mut self) -> &mut ThreadMetadata {
+        &mut self.thread
+    }
+
+    /// The thread's latest items, hidden ones included, oldest first; items
+    /// finished during this run are appended.
+    pub fn history(&self) -> &[ThreadItem] {
+        &self.history
+    }
+
+    /// When the run must end.
+    pub fn deadline(&self) -> Instant {
+        self.deadline
+    }
+
+    /// A new item of this thread, created now.
+    pub fn item(&self, id: String, kind: ItemKind) -> ThreadItem {
+        ThreadItem {
+            id,
+            thread_id: self.thread.id.clone(),
+            created_at: taskpilot_domain::timestamp::now(),
+            kind,
+        }
+    }
+
+    /// Sends an event without the persistence rules (stream options, the
+    /// initial `thread.created`).
+    pub(crate) async fn send(&mut self, event: StreamEvent) -> Result<(), Interrupted> {
+        Ok(self.sink.send(event).await?)
+    }
+
+    /// Applies the persistence rules to `event`, sends it unless it finishes
+    /// a hidden item, then saves and announces a changed thread.
+    pub async fn emit(&mut self, event: StreamEvent) -> Result<(), Interrupted> {
+        match &event {
+            StreamEvent::ItemAdded { item } => self.pending.push(item.clone()),
+            StreamEvent::ItemUpdated { item_id, update } => self.apply(item_id, update),
+            StreamEvent::ItemDone { item } => {
+                self.store.save_item(self.user, item).await?;
+                self.pending.retain(|p| p.id != item.id);
+                self.history.push(item.clone());
+            }
+            StreamEvent::ItemReplaced { item } => {
+                self.store.save_item(self.user, item).await?;
+                self.pending.retain(|p| p.id != item.id);
+                if let Some(old) = self.history.iter_mut().find(|h| h.id == item.id) {
+                    *old = item.clone();
+                }
+            }
+            StreamEvent::ItemRemoved { item_id } => {
+                self.store
+                    .delete_item(self.user, &self.thread.id, item_id)
+                    .await?;
+                self.pending.retain(|p| &p.id != item_id);
+                self.history.retain(|h| &h.id != item_id);
+            }
+            _ => {}
+        }
+        let hidden = matches!(&event, StreamEvent::ItemDone { item } if item.is_hidden());
+        if !hidden {
+            self.send(event).await?;
+        }
+        self.save_thread_if_changed().await
+    }
+
+    /// Saves and announces the thread when it changed since it was last saved.
+    pub(crate) async fn save_thread_if_changed(&mut self) -> Result<(), Interrupted> {
+        if self.thread == self.saved_thread {
+            return Ok(());
+        }
+        self.store.save_thread(self.user, &self.thread).await?;
+        self.saved_thread = self.thread.clone();
+        self.send(StreamEvent::ThreadUpdated {
+            thread: Thread::view(&self.thread, Page::empty()),
+        })
+        .await
+    }
+
+    /// The streamed (added, not yet finished) item `id`, as streamed so far.
+    pub fn pending(&self, id: &str) -> Option<&ThreadItem> {
+        self.pending.iter().find(|p| p.id == id)
+    }
+
+    /// Finishes the streamed item `id` with what was streamed.
+    pub async fn finish(&mut self, id: &str) -> Result<(), Interrupted> {
+        match self.pending(id).cloned() {
+            Some(item) => self.emit(StreamEvent::ItemDone { item }).await,
+            None => Ok(()),
+        }
+    }
+
+    /// Ends every streamed item: those with content are finished, empty ones
+    /// removed (a failed model round keeps what was said).
+    pub async fn settle_pending(&mut self) -> Result<(), Interrupted> {
+        for item in std::mem::take(&mut self.pending) {
+            let id = item.id.clone();
+            if has_content(&item) {
+                self.pending.push(item);
+                self.finish(&id).await?;
+            } else {
+                self.send(StreamEvent::ItemRemoved { item_id: id }).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends a user-visible error.
+    pub async fn error(
+        &mut self,
+        code: &str,
+        message: Option<String>,
+        allow_retry: bool,
+    ) -> Result<(), Interrupted> {
+        self.send(StreamEvent::Error {
+            code: code.to_owned(),
+            message,
+            allow_retry,
+        })
+        .await
+    }
+
+    /// After a disconnect (ck-py's `handle_stream_cancelled`): keep the
+    /// partial answers and note the cancellation for the model.
+    pub(crate) async fn cancelled(&mut self) {
+        for item in std::mem::take(&mut self.pending) {
+            if has_content(&item)
+                && let Err(e) = self.store.save_item(self.user, &item).await
+            {
+                tracing::error!(error = %e, "could not keep the partial answer");
+            }
+        }
+        let note = self.item(
+            ids::hidden(),
+            ItemKind::SdkHiddenContext {
+                content: CANCELLED_NOTE.into(),
+            },
+        );
+        if let Err(e) = self.store.save_item(self.user, &note).await {
+            tracing::error!(error = %e, "could not note the cancellation");
+        }
+        if self.thread != self.saved_thread
+            && let Err(e) = self.store.save_thread(self.user, &self.thread).await
+        {
+            tracing::error!(error = %e, "could not save the thread");
+        }
+        tracing::info!("the client disconnected; the stream was stopped");
+    }
+
+    fn apply(&mut self, id: &str, update: &ItemUpdate) {
+        let Some(ThreadItem {
+            kind: ItemKind::AssistantMessage { content },
+            ..
+        }) = self.pending.iter_mut().find(|p| p.id == id)
+        else {
+            return;
+        };
+        let index = match update {
+            ItemUpdate::ContentPartAdded { content_index, .. }
+            | ItemUpdate::TextDelta { content_index, .. }
+            | ItemUpdate::ContentPartDone { content_index, .. } => *content_index,
+            ItemUpdate::WidgetRootUpdated { .. } => return,
+        };
+        // Pad so the index exists (updates may arrive for a part not yet added).
+        while content.len() <= index {
+            content.push(AssistantContent::OutputText {
+                text: String::new(),
+                annotations: Vec::new(),
+            });
+        }
+        match update {
+            ItemUpdate::ContentPartAdded { content: part, .. }
+            | ItemUpdate::ContentPartDone { content: part, .. } => content[index] = part.clone(),
+            ItemUpdate::TextDelta { delta, .. } => {
+                let AssistantContent::OutputText { text, .. } = &mut content[index];
+                text.push_str(delta);
+            }
+            ItemUpdate::WidgetRootUpdated { .. } => {}
+        }
+    }
+}
+
+/// Whether a streamed item has anything worth keeping.
+fn has_content(item: &ThreadItem) -> bool {
+    match &item.kind {
+        ItemKind::AssistantMessage { content } => content
+            .iter()
+            .any(|AssistantContent::OutputText { text, .. }| !text.is_empty()),
+        _ => true,
+    }
+}

@@ -1,0 +1,513 @@
+//! The OpenAI Responses API (`POST /responses`, streamed) as the ChatKit
+//! model port: the request body built from a [`ModelRequest`], the streamed
+//! events as serde types, and their mapping to [`ModelEvent`]s. This is the
+//! only place that knows the Responses API's field names.
+
+use std::time::Instant;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use taskpilot_chatkit::model::{
+    FunctionCall, ModelClient, ModelError, ModelEvent, ModelInput, ModelRequest, ModelStream, Role,
+};
+
+use crate::sse::EventStream;
+use crate::{Call, OpenAi};
+
+/// The body of a streamed `POST /responses`.
+#[derive(Debug, Serialize)]
+pub struct ResponsesRequest<'a> {
+    model: &'a str,
+    instructions: &'a str,
+    temperature: f64,
+    input: Vec<InputItem<'a>>,
+    tools: Vec<FunctionTool<'a>>,
+    parallel_tool_calls: bool,
+    store: bool,
+    stream: bool,
+}
+
+/// One input item: an easy message (`{role, content}`) or a typed item.
+#[derive(Debug, Serialize)]
+#[serde(untagged)]
+enum InputItem<'a> {
+    Message {
+        role: &'static str,
+        content: &'a str,
+    },
+    Typed(TypedInput<'a>),
+}
+
+#[derive(Debug, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+enum TypedInput<'a> {
+    FunctionCall {
+        call_id: &'a str,
+        name: &'a str,
+        arguments: &'a str,
+    },
+    FunctionCallOutput {
+        call_id: &'a str,
+        output: &'a str,
+    },
+}
+
+/// A function tool: `{"type":"function", name, description, parameters}`.
+#[derive(Debug, Serialize)]
+struct FunctionTool<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    name: &'a str,
+    description: &'a str,
+    parameters: &'a Value,
+}
+
+impl<'a> ResponsesRequest<'a> {
+    /// The streamed, unstored request for `request` (parallel tool calls on).
+    pub fn new(request: &ModelRequest<'a>) -> Self {
+        let input = request
+            .input
+            .iter()
+            .map(|item| match item {
+                ModelInput::Message { role, text } => InputItem::Message {
+                    role: match role {
+                        Role::User => "user",
+                        Role::Assistant => "assistant",
+                    },
+                    content: text,
+                },
+                ModelInput::FunctionCall(call) => InputItem::Typed(TypedInput::FunctionCall {
+                    call_id: &call.call_id,
+                    name: &call.name,
+                    arguments: &call.arguments,
+                }),
+                ModelInput::FunctionOutput { call_id, output } => {
+                    InputItem::Typed(TypedInput::FunctionCallOutput { call_id, output })
+                }
+            })
+            .collect();
+        let tools = request
+            .tools
+            .iter()
+            .map(|t| FunctionTool {
+                kind: "function",
+                name: t.name,
+                description: t.description,
+                parameters: &t.parameters,
+            })
+            .collect();
+        Self {
+            model: request.model,
+            instructions: request.instructions,
+            temperature: request.temperature,
+            input,
+            tools,
+            parallel_tool_calls: true,
+            store: false,
+            stream: true,
+        }
+    }
+}
+
+/// The streamed events this client acts on; every other type is `Other`.
+#[derive(Debug, Deserialize)]
+#[serde(tag = "type")]
+pub enum StreamedEvent {
+    /// `response.output_item.added`
+    #[serde(rename = "response.output_item.added")]
+    OutputItemAdded {
+        /// The item so far.
+        item: OutputItem,
+    },
+    /// `response.output_item.done`
+    #[serde(rename = "response.output_item.done")]
+    OutputItemDone {
+        /// The complete item.
+        item: OutputItem,
+    },
+    /// `response.content_part.added`
+    #[serde(rename = "response.content_part.added")]
+    ContentPartAdded {
+        /// The message.
+        item_id: String,
+        /// The part.
+        content_index: usize,
+    },
+    /// `response.output_text.delta`
+    #[serde(rename = "response.output_text.delta")]
+    OutputTextDelta {
+        /// The message.
+        item_id: String,
+        /// The part.
+        content_index: usize,
+        /// New text.
+        delta: String,
+    },
+    /// `response.content_part.done`
+    #[serde(rename = "response.content_part.done")]
+    ContentPartDone {
+        /// The message.
+        item_id: String,
+        /// The part.
+        content_index: usize,
+        /// The complete part.
+        part: ContentPart,
+    },
+    /// `response.completed`
+    #[serde(rename = "response.completed")]
+    Completed,
+    /// `response.failed`
+    #[serde(rename = "response.failed")]
+    Failed {
+        /// The response, with its `error`.
+        #[serde(default)]
+        response: Option<Value>,
+    },
+    /// `response.incomplete`
+    #[serde(rename = "response.incomplete")]
+    Incomplete {
+        /// The response, with its `incomplete_details`.
+        #[serde(default)]
+        response: Option<Value>,
+    },
+    /// `error`
+    #[serde(rename = "error")]
+    Error {
+        /// Error code.
+        #[serde(default)]
+        code: Option<String>,
+        /// Error message.
+        #[serde(default)]
+        message: Option<String>,
+    },
+    /// Any other event (`response.created`, argument deltas, …).
+    #[serde(other)]
+    Other,
+}
+
+/// Output items this client acts on.
+#[derive(Debug, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum OutputItem {
+    /// An assistant message.
+    Message {
+        /// Its id.
+        id: String,
+    },
+    /// A function call.
+    FunctionCall {
+        /// Pairs the call with its output.
+        call_id: String,
+        /// The tool.
+        name: String,
+        /// JSON arguments (complete on `done`).
+        #[serde(default)]
+        arguments: String,
+    },
+    /// Reasoning, web search, …
+    #[serde(other)]
+    Other,
+}
+
+/// A message content part.
+#[derive(Debug, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ContentPart {
+    /// Text.
+    OutputText {
+        /// The text.
+        text: String,
+    },
+    /// A refusal, shown as the answer's text.
+    Refusal {
+        /// The refusal.
+        refusal: String,
+    },
+    /// Anything else.
+    #[serde(other)]
+    Other,
+}
+
+impl StreamedEvent {
+    /// The model event this stands for, if any.
+    pub fn into_model_event(self) -> Option<ModelEvent> {
+        Some(match self {
+            Self::OutputItemAdded {
+                item: OutputItem::Message { id },
+            } => ModelEvent::MessageStarted { item: id },
+            Self::OutputItemDone { item } => match item {
+                OutputItem::Message { id } => ModelEvent::MessageDone { item: id },
+                OutputItem::FunctionCall {
+                    call_id,
+                    name,
+                    arguments,
+                } => ModelEvent::FunctionCall(FunctionCall {
+                    call_id,
+                    name,
+                    arguments,
+                }),
+                OutputItem::Other => return None,
+            },
+            Self::ContentPartAdded {
+                item_id,
+                content_index,
+            } => ModelEvent::TextStarted {
+                item: item_id,
+                part: content_index,
+            },
+            Self::OutputTextDelta {
+                item_id,
+                content_index,
+                delta,
+            } => ModelEvent::TextDelta {
+                item: item_id,
+                part: content_index,
+                delta,
+            },
+            Self::ContentPartDone {
+                item_id,
+                content_index,
+                part,
+            } => ModelEvent::TextDone {
+                item: item_id,
+                part: content_index,
+                text: match part {
+                    ContentPart::OutputText { text } => text,
+                    ContentPart::Refusal { refusal } => refusal,
+                    ContentPart::Other => String::new(),
+                },
+            },
+            Self::Completed => ModelEvent::Completed,
+            Self::Failed { response } | Self::Incomplete { response } => ModelEvent::Failed {
+                reason: response
+                    .map(|r| {
+                        let why = if r["error"].is_null() {
+                            &r["incomplete_details"]
+                        } else {
+                            &r["error"]
+                        };
+                        why.to_string()
+                    })
+                    .unwrap_or_else(|| "the response failed".into()),
+            },
+            Self::Error { code, message } => ModelEvent::Failed {
+                reason: format!(
+                    "{}: {}",
+                    code.as_deref().unwrap_or("error"),
+                    message.as_deref().unwrap_or("")
+                ),
+            },
+            Self::OutputItemAdded { .. } | Self::Other => return None,
+        })
+    }
+}
+
+/// A streamed `POST /responses` as model events.
+pub struct ResponsesStream(EventStream);
+
+impl ModelStream for ResponsesStream {
+    async fn next_event(&mut self) -> Option<Result<ModelEvent, ModelError>> {
+        loop {
+            let raw = match self.0.next_event().await? {
+                Ok(raw) => raw,
+                Err(e) => return Some(Err(ModelError(e.to_string()))),
+            };
+            match serde_json::from_value::<StreamedEvent>(raw) {
+                Ok(event) => {
+                    if let Some(event) = event.into_model_event() {
+                        return Some(Ok(event));
+                    }
+                }
+                Err(e) => return Some(Err(ModelError(format!("unreadable stream event: {e}")))),
+            }
+        }
+    }
+}
+
+impl ModelClient for OpenAi {
+    type Stream = ResponsesStream;
+
+    async fn start(
+        &self,
+        request: &ModelRequest<'_>,
+        deadline: Instant,
+    ) -> Result<ResponsesStream, ModelError> {
+        let body = serde_json::to_value(ResponsesRequest::new(request))
+            .map_err(|e| ModelError(format!("request encoding: {e}")))?;
+        let call = Call {
+            method: reqwest::Method::POST,
+            path: "/responses",
+            body: Some(&body),
+            header: None,
+            not_found: "the Responses API was not found (check OPENAI_BASE_URL and CHATKIT_MODEL)",
+        };
+        self.stream(&call, deadline)
+            .await
+            .map(ResponsesStream)
+            .map_err(|e| ModelError(e.to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+    use taskpilot_chatkit::model::ToolSpec;
+
+    fn event(v: Value) -> Option<ModelEvent> {
+        serde_json::from_value::<StreamedEvent>(v)
+            .unwrap()
+            .into_model_event()
+    }
+
+    #[test]
+    fn the_request_is_the_responses_wire_shape() {
+        let input = [
+            ModelInput::user("hi"),
+            ModelInput::assistant("hello"),
+            ModelInput::FunctionCall(FunctionCall {
+                call_id: "c1".into(),
+                name: "list_tasks".into(),
+                arguments: "{}".into(),
+            }),
+            ModelInput::FunctionOutput {
+                call_id: "c1".into(),
+                output: "{\"tasks\":[]}".into(),
+            },
+        ];
+        let tools = [ToolSpec {
+            name: "list_tasks",
+            description: "List.",
+            parameters: json!({"type": "object"}),
+        }];
+        let request = ModelRequest {
+            model: "gpt-4.1",
+            instructions: "Be brief.",
+            temperature: 0.5,
+            input: &input,
+            tools: &tools,
+        };
+        assert_eq!(
+            serde_json::to_value(ResponsesRequest::new(&request)).unwrap(),
+            json!({"model": "gpt-4.1", "instructions": "Be brief.", "temperature": 0.5,
+                "input": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"},
+                          {"type": "function_call", "call_id": "c1", "name": "list_tasks", "arguments": "{}"},
+                          {"type": "function_call_output", "call_id": "c1", "output": "{\"tasks\":[]}"}],
+                "tools": [{"type": "function", "name": "list_tasks", "description": "List.",
+                           "parameters": {"type": "object"}}],
+                "parallel_tool_calls": true, "store": false, "stream": true})
+        );
+    }
+
+    #[test]
+    fn text_events_map_to_model_events() {
+        assert_eq!(
+            event(
+                json!({"type": "response.output_item.added", "output_index": 0, "sequence_number": 1,
+                "item": {"id": "msg_1", "type": "message", "status": "in_progress", "role": "assistant", "content": []}})
+            ),
+            Some(ModelEvent::MessageStarted {
+                item: "msg_1".into()
+            })
+        );
+        assert_eq!(
+            event(
+                json!({"type": "response.content_part.added", "item_id": "msg_1", "output_index": 0,
+                "content_index": 0, "part": {"type": "output_text", "text": "", "annotations": []}})
+            ),
+            Some(ModelEvent::TextStarted {
+                item: "msg_1".into(),
+                part: 0
+            })
+        );
+        assert_eq!(
+            event(
+                json!({"type": "response.output_text.delta", "item_id": "msg_1", "output_index": 0,
+                "content_index": 0, "delta": "Hel"})
+            ),
+            Some(ModelEvent::TextDelta {
+                item: "msg_1".into(),
+                part: 0,
+                delta: "Hel".into()
+            })
+        );
+        assert_eq!(
+            event(
+                json!({"type": "response.content_part.done", "item_id": "msg_1", "output_index": 0,
+                "content_index": 0, "part": {"type": "output_text", "text": "Hello", "annotations": []}})
+            ),
+            Some(ModelEvent::TextDone {
+                item: "msg_1".into(),
+                part: 0,
+                text: "Hello".into()
+            })
+        );
+        assert_eq!(
+            event(
+                json!({"type": "response.output_item.done", "output_index": 0,
+                "item": {"id": "msg_1", "type": "message", "status": "completed", "role": "assistant", "content": []}})
+            ),
+            Some(ModelEvent::MessageDone {
+                item: "msg_1".into()
+            })
+        );
+        assert_eq!(
+            event(json!({"type": "response.completed", "response": {"id": "resp_1"}})),
+            Some(ModelEvent::Completed)
+        );
+    }
+
+    #[test]
+    fn function_calls_arrive_complete() {
+        assert_eq!(
+            event(
+                json!({"type": "response.output_item.added", "output_index": 0,
+                "item": {"id": "fc_1", "type": "function_call", "call_id": "call_1", "name": "list_tasks", "arguments": ""}})
+            ),
+            None
+        );
+        assert_eq!(
+            event(
+                json!({"type": "response.output_item.done", "output_index": 0,
+                "item": {"id": "fc_1", "type": "function_call", "status": "completed",
+                         "call_id": "call_1", "name": "list_tasks", "arguments": "{\"completed\":false}"}})
+            ),
+            Some(ModelEvent::FunctionCall(FunctionCall {
+                call_id: "call_1".into(),
+                name: "list_tasks".into(),
+                arguments: "{\"completed\":false}".into()
+            }))
+        );
+    }
+
+    #[test]
+    fn failures_and_unknown_events() {
+        assert!(matches!(
+            event(json!({"type": "response.failed", "response": {"error": {"code": "server_error"}}})),
+            Some(ModelEvent::Failed { reason }) if reason.contains("server_error")
+        ));
+        assert!(matches!(
+            event(json!({"type": "response.incomplete", "response": {"incomplete_details": {"reason": "max_output_tokens"}}})),
+            Some(ModelEvent::Failed { reason }) if reason.contains("max_output_tokens")
+        ));
+        assert!(matches!(
+            event(json!({"type": "error", "code": "rate_limit_exceeded", "message": "slow down"})),
+            Some(ModelEvent::Failed { .. })
+        ));
+        for other in [
+            json!({"type": "response.created", "response": {}}),
+            json!({"type": "response.function_call_arguments.delta", "item_id": "fc", "delta": "{"}),
+            json!({"type": "response.output_item.added", "item": {"type": "reasoning", "id": "rs_1"}}),
+            json!({"type": "response.something_new", "x": 1}),
+        ] {
+            assert_eq!(event(other.clone()), None, "{other}");
+        }
+        assert!(
+            serde_json::from_value::<StreamedEvent>(
+                json!({"type": "response.output_text.delta", "item_id": 3})
+            )
+            .is_err()
+        );
+    }
+}
