@@ -99,8 +99,7 @@ impl Chat {
         self.engine
             .prepare(&user(who), request)
             .await
-            .err()
-            .expect("refused before streaming")
+            .expect_err("refused before streaming")
     }
 
     /// A JSON request; the answer passes the contract.

@@ -11,6 +11,7 @@ pub mod agent;
 pub mod engine;
 pub mod ids;
 pub mod model;
+pub mod params;
 pub mod request;
 pub mod responder;
 pub mod sink;

@@ -1,4 +1,6 @@
-//! An in-memory [`TaskRepository`] for unit tests of domain logic.
+//! In-memory ports for unit tests: a [`TaskRepository`], and a
+//! [`SessionStore`] with a [`RateLimiter`], each with the DynamoDB adapter's
+//! semantics.
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
@@ -10,6 +12,7 @@ use crate::ports::{
     IdempotencyClaim, InsertOutcome, ListPage, ListQuery, TaskChange, TaskRepository,
     UpdateOutcome, WriteGuard,
 };
+use crate::session::{ChatSession, RateDecision, RateLimiter, SessionStatus, SessionStore};
 use crate::task::{Task, TaskId};
 use crate::user::UserId;
 
@@ -114,5 +117,165 @@ impl TaskRepository for InMemoryTasks {
             tasks: matching,
             next_after,
         })
+    }
+}
+
+/// Sessions and fixed-window counters in maps.
+#[derive(Default)]
+pub struct InMemorySessions {
+    sessions: Mutex<BTreeMap<(String, String), ChatSession>>,
+    counters: Mutex<BTreeMap<(String, String, i64), u32>>,
+}
+
+impl SessionStore for InMemorySessions {
+    async fn put_session(&self, user: &UserId, session: &ChatSession) -> Result<(), StoreError> {
+        let key = (user.as_str().to_owned(), session.id.clone());
+        let mut sessions = lock(&self.sessions);
+        if sessions.contains_key(&key) {
+            return Err(StoreError::Internal("the session exists".into()));
+        }
+        sessions.insert(key, session.clone());
+        Ok(())
+    }
+
+    async fn get_session(
+        &self,
+        user: &UserId,
+        id: &str,
+    ) -> Result<Option<ChatSession>, StoreError> {
+        Ok(lock(&self.sessions)
+            .get(&(user.as_str().to_owned(), id.to_owned()))
+            .cloned())
+    }
+
+    async fn cancel_session(
+        &self,
+        user: &UserId,
+        id: &str,
+    ) -> Result<Option<ChatSession>, StoreError> {
+        Ok(lock(&self.sessions)
+            .get_mut(&(user.as_str().to_owned(), id.to_owned()))
+            .map(|s| {
+                s.status = SessionStatus::Cancelled;
+                s.clone()
+            }))
+    }
+
+    async fn find_session_by_secret(
+        &self,
+        user: &UserId,
+        hash: &str,
+    ) -> Result<Option<ChatSession>, StoreError> {
+        Ok(lock(&self.sessions)
+            .iter()
+            .find(|((owner, _), s)| {
+                owner == user.as_str() && s.secret_hash.as_deref() == Some(hash)
+            })
+            .map(|(_, s)| s.clone()))
+    }
+}
+
+impl RateLimiter for InMemorySessions {
+    async fn hit(
+        &self,
+        user: &UserId,
+        bucket: &str,
+        limit: u32,
+        window_secs: u64,
+        now: DateTime<Utc>,
+    ) -> Result<RateDecision, StoreError> {
+        let window = i64::try_from(window_secs.max(1)).unwrap_or(i64::MAX);
+        let start = now.timestamp() - now.timestamp().rem_euclid(window);
+        let mut counters = lock(&self.counters);
+        let count = counters
+            .entry((user.as_str().to_owned(), bucket.to_owned(), start))
+            .or_insert(0);
+        if *count >= limit {
+            let retry_after = (start + window - now.timestamp()).max(1);
+            return Ok(RateDecision::Limited {
+                retry_after: u64::try_from(retry_after).unwrap_or(1),
+            });
+        }
+        *count += 1;
+        Ok(RateDecision::Allowed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::session::{SessionMode, new_session_id};
+
+    fn session(hash: &str) -> ChatSession {
+        let now = Utc::now();
+        ChatSession {
+            id: new_session_id(),
+            mode: SessionMode::SelfHosted,
+            status: SessionStatus::Active,
+            created_at: now,
+            expires_at: now + chrono::Duration::minutes(10),
+            max_requests_per_minute: 30,
+            workflow_id: None,
+            secret_hash: Some(hash.into()),
+        }
+    }
+
+    #[tokio::test]
+    async fn sessions_belong_to_their_user() {
+        let store = InMemorySessions::default();
+        let (alice, bob) = (UserId::new("alice").unwrap(), UserId::new("bob").unwrap());
+        let s = session("h1");
+        store.put_session(&alice, &s).await.unwrap();
+        assert!(store.put_session(&alice, &s).await.is_err(), "no overwrite");
+        assert_eq!(
+            store.get_session(&alice, &s.id).await.unwrap(),
+            Some(s.clone())
+        );
+        assert_eq!(store.get_session(&bob, &s.id).await.unwrap(), None);
+        assert_eq!(store.cancel_session(&bob, &s.id).await.unwrap(), None);
+        assert_eq!(
+            store
+                .find_session_by_secret(&alice, "h1")
+                .await
+                .unwrap()
+                .map(|s| s.id),
+            Some(s.id.clone())
+        );
+        let cancelled = store.cancel_session(&alice, &s.id).await.unwrap().unwrap();
+        assert_eq!(cancelled.status, SessionStatus::Cancelled);
+        assert!(
+            !store
+                .get_session(&alice, &s.id)
+                .await
+                .unwrap()
+                .unwrap()
+                .is_usable(Utc::now())
+        );
+    }
+
+    #[tokio::test]
+    async fn the_limit_holds_per_window_and_bucket() {
+        let limiter = InMemorySessions::default();
+        let alice = UserId::new("alice").unwrap();
+        let now: DateTime<Utc> = "2026-12-02T10:00:05Z".parse().unwrap();
+        for _ in 0..2 {
+            assert_eq!(
+                limiter.hit(&alice, "b", 2, 60, now).await.unwrap(),
+                RateDecision::Allowed
+            );
+        }
+        assert_eq!(
+            limiter.hit(&alice, "b", 2, 60, now).await.unwrap(),
+            RateDecision::Limited { retry_after: 55 }
+        );
+        assert_eq!(
+            limiter.hit(&alice, "other", 2, 60, now).await.unwrap(),
+            RateDecision::Allowed
+        );
+        let next = now + chrono::Duration::seconds(60);
+        assert_eq!(
+            limiter.hit(&alice, "b", 2, 60, next).await.unwrap(),
+            RateDecision::Allowed
+        );
     }
 }

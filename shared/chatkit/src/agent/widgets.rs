@@ -260,21 +260,4 @@ mod tests {
         assert!(task_ids(&task_list(&[]).0).is_empty());
         assert_eq!(task_list(&[]).1, "Tasks:\n");
     }
-
-    /// Writes the sample task lists' JSON to `$TASKPILOT_WIDGET_DUMP/<name>.json`
-    /// for validation against the ChatKit Python SDK (a no-op when unset).
-    #[test]
-    fn dump_for_sdk_validation() {
-        let Some(dir) = std::env::var_os("TASKPILOT_WIDGET_DUMP") else {
-            return;
-        };
-        for (name, tasks) in sample_lists() {
-            let json = serde_json::to_string_pretty(&task_list(&tasks).0).unwrap();
-            std::fs::write(
-                std::path::Path::new(&dir).join(format!("{name}.json")),
-                json,
-            )
-            .unwrap();
-        }
-    }
 }

@@ -5,13 +5,11 @@
 
 use std::time::Instant;
 
-use serde::Serialize;
-
 use taskpilot_domain::{StoreError, UserId};
 
 use crate::ids;
 use crate::request::{
-    Action, ActionParams, DEFAULT_LIMIT, ItemsQuery, Order, Paging, Request, UserMessageInput,
+    Action, ActionParams, DEFAULT_LIMIT, Order, Paging, Request, UserMessageInput,
 };
 use crate::responder::{ActionRefused, Responder};
 use crate::sink::EventSink;
@@ -21,6 +19,10 @@ use crate::types::{
     ItemKind, Page, StreamEvent, StreamOptions, Thread, ThreadItem, ThreadMetadata, ThreadStatus,
     ToolCallStatus,
 };
+
+mod answers;
+
+pub use answers::Answer;
 
 /// How many of a thread's latest items a turn loads (the model's context).
 pub const HISTORY: usize = 40;
@@ -46,26 +48,6 @@ pub enum ChatError {
     /// Storage failed.
     #[error(transparent)]
     Store(#[from] StoreError),
-}
-
-/// The answer of a JSON operation, serialized as ck-py does.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-#[serde(untagged)]
-pub enum Answer {
-    /// `threads.get_by_id`, `threads.update`.
-    Thread(Thread),
-    /// `threads.list`.
-    Threads(Page<Thread>),
-    /// `items.list`.
-    Items(Page<ThreadItem>),
-    /// `threads.sync_custom_action`: `{"updated_item"?}`.
-    Updated {
-        /// The replaced widget, if any.
-        #[serde(skip_serializing_if = "Option::is_none")]
-        updated_item: Option<ThreadItem>,
-    },
-    /// `threads.delete`, `items.feedback`: `{}`.
-    Empty {},
 }
 
 /// A streamed request, checked and ready to run.
@@ -170,88 +152,6 @@ impl<S: ChatStore, R: Responder> Engine<S, R> {
         let mut page = self.store.list_items(user, thread_id, paging).await?;
         page.data.retain(|i| !i.is_hidden());
         Ok(page)
-    }
-
-    /// Answers a JSON (non-streamed) request.
-    pub async fn json(&self, user: &UserId, request: Request) -> Result<Answer, ChatError> {
-        let view = |t: &ThreadMetadata| Thread::view(t, Page::empty());
-        Ok(match request {
-            Request::GetThread { thread_id } => {
-                let thread = self.thread(user, &thread_id).await?;
-                let paging = Paging {
-                    limit: DEFAULT_LIMIT,
-                    order: Order::Asc,
-                    after: None,
-                };
-                let items = self.visible_page(user, &thread.id, &paging).await?;
-                Answer::Thread(Thread::view(&thread, items))
-            }
-            Request::ListThreads(paging) => {
-                let page = self.store.list_threads(user, &paging).await?;
-                Answer::Threads(Page {
-                    data: page.data.iter().map(view).collect(),
-                    has_more: page.has_more,
-                    after: page.after,
-                })
-            }
-            Request::UpdateThread { thread_id, title } => {
-                let mut thread = self.thread(user, &thread_id).await?;
-                thread.title = Some(title);
-                self.store.save_thread(user, &thread).await?;
-                Answer::Thread(view(&thread))
-            }
-            Request::DeleteThread { thread_id } => {
-                if !ids::plausible(&thread_id)
-                    || !self.store.delete_thread(user, &thread_id).await?
-                {
-                    return Err(ChatError::NotFound("thread"));
-                }
-                Answer::Empty {}
-            }
-            Request::ListItems(ItemsQuery { thread_id, paging }) => {
-                let thread = self.thread(user, &thread_id).await?;
-                Answer::Items(self.visible_page(user, &thread.id, &paging).await?)
-            }
-            Request::Feedback {
-                thread_id,
-                item_ids,
-                kind,
-            } => {
-                self.thread(user, &thread_id).await?;
-                tracing::info!(%thread_id, items = ?item_ids, ?kind, "feedback");
-                Answer::Empty {}
-            }
-            Request::SyncCustomAction(ActionParams {
-                thread_id,
-                item_id,
-                action,
-            }) => {
-                let thread = self.thread(user, &thread_id).await?;
-                let sender = match item_id {
-                    Some(id) => Some(self.item(user, &thread.id, &id).await?),
-                    None => None,
-                };
-                if let Some(item) = &sender
-                    && !matches!(item.kind, ItemKind::Widget { .. })
-                {
-                    return Err(ChatError::NotAWidget(item.id.clone()));
-                }
-                let updated = self
-                    .responder
-                    .sync_action(user, &thread, &action, sender.as_ref())
-                    .await?;
-                if let Some(item) = &updated {
-                    self.store.save_item(user, item).await?;
-                }
-                Answer::Updated {
-                    updated_item: updated,
-                }
-            }
-            streamed => {
-                tracing::error!(request = ?streamed, "a streamed request reached json()");
-                return Err(ChatError::NotFound("operation"));
-            }
-        })
     }
 
     /// Checks a streamed request before any event: 404 and 400 here are HTTP

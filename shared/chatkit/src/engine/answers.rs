@@ -1,0 +1,118 @@
+//! The JSON operations (ck-py's `_process_non_streaming`): reading, listing,
+//! renaming and deleting threads, paging items, feedback and synchronous
+//! widget actions.
+
+use serde::Serialize;
+
+use taskpilot_domain::UserId;
+
+use super::{ChatError, Engine};
+use crate::ids;
+use crate::request::{ActionParams, DEFAULT_LIMIT, ItemsQuery, Order, Paging, Request};
+use crate::responder::Responder;
+use crate::store::ChatStore;
+use crate::types::{ItemKind, Page, Thread, ThreadItem, ThreadMetadata};
+
+/// The answer of a JSON operation, serialized as ck-py does.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(untagged)]
+pub enum Answer {
+    /// `threads.get_by_id`, `threads.update`.
+    Thread(Thread),
+    /// `threads.list`.
+    Threads(Page<Thread>),
+    /// `items.list`.
+    Items(Page<ThreadItem>),
+    /// `threads.sync_custom_action`: `{"updated_item"?}`.
+    Updated {
+        /// The replaced widget, if any.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        updated_item: Option<ThreadItem>,
+    },
+    /// `threads.delete`, `items.feedback`: `{}`.
+    Empty {},
+}
+
+impl<S: ChatStore, R: Responder> Engine<S, R> {
+    /// Answers a JSON (non-streamed) request.
+    pub async fn json(&self, user: &UserId, request: Request) -> Result<Answer, ChatError> {
+        let view = |t: &ThreadMetadata| Thread::view(t, Page::empty());
+        Ok(match request {
+            Request::GetThread { thread_id } => {
+                let thread = self.thread(user, &thread_id).await?;
+                let paging = Paging {
+                    limit: DEFAULT_LIMIT,
+                    order: Order::Asc,
+                    after: None,
+                };
+                let items = self.visible_page(user, &thread.id, &paging).await?;
+                Answer::Thread(Thread::view(&thread, items))
+            }
+            Request::ListThreads(paging) => {
+                let page = self.store.list_threads(user, &paging).await?;
+                Answer::Threads(Page {
+                    data: page.data.iter().map(view).collect(),
+                    has_more: page.has_more,
+                    after: page.after,
+                })
+            }
+            Request::UpdateThread { thread_id, title } => {
+                let mut thread = self.thread(user, &thread_id).await?;
+                thread.title = Some(title);
+                self.store.save_thread(user, &thread).await?;
+                Answer::Thread(view(&thread))
+            }
+            Request::DeleteThread { thread_id } => {
+                if !ids::plausible(&thread_id)
+                    || !self.store.delete_thread(user, &thread_id).await?
+                {
+                    return Err(ChatError::NotFound("thread"));
+                }
+                Answer::Empty {}
+            }
+            Request::ListItems(ItemsQuery { thread_id, paging }) => {
+                let thread = self.thread(user, &thread_id).await?;
+                Answer::Items(self.visible_page(user, &thread.id, &paging).await?)
+            }
+            Request::Feedback {
+                thread_id,
+                item_ids,
+                kind,
+            } => {
+                self.thread(user, &thread_id).await?;
+                tracing::info!(%thread_id, items = ?item_ids, ?kind, "feedback");
+                Answer::Empty {}
+            }
+            Request::SyncCustomAction(ActionParams {
+                thread_id,
+                item_id,
+                action,
+            }) => {
+                let thread = self.thread(user, &thread_id).await?;
+                let sender = match item_id {
+                    Some(id) => Some(self.item(user, &thread.id, &id).await?),
+                    None => None,
+                };
+                if let Some(item) = &sender
+                    && !matches!(item.kind, ItemKind::Widget { .. })
+                {
+                    return Err(ChatError::NotAWidget(item.id.clone()));
+                }
+                let updated = self
+                    .responder
+                    .sync_action(user, &thread, &action, sender.as_ref())
+                    .await?;
+                if let Some(item) = &updated {
+                    self.store.save_item(user, item).await?;
+                }
+                Answer::Updated {
+                    updated_item: updated,
+                }
+            }
+            streamed => {
+                tracing::error!(request = ?streamed, "a streamed request reached json()");
+                return Err(ChatError::NotFound("operation"));
+            }
+        })
+    }
+}

@@ -1,0 +1,161 @@
+//! Wire-shape tests.
+
+use super::*;
+use serde_json::json;
+use taskpilot_chatkit::model::ToolSpec;
+
+fn event(v: Value) -> Option<ModelEvent> {
+    serde_json::from_value::<StreamedEvent>(v)
+        .unwrap()
+        .into_model_event()
+}
+
+#[test]
+fn the_request_is_the_responses_wire_shape() {
+    let input = [
+        ModelInput::user("hi"),
+        ModelInput::assistant("hello"),
+        ModelInput::FunctionCall(FunctionCall {
+            call_id: "c1".into(),
+            name: "list_tasks".into(),
+            arguments: "{}".into(),
+        }),
+        ModelInput::FunctionOutput {
+            call_id: "c1".into(),
+            output: "{\"tasks\":[]}".into(),
+        },
+    ];
+    let tools = [ToolSpec {
+        name: "list_tasks",
+        description: "List.",
+        parameters: json!({"type": "object"}),
+    }];
+    let request = ModelRequest {
+        model: "gpt-4.1",
+        instructions: "Be brief.",
+        temperature: 0.5,
+        input: &input,
+        tools: &tools,
+    };
+    assert_eq!(
+        serde_json::to_value(ResponsesRequest::new(&request)).unwrap(),
+        json!({"model": "gpt-4.1", "instructions": "Be brief.", "temperature": 0.5,
+            "input": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"},
+                      {"type": "function_call", "call_id": "c1", "name": "list_tasks", "arguments": "{}"},
+                      {"type": "function_call_output", "call_id": "c1", "output": "{\"tasks\":[]}"}],
+            "tools": [{"type": "function", "name": "list_tasks", "description": "List.",
+                       "parameters": {"type": "object"}}],
+            "parallel_tool_calls": true, "store": false, "stream": true})
+    );
+}
+
+#[test]
+fn text_events_map_to_model_events() {
+    assert_eq!(
+        event(
+            json!({"type": "response.output_item.added", "output_index": 0, "sequence_number": 1,
+            "item": {"id": "msg_1", "type": "message", "status": "in_progress", "role": "assistant", "content": []}})
+        ),
+        Some(ModelEvent::MessageStarted {
+            item: "msg_1".into()
+        })
+    );
+    assert_eq!(
+        event(
+            json!({"type": "response.content_part.added", "item_id": "msg_1", "output_index": 0,
+            "content_index": 0, "part": {"type": "output_text", "text": "", "annotations": []}})
+        ),
+        Some(ModelEvent::TextStarted {
+            item: "msg_1".into(),
+            part: 0
+        })
+    );
+    assert_eq!(
+        event(
+            json!({"type": "response.output_text.delta", "item_id": "msg_1", "output_index": 0,
+            "content_index": 0, "delta": "Hel"})
+        ),
+        Some(ModelEvent::TextDelta {
+            item: "msg_1".into(),
+            part: 0,
+            delta: "Hel".into()
+        })
+    );
+    assert_eq!(
+        event(
+            json!({"type": "response.content_part.done", "item_id": "msg_1", "output_index": 0,
+            "content_index": 0, "part": {"type": "output_text", "text": "Hello", "annotations": []}})
+        ),
+        Some(ModelEvent::TextDone {
+            item: "msg_1".into(),
+            part: 0,
+            text: "Hello".into()
+        })
+    );
+    assert_eq!(
+        event(
+            json!({"type": "response.output_item.done", "output_index": 0,
+            "item": {"id": "msg_1", "type": "message", "status": "completed", "role": "assistant", "content": []}})
+        ),
+        Some(ModelEvent::MessageDone {
+            item: "msg_1".into()
+        })
+    );
+    assert_eq!(
+        event(json!({"type": "response.completed", "response": {"id": "resp_1"}})),
+        Some(ModelEvent::Completed)
+    );
+}
+
+#[test]
+fn function_calls_arrive_complete() {
+    assert_eq!(
+        event(
+            json!({"type": "response.output_item.added", "output_index": 0,
+            "item": {"id": "fc_1", "type": "function_call", "call_id": "call_1", "name": "list_tasks", "arguments": ""}})
+        ),
+        None
+    );
+    assert_eq!(
+        event(
+            json!({"type": "response.output_item.done", "output_index": 0,
+            "item": {"id": "fc_1", "type": "function_call", "status": "completed",
+                     "call_id": "call_1", "name": "list_tasks", "arguments": "{\"completed\":false}"}})
+        ),
+        Some(ModelEvent::FunctionCall(FunctionCall {
+            call_id: "call_1".into(),
+            name: "list_tasks".into(),
+            arguments: "{\"completed\":false}".into()
+        }))
+    );
+}
+
+#[test]
+fn failures_and_unknown_events() {
+    assert!(matches!(
+        event(json!({"type": "response.failed", "response": {"error": {"code": "server_error"}}})),
+        Some(ModelEvent::Failed { reason }) if reason.contains("server_error")
+    ));
+    assert!(matches!(
+        event(json!({"type": "response.incomplete", "response": {"incomplete_details": {"reason": "max_output_tokens"}}})),
+        Some(ModelEvent::Failed { reason }) if reason.contains("max_output_tokens")
+    ));
+    assert!(matches!(
+        event(json!({"type": "error", "code": "rate_limit_exceeded", "message": "slow down"})),
+        Some(ModelEvent::Failed { .. })
+    ));
+    for other in [
+        json!({"type": "response.created", "response": {}}),
+        json!({"type": "response.function_call_arguments.delta", "item_id": "fc", "delta": "{"}),
+        json!({"type": "response.output_item.added", "item": {"type": "reasoning", "id": "rs_1"}}),
+        json!({"type": "response.something_new", "x": 1}),
+    ] {
+        assert_eq!(event(other.clone()), None, "{other}");
+    }
+    assert!(
+        serde_json::from_value::<StreamedEvent>(
+            json!({"type": "response.output_text.delta", "item_id": 3})
+        )
+        .is_err()
+    );
+}
