@@ -132,6 +132,17 @@ impl Chat {
         )
     }
 
+    /// A thread in which the model listed `who`'s tasks: its id and the
+    /// task-list widget item.
+    async fn listed(&self, who: &str) -> (String, Value) {
+        let rounds = vec![
+            Round::calls(&[("list_tasks", "{}")]),
+            Round::text("Listed."),
+        ];
+        let (thread, events) = self.create(who, "what's left?", rounds).await;
+        (thread, widget_of(&events))
+    }
+
     /// A thread whose first exchange was "hello" / `answer`.
     async fn thread(&self, who: &str, answer: &str) -> String {
         self.create(who, "hello", vec![Round::text(answer)]).await.0
@@ -234,17 +245,7 @@ async fn a_new_message_comes_first_then_the_options_and_no_title_change() {
 async fn an_action_streams_the_options_then_the_replaced_widget() {
     let chat = Chat::new();
     let task = chat.task("alice", "Buy milk").await;
-    let (thread, events) = chat
-        .create(
-            "alice",
-            "what's left?",
-            vec![
-                Round::calls(&[("list_tasks", "{}")]),
-                Round::text("One task."),
-            ],
-        )
-        .await;
-    let widget = widget_of(&events);
+    let (thread, widget) = chat.listed("alice").await;
     let sink = chat
         .stream(
             "alice",
@@ -898,14 +899,7 @@ async fn a_storage_failure_mid_stream_is_a_retryable_error() {
 async fn done_then_undo_replace_the_widget_in_place() {
     let chat = Chat::new();
     let task = chat.task("alice", "Buy milk").await;
-    let (thread, events) = chat
-        .create(
-            "alice",
-            "what's left?",
-            vec![Round::calls(&[("list_tasks", "{}")]), Round::text("One.")],
-        )
-        .await;
-    let widget = widget_of(&events);
+    let (thread, widget) = chat.listed("alice").await;
     let action = |kind: &str| {
         json!({"thread_id": thread, "item_id": widget["id"],
                "action": {"type": kind, "payload": {"task_id": task.id}}})
@@ -1023,14 +1017,7 @@ async fn another_users_item_and_task_are_not_found() {
     let alices = chat.thread("alice", "Hi.").await;
     let alices_item = chat.items("alice", &alices)[0].id.clone();
     let bobs_task = chat.task("bob", "Bob's task").await;
-    let (thread, events) = chat
-        .create(
-            "alice",
-            "list",
-            vec![Round::calls(&[("list_tasks", "{}")]), Round::text("None.")],
-        )
-        .await;
-    let widget = widget_of(&events);
+    let (thread, widget) = chat.listed("alice").await;
     // An item of another thread is not found in this one.
     let err = chat
         .refused(

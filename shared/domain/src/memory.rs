@@ -12,7 +12,9 @@ use crate::ports::{
     IdempotencyClaim, InsertOutcome, ListPage, ListQuery, TaskChange, TaskRepository,
     UpdateOutcome, WriteGuard,
 };
-use crate::session::{ChatSession, RateDecision, RateLimiter, SessionStatus, SessionStore};
+use crate::session::{
+    ChatSession, RateDecision, RateLimiter, RateWindow, SessionStatus, SessionStore,
+};
 use crate::task::{Task, TaskId};
 use crate::user::UserId;
 
@@ -184,16 +186,14 @@ impl RateLimiter for InMemorySessions {
         window_secs: u64,
         now: DateTime<Utc>,
     ) -> Result<RateDecision, StoreError> {
-        let window = i64::try_from(window_secs.max(1)).unwrap_or(i64::MAX);
-        let start = now.timestamp() - now.timestamp().rem_euclid(window);
+        let window = RateWindow::at(now, window_secs);
         let mut counters = lock(&self.counters);
         let count = counters
-            .entry((user.as_str().to_owned(), bucket.to_owned(), start))
+            .entry((user.as_str().to_owned(), bucket.to_owned(), window.start))
             .or_insert(0);
         if *count >= limit {
-            let retry_after = (start + window - now.timestamp()).max(1);
             return Ok(RateDecision::Limited {
-                retry_after: u64::try_from(retry_after).unwrap_or(1),
+                retry_after: window.retry_after(now),
             });
         }
         *count += 1;

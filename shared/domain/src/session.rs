@@ -212,6 +212,31 @@ pub enum RateDecision {
     Limited { retry_after: u64 },
 }
 
+/// The fixed window `now` falls in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateWindow {
+    /// Its start, in epoch seconds.
+    pub start: i64,
+    /// Its length in seconds (at least 1).
+    pub secs: i64,
+}
+
+impl RateWindow {
+    /// The window of `secs` seconds holding `now`.
+    pub fn at(now: DateTime<Utc>, secs: u64) -> Self {
+        let secs = i64::try_from(secs.max(1)).unwrap_or(i64::MAX);
+        Self {
+            start: now.timestamp() - now.timestamp().rem_euclid(secs),
+            secs,
+        }
+    }
+
+    /// Seconds from `now` until the next window (at least 1).
+    pub fn retry_after(&self, now: DateTime<Utc>) -> u64 {
+        u64::try_from(self.start + self.secs - now.timestamp()).map_or(1, |s| s.max(1))
+    }
+}
+
 /// Fixed-window counters.
 pub trait RateLimiter: Send + Sync {
     /// Counts one hit on `bucket` of `user` in the current window of

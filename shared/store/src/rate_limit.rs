@@ -4,7 +4,7 @@ use aws_sdk_dynamodb::error::SdkError;
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use chrono::{DateTime, Utc};
 
-use taskpilot_domain::session::{RateDecision, RateLimiter};
+use taskpilot_domain::session::{RateDecision, RateLimiter, RateWindow};
 use taskpilot_domain::{StoreError, UserId};
 
 use crate::error::classify;
@@ -20,8 +20,8 @@ impl RateLimiter for DynamoStore {
         window_secs: u64,
         now: DateTime<Utc>,
     ) -> Result<RateDecision, StoreError> {
-        let window = window_secs.max(1) as i64;
-        let start = now.timestamp() - now.timestamp().rem_euclid(window);
+        let window = RateWindow::at(now, window_secs);
+        let start = window.start;
         let result = self
             .client
             .update_item()
@@ -37,7 +37,7 @@ impl RateLimiter for DynamoStore {
             .expression_attribute_values(":zero", n(0))
             .expression_attribute_values(":one", n(1))
             .expression_attribute_values(":limit", n(limit))
-            .expression_attribute_values(":ttl", n(start + 2 * window))
+            .expression_attribute_values(":ttl", n(start + 2 * window.secs))
             .send()
             .await;
         match result {
@@ -46,7 +46,7 @@ impl RateLimiter for DynamoStore {
                 if matches!(e.err(), UpdateItemError::ConditionalCheckFailedException(_)) =>
             {
                 Ok(RateDecision::Limited {
-                    retry_after: (start + window - now.timestamp()).max(1) as u64,
+                    retry_after: window.retry_after(now),
                 })
             }
             Err(e) => Err(classify(e)),

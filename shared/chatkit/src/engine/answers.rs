@@ -88,11 +88,7 @@ impl<S: ChatStore, R: Responder> Engine<S, R> {
                 item_id,
                 action,
             }) => {
-                let thread = self.thread(user, &thread_id).await?;
-                let sender = match item_id {
-                    Some(id) => Some(self.item(user, &thread.id, &id).await?),
-                    None => None,
-                };
+                let (thread, sender) = self.action_target(user, &thread_id, item_id).await?;
                 if let Some(item) = &sender
                     && !matches!(item.kind, ItemKind::Widget { .. })
                 {

@@ -126,6 +126,21 @@ impl<S: ChatStore, R: Responder> Engine<S, R> {
         found.ok_or(ChatError::NotFound("item"))
     }
 
+    /// The thread of an action and the item that sent it, if named.
+    async fn action_target(
+        &self,
+        user: &UserId,
+        thread_id: &str,
+        item_id: Option<String>,
+    ) -> Result<(ThreadMetadata, Option<ThreadItem>), ChatError> {
+        let thread = self.thread(user, thread_id).await?;
+        let sender = match item_id {
+            Some(id) => Some(self.item(user, &thread.id, &id).await?),
+            None => None,
+        };
+        Ok((thread, sender))
+    }
+
     async fn recent(
         &self,
         user: &UserId,
@@ -200,11 +215,7 @@ impl<S: ChatStore, R: Responder> Engine<S, R> {
                 item_id,
                 action,
             }) => {
-                let thread = self.thread(user, &thread_id).await?;
-                let sender = match item_id {
-                    Some(id) => Some(self.item(user, &thread.id, &id).await?),
-                    None => None,
-                };
+                let (thread, sender) = self.action_target(user, &thread_id, item_id).await?;
                 let kind = match sender {
                     // ck-py: one error event, not retryable.
                     Some(item) if !matches!(item.kind, ItemKind::Widget { .. }) => {
