@@ -18,6 +18,16 @@ use crate::{Result, repo_root};
 
 const REQUIREMENTS: &str = "chatkit.txt";
 
+/// The request types ck-py answers with a stream (`StreamingReq`).
+const STREAMING: [&str; 6] = [
+    "threads.create",
+    "threads.add_user_message",
+    "threads.add_client_tool_output",
+    "threads.add_structured_input",
+    "threads.retry_after_item",
+    "threads.custom_action",
+];
+
 /// A server-sent event, as the SDK's `ThreadStreamEvent` union.
 pub fn check_event(event: &Value) -> std::result::Result<(), String> {
     ask(&json!({ "kind": "event", "value": event }))
@@ -69,6 +79,11 @@ pub fn check_response(
 ) -> std::result::Result<(), String> {
     let stream = content_type.is_some_and(|c| c.starts_with("text/event-stream"));
     if status == 200 && stream {
+        if !STREAMING.contains(&request_type) {
+            return Err(format!(
+                "{request_type} answers JSON in ck-py, not a stream"
+            ));
+        }
         return check_stream(body).map_err(|e| format!("{request_type}: {e}"));
     }
     let json: Value = serde_json::from_str(body)

@@ -10,6 +10,7 @@ use std::time::Duration;
 use common::Api;
 use reqwest::Method;
 use serde_json::{Value, json};
+use taskpilot_testkit::chatkit_contract;
 use taskpilot_testkit::openai_stub::{OpenAiStub, Turn};
 use taskpilot_testkit::stack::StackOptions;
 
@@ -69,22 +70,68 @@ fn parse_frames(raw: &str) -> Vec<Value> {
         .collect()
 }
 
+/// Sends a ChatKit request, which must be one the official types accept.
 async fn send(api: &Api, bearer: &str, envelope: Value) -> reqwest::Response {
+    if let Err(e) = chatkit_contract::check_request(&envelope) {
+        panic!("not a ChatKit request: {envelope}\n  {e}");
+    }
+    post(api, bearer, envelope.to_string()).await
+}
+
+/// Sends any body, unchecked.
+async fn post(api: &Api, bearer: &str, body: String) -> reqwest::Response {
     api.http
         .post(format!("{}{CHATKIT}", api.stack.url))
         .bearer_auth(bearer)
         .header("content-type", "application/json")
-        .body(envelope.to_string())
+        .body(body)
         .send()
         .await
         .unwrap()
 }
 
+/// A whole answer, checked against the ChatKit contract
+/// ([`chatkit_contract::check_response`]).
+struct Answer {
+    status: u16,
+    headers: reqwest::header::HeaderMap,
+    text: String,
+}
+
+impl Answer {
+    async fn read(request_type: &str, resp: reqwest::Response) -> Self {
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        let text = resp.text().await.unwrap();
+        let content_type = headers.get("content-type").and_then(|v| v.to_str().ok());
+        if let Err(e) = chatkit_contract::check_response(request_type, status, content_type, &text)
+        {
+            panic!("ChatKit contract: {e}");
+        }
+        Self {
+            status,
+            headers,
+            text,
+        }
+    }
+
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.text).unwrap_or_else(|_| panic!("not JSON: {}", self.text))
+    }
+}
+
+/// Sends a ChatKit request and reads the whole, checked answer.
+async fn call(api: &Api, bearer: &str, envelope: Value) -> Answer {
+    let kind = envelope["type"].as_str().unwrap_or_default().to_owned();
+    Answer::read(&kind, send(api, bearer, envelope).await).await
+}
+
 async fn stream(api: &Api, user: &str, envelope: Value) -> Sse {
-    let resp = send(api, &api.token(user), envelope).await;
-    let status = resp.status().as_u16();
-    let headers = resp.headers().clone();
-    let text = resp.text().await.unwrap();
+    let Answer {
+        status,
+        headers,
+        text,
+    } = call(api, &api.token(user), envelope).await;
     assert_eq!(status, 200, "{text}");
     Sse {
         status,
@@ -94,13 +141,8 @@ async fn stream(api: &Api, user: &str, envelope: Value) -> Sse {
 }
 
 async fn json_call(api: &Api, user: &str, envelope: Value) -> (u16, Value) {
-    let resp = send(api, &api.token(user), envelope).await;
-    let status = resp.status().as_u16();
-    let text = resp.text().await.unwrap();
-    (
-        status,
-        serde_json::from_str(&text).unwrap_or_else(|_| panic!("not JSON: {text}")),
-    )
+    let answer = call(api, &api.token(user), envelope).await;
+    (answer.status, answer.json())
 }
 
 fn message(text: &str) -> Value {
@@ -351,8 +393,8 @@ async fn a_conversation_creates_lists_and_completes_tasks() {
     assert_eq!(status, 404);
     let (_, bobs) = json_call(&api, "bob", json!({"type": "threads.list", "params": {}})).await;
     assert_eq!(bobs["data"], json!([]));
-    let resp = send(&api, &api.token("bob"), json!({"type": "threads.add_user_message", "params": {"thread_id": thread_id, "input": message("mine now")}})).await;
-    assert_eq!(resp.status(), 404);
+    let resp = call(&api, &api.token("bob"), json!({"type": "threads.add_user_message", "params": {"thread_id": thread_id, "input": message("mine now")}})).await;
+    assert_eq!(resp.status, 404);
     let (status, _) = json_call(
         &api,
         "bob",
@@ -360,8 +402,8 @@ async fn a_conversation_creates_lists_and_completes_tasks() {
     )
     .await;
     assert_eq!(status, 404);
-    let resp = send(&api, &api.token("bob"), json!({"type": "threads.custom_action", "params": {"thread_id": thread_id, "item_id": widget_item["id"], "action": {"type": "task.complete", "payload": {"task_id": task_id}}}})).await;
-    assert_eq!(resp.status(), 404);
+    let resp = call(&api, &api.token("bob"), json!({"type": "threads.custom_action", "params": {"thread_id": thread_id, "item_id": widget_item["id"], "action": {"type": "task.complete", "payload": {"task_id": task_id}}}})).await;
+    assert_eq!(resp.status, 404);
     assert_eq!(
         api.get(&format!("/api/v1/tasks/{task_id}"), "alice")
             .await
@@ -408,7 +450,9 @@ async fn a_disconnect_keeps_the_partial_answer_and_retry_replays_from_it() {
         let chunk = resp.chunk().await.unwrap().unwrap();
         seen.push_str(&String::from_utf8_lossy(&chunk));
     }
-    let thread_id = parse_frames(&seen[..seen.rfind("\n\n").unwrap() + 2])[0]["thread"]["id"]
+    let whole_frames = &seen[..seen.rfind("\n\n").unwrap() + 2];
+    chatkit_contract::check_stream(whole_frames).unwrap();
+    let thread_id = parse_frames(whole_frames)[0]["thread"]["id"]
         .as_str()
         .unwrap()
         .to_owned();
@@ -433,7 +477,9 @@ async fn a_disconnect_keeps_the_partial_answer_and_retry_replays_from_it() {
     assert!(partial.starts_with("word0 word1"), "{partial}");
     assert!(partial.len() < words.join(" ").len(), "the answer was cut");
     // The hidden note exists but is never shown.
-    let rows = api.rows(&format!("ITEM#{thread_id}#")).await;
+    // The thread's items (the head, `ITEM#<thread>#~`, holds the thread).
+    let mut rows = api.rows(&format!("ITEM#{thread_id}#")).await;
+    rows.retain(|r| !r["sk"].as_s().unwrap().ends_with('~'));
     assert_eq!(rows.len(), 3);
     assert!(
         rows.iter()
@@ -487,11 +533,11 @@ async fn client_secrets_are_checked_and_budgeted() {
         tokio::time::sleep(Duration::from_secs((61 - second) as u64)).await;
     }
     for _ in 0..3 {
-        assert_eq!(send(&api, &secret, list.clone()).await.status(), 200);
+        assert_eq!(call(&api, &secret, list.clone()).await.status, 200);
     }
-    let limited = send(&api, &secret, list.clone()).await;
-    assert_eq!(limited.status(), 429);
-    assert!(limited.headers().contains_key("retry-after"));
+    let limited = call(&api, &secret, list.clone()).await;
+    assert_eq!(limited.status, 429);
+    assert!(limited.headers.contains_key("retry-after"));
     // A cancelled session's secret is refused.
     let other = api
         .send(
@@ -506,15 +552,15 @@ async fn client_secrets_are_checked_and_budgeted() {
         other.body["session_id"].as_str().unwrap(),
         other.body["client_secret"].as_str().unwrap(),
     );
-    assert_eq!(send(&api, secret, list.clone()).await.status(), 200);
+    assert_eq!(call(&api, secret, list.clone()).await.status, 200);
     api.post(
         &format!("/api/chatkit/sessions/{id}/cancel"),
         "alice",
         json!(null),
     )
     .await;
-    let refused = send(&api, secret, list.clone()).await;
-    assert_eq!(refused.status(), 401);
+    let refused = call(&api, secret, list.clone()).await;
+    assert_eq!(refused.status, 401);
     // Expired, forged and foreign secrets too.
     let signing = taskpilot_secrets::Secrets::parse(taskpilot_testkit::stack::STUB_OPENAI_KEY)
         .unwrap()
@@ -533,9 +579,9 @@ async fn client_secrets_are_checked_and_budgeted() {
     };
     let expired = tokens.sign(&past, &taskpilot_domain::UserId::new("alice").unwrap());
     for bad in [expired.as_str(), "cks_forged.token", "not-a-token"] {
-        let resp = send(&api, bad, list.clone()).await;
-        assert_eq!(resp.status(), 401, "{bad}");
-        let body: Value = resp.json().await.unwrap();
+        let resp = call(&api, bad, list.clone()).await;
+        assert_eq!(resp.status, 401, "{bad}");
+        let body = resp.json();
         assert_eq!(body["error"]["code"], "unauthorized");
     }
 }
@@ -544,54 +590,72 @@ async fn client_secrets_are_checked_and_budgeted() {
 async fn every_request_type_answers_and_bad_envelopes_are_400() {
     let api = start(&[]).await;
     let cases = [
-        ("{", 400),
-        (r#"{"params":{}}"#, 400),
-        (r#"{"type":"threads.explode","params":{}}"#, 400),
-        (r#"{"type":"threads.get_by_id","params":{}}"#, 400),
+        ("{", 400, false),
+        (r#"{"params":{}}"#, 400, false),
+        (r#"{"type":"threads.explode","params":{}}"#, 400, false),
+        (r#"{"type":"threads.get_by_id","params":{}}"#, 400, false),
         (
             r#"{"type":"threads.create","params":{"input":{"content":[],"attachments":[]}}}"#,
             400,
+            false,
         ),
         (
             r#"{"type":"attachments.create","params":{"name":"a","size":1,"mime_type":"text/plain"}}"#,
             400,
+            true,
         ),
         (
             r#"{"type":"attachments.delete","params":{"attachment_id":"a"}}"#,
             400,
+            true,
         ),
-        (r#"{"type":"input.transcribe","params":{}}"#, 400),
+        (r#"{"type":"input.transcribe","params":{}}"#, 400, false),
         (
             r#"{"type":"threads.add_structured_input","params":{}}"#,
             400,
+            false,
         ),
         (
             r#"{"type":"threads.get_by_id","params":{"thread_id":"thr_nope"}}"#,
             404,
+            true,
         ),
         (
             r#"{"type":"threads.add_client_tool_output","params":{"thread_id":"thr_nope","result":{}}}"#,
             404,
+            true,
         ),
         (
             r#"{"type":"threads.retry_after_item","params":{"thread_id":"thr_nope","item_id":"msg_1"}}"#,
             404,
+            true,
         ),
         (
             r#"{"type":"threads.update","params":{"thread_id":"thr_nope","title":"x"}}"#,
             404,
+            true,
         ),
         (
             r#"{"type":"items.list","params":{"thread_id":"thr_nope"}}"#,
             404,
+            true,
         ),
         (
             r#"{"type":"items.feedback","params":{"thread_id":"thr_nope","item_ids":[],"kind":"negative"}}"#,
             404,
+            true,
         ),
-        (r#"{"type":"threads.list","params":{}}"#, 200),
+        (r#"{"type":"threads.list","params":{}}"#, 200, true),
     ];
-    for (body, status) in cases {
+    for (body, status, official) in cases {
+        // Whether the official types accept the body: the malformed ones are
+        // refused there too; the others are real requests.
+        let envelope: Value = serde_json::from_str(body).unwrap_or(Value::Null);
+        assert_eq!(
+            chatkit_contract::check_request(&envelope).is_ok(),
+            official,
+            "{body}"
+        );
         let resp = api
             .http
             .post(format!("{}{CHATKIT}", api.stack.url))
@@ -600,8 +664,9 @@ async fn every_request_type_answers_and_bad_envelopes_are_400() {
             .send()
             .await
             .unwrap();
-        assert_eq!(resp.status().as_u16(), status, "{body}");
-        let json: Value = resp.json().await.unwrap();
+        let resp = Answer::read(envelope["type"].as_str().unwrap_or_default(), resp).await;
+        assert_eq!(resp.status, status, "{body}");
+        let json = resp.json();
         if status != 200 {
             assert!(
                 json["error"]["code"].is_string() && json["error"]["message"].is_string(),
@@ -609,13 +674,10 @@ async fn every_request_type_answers_and_bad_envelopes_are_400() {
             );
         }
     }
-    let not_supported = send(
-        &api,
-        &api.token("alice"),
-        json!({"type": "input.transcribe", "params": {}}),
-    )
-    .await;
-    let body: Value = not_supported.json().await.unwrap();
+    let token = api.token("alice");
+    let malformed = json!({"type": "input.transcribe", "params": {}});
+    let not_supported = post(&api, &token, malformed.to_string()).await;
+    let body = Answer::read("input.transcribe", not_supported).await.json();
     assert_eq!(body["error"]["code"], "not_supported");
     // No identity, no chat.
     let anonymous = api
@@ -625,7 +687,7 @@ async fn every_request_type_answers_and_bad_envelopes_are_400() {
         .send()
         .await
         .unwrap();
-    assert_eq!(anonymous.status(), 401);
+    assert_eq!(Answer::read("", anonymous).await.status, 401);
     // Upstream trouble before the first token becomes an error event the UI can retry.
     for _ in 0..3 {
         stub(&api).push_fault(taskpilot_testkit::openai_stub::Fault::Status {
@@ -658,4 +720,61 @@ async fn every_request_type_answers_and_bad_envelopes_are_400() {
         .find(|e| e["item"]["type"] == "assistant_message")
         .unwrap();
     assert_eq!(kept["item"]["content"][0]["text"], "first half then ");
+}
+
+/// Where the reference SDK defines the answer, the endpoint gives the same.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn misuse_the_reference_answers_with_a_stream_gets_the_same_stream() {
+    let api = start(&[]).await;
+    stub(&api).push_turn(Turn::Text("Hello.".into()));
+    let first = stream(
+        &api,
+        "alice",
+        json!({"type": "threads.create", "params": {"input": message("hi")}}),
+    )
+    .await;
+    let thread_id = first.events[0]["thread"]["id"].as_str().unwrap().to_owned();
+    let user_item = first.events[1]["item"]["id"].as_str().unwrap().to_owned();
+    // A widget action naming an item that is not a widget: one error event.
+    let refused = stream(
+        &api,
+        "alice",
+        json!({"type": "threads.custom_action", "params": {"thread_id": thread_id,
+               "item_id": user_item, "action": {"type": "task.complete", "payload": {}}}}),
+    )
+    .await;
+    assert_eq!(
+        refused.events,
+        [json!({"type": "error", "code": "stream.error", "allow_retry": false})]
+    );
+    // A retry after an unknown item: an empty stream, nothing changes.
+    let empty = call(
+        &api,
+        &api.token("alice"),
+        json!({"type": "threads.retry_after_item", "params": {"thread_id": thread_id,
+               "item_id": "msg_01kbzzzzzzzzzzzzzzzzzzzzzz"}}),
+    )
+    .await;
+    assert_eq!(empty.status, 200);
+    assert_eq!(empty.headers["content-type"], "text/event-stream");
+    assert_eq!(empty.text, "");
+    // A zero limit is the default page.
+    let (status, items) = json_call(
+        &api,
+        "alice",
+        json!({"type": "items.list", "params": {"thread_id": thread_id, "limit": 0}}),
+    )
+    .await;
+    assert_eq!(status, 200, "{items}");
+    assert_eq!(items["data"].as_array().unwrap().len(), 2);
+    let (status, threads) = json_call(
+        &api,
+        "alice",
+        json!({"type": "threads.list", "params": {"limit": 0}}),
+    )
+    .await;
+    assert_eq!(
+        (status, threads["data"].as_array().unwrap().len()),
+        (200, 1)
+    );
 }

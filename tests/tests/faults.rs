@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use common::{Api, Reply};
 use reqwest::Method;
 use serde_json::{Value, json};
+use taskpilot_testkit::chatkit_contract;
 use taskpilot_testkit::dynamodb_local::RestartableDynamoDb;
 use taskpilot_testkit::openai_stub::Fault;
 use taskpilot_testkit::proxy::ProxyFault;
@@ -187,7 +188,12 @@ async fn dynamodb_stopped_mid_stream_loses_and_duplicates_nothing() {
 }
 
 /// A ChatKit request as `user`: the status and, for a stream, its events.
+/// The request must be one the official ChatKit types accept, and the answer
+/// must keep to them ([`chatkit_contract::check_response`]).
 async fn chatkit(api: &Api, user: &str, envelope: Value) -> (u16, Vec<Value>, Value, Duration) {
+    if let Err(e) = chatkit_contract::check_request(&envelope) {
+        panic!("not a ChatKit request: {envelope}\n  {e}");
+    }
     let started = Instant::now();
     let resp = api
         .http
@@ -198,12 +204,20 @@ async fn chatkit(api: &Api, user: &str, envelope: Value) -> (u16, Vec<Value>, Va
         .await
         .unwrap();
     let status = resp.status().as_u16();
-    let stream = resp
+    let content_type = resp
         .headers()
         .get("content-type")
-        .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let stream = content_type
+        .as_deref()
+        .is_some_and(|v| v.starts_with("text/event-stream"));
     let text = resp.text().await.unwrap();
     let took = started.elapsed();
+    let kind = envelope["type"].as_str().unwrap_or_default();
+    if let Err(e) = chatkit_contract::check_response(kind, status, content_type.as_deref(), &text) {
+        panic!("ChatKit contract: {e}");
+    }
     if stream {
         let events = text
             .lines()
@@ -223,7 +237,8 @@ async fn chatkit(api: &Api, user: &str, envelope: Value) -> (u16, Vec<Value>, Va
 }
 
 fn message(text: &str) -> Value {
-    json!({"content": [{"type": "input_text", "text": text}], "attachments": []})
+    json!({"content": [{"type": "input_text", "text": text}], "attachments": [],
+           "inference_options": {"tool_choice": null, "model": null}})
 }
 
 fn of_type<'a>(events: &'a [Value], kind: &str) -> Vec<&'a Value> {

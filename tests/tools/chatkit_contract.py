@@ -110,7 +110,7 @@ def show(path: tuple[Any, ...]) -> str:
 
 
 def short(value: Any) -> str:
-    text = json.dumps(value, ensure_ascii=False)
+    text = json.dumps(value, ensure_ascii=False, default=str)
     return text if len(text) <= 120 else text[:117] + "..."
 
 
@@ -266,24 +266,25 @@ def check_widget(
         out.add(path + ("type",), f"unknown component {short(name)} here; expected one of {', '.join(allowed)}")
         return
     known = {field_key(model, f) for f in model.model_fields}
-    props = {k: v for k, v in node.items() if k != "children" or "children" not in known}
-    for key in props:
+    for key, value in node.items():
         if key not in known:
-            out.add(path + (key,), f"unknown prop of {name} (value {short(props[key])})")
-    props = {k: v for k, v in props.items() if k in known}
-    children = node.get("children") if "children" in known else None
-    # The node's own props, with its children validated separately below.
+            out.add(path + (key,), f"unknown prop of {name} (value {short(value)})")
+    # The node's own props; its children are checked node by node below.
+    props = {k: v for k, v in node.items() if k in known and k != "children"}
+    has_children = "children" in known and "children" in node
+    children = node.get("children") if has_children else None
+    if "children" in known and not has_children and model.model_fields["children"].is_required():
+        out.add(path + ("children",), f"required by {name}")
+        return
     own = dict(props)
-    if "children" in node and "children" in known:
+    if has_children:
+        # A stand-in of the right shape, or the value itself when it is neither.
         if isinstance(children, list):
             own["children"] = []
         elif isinstance(children, dict):
             own["children"] = None if model is w.Transition else []
         else:
             own["children"] = children
-    elif "children" in known and model.model_fields["children"].is_required():
-        out.add(path + ("children",), f"required by {name}")
-        return
     try:
         instance = model.model_validate(own)
     except ValidationError as e:
@@ -291,7 +292,6 @@ def check_widget(
         return
     dumped = instance.model_dump(mode="json", by_alias=True, exclude_none=True)
     dumped.pop("children", None)
-    props.pop("children", None)
     compare(props, dumped, path, out, set())
     if children is None:
         return
