@@ -53,6 +53,8 @@ pub struct Recorded {
     pub headers: BTreeMap<String, String>,
     /// JSON body (`Null` when none).
     pub body: Value,
+    /// When the stub had read the request's head (before its body).
+    pub received_at: std::time::Instant,
 }
 
 #[derive(Default)]
@@ -88,6 +90,7 @@ impl OpenAiStub {
         let shared = state.clone();
         crate::http_server::serve(listener, move |req, _peer| {
             let state = shared.clone();
+            let received_at = std::time::Instant::now();
             async move {
                 let (parts, body) = req.into_parts();
                 let bytes = body
@@ -109,6 +112,7 @@ impl OpenAiStub {
                         })
                         .collect(),
                     body: serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+                    received_at,
                 };
                 let (fault, n) = {
                     let mut s = lock(&state);

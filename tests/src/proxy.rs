@@ -1,10 +1,13 @@
 //! A forwarding proxy in front of an emulator that counts the operations it
 //! forwards (by `X-Amz-Target`), so tests can assert how many requests a
 //! function really made, and that can make the emulator fail, hang or answer
-//! garbage on demand ([`ProxyFault`]).
+//! garbage on demand ([`ProxyFault`]). On request it also keeps a timeline:
+//! the moment each request arrived, to place a function's requests between
+//! other events ([`CountingProxy::start_timeline`]).
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use bytes::Bytes;
 use http_body_util::BodyExt;
@@ -27,6 +30,9 @@ pub enum ProxyFault {
     Garbage,
 }
 
+/// `(arrival, operation)` of each request, while a timeline is recorded.
+type Timeline = Arc<Mutex<Option<Vec<(Instant, String)>>>>;
+
 /// A running proxy.
 #[derive(Clone)]
 pub struct CountingProxy {
@@ -34,6 +40,7 @@ pub struct CountingProxy {
     pub endpoint: String,
     counts: Arc<Mutex<BTreeMap<String, usize>>>,
     fault: Arc<Mutex<ProxyFault>>,
+    timeline: Timeline,
 }
 
 impl CountingProxy {
@@ -43,12 +50,17 @@ impl CountingProxy {
         let endpoint = format!("http://{}", listener.local_addr()?);
         let counts: Arc<Mutex<BTreeMap<String, usize>>> = Arc::default();
         let fault = Arc::new(Mutex::new(ProxyFault::None));
+        let timeline: Timeline = Arc::default();
         let client = crate::http_client();
         let upstream = upstream.trim_end_matches('/').to_owned();
         let tally = counts.clone();
         let mode = fault.clone();
+        let log = timeline.clone();
         crate::http_server::serve(listener, move |req, _peer| {
+            // The request's head has been read: it has arrived.
+            let arrived = Instant::now();
             let (client, upstream, tally) = (client.clone(), upstream.clone(), tally.clone());
+            let log = log.clone();
             let fault = mode.lock().unwrap_or_else(|p| p.into_inner()).clone();
             async move {
                 let (parts, body) = req.into_parts();
@@ -58,6 +70,9 @@ impl CountingProxy {
                     .and_then(|v| v.to_str().ok())
                     .unwrap_or("unknown")
                     .to_owned();
+                if let Some(events) = log.lock().unwrap_or_else(|p| p.into_inner()).as_mut() {
+                    events.push((arrived, op.clone()));
+                }
                 *tally
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
@@ -128,7 +143,28 @@ impl CountingProxy {
             endpoint,
             counts,
             fault,
+            timeline,
         })
+    }
+
+    /// Starts recording when each request arrives (dropping an earlier
+    /// record), to be read with [`CountingProxy::take_timeline`].
+    pub fn start_timeline(&self) {
+        *self.timeline.lock().unwrap_or_else(|p| p.into_inner()) = Some(Vec::new());
+    }
+
+    /// Stops recording and returns `(arrival, operation)` for every request
+    /// that arrived since [`CountingProxy::start_timeline`], in arrival order.
+    /// The arrival is the moment the proxy had read the request's head.
+    pub fn take_timeline(&self) -> Vec<(Instant, String)> {
+        let mut events = self
+            .timeline
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+            .unwrap_or_default();
+        events.sort_by_key(|(at, _)| *at);
+        events
     }
 
     /// What the proxy does with the requests that arrive from now on.

@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use http_body_util::BodyExt;
@@ -86,6 +86,8 @@ struct Shared {
     started: AtomicU64,
     logs: Mutex<Vec<String>>,
     pids: Mutex<Vec<u32>>,
+    /// When each invocation was handed to a process, while recorded.
+    handoffs: Mutex<Option<Vec<Instant>>>,
 }
 
 /// A running function: a pool of processes behind Runtime API endpoints.
@@ -108,6 +110,7 @@ impl LambdaFunction {
                 started: AtomicU64::new(0),
                 logs: Mutex::new(Vec::new()),
                 pids: Mutex::new(Vec::new()),
+                handoffs: Mutex::new(None),
             }),
         }
     }
@@ -202,6 +205,23 @@ impl LambdaFunction {
     /// How many processes were started (cold starts).
     pub fn cold_starts(&self) -> u64 {
         self.shared.started.load(Ordering::SeqCst)
+    }
+
+    /// Starts recording the moment each invocation is handed to a process
+    /// (dropping an earlier record), to be read with
+    /// [`LambdaFunction::take_handoffs`].
+    pub fn record_handoffs(&self) {
+        *lock(&self.shared.handoffs) = Some(Vec::new());
+    }
+
+    /// Stops recording and returns, in order, the moments since
+    /// [`LambdaFunction::record_handoffs`] at which an invocation was handed to
+    /// a process: the answer to its waiting `GET …/runtime/invocation/next`,
+    /// taken just before that answer (the event) is written to the socket.
+    pub fn take_handoffs(&self) -> Vec<Instant> {
+        let mut moments = lock(&self.shared.handoffs).take().unwrap_or_default();
+        moments.sort_unstable();
+        moments
     }
 }
 
@@ -486,6 +506,9 @@ impl Instance {
             if let Ok(v) = value.parse() {
                 headers.insert(name, v);
             }
+        }
+        if let Some(moments) = lock(&s.handoffs).as_mut() {
+            moments.push(Instant::now());
         }
         resp
     }

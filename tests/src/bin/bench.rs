@@ -2,7 +2,9 @@
 //! DynamoDB Local, moto and the OpenAI stub with release binaries:
 //! cold starts, warm latency and CPU per route, DynamoDB requests per
 //! operation (counted by a proxy), ChatKit time-to-first-byte and CPU per
-//! delta, peak RSS and (with `--zips`) the arm64 zip sizes.
+//! delta, the critical path of a ChatKit turn (DynamoDB requests before the
+//! model request, time to the model request), peak RSS and (with `--zips`)
+//! the arm64 zip sizes.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -312,6 +314,11 @@ async fn main() -> Result<()> {
         pct(&mut cpu_per_delta, 90).as_secs_f64() * 1e6
     )?;
 
+    // The critical path of a chat turn: DynamoDB requests before the model request.
+    let (section, secret_calls) = turn_critical_path(&stack, quick).await?;
+    report.push_str(&section);
+    secret_calls_after_init += secret_calls;
+
     writeln!(
         report,
         "\nSecrets Manager `GetSecretValue` requests from warm processes (all timed runs above): \
@@ -392,6 +399,299 @@ async fn main() -> Result<()> {
     drop(moto);
     drop(dynamodb);
     Ok(())
+}
+
+/// The critical path of `threads.add_user_message` on an existing thread,
+/// with a user JWT and with a ChatKit client secret: the DynamoDB requests
+/// the chatkit function makes before its model request and over the whole
+/// turn, and the time from the invocation's hand-off to the model request.
+/// Returns the report section and the `GetSecretValue` calls it caused.
+async fn turn_critical_path(stack: &LocalStack, quick: bool) -> Result<(String, usize)> {
+    let (text_n, tool_n) = if quick { (30, 5) } else { (200, 20) };
+    let stub = stack.openai.as_ref().ok_or("no stub")?;
+    let proxy = stack.dynamodb_proxy.as_ref().ok_or("no DynamoDB proxy")?;
+    let secrets = stack.secrets.as_ref().ok_or("no Secrets Manager side")?;
+    let chatkit = stack.function("chatkit")?;
+    let http = taskpilot_testkit::http_client();
+    let url = format!("{}/api/v1/chatkit", stack.url);
+    let jwt = stack.token("bench");
+    let minted = http
+        .post(format!("{}/api/chatkit/sessions", stack.url))
+        .bearer_auth(&jwt)
+        .header("content-type", "application/json")
+        .body("{}")
+        .send()
+        .await?;
+    let status = minted.status();
+    let minted: Value = minted.json().await?;
+    if !status.is_success() {
+        return Err(format!("POST /api/chatkit/sessions: {status}: {minted}").into());
+    }
+    let client_secret = minted["client_secret"]
+        .as_str()
+        .ok_or("no client_secret")?
+        .to_owned();
+    let callers = [
+        ("user JWT", jwt.clone()),
+        (
+            "ChatKit client secret (from `POST /api/chatkit/sessions`)",
+            client_secret,
+        ),
+    ];
+    // Every thread first, so no measured turn follows its thread's creation:
+    // one warm-up thread, then one per measured turn, for each caller.
+    let mut threads = Vec::new();
+    for _ in &callers {
+        let mut ids = Vec::new();
+        for _ in 0..1 + text_n + tool_n {
+            stub.push_turn(Turn::Text("Noted.".into()));
+            let create =
+                json!({"type": "threads.create", "params": {"input": chat_input("remember this")}});
+            let (_, body) = chatkit_request(&http, &url, &jwt, &create).await?;
+            let id = sse_events(&body)
+                .find(|e| e["type"] == "thread.created")
+                .and_then(|e| e["thread"]["id"].as_str().map(str::to_owned))
+                .ok_or("threads.create: no thread.created event")?;
+            ids.push(id);
+        }
+        threads.push(ids);
+    }
+    let answer: Vec<String> = (0..20).map(|i| format!("w{i}")).collect();
+    let answer = answer.join(" ");
+    let add = |thread: &str| {
+        json!({"type": "threads.add_user_message",
+               "params": {"thread_id": thread, "input": chat_input("what's left?")}})
+    };
+    let mut section = format!(
+        "\n## ChatKit turn: critical path of `threads.add_user_message` on an existing thread \
+         ({text_n} text turns and {tool_n} tool turns per caller, one warm process)\n\n"
+    );
+    writeln!(
+        section,
+        "| caller | DynamoDB requests before the model request | request received → model request received (p50 / p99) \
+         | DynamoDB requests, whole turn: text answer | DynamoDB requests, whole turn: one tool call (create_task), then text |\n\
+         |---|---|---|---|---|"
+    )?;
+    let secrets_before = secrets.get_secret_value_calls();
+    let mut jwt_before_model = None;
+    for ((label, bearer), ids) in callers.iter().zip(&threads) {
+        // Warm this caller's path once, untimed.
+        stub.push_turn(Turn::Text(answer.clone()));
+        chatkit_request(&http, &url, bearer, &add(&ids[0])).await?;
+        let from = Instant::now();
+        proxy.start_timeline();
+        chatkit.record_handoffs();
+        let mut turns = Vec::new();
+        for (i, id) in ids[1..].iter().enumerate() {
+            if i >= text_n {
+                stub.push_turn(Turn::Calls(vec![(
+                    "create_task".into(),
+                    json!({"title": "bench task"}),
+                )]));
+            }
+            stub.push_turn(Turn::Text(answer.clone()));
+            turns.push(chatkit_request(&http, &url, bearer, &add(id)).await?.0);
+        }
+        // Anything the function still sends after its last answer shows up here.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let until = Instant::now();
+        let dynamodb = proxy.take_timeline();
+        let handoffs = chatkit.take_handoffs();
+        let model: Vec<Instant> = stub
+            .requests_to("/v1/responses")
+            .iter()
+            .map(|r| r.received_at)
+            .filter(|at| *at >= from)
+            .collect();
+        let figures = place_turns(&turns, &handoffs, &model, &dynamodb, until)?;
+        let (text, tools) = figures.split_at(text_n);
+        let mut to_model: Vec<Duration> = text.iter().map(|f| f.to_model).collect();
+        let before = summarize(figures.iter().map(|f| by_operation(&f.before_model)));
+        let whole = |fs: &[TurnFigures]| {
+            summarize(fs.iter().map(|f| {
+                let mut cell = by_operation(&f.whole);
+                if f.late > 0 {
+                    write!(cell, " + {} after the body ended", f.late).unwrap_or_default();
+                }
+                cell
+            }))
+        };
+        if jwt_before_model.is_none() {
+            jwt_before_model = figures.iter().map(|f| f.before_model.len()).max();
+        }
+        writeln!(
+            section,
+            "| {label} | {before} | {} / {} | {} | {} |",
+            ms(pct(&mut to_model, 50)),
+            ms(pct(&mut to_model, 99)),
+            whole(text),
+            whole(tools)
+        )?;
+    }
+    let most = jwt_before_model.unwrap_or(0);
+    writeln!(
+        section,
+        "\nTarget: at most 2 DynamoDB requests before the model request with a user JWT: **{}** ({most} measured).\n",
+        if most <= 2 { "met" } else { "not met" }
+    )?;
+    section.push_str(
+        "- *Request received*: the moment the local Runtime API answers the chatkit process's waiting \
+         `GET /runtime/invocation/next` with the event (taken just before the answer is written; the gateway hop before it is not included).\n\
+         - *Model request received*: the moment the OpenAI stub has read the head of the turn's first `POST /v1/responses` \
+         (p50 / p99 over the text turns).\n\
+         - *DynamoDB requests before the model request*: the requests the counting proxy in front of DynamoDB Local received between \
+         those two moments, by `X-Amz-Target`, total first, operations in the order first seen; identical in every turn unless the cell lists variants.\n\
+         - *Whole turn*: the same count from *request received* to the end of the response body at the client \
+         (a request arriving later, before the next turn, would be listed as \"after the body ended\").\n\
+         - Each turn adds a message to its own thread, created beforehand with one exchange (a user message and a text answer).\n",
+    );
+    Ok((section, secrets.get_secret_value_calls() - secrets_before))
+}
+
+/// The `input` of a ChatKit user message.
+fn chat_input(text: &str) -> Value {
+    json!({"content": [{"type": "input_text", "text": text}], "attachments": [],
+           "inference_options": {"tool_choice": null, "model": null}})
+}
+
+/// One ChatKit request as the client saw it.
+struct ClientTurn {
+    /// Just before the request was sent.
+    sent: Instant,
+    /// Just after the response body ended.
+    ended: Instant,
+}
+
+/// Sends one ChatKit request through the gateway and reads the answer to its
+/// end; an error status or an `error` event fails the bench.
+async fn chatkit_request(
+    http: &reqwest::Client,
+    url: &str,
+    bearer: &str,
+    request: &Value,
+) -> Result<(ClientTurn, String)> {
+    let sent = Instant::now();
+    let mut resp = http
+        .post(url)
+        .bearer_auth(bearer)
+        .header("content-type", "application/json")
+        .body(request.to_string())
+        .send()
+        .await?;
+    let status = resp.status();
+    let mut body = Vec::new();
+    while let Some(chunk) = resp.chunk().await? {
+        body.extend_from_slice(&chunk);
+    }
+    let ended = Instant::now();
+    let body = String::from_utf8_lossy(&body).into_owned();
+    if !status.is_success() || sse_events(&body).any(|e| e["type"] == "error") {
+        return Err(format!("{}: {status}: {body}", request["type"]).into());
+    }
+    Ok((ClientTurn { sent, ended }, body))
+}
+
+/// The JSON events of a server-sent-events body.
+fn sse_events(body: &str) -> impl Iterator<Item = Value> + '_ {
+    body.lines()
+        .filter_map(|line| line.strip_prefix("data: "))
+        .filter_map(|data| serde_json::from_str(data).ok())
+}
+
+/// What the timelines say about one turn.
+struct TurnFigures {
+    /// DynamoDB operations, in order, from the hand-off to the first model request.
+    before_model: Vec<String>,
+    /// DynamoDB operations, in order, from the hand-off to the end of the body.
+    whole: Vec<String>,
+    /// DynamoDB requests after the body ended, before the next turn was sent.
+    late: usize,
+    /// Hand-off → first `POST /v1/responses` received by the stub.
+    to_model: Duration,
+}
+
+/// Places each turn's events: its one invocation hand-off (between sending
+/// and the end of the body), its first model request after that, and the
+/// DynamoDB requests in between. `until` ends the last turn's late window.
+fn place_turns(
+    turns: &[ClientTurn],
+    handoffs: &[Instant],
+    model: &[Instant],
+    dynamodb: &[(Instant, String)],
+    until: Instant,
+) -> Result<Vec<TurnFigures>> {
+    let ops = |from: Instant, to: Instant| -> Vec<String> {
+        dynamodb
+            .iter()
+            .filter(|(at, _)| *at >= from && *at < to)
+            .map(|(_, op)| op.trim_start_matches("DynamoDB_20120810.").to_owned())
+            .collect()
+    };
+    let mut figures = Vec::with_capacity(turns.len());
+    for (i, turn) in turns.iter().enumerate() {
+        let during = |at: &&Instant| (turn.sent..=turn.ended).contains(*at);
+        let received: Vec<&Instant> = handoffs.iter().filter(during).collect();
+        let &[&received] = received.as_slice() else {
+            return Err(format!(
+                "turn {i}: {} invocations were handed out while it ran (expected 1)",
+                received.len()
+            )
+            .into());
+        };
+        let first_model = *model
+            .iter()
+            .find(|at| (received..=turn.ended).contains(*at))
+            .ok_or_else(|| format!("turn {i}: the function sent no POST /v1/responses"))?;
+        let next = turns.get(i + 1).map_or(until, |t| t.sent);
+        figures.push(TurnFigures {
+            before_model: ops(received, first_model),
+            whole: ops(received, turn.ended),
+            late: ops(turn.ended, next).len(),
+            to_model: first_model.saturating_duration_since(received),
+        });
+    }
+    Ok(figures)
+}
+
+/// `3 (1 GetItem, 1 Query, 1 PutItem)`: the total, then each operation in
+/// the order it first appeared.
+fn by_operation(ops: &[String]) -> String {
+    if ops.is_empty() {
+        return "0".into();
+    }
+    let mut counted: Vec<(&str, usize)> = Vec::new();
+    for op in ops {
+        match counted.iter_mut().find(|(name, _)| name == op) {
+            Some((_, n)) => *n += 1,
+            None => counted.push((op, 1)),
+        }
+    }
+    let parts: Vec<String> = counted
+        .iter()
+        .map(|(name, n)| format!("{n} {name}"))
+        .collect();
+    format!("{} ({})", ops.len(), parts.join(", "))
+}
+
+/// One cell for many turns: the value when all agree, otherwise each value
+/// with the number of turns that had it, most frequent first.
+fn summarize(cells: impl Iterator<Item = String>) -> String {
+    let mut seen: Vec<(String, usize)> = Vec::new();
+    for cell in cells {
+        match seen.iter_mut().find(|(c, _)| *c == cell) {
+            Some((_, n)) => *n += 1,
+            None => seen.push((cell, 1)),
+        }
+    }
+    if let [(only, _)] = seen.as_slice() {
+        return only.clone();
+    }
+    seen.sort_by_key(|(_, n)| std::cmp::Reverse(*n));
+    let parts: Vec<String> = seen
+        .iter()
+        .map(|(cell, n)| format!("{cell} in {n} turns"))
+        .collect();
+    parts.join("; ")
 }
 
 /// Builds the n-th event of a warm run.
