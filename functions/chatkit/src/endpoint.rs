@@ -75,6 +75,7 @@ fn chat_error(e: ChatError) -> ApiError {
         e @ ChatError::NoPendingToolCall => bad("params.thread_id", e.to_string()),
         e @ ChatError::NotAWidget(_) => bad("params.item_id", e.to_string()),
         ChatError::Refused(refused) => bad("params.action", refused.to_string()),
+        e @ ChatError::Misrouted(_) => ApiError::Internal(e.to_string()),
         ChatError::Store(e) => e.into(),
     }
 }

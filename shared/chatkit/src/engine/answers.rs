@@ -107,7 +107,7 @@ impl<S: ChatStore, R: Responder> Engine<S, R> {
             }
             streamed => {
                 tracing::error!(request = ?streamed, "a streamed request reached json()");
-                return Err(ChatError::NotFound("operation"));
+                return Err(ChatError::Misrouted("streamed"));
             }
         })
     }

@@ -42,6 +42,10 @@ pub enum ChatError {
     /// `threads.sync_custom_action` named an item that is not a widget.
     #[error("item {0} is not a widget")]
     NotAWidget(String),
+    /// A JSON request given to `prepare` or a streamed one to `json` (a bug
+    /// in the caller).
+    #[error("a {0} request was sent down the other path")]
+    Misrouted(&'static str),
     /// The responder refused a synchronous action.
     #[error(transparent)]
     Refused(#[from] ActionRefused),
@@ -231,7 +235,7 @@ impl<S: ChatStore, R: Responder> Engine<S, R> {
             }
             other => {
                 tracing::error!(request = ?other, "a JSON request reached prepare()");
-                return Err(ChatError::NotFound("operation"));
+                return Err(ChatError::Misrouted("JSON"));
             }
         };
         Ok(Prepared {
