@@ -2,6 +2,7 @@
 //! blank line, comments and keep-alives skipped, `[DONE]` ignored. Each event
 //! comes out as its JSON object; what the objects mean is `responses`' job.
 
+use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use taskpilot_http::UpstreamError;
@@ -24,6 +25,12 @@ impl EventStream {
 
     /// The next event's `data` as JSON; `None` at the end of the stream.
     pub async fn next_event(&mut self) -> Option<Result<Value, UpstreamError>> {
+        self.next_as().await
+    }
+
+    /// The next event's `data` read as `T` (straight from the text, no
+    /// intermediate JSON tree); `None` at the end of the stream.
+    pub async fn next_as<T: DeserializeOwned>(&mut self) -> Option<Result<T, UpstreamError>> {
         loop {
             if let Some(event) = take_event(&mut self.buffer) {
                 match event {
@@ -55,7 +62,9 @@ impl EventStream {
 
 /// Takes one complete event block from `buffer`: `Some(None)` for a block
 /// without data (a comment or keep-alive), `None` when no block is complete.
-fn take_event(buffer: &mut Vec<u8>) -> Option<Option<Result<Value, UpstreamError>>> {
+fn take_event<T: DeserializeOwned>(
+    buffer: &mut Vec<u8>,
+) -> Option<Option<Result<T, UpstreamError>>> {
     let end = buffer.windows(2).position(|w| w == b"\n\n")?;
     let block: Vec<u8> = buffer.drain(..end + 2).collect();
     let text = String::from_utf8_lossy(&block);
@@ -80,11 +89,18 @@ mod tests {
     #[test]
     fn splits_sse_blocks() {
         let mut buf = b"event: response.created\ndata: {\"type\":\"response.created\"}\n\n: keep-alive\n\ndata: {\"a\":".to_vec();
-        let first = take_event(&mut buf).unwrap().unwrap().unwrap();
+        let first: Value = take_event(&mut buf).unwrap().unwrap().unwrap();
         assert_eq!(first["type"], "response.created");
-        assert!(take_event(&mut buf).unwrap().is_none(), "comment block");
-        assert!(take_event(&mut buf).is_none(), "incomplete block waits");
+        assert!(
+            take_event::<Value>(&mut buf).unwrap().is_none(),
+            "comment block"
+        );
+        assert!(
+            take_event::<Value>(&mut buf).is_none(),
+            "incomplete block waits"
+        );
         buf.extend_from_slice(b"1}\r\n\n");
-        assert_eq!(take_event(&mut buf).unwrap().unwrap().unwrap()["a"], 1);
+        let second: Value = take_event(&mut buf).unwrap().unwrap().unwrap();
+        assert_eq!(second["a"], 1);
     }
 }

@@ -309,17 +309,13 @@ pub struct ResponsesStream(EventStream);
 impl ModelStream for ResponsesStream {
     async fn next_event(&mut self) -> Option<Result<ModelEvent, ModelError>> {
         loop {
-            let raw = match self.0.next_event().await? {
-                Ok(raw) => raw,
-                Err(e) => return Some(Err(ModelError(e.to_string()))),
-            };
-            match serde_json::from_value::<StreamedEvent>(raw) {
+            match self.0.next_as::<StreamedEvent>().await? {
                 Ok(event) => {
                     if let Some(event) = event.into_model_event() {
                         return Some(Ok(event));
                     }
                 }
-                Err(e) => return Some(Err(ModelError(format!("unreadable stream event: {e}")))),
+                Err(e) => return Some(Err(ModelError(e.to_string()))),
             }
         }
     }
