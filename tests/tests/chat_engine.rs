@@ -274,6 +274,7 @@ async fn retry_deletes_the_newer_items_and_answers_the_retried_message_again() {
     chat.say("alice", &thread, "second question").await;
     let first = chat.items("alice", &thread)[0].id.clone();
     chat.model.push(Round::text("Again."));
+    let mark = chat.journal.calls().len();
     let sink = chat
         .stream(
             "alice",
@@ -282,6 +283,16 @@ async fn retry_deletes_the_newer_items_and_answers_the_retried_message_again() {
         )
         .await;
     assert_eq!(sink.types()[0], "stream_options");
+    let deletes: Vec<String> = chat.journal.calls()[mark..]
+        .iter()
+        .filter(|c| c.starts_with("store.delete"))
+        .cloned()
+        .collect();
+    assert_eq!(
+        deletes,
+        ["store.delete_items"],
+        "the three later items in one call"
+    );
     let kept = chat.items("alice", &thread);
     assert_eq!(kinds(&kept), ["user_message", "assistant_message"]);
     assert_eq!(kept[0].id, first);
@@ -1176,4 +1187,64 @@ async fn retry_reaches_back_past_the_history_window() {
         chat.model.requests().pop().unwrap().input,
         [ModelInput::user("hello")]
     );
+}
+
+// Synchronous actions and misuse.
+
+#[tokio::test]
+async fn a_sync_action_the_assistant_does_not_know_is_refused() {
+    let chat = Chat::new();
+    let (thread, widget) = chat.listed("alice").await;
+    let err = chat
+        .json(
+            "alice",
+            json!({"type": "threads.sync_custom_action", "params": {"thread_id": thread,
+                   "item_id": widget["id"], "action": {"type": "task.explode", "payload": {}}}}),
+        )
+        .await
+        .expect_err("refused");
+    assert!(
+        matches!(&err, ChatError::Refused(r) if r.0.contains("task.explode")),
+        "{err:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_sync_action_on_an_item_that_is_not_a_widget_is_refused() {
+    let chat = Chat::new();
+    let thread = chat.thread("alice", "Hi.").await;
+    let answer = chat.items("alice", &thread)[1].id.clone();
+    let err = chat
+        .json(
+            "alice",
+            json!({"type": "threads.sync_custom_action", "params": {"thread_id": thread,
+                   "item_id": answer, "action": {"type": "task.complete", "payload": {}}}}),
+        )
+        .await
+        .expect_err("refused");
+    assert!(matches!(err, ChatError::NotAWidget(id) if id == answer));
+}
+
+#[tokio::test]
+async fn a_request_sent_down_the_wrong_path_is_an_internal_error() {
+    let chat = Chat::new();
+    let list = Request::parse(br#"{"type":"threads.list","params":{}}"#).unwrap();
+    let err = chat
+        .engine
+        .prepare(&user("alice"), list)
+        .await
+        .expect_err("not streamed");
+    assert!(matches!(err, ChatError::Misrouted(_)), "{err:?}");
+    let create = Request::parse(
+        json!({"type": "threads.create", "params": {"input": message("hi")}})
+            .to_string()
+            .as_bytes(),
+    )
+    .unwrap();
+    let err = chat
+        .engine
+        .json(&user("alice"), create)
+        .await
+        .expect_err("streamed");
+    assert!(matches!(err, ChatError::Misrouted(_)), "{err:?}");
 }

@@ -214,3 +214,21 @@ async fn threads_saved_before_heads_existed_still_load() {
     assert_eq!(recent.thread, t);
     assert_eq!(recent.items, items[1..].to_vec());
 }
+
+#[tokio::test]
+async fn items_are_deleted_in_one_batch_and_absent_ones_are_ignored() {
+    let store = store().await;
+    let alice = UserId::new("alice").unwrap();
+    let t = thread();
+    store.save_thread(&alice, &t).await.unwrap();
+    let items: Vec<ThreadItem> = (0..30).map(|i| message(&t.id, &format!("m{i}"))).collect();
+    for item in &items {
+        store.save_item(&alice, item).await.unwrap();
+    }
+    let mut doomed: Vec<String> = items[1..].iter().map(|i| i.id.clone()).collect();
+    doomed.push(ids::message());
+    store.delete_items(&alice, &t.id, &doomed).await.unwrap();
+    let recent = store.load_recent(&alice, &t.id, 40).await.unwrap().unwrap();
+    assert_eq!(recent.items, items[..1].to_vec());
+    assert_eq!(recent.thread, t, "the head stays");
+}

@@ -80,6 +80,15 @@ pub trait ChatStore: Send + Sync {
         paging: &Paging,
     ) -> impl Future<Output = Result<Page<ThreadItem>, StoreError>> + Send;
 
+    /// Deletes items of a thread (absent ones are ignored), in as few
+    /// requests as the store allows.
+    fn delete_items(
+        &self,
+        user: &UserId,
+        thread_id: &str,
+        item_ids: &[String],
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
     /// Deletes one item.
     fn delete_item(
         &self,

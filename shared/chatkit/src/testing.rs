@@ -99,10 +99,6 @@ impl InMemoryChat {
         }
         Ok(())
     }
-
-    fn thread_items(&self, user: &UserId, thread_id: &str) -> Vec<ThreadItem> {
-        self.stored_items(user, thread_id)
-    }
 }
 
 /// One page of `all` (in ascending order) as the adapter pages.
@@ -162,7 +158,7 @@ impl ChatStore for InMemoryChat {
         let Some(thread) = self.stored_thread(user, thread_id) else {
             return Ok(None);
         };
-        let mut items = self.thread_items(user, thread_id);
+        let mut items = self.stored_items(user, thread_id);
         let skip = items.len().saturating_sub(limit);
         items.drain(..skip);
         Ok(Some(RecentThread { thread, items }))
@@ -226,9 +222,27 @@ impl ChatStore for InMemoryChat {
         paging: &Paging,
     ) -> Result<Page<ThreadItem>, StoreError> {
         self.call("list_items")?;
-        Ok(page_of(self.thread_items(user, thread_id), paging, |i| {
+        Ok(page_of(self.stored_items(user, thread_id), paging, |i| {
             &i.id
         }))
+    }
+
+    async fn delete_items(
+        &self,
+        user: &UserId,
+        thread_id: &str,
+        item_ids: &[String],
+    ) -> Result<(), StoreError> {
+        self.call("delete_items")?;
+        let mut items = lock(&self.items);
+        for id in item_ids {
+            items.remove(&(
+                user.as_str().to_owned(),
+                thread_id.to_owned(),
+                order_key(id),
+            ));
+        }
+        Ok(())
     }
 
     async fn delete_item(

@@ -177,12 +177,12 @@ impl<'a, S: ChatStore, K: EventSink> Turn<'a, S, K> {
     /// removed (a failed model round keeps what was said).
     pub async fn settle_pending(&mut self) -> Result<(), Interrupted> {
         for item in std::mem::take(&mut self.pending) {
-            let id = item.id.clone();
             if has_content(&item) {
-                self.pending.push(item);
-                self.finish(&id).await?;
+                self.emit(StreamEvent::ItemDone { item }).await?;
             } else {
-                self.send(StreamEvent::ItemRemoved { item_id: id }).await?;
+                // Never saved, so only the client needs to hear of it.
+                self.send(StreamEvent::ItemRemoved { item_id: item.id })
+                    .await?;
             }
         }
         Ok(())

@@ -333,6 +333,21 @@ impl ChatStore for DynamoStore {
         .await
     }
 
+    #[instrument(skip_all, fields(thread_id = %thread_id, items = item_ids.len()))]
+    async fn delete_items(
+        &self,
+        user: &UserId,
+        thread_id: &str,
+        item_ids: &[String],
+    ) -> Result<(), StoreError> {
+        let pk = keys::user_pk(user);
+        let keys = item_ids
+            .iter()
+            .map(|id| keys::key(pk.clone(), keys::item_sk(thread_id, id)))
+            .collect();
+        self.delete_keys(keys).await
+    }
+
     #[instrument(skip_all, fields(item_id = %item_id))]
     async fn delete_item(
         &self,

@@ -359,9 +359,9 @@ impl<S: ChatStore, R: Responder> Engine<S, R> {
             }
             Kind::Message(input) => self.user_message(turn, input, options).await?,
             Kind::Retry { target, later } => {
-                for id in &later {
+                if !later.is_empty() {
                     self.store
-                        .delete_item(turn.user(), &turn.thread().id, id)
+                        .delete_items(turn.user(), &turn.thread().id, &later)
                         .await?;
                 }
                 turn.send(options).await?;
@@ -369,10 +369,10 @@ impl<S: ChatStore, R: Responder> Engine<S, R> {
             }
             Kind::ToolOutput { call, stale } => {
                 self.store.save_item(turn.user(), &call).await?;
-                for id in &stale {
-                    tracing::warn!(item = %id, "a client tool call was not completed; dropped");
+                if !stale.is_empty() {
+                    tracing::warn!(items = ?stale, "client tool calls were not completed; dropped");
                     self.store
-                        .delete_item(turn.user(), &turn.thread().id, id)
+                        .delete_items(turn.user(), &turn.thread().id, &stale)
                         .await?;
                 }
                 turn.send(options).await?;
