@@ -305,6 +305,7 @@ async fn spawn_instance(shared: Arc<Shared>) -> Result<()> {
         served: AtomicU64::new(0),
         kill: Notify::new(),
     });
+    let mut readers = Vec::new();
     for pipe in [
         child
             .stdout
@@ -320,7 +321,7 @@ async fn spawn_instance(shared: Arc<Shared>) -> Result<()> {
     {
         let shared = shared.clone();
         let prefix = format!("[{}#{number}]", cfg.name);
-        tokio::spawn(async move {
+        readers.push(tokio::spawn(async move {
             use tokio::io::AsyncBufReadExt;
             let mut lines = tokio::io::BufReader::new(pipe).lines();
             while let Ok(Some(line)) = lines.next_line().await {
@@ -329,7 +330,7 @@ async fn spawn_instance(shared: Arc<Shared>) -> Result<()> {
                 }
                 lock(&shared.logs).push(line);
             }
-        });
+        }));
     }
     // Serve the Runtime API for this process.
     let server = {
@@ -346,6 +347,11 @@ async fn spawn_instance(shared: Arc<Shared>) -> Result<()> {
             }
         };
         server.abort();
+        // Its last lines (an init error's message) are logged before its exit
+        // is reported: the readers end at the pipes' EOF.
+        for reader in readers {
+            let _ = tokio::time::timeout(Duration::from_secs(5), reader).await;
+        }
         lock(&instance.shared.logs).push(format!("[runtime] process exited: {status}"));
         instance.shared.instances.fetch_sub(1, Ordering::SeqCst);
         let current = instance.finish(None);
