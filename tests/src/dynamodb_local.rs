@@ -32,60 +32,18 @@ impl DynamoDbLocal {
     pub fn start() -> Result<Self> {
         let port = free_port()?;
         Ok(Self {
-            _process: spawn(port, None)?,
+            _process: spawn(port)?,
             endpoint: format!("http://127.0.0.1:{port}"),
         })
     }
 }
 
-/// A DynamoDB Local of one test's own that keeps its data on disk, so it can
-/// be stopped and started again on the same port with the tables intact.
-pub struct RestartableDynamoDb {
-    process: Option<Supervised>,
-    port: u16,
-    dir: PathBuf,
-    /// `http://127.0.0.1:<port>`
-    pub endpoint: String,
-}
-
-impl RestartableDynamoDb {
-    /// Starts one on a free port, storing its database in `dir`.
-    pub fn start(dir: &Path) -> Result<Self> {
-        std::fs::create_dir_all(dir)?;
-        let port = free_port()?;
-        Ok(Self {
-            process: Some(spawn(port, Some(dir))?),
-            port,
-            dir: dir.to_path_buf(),
-            endpoint: format!("http://127.0.0.1:{port}"),
-        })
-    }
-
-    /// Stops the process (SIGTERM) and waits for it to exit.
-    pub fn stop(&mut self) {
-        drop(self.process.take());
-    }
-
-    /// Starts it again on the same port with the same database.
-    pub fn restart(&mut self) -> Result<()> {
-        self.stop();
-        self.process = Some(spawn(self.port, Some(&self.dir))?);
-        Ok(())
-    }
-}
-
-/// Starts DynamoDB Local on `port`, in memory or on disk in `db_dir`.
-fn spawn(port: u16, db_dir: Option<&Path>) -> Result<Supervised> {
+/// Starts DynamoDB Local in memory on `port`.
+fn spawn(port: u16) -> Result<Supervised> {
     let jar_dir = install()?;
-    let storage = match db_dir {
-        Some(dir) => format!("-dbPath '{}'", dir.display()),
-        None => "-inMemory".to_owned(),
-    };
     let process = Supervised::spawn(
-        &format!(
-            "java -Xms64m -Xmx768m -Djava.library.path=./DynamoDBLocal_lib -jar DynamoDBLocal.jar \
-             {storage} -sharedDb -disableTelemetry -port \"$1\""
-        ),
+        "java -Xms64m -Xmx768m -Djava.library.path=./DynamoDBLocal_lib -jar DynamoDBLocal.jar \
+         -inMemory -sharedDb -disableTelemetry -port \"$1\"",
         &[&port.to_string()],
         &jar_dir,
     )?;

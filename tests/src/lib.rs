@@ -15,6 +15,7 @@ pub mod gateway;
 pub mod http_server;
 pub mod moto;
 pub mod openai_stub;
+pub mod outage;
 pub mod proxy;
 pub mod runtime_api;
 pub mod schemathesis;

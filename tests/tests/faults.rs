@@ -1,5 +1,5 @@
-//! Faults with the stack running: DynamoDB Local stopped in the middle of a
-//! stream of writes and started again; Secrets Manager (moto, behind a fault
+//! Faults with the stack running: DynamoDB cut off in the middle of a stream
+//! of writes and reachable again; Secrets Manager (moto, behind a fault
 //! proxy) and the OpenAI stub failing, hanging and answering garbage. Every
 //! request answers within its deadline with a clear 5xx in the error envelope,
 //! nothing is half-written, and the next request after recovery succeeds with
@@ -17,8 +17,9 @@ use common::{Api, Reply};
 use reqwest::Method;
 use serde_json::{Value, json};
 use taskpilot_testkit::chatkit_contract;
-use taskpilot_testkit::dynamodb_local::RestartableDynamoDb;
+use taskpilot_testkit::dynamodb_local::DynamoDbLocal;
 use taskpilot_testkit::openai_stub::Fault;
+use taskpilot_testkit::outage::Switch;
 use taskpilot_testkit::proxy::ProxyFault;
 use taskpilot_testkit::stack::StackOptions;
 
@@ -31,6 +32,7 @@ struct Write {
     key: String,
     title: String,
     reply: Reply,
+    started: Instant,
     took: Duration,
 }
 
@@ -69,19 +71,15 @@ fn assert_retryable_503(reply: &Reply, code: &str, took: Duration, deadline: Dur
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn dynamodb_stopped_mid_stream_loses_and_duplicates_nothing() {
-    let dir = std::env::temp_dir().join(format!(
-        "taskpilot-ddb-{}",
-        ulid::Ulid::new().to_string().to_lowercase()
-    ));
-    let dir_for_start = dir.clone();
-    let mut ddb = tokio::task::spawn_blocking(move || RestartableDynamoDb::start(&dir_for_start))
+    let ddb = tokio::task::spawn_blocking(DynamoDbLocal::shared)
         .await
         .unwrap()
         .unwrap();
+    let line = Switch::start(&ddb.endpoint).await.unwrap();
     let api = Arc::new(
         Api::start_with(StackOptions {
             functions: Some(vec!["tasks".into()]),
-            dynamodb_endpoint: Some(ddb.endpoint.clone()),
+            dynamodb_endpoint: Some(line.endpoint.clone()),
             max_instances: 2,
             ..StackOptions::default()
         })
@@ -90,45 +88,60 @@ async fn dynamodb_stopped_mid_stream_loses_and_duplicates_nothing() {
     let function = api.stack.function("tasks").unwrap();
     let deadline = function.config().timeout;
 
-    // Two writers create tasks back to back until told to stop.
+    // Two writers create tasks back to back until told to stop, counting
+    // what was created and what failed.
     let done = Arc::new(AtomicBool::new(false));
     let counter = Arc::new(AtomicUsize::new(0));
+    let created = Arc::new(AtomicUsize::new(0));
+    let refused = Arc::new(AtomicUsize::new(0));
     let mut writers = Vec::new();
     for _ in 0..2 {
         let (api, done, counter) = (api.clone(), done.clone(), counter.clone());
+        let (created, refused) = (created.clone(), refused.clone());
         writers.push(tokio::spawn(async move {
             let mut writes = Vec::new();
             while !done.load(Ordering::SeqCst) {
                 let n = counter.fetch_add(1, Ordering::SeqCst);
                 let key = format!("fault-{n:05}-{}", ulid::Ulid::new());
                 let title = format!("write {n}");
+                let started = Instant::now();
                 let (reply, took) = create(&api, "writer", &key, &title).await;
+                match reply.status.as_u16() {
+                    201 => created.fetch_add(1, Ordering::SeqCst),
+                    _ => refused.fetch_add(1, Ordering::SeqCst),
+                };
                 writes.push(Write {
                     key,
                     title,
                     reply,
+                    started,
                     took,
                 });
             }
             writes
         }));
     }
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // Each phase lasts until the writers have seen it, within a generous bound.
+    let reached = |count: &Arc<AtomicUsize>, at_least: usize, what: &str| {
+        let (count, what) = (count.clone(), what.to_owned());
+        async move {
+            let waited = tokio::time::timeout(Duration::from_secs(120), async {
+                while count.load(Ordering::SeqCst) < at_least {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            })
+            .await;
+            assert!(waited.is_ok(), "never reached {at_least} {what}");
+        }
+    };
+    reached(&created, 30, "writes before the outage").await;
     let before_stop = counter.load(Ordering::SeqCst);
-    ddb = tokio::task::spawn_blocking(move || {
-        ddb.stop();
-        ddb
-    })
-    .await
-    .unwrap();
-    tokio::time::sleep(Duration::from_secs(4)).await;
-    ddb = tokio::task::spawn_blocking(move || {
-        ddb.restart().unwrap();
-        ddb
-    })
-    .await
-    .unwrap();
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    line.cut();
+    reached(&refused, 4, "refused writes during the outage").await;
+    line.restore().await.unwrap();
+    let restored = Instant::now();
+    let after = created.load(Ordering::SeqCst) + 20;
+    reached(&created, after, "writes after the outage").await;
     done.store(true, Ordering::SeqCst);
     let mut writes = Vec::new();
     for w in writers {
@@ -139,7 +152,7 @@ async fn dynamodb_stopped_mid_stream_loses_and_duplicates_nothing() {
         m
     });
     println!(
-        "{} writes ({before_stop} before the stop): {by_status:?}",
+        "{} writes ({before_stop} before the outage): {by_status:?}",
         writes.len()
     );
 
@@ -152,11 +165,15 @@ async fn dynamodb_stopped_mid_stream_loses_and_duplicates_nothing() {
     }
     let failed: Vec<&Write> = writes.iter().filter(|w| w.reply.status != 201).collect();
     assert!(!failed.is_empty(), "the outage was not seen: {by_status:?}");
-    let last = writes.iter().rev().take(2).collect::<Vec<_>>();
-    assert!(
-        last.iter().all(|w| w.reply.status == 201),
-        "writes after the restart succeed"
-    );
+    let later: Vec<&Write> = writes.iter().filter(|w| w.started > restored).collect();
+    assert!(later.len() >= 20, "{} writes after the outage", later.len());
+    for w in later {
+        assert_eq!(
+            w.reply.status, 201,
+            "a write after the outage: {}",
+            w.reply.body
+        );
+    }
 
     // The client retries what failed, with the same key: one task each.
     for w in &failed {
@@ -168,6 +185,26 @@ async fn dynamodb_stopped_mid_stream_loses_and_duplicates_nothing() {
     // more; every created id is there with its own title.
     let tasks = api.rows("TASK#").await;
     let records = api.rows("IDEMPOTENCY#TASK#").await;
+    let stored_titles: BTreeSet<&str> = tasks
+        .iter()
+        .filter_map(|t| t.get("title").and_then(|v| v.as_s().ok()))
+        .map(String::as_str)
+        .collect();
+    let record_keys: BTreeSet<&str> = records
+        .iter()
+        .filter_map(|r| r.get("sk").and_then(|v| v.as_s().ok()))
+        .map(String::as_str)
+        .collect();
+    for w in writes
+        .iter()
+        .filter(|w| !stored_titles.contains(w.title.as_str()))
+    {
+        let record = record_keys.iter().any(|k| k.ends_with(w.key.as_str()));
+        println!(
+            "missing task {:?}: first answer {} after {:?} {}, record stored: {record}",
+            w.title, w.reply.status, w.took, w.reply.body
+        );
+    }
     assert_eq!(tasks.len(), writes.len(), "one task per write");
     assert_eq!(records.len(), writes.len(), "one record per key");
     let titles: BTreeSet<String> = tasks
@@ -181,10 +218,6 @@ async fn dynamodb_stopped_mid_stream_loses_and_duplicates_nothing() {
     // Still the same processes: nothing was restarted to recover.
     assert!(function.pids().len() <= 2, "{:?}", function.pids());
     assert_eq!(api.stack.responses.by_status().get(&500), None);
-    let api = Arc::into_inner(api).unwrap();
-    drop(api);
-    drop(ddb);
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// A ChatKit request as `user`: the status and, for a stream, its events.
