@@ -8,7 +8,11 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
+use chrono::{DateTime, Utc};
+use chrono_tz::Tz;
+
 use taskpilot_chatkit::agent::{AgentSettings, TaskAgent};
+use taskpilot_chatkit::context::Caller;
 use taskpilot_chatkit::engine::{Answer, ChatError, Engine, HISTORY};
 use taskpilot_chatkit::model::ModelInput;
 use taskpilot_chatkit::request::Request;
@@ -25,6 +29,8 @@ struct Chat {
     engine: Server,
     model: ScriptedModel,
     journal: Journal,
+    /// Where and when the callers are (UTC, now, no locale by default).
+    place: Option<(Tz, DateTime<Utc>, Option<String>)>,
 }
 
 fn settings(max_tool_steps: usize) -> AgentSettings {
@@ -62,6 +68,23 @@ impl Chat {
             engine: Engine::new(InMemoryChat::with_journal(journal.clone()), agent),
             model,
             journal,
+            place: None,
+        }
+    }
+
+    /// The same chat with callers in `zone` at the UTC instant `at`.
+    fn at(self, zone: Tz, at: &str, locale: Option<&str>) -> Self {
+        let place = Some((zone, at.parse().unwrap(), locale.map(str::to_owned)));
+        Self { place, ..self }
+    }
+
+    fn caller(&self, who: &str) -> Caller {
+        match &self.place {
+            None => Caller::new(user(who)),
+            Some((zone, at, locale)) => Caller::new(user(who))
+                .in_zone(*zone)
+                .at(*at)
+                .with_locale(locale.clone()),
         }
     }
 
@@ -85,7 +108,7 @@ impl Chat {
         let prepared = self.engine.prepare(&user(who), request).await.unwrap();
         let deadline = Instant::now() + Duration::from_secs(60);
         self.engine
-            .run(&user(who), prepared, &mut sink, deadline)
+            .run(&self.caller(who), prepared, &mut sink, deadline)
             .await;
         for event in sink.json() {
             chatkit_contract::check_event(&event).unwrap_or_else(|e| panic!("{event}\n{e}"));
@@ -165,6 +188,15 @@ impl Chat {
             .await
             .unwrap()
             .task
+    }
+
+    /// `who`'s tasks, newest first.
+    async fn task_list(&self, who: &str) -> Vec<Task> {
+        self.tasks()
+            .list(&user(who), Default::default(), 100, None)
+            .await
+            .unwrap()
+            .tasks
     }
 
     fn items(&self, who: &str, thread_id: &str) -> Vec<ThreadItem> {
@@ -470,7 +502,7 @@ mod rules {
         let mut sink = VecSink::default();
         let deadline = Instant::now() + Duration::from_secs(60);
         engine
-            .run(&user("alice"), prepared, &mut sink, deadline)
+            .run(&Caller::new(user("alice")), prepared, &mut sink, deadline)
             .await;
         let events = sink.json();
         for event in &events {
@@ -892,7 +924,7 @@ async fn a_storage_failure_mid_stream_is_a_retryable_error() {
     let mut sink = VecSink::default();
     let deadline = Instant::now() + Duration::from_secs(60);
     chat.engine
-        .run(&user("alice"), prepared, &mut sink, deadline)
+        .run(&Caller::new(user("alice")), prepared, &mut sink, deadline)
         .await;
     assert_eq!(sink.types(), ["error"]);
     assert_eq!(sink.json()[0]["allow_retry"], true);
@@ -1247,4 +1279,72 @@ async fn a_request_sent_down_the_wrong_path_is_an_internal_error() {
         .await
         .expect_err("streamed");
     assert!(matches!(err, ChatError::Misrouted(_)), "{err:?}");
+}
+
+#[tokio::test]
+async fn every_model_request_carries_the_users_day_zone_and_language() {
+    // 22:00 on Wednesday 2 December in Honolulu: Thursday in UTC.
+    let chat = Chat::new().at(
+        chrono_tz::Pacific::Honolulu,
+        "2026-12-03T08:00:00Z",
+        Some("fr-FR"),
+    );
+    chat.create(
+        "alice",
+        "what is due tomorrow?",
+        vec![
+            Round::calls(&[("list_tasks", r#"{"due_before":"2026-12-04"}"#)]),
+            Round::text("Nothing."),
+        ],
+    )
+    .await;
+    let requests = chat.model.requests();
+    assert_eq!(requests.len(), 2);
+    for seen in requests {
+        assert!(
+            seen.instructions.starts_with("Be brief."),
+            "{}",
+            seen.instructions
+        );
+        for expected in [
+            "Now: Wednesday 2026-12-02 22:00, time zone Pacific/Honolulu (UTC-10:00)",
+            "Today: 2026-12-02. Tomorrow: 2026-12-03.",
+            "language: fr-FR",
+        ] {
+            assert!(
+                seen.instructions.contains(expected),
+                "{}",
+                seen.instructions
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn tomorrow_from_the_model_is_the_users_tomorrow() {
+    // 00:30 on Thursday 3 December on Kiritimati (UTC+14): Wednesday in UTC.
+    let chat = Chat::new().at(chrono_tz::Pacific::Kiritimati, "2026-12-02T10:30:00Z", None);
+    chat.create(
+        "alice",
+        "remind me to buy milk tomorrow at 9",
+        vec![
+            Round::calls(&[(
+                "create_task",
+                r#"{"title":"Buy milk","due_date":"tomorrow"}"#,
+            )]),
+            Round::calls(&[(
+                "create_task",
+                r#"{"title":"Call mum","due_date":"2026-12-04T09:00"}"#,
+            )]),
+            Round::text("Added."),
+        ],
+    )
+    .await;
+    let mut tasks = chat.task_list("alice").await;
+    tasks.sort_by(|a, b| a.title.cmp(&b.title));
+    let due: Vec<String> = tasks
+        .iter()
+        .map(|t| t.due_date.unwrap().canonical())
+        .collect();
+    assert_eq!(due, ["2026-12-04", "2026-12-03T19:00:00Z"]);
 }

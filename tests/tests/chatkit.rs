@@ -778,3 +778,116 @@ async fn misuse_the_reference_answers_with_a_stream_gets_the_same_stream() {
         (200, 1)
     );
 }
+
+/// Posts a ChatKit request with extra headers and reads the checked answer.
+async fn call_with(api: &Api, user: &str, envelope: Value, headers: &[(&str, &str)]) -> Answer {
+    if let Err(e) = chatkit_contract::check_request(&envelope) {
+        panic!("not a ChatKit request: {envelope}\n  {e}");
+    }
+    let mut req = api
+        .http
+        .post(format!("{}{CHATKIT}", api.stack.url))
+        .bearer_auth(api.token(user))
+        .header("content-type", "application/json");
+    for (name, value) in headers {
+        req = req.header(*name, *value);
+    }
+    let kind = envelope["type"].as_str().unwrap_or_default().to_owned();
+    Answer::read(&kind, req.body(envelope.to_string()).send().await.unwrap()).await
+}
+
+/// The date in `zone` now, read before and after `during` so a test that
+/// straddles midnight there can accept either day.
+fn days_in(zone: chrono_tz::Tz) -> impl Fn() -> chrono::NaiveDate {
+    move || chrono::Utc::now().with_timezone(&zone).date_naive()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_users_time_zone_and_language_reach_the_model_and_the_tools() {
+    let api = start(&[]).await;
+    let s = stub(&api);
+    let kiritimati = days_in(chrono_tz::Pacific::Kiritimati);
+
+    // The header's zone: "tomorrow" is Kiritimati's tomorrow (UTC+14).
+    s.push_turn(Turn::Calls(vec![(
+        "create_task".into(),
+        json!({"title": "Buy milk", "due_date": "tomorrow"}),
+    )]));
+    s.push_turn(Turn::Text("Added.".into()));
+    let before = kiritimati();
+    let answer = call_with(
+        &api,
+        "alice",
+        json!({"type": "threads.create", "params": {"input": message("buy milk tomorrow")}}),
+        &[
+            ("x-timezone", "Pacific/Kiritimati"),
+            ("accept-language", "fr-FR,fr;q=0.9,en;q=0.5"),
+        ],
+    )
+    .await;
+    let after = kiritimati();
+    assert_eq!(answer.status, 200, "{}", answer.text);
+    let seen = s.requests_to("/v1/responses");
+    assert_eq!(seen.len(), 2);
+    for request in &seen {
+        let instructions = request.body["instructions"].as_str().unwrap();
+        assert!(
+            instructions.contains("time zone Pacific/Kiritimati (UTC+14:00)"),
+            "{instructions}"
+        );
+        assert!(instructions.contains("language: fr-FR"), "{instructions}");
+        assert!(
+            [before, after]
+                .iter()
+                .any(|d| instructions.contains(&format!("Today: {d}."))),
+            "{instructions}"
+        );
+    }
+    let tasks = api.get("/api/v1/tasks", "alice").await.body;
+    let due = tasks["tasks"][0]["due_date"].as_str().unwrap().to_owned();
+    assert!(
+        [before, after]
+            .iter()
+            .any(|d| due == d.succ_opt().unwrap().to_string()),
+        "{due} is not tomorrow in Kiritimati ({before})"
+    );
+
+    // The envelope's zone wins over the header's.
+    s.push_turn(Turn::Text("Hello.".into()));
+    let answer = call_with(
+        &api,
+        "alice",
+        json!({"type": "threads.create", "params": {"input": message("hi")},
+               "metadata": {"timezone": "America/Adak"}}),
+        &[("x-timezone", "Pacific/Kiritimati")],
+    )
+    .await;
+    assert_eq!(answer.status, 200, "{}", answer.text);
+    let last = s.requests_to("/v1/responses").pop().unwrap();
+    let instructions = last.body["instructions"].as_str().unwrap();
+    assert!(
+        instructions.contains("time zone America/Adak"),
+        "{instructions}"
+    );
+    assert!(!instructions.contains("language:"), "{instructions}");
+
+    // A name that is not an IANA zone is a 400 naming where it came from.
+    for (envelope, headers, parameter) in [
+        (
+            json!({"type": "threads.list", "params": {}, "metadata": {"timezone": "Mars/Olympus"}}),
+            vec![],
+            "metadata.timezone",
+        ),
+        (
+            json!({"type": "threads.list", "params": {}}),
+            vec![("x-timezone", "UTC+3")],
+            "X-Timezone",
+        ),
+    ] {
+        let answer = call_with(&api, "alice", envelope, &headers).await;
+        assert_eq!(answer.status, 400, "{}", answer.text);
+        let body = answer.json();
+        assert_eq!(body["error"]["code"], "invalid_parameter");
+        assert_eq!(body["error"]["details"]["parameter"], parameter, "{body}");
+    }
+}

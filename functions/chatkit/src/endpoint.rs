@@ -12,6 +12,7 @@ use lambda_http::{Body, Request, Response};
 use tokio::sync::mpsc;
 
 use taskpilot_chatkit::agent::TaskAgent;
+use taskpilot_chatkit::context::{Caller, envelope_zone};
 use taskpilot_chatkit::engine::{ChatError, Engine};
 use taskpilot_chatkit::request::{Request as ChatRequest, RequestError};
 use taskpilot_chatkit::sink::{Disconnected, EventSink};
@@ -151,22 +152,38 @@ impl Endpoint {
             });
         }
         let request = ChatRequest::parse(body).map_err(request_error)?;
+        let header = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok());
+        let envelope_zone = envelope_zone(body);
+        let caller = Caller::from_client(
+            user,
+            envelope_zone.as_deref(),
+            header("x-timezone"),
+            header("accept-language"),
+        )
+        .map_err(|e| ApiError::BadParameter {
+            name: e.source_name.into(),
+            message: e.to_string(),
+        })?;
         let deadline = deadline(&req, FALLBACK_DEADLINE);
         if !request.is_streaming() {
-            let value = self.server.json(&user, request).await.map_err(chat_error)?;
+            let value = self
+                .server
+                .json(&caller.user, request)
+                .await
+                .map_err(chat_error)?;
             return Ok(whole(respond(StatusCode::OK, &value)));
         }
         self.identity.require_openai_key().await?;
         let prepared = self
             .server
-            .prepare(&user, request)
+            .prepare(&caller.user, request)
             .await
             .map_err(chat_error)?;
         let (tx, rx) = mpsc::channel(64);
         let server = &self.server;
         tokio::spawn(async move {
             let mut sink = ChannelSink(tx);
-            server.run(&user, prepared, &mut sink, deadline).await;
+            server.run(&caller, prepared, &mut sink, deadline).await;
         });
         let stream =
             futures_util::stream::unfold(

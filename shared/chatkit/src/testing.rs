@@ -347,6 +347,8 @@ fn message(item: &str, text: &str, upto: usize) -> Vec<Result<ModelEvent, ModelE
 pub struct SeenRequest {
     /// Model name.
     pub model: String,
+    /// The instructions, with the caller's context.
+    pub instructions: String,
     /// The conversation.
     pub input: Vec<ModelInput>,
     /// The tool names.
@@ -426,6 +428,7 @@ impl ModelClient for ScriptedModel {
             let mut state = lock(&self.state);
             state.seen.push(SeenRequest {
                 model: request.model.to_owned(),
+                instructions: request.instructions.to_owned(),
                 input: request.input.to_vec(),
                 tools: request.tools.iter().map(|t| t.name.to_owned()).collect(),
             });

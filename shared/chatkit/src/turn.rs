@@ -9,6 +9,8 @@ use std::time::Instant;
 
 use taskpilot_domain::{StoreError, UserId};
 
+use crate::context::Caller;
+
 use crate::ids;
 use crate::sink::{Disconnected, EventSink};
 use crate::store::ChatStore;
@@ -41,7 +43,7 @@ impl From<Disconnected> for Interrupted {
 pub struct Turn<'a, S, K> {
     store: &'a S,
     sink: &'a mut K,
-    user: &'a UserId,
+    caller: &'a Caller,
     thread: ThreadMetadata,
     saved_thread: ThreadMetadata,
     history: Vec<ThreadItem>,
@@ -54,7 +56,7 @@ impl<'a, S: ChatStore, K: EventSink> Turn<'a, S, K> {
     pub fn new(
         store: &'a S,
         sink: &'a mut K,
-        user: &'a UserId,
+        caller: &'a Caller,
         thread: ThreadMetadata,
         history: Vec<ThreadItem>,
         deadline: Instant,
@@ -62,7 +64,7 @@ impl<'a, S: ChatStore, K: EventSink> Turn<'a, S, K> {
         Self {
             store,
             sink,
-            user,
+            caller,
             saved_thread: thread.clone(),
             thread,
             history,
@@ -71,9 +73,14 @@ impl<'a, S: ChatStore, K: EventSink> Turn<'a, S, K> {
         }
     }
 
-    /// The caller.
+    /// The caller's user.
     pub fn user(&self) -> &UserId {
-        self.user
+        &self.caller.user
+    }
+
+    /// The caller: user, time zone, locale, and when the request arrived.
+    pub fn caller(&self) -> &Caller {
+        self.caller
     }
 
     /// The thread (changes are saved and announced after the next event).
@@ -120,12 +127,12 @@ impl<'a, S: ChatStore, K: EventSink> Turn<'a, S, K> {
             StreamEvent::ItemAdded { item } => self.pending.push(item.clone()),
             StreamEvent::ItemUpdated { item_id, update } => self.apply(item_id, update),
             StreamEvent::ItemDone { item } => {
-                self.store.save_item(self.user, item).await?;
+                self.store.save_item(&self.caller.user, item).await?;
                 self.pending.retain(|p| p.id != item.id);
                 self.history.push(item.clone());
             }
             StreamEvent::ItemReplaced { item } => {
-                self.store.save_item(self.user, item).await?;
+                self.store.save_item(&self.caller.user, item).await?;
                 self.pending.retain(|p| p.id != item.id);
                 if let Some(old) = self.history.iter_mut().find(|h| h.id == item.id) {
                     *old = item.clone();
@@ -133,7 +140,7 @@ impl<'a, S: ChatStore, K: EventSink> Turn<'a, S, K> {
             }
             StreamEvent::ItemRemoved { item_id } => {
                 self.store
-                    .delete_item(self.user, &self.thread.id, item_id)
+                    .delete_item(&self.caller.user, &self.thread.id, item_id)
                     .await?;
                 self.pending.retain(|p| &p.id != item_id);
                 self.history.retain(|h| &h.id != item_id);
@@ -152,7 +159,9 @@ impl<'a, S: ChatStore, K: EventSink> Turn<'a, S, K> {
         if self.thread == self.saved_thread {
             return Ok(());
         }
-        self.store.save_thread(self.user, &self.thread).await?;
+        self.store
+            .save_thread(&self.caller.user, &self.thread)
+            .await?;
         self.saved_thread = self.thread.clone();
         self.send(StreamEvent::ThreadUpdated {
             thread: Thread::view(&self.thread, Page::empty()),
@@ -208,7 +217,7 @@ impl<'a, S: ChatStore, K: EventSink> Turn<'a, S, K> {
     pub(crate) async fn cancelled(&mut self) {
         for item in std::mem::take(&mut self.pending) {
             if has_content(&item)
-                && let Err(e) = self.store.save_item(self.user, &item).await
+                && let Err(e) = self.store.save_item(&self.caller.user, &item).await
             {
                 tracing::error!(error = %e, "could not keep the partial answer");
             }
@@ -219,11 +228,14 @@ impl<'a, S: ChatStore, K: EventSink> Turn<'a, S, K> {
                 content: CANCELLED_NOTE.into(),
             },
         );
-        if let Err(e) = self.store.save_item(self.user, &note).await {
+        if let Err(e) = self.store.save_item(&self.caller.user, &note).await {
             tracing::error!(error = %e, "could not note the cancellation");
         }
         if self.thread != self.saved_thread
-            && let Err(e) = self.store.save_thread(self.user, &self.thread).await
+            && let Err(e) = self
+                .store
+                .save_thread(&self.caller.user, &self.thread)
+                .await
         {
             tracing::error!(error = %e, "could not save the thread");
         }

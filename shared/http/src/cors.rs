@@ -7,7 +7,8 @@ use crate::config;
 use crate::error::ApiError;
 
 const ALLOW_METHODS: &str = "GET, POST, PATCH, DELETE, OPTIONS";
-const ALLOW_HEADERS: &str = "authorization, content-type, idempotency-key, if-match";
+const ALLOW_HEADERS: &str =
+    "authorization, content-type, idempotency-key, if-match, accept-language, x-timezone";
 const EXPOSE_HEADERS: &str = "location, etag, retry-after, idempotent-replayed";
 const MAX_AGE_SECS: &str = "600";
 

@@ -3,6 +3,7 @@
 //! streamed as it comes, a task-list widget when tasks were listed or
 //! changed, the Done/Undo buttons of that widget, and the thread's title.
 
+pub mod dates;
 pub mod history;
 pub mod tools;
 pub mod widgets;
@@ -25,7 +26,7 @@ use crate::types::{
 /// The default instructions.
 pub const DEFAULT_INSTRUCTIONS: &str = "You are TaskPilot, a concise and friendly assistant that manages the user's to-do list. \
 Always use the tools to read or change tasks; never invent tasks, ids or their state. \
-After changing tasks, say briefly what you did. Dates are ISO 8601; today is given by the user's context when needed.";
+After changing tasks, say briefly what you did. Dates are ISO 8601, on the user's calendar given below.";
 
 /// Agent settings (`CHATKIT_MODEL`, `CHATKIT_TEMPERATURE`, `CHATKIT_INSTRUCTIONS`, `CHATKIT_MAX_TOOL_STEPS`).
 #[derive(Debug, Clone)]
@@ -80,11 +81,16 @@ impl<R: TaskRepository, M: ModelClient> TaskAgent<R, M> {
         turn: &mut Turn<'_, S, K>,
     ) -> Result<(), Interrupted> {
         let mut input = history::to_model_input(turn.history());
+        let instructions = format!(
+            "{}\n\n{}",
+            self.settings.instructions,
+            dates::context_note(turn.caller())
+        );
         let mut shown = Shown::default();
         for _round in 0..self.settings.max_tool_steps.max(1) {
             let request = ModelRequest {
                 model: &self.settings.model,
-                instructions: &self.settings.instructions,
+                instructions: &instructions,
                 temperature: self.settings.temperature,
                 input: &input,
                 tools: tools::specs(),
@@ -106,7 +112,7 @@ impl<R: TaskRepository, M: ModelClient> TaskAgent<R, M> {
             }
             for call in calls {
                 let result =
-                    tools::run(&self.tasks, turn.user(), &call.name, &call.arguments).await;
+                    tools::run(&self.tasks, turn.caller(), &call.name, &call.arguments).await;
                 shown.touched = true;
                 for task in result.shown {
                     shown.tasks.retain(|t| t.id != task.id);

@@ -5,6 +5,8 @@
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use crate::agent::dates;
+use crate::context::Caller;
 use crate::model::ToolSpec;
 
 use taskpilot_domain::{
@@ -24,7 +26,7 @@ fn build_specs() -> Vec<ToolSpec> {
         "title": {"type": "string", "description": "1-200 characters."},
         "description": {"type": ["string", "null"], "description": "Up to 4000 characters; null clears it."},
         "priority": {"type": "string", "enum": ["low", "medium", "high"]},
-        "due_date": {"type": ["string", "null"], "description": "RFC 3339 date (2026-11-23) or date-time; null clears it."},
+        "due_date": {"type": ["string", "null"], "description": "A day (YYYY-MM-DD), a local date-time in the user's time zone (YYYY-MM-DDTHH:MM), or an RFC 3339 date-time with offset; null clears it."},
         "tags": {"type": "array", "items": {"type": "string"}, "maxItems": 10}
     });
     let with = |mut props: Value, extra: Value| {
@@ -45,7 +47,7 @@ fn build_specs() -> Vec<ToolSpec> {
             "List the user's tasks, newest first. Use it before answering any question about tasks.",
             json!({"completed": {"type": "boolean", "description": "Only done (true) or open (false) tasks."},
                     "tag": {"type": "string"},
-                    "due_before": {"type": "string", "description": "Only tasks due before this date (YYYY-MM-DD)."},
+                    "due_before": {"type": "string", "description": "Only tasks due before this day (YYYY-MM-DD, on the user's calendar)."},
                     "limit": {"type": "integer", "minimum": 1, "maximum": 100}}),
             &[],
         ),
@@ -138,14 +140,15 @@ struct IdArgs {
     task_id: String,
 }
 
-/// Runs tool `name` with JSON `arguments` for `user`.
+/// Runs tool `name` with JSON `arguments` for the caller (dates on the
+/// caller's calendar).
 pub async fn run<R: TaskRepository>(
     service: &TaskService<R>,
-    user: &UserId,
+    caller: &Caller,
     name: &str,
     arguments: &str,
 ) -> ToolResult {
-    match execute(service, user, name, arguments).await {
+    match execute(service, caller, name, arguments).await {
         Ok(result) => result,
         Err(e) => ToolResult {
             output: failure(&e).to_string(),
@@ -172,20 +175,38 @@ fn one(task: Task) -> ToolResult {
     }
 }
 
+/// The arguments as an object, `due_date` read on the caller's calendar.
+fn with_local_due_date(raw: &str, caller: &Caller) -> Result<Value, DomainError> {
+    let mut value: Value = args(raw)?;
+    if let Some(due) = value.get_mut("due_date")
+        && let Some(text) = due.as_str()
+    {
+        let resolved = dates::due_date(text, caller)
+            .map_err(|message| DomainError::validation("due_date", message))?;
+        *due = Value::String(resolved);
+    }
+    Ok(value)
+}
+
+fn from_value<T: serde::de::DeserializeOwned>(value: Value) -> Result<T, DomainError> {
+    serde_json::from_value(value).map_err(|e| DomainError::validation("arguments", e.to_string()))
+}
+
 async fn execute<R: TaskRepository>(
     service: &TaskService<R>,
-    user: &UserId,
+    caller: &Caller,
     name: &str,
     arguments: &str,
 ) -> Result<ToolResult, DomainError> {
+    let user: &UserId = &caller.user;
     match name {
         "list_tasks" => {
             let a: ListArgs = args(arguments)?;
             let due_before = a
                 .due_before
                 .map(|d| {
-                    chrono::NaiveDate::parse_from_str(&d, "%Y-%m-%d")
-                        .map_err(|_| DomainError::validation("due_before", "must be YYYY-MM-DD"))
+                    dates::day(&d, caller)
+                        .ok_or_else(|| DomainError::validation("due_before", "must be YYYY-MM-DD"))
                 })
                 .transpose()?;
             let filter = TaskFilter {
@@ -204,21 +225,20 @@ async fn execute<R: TaskRepository>(
             })
         }
         "create_task" => {
-            let input: NewTaskInput = args(arguments)?;
+            let input: NewTaskInput = from_value(with_local_due_date(arguments, caller)?)?;
             Ok(one(service
                 .create(user, input.validate()?, None)
                 .await?
                 .task))
         }
         "update_task" => {
-            let mut value: Value = args(arguments)?;
+            let mut value = with_local_due_date(arguments, caller)?;
             let task_id = value
                 .as_object_mut()
                 .and_then(|o| o.remove("task_id"))
                 .and_then(|v| v.as_str().map(str::to_owned))
                 .ok_or_else(|| DomainError::validation("task_id", "is required"))?;
-            let input: TaskPatchInput = serde_json::from_value(value)
-                .map_err(|e| DomainError::validation("arguments", e.to_string()))?;
+            let input: TaskPatchInput = from_value(value)?;
             let (patch, version) = input.validate()?;
             Ok(one(service
                 .update(user, &id(&task_id)?, patch, version)
@@ -263,7 +283,7 @@ mod tests {
     #[tokio::test]
     async fn tools_share_the_rest_rules() {
         let s = service();
-        let u = UserId::new("alice").unwrap();
+        let u = Caller::new(UserId::new("alice").unwrap());
         let created = run(
             &s,
             &u,
@@ -304,7 +324,7 @@ mod tests {
         let listed = run(&s, &u, "list_tasks", r#"{"completed":true}"#).await;
         assert_eq!(listed.shown.len(), 1);
         // Another user's task is invisible to the tools too.
-        let bob = UserId::new("bob").unwrap();
+        let bob = Caller::new(UserId::new("bob").unwrap());
         let other = run(
             &s,
             &bob,
@@ -339,5 +359,59 @@ mod tests {
                 "delete_task"
             ]
         );
+    }
+
+    #[tokio::test]
+    async fn due_dates_are_read_on_the_users_calendar() {
+        let s = service();
+        // 22:00 on 2 December in Honolulu is 08:00 on 3 December in UTC.
+        let late = Caller::new(UserId::new("alice").unwrap())
+            .in_zone(chrono_tz::Pacific::Honolulu)
+            .at("2026-12-03T08:00:00Z".parse().unwrap());
+        let milk = run(
+            &s,
+            &late,
+            "create_task",
+            r#"{"title":"milk","due_date":"tomorrow"}"#,
+        )
+        .await;
+        assert_eq!(milk.shown[0].due_date.unwrap().canonical(), "2026-12-03");
+        let call = run(
+            &s,
+            &late,
+            "create_task",
+            r#"{"title":"call","due_date":"2026-12-03T09:30"}"#,
+        )
+        .await;
+        assert_eq!(
+            call.shown[0].due_date.unwrap().canonical(),
+            "2026-12-03T19:30:00Z"
+        );
+        let moved = run(
+            &s,
+            &late,
+            "update_task",
+            &format!(
+                r#"{{"task_id":"{}","due_date":"friday"}}"#,
+                milk.shown[0].id
+            ),
+        )
+        .await;
+        assert_eq!(moved.shown[0].due_date.unwrap().canonical(), "2026-12-04");
+        let bad = run(
+            &s,
+            &late,
+            "create_task",
+            r#"{"title":"x","due_date":"someday"}"#,
+        )
+        .await;
+        assert!(bad.output.contains("validation_failed"), "{}", bad.output);
+        // 00:30 on 3 December on Kiritimati is still 2 December in UTC.
+        let early = Caller::new(UserId::new("alice").unwrap())
+            .in_zone(chrono_tz::Pacific::Kiritimati)
+            .at("2026-12-02T10:30:00Z".parse().unwrap());
+        let due = run(&s, &early, "list_tasks", r#"{"due_before":"tomorrow"}"#).await;
+        let titles: Vec<&str> = due.shown.iter().map(|t| t.title.as_str()).collect();
+        assert_eq!(titles, ["call"], "{}", due.output);
     }
 }

@@ -7,6 +7,7 @@ use std::time::Instant;
 
 use taskpilot_domain::{StoreError, UserId};
 
+use crate::context::Caller;
 use crate::ids;
 use crate::request::{
     Action, ActionParams, DEFAULT_LIMIT, Order, Paging, Request, UserMessageInput,
@@ -319,7 +320,7 @@ impl<S: ChatStore, R: Responder> Engine<S, R> {
     /// are `error` events; a disconnect keeps what was said.
     pub async fn run<K: EventSink>(
         &self,
-        user: &UserId,
+        caller: &Caller,
         prepared: Prepared,
         sink: &mut K,
         deadline: Instant,
@@ -329,7 +330,7 @@ impl<S: ChatStore, R: Responder> Engine<S, R> {
             history,
             kind,
         } = prepared;
-        let mut turn = Turn::new(&self.store, sink, user, thread, history, deadline);
+        let mut turn = Turn::new(&self.store, sink, caller, thread, history, deadline);
         match self.drive(&mut turn, kind).await {
             Ok(()) => {}
             Err(Interrupted::Disconnected) => turn.cancelled().await,
