@@ -285,8 +285,17 @@ async fn an_action_streams_the_options_then_the_replaced_widget() {
                 "item_id": widget["id"], "action": {"type": "task.complete", "payload": {"task_id": task.id}}}}),
         )
         .await;
-    assert_eq!(sink.types(), ["stream_options", "thread.item.replaced"]);
-    assert_eq!(sink.json()[1]["item"]["id"], widget["id"]);
+    assert_eq!(
+        sink.types(),
+        ["stream_options", "thread.item.replaced", "client_effect"]
+    );
+    let events = sink.json();
+    assert_eq!(events[1]["item"]["id"], widget["id"]);
+    assert_eq!(
+        events[2],
+        json!({"type": "client_effect", "name": "tasks.changed",
+               "data": {"created": [], "updated": [task.id], "deleted": []}})
+    );
 }
 
 /// The widget item a stream finished.
@@ -1347,4 +1356,134 @@ async fn tomorrow_from_the_model_is_the_users_tomorrow() {
         .map(|t| t.due_date.unwrap().canonical())
         .collect();
     assert_eq!(due, ["2026-12-04", "2026-12-03T19:00:00Z"]);
+}
+
+// The page stays in sync.
+
+#[tokio::test]
+async fn a_turn_that_changes_tasks_ends_with_one_tasks_changed_effect() {
+    let chat = Chat::new();
+    let milk = chat.task("alice", "Buy milk").await;
+    let old = chat.task("alice", "Old plan").await;
+    let (_, events) = chat
+        .create(
+            "alice",
+            "add bread, finish milk, drop the old plan",
+            vec![
+                Round::calls(&[
+                    ("create_task", r#"{"title":"Bread"}"#),
+                    ("complete_task", &format!(r#"{{"task_id":"{}"}}"#, milk.id)),
+                ]),
+                Round::calls(&[("delete_task", &format!(r#"{{"task_id":"{}"}}"#, old.id))]),
+                Round::text("Done."),
+            ],
+        )
+        .await;
+    let bread = chat
+        .task_list("alice")
+        .await
+        .into_iter()
+        .find(|t| t.title == "Bread")
+        .unwrap();
+    let effects = of_type(&events, "client_effect");
+    assert_eq!(effects.len(), 1, "{events:?}");
+    assert_eq!(
+        effects[0],
+        &json!({"type": "client_effect", "name": "tasks.changed",
+                "data": {"created": [bread.id], "updated": [milk.id], "deleted": [old.id]}})
+    );
+    // After the answer and the widget, before the title.
+    let types: Vec<&str> = events.iter().map(|e| e["type"].as_str().unwrap()).collect();
+    let at = types.iter().position(|t| *t == "client_effect").unwrap();
+    assert_eq!(types[at - 1], "thread.item.done");
+    assert_eq!(events[at - 1]["item"]["type"], "widget");
+    assert_eq!(types[at + 1..], ["thread.updated"]);
+}
+
+#[tokio::test]
+async fn listing_or_failing_tools_change_nothing_and_send_no_effect() {
+    let chat = Chat::new();
+    chat.task("alice", "Buy milk").await;
+    let (_, events) = chat
+        .create(
+            "alice",
+            "what is left? and complete the ghost",
+            vec![
+                Round::calls(&[
+                    ("list_tasks", "{}"),
+                    (
+                        "complete_task",
+                        r#"{"task_id":"01KB0000000000000000000000"}"#,
+                    ),
+                    ("create_task", r#"{"title":"   "}"#),
+                ]),
+                Round::text("One is left."),
+            ],
+        )
+        .await;
+    assert!(of_type(&events, "client_effect").is_empty(), "{events:?}");
+}
+
+#[tokio::test]
+async fn tasks_changed_before_the_model_failed_are_still_announced() {
+    let chat = Chat::new();
+    let (_, events) = chat
+        .create(
+            "alice",
+            "add bread",
+            vec![
+                Round::calls(&[("create_task", r#"{"title":"Bread"}"#)]),
+                Round::failed("I added", 1),
+            ],
+        )
+        .await;
+    let types: Vec<&str> = events.iter().map(|e| e["type"].as_str().unwrap()).collect();
+    let effect = of_type(&events, "client_effect");
+    assert_eq!(effect.len(), 1, "{types:?}");
+    assert_eq!(effect[0]["data"]["created"].as_array().unwrap().len(), 1);
+    assert!(types.contains(&"error"), "{types:?}");
+}
+
+#[tokio::test]
+async fn each_tool_call_shows_progress_before_it_runs() {
+    let chat = Chat::new();
+    let milk = chat.task("alice", "Buy milk").await;
+    let (_, events) = chat
+        .create(
+            "alice",
+            "list, then complete milk, then add bread",
+            vec![
+                Round::calls(&[("list_tasks", "{}")]),
+                Round::calls(&[
+                    ("complete_task", &format!(r#"{{"task_id":"{}"}}"#, milk.id)),
+                    ("create_task", r#"{"title":"Bread"}"#),
+                ]),
+                Round::text("Done."),
+            ],
+        )
+        .await;
+    let progress: Vec<(String, String)> = of_type(&events, "progress_update")
+        .iter()
+        .map(|e| {
+            (
+                e["icon"].as_str().unwrap().to_owned(),
+                e["text"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        progress,
+        [
+            ("search".to_owned(), "Looking at your tasks…".to_owned()),
+            (
+                "check-circle".to_owned(),
+                "Completing “Buy milk”…".to_owned()
+            ),
+            ("plus".to_owned(), "Creating “Bread”…".to_owned()),
+        ]
+    );
+    // Progress is transient: nothing of it is stored.
+    let thread = events[0]["thread"]["id"].as_str().unwrap();
+    let stored = serde_json::to_string(&chat.items("alice", thread)).unwrap();
+    assert!(!stored.contains("Looking at your tasks"), "{stored}");
 }

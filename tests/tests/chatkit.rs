@@ -204,6 +204,16 @@ async fn a_conversation_creates_lists_and_completes_tasks() {
         (json!("buy milk"), json!("2026-11-23"))
     );
     let task_id = tasks[0]["id"].as_str().unwrap().to_owned();
+    // The page heard which task was created, and saw progress while the tool ran.
+    assert_eq!(
+        first.of_type("client_effect"),
+        [&json!({"type": "client_effect", "name": "tasks.changed",
+                 "data": {"created": [task_id], "updated": [], "deleted": []}})]
+    );
+    assert_eq!(
+        first.of_type("progress_update"),
+        [&json!({"type": "progress_update", "icon": "plus", "text": "Creating “buy milk”…"})]
+    );
     // What the model was sent: the tools, the model, and the tool output in round two.
     let sent = s.requests_to("/v1/responses");
     assert_eq!(sent.len(), 2);
@@ -261,7 +271,11 @@ async fn a_conversation_creates_lists_and_completes_tasks() {
         "action": {"type": "task.complete", "payload": {"task_id": task_id}}}}),
     )
     .await;
-    assert_eq!(action.types(), ["stream_options", "thread.item.replaced"]);
+    assert_eq!(
+        action.types(),
+        ["stream_options", "thread.item.replaced", "client_effect"]
+    );
+    assert_eq!(action.events[2]["data"]["updated"], json!([task_id]));
     let replaced = &action.events[1]["item"];
     assert_eq!(replaced["id"], widget_item["id"]);
     assert!(replaced["widget"].to_string().contains("task.reopen"));

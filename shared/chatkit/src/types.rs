@@ -262,6 +262,13 @@ pub enum StreamEvent {
         icon: Option<String>,
         text: String,
     },
+    /// A side effect for the page (ChatKit's `onEffect`); never persisted.
+    #[serde(rename = "client_effect")]
+    ClientEffect {
+        name: String,
+        #[serde(default)]
+        data: serde_json::Map<String, serde_json::Value>,
+    },
     /// A user-visible error.
     #[serde(rename = "error")]
     Error {

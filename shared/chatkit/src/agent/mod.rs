@@ -4,6 +4,7 @@
 //! changed, the Done/Undo buttons of that widget, and the thread's title.
 
 pub mod dates;
+pub mod effects;
 pub mod history;
 pub mod tools;
 pub mod widgets;
@@ -22,6 +23,7 @@ use crate::turn::{Interrupted, Turn};
 use crate::types::{
     AssistantContent, ItemKind, ItemUpdate, StreamEvent, ThreadItem, ThreadMetadata,
 };
+use effects::{Change, TaskChanges};
 
 /// The default instructions.
 pub const DEFAULT_INSTRUCTIONS: &str = "You are TaskPilot, a concise and friendly assistant that manages the user's to-do list. \
@@ -75,10 +77,23 @@ impl<R: TaskRepository, M: ModelClient> TaskAgent<R, M> {
         &self.tasks
     }
 
-    /// The tool loop: rounds until the model answers without calling tools.
+    /// The tool loop, then the `tasks.changed` effect for whatever it
+    /// changed (also when the model failed after changing tasks).
     async fn answer<S: ChatStore, K: EventSink>(
         &self,
         turn: &mut Turn<'_, S, K>,
+    ) -> Result<(), Interrupted> {
+        let mut changes = TaskChanges::default();
+        self.tool_loop(turn, &mut changes).await?;
+        announce(turn, &changes).await
+    }
+
+    /// Rounds until the model answers without calling tools; the task-list
+    /// widget when tasks were listed or changed.
+    async fn tool_loop<S: ChatStore, K: EventSink>(
+        &self,
+        turn: &mut Turn<'_, S, K>,
+        changes: &mut TaskChanges,
     ) -> Result<(), Interrupted> {
         let mut input = history::to_model_input(turn.history());
         let instructions = format!(
@@ -111,6 +126,8 @@ impl<R: TaskRepository, M: ModelClient> TaskAgent<R, M> {
                 break;
             }
             for call in calls {
+                turn.emit(effects::progress(&call.name, &call.arguments, &shown.tasks))
+                    .await?;
                 let result =
                     tools::run(&self.tasks, turn.caller(), &call.name, &call.arguments).await;
                 shown.touched = true;
@@ -118,8 +135,11 @@ impl<R: TaskRepository, M: ModelClient> TaskAgent<R, M> {
                     shown.tasks.retain(|t| t.id != task.id);
                     shown.tasks.push(task);
                 }
-                if let Some(removed) = result.removed {
-                    shown.tasks.retain(|t| t.id != removed);
+                if let Some((id, change)) = &result.change {
+                    changes.record(id, *change);
+                    if *change == Change::Deleted {
+                        shown.tasks.retain(|t| t.id != *id);
+                    }
                 }
                 let call_id = call.call_id.clone();
                 input.push(ModelInput::FunctionCall(call));
@@ -239,13 +259,14 @@ impl<R: TaskRepository, M: ModelClient> TaskAgent<R, M> {
     }
 
     /// `task.complete` / `task.reopen` from a task-list widget: the task
-    /// changes and the widget is drawn again from the current tasks.
+    /// changes and the widget is drawn again from the current tasks. Returns
+    /// the redrawn widget, if any, and the changed task.
     async fn apply_action(
         &self,
         user: &UserId,
         sender: Option<&ThreadItem>,
         action: &Action,
-    ) -> Result<Option<ThreadItem>, ActionRefused> {
+    ) -> Result<(Option<ThreadItem>, TaskId), ActionRefused> {
         let completed = match action.kind.as_str() {
             widgets::COMPLETE => true,
             widgets::REOPEN => false,
@@ -263,10 +284,10 @@ impl<R: TaskRepository, M: ModelClient> TaskAgent<R, M> {
                 other => ActionRefused(other.to_string()),
             })?;
         let Some(sender) = sender else {
-            return Ok(None);
+            return Ok((None, task_id));
         };
         let ItemKind::Widget { widget: tree, .. } = &sender.kind else {
-            return Ok(None);
+            return Ok((None, task_id));
         };
         let mut tasks = Vec::new();
         for id in widgets::task_ids(tree) {
@@ -277,13 +298,25 @@ impl<R: TaskRepository, M: ModelClient> TaskAgent<R, M> {
             }
         }
         let (widget, copy_text) = widgets::task_list(&tasks);
-        Ok(Some(ThreadItem {
+        let item = ThreadItem {
             kind: ItemKind::Widget {
                 widget,
                 copy_text: Some(copy_text),
             },
             ..sender.clone()
-        }))
+        };
+        Ok((Some(item), task_id))
+    }
+}
+
+/// Sends the `tasks.changed` effect when tasks changed.
+async fn announce<S: ChatStore, K: EventSink>(
+    turn: &mut Turn<'_, S, K>,
+    changes: &TaskChanges,
+) -> Result<(), Interrupted> {
+    match changes.effect() {
+        Some(effect) => turn.emit(effect).await,
+        None => Ok(()),
     }
 }
 
@@ -317,11 +350,18 @@ impl<R: TaskRepository, M: ModelClient> Responder for TaskAgent<R, M> {
         action: &Action,
         sender: Option<&ThreadItem>,
     ) -> Result<(), Interrupted> {
-        match self.apply_action(turn.user(), sender, action).await {
-            Ok(Some(item)) => turn.emit(StreamEvent::ItemReplaced { item }).await,
-            Ok(None) => Ok(()),
-            Err(ActionRefused(message)) => turn.error("custom", Some(message), false).await,
+        let (item, task_id) = match self.apply_action(turn.user(), sender, action).await {
+            Ok(done) => done,
+            Err(ActionRefused(message)) => {
+                return turn.error("custom", Some(message), false).await;
+            }
+        };
+        if let Some(item) = item {
+            turn.emit(StreamEvent::ItemReplaced { item }).await?;
         }
+        let mut changes = TaskChanges::default();
+        changes.record(&task_id, Change::Updated);
+        announce(turn, &changes).await
     }
 
     async fn sync_action(
@@ -331,6 +371,8 @@ impl<R: TaskRepository, M: ModelClient> Responder for TaskAgent<R, M> {
         action: &Action,
         sender: Option<&ThreadItem>,
     ) -> Result<Option<ThreadItem>, ActionRefused> {
-        self.apply_action(user, sender, action).await
+        // No stream to carry an effect: the page refreshes after its own
+        // non-streaming action.
+        Ok(self.apply_action(user, sender, action).await?.0)
     }
 }

@@ -6,6 +6,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::agent::dates;
+use crate::agent::effects::Change;
 use crate::context::Caller;
 use crate::model::ToolSpec;
 
@@ -95,8 +96,8 @@ pub struct ToolResult {
     pub output: String,
     /// Tasks the call listed or changed (for the task widget).
     pub shown: Vec<Task>,
-    /// A task that no longer exists (deleted).
-    pub removed: Option<TaskId>,
+    /// The task the call created, changed or deleted.
+    pub change: Option<(TaskId, Change)>,
 }
 
 fn failure(e: &DomainError) -> Value {
@@ -153,7 +154,7 @@ pub async fn run<R: TaskRepository>(
         Err(e) => ToolResult {
             output: failure(&e).to_string(),
             shown: Vec::new(),
-            removed: None,
+            change: None,
         },
     }
 }
@@ -167,11 +168,11 @@ fn id(raw: &str) -> Result<TaskId, DomainError> {
     TaskId::parse(raw).ok_or(DomainError::NotFound("task"))
 }
 
-fn one(task: Task) -> ToolResult {
+fn one(task: Task, change: Change) -> ToolResult {
     ToolResult {
         output: json!({"task": task}).to_string(),
+        change: Some((task.id.clone(), change)),
         shown: vec![task],
-        removed: None,
     }
 }
 
@@ -221,15 +222,13 @@ async fn execute<R: TaskRepository>(
                 output: json!({"tasks": listing.tasks, "more": listing.next_cursor.is_some()})
                     .to_string(),
                 shown: listing.tasks,
-                removed: None,
+                change: None,
             })
         }
         "create_task" => {
             let input: NewTaskInput = from_value(with_local_due_date(arguments, caller)?)?;
-            Ok(one(service
-                .create(user, input.validate()?, None)
-                .await?
-                .task))
+            let created = service.create(user, input.validate()?, None).await?;
+            Ok(one(created.task, Change::Created))
         }
         "update_task" => {
             let mut value = with_local_due_date(arguments, caller)?;
@@ -240,16 +239,14 @@ async fn execute<R: TaskRepository>(
                 .ok_or_else(|| DomainError::validation("task_id", "is required"))?;
             let input: TaskPatchInput = from_value(value)?;
             let (patch, version) = input.validate()?;
-            Ok(one(service
-                .update(user, &id(&task_id)?, patch, version)
-                .await?))
+            let task = service.update(user, &id(&task_id)?, patch, version).await?;
+            Ok(one(task, Change::Updated))
         }
         "complete_task" | "reopen_task" => {
             let a: IdArgs = args(arguments)?;
             let done = name == "complete_task";
-            Ok(one(service
-                .set_completed(user, &id(&a.task_id)?, done)
-                .await?))
+            let task = service.set_completed(user, &id(&a.task_id)?, done).await?;
+            Ok(one(task, Change::Updated))
         }
         "delete_task" => {
             let a: IdArgs = args(arguments)?;
@@ -257,7 +254,7 @@ async fn execute<R: TaskRepository>(
             Ok(ToolResult {
                 output: json!({"deleted": task.id}).to_string(),
                 shown: Vec::new(),
-                removed: Some(task.id),
+                change: Some((task.id, Change::Deleted)),
             })
         }
         other => Err(DomainError::validation(
@@ -340,7 +337,7 @@ mod tests {
             &format!(r#"{{"task_id":"{}"}}"#, task.id),
         )
         .await;
-        assert_eq!(gone.removed, Some(task.id));
+        assert_eq!(gone.change, Some((task.id, Change::Deleted)));
         assert!(
             run(&s, &u, "drop_database", "{}")
                 .await

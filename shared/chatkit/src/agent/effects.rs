@@ -1,0 +1,190 @@
+//! What the page hears while the assistant works: a `progress_update` line
+//! before each tool runs ("Creating “Buy milk”…"), and one `client_effect`
+//! named `tasks.changed` after a turn or widget action that created, changed
+//! or deleted tasks, so the task list beside the chat refreshes only those.
+
+use serde_json::{Map, Value, json};
+
+use taskpilot_domain::{Task, TaskId};
+
+use crate::types::StreamEvent;
+
+/// The effect's name (ChatKit's `onEffect` receives it).
+pub const TASKS_CHANGED: &str = "tasks.changed";
+
+/// Longest title quoted in a progress line.
+const TITLE_CHARS: usize = 60;
+
+/// How one tool call changed a task.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Change {
+    /// A new task.
+    Created,
+    /// Fields or state of an existing task.
+    Updated,
+    /// The task is gone.
+    Deleted,
+}
+
+/// The tasks a run changed, each id in one list: a task created and then
+/// changed is `created`; one changed and then deleted is `deleted`; one
+/// created and deleted within the run never reached the page and is left out.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct TaskChanges {
+    created: Vec<TaskId>,
+    updated: Vec<TaskId>,
+    deleted: Vec<TaskId>,
+}
+
+impl TaskChanges {
+    /// Records one change.
+    pub fn record(&mut self, id: &TaskId, change: Change) {
+        let created = self.created.contains(id);
+        match change {
+            Change::Created if !created => self.created.push(id.clone()),
+            Change::Updated if !created && !self.updated.contains(id) => {
+                self.updated.push(id.clone());
+            }
+            Change::Deleted => {
+                self.created.retain(|t| t != id);
+                self.updated.retain(|t| t != id);
+                if !created && !self.deleted.contains(id) {
+                    self.deleted.push(id.clone());
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Whether nothing changed.
+    pub fn is_empty(&self) -> bool {
+        self.created.is_empty() && self.updated.is_empty() && self.deleted.is_empty()
+    }
+
+    /// The `tasks.changed` effect, when something changed.
+    pub fn effect(&self) -> Option<StreamEvent> {
+        if self.is_empty() {
+            return None;
+        }
+        let mut data = Map::new();
+        for (key, ids) in [
+            ("created", &self.created),
+            ("updated", &self.updated),
+            ("deleted", &self.deleted),
+        ] {
+            data.insert(key.into(), json!(ids));
+        }
+        Some(StreamEvent::ClientEffect {
+            name: TASKS_CHANGED.into(),
+            data,
+        })
+    }
+}
+
+/// The progress line shown while tool `name` runs. Titles come from the
+/// arguments or from tasks the run already saw (`known`); no extra read.
+pub fn progress(name: &str, arguments: &str, known: &[Task]) -> StreamEvent {
+    let args: Value = serde_json::from_str(arguments).unwrap_or(Value::Null);
+    let title = args["title"]
+        .as_str()
+        .map(str::to_owned)
+        .or_else(|| {
+            let id = args["task_id"].as_str()?;
+            known
+                .iter()
+                .find(|t| t.id.as_str() == id)
+                .map(|t| t.title.clone())
+        })
+        .map(|t| quoted(&t));
+    let named = |verb: &str| match &title {
+        Some(title) => format!("{verb} {title}…"),
+        None => format!("{verb} the task…"),
+    };
+    let (icon, text) = match name {
+        "list_tasks" => ("search", "Looking at your tasks…".to_owned()),
+        "create_task" => ("plus", named("Creating")),
+        "update_task" => ("write", named("Updating")),
+        "complete_task" => ("check-circle", named("Completing")),
+        "reopen_task" => ("reload", named("Reopening")),
+        "delete_task" => ("lucide:trash-2", named("Deleting")),
+        _ => ("sparkle", "Working…".to_owned()),
+    };
+    StreamEvent::ProgressUpdate {
+        icon: Some(icon.into()),
+        text,
+    }
+}
+
+/// `“title”`, cut to a readable length.
+fn quoted(title: &str) -> String {
+    let clean: String = title.split_whitespace().collect::<Vec<_>>().join(" ");
+    if clean.chars().count() <= TITLE_CHARS {
+        return format!("“{clean}”");
+    }
+    let cut: String = clean.chars().take(TITLE_CHARS - 1).collect();
+    format!("“{}…”", cut.trim_end())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(n: u8) -> TaskId {
+        TaskId::parse(&format!("01KB000000000000000000000{n}")).unwrap()
+    }
+
+    fn data(changes: &TaskChanges) -> Value {
+        match changes.effect() {
+            Some(StreamEvent::ClientEffect { name, data }) => {
+                assert_eq!(name, TASKS_CHANGED);
+                Value::Object(data)
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn each_task_is_listed_once_under_its_net_change() {
+        let mut c = TaskChanges::default();
+        assert_eq!(c.effect(), None);
+        c.record(&id(1), Change::Created);
+        c.record(&id(1), Change::Updated);
+        c.record(&id(2), Change::Updated);
+        c.record(&id(2), Change::Updated);
+        c.record(&id(3), Change::Updated);
+        c.record(&id(3), Change::Deleted);
+        assert_eq!(
+            data(&c),
+            json!({"created": [id(1)], "updated": [id(2)], "deleted": [id(3)]})
+        );
+        // Created and deleted in the same run: the page never saw it.
+        c.record(&id(1), Change::Deleted);
+        assert_eq!(
+            data(&c),
+            json!({"created": [], "updated": [id(2)], "deleted": [id(3)]})
+        );
+    }
+
+    #[test]
+    fn progress_names_the_task() {
+        let text = |e: StreamEvent| match e {
+            StreamEvent::ProgressUpdate { icon, text } => (icon.unwrap(), text),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(
+            text(progress("create_task", r#"{"title":"Buy  milk"}"#, &[])),
+            ("plus".into(), "Creating “Buy milk”…".into())
+        );
+        assert_eq!(
+            text(progress("complete_task", r#"{"task_id":"x"}"#, &[])),
+            ("check-circle".into(), "Completing the task…".into())
+        );
+        let long = "word ".repeat(40);
+        let (_, line) = text(progress(
+            "update_task",
+            &json!({"title": long}).to_string(),
+            &[],
+        ));
+        assert!(line.chars().count() < 80, "{line}");
+    }
+}
