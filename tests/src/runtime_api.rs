@@ -197,6 +197,26 @@ impl LambdaFunction {
         lock(&self.shared.logs).clone()
     }
 
+    /// The first line the function printed that `wanted` accepts, waiting
+    /// for it (its output is read from a pipe, so it can arrive after the
+    /// response) up to `bound`.
+    pub async fn wait_for_log(
+        &self,
+        wanted: impl Fn(&str) -> bool,
+        bound: std::time::Duration,
+    ) -> Option<String> {
+        let started = std::time::Instant::now();
+        loop {
+            if let Some(line) = lock(&self.shared.logs).iter().find(|l| wanted(l)) {
+                return Some(line.clone());
+            }
+            if started.elapsed() > bound {
+                return None;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+
     /// Process ids of the processes started so far (for CPU and memory readings).
     pub fn pids(&self) -> Vec<u32> {
         lock(&self.shared.pids).clone()

@@ -1487,3 +1487,80 @@ async fn each_tool_call_shows_progress_before_it_runs() {
     let stored = serde_json::to_string(&chat.items("alice", thread)).unwrap();
     assert!(!stored.contains("Looking at your tasks"), "{stored}");
 }
+
+// Feedback.
+
+#[tokio::test]
+async fn feedback_is_kept_one_rating_per_item_and_goes_with_the_thread() {
+    let chat = Chat::new();
+    let thread = chat.thread("alice", "Hi.").await;
+    let items = chat.items("alice", &thread);
+    let (first, second) = (items[0].id.clone(), items[1].id.clone());
+    let rate = |ids: Vec<&str>, kind: &str| {
+        json!({"type": "items.feedback",
+               "params": {"thread_id": thread, "item_ids": ids, "kind": kind}})
+    };
+    assert_eq!(
+        chat.json("alice", rate(vec![&first, &second, &first], "positive"))
+            .await
+            .unwrap(),
+        json!({})
+    );
+    // A later rating of the same item replaces the earlier one.
+    chat.json("alice", rate(vec![&second], "negative"))
+        .await
+        .unwrap();
+    let stored: Vec<(String, String, &str)> = chat
+        .store()
+        .stored_feedback(&user("alice"))
+        .into_iter()
+        .map(|f| (f.thread_id, f.item_id, f.kind.as_str()))
+        .collect();
+    assert_eq!(
+        stored,
+        [
+            (thread.clone(), first.clone(), "positive"),
+            (thread.clone(), second.clone(), "negative")
+        ]
+    );
+    chat.json(
+        "alice",
+        json!({"type": "threads.delete", "params": {"thread_id": thread}}),
+    )
+    .await
+    .unwrap();
+    assert!(chat.store().stored_feedback(&user("alice")).is_empty());
+}
+
+#[tokio::test]
+async fn feedback_naming_an_unknown_item_stores_nothing() {
+    let chat = Chat::new();
+    let thread = chat.thread("alice", "Hi.").await;
+    let item = chat.items("alice", &thread)[0].id.clone();
+    let err = chat
+        .json(
+            "alice",
+            json!({"type": "items.feedback", "params": {"thread_id": thread,
+                   "item_ids": [item, "msg_01KB0000000000000000000000"], "kind": "positive"}}),
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ChatError::NotFound("item")), "{err:?}");
+    assert!(chat.store().stored_feedback(&user("alice")).is_empty());
+    // An empty list is a no-op, as in the reference SDK.
+    chat.json(
+        "alice",
+        json!({"type": "items.feedback", "params": {"thread_id": thread, "item_ids": [], "kind": "negative"}}),
+    )
+    .await
+    .unwrap();
+    assert!(chat.store().stored_feedback(&user("alice")).is_empty());
+}
+
+#[test]
+fn feedback_on_too_many_items_is_refused_before_any_read() {
+    let ids: Vec<String> = (0..51).map(|i| format!("msg_{i}")).collect();
+    let body = json!({"type": "items.feedback", "params": {"thread_id": "thr_1", "item_ids": ids, "kind": "positive"}});
+    let err = Request::parse(body.to_string().as_bytes()).unwrap_err();
+    assert!(err.to_string().contains("params.item_ids"), "{err}");
+}

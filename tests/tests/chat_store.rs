@@ -13,8 +13,18 @@ use taskpilot_store::DynamoStore;
 use taskpilot_testkit::stack::fresh_table;
 
 async fn store() -> DynamoStore {
+    store_and_table().await.0
+}
+
+/// A store on a fresh table, and a raw client and the table's name to look
+/// at its rows.
+async fn store_and_table() -> (DynamoStore, aws_sdk_dynamodb::Client, String) {
     let (client, table, _) = fresh_table("chat").await.unwrap();
-    DynamoStore::new(client, table)
+    (
+        DynamoStore::new(client.clone(), table.clone()),
+        client,
+        table,
+    )
 }
 
 fn thread() -> ThreadMetadata {
@@ -183,8 +193,7 @@ async fn one_read_returns_the_thread_and_its_latest_items() {
 
 #[tokio::test]
 async fn threads_saved_before_heads_existed_still_load() {
-    let (client, table, _) = fresh_table("chat").await.unwrap();
-    let store = DynamoStore::new(client.clone(), table.clone());
+    let (store, client, table) = store_and_table().await;
     let alice = UserId::new("alice").unwrap();
     let t = thread();
     // As the previous release stored it: only `THREAD#<id>`, no head.
@@ -231,4 +240,73 @@ async fn items_are_deleted_in_one_batch_and_absent_ones_are_ignored() {
     let recent = store.load_recent(&alice, &t.id, 40).await.unwrap().unwrap();
     assert_eq!(recent.items, items[..1].to_vec());
     assert_eq!(recent.thread, t, "the head stays");
+}
+
+#[tokio::test]
+async fn ratings_replace_each_other_stay_out_of_item_reads_and_go_with_the_thread() {
+    use aws_sdk_dynamodb::types::AttributeValue;
+    use taskpilot_chatkit::request::FeedbackKind;
+    use taskpilot_chatkit::store::Feedback;
+
+    let (store, client, table) = store_and_table().await;
+    let alice = UserId::new("alice").unwrap();
+    let t = thread();
+    store.save_thread(&alice, &t).await.unwrap();
+    let items: Vec<ThreadItem> = (0..30).map(|i| message(&t.id, &format!("m{i}"))).collect();
+    for item in &items {
+        store.save_item(&alice, item).await.unwrap();
+    }
+    let rate = |item: &ThreadItem, kind| Feedback {
+        thread_id: t.id.clone(),
+        item_id: item.id.clone(),
+        kind,
+        at: taskpilot_domain::timestamp::now(),
+    };
+    // More than one BatchWriteItem's worth, then one item rated again.
+    let all: Vec<Feedback> = items
+        .iter()
+        .map(|i| rate(i, FeedbackKind::Positive))
+        .collect();
+    store.save_feedback(&alice, &all).await.unwrap();
+    store
+        .save_feedback(&alice, &[rate(&items[3], FeedbackKind::Negative)])
+        .await
+        .unwrap();
+    let rows = |prefix: &'static str| {
+        let (client, table) = (client.clone(), table.clone());
+        async move {
+            client
+                .query()
+                .table_name(table)
+                .key_condition_expression("pk = :pk AND begins_with(sk, :p)")
+                .expression_attribute_values(":pk", AttributeValue::S("USER#alice".into()))
+                .expression_attribute_values(":p", AttributeValue::S(prefix.into()))
+                .send()
+                .await
+                .unwrap()
+                .items
+                .unwrap_or_default()
+        }
+    };
+    let ratings = rows("FEEDBACK#").await;
+    assert_eq!(ratings.len(), 30);
+    let negative: Vec<&str> = ratings
+        .iter()
+        .filter(|r| r["data"].as_s().unwrap().contains("\"negative\""))
+        .map(|r| r["sk"].as_s().unwrap().as_str())
+        .collect();
+    assert_eq!(negative, [format!("FEEDBACK#{}#{}", t.id, items[3].id)]);
+    // Item reads never see them.
+    let recent = store.load_recent(&alice, &t.id, 40).await.unwrap().unwrap();
+    assert_eq!(recent.thread, t);
+    assert_eq!(recent.items.len(), 30);
+    let page = store
+        .list_items(&alice, &t.id, &paging(100, Order::Desc, None))
+        .await
+        .unwrap();
+    assert_eq!(page.data.len(), 30);
+    // Deleting the thread deletes its ratings.
+    assert!(store.delete_thread(&alice, &t.id).await.unwrap());
+    assert!(rows("FEEDBACK#").await.is_empty());
+    assert!(rows("ITEM#").await.is_empty());
 }

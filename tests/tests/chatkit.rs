@@ -396,6 +396,31 @@ async fn a_conversation_creates_lists_and_completes_tasks() {
     let item_id = thread["items"]["data"][1]["id"].clone();
     let (status, ok) = json_call(&api, "alice", json!({"type": "items.feedback", "params": {"thread_id": thread_id, "item_ids": [item_id], "kind": "positive"}})).await;
     assert_eq!((status, ok), (200, json!({})));
+    // The rating is kept (one record per item) and counted as an EMF metric.
+    let ratings = api.rows("FEEDBACK#").await;
+    assert_eq!(ratings.len(), 1);
+    let rating: Value = serde_json::from_str(ratings[0]["data"].as_s().unwrap()).unwrap();
+    assert_eq!(
+        (&rating["item_id"], &rating["kind"]),
+        (&item_id, &json!("positive"))
+    );
+    let metric = api
+        .stack
+        .function("chatkit")
+        .unwrap()
+        .wait_for_log(
+            |l| l.contains("\"_aws\"") && l.contains("\"Feedback\""),
+            Duration::from_secs(30),
+        )
+        .await
+        .expect("an EMF line for the rating");
+    let metric: Value = serde_json::from_str(&metric).unwrap();
+    assert_eq!(metric["Kind"], "positive");
+    assert_eq!(metric["Feedback"], 1);
+    assert_eq!(
+        metric["_aws"]["CloudWatchMetrics"][0]["Namespace"],
+        "TaskPilot"
+    );
 
     // Another user can neither read, list, continue nor delete it.
     let (status, _) = json_call(

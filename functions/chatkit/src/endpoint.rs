@@ -14,11 +14,12 @@ use tokio::sync::mpsc;
 use taskpilot_chatkit::agent::TaskAgent;
 use taskpilot_chatkit::context::{Caller, envelope_zone};
 use taskpilot_chatkit::engine::{ChatError, Engine};
-use taskpilot_chatkit::request::{Request as ChatRequest, RequestError};
+use taskpilot_chatkit::request::{FeedbackKind, Request as ChatRequest, RequestError};
 use taskpilot_chatkit::sink::{Disconnected, EventSink};
 use taskpilot_chatkit::types::{StreamEvent, sse_frame};
 use taskpilot_domain::DomainError;
 use taskpilot_http::json::{MAX_BODY_BYTES, respond};
+use taskpilot_http::metrics::Emf;
 use taskpilot_http::request::deadline;
 use taskpilot_http::{ApiError, Cors};
 use taskpilot_openai::OpenAi;
@@ -98,6 +99,14 @@ fn request_error(e: RequestError) -> ApiError {
     }
 }
 
+/// `TaskPilot` › `Feedback` by `Kind`: one count per stored rating request.
+fn feedback_metric(kind: FeedbackKind) {
+    Emf::new("TaskPilot")
+        .dimension("Kind", kind.as_str())
+        .metric("Feedback", "Count", 1)
+        .print();
+}
+
 impl Endpoint {
     /// Wires the server, identity and CORS.
     pub fn new(server: Server, identity: Identity, cors: Cors) -> Self {
@@ -166,11 +175,18 @@ impl Endpoint {
         })?;
         let deadline = deadline(&req, FALLBACK_DEADLINE);
         if !request.is_streaming() {
+            let rated = match &request {
+                ChatRequest::Feedback { kind, .. } => Some(*kind),
+                _ => None,
+            };
             let value = self
                 .server
                 .json(&caller.user, request)
                 .await
                 .map_err(chat_error)?;
+            if let Some(kind) = rated {
+                feedback_metric(kind);
+            }
             return Ok(whole(respond(StatusCode::OK, &value)));
         }
         self.identity.require_openai_key().await?;

@@ -1,7 +1,7 @@
 //! The parameter types of requests (ck-py's `*Params` models): paging,
 //! the user's message, widget actions, feedback.
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::types::{InferenceOptions, UserContent};
@@ -169,11 +169,21 @@ pub struct ActionParams {
 }
 
 /// Positive or negative feedback.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum FeedbackKind {
     /// Thumbs up.
     Positive,
     /// Thumbs down.
     Negative,
+}
+
+impl FeedbackKind {
+    /// `positive` or `negative`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FeedbackKind::Positive => "positive",
+            FeedbackKind::Negative => "negative",
+        }
+    }
 }

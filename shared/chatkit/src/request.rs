@@ -16,6 +16,8 @@ pub use crate::params::{
 
 /// Longest text a user message may carry, in characters.
 pub const MAX_MESSAGE_CHARS: usize = 8_000;
+/// Most items one `items.feedback` may rate.
+pub const MAX_FEEDBACK_ITEMS: usize = 50;
 
 /// Why a request cannot be served.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -176,6 +178,24 @@ impl Request {
                 thread_id,
                 input: checked(input)?,
             }),
+            Request::Feedback {
+                thread_id,
+                item_ids,
+                kind,
+            } => {
+                // None is a no-op, as in ck-py; too many is refused before any read.
+                if item_ids.len() > MAX_FEEDBACK_ITEMS {
+                    return Err(invalid(
+                        "item_ids",
+                        format!("at most {MAX_FEEDBACK_ITEMS} items per request"),
+                    ));
+                }
+                Ok(Request::Feedback {
+                    thread_id,
+                    item_ids,
+                    kind,
+                })
+            }
             Request::UpdateThread { thread_id, title } => {
                 let title = validate_title(&title).map_err(|e| match e {
                     DomainError::Validation { field, message } => {

@@ -3,9 +3,12 @@
 
 use std::future::Future;
 
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
 use taskpilot_domain::{StoreError, UserId};
 
-use crate::request::Paging;
+use crate::request::{FeedbackKind, Paging};
 use crate::types::{Page, ThreadItem, ThreadMetadata};
 
 /// A thread with its most recent items, as one read returns them.
@@ -15,6 +18,21 @@ pub struct RecentThread {
     pub thread: ThreadMetadata,
     /// Its latest items, hidden ones included, oldest first.
     pub items: Vec<ThreadItem>,
+}
+
+/// One rating of one item (`items.feedback`): a later rating of the same
+/// item replaces it; it goes with its thread.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Feedback {
+    /// The thread.
+    pub thread_id: String,
+    /// The rated item.
+    pub item_id: String,
+    /// Up or down.
+    pub kind: FeedbackKind,
+    /// When it was given.
+    #[serde(with = "taskpilot_domain::timestamp")]
+    pub at: DateTime<Utc>,
 }
 
 /// Threads and their items, always scoped to one user: another user's thread
@@ -95,5 +113,12 @@ pub trait ChatStore: Send + Sync {
         user: &UserId,
         thread_id: &str,
         item_id: &str,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Stores ratings, each replacing an earlier rating of its item.
+    fn save_feedback(
+        &self,
+        user: &UserId,
+        ratings: &[Feedback],
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
 }

@@ -15,7 +15,7 @@ use crate::model::{
 };
 use crate::request::{Order, Paging};
 use crate::sink::{Disconnected, EventSink};
-use crate::store::{ChatStore, RecentThread};
+use crate::store::{ChatStore, Feedback, RecentThread};
 use crate::types::{Page, StreamEvent, ThreadItem, ThreadMetadata};
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -58,6 +58,7 @@ type ItemKey = (String, String, (String, String));
 pub struct InMemoryChat {
     threads: Mutex<BTreeMap<ThreadKey, ThreadMetadata>>,
     items: Mutex<BTreeMap<ItemKey, ThreadItem>>,
+    feedback: Mutex<BTreeMap<(String, String, String), Feedback>>,
     failing: AtomicBool,
     journal: Journal,
 }
@@ -82,6 +83,15 @@ impl InMemoryChat {
             .iter()
             .filter(|((u, t, _), _)| u == user.as_str() && t == thread_id)
             .map(|(_, i)| i.clone())
+            .collect()
+    }
+
+    /// Every stored rating of `user`, by thread and item.
+    pub fn stored_feedback(&self, user: &UserId) -> Vec<Feedback> {
+        lock(&self.feedback)
+            .iter()
+            .filter(|((u, _, _), _)| u == user.as_str())
+            .map(|(_, f)| f.clone())
             .collect()
     }
 
@@ -181,6 +191,7 @@ impl ChatStore for InMemoryChat {
     async fn delete_thread(&self, user: &UserId, thread_id: &str) -> Result<bool, StoreError> {
         self.call("delete_thread")?;
         lock(&self.items).retain(|(u, t, _), _| !(u == user.as_str() && t == thread_id));
+        lock(&self.feedback).retain(|(u, t, _), _| !(u == user.as_str() && t == thread_id));
         Ok(lock(&self.threads)
             .remove(&(user.as_str().to_owned(), thread_id.to_owned()))
             .is_some())
@@ -257,6 +268,20 @@ impl ChatStore for InMemoryChat {
             thread_id.to_owned(),
             order_key(item_id),
         ));
+        Ok(())
+    }
+
+    async fn save_feedback(&self, user: &UserId, ratings: &[Feedback]) -> Result<(), StoreError> {
+        self.call("save_feedback")?;
+        let mut stored = lock(&self.feedback);
+        for rating in ratings {
+            let key = (
+                user.as_str().to_owned(),
+                rating.thread_id.clone(),
+                rating.item_id.clone(),
+            );
+            stored.insert(key, rating.clone());
+        }
         Ok(())
     }
 }

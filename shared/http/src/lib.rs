@@ -11,6 +11,7 @@ pub mod error;
 pub mod events;
 pub mod json;
 mod jwks;
+pub mod metrics;
 pub mod request;
 pub mod routes;
 pub mod serve;

@@ -10,14 +10,14 @@ use std::time::Duration;
 
 use aws_sdk_dynamodb::operation::query::builders::QueryFluentBuilder;
 use aws_sdk_dynamodb::types::{
-    AttributeValue, DeleteRequest, Put, TransactWriteItem, WriteRequest,
+    AttributeValue, DeleteRequest, Put, PutRequest, TransactWriteItem, WriteRequest,
 };
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tracing::instrument;
 
 use taskpilot_chatkit::request::{Order, Paging};
-use taskpilot_chatkit::store::{ChatStore, RecentThread};
+use taskpilot_chatkit::store::{ChatStore, Feedback, RecentThread};
 use taskpilot_chatkit::types::{Page, ThreadItem, ThreadMetadata};
 use taskpilot_domain::{StoreError, UserId};
 
@@ -132,19 +132,39 @@ impl DynamoStore {
     }
 
     /// Deletes keys in batches, retrying what DynamoDB leaves unprocessed.
-    async fn delete_keys(&self, mut keys: Vec<Item>) -> Result<(), StoreError> {
-        while !keys.is_empty() {
-            let chunk: Vec<Item> = keys.drain(..keys.len().min(BATCH)).collect();
-            let mut requests: Vec<WriteRequest> = chunk
-                .into_iter()
-                .map(|key| {
-                    DeleteRequest::builder()
-                        .set_key(Some(key))
-                        .build()
-                        .map(|d| WriteRequest::builder().delete_request(d).build())
-                        .map_err(|e| StoreError::Internal(e.to_string()))
-                })
-                .collect::<Result<_, _>>()?;
+    async fn delete_keys(&self, keys: Vec<Item>) -> Result<(), StoreError> {
+        let requests = keys
+            .into_iter()
+            .map(|key| {
+                DeleteRequest::builder()
+                    .set_key(Some(key))
+                    .build()
+                    .map(|d| WriteRequest::builder().delete_request(d).build())
+                    .map_err(|e| StoreError::Internal(e.to_string()))
+            })
+            .collect::<Result<_, _>>()?;
+        self.write_batch(requests).await
+    }
+
+    /// Puts whole records in as few BatchWriteItem requests as allowed.
+    async fn put_batch(&self, rows: Vec<Item>) -> Result<(), StoreError> {
+        let requests = rows
+            .into_iter()
+            .map(|row| {
+                PutRequest::builder()
+                    .set_item(Some(row))
+                    .build()
+                    .map(|p| WriteRequest::builder().put_request(p).build())
+                    .map_err(|e| StoreError::Internal(e.to_string()))
+            })
+            .collect::<Result<_, _>>()?;
+        self.write_batch(requests).await
+    }
+
+    /// BatchWriteItem in chunks of 25, retrying what DynamoDB left unprocessed.
+    async fn write_batch(&self, mut all: Vec<WriteRequest>) -> Result<(), StoreError> {
+        while !all.is_empty() {
+            let mut requests: Vec<WriteRequest> = all.drain(..all.len().min(BATCH)).collect();
             for attempt in 0..5u32 {
                 if requests.is_empty() {
                     break;
@@ -165,7 +185,7 @@ impl DynamoStore {
                     .unwrap_or_default();
             }
             if !requests.is_empty() {
-                return Err(StoreError::Unavailable("deletes left unprocessed".into()));
+                return Err(StoreError::Unavailable("writes left unprocessed".into()));
             }
         }
         Ok(())
@@ -273,20 +293,24 @@ impl ChatStore for DynamoStore {
         }
         // Items first, the thread last: a retry after a failure finishes the job.
         let pk = keys::user_pk(user);
-        let prefix = keys::items_prefix(thread_id);
-        let mut start = None;
-        loop {
-            let out = self
-                .prefix_query(pk.clone(), prefix.clone())
-                .projection_expression("#pk, #sk")
-                .set_exclusive_start_key(start)
-                .send()
-                .await
-                .map_err(classify)?;
-            self.delete_keys(out.items.unwrap_or_default()).await?;
-            match out.last_evaluated_key {
-                Some(k) => start = Some(k),
-                None => break,
+        for prefix in [
+            keys::feedback_prefix(thread_id),
+            keys::items_prefix(thread_id),
+        ] {
+            let mut start = None;
+            loop {
+                let out = self
+                    .prefix_query(pk.clone(), prefix.clone())
+                    .projection_expression("#pk, #sk")
+                    .set_exclusive_start_key(start)
+                    .send()
+                    .await
+                    .map_err(classify)?;
+                self.delete_keys(out.items.unwrap_or_default()).await?;
+                match out.last_evaluated_key {
+                    Some(k) => start = Some(k),
+                    None => break,
+                }
             }
         }
         self.delete_keys(vec![keys::key(pk, keys::thread_sk(thread_id))])
@@ -366,5 +390,15 @@ impl ChatStore for DynamoStore {
             .await
             .map_err(classify)?;
         Ok(())
+    }
+
+    #[instrument(skip_all, fields(ratings = ratings.len()))]
+    async fn save_feedback(&self, user: &UserId, ratings: &[Feedback]) -> Result<(), StoreError> {
+        let pk = keys::user_pk(user);
+        let rows = ratings
+            .iter()
+            .map(|f| record(pk.clone(), keys::feedback_sk(&f.thread_id, &f.item_id), f))
+            .collect::<Result<Vec<_>, _>>()?;
+        self.put_batch(rows).await
     }
 }

@@ -81,6 +81,16 @@ pub fn items_end(thread_id: &str) -> String {
     format!("{}}}", items_prefix(thread_id))
 }
 
+/// `FEEDBACK#<thread id>#`: the prefix of a thread's ratings.
+pub fn feedback_prefix(thread_id: &str) -> String {
+    format!("FEEDBACK#{thread_id}#")
+}
+
+/// `FEEDBACK#<thread id>#<item id>`: one rating per item.
+pub fn feedback_sk(thread_id: &str, item_id: &str) -> String {
+    format!("{}{item_id}", feedback_prefix(thread_id))
+}
+
 /// `ITEM#<thread id>#<ulid>#<prefix>` for an item id `<prefix>_<ulid>`: the
 /// time-sortable part comes first, so items of every kind (`msg_`, `wdg_`…)
 /// sort by creation.

@@ -10,7 +10,7 @@ use super::{ChatError, Engine};
 use crate::ids;
 use crate::request::{ActionParams, DEFAULT_LIMIT, ItemsQuery, Order, Paging, Request};
 use crate::responder::Responder;
-use crate::store::ChatStore;
+use crate::store::{ChatStore, Feedback};
 use crate::types::{ItemKind, Page, Thread, ThreadItem, ThreadMetadata};
 
 /// The answer of a JSON operation, serialized as ck-py does.
@@ -79,8 +79,26 @@ impl<S: ChatStore, R: Responder> Engine<S, R> {
                 item_ids,
                 kind,
             } => {
-                self.thread(user, &thread_id).await?;
-                tracing::info!(%thread_id, items = ?item_ids, ?kind, "feedback");
+                let thread = self.thread(user, &thread_id).await?;
+                // Every item must be one of the thread's: nothing is stored otherwise.
+                let at = taskpilot_domain::timestamp::now();
+                let mut ratings: Vec<Feedback> = Vec::with_capacity(item_ids.len());
+                for item_id in item_ids {
+                    if ratings.iter().any(|r| r.item_id == item_id) {
+                        continue;
+                    }
+                    let item = self.item(user, &thread.id, &item_id).await?;
+                    ratings.push(Feedback {
+                        thread_id: thread.id.clone(),
+                        item_id: item.id,
+                        kind,
+                        at,
+                    });
+                }
+                if !ratings.is_empty() {
+                    self.store.save_feedback(user, &ratings).await?;
+                }
+                tracing::info!(%thread_id, items = ratings.len(), kind = kind.as_str(), "feedback stored");
                 Answer::Empty {}
             }
             Request::SyncCustomAction(ActionParams {
