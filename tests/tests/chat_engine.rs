@@ -1564,3 +1564,251 @@ fn feedback_on_too_many_items_is_refused_before_any_read() {
     let err = Request::parse(body.to_string().as_bytes()).unwrap_err();
     assert!(err.to_string().contains("params.item_ids"), "{err}");
 }
+
+// Asking instead of guessing.
+
+/// Alice has two milk tasks and one bread task; "complete milk" asks which.
+async fn asked(chat: &Chat) -> (String, Value, Vec<Value>, [Task; 2]) {
+    let older = chat.task("alice", "Buy milk").await;
+    let newer = chat.task("alice", "Buy oat milk").await;
+    chat.task("alice", "Buy bread").await;
+    let (thread, events) = chat
+        .create(
+            "alice",
+            "complete milk",
+            vec![Round::calls(&[("complete_task", r#"{"task":"milk"}"#)])],
+        )
+        .await;
+    let question = of_type(&events, "thread.item.done")
+        .into_iter()
+        .map(|e| e["item"].clone())
+        .find(|i| i["type"] == "structured_input")
+        .expect("a question");
+    (thread, question, events, [older, newer])
+}
+
+fn answer(thread: &str, question: &Value, input: Value) -> Value {
+    json!({"type": "threads.add_structured_input",
+           "params": {"thread_id": thread, "item_id": question["id"], "input": input}})
+}
+
+#[tokio::test]
+async fn a_change_that_matches_several_tasks_asks_which_one() {
+    let chat = Chat::new();
+    let (thread, question, events, [older, newer]) = asked(&chat).await;
+    assert_eq!(question["status"], "pending");
+    assert_eq!(
+        question["inputs"],
+        json!([{"type": "multiple_choice", "id": "task",
+                "question": "Several tasks match. Which one should I mark done?",
+                "options": [{"value": "Buy oat milk"}, {"value": "Buy milk"}],
+                "multiple": false}])
+    );
+    // Nothing changed, nothing else was asked of the model, no widget.
+    assert_eq!(chat.model.requests().len(), 1);
+    assert!(of_type(&events, "client_effect").is_empty());
+    assert!(!events.iter().any(|e| e["item"]["type"] == "widget"));
+    for task in [&older, &newer] {
+        assert!(
+            !chat
+                .tasks()
+                .get(&user("alice"), &task.id)
+                .await
+                .unwrap()
+                .completed
+        );
+    }
+    // The change waits in a hidden item that the client never sees.
+    let stored = chat.items("alice", &thread);
+    let kinds: Vec<&str> = stored
+        .iter()
+        .map(|i| match &i.kind {
+            ItemKind::HiddenContextItem { .. } => "hidden",
+            ItemKind::StructuredInput { .. } => "question",
+            ItemKind::UserMessage { .. } => "user",
+            _ => "other",
+        })
+        .collect();
+    assert_eq!(kinds, ["user", "hidden", "question"]);
+    let visible = chat
+        .json(
+            "alice",
+            json!({"type": "items.list", "params": {"thread_id": thread}}),
+        )
+        .await
+        .unwrap();
+    assert!(!visible.to_string().contains("pending_change"), "{visible}");
+}
+
+#[tokio::test]
+async fn an_answer_makes_the_change_to_the_chosen_task_and_the_agent_goes_on() {
+    let chat = Chat::new();
+    let (thread, question, _, [older, newer]) = asked(&chat).await;
+    chat.model.push(Round::text("Done: Buy milk is complete."));
+    let sink = chat
+        .stream(
+            "alice",
+            answer(
+                &thread,
+                &question,
+                json!({"answers": {"task": {"values": ["Buy milk"]}}}),
+            ),
+        )
+        .await;
+    let events = sink.json();
+    let types: Vec<&str> = events.iter().map(|e| e["type"].as_str().unwrap()).collect();
+    assert_eq!(
+        &types[..3],
+        ["stream_options", "thread.item.replaced", "progress_update"]
+    );
+    assert_eq!(
+        events[1]["item"]["inputs"][0]["answer"],
+        json!({"values": ["Buy milk"], "skipped": false})
+    );
+    assert_eq!(events[1]["item"]["status"], "answered");
+    assert_eq!(events[2]["text"], "Completing “Buy milk”…");
+    assert!(
+        chat.tasks()
+            .get(&user("alice"), &older.id)
+            .await
+            .unwrap()
+            .completed
+    );
+    assert!(
+        !chat
+            .tasks()
+            .get(&user("alice"), &newer.id)
+            .await
+            .unwrap()
+            .completed
+    );
+    assert_eq!(
+        of_type(&events, "client_effect")[0]["data"],
+        json!({"created": [], "updated": [older.id], "deleted": []})
+    );
+    // The model saw the question, the answer and the change, and answered.
+    let input = chat.model.requests().pop().unwrap().input;
+    let text = format!("{input:?}");
+    assert!(
+        text.contains("I asked the user: Several tasks match"),
+        "{text}"
+    );
+    assert!(text.contains("My answer: Buy milk"), "{text}");
+    assert!(
+        matches!(input.last(), Some(ModelInput::FunctionOutput { .. })),
+        "{text}"
+    );
+    let stored = chat.store().stored_items(&user("alice"), &thread);
+    let question_now = stored.iter().find(|i| i.id == question["id"]).unwrap();
+    assert!(matches!(
+        question_now.kind,
+        ItemKind::StructuredInput {
+            status: taskpilot_chatkit::structured::InputStatus::Answered,
+            ..
+        }
+    ));
+    let widget = widget_of(&events);
+    assert!(
+        widget["widget"].to_string().contains("Buy milk"),
+        "{widget}"
+    );
+}
+
+#[tokio::test]
+async fn a_skipped_question_changes_nothing() {
+    let chat = Chat::new();
+    let (thread, question, _, tasks) = asked(&chat).await;
+    chat.model
+        .push(Round::text("All right, I left them as they are."));
+    let sink = chat
+        .stream(
+            "alice",
+            answer(&thread, &question, json!({"status": "skipped"})),
+        )
+        .await;
+    let events = sink.json();
+    assert_eq!(events[1]["item"]["status"], "skipped");
+    assert_eq!(
+        events[1]["item"]["inputs"][0]["answer"],
+        json!({"values": [], "skipped": true})
+    );
+    assert!(of_type(&events, "client_effect").is_empty());
+    assert!(of_type(&events, "progress_update").is_empty());
+    for task in &tasks {
+        assert!(
+            !chat
+                .tasks()
+                .get(&user("alice"), &task.id)
+                .await
+                .unwrap()
+                .completed
+        );
+    }
+    let text = format!("{:?}", chat.model.requests().pop().unwrap().input);
+    assert!(text.contains("I skipped that question."), "{text}");
+}
+
+#[tokio::test]
+async fn a_question_is_answered_once_and_only_by_its_owner() {
+    let chat = Chat::new();
+    let (thread, question, _, _) = asked(&chat).await;
+    let pick = answer(
+        &thread,
+        &question,
+        json!({"answers": {"task": {"values": ["Buy milk"]}}}),
+    );
+    let err = chat.refused("bob", pick.clone()).await;
+    assert!(matches!(err, ChatError::NotFound("thread")), "{err:?}");
+    chat.model.push(Round::text("Done."));
+    chat.stream("alice", pick.clone()).await;
+    let err = chat.refused("alice", pick).await;
+    assert!(matches!(err, ChatError::NotPending(_)), "{err:?}");
+    // Only the first answer changed a task.
+    let done: Vec<String> = chat
+        .task_list("alice")
+        .await
+        .into_iter()
+        .filter(|t| t.completed)
+        .map(|t| t.title)
+        .collect();
+    assert_eq!(done, ["Buy milk"]);
+    // Naming an item that is not a question is refused too.
+    let user_message = chat.items("alice", &thread)[0].id.clone();
+    let err = chat
+        .refused(
+            "alice",
+            json!({"type": "threads.add_structured_input", "params": {"thread_id": thread,
+                   "item_id": user_message, "input": {"answers": {}}}}),
+        )
+        .await;
+    assert!(matches!(err, ChatError::NotAQuestion(_)), "{err:?}");
+}
+
+#[tokio::test]
+async fn a_title_that_matches_one_task_changes_it_without_asking() {
+    let chat = Chat::new();
+    let milk = chat.task("alice", "Buy milk").await;
+    chat.task("alice", "Buy bread").await;
+    let (_, events) = chat
+        .create(
+            "alice",
+            "done with milk",
+            vec![
+                Round::calls(&[("complete_task", r#"{"task":"MILK"}"#)]),
+                Round::text("Done."),
+            ],
+        )
+        .await;
+    assert!(
+        !events
+            .iter()
+            .any(|e| e["item"]["type"] == "structured_input")
+    );
+    assert!(
+        chat.tasks()
+            .get(&user("alice"), &milk.id)
+            .await
+            .unwrap()
+            .completed
+    );
+}

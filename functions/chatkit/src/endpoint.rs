@@ -76,6 +76,9 @@ fn chat_error(e: ChatError) -> ApiError {
         e @ ChatError::NotAUserMessage(_) => bad("params.item_id", e.to_string()),
         e @ ChatError::NoPendingToolCall => bad("params.thread_id", e.to_string()),
         e @ ChatError::NotAWidget(_) => bad("params.item_id", e.to_string()),
+        e @ (ChatError::NotAQuestion(_) | ChatError::NotPending(_)) => {
+            bad("params.item_id", e.to_string())
+        }
         ChatError::Refused(refused) => bad("params.action", refused.to_string()),
         e @ ChatError::Misrouted(_) => ApiError::Internal(e.to_string()),
         ChatError::Store(e) => e.into(),

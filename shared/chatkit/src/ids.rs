@@ -24,6 +24,11 @@ pub fn widget() -> String {
     new("wdg")
 }
 
+/// A new structured-input item id.
+pub fn question() -> String {
+    new("sti")
+}
+
 /// A new hidden-context item id.
 pub fn hidden() -> String {
     new("shcx")

@@ -17,6 +17,7 @@ pub mod request;
 pub mod responder;
 pub mod sink;
 pub mod store;
+pub mod structured;
 pub mod turn;
 pub mod types;
 pub mod widget;

@@ -7,6 +7,8 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use taskpilot_domain::DomainError;
+
+use crate::structured::Submission;
 use taskpilot_domain::input::validate_title;
 
 pub use crate::params::{
@@ -118,9 +120,16 @@ pub enum Request {
         /// Up or down.
         kind: FeedbackKind,
     },
-    /// Answers to a structured-input item (not offered yet).
+    /// Answers to a structured-input item (streamed).
     #[serde(rename = "threads.add_structured_input")]
-    AddStructuredInput(Value),
+    AddStructuredInput {
+        /// The thread.
+        thread_id: String,
+        /// The structured-input item.
+        item_id: String,
+        /// The answers.
+        input: Submission,
+    },
     /// Two-phase upload start (not offered yet).
     #[serde(rename = "attachments.create")]
     CreateAttachment(Value),
@@ -205,7 +214,6 @@ impl Request {
                 })?;
                 Ok(Request::UpdateThread { thread_id, title })
             }
-            Request::AddStructuredInput(_) => not_supported("threads.add_structured_input"),
             Request::CreateAttachment(_) => not_supported("attachments.create"),
             Request::DeleteAttachment(_) => not_supported("attachments.delete"),
             Request::Transcribe(_) => not_supported("input.transcribe"),
@@ -222,6 +230,7 @@ impl Request {
                 | Request::AddClientToolOutput { .. }
                 | Request::RetryAfterItem { .. }
                 | Request::CustomAction(_)
+                | Request::AddStructuredInput { .. }
         )
     }
 }
@@ -412,7 +421,6 @@ mod tests {
         for kind in [
             "attachments.create",
             "input.transcribe",
-            "threads.add_structured_input",
             "attachments.delete",
         ] {
             assert_eq!(

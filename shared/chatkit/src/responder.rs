@@ -22,8 +22,9 @@ pub struct ActionRefused(pub String);
 /// Answers users and widget actions.
 pub trait Responder: Send + Sync {
     /// Answers the thread: after a new or retried user message (`input`, the
-    /// last item of the turn's history), or after a client tool output
-    /// (`None`). Model trouble is the responder's to report as `error`
+    /// last item of the turn's history), after an answered structured input
+    /// (`input`, the item as answered, also in the history), or after a
+    /// client tool output (`None`). Model trouble is the responder's to report as `error`
     /// events; only a disconnect or a storage failure ends it early.
     fn respond<S: ChatStore, K: EventSink>(
         &self,

@@ -106,12 +106,7 @@ impl<'a, S: ChatStore, K: EventSink> Turn<'a, S, K> {
 
     /// A new item of this thread, created now.
     pub fn item(&self, id: String, kind: ItemKind) -> ThreadItem {
-        ThreadItem {
-            id,
-            thread_id: self.thread.id.clone(),
-            created_at: taskpilot_domain::timestamp::now(),
-            kind,
-        }
+        ThreadItem::new(id, self.thread.id.clone(), kind)
     }
 
     /// Sends an event without the persistence rules (stream options, the

@@ -8,6 +8,7 @@ use serde_json::{Map, Value};
 
 use taskpilot_domain::timestamp;
 
+use crate::structured::{InputStatus, Question};
 use crate::widget::WidgetRoot;
 
 /// A page: `{data, has_more, after?}`; `after` is the id to continue from.
@@ -118,6 +119,16 @@ pub struct ThreadItem {
 }
 
 impl ThreadItem {
+    /// A new item of `thread_id`, created now.
+    pub fn new(id: impl Into<String>, thread_id: impl Into<String>, kind: ItemKind) -> Self {
+        Self {
+            id: id.into(),
+            thread_id: thread_id.into(),
+            created_at: taskpilot_domain::timestamp::now(),
+            kind,
+        }
+    }
+
     /// Hidden items are stored (and given to the model) but never sent to clients.
     pub fn is_hidden(&self) -> bool {
         matches!(
@@ -158,6 +169,12 @@ pub enum ItemKind {
         widget: WidgetRoot,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         copy_text: Option<String>,
+    },
+    /// Questions for the user (answered with `threads.add_structured_input`).
+    StructuredInput {
+        #[serde(default)]
+        status: InputStatus,
+        inputs: Vec<Question>,
     },
     /// End-of-turn marker.
     EndOfTurn,

@@ -81,8 +81,9 @@ impl TaskChanges {
     }
 }
 
-/// The progress line shown while tool `name` runs. Titles come from the
-/// arguments or from tasks the run already saw (`known`); no extra read.
+/// The progress line shown while tool `name` runs. The title comes from the
+/// arguments (`title`, else the task named by `task_id` among the tasks the
+/// run already saw, else `task`, the title the user said); no extra read.
 pub fn progress(name: &str, arguments: &str, known: &[Task]) -> StreamEvent {
     let args: Value = serde_json::from_str(arguments).unwrap_or(Value::Null);
     let title = args["title"]
@@ -95,6 +96,7 @@ pub fn progress(name: &str, arguments: &str, known: &[Task]) -> StreamEvent {
                 .find(|t| t.id.as_str() == id)
                 .map(|t| t.title.clone())
         })
+        .or_else(|| args["task"].as_str().map(str::to_owned))
         .map(|t| quoted(&t));
     let named = |verb: &str| match &title {
         Some(title) => format!("{verb} {title}…"),

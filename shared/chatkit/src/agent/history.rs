@@ -1,8 +1,10 @@
 //! A thread's items as the model's conversation (ck-py's
 //! `ThreadItemConverter`), and the title a thread gets from its first message.
 
+use crate::agent::ask;
 use crate::model::ModelInput;
 use crate::request::content_text;
+use crate::structured::Question;
 use crate::types::{AssistantContent, ItemKind, ThreadItem, UserContent};
 
 /// Longest generated title.
@@ -20,7 +22,47 @@ pub fn user_text(content: &[UserContent], quoted_text: Option<&str>) -> String {
 /// The conversation for `items` (oldest first); items the model does not
 /// need are left out.
 pub fn to_model_input(items: &[ThreadItem]) -> Vec<ModelInput> {
-    items.iter().filter_map(to_input).collect()
+    let mut input = Vec::new();
+    for item in items {
+        if let ItemKind::StructuredInput { inputs, .. } = &item.kind {
+            input.extend(questions(inputs));
+        } else if let Some(one) = to_input(item) {
+            input.push(one);
+        }
+    }
+    input
+}
+
+/// A structured-input item: what was asked (said by the assistant), then
+/// what the user answered or that they skipped.
+fn questions(inputs: &[Question]) -> Vec<ModelInput> {
+    let mut conversation = Vec::new();
+    for question in inputs {
+        let options = match question {
+            Question::MultipleChoice { options, .. } => format!(
+                " Options: {}.",
+                options
+                    .iter()
+                    .map(|o| o.value.as_str())
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            ),
+            Question::Freeform { .. } => String::new(),
+        };
+        conversation.push(ModelInput::assistant(format!(
+            "I asked the user: {}{options}",
+            question.text()
+        )));
+        match question.answer() {
+            Some(a) if !a.skipped => conversation.push(ModelInput::user(format!(
+                "My answer: {}",
+                a.values.join("; ")
+            ))),
+            Some(_) => conversation.push(ModelInput::user("I skipped that question.")),
+            None => {}
+        }
+    }
+    conversation
 }
 
 fn to_input(item: &ThreadItem) -> Option<ModelInput> {
@@ -42,9 +84,13 @@ fn to_input(item: &ThreadItem) -> Option<ModelInput> {
             item.id,
             copy_text.as_deref().unwrap_or("")
         ))),
+        // A change waiting for an answer is the agent's own bookkeeping.
+        ItemKind::HiddenContextItem { content } if ask::is_pending_change(content) => None,
         ItemKind::HiddenContextItem { content } => Some(ModelInput::user(content.to_string())),
         ItemKind::SdkHiddenContext { content } => Some(ModelInput::user(content.clone())),
-        ItemKind::ClientToolCall { .. } | ItemKind::EndOfTurn => None,
+        ItemKind::ClientToolCall { .. }
+        | ItemKind::EndOfTurn
+        | ItemKind::StructuredInput { .. } => None,
     }
 }
 
@@ -77,12 +123,7 @@ mod tests {
     use crate::types::InferenceOptions;
 
     fn item(id: &str, kind: ItemKind) -> ThreadItem {
-        ThreadItem {
-            id: id.into(),
-            thread_id: "thr_1".into(),
-            created_at: taskpilot_domain::timestamp::now(),
-            kind,
-        }
+        ThreadItem::new(id, "thr_1", kind)
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! streamed as it comes, a task-list widget when tasks were listed or
 //! changed, the Done/Undo buttons of that widget, and the thread's title.
 
+pub mod ask;
 pub mod dates;
 pub mod effects;
 pub mod history;
@@ -23,6 +24,7 @@ use crate::turn::{Interrupted, Turn};
 use crate::types::{
     AssistantContent, ItemKind, ItemUpdate, StreamEvent, ThreadItem, ThreadMetadata,
 };
+use ask::Chosen;
 use effects::{Change, TaskChanges};
 
 /// The default instructions.
@@ -78,30 +80,92 @@ impl<R: TaskRepository, M: ModelClient> TaskAgent<R, M> {
     }
 
     /// The tool loop, then the `tasks.changed` effect for whatever it
-    /// changed (also when the model failed after changing tasks).
+    /// changed (also when the model failed after changing tasks). After an
+    /// answered question, the change it was about is made first.
     async fn answer<S: ChatStore, K: EventSink>(
         &self,
         turn: &mut Turn<'_, S, K>,
+        answered: Option<&ThreadItem>,
     ) -> Result<(), Interrupted> {
         let mut changes = TaskChanges::default();
-        self.tool_loop(turn, &mut changes).await?;
+        let mut shown = Shown::default();
+        let mut done = Vec::new();
+        if let Some(answered) = answered
+            && let Some(pending) = ask::pending_for(turn.history(), answered)
+            && let Chosen::Task(task_id) = ask::choice(&pending, answered)
+        {
+            let mut arguments = pending.arguments.clone();
+            let label = pending
+                .options
+                .iter()
+                .find(|(_, id)| *id == task_id)
+                .map(|(label, _)| label.clone());
+            if let Some(args) = arguments.as_object_mut() {
+                args.insert("task_id".into(), task_id.to_string().into());
+                if let Some(label) = label {
+                    args.insert("task".into(), label.into());
+                }
+            }
+            let call = FunctionCall {
+                call_id: format!("call_{}", answered.id),
+                name: pending.tool.clone(),
+                arguments: arguments.to_string(),
+            };
+            let result = self.run_tool(turn, &call, &mut shown, &mut changes).await?;
+            done.push(ModelInput::FunctionCall(call.clone()));
+            done.push(ModelInput::FunctionOutput {
+                call_id: call.call_id,
+                output: result.output,
+            });
+        }
+        self.tool_loop(turn, &mut changes, done, shown).await?;
         announce(turn, &changes).await
     }
 
-    /// Rounds until the model answers without calling tools; the task-list
-    /// widget when tasks were listed or changed.
+    /// Runs one tool call: a progress line first, then the call; what it
+    /// listed or changed is recorded.
+    async fn run_tool<S: ChatStore, K: EventSink>(
+        &self,
+        turn: &mut Turn<'_, S, K>,
+        call: &FunctionCall,
+        shown: &mut Shown,
+        changes: &mut TaskChanges,
+    ) -> Result<tools::ToolResult, Interrupted> {
+        turn.emit(effects::progress(&call.name, &call.arguments, &shown.tasks))
+            .await?;
+        let mut result = tools::run(&self.tasks, turn.caller(), &call.name, &call.arguments).await;
+        shown.touched = true;
+        for task in std::mem::take(&mut result.shown) {
+            shown.tasks.retain(|t| t.id != task.id);
+            shown.tasks.push(task);
+        }
+        if let Some((id, change)) = &result.change {
+            changes.record(id, *change);
+            if *change == Change::Deleted {
+                shown.tasks.retain(|t| t.id != *id);
+            }
+        }
+        Ok(result)
+    }
+
+    /// Rounds until the model answers without calling tools (`done`: calls
+    /// already made this turn); the task-list widget when tasks were listed
+    /// or changed. A change that matched several tasks ends the turn with a
+    /// question instead.
     async fn tool_loop<S: ChatStore, K: EventSink>(
         &self,
         turn: &mut Turn<'_, S, K>,
         changes: &mut TaskChanges,
+        done: Vec<ModelInput>,
+        mut shown: Shown,
     ) -> Result<(), Interrupted> {
         let mut input = history::to_model_input(turn.history());
+        input.extend(done);
         let instructions = format!(
             "{}\n\n{}",
             self.settings.instructions,
             dates::context_note(turn.caller())
         );
-        let mut shown = Shown::default();
         for _round in 0..self.settings.max_tool_steps.max(1) {
             let request = ModelRequest {
                 model: &self.settings.model,
@@ -125,21 +189,11 @@ impl<R: TaskRepository, M: ModelClient> TaskAgent<R, M> {
             if calls.is_empty() {
                 break;
             }
+            let mut question = None;
             for call in calls {
-                turn.emit(effects::progress(&call.name, &call.arguments, &shown.tasks))
-                    .await?;
-                let result =
-                    tools::run(&self.tasks, turn.caller(), &call.name, &call.arguments).await;
-                shown.touched = true;
-                for task in result.shown {
-                    shown.tasks.retain(|t| t.id != task.id);
-                    shown.tasks.push(task);
-                }
-                if let Some((id, change)) = &result.change {
-                    changes.record(id, *change);
-                    if *change == Change::Deleted {
-                        shown.tasks.retain(|t| t.id != *id);
-                    }
+                let result = self.run_tool(turn, &call, &mut shown, changes).await?;
+                if question.is_none() {
+                    question = result.ask;
                 }
                 let call_id = call.call_id.clone();
                 input.push(ModelInput::FunctionCall(call));
@@ -147,6 +201,9 @@ impl<R: TaskRepository, M: ModelClient> TaskAgent<R, M> {
                     call_id,
                     output: result.output,
                 });
+            }
+            if let Some(ambiguous) = question {
+                return self.ask(turn, &ambiguous).await;
             }
         }
         if shown.touched {
@@ -161,6 +218,23 @@ impl<R: TaskRepository, M: ModelClient> TaskAgent<R, M> {
             turn.emit(StreamEvent::ItemDone { item }).await?;
         }
         Ok(())
+    }
+
+    /// Asks which task was meant: the change is kept in a hidden item, then
+    /// the question is shown.
+    async fn ask<S: ChatStore, K: EventSink>(
+        &self,
+        turn: &mut Turn<'_, S, K>,
+        ambiguous: &tools::Ambiguous,
+    ) -> Result<(), Interrupted> {
+        // Ids sort by creation: the hidden change comes just before its question.
+        let hidden_id = ids::hidden();
+        let question_id = ids::question();
+        let (asked, hidden) = ask::question(ambiguous, &question_id);
+        let hidden = turn.item(hidden_id, hidden);
+        turn.emit(StreamEvent::ItemDone { item: hidden }).await?;
+        let asked = turn.item(question_id, asked);
+        turn.emit(StreamEvent::ItemDone { item: asked }).await
     }
 
     /// Streams one model round. `Some(calls)` when it completed (calls may be
@@ -326,7 +400,8 @@ impl<R: TaskRepository, M: ModelClient> Responder for TaskAgent<R, M> {
         turn: &mut Turn<'_, S, K>,
         input: Option<&ThreadItem>,
     ) -> Result<(), Interrupted> {
-        self.answer(turn).await?;
+        let answered = input.filter(|i| matches!(i.kind, ItemKind::StructuredInput { .. }));
+        self.answer(turn, answered).await?;
         if turn.thread().title.is_none()
             && let Some(ThreadItem {
                 kind:

@@ -23,6 +23,7 @@ pub fn specs() -> &'static [ToolSpec] {
 
 fn build_specs() -> Vec<ToolSpec> {
     let task_id = json!({"type": "string", "description": "The task's id, as returned by list_tasks or create_task."});
+    let task = json!({"type": "string", "description": "Instead of task_id: the task's title as the user said it (\"milk\"). When several tasks match, the user is asked which one."});
     let fields = json!({
         "title": {"type": "string", "description": "1-200 characters."},
         "description": {"type": ["string", "null"], "description": "Up to 4000 characters; null clears it."},
@@ -63,28 +64,28 @@ fn build_specs() -> Vec<ToolSpec> {
             "Change fields of a task. Pass version to avoid overwriting someone else's change.",
             with(
                 fields,
-                json!({"task_id": task_id, "completed": {"type": "boolean"},
+                json!({"task_id": task_id, "task": task, "completed": {"type": "boolean"},
                        "version": {"type": "integer", "description": "The version you last saw."}}),
             ),
-            &["task_id"],
+            &[],
         ),
         tool(
             "complete_task",
             "Mark a task done.",
-            json!({"task_id": task_id}),
-            &["task_id"],
+            json!({"task_id": task_id, "task": task}),
+            &[],
         ),
         tool(
             "reopen_task",
             "Mark a done task open again.",
-            json!({"task_id": task_id}),
-            &["task_id"],
+            json!({"task_id": task_id, "task": task}),
+            &[],
         ),
         tool(
             "delete_task",
             "Delete a task for good.",
-            json!({"task_id": task_id}),
-            &["task_id"],
+            json!({"task_id": task_id, "task": task}),
+            &[],
         ),
     ]
 }
@@ -98,7 +99,25 @@ pub struct ToolResult {
     pub shown: Vec<Task>,
     /// The task the call created, changed or deleted.
     pub change: Option<(TaskId, Change)>,
+    /// Several tasks matched the title the model passed: the user is asked.
+    pub ask: Option<Ambiguous>,
 }
+
+/// A change that matched several tasks, to be asked about.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Ambiguous {
+    /// The tool.
+    pub tool: String,
+    /// Its arguments without `task` (the chosen `task_id` is added later).
+    pub arguments: Value,
+    /// The matching tasks, newest first.
+    pub candidates: Vec<Task>,
+}
+
+/// Most candidates offered in one question.
+const MAX_CANDIDATES: usize = 8;
+/// Most tasks searched by title (newest first).
+const MAX_SEARCHED: usize = 300;
 
 fn failure(e: &DomainError) -> Value {
     let (code, message) = match e {
@@ -138,7 +157,97 @@ struct ListArgs {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct IdArgs {
-    task_id: String,
+    #[serde(default)]
+    task_id: Option<String>,
+    #[serde(default)]
+    task: Option<String>,
+}
+
+/// The one task a call is about, or the tasks its title matched.
+enum Target {
+    One(TaskId),
+    Several(Vec<Task>),
+}
+
+/// The task named by `task_id`, else by `task` (a title as the user said it):
+/// an exact title first, else every title containing the words; a completion
+/// prefers open tasks and a reopening done ones.
+async fn target<R: TaskRepository>(
+    service: &TaskService<R>,
+    user: &UserId,
+    tool: &str,
+    task_id: Option<&str>,
+    task: Option<&str>,
+) -> Result<Target, DomainError> {
+    if let Some(raw) = task_id {
+        return id(raw).map(Target::One);
+    }
+    let wanted = task
+        .map(|t| t.trim().to_lowercase())
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| DomainError::validation("task_id", "name the task by task_id or task"))?;
+    let mut all = Vec::new();
+    let mut cursor: Option<String> = None;
+    while all.len() < MAX_SEARCHED {
+        let page = service
+            .list(user, TaskFilter::default(), 100, cursor.as_deref())
+            .await?;
+        all.extend(page.tasks);
+        match page.next_cursor {
+            Some(next) => cursor = Some(next),
+            None => break,
+        }
+    }
+    let exact: Vec<&Task> = all
+        .iter()
+        .filter(|t| t.title.to_lowercase() == wanted)
+        .collect();
+    let words: Vec<&str> = wanted.split_whitespace().collect();
+    let mut matches: Vec<Task> = if exact.len() == 1 {
+        exact.into_iter().cloned().collect()
+    } else {
+        all.into_iter()
+            .filter(|t| {
+                let title = t.title.to_lowercase();
+                words.iter().all(|w| title.contains(w))
+            })
+            .collect()
+    };
+    let preferred = match tool {
+        "complete_task" => Some(false),
+        "reopen_task" => Some(true),
+        _ => None,
+    };
+    if let Some(done) = preferred
+        && matches.iter().any(|t| t.completed == done)
+    {
+        matches.retain(|t| t.completed == done);
+    }
+    match matches.len() {
+        0 => Err(DomainError::NotFound("task")),
+        1 => Ok(Target::One(matches.remove(0).id)),
+        _ => {
+            matches.truncate(MAX_CANDIDATES);
+            Ok(Target::Several(matches))
+        }
+    }
+}
+
+/// The result that asks the user to choose among `candidates`.
+fn ask(tool: &str, arguments: Value, candidates: Vec<Task>) -> ToolResult {
+    let titles: Vec<&str> = candidates.iter().map(|t| t.title.as_str()).collect();
+    ToolResult {
+        output: json!({"asked_user": "Several tasks match; the user was asked which one.",
+                       "candidates": titles})
+        .to_string(),
+        shown: Vec::new(),
+        change: None,
+        ask: Some(Ambiguous {
+            tool: tool.to_owned(),
+            arguments,
+            candidates,
+        }),
+    }
 }
 
 /// Runs tool `name` with JSON `arguments` for the caller (dates on the
@@ -155,6 +264,7 @@ pub async fn run<R: TaskRepository>(
             output: failure(&e).to_string(),
             shown: Vec::new(),
             change: None,
+            ask: None,
         },
     }
 }
@@ -173,6 +283,7 @@ fn one(task: Task, change: Change) -> ToolResult {
         output: json!({"task": task}).to_string(),
         change: Some((task.id.clone(), change)),
         shown: vec![task],
+        ask: None,
     }
 }
 
@@ -223,6 +334,7 @@ async fn execute<R: TaskRepository>(
                     .to_string(),
                 shown: listing.tasks,
                 change: None,
+                ask: None,
             })
         }
         "create_task" => {
@@ -232,29 +344,47 @@ async fn execute<R: TaskRepository>(
         }
         "update_task" => {
             let mut value = with_local_due_date(arguments, caller)?;
-            let task_id = value
-                .as_object_mut()
-                .and_then(|o| o.remove("task_id"))
-                .and_then(|v| v.as_str().map(str::to_owned))
-                .ok_or_else(|| DomainError::validation("task_id", "is required"))?;
-            let input: TaskPatchInput = from_value(value)?;
+            let mut take = |key: &str| {
+                value
+                    .as_object_mut()
+                    .and_then(|o| o.remove(key))
+                    .and_then(|v| v.as_str().map(str::to_owned))
+            };
+            let (task_id, task) = (take("task_id"), take("task"));
+            let input: TaskPatchInput = from_value(value.clone())?;
             let (patch, version) = input.validate()?;
-            let task = service.update(user, &id(&task_id)?, patch, version).await?;
-            Ok(one(task, Change::Updated))
+            match target(service, user, name, task_id.as_deref(), task.as_deref()).await? {
+                Target::One(task_id) => {
+                    let task = service.update(user, &task_id, patch, version).await?;
+                    Ok(one(task, Change::Updated))
+                }
+                Target::Several(candidates) => Ok(ask(name, value, candidates)),
+            }
         }
         "complete_task" | "reopen_task" => {
             let a: IdArgs = args(arguments)?;
             let done = name == "complete_task";
-            let task = service.set_completed(user, &id(&a.task_id)?, done).await?;
-            Ok(one(task, Change::Updated))
+            match target(service, user, name, a.task_id.as_deref(), a.task.as_deref()).await? {
+                Target::One(task_id) => {
+                    let task = service.set_completed(user, &task_id, done).await?;
+                    Ok(one(task, Change::Updated))
+                }
+                Target::Several(candidates) => Ok(ask(name, json!({}), candidates)),
+            }
         }
         "delete_task" => {
             let a: IdArgs = args(arguments)?;
-            let task = service.delete(user, &id(&a.task_id)?, None).await?;
+            let task_id =
+                match target(service, user, name, a.task_id.as_deref(), a.task.as_deref()).await? {
+                    Target::One(task_id) => task_id,
+                    Target::Several(candidates) => return Ok(ask(name, json!({}), candidates)),
+                };
+            let task = service.delete(user, &task_id, None).await?;
             Ok(ToolResult {
                 output: json!({"deleted": task.id}).to_string(),
                 shown: Vec::new(),
                 change: Some((task.id, Change::Deleted)),
+                ask: None,
             })
         }
         other => Err(DomainError::validation(

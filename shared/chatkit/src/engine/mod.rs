@@ -15,6 +15,7 @@ use crate::request::{
 use crate::responder::{ActionRefused, Responder};
 use crate::sink::EventSink;
 use crate::store::ChatStore;
+use crate::structured::{self, InputStatus, Submission};
 use crate::turn::{Interrupted, Turn};
 use crate::types::{
     ItemKind, Page, StreamEvent, StreamOptions, Thread, ThreadItem, ThreadMetadata, ThreadStatus,
@@ -40,6 +41,12 @@ pub enum ChatError {
     /// `threads.add_client_tool_output` without a pending client tool call.
     #[error("this thread has no pending client tool call")]
     NoPendingToolCall,
+    /// `threads.add_structured_input` named an item that is not a question.
+    #[error("item {0} is not a structured input item")]
+    NotAQuestion(String),
+    /// `threads.add_structured_input` named a question already answered.
+    #[error("structured input item {0} is not pending (it was already answered or skipped)")]
+    NotPending(String),
     /// `threads.sync_custom_action` named an item that is not a widget.
     #[error("item {0} is not a widget")]
     NotAWidget(String),
@@ -79,6 +86,8 @@ enum Kind {
         action: Action,
         sender: Option<ThreadItem>,
     },
+    /// A structured-input item, as answered.
+    Answered(ThreadItem),
     /// A stream of this one event (ck-py answers some misuse so).
     Refuse(StreamEvent),
     /// An empty stream.
@@ -215,6 +224,16 @@ impl<S: ChatStore, R: Responder> Engine<S, R> {
                     .collect();
                 (thread, history, Kind::ToolOutput { call, stale })
             }
+            Request::AddStructuredInput {
+                thread_id,
+                item_id,
+                input,
+            } => {
+                let (thread, history) = self.recent(user, &thread_id).await?;
+                return self
+                    .prepare_answer(user, thread, history, &item_id, &input)
+                    .await;
+            }
             Request::CustomAction(ActionParams {
                 thread_id,
                 item_id,
@@ -243,6 +262,51 @@ impl<S: ChatStore, R: Responder> Engine<S, R> {
             thread,
             history,
             kind,
+        })
+    }
+
+    /// `threads.add_structured_input` (ck-py 1.6.4): the item must be a
+    /// pending structured input; the answers are applied as the SDK applies
+    /// them, and the history holds the item as answered (with the item just
+    /// before it, where the agent keeps its pending change, when the
+    /// question is older than the loaded window).
+    async fn prepare_answer(
+        &self,
+        user: &UserId,
+        thread: ThreadMetadata,
+        mut history: Vec<ThreadItem>,
+        item_id: &str,
+        submission: &Submission,
+    ) -> Result<Prepared, ChatError> {
+        let loaded = history.iter().position(|i| i.id == item_id);
+        let mut item = match loaded {
+            Some(at) => history[at].clone(),
+            None => self.item(user, &thread.id, item_id).await?,
+        };
+        let ItemKind::StructuredInput { status, inputs } = &mut item.kind else {
+            return Err(ChatError::NotAQuestion(item.id));
+        };
+        if *status != InputStatus::Pending {
+            return Err(ChatError::NotPending(item.id));
+        }
+        *status = structured::apply(inputs, submission);
+        match loaded {
+            Some(at) => history[at] = item.clone(),
+            None => {
+                let before = Paging {
+                    limit: 1,
+                    order: Order::Desc,
+                    after: Some(item.id.clone()),
+                };
+                let page = self.store.list_items(user, &thread.id, &before).await?;
+                history.extend(page.data.into_iter().filter(ThreadItem::is_hidden));
+                history.push(item.clone());
+            }
+        }
+        Ok(Prepared {
+            thread,
+            history,
+            kind: Kind::Answered(item),
         })
     }
 
@@ -384,6 +448,12 @@ impl<S: ChatStore, R: Responder> Engine<S, R> {
                 self.responder
                     .action(turn, &action, sender.as_ref())
                     .await?;
+            }
+            Kind::Answered(item) => {
+                turn.send(options).await?;
+                turn.emit(StreamEvent::ItemReplaced { item: item.clone() })
+                    .await?;
+                self.responder.respond(turn, Some(&item)).await?;
             }
             Kind::Refuse(event) => turn.send(event).await?,
             Kind::Nothing => {}
