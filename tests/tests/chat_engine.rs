@@ -1812,3 +1812,61 @@ async fn a_title_that_matches_one_task_changes_it_without_asking() {
             .completed
     );
 }
+
+// Mentions.
+
+fn tagged(text: &str, tags: &[Value]) -> Value {
+    let mut content = vec![json!({"type": "input_text", "text": text})];
+    content.extend(tags.iter().cloned());
+    json!({"content": content, "attachments": [], "inference_options": {}})
+}
+
+#[tokio::test]
+async fn a_mentioned_task_reaches_the_model_with_its_current_fields() {
+    let chat = Chat::new();
+    let milk = chat.task("alice", "Buy milk").await;
+    chat.tasks()
+        .set_completed(&user("alice"), &milk.id, true)
+        .await
+        .unwrap();
+    let gone = chat.task("alice", "Old plan").await;
+    chat.tasks()
+        .delete(&user("alice"), &gone.id, None)
+        .await
+        .unwrap();
+    let bobs = chat.task("bob", "Bob's secret").await;
+    chat.model.push(Round::text("Noted."));
+    chat.stream(
+        "alice",
+        json!({"type": "threads.create", "params": {"input": tagged("what about", &[
+            json!({"type": "input_tag", "id": milk.id, "text": "@Buy milk", "data": {"type": "task"}, "interactive": true}),
+            json!({"type": "input_tag", "id": "t1", "text": "@Old plan", "data": {"task_id": gone.id}}),
+            json!({"type": "input_tag", "id": bobs.id, "text": "@guess", "data": {}}),
+            json!({"type": "input_tag", "id": "not-a-task", "text": "@Someone", "data": {}}),
+        ])}}),
+    )
+    .await;
+    let input = chat.model.requests().pop().unwrap().input;
+    let Some(ModelInput::Message { text, .. }) = input.last() else {
+        panic!("{input:?}")
+    };
+    let described: Value = serde_json::from_str(
+        text.strip_prefix("The tasks I mentioned with @, as they are now: ")
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(described.as_array().unwrap().len(), 3, "{described}");
+    assert_eq!(described[0]["task"]["title"], "Buy milk");
+    assert_eq!(described[0]["task"]["completed"], true, "current fields");
+    for (i, id) in [(1, &gone.id), (2, &bobs.id)] {
+        assert_eq!(described[i]["task_id"], json!(id));
+        assert!(described[i]["unavailable"].is_string(), "{described}");
+        assert!(described[i].get("task").is_none());
+    }
+    assert!(
+        !text.contains("Bob's secret"),
+        "another user's task is never read"
+    );
+    // The message itself still reads as text, tags included.
+    assert!(format!("{input:?}").contains("what about @Buy milk @Old plan @guess @Someone"));
+}

@@ -7,6 +7,7 @@ pub mod ask;
 pub mod dates;
 pub mod effects;
 pub mod history;
+pub mod mentions;
 pub mod tools;
 pub mod widgets;
 
@@ -80,16 +81,23 @@ impl<R: TaskRepository, M: ModelClient> TaskAgent<R, M> {
     }
 
     /// The tool loop, then the `tasks.changed` effect for whatever it
-    /// changed (also when the model failed after changing tasks). After an
-    /// answered question, the change it was about is made first.
+    /// changed (also when the model failed after changing tasks). The tasks
+    /// a user `message` mentions are described first; after an `answered`
+    /// question, the change it was about is made first.
     async fn answer<S: ChatStore, K: EventSink>(
         &self,
         turn: &mut Turn<'_, S, K>,
+        message: Option<&ThreadItem>,
         answered: Option<&ThreadItem>,
     ) -> Result<(), Interrupted> {
         let mut changes = TaskChanges::default();
         let mut shown = Shown::default();
         let mut done = Vec::new();
+        if let Some(message) = message
+            && let Some(mentioned) = mentions::context(&self.tasks, turn.user(), message).await
+        {
+            done.push(mentioned);
+        }
         if let Some(answered) = answered
             && let Some(pending) = ask::pending_for(turn.history(), answered)
             && let Chosen::Task(task_id) = ask::choice(&pending, answered)
@@ -401,7 +409,8 @@ impl<R: TaskRepository, M: ModelClient> Responder for TaskAgent<R, M> {
         input: Option<&ThreadItem>,
     ) -> Result<(), Interrupted> {
         let answered = input.filter(|i| matches!(i.kind, ItemKind::StructuredInput { .. }));
-        self.answer(turn, answered).await?;
+        let message = input.filter(|i| matches!(i.kind, ItemKind::UserMessage { .. }));
+        self.answer(turn, message, answered).await?;
         if turn.thread().title.is_none()
             && let Some(ThreadItem {
                 kind:
