@@ -13,6 +13,7 @@ pub mod dynamodb_local;
 pub mod events;
 pub mod gateway;
 pub mod http_server;
+pub mod improvise;
 pub mod moto;
 pub mod openai_stub;
 pub mod outage;

@@ -196,88 +196,6 @@ impl OpenAiStub {
     }
 }
 
-/// An unscripted turn, so a person can chat with the local stack without an
-/// API key: "add …", "what's left?", "complete …", "reopen …"; after tool
-/// results, a short summary. Anything else gets a hint.
-fn improvise(input: &Value) -> Turn {
-    let items = input.as_array().cloned().unwrap_or_default();
-    let last = items.last().cloned().unwrap_or(Value::Null);
-    if last["type"] == "function_call_output" {
-        let output: Value =
-            serde_json::from_str(last["output"].as_str().unwrap_or("{}")).unwrap_or(Value::Null);
-        let text = if let Some(tasks) = output["tasks"].as_array() {
-            let open: Vec<&str> = tasks
-                .iter()
-                .filter(|t| t["completed"] == false)
-                .filter_map(|t| t["title"].as_str())
-                .collect();
-            if open.is_empty() {
-                "Nothing is left to do.".to_owned()
-            } else {
-                format!("Still open: {}.", open.join(", "))
-            }
-        } else if let Some(task) = output.get("task") {
-            let state = if task["completed"] == true {
-                "done"
-            } else {
-                "open"
-            };
-            format!(
-                "Done: \"{}\" is {state}.",
-                task["title"].as_str().unwrap_or("the task")
-            )
-        } else {
-            format!(
-                "That did not work: {}",
-                output["error"]["message"]
-                    .as_str()
-                    .unwrap_or("unknown error")
-            )
-        };
-        return Turn::Text(text);
-    }
-    let said = last["content"]
-        .as_str()
-        .unwrap_or_default()
-        .trim()
-        .to_owned();
-    let lower = said.to_lowercase();
-    let find = |word: &str| {
-        lower
-            .strip_prefix(word)
-            .map(|rest| said[said.len() - rest.len()..].trim().to_owned())
-    };
-    if let Some(title) = find("add ") {
-        return Turn::Calls(vec![("create_task".into(), json!({"title": title}))]);
-    }
-    if lower.contains("left") || lower.contains("list") || lower.contains("tasks") {
-        return Turn::Calls(vec![("list_tasks".into(), json!({}))]);
-    }
-    for (verb, tool) in [
-        ("complete ", "complete_task"),
-        ("done ", "complete_task"),
-        ("reopen ", "reopen_task"),
-    ] {
-        if let Some(title) = find(verb) {
-            // The stub cannot resolve titles to ids; it asks the tools for the list first.
-            let known = items.iter().rev().find_map(|i| {
-                let out: Value = serde_json::from_str(i["output"].as_str()?).ok()?;
-                out["tasks"]
-                    .as_array()?
-                    .iter()
-                    .find(|t| t["title"].as_str() == Some(title.as_str()))?["id"]
-                    .as_str()
-                    .map(str::to_owned)
-            });
-            return match known {
-                Some(id) => Turn::Calls(vec![(tool.into(), json!({"task_id": id}))]),
-                None => Turn::Calls(vec![("list_tasks".into(), json!({}))]),
-            };
-        }
-    }
-    Turn::Text("I am the local stub model. Try \"add buy milk\", \"what's left?\" or use the Done buttons.".into())
-}
-
 /// Streams a turn as Responses API server-sent events.
 fn stream_turn(turn: Turn, n: u64, delay: Duration, state: Arc<Mutex<State>>) -> Response<Body> {
     let (tx, rx) = tokio::sync::mpsc::channel(16);
@@ -456,7 +374,7 @@ fn answer(state: &Arc<Mutex<State>>, req: &Recorded, n: u64) -> Response<Body> {
                 let mut s = lock(state);
                 (s.turns.pop_front(), s.chunk_delay)
             };
-            let turn = turn.unwrap_or_else(|| improvise(&req.body["input"]));
+            let turn = turn.unwrap_or_else(|| crate::improvise::turn(&req.body));
             stream_turn(turn, n, delay, state.clone())
         }
         ("GET", "/v1/models") => ok(json!({

@@ -35,6 +35,8 @@ pub struct Exchange {
     pub method: String,
     /// Path without the query.
     pub path: String,
+    /// The query's parameters, decoded as the functions decode them.
+    pub query: Vec<(String, String)>,
     /// Status code.
     pub status: u16,
     /// Response headers, lower-case names.
@@ -147,6 +149,7 @@ fn exchange(entry: &Value) -> Result<Exchange> {
     Ok(Exchange {
         method: req["method"].as_str().unwrap_or("").to_owned(),
         path: url.path().to_owned(),
+        query: url.query_pairs().into_owned().collect(),
         status: resp["status"].as_u64().unwrap_or(0) as u16,
         headers: resp["headers"]
             .as_array()

@@ -930,3 +930,142 @@ async fn the_users_time_zone_and_language_reach_the_model_and_the_tools() {
         assert_eq!(body["error"]["details"]["parameter"], parameter, "{body}");
     }
 }
+
+/// A streamed request with the user's time zone; its events.
+async fn said(api: &Api, envelope: Value) -> Vec<Value> {
+    let answer = call_with(
+        api,
+        "alice",
+        envelope,
+        &[("x-timezone", "Pacific/Kiritimati")],
+    )
+    .await;
+    assert_eq!(answer.status, 200, "{}", answer.text);
+    parse_frames(&answer.text)
+}
+
+fn answer_text(events: &[Value]) -> String {
+    events
+        .iter()
+        .filter(|e| e["type"] == "thread.item.done" && e["item"]["type"] == "assistant_message")
+        .map(|e| e["item"]["content"][0]["text"].as_str().unwrap().to_owned())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn effect(events: &[Value]) -> Value {
+    let effects: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["type"] == "client_effect")
+        .collect();
+    assert_eq!(effects.len(), 1, "{events:?}");
+    assert_eq!(effects[0]["name"], "tasks.changed");
+    effects[0]["data"].clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_local_stub_model_walks_every_assistant_path() {
+    let api = start(&[]).await;
+    let kiritimati = days_in(chrono_tz::Pacific::Kiritimati);
+
+    // It knows the day, on the user's calendar.
+    let events = said(
+        &api,
+        json!({"type": "threads.create", "params": {"input": message("what day is it?")}}),
+    )
+    .await;
+    let thread = events[0]["thread"]["id"].as_str().unwrap().to_owned();
+    let text = answer_text(&events);
+    assert!(
+        text.contains("time zone Pacific/Kiritimati (UTC+14:00)"),
+        "{text}"
+    );
+    let add = |text: &str| json!({"type": "threads.add_user_message", "params": {"thread_id": thread, "input": message(text)}});
+
+    // "tomorrow" is the user's tomorrow; the page hears of the new task.
+    let before = kiritimati();
+    let events = said(&api, add("add buy milk tomorrow")).await;
+    let after = kiritimati();
+    let listed = api.get("/api/v1/tasks", "alice").await.body["tasks"].clone();
+    let milk = listed[0].clone();
+    assert_eq!(milk["title"], "buy milk");
+    assert!(
+        [before, after]
+            .iter()
+            .any(|d| milk["due_date"] == d.succ_opt().unwrap().to_string()),
+        "{milk}"
+    );
+    assert_eq!(effect(&events)["created"], json!([milk["id"]]));
+    assert!(answer_text(&events).starts_with("Added “buy milk”, due "));
+
+    // Two tasks match "milk": it asks, and the answer completes the chosen one.
+    said(&api, add("add buy oat milk")).await;
+    let events = said(&api, add("complete milk")).await;
+    let question = events
+        .iter()
+        .find(|e| e["type"] == "thread.item.done" && e["item"]["type"] == "structured_input")
+        .expect("a question")["item"]
+        .clone();
+    assert_eq!(
+        question["inputs"][0]["options"],
+        json!([{"value": "buy oat milk"}, {"value": "buy milk"}])
+    );
+    assert!(!events.iter().any(|e| e["type"] == "client_effect"));
+    let events = said(
+        &api,
+        json!({"type": "threads.add_structured_input", "params": {"thread_id": thread,
+               "item_id": question["id"], "input": {"answers": {"task": {"values": ["buy milk"]}}}}}),
+    )
+    .await;
+    assert_eq!(events[1]["type"], "thread.item.replaced");
+    assert_eq!(events[1]["item"]["status"], "answered");
+    assert_eq!(effect(&events)["updated"], json!([milk["id"]]));
+    assert_eq!(answer_text(&events), "Done: “buy milk” is complete.");
+    let milk_now = api
+        .get(
+            &format!("/api/v1/tasks/{}", milk["id"].as_str().unwrap()),
+            "alice",
+        )
+        .await
+        .body;
+    assert_eq!(milk_now["completed"], true);
+    // The same question cannot be answered twice.
+    let again = call_with(
+        &api,
+        "alice",
+        json!({"type": "threads.add_structured_input", "params": {"thread_id": thread,
+               "item_id": question["id"], "input": {"status": "skipped"}}}),
+        &[],
+    )
+    .await;
+    assert_eq!(again.status, 400, "{}", again.text);
+
+    // Rename, reopen and delete by name.
+    let events = said(&api, add("rename buy oat milk to buy almond milk")).await;
+    assert_eq!(answer_text(&events), "Updated “buy almond milk”.");
+    let almond = effect(&events)["updated"][0].clone();
+    let events = said(&api, add("reopen buy milk")).await;
+    assert_eq!(answer_text(&events), "“buy milk” is open again.");
+    let events = said(&api, add("delete buy almond milk")).await;
+    assert_eq!(effect(&events)["deleted"], json!([almond]));
+    assert_eq!(answer_text(&events), "Deleted.");
+
+    // A mention gives the model the task's current fields.
+    let events = said(
+        &api,
+        json!({"type": "threads.add_user_message", "params": {"thread_id": thread, "input": {
+            "content": [{"type": "input_text", "text": "how is"},
+                        {"type": "input_tag", "id": milk["id"], "text": "@buy milk",
+                         "data": {"task_id": milk["id"]}, "interactive": false}],
+            "attachments": [], "inference_options": {}}}}),
+    )
+    .await;
+    assert_eq!(answer_text(&events), "“buy milk” is open.");
+    let left: Vec<String> = api.get("/api/v1/tasks", "alice").await.body["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["title"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(left, ["buy milk"]);
+}

@@ -13,12 +13,15 @@ use std::collections::BTreeMap;
 
 use common::Api;
 use reqwest::Method;
+use taskpilot_domain::{SearchText, Task};
 use taskpilot_testkit::contract::Contract;
-use taskpilot_testkit::schemathesis::{self, FuzzOptions};
+use taskpilot_testkit::schemathesis::{self, Exchange, FuzzOptions};
 use taskpilot_testkit::stack::StackOptions;
 
 /// At least this many requests per run (the issue's floor).
 const MIN_REQUESTS: usize = 2_000;
+/// At least this many listings with a search text `q`.
+const MIN_SEARCHES: usize = 20;
 
 fn env_number(name: &str, default: u64) -> u64 {
     std::env::var(name)
@@ -34,7 +37,8 @@ async fn the_spec_driven_fuzzer_finds_nothing() {
     // Each user owns tasks before the run, so reads of real objects (and
     // cross-user replays of them) happen from the first phase on.
     for user in users {
-        for title in ["seeded one", "seeded two"] {
+        // "milk" is the spec's example of `q`: the examples phase finds it.
+        for title in ["seeded one", "seeded two", "Buy MILK"] {
             api.create(
                 user,
                 serde_json::json!({ "title": title, "tags": ["seed"] }),
@@ -93,7 +97,21 @@ async fn the_spec_driven_fuzzer_finds_nothing() {
         if let Err(e) = checked {
             violations.push(e);
         }
+        violations.extend(search_oracle(x));
     }
+    let searches: Vec<&Exchange> = report
+        .exchanges
+        .iter()
+        .filter(|x| x.query.iter().any(|(k, _)| k == "q"))
+        .collect();
+    let found = searches
+        .iter()
+        .filter(|x| x.status == 200 && !x.body.starts_with(br#"{"tasks":[]"#))
+        .count();
+    println!(
+        "searches (`q`): {}, of which {found} found tasks",
+        searches.len()
+    );
     println!("exchanges by operation: {by_operation:#?}");
     assert!(
         report.passed,
@@ -111,6 +129,11 @@ async fn the_spec_driven_fuzzer_finds_nothing() {
         0,
         "the gateway answered 5xx: {:?}",
         api.stack.responses.by_status()
+    );
+    assert!(
+        searches.len() >= MIN_SEARCHES,
+        "only {} listings sent `q`",
+        searches.len()
     );
     assert!(
         report.exchanges.len() >= MIN_REQUESTS && sent >= MIN_REQUESTS,
@@ -147,4 +170,28 @@ async fn the_spec_driven_fuzzer_finds_nothing() {
         );
     }
     let _ = std::fs::remove_dir_all(&work_dir);
+}
+
+/// A listing's `q` against the domain's own rule: a text the rule refuses is
+/// never answered 200, and every task a 200 returns holds the text in its
+/// title or a tag, ignoring case.
+fn search_oracle(x: &Exchange) -> Option<String> {
+    if x.method != "GET" || x.path != "/api/v1/tasks" {
+        return None;
+    }
+    let (_, q) = x.query.iter().find(|(k, _)| k == "q")?;
+    let what = format!("GET /api/v1/tasks?q={q:?} answered {}", x.status);
+    match SearchText::parse(q) {
+        Err(e) if x.status == 200 => Some(format!("{what} to an invalid text ({e})")),
+        Ok(search) if x.status == 200 => {
+            let page: serde_json::Value = serde_json::from_slice(&x.body).ok()?;
+            let tasks: Vec<Task> = serde_json::from_value(page["tasks"].clone()).ok()?;
+            let stray = tasks.iter().find(|t| !search.matches(t))?;
+            Some(format!(
+                "{what} with {} ({:?}), which does not hold it",
+                stray.id, stray.title
+            ))
+        }
+        _ => None,
+    }
 }

@@ -17,7 +17,7 @@ use std::collections::BTreeSet;
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use common::{Api, Reply};
+use common::{Api, Reply, query_value};
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
@@ -53,6 +53,8 @@ async fn hostile_input_is_refused_cleanly() {
     p.settle("odd ids").await;
     Box::pin(header_injection(&mut p)).await;
     p.settle("header injection").await;
+    Box::pin(search_text(&mut p)).await;
+    p.settle("search text").await;
 }
 
 // ---------------------------------------------------------------------------
@@ -829,6 +831,109 @@ async fn header_injection(p: &mut Probe) {
         .send(Method::GET, TASKS, None, &[("x-filler", &big)])
         .await;
     assert_eq!(r.status, 200);
+}
+
+/// The search text `q`: overlong, control characters, text that looks like a
+/// DynamoDB expression or an injection, and Unicode. Refusals are 422s naming
+/// `q`; everything else is only text, matched in Alice's tasks alone.
+async fn search_text(p: &mut Probe) {
+    let search = |q: String| format!("{TASKS}?q={q}");
+    let refused = |r: &Reply, what: &str| {
+        expect(r, 422, "validation_failed", what);
+        assert_eq!(r.body["error"]["details"]["field"], "q", "{what}");
+    };
+    // Overlong, empty and whitespace only.
+    for (what, q) in [
+        ("101 characters", "x".repeat(101)),
+        ("101 emoji", query_value(&"🚀".repeat(101))),
+        ("8 KB", "x".repeat(8 * 1024)),
+        ("empty", String::new()),
+        ("spaces", query_value("   ")),
+        (
+            "Unicode spaces",
+            query_value("\u{2003}\u{3000}\u{a0}\u{2028}"),
+        ),
+    ] {
+        refused(&p.get(&search(q)).await, what);
+    }
+    let r = p
+        .get(&search(query_value(&format!("  {}  ", "é".repeat(100)))))
+        .await;
+    assert_eq!((r.status.as_u16(), &r.body["tasks"]), (200, &json!([])));
+    // Control characters, inside or where trimming would have removed them.
+    for c in [
+        '\0', '\u{7}', '\t', '\n', '\r', '\u{1b}', '\u{7f}', '\u{85}', '\u{9f}',
+    ] {
+        let what = format!("U+{:04X}", c as u32);
+        for q in [format!("a{c}b"), format!("{c}ab"), format!("ab{c}")] {
+            refused(&p.get(&search(query_value(&q))).await, &what);
+        }
+    }
+    // Twice, or twice in disguise.
+    for query in ["q=a&q=b", "q=a&q=a", "q=a&Q=b"] {
+        let r = p.get(&format!("{TASKS}?{query}")).await;
+        expect(&r, 400, "invalid_parameter", query);
+    }
+
+    // Text shaped like expressions, placeholders, keys or injections is text:
+    // it finds what contains it, in Alice's tasks only.
+    let odd = json!({"title": "weird ) OR :q #pk (", "tags": ["USER#bob", ":q"]});
+    let r = p.post(odd).await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    p.expect_row(&r.body);
+    let odd = r.body.clone();
+    let unicode = json!({"title": "İstanbul ΟΔΟΣ 🚀 \u{202e}rtl\u{200b}zw", "tags": ["ＦＵＬＬ"]});
+    let r = p.post(unicode).await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    p.expect_row(&r.body);
+    let unicode = r.body.clone();
+    let cases: [(&str, &[&Value]); 20] = [
+        (")", &[&odd]),
+        (") OR :q", &[&odd]),
+        (":q", &[&odd]),
+        ("#PK", &[&odd]),
+        ("user#bob", &[&odd]),
+        ("Bob's secret", &[]),
+        ("secret", &[]),
+        ("bob", &[&odd]),
+        ("' OR '1'='1", &[]),
+        ("\") OR attribute_exists(#pk) OR (\"", &[]),
+        ("contains(#search_title, :q)", &[]),
+        ("%", &[]),
+        ("*", &[]),
+        ("\\", &[]),
+        ("i\u{307}stanbul οδοσ", &[&unicode]),
+        ("ΟΔΟς 🚀", &[&unicode]),
+        ("\u{202e}RTL\u{200b}", &[&unicode]),
+        ("full", &[]),
+        ("ｆｕｌｌ", &[&unicode]),
+        ("\u{10ffff}", &[]),
+    ];
+    for (q, want) in cases {
+        let r = p.get(&search(query_value(q))).await;
+        assert_eq!(r.status, 200, "{q}: {}", r.body);
+        let want: Vec<&Value> = want.iter().map(|t| &t["id"]).collect();
+        let got: Vec<&Value> = r.body["tasks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| &t["id"])
+            .collect();
+        assert_eq!(got, want, "{q}");
+        assert!(!r.body.to_string().contains("Bob's secret"), "{q}");
+    }
+    // Percent-encoded invalid UTF-8 arrives as U+FFFD: text like any other.
+    for q in ["%FF%FE", "%ED%A0%80", "%C0%AF"] {
+        let r = p.get(&search(q.to_owned())).await;
+        assert_eq!(
+            (r.status.as_u16(), &r.body["tasks"]),
+            (200, &json!([])),
+            "{q}"
+        );
+    }
+    // Bob's own search still finds only Bob's task.
+    let r = p.api.get(&search("secret".into()), "bob").await;
+    assert_eq!(r.body["tasks"], json!([p.bob]));
 }
 
 // ---------------------------------------------------------------------------

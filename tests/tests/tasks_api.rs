@@ -6,7 +6,7 @@ mod common;
 
 use std::collections::HashSet;
 
-use common::Api;
+use common::{Api, query_value};
 use futures_util::StreamExt;
 use reqwest::Method;
 use serde_json::{Value, json};
@@ -533,6 +533,152 @@ async fn paging_returns_every_task_exactly_once() {
         api.get(&format!("{TASKS}?limit=3&cursor={cursor}"), "alice")
             .await
             .status,
+        200
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn search_finds_titles_and_tags_ignoring_case() {
+    let api = Api::start_with(taskpilot_testkit::stack::StackOptions {
+        functions: Some(vec!["tasks".into()]),
+        count_dynamodb: true,
+        ..Default::default()
+    })
+    .await;
+    let create = |title: &str, tags: Value| {
+        api.create(
+            "alice",
+            json!({"title": title, "tags": tags, "description": "milk"}),
+        )
+    };
+    let buy = create("Buy MILK", json!(["Errands"])).await;
+    let oat = create("oat milk", json!(["home"])).await;
+    create("Bread", json!(["dairy-free"])).await;
+    let call = create("Call Mom", json!(["Milkman"])).await;
+    let eggs = create("eggs, milk & more", json!([])).await;
+    let cafe = create("Café au lait", json!([])).await;
+    let odd = create("a) OR :q (b", json!(["#search"])).await;
+    for i in 0..5 {
+        create(&format!("filler {i}"), json!(["filler"])).await;
+    }
+    api.post(
+        &format!("{}/complete", item(&oat["id"])),
+        "alice",
+        json!(null),
+    )
+    .await;
+    let bob = api
+        .create("bob", json!({"title":"Bob's milk","tags":["milk"]}))
+        .await;
+    let ids = |tasks: &[&Value]| tasks.iter().map(|t| t["id"].clone()).collect::<Vec<_>>();
+    let found = |query: String| {
+        let api = &api;
+        async move {
+            let all = all_pages(api, &query).await;
+            all.iter().map(|t| t["id"].clone()).collect::<Vec<_>>()
+        }
+    };
+    let milk = ids(&[&eggs, &call, &oat, &buy]);
+    for q in ["milk", "MILK", "  Milk ", "mIlK"] {
+        assert_eq!(found(format!("q={}", query_value(q))).await, milk, "{q}");
+    }
+    assert_eq!(found("q=+milk+".into()).await, milk, "`+` is a space");
+    assert!(!found("q=milk".into()).await.contains(&bob["id"]));
+    let bobs = api.get(&format!("{TASKS}?q=BOB"), "bob").await;
+    assert_eq!(bobs.body["tasks"], json!([bob]));
+    // Combined with the other filters.
+    assert_eq!(
+        found("q=milk&completed=false".into()).await,
+        ids(&[&eggs, &call, &buy])
+    );
+    assert_eq!(found("q=MILK&completed=true".into()).await, ids(&[&oat]));
+    assert_eq!(found("q=milk&tag=home".into()).await, ids(&[&oat]));
+    // Tags, commas, accents and expression-like text.
+    assert_eq!(found("q=errand".into()).await, ids(&[&buy]));
+    for (q, want) in [
+        ("eggs, milk", ids(&[&eggs])),
+        ("CAFÉ", ids(&[&cafe])),
+        (") OR :q (", ids(&[&odd])),
+        ("#SEARCH", ids(&[&odd])),
+        ("cafe", vec![]),
+        ("description", vec![]),
+    ] {
+        assert_eq!(found(format!("q={}", query_value(q))).await, want, "{q}");
+    }
+
+    // Paged like the list: one DynamoDB Query per page.
+    let proxy = api.stack.dynamodb_proxy.as_ref().unwrap();
+    let before = proxy.count("DynamoDB_20120810.Query");
+    let (paged, pages) = pages_of(&api, "q=milk&limit=1").await;
+    assert_eq!(pages, 4);
+    assert_eq!(proxy.count("DynamoDB_20120810.Query") - before, pages);
+    assert_eq!(ids(&paged.iter().collect::<Vec<_>>()), milk);
+
+    // The cursor is bound to the search text (after trimming and folding).
+    let first = api.get(&format!("{TASKS}?q=milk&limit=1"), "alice").await;
+    let cursor = first.body["next_cursor"].as_str().unwrap().to_owned();
+    let same = api
+        .get(
+            &format!("{TASKS}?q=%20MILK&limit=1&cursor={cursor}"),
+            "alice",
+        )
+        .await;
+    assert_eq!(same.body["tasks"][0]["id"], call["id"]);
+    for (user, query) in [
+        ("alice", format!("q=milkman&limit=1&cursor={cursor}")),
+        ("alice", format!("limit=1&cursor={cursor}")),
+        ("alice", format!("q=milk&tag=home&limit=1&cursor={cursor}")),
+        ("bob", format!("q=milk&limit=1&cursor={cursor}")),
+    ] {
+        let r = api.get(&format!("{TASKS}?{query}"), user).await;
+        assert_eq!(
+            (r.status.as_u16(), r.code()),
+            (400, "invalid_cursor"),
+            "{query}"
+        );
+    }
+    let plain = api.get(&format!("{TASKS}?limit=1"), "alice").await;
+    let plain_cursor = plain.body["next_cursor"].as_str().unwrap();
+    let r = api
+        .get(&format!("{TASKS}?q=milk&cursor={plain_cursor}"), "alice")
+        .await;
+    assert_eq!((r.status.as_u16(), r.code()), (400, "invalid_cursor"));
+
+    // A rename moves the task in and out of results.
+    api.patch(&item(&buy["id"]), "alice", json!({"title":"Buy cream"}))
+        .await;
+    assert_eq!(found("q=milk".into()).await, ids(&[&eggs, &call, &oat]));
+    assert_eq!(found("q=CREAM".into()).await, ids(&[&buy]));
+
+    // Validation: a 422 naming `q` (a repeated `q` is a 400); nothing is read.
+    let before = proxy.count("DynamoDB_20120810.Query");
+    let long = "x".repeat(101);
+    for query in [
+        "q=".to_owned(),
+        "q".to_owned(),
+        "q=%20%20".to_owned(),
+        format!("q={}", query_value("\u{3000}\u{a0}")),
+        format!("q={long}"),
+        "q=a%00b".to_owned(),
+        "q=milk%09".to_owned(),
+        "q=%0Amilk".to_owned(),
+        "q=a%7Fb".to_owned(),
+    ] {
+        let r = api.get(&format!("{TASKS}?{query}"), "alice").await;
+        assert_eq!(
+            (r.status.as_u16(), r.code()),
+            (422, "validation_failed"),
+            "{query}"
+        );
+        assert_eq!(r.body["error"]["details"]["field"], "q", "{query}");
+    }
+    let r = api.get(&format!("{TASKS}?q=a&q=b"), "alice").await;
+    assert_eq!((r.status.as_u16(), r.code()), (400, "invalid_parameter"));
+    assert_eq!(r.body["error"]["details"]["parameter"], "q");
+    assert_eq!(proxy.count("DynamoDB_20120810.Query"), before);
+    let padded = format!("q=%20%20{}%20%20", "x".repeat(100));
+    assert_eq!(
+        api.get(&format!("{TASKS}?{padded}"), "alice").await.status,
         200
     );
 }

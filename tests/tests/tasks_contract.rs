@@ -421,6 +421,35 @@ async fn jwks_verification_pins_the_algorithm() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn search_text_is_read_from_the_raw_query_string() {
+    let fx = Fixture::new().await;
+    let f = fx.function(&[]);
+    let token = fx.auth.token("alice");
+    let body = json!({"title":"Eggs, milk"});
+    let (status, task) = call(
+        &f,
+        event("POST", "/api/v1/tasks", Some(&token), None, Some(body)),
+    )
+    .await;
+    assert_eq!(status, 201, "{task}");
+    // API Gateway joins a repeated parameter's values with commas in
+    // `queryStringParameters`, which then cannot tell `q=a,b` from
+    // `q=a&q=b`: the function reads `rawQueryString`.
+    let search = |raw: &str, joined: &str| {
+        let mut e = event("GET", "/api/v1/tasks", Some(&token), None, None);
+        e["rawQueryString"] = json!(raw);
+        e["queryStringParameters"] = json!({ "q": joined });
+        e
+    };
+    let (status, listing) = call(&f, search("q=EGGS%2C+milk", "EGGS, milk")).await;
+    assert_eq!(status, 200, "{listing}");
+    assert_eq!(listing["tasks"], json!([task]));
+    let (status, body) = call(&f, search("q=EGGS&q=+milk", "EGGS, milk")).await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["error"]["details"]["parameter"], "q");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn malformed_events_do_not_kill_the_process() {
     let fx = Fixture::new().await;
     let f = fx.function(&[]);

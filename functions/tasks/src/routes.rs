@@ -6,8 +6,8 @@ use lambda_http::{Body, Request, Response};
 use serde::Serialize;
 
 use taskpilot_domain::{
-    DomainError, IdempotencyKey, NewTaskInput, Task, TaskFilter, TaskId, TaskPatchInput,
-    TaskService, UserId,
+    DomainError, IdempotencyKey, NewTaskInput, SearchText, Task, TaskFilter, TaskId,
+    TaskPatchInput, TaskService, UserId,
 };
 use taskpilot_http::json::{parse_body, respond};
 use taskpilot_http::request::{Query, header, if_match_version};
@@ -102,7 +102,10 @@ impl TasksApi {
     }
 
     async fn list(&self, user: &UserId, req: &Request) -> Result<Response<Body>, ApiError> {
-        let q = Query::new(req, &["completed", "tag", "due_before", "limit", "cursor"])?;
+        let q = Query::new(
+            req,
+            &["completed", "tag", "due_before", "q", "limit", "cursor"],
+        )?;
         let filter = TaskFilter {
             completed: q.parse(
                 "completed",
@@ -134,9 +137,11 @@ impl TasksApi {
                 "an integer from 1 to 100",
             )?
             .unwrap_or(taskpilot_domain::service::DEFAULT_LIMIT);
+        // Like the other filters: a value outside the rules is a 422.
+        let search = q.get("q").map(SearchText::parse).transpose()?;
         let page = self
             .service
-            .list(user, filter, limit, q.get("cursor"))
+            .list_matching(user, filter, search, limit, q.get("cursor"))
             .await?;
         Ok(respond(
             StatusCode::OK,
@@ -151,13 +156,7 @@ impl TasksApi {
         let key = header(req, "idempotency-key")?
             .map(IdempotencyKey::parse)
             .transpose()
-            .map_err(|e| ApiError::BadParameter {
-                name: "Idempotency-Key".into(),
-                message: match e {
-                    DomainError::Validation { message, .. } => format!("Idempotency-Key {message}"),
-                    other => other.to_string(),
-                },
-            })?;
+            .map_err(|e| bad_parameter("Idempotency-Key", e))?;
         let input: NewTaskInput = parse_body(req)?;
         let created = self.service.create(user, input.validate()?, key).await?;
         let mut resp = task_response(StatusCode::CREATED, &created.task);
@@ -211,6 +210,18 @@ impl TasksApi {
             .set_completed(user, &task_id(id)?, completed)
             .await?;
         Ok(task_response(StatusCode::OK, &task))
+    }
+}
+
+/// A header or query parameter the domain refused: a 400 `invalid_parameter`
+/// naming it.
+fn bad_parameter(name: &str, e: DomainError) -> ApiError {
+    ApiError::BadParameter {
+        name: name.to_owned(),
+        message: match e {
+            DomainError::Validation { message, .. } => format!("{name} {message}"),
+            other => other.to_string(),
+        },
     }
 }
 

@@ -1,6 +1,6 @@
 //! Opaque pagination cursors: signed with HMAC-SHA256 and bound to the user,
-//! the filter and an expiry, so they cannot be forged, replayed by another user
-//! or reused with a different query.
+//! the filter, the search text and an expiry, so they cannot be forged,
+//! replayed by another user or reused with a different query.
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -10,6 +10,7 @@ use sha2::Sha256;
 
 use crate::error::DomainError;
 use crate::ports::TaskFilter;
+use crate::search::SearchText;
 use crate::task::TaskId;
 use crate::user::UserId;
 
@@ -47,11 +48,12 @@ impl CursorCodec {
         Some(Self { mac, lifetime })
     }
 
-    /// A cursor that resumes after `after` for this user and filter.
+    /// A cursor that resumes after `after` for this user, filter and search.
     pub fn encode(
         &self,
         user: &UserId,
         filter: &TaskFilter,
+        search: Option<&SearchText>,
         after: &TaskId,
         now: DateTime<Utc>,
     ) -> String {
@@ -60,7 +62,7 @@ impl CursorCodec {
         token.push(VERSION);
         token.extend_from_slice(after.as_str().as_bytes());
         token.extend_from_slice(&expires.to_be_bytes());
-        let tag = self.tag(user, filter, &token);
+        let tag = self.tag(user, filter, search, &token);
         token.extend_from_slice(&tag[..TAG_LEN]);
         URL_SAFE_NO_PAD.encode(token)
     }
@@ -70,6 +72,7 @@ impl CursorCodec {
         &self,
         user: &UserId,
         filter: &TaskFilter,
+        search: Option<&SearchText>,
         cursor: &str,
         now: DateTime<Utc>,
     ) -> Result<TaskId, DomainError> {
@@ -80,7 +83,7 @@ impl CursorCodec {
             return Err(DomainError::InvalidCursor);
         }
         let (body, tag) = token.split_at(TOKEN_LEN - TAG_LEN);
-        let mut mac = self.mac(user, filter);
+        let mut mac = self.mac(user, filter, search);
         mac.update(body);
         mac.verify_truncated_left(tag)
             .map_err(|_| DomainError::InvalidCursor)?;
@@ -94,24 +97,36 @@ impl CursorCodec {
         TaskId::parse(id).ok_or(DomainError::InvalidCursor)
     }
 
-    fn mac(&self, user: &UserId, filter: &TaskFilter) -> HmacSha256 {
-        // Length-prefixed fields so no two (user, filter) pairs share an encoding.
-        let scope = serde_json::json!([
-            "tasks.list",
-            user.as_str(),
-            filter.completed,
-            filter.tag,
-            filter.due_before.map(|d| d.to_string()),
-        ])
-        .to_string();
+    fn mac(&self, user: &UserId, filter: &TaskFilter, search: Option<&SearchText>) -> HmacSha256 {
+        // Length-prefixed fields so no two (user, filter, search) triples share an encoding.
+        let mut scope = vec![
+            serde_json::json!("tasks.list"),
+            serde_json::json!(user.as_str()),
+            serde_json::json!(filter.completed),
+            serde_json::json!(filter.tag),
+            serde_json::json!(filter.due_before.map(|d| d.to_string())),
+        ];
+        // The folded text: queries that differ only in case or surrounding
+        // spaces select the same tasks and share cursors. Appended only when
+        // set, so a listing without `q` signs exactly what it signed before.
+        if let Some(search) = search {
+            scope.push(serde_json::json!(search.folded()));
+        }
+        let scope = serde_json::Value::Array(scope).to_string();
         let mut mac = self.mac.clone();
         mac.update(&(scope.len() as u64).to_be_bytes());
         mac.update(scope.as_bytes());
         mac
     }
 
-    fn tag(&self, user: &UserId, filter: &TaskFilter, body: &[u8]) -> Vec<u8> {
-        let mut mac = self.mac(user, filter);
+    fn tag(
+        &self,
+        user: &UserId,
+        filter: &TaskFilter,
+        search: Option<&SearchText>,
+        body: &[u8],
+    ) -> Vec<u8> {
+        let mut mac = self.mac(user, filter, search);
         mac.update(body);
         mac.finalize().into_bytes().to_vec()
     }
@@ -136,17 +151,23 @@ mod tests {
         };
         let id = TaskId::generate();
         let now = Utc::now();
-        let token = c.encode(&alice, &open, &id, now);
-        assert_eq!(c.decode(&alice, &open, &token, now).unwrap(), id);
+        let token = c.encode(&alice, &open, None, &id, now);
+        assert_eq!(c.decode(&alice, &open, None, &token, now).unwrap(), id);
         // Another user, another filter, later than the expiry: all rejected.
-        assert!(c.decode(&bob, &open, &token, now).is_err());
+        assert!(c.decode(&bob, &open, None, &token, now).is_err());
         assert!(
-            c.decode(&alice, &TaskFilter::default(), &token, now)
+            c.decode(&alice, &TaskFilter::default(), None, &token, now)
                 .is_err()
         );
         assert!(
-            c.decode(&alice, &open, &token, now + chrono::Duration::hours(2))
-                .is_err()
+            c.decode(
+                &alice,
+                &open,
+                None,
+                &token,
+                now + chrono::Duration::hours(2)
+            )
+            .is_err()
         );
     }
 
@@ -155,22 +176,55 @@ mod tests {
         let c = codec();
         let alice = UserId::new("alice").unwrap();
         let f = TaskFilter::default();
-        let token = c.encode(&alice, &f, &TaskId::generate(), Utc::now());
+        let token = c.encode(&alice, &f, None, &TaskId::generate(), Utc::now());
         let mut raw = URL_SAFE_NO_PAD.decode(&token).unwrap();
         for i in 0..raw.len() {
             raw[i] ^= 1;
             let forged = URL_SAFE_NO_PAD.encode(&raw);
             assert!(
-                c.decode(&alice, &f, &forged, Utc::now()).is_err(),
+                c.decode(&alice, &f, None, &forged, Utc::now()).is_err(),
                 "byte {i}"
             );
             raw[i] ^= 1;
         }
         for junk in ["", "abc", "!!!", &"A".repeat(68)] {
-            assert!(c.decode(&alice, &f, junk, Utc::now()).is_err());
+            assert!(c.decode(&alice, &f, None, junk, Utc::now()).is_err());
         }
         let other = CursorCodec::new(&[8u8; 32], chrono::Duration::hours(1)).unwrap();
-        assert!(other.decode(&alice, &f, &token, Utc::now()).is_err());
+        assert!(other.decode(&alice, &f, None, &token, Utc::now()).is_err());
+    }
+
+    #[test]
+    fn cursors_are_bound_to_the_search_text() {
+        let c = codec();
+        let alice = UserId::new("alice").unwrap();
+        let f = TaskFilter::default();
+        let q = |raw: &str| SearchText::parse(raw).unwrap();
+        let milk = q("milk");
+        let id = TaskId::generate();
+        let now = Utc::now();
+        let token = c.encode(&alice, &f, Some(&milk), &id, now);
+        assert_eq!(c.decode(&alice, &f, Some(&milk), &token, now).unwrap(), id);
+        // The same query in another case or with spaces selects the same tasks.
+        for same in [" MILK ", "Milk"] {
+            assert_eq!(
+                c.decode(&alice, &f, Some(&q(same)), &token, now).unwrap(),
+                id
+            );
+        }
+        // Another query, no query, or a cursor of the unsearched list: rejected.
+        for other in ["mil", "milk tea", "bread", "milk)", ":q"] {
+            assert!(c.decode(&alice, &f, Some(&q(other)), &token, now).is_err());
+        }
+        assert!(c.decode(&alice, &f, None, &token, now).is_err());
+        let plain = c.encode(&alice, &f, None, &id, now);
+        assert!(c.decode(&alice, &f, Some(&milk), &plain, now).is_err());
+        // A search for the tag's text is not the tag filter.
+        let tagged = TaskFilter {
+            tag: Some("milk".into()),
+            ..Default::default()
+        };
+        assert!(c.decode(&alice, &tagged, None, &token, now).is_err());
     }
 
     #[test]

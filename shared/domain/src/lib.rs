@@ -6,6 +6,7 @@ pub mod cursor;
 pub mod error;
 pub mod input;
 pub mod ports;
+pub mod search;
 pub mod service;
 pub mod session;
 pub mod task;
@@ -22,6 +23,7 @@ pub use ports::{
     IdempotencyClaim, InsertOutcome, ListPage, ListQuery, TaskChange, TaskFilter, TaskRepository,
     UpdateOutcome, WriteGuard,
 };
+pub use search::SearchText;
 pub use service::{Created, TaskListing, TaskService};
 pub use task::{DueDate, Priority, Task, TaskId};
 pub use user::UserId;

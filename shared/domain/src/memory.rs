@@ -106,7 +106,7 @@ impl TaskRepository for InMemoryTasks {
                 owner == user.as_str() && query.after.as_ref().is_none_or(|after| id < after)
             })
             .map(|(_, task)| task)
-            .filter(|task| query.filter.matches(task))
+            .filter(|task| query.matches(task))
             .take(query.limit + 1)
             .cloned()
             .collect::<Vec<_>>();

@@ -7,6 +7,7 @@ use chrono::{DateTime, NaiveDate, Utc};
 
 use crate::error::StoreError;
 use crate::input::IdempotencyKey;
+use crate::search::SearchText;
 use crate::task::{DueDate, Priority, Task, TaskId};
 use crate::user::UserId;
 
@@ -46,10 +47,19 @@ impl TaskFilter {
 pub struct ListQuery {
     /// Filters.
     pub filter: TaskFilter,
+    /// Only tasks whose title or a tag contains this text, ignoring case.
+    pub search: Option<SearchText>,
     /// Page size, 1–100.
     pub limit: usize,
     /// Exclusive start: the last id of the previous page.
     pub after: Option<TaskId>,
+}
+
+impl ListQuery {
+    /// Whether `task` passes the filter and the search (the store applies the same rules).
+    pub fn matches(&self, task: &Task) -> bool {
+        self.filter.matches(task) && self.search.as_ref().is_none_or(|s| s.matches(task))
+    }
 }
 
 /// One page of tasks.

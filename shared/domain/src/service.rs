@@ -10,6 +10,7 @@ use crate::ports::{
     IdempotencyClaim, InsertOutcome, ListQuery, TaskChange, TaskFilter, TaskRepository,
     UpdateOutcome, WriteGuard,
 };
+use crate::search::SearchText;
 use crate::task::{Task, TaskId};
 use crate::timestamp;
 use crate::user::UserId;
@@ -174,35 +175,50 @@ impl<R: TaskRepository> TaskService<R> {
         limit: usize,
         cursor: Option<&str>,
     ) -> Result<TaskListing, DomainError> {
-        self.list_at(user, filter, limit, cursor, Utc::now()).await
+        self.list_matching(user, filter, None, limit, cursor).await
+    }
+
+    /// Lists one page like [`Self::list`], keeping only the tasks whose title or
+    /// a tag contains `search`, ignoring case (all of them for `None`). Its
+    /// cursors are bound to the search text as well as to the filter.
+    pub async fn list_matching(
+        &self,
+        user: &UserId,
+        filter: TaskFilter,
+        search: Option<SearchText>,
+        limit: usize,
+        cursor: Option<&str>,
+    ) -> Result<TaskListing, DomainError> {
+        let query = ListQuery {
+            filter,
+            search,
+            limit,
+            after: None,
+        };
+        self.list_at(user, query, cursor, Utc::now()).await
     }
 
     async fn list_at(
         &self,
         user: &UserId,
-        filter: TaskFilter,
-        limit: usize,
+        mut query: ListQuery,
         cursor: Option<&str>,
         now: DateTime<Utc>,
     ) -> Result<TaskListing, DomainError> {
-        if !(1..=MAX_LIMIT).contains(&limit) {
+        if !(1..=MAX_LIMIT).contains(&query.limit) {
             return Err(DomainError::validation(
                 "limit",
                 format!("must be between 1 and {MAX_LIMIT}"),
             ));
         }
-        let after = cursor
-            .map(|c| self.cursors.decode(user, &filter, c, now))
+        let search = query.search.as_ref();
+        query.after = cursor
+            .map(|c| self.cursors.decode(user, &query.filter, search, c, now))
             .transpose()?;
-        let query = ListQuery {
-            filter,
-            limit,
-            after,
-        };
         let page = self.repo.list(user, &query).await?;
         let next_cursor = page
             .next_after
-            .map(|id| self.cursors.encode(user, &query.filter, &id, now));
+            .map(|id| self.cursors.encode(user, &query.filter, search, &id, now));
         Ok(TaskListing {
             tasks: page.tasks,
             next_cursor,
@@ -354,5 +370,92 @@ mod tests {
             s.list(&u, TaskFilter::default(), 0, None).await,
             Err(DomainError::Validation { .. })
         ));
+    }
+
+    #[tokio::test]
+    async fn search_pages_like_the_list_and_binds_its_cursors() {
+        let s = service();
+        let (u, other) = (user("u"), user("v"));
+        let mut milk = Vec::new();
+        for i in 0..12 {
+            let title = match i % 3 {
+                0 => format!("Buy MILK {i}"),
+                1 => format!("bread {i}"),
+                _ => format!("oat milk {i}"),
+            };
+            let task = s.create(&u, new(&title), None).await.unwrap().task;
+            if i % 3 != 1 {
+                milk.push(task.id.clone());
+            }
+            if i % 4 == 0 {
+                s.set_completed(&u, &task.id, true).await.unwrap();
+            }
+        }
+        s.create(&other, new("milk for someone else"), None)
+            .await
+            .unwrap();
+        let tagged = NewTask {
+            tags: vec!["Dairy".into()],
+            ..new("cheese")
+        };
+        let cheese = s.create(&u, tagged, None).await.unwrap();
+
+        let q = |raw: &str| Some(SearchText::parse(raw).unwrap());
+        let mut seen = Vec::new();
+        let mut cursor = None;
+        loop {
+            let page = s
+                .list_matching(&u, TaskFilter::default(), q("Milk"), 3, cursor.as_deref())
+                .await
+                .unwrap();
+            assert!(page.tasks.len() <= 3);
+            seen.extend(page.tasks.into_iter().map(|t| t.id));
+            match page.next_cursor {
+                // The same query in another case resumes the same listing.
+                Some(c) if seen.len() == 3 => {
+                    let again = s
+                        .list_matching(&u, TaskFilter::default(), q(" MILK"), 3, Some(&c))
+                        .await;
+                    assert!(again.is_ok());
+                    for other_query in [q("bread"), None] {
+                        let replay = s
+                            .list_matching(&u, TaskFilter::default(), other_query, 3, Some(&c))
+                            .await;
+                        assert!(matches!(replay, Err(DomainError::InvalidCursor)));
+                    }
+                    cursor = Some(c);
+                }
+                Some(c) => cursor = Some(c),
+                None => break,
+            }
+        }
+        milk.reverse();
+        assert_eq!(seen, milk, "every match once, newest first, no one else's");
+
+        let open_milk = s
+            .list_matching(
+                &u,
+                TaskFilter {
+                    completed: Some(false),
+                    ..TaskFilter::default()
+                },
+                q("milk"),
+                100,
+                None,
+            )
+            .await
+            .unwrap();
+        assert!(open_milk.tasks.iter().all(|t| !t.completed));
+        assert_eq!(open_milk.tasks.len(), 6);
+        let by_tag = s
+            .list_matching(&u, TaskFilter::default(), q("dair"), 100, None)
+            .await
+            .unwrap();
+        assert_eq!(by_tag.tasks, vec![cheese.task]);
+        let none = s
+            .list_matching(&other, TaskFilter::default(), q("bread"), 100, None)
+            .await
+            .unwrap();
+        assert!(none.tasks.is_empty() && none.next_cursor.is_none());
     }
 }

@@ -5,13 +5,20 @@ use std::collections::HashMap;
 use aws_sdk_dynamodb::types::AttributeValue;
 use serde::{Deserialize, Serialize};
 
-use taskpilot_domain::{DueDate, Priority, StoreError, Task, TaskId};
+use taskpilot_domain::{DueDate, Priority, StoreError, Task, TaskId, search};
 
 use crate::keys;
 
 type Item = HashMap<String, AttributeValue>;
 
-/// A task row: the task's fields plus its keys.
+/// The folded title, searched by `GET /api/v1/tasks?q=`.
+pub const SEARCH_TITLE: &str = "search_title";
+/// The folded tags, one per line; absent when the task has none.
+pub const SEARCH_TAGS: &str = "search_tags";
+
+/// A task row: the task's fields, its keys and its folded search text
+/// ([`SEARCH_TITLE`], [`SEARCH_TAGS`]). Rows written before search existed have
+/// no search text; the list's filter falls back to their raw title and tags.
 #[derive(Serialize, Deserialize)]
 struct TaskItem {
     pk: String,
@@ -31,6 +38,10 @@ struct TaskItem {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     completed_at: Option<String>,
     version: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    search_title: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    search_tags: Option<String>,
 }
 
 /// Converts a task into a row of `pk`'s partition.
@@ -52,8 +63,15 @@ pub fn task_to_item(pk: String, task: &Task) -> Result<Item, StoreError> {
             .as_ref()
             .map(taskpilot_domain::timestamp::format),
         version: task.version,
+        search_title: Some(search::fold(&task.title)),
+        search_tags: search_tags(&task.tags),
     };
     serde_dynamo::to_item(row).map_err(|e| StoreError::Internal(format!("task encoding: {e}")))
+}
+
+/// The stored [`SEARCH_TAGS`] of these tags: `None` (no attribute) for none.
+pub fn search_tags(tags: &[String]) -> Option<String> {
+    (!tags.is_empty()).then(|| search::fold_tags(tags))
 }
 
 /// Reads a task row.
@@ -141,5 +159,36 @@ mod tests {
         assert!(!item.contains_key("description"));
         assert_eq!(item["priority"], AttributeValue::S("high".into()));
         assert_eq!(task_from_item(item).unwrap(), task);
+    }
+
+    #[test]
+    fn task_rows_carry_their_folded_search_text() {
+        let now = taskpilot_domain::timestamp::now();
+        let mut task = Task {
+            id: TaskId::generate(),
+            title: "Buy ΟΔΟΣ Milk".into(),
+            description: Some("Not Searched".into()),
+            completed: false,
+            priority: Priority::Low,
+            due_date: None,
+            tags: vec!["Home".into(), "ERRANDS".into()],
+            created_at: now,
+            updated_at: now,
+            completed_at: None,
+            version: 1,
+        };
+        let item = task_to_item("USER#u".into(), &task).unwrap();
+        assert_eq!(
+            item[SEARCH_TITLE],
+            AttributeValue::S("buy οδοσ milk".into())
+        );
+        assert_eq!(item[SEARCH_TAGS], AttributeValue::S("home\nerrands".into()));
+        task.tags.clear();
+        let item = task_to_item("USER#u".into(), &task).unwrap();
+        assert!(!item.contains_key(SEARCH_TAGS), "no tags, no attribute");
+        // A row without search text (written before search existed) still reads.
+        let mut legacy = item.clone();
+        legacy.remove(SEARCH_TITLE);
+        assert_eq!(task_from_item(legacy).unwrap(), task);
     }
 }

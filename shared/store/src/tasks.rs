@@ -14,12 +14,15 @@ use chrono::{DateTime, Utc};
 use tracing::instrument;
 
 use taskpilot_domain::{
-    IdempotencyClaim, InsertOutcome, ListPage, ListQuery, StoreError, Task, TaskChange, TaskId,
-    TaskRepository, UpdateOutcome, UserId, WriteGuard,
+    IdempotencyClaim, InsertOutcome, ListPage, ListQuery, SearchText, StoreError, Task, TaskChange,
+    TaskId, TaskRepository, UpdateOutcome, UserId, WriteGuard, search,
 };
 
 use crate::error::classify;
-use crate::item::{idempotency_from_item, idempotency_to_item, task_from_item, task_to_item};
+use crate::item::{
+    SEARCH_TAGS, SEARCH_TITLE, idempotency_from_item, idempotency_to_item, search_tags,
+    task_from_item, task_to_item,
+};
 use crate::keys::{self, PK, SK, TTL};
 
 type Item = HashMap<String, AttributeValue>;
@@ -152,6 +155,25 @@ where
     }
 }
 
+/// The condition of a text search: the folded query in the folded title or
+/// tags. Rows written before search existed lack those attributes (a later
+/// change of the title or the tags adds one of them): for them the raw title
+/// must contain the query as typed or folded, or a tag must equal it, so they
+/// match when the case agrees. Folding is per character and idempotent, so it
+/// keeps substrings: on a row with both folded attributes the raw terms add
+/// nothing.
+fn search_condition(expr: &mut Expr, search: &SearchText) -> String {
+    let folded = expr.value("q", s(search.folded()));
+    let typed = expr.value("q_typed", s(search.typed()));
+    let (search_title, search_tags) = (expr.name(SEARCH_TITLE), expr.name(SEARCH_TAGS));
+    let (title, tags) = (expr.name("title"), expr.name("tags"));
+    format!(
+        "(contains({search_title}, {folded}) OR contains({search_tags}, {folded}) \
+         OR contains({title}, {folded}) OR contains({title}, {typed}) \
+         OR contains({tags}, {folded}) OR contains({tags}, {typed}))"
+    )
+}
+
 /// The update expression for a change: SET and REMOVE clauses.
 fn update_expression(
     expr: &mut Expr,
@@ -165,6 +187,11 @@ fn update_expression(
             "{} = {}",
             expr.name("title"),
             expr.value("title", s(title.as_str()))
+        ));
+        set.push(format!(
+            "{} = {}",
+            expr.name(SEARCH_TITLE),
+            expr.value(SEARCH_TITLE, s(search::fold(title)))
         ));
     }
     match &change.description {
@@ -201,6 +228,14 @@ fn update_expression(
             expr.name("tags"),
             expr.value("tags", value)
         ));
+        match search_tags(tags) {
+            Some(folded) => set.push(format!(
+                "{} = {}",
+                expr.name(SEARCH_TAGS),
+                expr.value(SEARCH_TAGS, s(folded))
+            )),
+            None => remove.push(expr.name(SEARCH_TAGS)),
+        }
     }
     let now_value = s(taskpilot_domain::timestamp::format(&now));
     if let Some(completed) = change.completed {
@@ -439,6 +474,9 @@ impl TaskRepository for DynamoStore {
                 expr.name("due_date"),
                 expr.value("due_before", s(day.format("%Y-%m-%d").to_string()))
             ));
+        }
+        if let Some(search) = &query.search {
+            filters.push(search_condition(&mut expr, search));
         }
         let limit = query.limit.min(1_000) as i32;
         // One extra row tells whether another page exists without a second request.

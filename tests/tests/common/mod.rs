@@ -16,6 +16,20 @@ pub fn check_contract(method: &str, path: &str, status: u16, raw: &[u8]) {
     }
 }
 
+/// `text` percent-encoded for a query string: every byte but ASCII letters
+/// and digits as `%XX`, so spaces, `+`, `&`, `#` and `%` arrive as text.
+pub fn query_value(text: &str) -> String {
+    text.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() {
+                char::from(b).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
 /// A stack plus an HTTP client.
 pub struct Api {
     pub stack: LocalStack,
