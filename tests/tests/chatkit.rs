@@ -1029,6 +1029,11 @@ async fn the_local_stub_model_walks_every_assistant_path() {
         .await
         .body;
     assert_eq!(milk_now["completed"], true);
+    // Another user cannot answer it: the thread is not theirs.
+    let pick = json!({"type": "threads.add_structured_input", "params": {"thread_id": thread,
+                      "item_id": question["id"], "input": {"answers": {"task": {"values": ["buy oat milk"]}}}}});
+    let bobs = call_with(&api, "bob", pick, &[]).await;
+    assert_eq!(bobs.status, 404, "{}", bobs.text);
     // The same question cannot be answered twice.
     let again = call_with(
         &api,

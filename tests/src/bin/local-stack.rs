@@ -9,8 +9,8 @@ use taskpilot_testkit::dynamodb_local::DynamoDbLocal;
 use taskpilot_testkit::moto::Moto;
 use taskpilot_testkit::stack::{LocalStack, StackOptions};
 
-const USAGE: &str =
-    "usage: local-stack [--port N] [--release] [--gateway-authorizer] [--stub-openai]";
+const USAGE: &str = "usage: local-stack [--port N] [--release] [--gateway-authorizer] [--stub-openai]\n\
+     (--stub-openai: the local stub model even when OPENAI_API_KEY is set; without a key it is the default)";
 
 #[tokio::main]
 async fn main() -> taskpilot_testkit::Result<()> {
@@ -43,17 +43,17 @@ async fn main() -> taskpilot_testkit::Result<()> {
     opts.dynamodb_endpoint = Some(dynamodb.endpoint.clone());
     opts.moto_endpoint = Some(moto.endpoint.clone());
     // The secret holds OPENAI_API_KEY when given (and then the real OpenAI, or
-    // OPENAI_BASE_URL, is used); otherwise a placeholder and the local stub.
+    // OPENAI_BASE_URL, is used); without one, or with --stub-openai, the local
+    // stub model answers, so chat works on a fresh machine.
     let real_key = std::env::var("OPENAI_API_KEY")
         .ok()
-        .filter(|k| !k.trim().is_empty());
-    opts.openai_secret = Some(real_key.clone().unwrap_or_else(|| {
-        if stub {
-            taskpilot_testkit::stack::STUB_OPENAI_KEY.to_owned()
-        } else {
-            taskpilot_secrets::PLACEHOLDER_KEY.to_owned()
-        }
-    }));
+        .filter(|k| !k.trim().is_empty())
+        .filter(|_| !stub);
+    opts.openai_secret = Some(
+        real_key
+            .clone()
+            .unwrap_or_else(|| taskpilot_testkit::stack::STUB_OPENAI_KEY.to_owned()),
+    );
     if real_key.is_some() {
         opts.openai_base_url = Some(
             std::env::var("OPENAI_BASE_URL").unwrap_or_else(|_| "https://api.openai.com/v1".into()),
@@ -67,10 +67,10 @@ async fn main() -> taskpilot_testkit::Result<()> {
     let token = stack.token("dev-user");
     let key_note = if real_key.is_some() {
         "from OPENAI_API_KEY (seeded into the emulated Secrets Manager)"
-    } else if stub {
-        "the local stub model (--stub-openai): try \"add buy milk\", \"what's left?\""
     } else {
-        "placeholder (set OPENAI_API_KEY before starting to use a real key); health reports chatkit_ready=false"
+        "none: the local stub model answers (set OPENAI_API_KEY before starting for the real model); \
+         try \"what day is it?\", \"add buy milk tomorrow\", \"complete milk\", \"what's left?\" \
+         (the README's chat walkthrough shows each)"
     };
     let url = &stack.url;
     println!(
