@@ -343,3 +343,39 @@ fn an_error_answer_must_be_our_envelope() {
         "not an error envelope",
     );
 }
+
+#[test]
+fn the_assistants_newer_events_and_items_are_known_to_the_contract() {
+    check_event(
+        &json!({"type": "progress_update", "icon": "lucide:trash-2", "text": "Deleting “x”…"}),
+    )
+    .unwrap();
+    check_event(&json!({"type": "client_effect", "name": "tasks.changed",
+                        "data": {"created": [], "updated": ["01KB"], "deleted": []}}))
+    .unwrap();
+    let question = json!({"id": "sti_1", "thread_id": "thr_1", "created_at": "2026-12-02T10:00:00Z",
+        "type": "structured_input", "status": "answered", "inputs": [{"type": "multiple_choice",
+        "id": "task", "question": "Which?", "options": [{"value": "A"}, {"value": "B"}],
+        "multiple": false, "answer": {"values": ["A"], "skipped": false}}]});
+    check_event(&json!({"type": "thread.item.replaced", "item": question})).unwrap();
+    check_request(
+        &json!({"type": "threads.add_structured_input", "params": {"thread_id": "thr_1",
+        "item_id": "sti_1", "input": {"status": "skipped", "answers": {}}}}),
+    )
+    .unwrap();
+    // And it still refuses what the SDK refuses.
+    fails(
+        check_event(&json!({"type": "progress_update", "icon": "trash", "text": "x"})),
+        "icon",
+    );
+    fails(
+        check_event(&json!({"type": "client_effect", "name": "tasks.changed", "data": [1]})),
+        "data",
+    );
+    let mut bad = question.clone();
+    bad["status"] = json!("done");
+    fails(
+        check_event(&json!({"type": "thread.item.done", "item": bad})),
+        "status",
+    );
+}
