@@ -1870,3 +1870,168 @@ async fn a_mentioned_task_reaches_the_model_with_its_current_fields() {
     // The message itself still reads as text, tags included.
     assert!(format!("{input:?}").contains("what about @Buy milk @Old plan @guess @Someone"));
 }
+
+// What the user does to a thread while it streams.
+
+/// What a meddling client does to the thread.
+type Act<'a> = fn(
+    &'a InMemoryChat,
+    String,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + 'a>>;
+
+/// A client that, at the first event of type `at`, does `act` to the thread
+/// (as another request of the same user would), then keeps reading.
+struct Meddling<'a> {
+    store: &'a InMemoryChat,
+    at: &'static str,
+    act: Act<'a>,
+    thread: Option<String>,
+    done: bool,
+    events: Vec<Value>,
+}
+
+impl<'a> Meddling<'a> {
+    fn new(store: &'a InMemoryChat, at: &'static str, act: Act<'a>) -> Self {
+        Self {
+            store,
+            at,
+            act,
+            thread: None,
+            done: false,
+            events: Vec::new(),
+        }
+    }
+}
+
+impl taskpilot_chatkit::sink::EventSink for Meddling<'_> {
+    async fn send(
+        &mut self,
+        event: taskpilot_chatkit::types::StreamEvent,
+    ) -> Result<(), taskpilot_chatkit::sink::Disconnected> {
+        let json = serde_json::to_value(&event).unwrap();
+        chatkit_contract::check_event(&json).unwrap();
+        if let Some(id) = json["thread"]["id"]
+            .as_str()
+            .or(json["item"]["thread_id"].as_str())
+        {
+            self.thread.get_or_insert(id.to_owned());
+        }
+        if json["type"] == self.at && !self.done {
+            self.done = true;
+            (self.act)(self.store, self.thread.clone().unwrap()).await;
+        }
+        self.events.push(json);
+        Ok(())
+    }
+}
+
+fn delete_it(
+    store: &InMemoryChat,
+    thread: String,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + '_>> {
+    use taskpilot_chatkit::store::ChatStore;
+    Box::pin(async move {
+        assert!(store.delete_thread(&user("alice"), &thread).await.unwrap());
+    })
+}
+
+fn rename_it(
+    store: &InMemoryChat,
+    thread: String,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + '_>> {
+    use taskpilot_chatkit::store::ChatStore;
+    Box::pin(async move {
+        let mut t = store.stored_thread(&user("alice"), &thread).unwrap();
+        t.title = Some("Mine".into());
+        assert!(
+            store
+                .update_thread(&user("alice"), &t, false)
+                .await
+                .unwrap()
+        );
+    })
+}
+
+impl Chat {
+    /// A streamed request read by `sink`.
+    async fn stream_to<K: taskpilot_chatkit::sink::EventSink>(&self, body: Value, sink: &mut K) {
+        let request = Request::parse(body.to_string().as_bytes()).unwrap();
+        let prepared = self.engine.prepare(&user("alice"), request).await.unwrap();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        self.engine
+            .run(&self.caller("alice"), prepared, sink, deadline)
+            .await;
+    }
+}
+
+fn types_of(events: &[Value]) -> Vec<&str> {
+    events.iter().map(|e| e["type"].as_str().unwrap()).collect()
+}
+
+#[tokio::test]
+async fn a_thread_deleted_during_its_first_answer_stays_deleted() {
+    let chat = Chat::new();
+    chat.model
+        .push(Round::calls(&[("create_task", r#"{"title":"Bread"}"#)]));
+    chat.model.push(Round::text("Added bread for you."));
+    let mut sink = Meddling::new(chat.store(), "thread.item.updated", delete_it);
+    chat.stream_to(
+        json!({"type": "threads.create", "params": {"input": message("add bread")}}),
+        &mut sink,
+    )
+    .await;
+    let thread = sink.thread.clone().unwrap();
+    assert_eq!(chat.store().stored_thread(&user("alice"), &thread), None);
+    assert!(
+        chat.items("alice", &thread).is_empty(),
+        "{:?}",
+        chat.items("alice", &thread)
+    );
+    let listed = chat
+        .json("alice", json!({"type": "threads.list", "params": {}}))
+        .await
+        .unwrap();
+    assert_eq!(listed["data"], json!([]));
+    // The stream just ended: no error, no title for a thread that is gone.
+    let types = types_of(&sink.events);
+    assert!(!types.contains(&"error"), "{types:?}");
+    assert!(!types.contains(&"thread.updated"), "{types:?}");
+}
+
+#[tokio::test]
+async fn a_thread_deleted_during_a_later_turn_leaves_nothing_behind() {
+    let chat = Chat::new();
+    let thread = chat.thread("alice", "Hi.").await;
+    chat.model
+        .push(Round::text("A long answer, word after word."));
+    let mut sink = Meddling::new(chat.store(), "thread.item.updated", delete_it);
+    chat.stream_to(
+        json!({"type": "threads.add_user_message", "params": {"thread_id": thread, "input": message("more")}}),
+        &mut sink,
+    )
+    .await;
+    assert_eq!(chat.store().stored_thread(&user("alice"), &thread), None);
+    assert!(
+        chat.items("alice", &thread).is_empty(),
+        "{:?}",
+        chat.items("alice", &thread)
+    );
+}
+
+#[tokio::test]
+async fn a_rename_during_the_first_answer_stands() {
+    let chat = Chat::new();
+    chat.model.push(Round::text("Hello there, how can I help?"));
+    let mut sink = Meddling::new(chat.store(), "thread.item.updated", rename_it);
+    chat.stream_to(
+        json!({"type": "threads.create", "params": {"input": message("plan my week")}}),
+        &mut sink,
+    )
+    .await;
+    let thread = sink.thread.clone().unwrap();
+    let stored = chat.store().stored_thread(&user("alice"), &thread).unwrap();
+    assert_eq!(stored.title.as_deref(), Some("Mine"));
+    assert!(!types_of(&sink.events).contains(&"thread.updated"));
+    // The answer itself was kept.
+    assert_eq!(chat.items("alice", &thread).len(), 2);
+}

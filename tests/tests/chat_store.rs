@@ -310,3 +310,118 @@ async fn ratings_replace_each_other_stay_out_of_item_reads_and_go_with_the_threa
     assert!(rows("FEEDBACK#").await.is_empty());
     assert!(rows("ITEM#").await.is_empty());
 }
+
+#[tokio::test]
+async fn pages_read_past_dynamodbs_one_megabyte_stop() {
+    let store = store().await;
+    let alice = UserId::new("alice").unwrap();
+    let t = thread();
+    store.save_thread(&alice, &t).await.unwrap();
+    // 40 items of 60 KB: a Query stops after about 16 of them.
+    let items: Vec<ThreadItem> = (0..40)
+        .map(|i| message(&t.id, &format!("{i:02}{}", "x".repeat(60_000))))
+        .collect();
+    for item in &items {
+        assert!(store.save_item(&alice, item).await.unwrap());
+    }
+    let all = store
+        .list_items(&alice, &t.id, &paging(100, Order::Asc, None))
+        .await
+        .unwrap();
+    assert_eq!(all.data.len(), 40);
+    assert!(!all.has_more);
+    let first = store
+        .list_items(&alice, &t.id, &paging(30, Order::Desc, None))
+        .await
+        .unwrap();
+    assert_eq!((first.data.len(), first.has_more), (30, true));
+    let rest = store
+        .list_items(&alice, &t.id, &paging(30, Order::Desc, first.after.clone()))
+        .await
+        .unwrap();
+    assert_eq!((rest.data.len(), rest.has_more), (10, false));
+    let ids: Vec<&str> = first
+        .data
+        .iter()
+        .chain(&rest.data)
+        .map(|i| i.id.as_str())
+        .collect();
+    let mut expected: Vec<&str> = items.iter().map(|i| i.id.as_str()).collect();
+    expected.reverse();
+    assert_eq!(ids, expected);
+}
+
+#[tokio::test]
+async fn nothing_is_written_into_a_thread_that_is_gone_or_going() {
+    use aws_sdk_dynamodb::types::AttributeValue;
+    let (store, client, table) = store_and_table().await;
+    let alice = UserId::new("alice").unwrap();
+    let t = thread();
+    store.save_thread(&alice, &t).await.unwrap();
+    assert!(
+        store
+            .save_item(&alice, &message(&t.id, "one"))
+            .await
+            .unwrap()
+    );
+    // An automatic title only lands on an untitled thread; a rename always.
+    let mut titled = t.clone();
+    titled.title = Some("Auto".into());
+    assert!(store.update_thread(&alice, &titled, true).await.unwrap());
+    titled.title = Some("Again".into());
+    assert!(!store.update_thread(&alice, &titled, true).await.unwrap());
+    titled.title = Some("Mine".into());
+    assert!(store.update_thread(&alice, &titled, false).await.unwrap());
+    let recent = store.load_recent(&alice, &t.id, 40).await.unwrap().unwrap();
+    assert_eq!(
+        recent.thread.title.as_deref(),
+        Some("Mine"),
+        "the head follows"
+    );
+
+    // A deletion that stopped after its first step (the mark): the thread is
+    // already gone for reads and writes, and a second delete finishes it.
+    client
+        .update_item()
+        .table_name(&table)
+        .key("pk", AttributeValue::S("USER#alice".into()))
+        .key("sk", AttributeValue::S(format!("THREAD#{}", t.id)))
+        .update_expression("SET deleting = :y")
+        .expression_attribute_values(":y", AttributeValue::Bool(true))
+        .send()
+        .await
+        .unwrap();
+    assert!(store.load_thread(&alice, &t.id).await.unwrap().is_none());
+    let listed = store
+        .list_threads(&alice, &Paging::default())
+        .await
+        .unwrap();
+    assert!(listed.data.is_empty());
+    assert!(
+        !store
+            .save_item(&alice, &message(&t.id, "late"))
+            .await
+            .unwrap()
+    );
+    assert!(!store.update_thread(&alice, &titled, false).await.unwrap());
+    assert!(store.delete_thread(&alice, &t.id).await.unwrap());
+    let left = client
+        .query()
+        .table_name(&table)
+        .key_condition_expression("pk = :pk")
+        .expression_attribute_values(":pk", AttributeValue::S("USER#alice".into()))
+        .send()
+        .await
+        .unwrap()
+        .items
+        .unwrap_or_default();
+    assert!(left.is_empty(), "{left:?}");
+    // Gone for good: nothing can be written into it, nothing deleted twice.
+    assert!(
+        !store
+            .save_item(&alice, &message(&t.id, "later"))
+            .await
+            .unwrap()
+    );
+    assert!(!store.delete_thread(&alice, &t.id).await.unwrap());
+}

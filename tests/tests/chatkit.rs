@@ -713,6 +713,46 @@ async fn every_request_type_answers_and_bad_envelopes_are_400() {
             );
         }
     }
+    // Oversized input is a 400 naming the field, never a 500 or a 1 MB model request:
+    // a cursor DynamoDB would refuse as a start key, a huge quote, tag or tag data.
+    let long = |n: usize| "x".repeat(n);
+    let tagged = |id: String, data: Value| {
+        json!({"type": "threads.create", "params": {"input": {"content": [
+            {"type": "input_text", "text": "see"},
+            {"type": "input_tag", "id": id, "text": "@a", "data": data}],
+            "attachments": [], "inference_options": {}}}})
+    };
+    for (envelope, field) in [
+        (
+            json!({"type": "items.list", "params": {"thread_id": "thr_1", "after": long(2_000)}}),
+            "params.after",
+        ),
+        (
+            json!({"type": "threads.list", "params": {"after": long(1_100)}}),
+            "params.after",
+        ),
+        (
+            json!({"type": "threads.create", "params": {"input": {"content": [{"type": "input_text", "text": "hi"}],
+                   "attachments": [], "inference_options": {}, "quoted_text": long(60_000)}}}),
+            "params.input.quoted_text",
+        ),
+        (tagged(long(30_000), json!({})), "params.input.content"),
+        (
+            tagged("t1".into(), json!({"blob": long(30_000)})),
+            "params.input.content",
+        ),
+    ] {
+        let kind = envelope["type"].as_str().unwrap().to_owned();
+        let answer = call(&api, &api.token("alice"), envelope).await;
+        assert_eq!(answer.status, 400, "{kind}: {}", answer.text);
+        assert_eq!(
+            answer.json()["error"]["details"]["parameter"],
+            field,
+            "{}",
+            answer.text
+        );
+    }
+    assert!(stub(&api).requests_to("/v1/responses").is_empty());
     let token = api.token("alice");
     let malformed = json!({"type": "input.transcribe", "params": {}});
     let not_supported = post(&api, &token, malformed.to_string()).await;

@@ -45,6 +45,15 @@ pub enum ModelInput {
 }
 
 impl ModelInput {
+    /// Roughly what it weighs in a request: its text in bytes.
+    pub fn bytes(&self) -> usize {
+        match self {
+            Self::Message { text, .. } => text.len(),
+            Self::FunctionCall(call) => call.name.len() + call.arguments.len(),
+            Self::FunctionOutput { output, .. } => output.len(),
+        }
+    }
+
     /// A message from the user's side.
     pub fn user(text: impl Into<String>) -> Self {
         Self::Message {

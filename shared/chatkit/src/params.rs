@@ -50,8 +50,20 @@ struct RawPaging {
     limit: Option<i64>,
     #[serde(default)]
     order: Option<Order>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "cursor")]
     after: Option<String>,
+}
+
+/// A cursor is the id of an element of a previous page: anything else could
+/// never match, and a long one would be refused by DynamoDB as a start key.
+fn cursor<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    let after = Option::<String>::deserialize(d)?;
+    match after {
+        Some(id) if !crate::ids::plausible(&id) => Err(serde::de::Error::custom(
+            "must be the id of an element of a previous page",
+        )),
+        other => Ok(other),
+    }
 }
 
 impl TryFrom<RawPaging> for Paging {
@@ -88,7 +100,7 @@ struct RawItemsQuery {
     limit: Option<i64>,
     #[serde(default)]
     order: Option<Order>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "cursor")]
     after: Option<String>,
 }
 

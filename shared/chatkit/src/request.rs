@@ -9,6 +9,7 @@ use serde_json::Value;
 use taskpilot_domain::DomainError;
 
 use crate::structured::Submission;
+use crate::types::UserContent;
 use taskpilot_domain::input::validate_title;
 
 pub use crate::params::{
@@ -16,8 +17,18 @@ pub use crate::params::{
     UserMessageInput, content_text,
 };
 
-/// Longest text a user message may carry, in characters.
+/// Longest text a user message may carry (its text and tags), in characters.
 pub const MAX_MESSAGE_CHARS: usize = 8_000;
+/// Longest quoted text, in characters.
+pub const MAX_QUOTE_CHARS: usize = 8_000;
+/// Most content parts in one message.
+pub const MAX_PARTS: usize = 50;
+/// Longest tag id, in characters.
+pub const MAX_TAG_ID_CHARS: usize = 128;
+/// Longest tag text (or group), in characters.
+pub const MAX_TAG_TEXT_CHARS: usize = 200;
+/// Largest tag `data`, as JSON bytes.
+pub const MAX_TAG_DATA_BYTES: usize = 2_048;
 /// Most items one `items.feedback` may rate.
 pub const MAX_FEEDBACK_ITEMS: usize = 50;
 
@@ -292,6 +303,49 @@ fn checked(input: UserMessageInput) -> Result<UserMessageInput, RequestError> {
             format!("the message is longer than {MAX_MESSAGE_CHARS} characters"),
         ));
     }
+    if input.content.len() > MAX_PARTS {
+        return Err(invalid(
+            "input.content",
+            format!("a message has at most {MAX_PARTS} parts"),
+        ));
+    }
+    for part in &input.content {
+        if let UserContent::InputTag {
+            id,
+            text,
+            data,
+            group,
+            ..
+        } = part
+        {
+            let data_bytes = serde_json::to_string(data).map_or(usize::MAX, |d| d.len());
+            if id.chars().count() > MAX_TAG_ID_CHARS
+                || text.chars().count() > MAX_TAG_TEXT_CHARS
+                || group
+                    .as_ref()
+                    .is_some_and(|g| g.chars().count() > MAX_TAG_TEXT_CHARS)
+                || data_bytes > MAX_TAG_DATA_BYTES
+            {
+                return Err(invalid(
+                    "input.content",
+                    format!(
+                        "a tag's id is at most {MAX_TAG_ID_CHARS} characters, its text and group \
+                         {MAX_TAG_TEXT_CHARS}, its data {MAX_TAG_DATA_BYTES} bytes of JSON"
+                    ),
+                ));
+            }
+        }
+    }
+    if input
+        .quoted_text
+        .as_ref()
+        .is_some_and(|q| q.chars().count() > MAX_QUOTE_CHARS)
+    {
+        return Err(invalid(
+            "input.quoted_text",
+            format!("the quoted text is longer than {MAX_QUOTE_CHARS} characters"),
+        ));
+    }
     Ok(input)
 }
 
@@ -465,6 +519,71 @@ mod tests {
                 json!({"type":"threads.create","params":{"input":{"content":[{"type":"input_text","text":long}]}}})
             ),
             "input.content"
+        );
+    }
+
+    #[test]
+    fn every_user_controlled_field_is_bounded() {
+        let message = |content: Value, quoted: Option<String>| {
+            json!({"type":"threads.create","params":{"input":{"content":content,
+                   "attachments":[],"quoted_text":quoted}}})
+        };
+        let text = json!([{"type":"input_text","text":"hi"}]);
+        let tag = |id: &str, text: &str, data: Value| {
+            json!([{"type":"input_text","text":"see"},
+                   {"type":"input_tag","id":id,"text":text,"data":data}])
+        };
+        let long = |n: usize| "x".repeat(n);
+        for (body, field) in [
+            (
+                message(text.clone(), Some(long(MAX_QUOTE_CHARS + 1))),
+                "input.quoted_text",
+            ),
+            (
+                message(tag(&long(MAX_TAG_ID_CHARS + 1), "@a", json!({})), None),
+                "input.content",
+            ),
+            (
+                message(tag("t1", &long(MAX_TAG_TEXT_CHARS + 1), json!({})), None),
+                "input.content",
+            ),
+            (
+                message(
+                    tag("t1", "@a", json!({"blob": long(MAX_TAG_DATA_BYTES)})),
+                    None,
+                ),
+                "input.content",
+            ),
+            (
+                message(
+                    json!(vec![json!({"type":"input_text","text":"a"}); MAX_PARTS + 1]),
+                    None,
+                ),
+                "input.content",
+            ),
+            (
+                json!({"type":"threads.list","params":{"after": long(65)}}),
+                "after",
+            ),
+            (
+                json!({"type":"items.list","params":{"thread_id":"thr_1","after":"thr_1#x"}}),
+                "after",
+            ),
+        ] {
+            assert_eq!(field_of(body.clone()), field, "{body}");
+        }
+        // At the limits, all is well.
+        assert!(req(message(text, Some(long(MAX_QUOTE_CHARS)))).is_ok());
+        assert!(
+            req(message(
+                tag(&long(MAX_TAG_ID_CHARS), "@a", json!({"task_id": "01KB"})),
+                None
+            ))
+            .is_ok()
+        );
+        assert!(
+            req(json!({"type":"threads.list","params":{"after":"thr_01kb0000000000000000000000"}}))
+                .is_ok()
         );
     }
 

@@ -68,19 +68,32 @@ pub trait ChatStore: Send + Sync {
         paging: &Paging,
     ) -> impl Future<Output = Result<Page<ThreadMetadata>, StoreError>> + Send;
 
-    /// Deletes a thread and all its items; `false` when there was no such thread.
+    /// Changes a thread's metadata, only while the thread exists and, with
+    /// `untitled_only`, only while it has no title (an automatic title never
+    /// overwrites a rename). `false` when the rule refused the write.
+    fn update_thread(
+        &self,
+        user: &UserId,
+        thread: &ThreadMetadata,
+        untitled_only: bool,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
+    /// Deletes a thread and all its items; `false` when there was no such
+    /// thread. From its first step on, the thread reads as absent and no item
+    /// can be written to it, so nothing of it can come back or remain.
     fn delete_thread(
         &self,
         user: &UserId,
         thread_id: &str,
     ) -> impl Future<Output = Result<bool, StoreError>> + Send;
 
-    /// Inserts or replaces an item.
+    /// Inserts or replaces an item, only while its thread exists: `false`
+    /// (and nothing written) when the thread is gone.
     fn save_item(
         &self,
         user: &UserId,
         item: &ThreadItem,
-    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
 
     /// Reads one item.
     fn load_item(

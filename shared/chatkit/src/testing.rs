@@ -197,8 +197,30 @@ impl ChatStore for InMemoryChat {
             .is_some())
     }
 
-    async fn save_item(&self, user: &UserId, item: &ThreadItem) -> Result<(), StoreError> {
+    async fn update_thread(
+        &self,
+        user: &UserId,
+        thread: &ThreadMetadata,
+        untitled_only: bool,
+    ) -> Result<bool, StoreError> {
+        self.call("update_thread")?;
+        let mut threads = lock(&self.threads);
+        let key = (user.as_str().to_owned(), thread.id.clone());
+        match threads.get(&key) {
+            None => Ok(false),
+            Some(stored) if untitled_only && stored.title.is_some() => Ok(false),
+            Some(_) => {
+                threads.insert(key, thread.clone());
+                Ok(true)
+            }
+        }
+    }
+
+    async fn save_item(&self, user: &UserId, item: &ThreadItem) -> Result<bool, StoreError> {
         self.call("save_item")?;
+        if self.stored_thread(user, &item.thread_id).is_none() {
+            return Ok(false);
+        }
         lock(&self.items).insert(
             (
                 user.as_str().to_owned(),
@@ -207,7 +229,7 @@ impl ChatStore for InMemoryChat {
             ),
             item.clone(),
         );
-        Ok(())
+        Ok(true)
     }
 
     async fn load_item(

@@ -31,6 +31,10 @@ pub enum Interrupted {
     /// Storage failed mid-stream.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The thread was deleted while the run was going on: nothing more of
+    /// it is written.
+    #[error("the thread was deleted")]
+    ThreadGone,
 }
 
 impl From<Disconnected> for Interrupted {
@@ -122,12 +126,12 @@ impl<'a, S: ChatStore, K: EventSink> Turn<'a, S, K> {
             StreamEvent::ItemAdded { item } => self.pending.push(item.clone()),
             StreamEvent::ItemUpdated { item_id, update } => self.apply(item_id, update),
             StreamEvent::ItemDone { item } => {
-                self.store.save_item(&self.caller.user, item).await?;
+                self.save(item).await?;
                 self.pending.retain(|p| p.id != item.id);
                 self.history.push(item.clone());
             }
             StreamEvent::ItemReplaced { item } => {
-                self.store.save_item(&self.caller.user, item).await?;
+                self.save(item).await?;
                 self.pending.retain(|p| p.id != item.id);
                 if let Some(old) = self.history.iter_mut().find(|h| h.id == item.id) {
                     *old = item.clone();
@@ -149,14 +153,33 @@ impl<'a, S: ChatStore, K: EventSink> Turn<'a, S, K> {
         self.save_thread_if_changed().await
     }
 
-    /// Saves and announces the thread when it changed since it was last saved.
+    /// Saves an item while the thread exists.
+    async fn save(&mut self, item: &ThreadItem) -> Result<(), Interrupted> {
+        if self.store.save_item(&self.caller.user, item).await? {
+            Ok(())
+        } else {
+            Err(Interrupted::ThreadGone)
+        }
+    }
+
+    /// Saves and announces the thread when it changed since it was last
+    /// saved. A title is only given to a thread that still has none: when the
+    /// user renamed it meanwhile (or deleted it), the rename stands and
+    /// nothing is announced.
     pub(crate) async fn save_thread_if_changed(&mut self) -> Result<(), Interrupted> {
         if self.thread == self.saved_thread {
             return Ok(());
         }
-        self.store
-            .save_thread(&self.caller.user, &self.thread)
+        let untitled_only = self.saved_thread.title.is_none();
+        let saved = self
+            .store
+            .update_thread(&self.caller.user, &self.thread, untitled_only)
             .await?;
+        if !saved {
+            tracing::info!("the thread was renamed or deleted meanwhile; its title stands");
+            self.thread = self.saved_thread.clone();
+            return Ok(());
+        }
         self.saved_thread = self.thread.clone();
         self.send(StreamEvent::ThreadUpdated {
             thread: Thread::view(&self.thread, Page::empty()),
@@ -229,7 +252,11 @@ impl<'a, S: ChatStore, K: EventSink> Turn<'a, S, K> {
         if self.thread != self.saved_thread
             && let Err(e) = self
                 .store
-                .save_thread(&self.caller.user, &self.thread)
+                .update_thread(
+                    &self.caller.user,
+                    &self.thread,
+                    self.saved_thread.title.is_none(),
+                )
                 .await
         {
             tracing::error!(error = %e, "could not save the thread");

@@ -8,9 +8,11 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
+use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::operation::query::builders::QueryFluentBuilder;
+use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::types::{
-    AttributeValue, DeleteRequest, Put, PutRequest, TransactWriteItem, WriteRequest,
+    AttributeValue, ConditionCheck, DeleteRequest, Put, PutRequest, TransactWriteItem, WriteRequest,
 };
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -29,6 +31,12 @@ type Item = HashMap<String, AttributeValue>;
 
 /// Most deletes in one BatchWriteItem.
 const BATCH: usize = 25;
+/// Set on a thread's listed record while it is being deleted.
+const DELETING: &str = "deleting";
+/// A thread's title, beside its JSON.
+const TITLE: &str = "title";
+/// The condition of every write into a thread: it exists and is not being deleted.
+const LIVE_THREAD: &str = "attribute_exists(#pk) AND attribute_not_exists(#deleting)";
 
 fn record<T: Serialize>(pk: String, sk: String, value: &T) -> Result<Item, StoreError> {
     let json = serde_json::to_string(value)
@@ -36,6 +44,23 @@ fn record<T: Serialize>(pk: String, sk: String, value: &T) -> Result<Item, Store
     let mut item = keys::key(pk, sk);
     item.insert("data".into(), AttributeValue::S(json));
     Ok(item)
+}
+
+/// A thread's record: its JSON, and its title as an attribute of its own so
+/// a write can be conditioned on it.
+fn thread_record(pk: String, sk: String, thread: &ThreadMetadata) -> Result<Item, StoreError> {
+    let mut row = record(pk, sk, thread)?;
+    if let Some(title) = &thread.title {
+        row.insert(TITLE.into(), AttributeValue::S(title.clone()));
+    }
+    Ok(row)
+}
+
+/// Whether a write was refused by its condition.
+fn is_condition_failure<E: ProvideErrorMetadata, R>(err: &SdkError<E, R>) -> bool {
+    err.as_service_error()
+        .and_then(ProvideErrorMetadata::code)
+        .is_some_and(|code| code == "ConditionalCheckFailedException")
 }
 
 fn from_record<T: DeserializeOwned>(item: &Item) -> Result<T, StoreError> {
@@ -62,7 +87,9 @@ impl DynamoStore {
     }
 
     /// One ordered page of `query` (on `pk`): `limit + 1` rows tell whether
-    /// more follow; `sk_of` turns the `after` id into its sort key.
+    /// more follow; `sk_of` turns the `after` id into its sort key. DynamoDB
+    /// stops a Query at 1 MB (and a filter can drop rows), so the page keeps
+    /// reading from `LastEvaluatedKey` until it has its rows or the end.
     async fn page<T: DeserializeOwned>(
         &self,
         pk: String,
@@ -71,24 +98,30 @@ impl DynamoStore {
         id_of: impl Fn(&T) -> String,
         sk_of: impl Fn(&str) -> String,
     ) -> Result<Page<T>, StoreError> {
-        let start = paging
+        let mut start = paging
             .after
             .as_ref()
             .map(|after| keys::key(pk.clone(), sk_of(after)));
-        let out = query
-            .scan_index_forward(paging.order == Order::Asc)
-            .consistent_read(true)
-            .limit(paging.limit as i32 + 1)
-            .set_exclusive_start_key(start)
-            .send()
-            .await
-            .map_err(classify)?;
-        let mut data = out
-            .items
-            .unwrap_or_default()
-            .iter()
-            .map(from_record)
-            .collect::<Result<Vec<T>, _>>()?;
+        let mut data: Vec<T> = Vec::new();
+        loop {
+            let wanted = paging.limit + 1 - data.len();
+            let out = query
+                .clone()
+                .scan_index_forward(paging.order == Order::Asc)
+                .consistent_read(true)
+                .limit(i32::try_from(wanted).unwrap_or(i32::MAX))
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .map_err(classify)?;
+            for row in out.items.unwrap_or_default() {
+                data.push(from_record(&row)?);
+            }
+            match out.last_evaluated_key {
+                Some(key) if data.len() <= paging.limit => start = Some(key),
+                _ => break,
+            }
+        }
         let has_more = data.len() > paging.limit;
         data.truncate(paging.limit);
         let after = if has_more {
@@ -101,17 +134,6 @@ impl DynamoStore {
             has_more,
             after,
         })
-    }
-
-    async fn put_record(&self, item: Item) -> Result<(), StoreError> {
-        self.client
-            .put_item()
-            .table_name(&self.table)
-            .set_item(Some(item))
-            .send()
-            .await
-            .map_err(classify)?;
-        Ok(())
     }
 
     async fn get_record<T: DeserializeOwned>(
@@ -129,6 +151,29 @@ impl DynamoStore {
             .await
             .map_err(classify)?;
         out.item.as_ref().map(from_record).transpose()
+    }
+
+    /// A transaction whose conditions may refuse it: `Ok(false)` when one did.
+    async fn transact_if(&self, writes: Vec<TransactWriteItem>) -> Result<bool, StoreError> {
+        let result = self
+            .client
+            .transact_write_items()
+            .set_transact_items(Some(writes))
+            .send()
+            .await;
+        let err = match result {
+            Ok(_) => return Ok(true),
+            Err(err) => err,
+        };
+        if let Some(TransactWriteItemsError::TransactionCanceledException(c)) =
+            err.as_service_error()
+            && c.cancellation_reasons()
+                .iter()
+                .any(|r| r.code() == Some("ConditionalCheckFailed"))
+        {
+            return Ok(false);
+        }
+        Err(classify(err))
     }
 
     /// Deletes keys in batches, retrying what DynamoDB leaves unprocessed.
@@ -205,7 +250,7 @@ impl ChatStore for DynamoStore {
         .map(|sk| {
             let put = Put::builder()
                 .table_name(&self.table)
-                .set_item(Some(record(pk.clone(), sk, thread)?))
+                .set_item(Some(thread_record(pk.clone(), sk, thread)?))
                 .build()
                 .map_err(|e| StoreError::Internal(e.to_string()))?;
             Ok(TransactWriteItem::builder().put(put).build())
@@ -220,13 +265,75 @@ impl ChatStore for DynamoStore {
         Ok(())
     }
 
+    #[instrument(skip_all, fields(thread_id = %thread.id, untitled_only))]
+    async fn update_thread(
+        &self,
+        user: &UserId,
+        thread: &ThreadMetadata,
+        untitled_only: bool,
+    ) -> Result<bool, StoreError> {
+        // The listed record carries the rule; the head follows it atomically
+        // (threads saved before heads existed have none to check).
+        let pk = keys::user_pk(user);
+        let mut condition = LIVE_THREAD.to_owned();
+        if untitled_only {
+            condition.push_str(" AND attribute_not_exists(#title)");
+        }
+        let mut listed = Put::builder()
+            .table_name(&self.table)
+            .set_item(Some(thread_record(
+                pk.clone(),
+                keys::thread_sk(&thread.id),
+                thread,
+            )?))
+            .condition_expression(condition)
+            .expression_attribute_names("#pk", PK)
+            .expression_attribute_names("#deleting", DELETING);
+        if untitled_only {
+            listed = listed.expression_attribute_names("#title", TITLE);
+        }
+        let head = Put::builder()
+            .table_name(&self.table)
+            .set_item(Some(thread_record(
+                pk,
+                keys::thread_head_sk(&thread.id),
+                thread,
+            )?));
+        let writes = [listed, head]
+            .into_iter()
+            .map(|put| {
+                put.build()
+                    .map(|p| TransactWriteItem::builder().put(p).build())
+                    .map_err(|e| StoreError::Internal(e.to_string()))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        self.transact_if(writes).await
+    }
+
     #[instrument(skip_all, fields(thread_id = %thread_id))]
     async fn load_thread(
         &self,
         user: &UserId,
         thread_id: &str,
     ) -> Result<Option<ThreadMetadata>, StoreError> {
-        self.get_record(user, keys::thread_sk(thread_id)).await
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .set_key(Some(keys::key(
+                keys::user_pk(user),
+                keys::thread_sk(thread_id),
+            )))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(classify)?;
+        match out.item {
+            // Being deleted: already gone for everyone.
+            Some(row) if row.contains_key(DELETING) => Ok(None),
+            Some(row) => from_record(&row).map(Some),
+            None => Ok(None),
+        }
     }
 
     #[instrument(skip_all, fields(thread_id = %thread_id))]
@@ -276,9 +383,13 @@ impl ChatStore for DynamoStore {
         paging: &Paging,
     ) -> Result<Page<ThreadMetadata>, StoreError> {
         let pk = keys::user_pk(user);
+        let live = self
+            .prefix_query(pk.clone(), keys::THREAD_PREFIX.to_owned())
+            .filter_expression("attribute_not_exists(#deleting)")
+            .expression_attribute_names("#deleting", DELETING);
         self.page(
-            pk.clone(),
-            self.prefix_query(pk, keys::THREAD_PREFIX.to_owned()),
+            pk,
+            live,
             paging,
             |t: &ThreadMetadata| t.id.clone(),
             keys::thread_sk,
@@ -288,11 +399,28 @@ impl ChatStore for DynamoStore {
 
     #[instrument(skip_all, fields(thread_id = %thread_id))]
     async fn delete_thread(&self, user: &UserId, thread_id: &str) -> Result<bool, StoreError> {
-        if self.load_thread(user, thread_id).await?.is_none() {
-            return Ok(false);
-        }
-        // Items first, the thread last: a retry after a failure finishes the job.
+        // First the mark: from here on the thread reads as absent and no item
+        // can be written to it (item writes check the listed record in the
+        // same transaction). Then its ratings and items, the listed record
+        // last, so a retry after a failure finishes the job.
         let pk = keys::user_pk(user);
+        let marked = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(keys::key(pk.clone(), keys::thread_sk(thread_id))))
+            .update_expression("SET #deleting = :yes")
+            .condition_expression("attribute_exists(#pk)")
+            .expression_attribute_names("#pk", PK)
+            .expression_attribute_names("#deleting", DELETING)
+            .expression_attribute_values(":yes", AttributeValue::Bool(true))
+            .send()
+            .await;
+        match marked {
+            Ok(_) => {}
+            Err(e) if is_condition_failure(&e) => return Ok(false),
+            Err(e) => return Err(classify(e)),
+        }
         for prefix in [
             keys::feedback_prefix(thread_id),
             keys::items_prefix(thread_id),
@@ -319,13 +447,27 @@ impl ChatStore for DynamoStore {
     }
 
     #[instrument(skip_all, fields(item_id = %item.id))]
-    async fn save_item(&self, user: &UserId, item: &ThreadItem) -> Result<(), StoreError> {
-        let row = record(
-            keys::user_pk(user),
-            keys::item_sk(&item.thread_id, &item.id),
-            item,
-        )?;
-        self.put_record(row).await
+    async fn save_item(&self, user: &UserId, item: &ThreadItem) -> Result<bool, StoreError> {
+        let pk = keys::user_pk(user);
+        let row = record(pk.clone(), keys::item_sk(&item.thread_id, &item.id), item)?;
+        let check = ConditionCheck::builder()
+            .table_name(&self.table)
+            .set_key(Some(keys::key(pk, keys::thread_sk(&item.thread_id))))
+            .condition_expression(LIVE_THREAD)
+            .expression_attribute_names("#pk", PK)
+            .expression_attribute_names("#deleting", DELETING)
+            .build()
+            .map_err(|e| StoreError::Internal(e.to_string()))?;
+        let put = Put::builder()
+            .table_name(&self.table)
+            .set_item(Some(row))
+            .build()
+            .map_err(|e| StoreError::Internal(e.to_string()))?;
+        self.transact_if(vec![
+            TransactWriteItem::builder().condition_check(check).build(),
+            TransactWriteItem::builder().put(put).build(),
+        ])
+        .await
     }
 
     #[instrument(skip_all, fields(item_id = %item_id))]

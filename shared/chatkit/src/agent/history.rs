@@ -9,6 +9,8 @@ use crate::types::{AssistantContent, ItemKind, ThreadItem, UserContent};
 
 /// Longest generated title.
 const TITLE_CHARS: usize = 48;
+/// Most bytes of history sent to the model; the oldest items go first.
+pub const HISTORY_BUDGET_BYTES: usize = 96 * 1024;
 
 /// What the user wrote, as one text: a quote first, tags as their text.
 pub fn user_text(content: &[UserContent], quoted_text: Option<&str>) -> String {
@@ -19,9 +21,27 @@ pub fn user_text(content: &[UserContent], quoted_text: Option<&str>) -> String {
     }
 }
 
-/// The conversation for `items` (oldest first); items the model does not
-/// need are left out.
+/// The conversation for `items` (oldest first), within
+/// [`HISTORY_BUDGET_BYTES`]: the oldest inputs are dropped first, the latest
+/// one is always kept. Items the model does not need are left out.
 pub fn to_model_input(items: &[ThreadItem]) -> Vec<ModelInput> {
+    within_budget(conversation(items), HISTORY_BUDGET_BYTES)
+}
+
+/// Drops the oldest inputs until the rest weigh at most `budget` bytes
+/// (the last input stays whatever it weighs).
+pub fn within_budget(mut input: Vec<ModelInput>, budget: usize) -> Vec<ModelInput> {
+    let mut total: usize = input.iter().map(ModelInput::bytes).sum();
+    let mut drop = 0;
+    while total > budget && drop + 1 < input.len() {
+        total -= input[drop].bytes();
+        drop += 1;
+    }
+    input.drain(..drop);
+    input
+}
+
+fn conversation(items: &[ThreadItem]) -> Vec<ModelInput> {
     let mut input = Vec::new();
     for item in items {
         if let ItemKind::StructuredInput { inputs, .. } = &item.kind {
@@ -124,6 +144,38 @@ mod tests {
 
     fn item(id: &str, kind: ItemKind) -> ThreadItem {
         ThreadItem::new(id, "thr_1", kind)
+    }
+
+    #[test]
+    fn the_history_keeps_the_newest_within_its_byte_budget() {
+        let input: Vec<ModelInput> = (0..30)
+            .map(|i| ModelInput::user(format!("{i:02}{}", "x".repeat(8_000))))
+            .collect();
+        let kept = to_model_input(
+            &(0..30)
+                .map(|i| {
+                    item(
+                        &format!("msg_{i:02}"),
+                        ItemKind::AssistantMessage {
+                            content: vec![AssistantContent::OutputText {
+                                text: format!("{i:02}{}", "x".repeat(8_000)),
+                                annotations: vec![],
+                            }],
+                        },
+                    )
+                })
+                .collect::<Vec<_>>(),
+        );
+        let bytes: usize = kept.iter().map(ModelInput::bytes).sum();
+        assert!(bytes <= HISTORY_BUDGET_BYTES, "{bytes}");
+        assert_eq!(kept.len(), HISTORY_BUDGET_BYTES / 8_002);
+        assert!(
+            matches!(kept.last(), Some(ModelInput::Message { text, .. }) if text.starts_with("29"))
+        );
+        // One input over the budget on its own is still sent.
+        let huge = vec![ModelInput::user("y".repeat(200_000))];
+        assert_eq!(within_budget(huge.clone(), 1_000), huge);
+        assert_eq!(within_budget(input.clone(), usize::MAX), input);
     }
 
     #[test]

@@ -59,7 +59,10 @@ impl<S: ChatStore, R: Responder> Engine<S, R> {
             Request::UpdateThread { thread_id, title } => {
                 let mut thread = self.thread(user, &thread_id).await?;
                 thread.title = Some(title);
-                self.store.save_thread(user, &thread).await?;
+                // Deleted meanwhile: it stays deleted.
+                if !self.store.update_thread(user, &thread, false).await? {
+                    return Err(ChatError::NotFound("thread"));
+                }
                 Answer::Thread(view(&thread))
             }
             Request::DeleteThread { thread_id } => {
@@ -116,8 +119,10 @@ impl<S: ChatStore, R: Responder> Engine<S, R> {
                     .responder
                     .sync_action(user, &thread, &action, sender.as_ref())
                     .await?;
-                if let Some(item) = &updated {
-                    self.store.save_item(user, item).await?;
+                if let Some(item) = &updated
+                    && !self.store.save_item(user, item).await?
+                {
+                    return Err(ChatError::NotFound("thread"));
                 }
                 Answer::Updated {
                     updated_item: updated,

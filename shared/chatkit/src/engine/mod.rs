@@ -402,6 +402,10 @@ impl<S: ChatStore, R: Responder> Engine<S, R> {
                 tracing::error!(error = %e, "storage failed mid-stream");
                 let _ = turn.error("stream.error", None, true).await;
             }
+            // The user deleted the thread: the stream just ends.
+            Err(Interrupted::ThreadGone) => {
+                tracing::info!("the thread was deleted during the stream; it ends here");
+            }
         }
     }
 
@@ -433,7 +437,9 @@ impl<S: ChatStore, R: Responder> Engine<S, R> {
                 self.responder.respond(turn, Some(&target)).await?;
             }
             Kind::ToolOutput { call, stale } => {
-                self.store.save_item(turn.user(), &call).await?;
+                if !self.store.save_item(turn.user(), &call).await? {
+                    return Err(Interrupted::ThreadGone);
+                }
                 if !stale.is_empty() {
                     tracing::warn!(items = ?stale, "client tool calls were not completed; dropped");
                     self.store
