@@ -178,6 +178,7 @@ fn env_json(template: &Template, auth: &DevAuth) -> Value {
             "CHATKIT_MODEL" => "gpt-4.1",
             "CHATKIT_TEMPERATURE" => "0.7",
             "CHATKIT_MAX_TOOL_STEPS" => "8",
+            "CHATKIT_MAX_TOOL_CALLS" => "20",
             _ => "",
         })
     };

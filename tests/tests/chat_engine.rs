@@ -16,7 +16,9 @@ use taskpilot_chatkit::context::Caller;
 use taskpilot_chatkit::engine::{Answer, ChatError, Engine, HISTORY};
 use taskpilot_chatkit::model::ModelInput;
 use taskpilot_chatkit::request::Request;
-use taskpilot_chatkit::testing::{InMemoryChat, Journal, Round, ScriptedModel, VecSink};
+use taskpilot_chatkit::testing::{
+    InMemoryChat, Journal, RecordedMetrics, Round, ScriptedModel, VecSink,
+};
 use taskpilot_chatkit::turn::CANCELLED_NOTE;
 use taskpilot_chatkit::types::{ItemKind, ThreadItem};
 use taskpilot_domain::memory::InMemoryTasks;
@@ -29,6 +31,7 @@ struct Chat {
     engine: Server,
     model: ScriptedModel,
     journal: Journal,
+    metrics: RecordedMetrics,
     /// Where and when the callers are (UTC, now, no locale by default).
     place: Option<(Tz, DateTime<Utc>, Option<String>)>,
 }
@@ -39,6 +42,7 @@ fn settings(max_tool_steps: usize) -> AgentSettings {
         temperature: 0.2,
         instructions: "Be brief.".into(),
         max_tool_steps,
+        max_tool_calls: 20,
     }
 }
 
@@ -63,8 +67,11 @@ impl Chat {
             InMemoryTasks::default(),
             CursorCodec::new(&[7u8; 32], chrono::Duration::hours(1)).unwrap(),
         );
-        let agent = TaskAgent::new(tasks, model.clone(), settings(max_tool_steps));
+        let metrics = RecordedMetrics::default();
+        let agent = TaskAgent::new(tasks, model.clone(), settings(max_tool_steps))
+            .with_metrics(metrics.clone());
         Self {
+            metrics,
             engine: Engine::new(InMemoryChat::with_journal(journal.clone()), agent),
             model,
             journal,
@@ -2034,4 +2041,39 @@ async fn a_rename_during_the_first_answer_stands() {
     assert!(!types_of(&sink.events).contains(&"thread.updated"));
     // The answer itself was kept.
     assert_eq!(chat.items("alice", &thread).len(), 2);
+}
+
+#[tokio::test]
+async fn tool_calls_over_the_per_turn_cap_are_refused_to_the_model_and_counted() {
+    let chat = Chat::new();
+    let calls: Vec<(String, String)> = (0..25)
+        .map(|i| {
+            (
+                "create_task".to_owned(),
+                format!(r#"{{"title":"Task {i}"}}"#),
+            )
+        })
+        .collect();
+    let refs: Vec<(&str, &str)> = calls
+        .iter()
+        .map(|(n, a)| (n.as_str(), a.as_str()))
+        .collect();
+    chat.create(
+        "alice",
+        "make 25 tasks",
+        vec![Round::calls(&refs), Round::text("I made 20 of them.")],
+    )
+    .await;
+    assert_eq!(chat.task_list("alice").await.len(), 20);
+    assert_eq!(
+        chat.metrics
+            .get(taskpilot_chatkit::agent::REFUSED_TOOL_CALLS),
+        5
+    );
+    let input = chat.model.requests().pop().unwrap().input;
+    let refused = input
+        .iter()
+        .filter(|i| matches!(i, ModelInput::FunctionOutput { output, .. } if output.contains("too_many_calls")))
+        .count();
+    assert_eq!(refused, 5);
 }

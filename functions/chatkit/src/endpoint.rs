@@ -14,6 +14,7 @@ use tokio::sync::mpsc;
 use taskpilot_chatkit::agent::TaskAgent;
 use taskpilot_chatkit::context::{Caller, envelope_zone};
 use taskpilot_chatkit::engine::{ChatError, Engine};
+use taskpilot_chatkit::metrics::Metrics;
 use taskpilot_chatkit::request::{FeedbackKind, Request as ChatRequest, RequestError};
 use taskpilot_chatkit::sink::{Disconnected, EventSink};
 use taskpilot_chatkit::types::{StreamEvent, sse_frame};
@@ -99,6 +100,18 @@ fn request_error(e: RequestError) -> ApiError {
         RequestError::NotSupported(what) => {
             ApiError::NotSupported(format!("`{what}` is not supported by this server"))
         }
+    }
+}
+
+/// The assistant's counts as EMF lines: `TaskPilot` › `<name>` by `Function`.
+pub struct EmfMetrics;
+
+impl Metrics for EmfMetrics {
+    fn count(&self, name: &'static str, value: u64) {
+        Emf::new("TaskPilot")
+            .dimension("Function", "chatkit")
+            .metric(name, "Count", value)
+            .print();
     }
 }
 

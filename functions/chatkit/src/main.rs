@@ -31,6 +31,7 @@ async fn init() -> Result<Endpoint, ConfigError> {
         instructions: config::optional("CHATKIT_INSTRUCTIONS")
             .unwrap_or_else(|| DEFAULT_INSTRUCTIONS.into()),
         max_tool_steps: config::parsed("CHATKIT_MAX_TOOL_STEPS", 8usize)?,
+        max_tool_calls: config::parsed("CHATKIT_MAX_TOOL_CALLS", 20usize)?,
     };
     if !(0.0..=2.0).contains(&settings.temperature) {
         return Err(ConfigError::Invalid {
@@ -44,7 +45,8 @@ async fn init() -> Result<Endpoint, ConfigError> {
     let side = backend.openai()?;
     backend.warm_up(Some(&side)).await;
     let (store, openai, secrets) = (backend.store, side.openai, side.secrets);
-    let agent = TaskAgent::new(TaskService::new(store.clone(), cursors), openai, settings);
+    let agent = TaskAgent::new(TaskService::new(store.clone(), cursors), openai, settings)
+        .with_metrics(endpoint::EmfMetrics);
     let server = Engine::new(store.clone(), agent);
     Ok(Endpoint::new(
         server,

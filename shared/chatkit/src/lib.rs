@@ -11,6 +11,7 @@ pub mod agent;
 pub mod context;
 pub mod engine;
 pub mod ids;
+pub mod metrics;
 pub mod model;
 pub mod params;
 pub mod request;

@@ -538,3 +538,20 @@ impl EventSink for VecSink {
         Ok(())
     }
 }
+
+/// Counts, as recorded ([`crate::metrics::Metrics`]).
+#[derive(Clone, Default)]
+pub struct RecordedMetrics(Arc<Mutex<BTreeMap<&'static str, u64>>>);
+
+impl RecordedMetrics {
+    /// The count `name` so far.
+    pub fn get(&self, name: &str) -> u64 {
+        lock(&self.0).get(name).copied().unwrap_or(0)
+    }
+}
+
+impl crate::metrics::Metrics for RecordedMetrics {
+    fn count(&self, name: &'static str, value: u64) {
+        *lock(&self.0).entry(name).or_default() += value;
+    }
+}

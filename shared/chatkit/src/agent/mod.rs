@@ -16,6 +16,7 @@ use std::collections::HashMap;
 use taskpilot_domain::{DomainError, Task, TaskId, TaskRepository, TaskService, UserId};
 
 use crate::ids;
+use crate::metrics::{Metrics, NoMetrics};
 use crate::model::{FunctionCall, ModelClient, ModelEvent, ModelInput, ModelRequest, ModelStream};
 use crate::request::Action;
 use crate::responder::{ActionRefused, Responder};
@@ -33,7 +34,8 @@ pub const DEFAULT_INSTRUCTIONS: &str = "You are TaskPilot, a concise and friendl
 Always use the tools to read or change tasks; never invent tasks, ids or their state. \
 After changing tasks, say briefly what you did. Dates are ISO 8601, on the user's calendar given below.";
 
-/// Agent settings (`CHATKIT_MODEL`, `CHATKIT_TEMPERATURE`, `CHATKIT_INSTRUCTIONS`, `CHATKIT_MAX_TOOL_STEPS`).
+/// Agent settings (`CHATKIT_MODEL`, `CHATKIT_TEMPERATURE`, `CHATKIT_INSTRUCTIONS`,
+/// `CHATKIT_MAX_TOOL_STEPS`, `CHATKIT_MAX_TOOL_CALLS`).
 #[derive(Debug, Clone)]
 pub struct AgentSettings {
     /// Model name.
@@ -44,7 +46,13 @@ pub struct AgentSettings {
     pub instructions: String,
     /// Most model rounds per turn.
     pub max_tool_steps: usize,
+    /// Most tool calls run per turn (`CHATKIT_MAX_TOOL_CALLS`); the model is
+    /// told the others were not run.
+    pub max_tool_calls: usize,
 }
+
+/// The count of tool calls refused over the per-turn cap.
+pub const REFUSED_TOOL_CALLS: &str = "RefusedToolCalls";
 
 /// What the user sees when the model cannot start.
 const UNAVAILABLE: &str = "The assistant is unavailable right now. Please retry.";
@@ -56,6 +64,7 @@ pub struct TaskAgent<R, M> {
     tasks: TaskService<R>,
     model: M,
     settings: AgentSettings,
+    metrics: Box<dyn Metrics>,
 }
 
 /// Tasks a turn listed or changed, for the widget.
@@ -72,6 +81,15 @@ impl<R: TaskRepository, M: ModelClient> TaskAgent<R, M> {
             tasks,
             model,
             settings,
+            metrics: Box::new(NoMetrics),
+        }
+    }
+
+    /// The same agent, counting into `metrics`.
+    pub fn with_metrics(self, metrics: impl Metrics + 'static) -> Self {
+        Self {
+            metrics: Box::new(metrics),
+            ..self
         }
     }
 
@@ -174,6 +192,7 @@ impl<R: TaskRepository, M: ModelClient> TaskAgent<R, M> {
             self.settings.instructions,
             dates::context_note(turn.caller())
         );
+        let mut calls_run = 0usize;
         for _round in 0..self.settings.max_tool_steps.max(1) {
             let request = ModelRequest {
                 model: &self.settings.model,
@@ -198,7 +217,19 @@ impl<R: TaskRepository, M: ModelClient> TaskAgent<R, M> {
                 break;
             }
             let mut question = None;
+            let mut refused = 0u64;
             for call in calls {
+                if calls_run >= self.settings.max_tool_calls {
+                    refused += 1;
+                    let call_id = call.call_id.clone();
+                    input.push(ModelInput::FunctionCall(call));
+                    input.push(ModelInput::FunctionOutput {
+                        call_id,
+                        output: over_the_cap(self.settings.max_tool_calls),
+                    });
+                    continue;
+                }
+                calls_run += 1;
                 let result = self.run_tool(turn, &call, &mut shown, changes).await?;
                 if question.is_none() {
                     question = result.ask;
@@ -209,6 +240,14 @@ impl<R: TaskRepository, M: ModelClient> TaskAgent<R, M> {
                     call_id,
                     output: result.output,
                 });
+            }
+            if refused > 0 {
+                tracing::warn!(
+                    refused,
+                    cap = self.settings.max_tool_calls,
+                    "tool calls over the per-turn cap were not run"
+                );
+                self.metrics.count(REFUSED_TOOL_CALLS, refused);
             }
             if let Some(ambiguous) = question {
                 return self.ask(turn, &ambiguous).await;
@@ -389,6 +428,13 @@ impl<R: TaskRepository, M: ModelClient> TaskAgent<R, M> {
         };
         Ok((Some(item), task_id))
     }
+}
+
+/// What the model is told about a call over the per-turn cap.
+fn over_the_cap(cap: usize) -> String {
+    serde_json::json!({"error": {"code": "too_many_calls",
+        "message": format!("not run: at most {cap} tool calls per turn; tell the user what was done and what was not")}})
+    .to_string()
 }
 
 /// Sends the `tasks.changed` effect when tasks changed.
