@@ -282,6 +282,8 @@ impl Instance {
 struct Current {
     request_id: String,
     reply: oneshot::Sender<std::result::Result<Answer, InvokeError>>,
+    /// When the invocation times out.
+    deadline: tokio::time::Instant,
 }
 
 struct Instance {
@@ -456,7 +458,25 @@ impl Instance {
         let (tx, rx) = tokio::sync::mpsc::channel(32);
         let _ = current.reply.send(Ok(Answer::Streamed(rx)));
         let mut body = req.into_body();
-        while let Some(frame) = body.frame().await {
+        // A streamed answer is bound by the timeout too: at the deadline the
+        // stream is cut and the process stopped, as Lambda does.
+        loop {
+            let Ok(next) = tokio::time::timeout_at(current.deadline, body.frame()).await else {
+                let timeout = self.shared.config.timeout;
+                lock(&self.shared.logs).push(format!(
+                    "[runtime] the streamed invocation timed out after {timeout:?}; process killed"
+                ));
+                let _ = tx
+                    .send(Err(std::io::Error::other(format!(
+                        "Task timed out after {timeout:?}"
+                    ))))
+                    .await;
+                self.kill.notify_one();
+                break;
+            };
+            let Some(frame) = next else {
+                break;
+            };
             let sent = match frame {
                 Ok(frame) => match frame.into_data() {
                     Ok(data) => tx.send(Ok(data)).await.is_ok(),
@@ -501,6 +521,7 @@ impl Instance {
         *lock(&self.current) = Some(Current {
             request_id: request_id.clone(),
             reply: job.reply,
+            deadline: tokio::time::Instant::now() + timeout,
         });
         // Enforce the timeout: kill the process if this invocation is still running.
         let watchdog = self.clone();

@@ -52,6 +52,8 @@ pub struct StackOptions {
     pub openai_base_url: Option<String>,
     /// Put a counting proxy in front of DynamoDB (see [`LocalStack::dynamodb_proxy`]).
     pub count_dynamodb: bool,
+    /// Every function's timeout instead of the template's.
+    pub function_timeout: Option<Duration>,
 }
 
 impl Default for StackOptions {
@@ -69,6 +71,7 @@ impl Default for StackOptions {
             openai_secret: None,
             openai_base_url: None,
             count_dynamodb: false,
+            function_timeout: None,
         }
     }
 }
@@ -288,7 +291,9 @@ impl LocalStack {
                 name: f.binary.clone(),
                 binary,
                 env: env.clone(),
-                timeout: Duration::from_secs(f.timeout_secs),
+                timeout: opts
+                    .function_timeout
+                    .unwrap_or(Duration::from_secs(f.timeout_secs)),
                 max_instances: opts.max_instances,
                 echo_logs: opts.echo_logs,
             });

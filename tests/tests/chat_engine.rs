@@ -34,6 +34,8 @@ struct Chat {
     metrics: RecordedMetrics,
     /// Where and when the callers are (UTC, now, no locale by default).
     place: Option<(Tz, DateTime<Utc>, Option<String>)>,
+    /// How long a streamed request may take (a minute by default).
+    time: Duration,
 }
 
 fn settings(max_tool_steps: usize) -> AgentSettings {
@@ -76,7 +78,13 @@ impl Chat {
             model,
             journal,
             place: None,
+            time: Duration::from_secs(60),
         }
+    }
+
+    /// The same chat whose streams must end within `time`.
+    fn with_time(self, time: Duration) -> Self {
+        Self { time, ..self }
     }
 
     /// The same chat with callers in `zone` at the UTC instant `at`.
@@ -113,7 +121,7 @@ impl Chat {
         let request = Request::parse(body.to_string().as_bytes()).unwrap();
         assert!(request.is_streaming(), "{body}");
         let prepared = self.engine.prepare(&user(who), request).await.unwrap();
-        let deadline = Instant::now() + Duration::from_secs(60);
+        let deadline = Instant::now() + self.time;
         self.engine
             .run(&self.caller(who), prepared, &mut sink, deadline)
             .await;
@@ -2076,4 +2084,37 @@ async fn tool_calls_over_the_per_turn_cap_are_refused_to_the_model_and_counted()
         .filter(|i| matches!(i, ModelInput::FunctionOutput { output, .. } if output.contains("too_many_calls")))
         .count();
     assert_eq!(refused, 5);
+}
+
+// Time.
+
+#[tokio::test]
+async fn no_tool_call_starts_without_the_time_it_may_need() {
+    // 5 s left: less than a tool call may take when storage is slow.
+    let chat = Chat::new().with_time(Duration::from_secs(5));
+    let calls = vec![("list_tasks", "{}"); 40];
+    let (thread, events) = chat
+        .create("alice", "list it all", vec![Round::calls(&calls)])
+        .await;
+    assert!(
+        of_type(&events, "progress_update").is_empty(),
+        "no tool ran"
+    );
+    let errors = of_type(&events, "error");
+    assert_eq!(errors.len(), 1, "{events:?}");
+    assert_eq!(errors[0]["allow_retry"], true);
+    assert_eq!(
+        errors[0]["message"],
+        "This is taking too long. Please retry."
+    );
+    // What the client was told is what is stored: the message, no answer.
+    assert_eq!(chat.items("alice", &thread).len(), 1);
+}
+
+#[tokio::test]
+async fn no_model_call_starts_when_the_turn_is_out_of_time() {
+    let chat = Chat::new().with_time(Duration::from_millis(500));
+    let (_, events) = chat.create("alice", "hello", vec![]).await;
+    assert!(chat.model.requests().is_empty());
+    assert_eq!(of_type(&events, "error")[0]["allow_retry"], true);
 }

@@ -799,6 +799,18 @@ async fn every_request_type_answers_and_bad_envelopes_are_400() {
         .find(|e| e["item"]["type"] == "assistant_message")
         .unwrap();
     assert_eq!(kept["item"]["content"][0]["text"], "first half then ");
+    // What is stored is what the client was told: the message, the half answer.
+    let thread = cut.events[0]["thread"]["id"].clone();
+    let (status, page) = json_call(
+        &api,
+        "alice",
+        json!({"type": "items.list", "params": {"thread_id": thread, "order": "asc"}}),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let stored: Vec<&Value> = page["data"].as_array().unwrap().iter().collect();
+    assert_eq!(stored.len(), 2, "{page}");
+    assert_eq!(stored[1], &kept["item"]);
 }
 
 /// Where the reference SDK defines the answer, the endpoint gives the same.
@@ -1113,4 +1125,76 @@ async fn the_local_stub_model_walks_every_assistant_path() {
         .map(|t| t["title"].as_str().unwrap().to_owned())
         .collect();
     assert_eq!(left, ["buy milk"]);
+}
+
+/// Streams `threads.create` and, once the answer has started, sends `meddle`
+/// for the new thread; returns the thread id and the whole stream.
+async fn meddle_mid_answer(api: &Api, meddle: impl Fn(&str) -> Value) -> (String, String) {
+    let s = stub(api);
+    let words: Vec<String> = (0..30).map(|i| format!("word{i}")).collect();
+    s.push_turn(Turn::Text(words.join(" ")));
+    s.set_chunk_delay(Duration::from_millis(40));
+    let mut resp = send(
+        api,
+        &api.token("alice"),
+        json!({"type": "threads.create", "params": {"input": message("tell me a story")}}),
+    )
+    .await;
+    let mut seen = String::new();
+    while !seen.contains("thread.item.updated") {
+        let chunk = resp.chunk().await.unwrap().unwrap();
+        seen.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    let thread = parse_frames(&seen[..seen.rfind("\n\n").unwrap() + 2])[0]["thread"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let answer = call(api, &api.token("alice"), meddle(&thread)).await;
+    assert_eq!(answer.status, 200, "{}", answer.text);
+    while let Some(chunk) = resp.chunk().await.unwrap() {
+        seen.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    s.set_chunk_delay(Duration::ZERO);
+    (thread, seen)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_thread_deleted_or_renamed_mid_answer_stays_as_the_user_left_it() {
+    let api = start(&[]).await;
+    // Deleted during its first answer: it stays deleted, nothing of it remains.
+    let (thread, stream) = meddle_mid_answer(
+        &api,
+        |t| json!({"type": "threads.delete", "params": {"thread_id": t}}),
+    )
+    .await;
+    let events = parse_frames(&stream);
+    assert!(!events.iter().any(|e| e["type"] == "error"), "{events:?}");
+    let (status, _) = json_call(
+        &api,
+        "alice",
+        json!({"type": "threads.get_by_id", "params": {"thread_id": thread}}),
+    )
+    .await;
+    assert_eq!(status, 404);
+    assert!(api.rows(&format!("ITEM#{thread}#")).await.is_empty());
+    assert!(api.rows(&format!("THREAD#{thread}")).await.is_empty());
+    // Renamed during its first answer: the rename stands.
+    let (thread, stream) = meddle_mid_answer(
+        &api,
+        |t| json!({"type": "threads.update", "params": {"thread_id": t, "title": "Mine"}}),
+    )
+    .await;
+    assert!(
+        !parse_frames(&stream)
+            .iter()
+            .any(|e| e["type"] == "thread.updated")
+    );
+    let (_, got) = json_call(
+        &api,
+        "alice",
+        json!({"type": "threads.get_by_id", "params": {"thread_id": thread}}),
+    )
+    .await;
+    assert_eq!(got["title"], "Mine");
+    assert_eq!(got["items"]["data"].as_array().unwrap().len(), 2, "{got}");
 }

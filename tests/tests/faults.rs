@@ -451,3 +451,44 @@ async fn openai_failing_hanging_or_garbled_mid_chat_keeps_threads_whole() {
     }
     assert_eq!(chatkit_fn.pids().len(), 1, "no process was restarted");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_streamed_invocation_is_cut_at_the_function_timeout_as_lambda_does() {
+    let api = Api::start_with(StackOptions {
+        functions: Some(vec!["chatkit".into()]),
+        count_dynamodb: true,
+        function_timeout: Some(Duration::from_secs(2)),
+        ..StackOptions::default()
+    })
+    .await;
+    let proxy = api.stack.dynamodb_proxy.clone().unwrap();
+    let function = api.stack.function("chatkit").unwrap();
+    // Every DynamoDB request hangs: the stream's first write outlives the 2 s.
+    proxy.set_fault(ProxyFault::Hang);
+    let body = json!({"type": "threads.create", "params": {"input": {"content": [
+        {"type": "input_text", "text": "hello"}], "attachments": [], "inference_options": {}}}});
+    let resp = api
+        .http
+        .post(format!("{}{CHATKIT}", api.stack.url))
+        .bearer_auth(api.token("alice"))
+        .header("content-type", "application/json")
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    // The body ends (cut), whatever it held.
+    let _ = resp.bytes().await;
+    let cut = function
+        .wait_for_log(
+            |l| l.contains("streamed invocation timed out"),
+            Duration::from_secs(60),
+        )
+        .await;
+    assert!(cut.is_some(), "{}", function.logs().join("\n"));
+    // A fresh process serves the next request.
+    proxy.set_fault(ProxyFault::None);
+    let (status, _, answer, _) =
+        chatkit(&api, "alice", json!({"type": "threads.list", "params": {}})).await;
+    assert_eq!(status, 200, "{answer}");
+}

@@ -148,3 +148,38 @@ async fn failures_before_the_first_event_are_retried_and_later_ones_reported() {
     ));
     assert!(started.elapsed() < Duration::from_secs(5));
 }
+
+/// A client whose OpenAI timeout is `timeout`.
+async fn client_with(timeout: Duration) -> (OpenAiStub, OpenAi) {
+    let stub = OpenAiStub::start(STUB_OPENAI_KEY, &[]).await.unwrap();
+    let secrets = Arc::new(SecretCache::fixed(Secrets::parse(STUB_OPENAI_KEY).unwrap()));
+    let client = OpenAi::new(
+        taskpilot_testkit::http_client(),
+        &stub.base_url,
+        timeout,
+        secrets,
+    );
+    (stub, client)
+}
+
+#[tokio::test]
+async fn a_long_healthy_answer_outlasts_the_timeout_which_bounds_only_the_gaps() {
+    // 30 words 100 ms apart: about 3 s in all, with a 1 s timeout.
+    let (stub, client) = client_with(Duration::from_secs(1)).await;
+    let words: Vec<String> = (0..30).map(|i| format!("w{i}")).collect();
+    stub.set_chunk_delay(Duration::from_millis(100));
+    stub.push_turn(Turn::Text(words.join(" ")));
+    let started = Instant::now();
+    let events = run(&client).await.unwrap();
+    assert_eq!(text_of(&events), words.join(" "));
+    assert!(
+        started.elapsed() > Duration::from_secs(1),
+        "the answer took longer than the timeout"
+    );
+
+    // A gap longer than the timeout between two events ends the stream.
+    stub.set_chunk_delay(Duration::from_millis(2_500));
+    stub.push_turn(Turn::Text("slow words".into()));
+    let err = run(&client).await.unwrap_err();
+    assert!(matches!(err, UpstreamError::Timeout(1000)), "{err:?}");
+}

@@ -134,6 +134,11 @@ impl OpenAi {
         deadline: Instant,
         want: Want,
     ) -> Result<Outcome, UpstreamError> {
+        // A JSON call is bounded by the configured timeout. A stream is bounded
+        // by the caller's deadline as a whole; the configured timeout bounds
+        // only the wait for its head and each gap between its events, so a
+        // healthy long answer is never cut off.
+        let whole = deadline;
         let deadline = deadline.min(Instant::now() + self.timeout);
         let budget_ms = deadline
             .saturating_duration_since(Instant::now())
@@ -153,7 +158,10 @@ impl OpenAi {
                     format!("{}{}", self.base_url, call.path),
                 )
                 .bearer_auth(secrets.openai_api_key.expose())
-                .timeout(remaining);
+                .timeout(match want {
+                    Want::Json => remaining,
+                    Want::Stream => whole.saturating_duration_since(Instant::now()),
+                });
             if let Some((name, value)) = call.header {
                 req = req.header(name, value);
             }
@@ -161,7 +169,11 @@ impl OpenAi {
                 req = req.json(body);
             }
             let mut pause = Duration::ZERO;
-            let failure = match req.send().await {
+            let sent = match tokio::time::timeout(remaining, req.send()).await {
+                Ok(sent) => sent,
+                Err(_) => return Err(UpstreamError::Timeout(budget_ms)),
+            };
+            let failure = match sent {
                 Err(e) if e.is_timeout() => return Err(UpstreamError::Timeout(budget_ms)),
                 Err(e) => format!("connection failed: {}", without_url(e)),
                 Ok(resp) => {
@@ -181,7 +193,7 @@ impl OpenAi {
                     );
                     match status {
                         s if s.is_success() && want == Want::Stream => {
-                            return Ok(Outcome::Stream(EventStream::new(resp, budget_ms)));
+                            return Ok(Outcome::Stream(EventStream::new(resp, self.timeout)));
                         }
                         s if s.is_success() => match resp.bytes().await {
                             Ok(bytes) => {

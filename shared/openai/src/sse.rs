@@ -2,6 +2,8 @@
 //! blank line, comments and keep-alives skipped, `[DONE]` ignored. Each event
 //! comes out as its JSON object; what the objects mean is `responses`' job.
 
+use std::time::Duration;
+
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
@@ -11,15 +13,16 @@ use taskpilot_http::UpstreamError;
 pub struct EventStream {
     resp: reqwest::Response,
     buffer: Vec<u8>,
-    budget_ms: u64,
+    /// The longest gap allowed between two chunks.
+    idle: Duration,
 }
 
 impl EventStream {
-    pub(crate) fn new(resp: reqwest::Response, budget_ms: u64) -> Self {
+    pub(crate) fn new(resp: reqwest::Response, idle: Duration) -> Self {
         Self {
             resp,
             buffer: Vec::new(),
-            budget_ms,
+            idle,
         }
     }
 
@@ -39,7 +42,11 @@ impl EventStream {
                     None => continue,
                 }
             }
-            match self.resp.chunk().await {
+            let idle_ms = u64::try_from(self.idle.as_millis()).unwrap_or(u64::MAX);
+            let Ok(chunk) = tokio::time::timeout(self.idle, self.resp.chunk()).await else {
+                return Some(Err(UpstreamError::Timeout(idle_ms)));
+            };
+            match chunk {
                 Ok(Some(bytes)) => self.buffer.extend_from_slice(&bytes),
                 Ok(None) if self.buffer.iter().all(u8::is_ascii_whitespace) => return None,
                 Ok(None) => {
@@ -48,7 +55,7 @@ impl EventStream {
                     )));
                 }
                 Err(e) if e.is_timeout() => {
-                    return Some(Err(UpstreamError::Timeout(self.budget_ms)));
+                    return Some(Err(UpstreamError::Timeout(idle_ms)));
                 }
                 Err(_) => {
                     return Some(Err(UpstreamError::Unavailable(

@@ -12,6 +12,7 @@ pub mod tools;
 pub mod widgets;
 
 use std::collections::HashMap;
+use std::time::{Duration, Instant};
 
 use taskpilot_domain::{DomainError, Task, TaskId, TaskRepository, TaskService, UserId};
 
@@ -58,6 +59,13 @@ pub const REFUSED_TOOL_CALLS: &str = "RefusedToolCalls";
 const UNAVAILABLE: &str = "The assistant is unavailable right now. Please retry.";
 /// What the user sees when an answer breaks off.
 const INTERRUPTED: &str = "The answer was interrupted. Please retry.";
+/// What the user sees when the turn runs out of time.
+const OUT_OF_TIME: &str = "This is taking too long. Please retry.";
+/// Time a tool call may take when storage is slow (the AWS clients' own
+/// operation timeout, plus the saves that end the turn): none starts with less.
+const TOOL_RESERVE: Duration = Duration::from_secs(6);
+/// Time kept after the model's stream to end the turn (save, error event).
+const END_RESERVE: Duration = Duration::from_secs(1);
 
 /// The task assistant.
 pub struct TaskAgent<R, M> {
@@ -201,7 +209,14 @@ impl<R: TaskRepository, M: ModelClient> TaskAgent<R, M> {
                 input: &input,
                 tools: tools::specs(),
             };
-            let mut stream = match self.model.start(&request, turn.deadline()).await {
+            let model_deadline = turn
+                .deadline()
+                .checked_sub(END_RESERVE)
+                .unwrap_or_else(Instant::now);
+            if Instant::now() >= model_deadline {
+                return self.out_of_time(turn).await;
+            }
+            let mut stream = match self.model.start(&request, model_deadline).await {
                 Ok(stream) => stream,
                 Err(e) => {
                     tracing::warn!(error = %e, "the model could not start");
@@ -228,6 +243,12 @@ impl<R: TaskRepository, M: ModelClient> TaskAgent<R, M> {
                         output: over_the_cap(self.settings.max_tool_calls),
                     });
                     continue;
+                }
+                if turn.deadline().saturating_duration_since(Instant::now()) < TOOL_RESERVE {
+                    if refused > 0 {
+                        self.metrics.count(REFUSED_TOOL_CALLS, refused);
+                    }
+                    return self.out_of_time(turn).await;
                 }
                 calls_run += 1;
                 let result = self.run_tool(turn, &call, &mut shown, changes).await?;
@@ -367,6 +388,18 @@ impl<R: TaskRepository, M: ModelClient> TaskAgent<R, M> {
                 turn.emit(event).await?;
             }
         }
+    }
+
+    /// The turn ran out of time: keep what was said, then a retryable error,
+    /// while there is still time to send it.
+    async fn out_of_time<S: ChatStore, K: EventSink>(
+        &self,
+        turn: &mut Turn<'_, S, K>,
+    ) -> Result<(), Interrupted> {
+        tracing::warn!("the turn ran out of time");
+        turn.settle_pending().await?;
+        turn.error("stream.error", Some(OUT_OF_TIME.into()), true)
+            .await
     }
 
     /// A round broke off: keep what was said, then a retryable error.
