@@ -945,14 +945,19 @@ async fn a_storage_failure_mid_stream_is_a_retryable_error() {
         .await
         .unwrap();
     chat.store().set_failing(true);
-    let mut sink = VecSink::default();
+    // Storage is back once the client has been told: the failed write is fenced.
+    let mut sink = Meddling::new(chat.store(), "error", recover);
     let deadline = Instant::now() + Duration::from_secs(60);
     chat.engine
         .run(&Caller::new(user("alice")), prepared, &mut sink, deadline)
         .await;
-    assert_eq!(sink.types(), ["error"]);
-    assert_eq!(sink.json()[0]["allow_retry"], true);
-    chat.store().set_failing(false);
+    assert_eq!(types_of(&sink.events), ["error"]);
+    assert_eq!(sink.events[0]["allow_retry"], true);
+    assert!(
+        chat.journal
+            .calls()
+            .contains(&"store.fence_item".to_owned())
+    );
     assert_eq!(
         chat.items("alice", &thread).len(),
         2,
@@ -1933,7 +1938,7 @@ impl taskpilot_chatkit::sink::EventSink for Meddling<'_> {
         }
         if json["type"] == self.at && !self.done {
             self.done = true;
-            (self.act)(self.store, self.thread.clone().unwrap()).await;
+            (self.act)(self.store, self.thread.clone().unwrap_or_default()).await;
         }
         self.events.push(json);
         Ok(())
@@ -2117,4 +2122,51 @@ async fn no_model_call_starts_when_the_turn_is_out_of_time() {
     let (_, events) = chat.create("alice", "hello", vec![]).await;
     assert!(chat.model.requests().is_empty());
     assert_eq!(of_type(&events, "error")[0]["allow_retry"], true);
+}
+
+fn recover(
+    store: &InMemoryChat,
+    _thread: String,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + '_>> {
+    Box::pin(async move { store.set_failing(false) })
+}
+
+fn land_late(
+    store: &InMemoryChat,
+    _thread: String,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + '_>> {
+    Box::pin(async move { store.set_landing_late(true) })
+}
+
+#[tokio::test]
+async fn an_answer_whose_write_timed_out_but_landed_is_not_kept() {
+    let chat = Chat::new();
+    chat.model
+        .push(Round::text("An answer that storage will choke on."));
+    // From the first delta on, writes fail as timeouts do, although they land.
+    let mut sink = Meddling::new(chat.store(), "thread.item.updated", land_late);
+    chat.stream_to(
+        json!({"type": "threads.create", "params": {"input": message("hello")}}),
+        &mut sink,
+    )
+    .await;
+    chat.store().set_landing_late(false);
+    let thread = sink.thread.clone().unwrap();
+    // The client was told the answer failed: it is not stored.
+    let types = types_of(&sink.events);
+    assert_eq!(types.last(), Some(&"error"), "{types:?}");
+    let stored = chat.items("alice", &thread);
+    assert_eq!(stored.len(), 1, "{stored:?}");
+    assert!(matches!(stored[0].kind, ItemKind::UserMessage { .. }));
+    // And a copy of that write arriving even later is refused.
+    let answer = sink
+        .events
+        .iter()
+        .find(|e| e["type"] == "thread.item.added")
+        .unwrap()["item"]
+        .clone();
+    let late: ThreadItem = serde_json::from_value(answer).unwrap();
+    use taskpilot_chatkit::store::ChatStore;
+    assert!(!chat.store().save_item(&user("alice"), &late).await.unwrap());
+    assert_eq!(chat.items("alice", &thread).len(), 1);
 }

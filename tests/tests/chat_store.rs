@@ -16,6 +16,26 @@ async fn store() -> DynamoStore {
     store_and_table().await.0
 }
 
+/// Every row of Alice's partition.
+async fn alices_rows(
+    client: &aws_sdk_dynamodb::Client,
+    table: &str,
+) -> Vec<std::collections::HashMap<String, aws_sdk_dynamodb::types::AttributeValue>> {
+    client
+        .query()
+        .table_name(table)
+        .key_condition_expression("pk = :pk")
+        .expression_attribute_values(
+            ":pk",
+            aws_sdk_dynamodb::types::AttributeValue::S("USER#alice".into()),
+        )
+        .send()
+        .await
+        .unwrap()
+        .items
+        .unwrap_or_default()
+}
+
 /// A store on a fresh table, and a raw client and the table's name to look
 /// at its rows.
 async fn store_and_table() -> (DynamoStore, aws_sdk_dynamodb::Client, String) {
@@ -405,16 +425,7 @@ async fn nothing_is_written_into_a_thread_that_is_gone_or_going() {
     );
     assert!(!store.update_thread(&alice, &titled, false).await.unwrap());
     assert!(store.delete_thread(&alice, &t.id).await.unwrap());
-    let left = client
-        .query()
-        .table_name(&table)
-        .key_condition_expression("pk = :pk")
-        .expression_attribute_values(":pk", AttributeValue::S("USER#alice".into()))
-        .send()
-        .await
-        .unwrap()
-        .items
-        .unwrap_or_default();
+    let left = alices_rows(&client, &table).await;
     assert!(left.is_empty(), "{left:?}");
     // Gone for good: nothing can be written into it, nothing deleted twice.
     assert!(
@@ -424,4 +435,39 @@ async fn nothing_is_written_into_a_thread_that_is_gone_or_going() {
             .unwrap()
     );
     assert!(!store.delete_thread(&alice, &t.id).await.unwrap());
+}
+
+#[tokio::test]
+async fn a_fenced_item_is_gone_and_stays_gone() {
+    let (store, client, table) = store_and_table().await;
+    let alice = UserId::new("alice").unwrap();
+    let t = thread();
+    store.save_thread(&alice, &t).await.unwrap();
+    let kept = message(&t.id, "kept");
+    let failed = message(&t.id, "its write timed out but landed");
+    assert!(store.save_item(&alice, &kept).await.unwrap());
+    assert!(store.save_item(&alice, &failed).await.unwrap());
+    store.fence_item(&alice, &t.id, &failed.id).await.unwrap();
+    assert_eq!(
+        store.load_item(&alice, &t.id, &failed.id).await.unwrap(),
+        None
+    );
+    let recent = store.load_recent(&alice, &t.id, 40).await.unwrap().unwrap();
+    assert_eq!(recent.items, vec![kept.clone()]);
+    let page = store
+        .list_items(&alice, &t.id, &paging(10, Order::Asc, None))
+        .await
+        .unwrap();
+    assert_eq!(page.data, vec![kept.clone()]);
+    // The write arriving later still is refused.
+    assert!(!store.save_item(&alice, &failed).await.unwrap());
+    assert_eq!(
+        store.load_item(&alice, &t.id, &failed.id).await.unwrap(),
+        None
+    );
+    // Fencing in a thread that is gone writes nothing.
+    assert!(store.delete_thread(&alice, &t.id).await.unwrap());
+    store.fence_item(&alice, &t.id, &kept.id).await.unwrap();
+    let left = alices_rows(&client, &table).await;
+    assert!(left.is_empty(), "{left:?}");
 }

@@ -95,6 +95,16 @@ pub trait ChatStore: Send + Sync {
         item: &ThreadItem,
     ) -> impl Future<Output = Result<bool, StoreError>> + Send;
 
+    /// Makes sure an item whose write failed never exists, even if that
+    /// write lands late: it is removed and no later write of it is accepted.
+    /// Nothing to do when the thread is gone.
+    fn fence_item(
+        &self,
+        user: &UserId,
+        thread_id: &str,
+        item_id: &str,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
     /// Reads one item.
     fn load_item(
         &self,

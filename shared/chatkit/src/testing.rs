@@ -59,7 +59,9 @@ pub struct InMemoryChat {
     threads: Mutex<BTreeMap<ThreadKey, ThreadMetadata>>,
     items: Mutex<BTreeMap<ItemKey, ThreadItem>>,
     feedback: Mutex<BTreeMap<(String, String, String), Feedback>>,
+    fenced: Mutex<std::collections::BTreeSet<(String, String, String)>>,
     failing: AtomicBool,
+    landing_late: AtomicBool,
     journal: Journal,
 }
 
@@ -84,6 +86,12 @@ impl InMemoryChat {
             .filter(|((u, t, _), _)| u == user.as_str() && t == thread_id)
             .map(|(_, i)| i.clone())
             .collect()
+    }
+
+    /// From now on item writes fail as a timeout does although they land
+    /// (`true`), or work again (`false`).
+    pub fn set_landing_late(&self, late: bool) {
+        self.landing_late.store(late, Ordering::SeqCst);
     }
 
     /// Every stored rating of `user`, by thread and item.
@@ -218,7 +226,13 @@ impl ChatStore for InMemoryChat {
 
     async fn save_item(&self, user: &UserId, item: &ThreadItem) -> Result<bool, StoreError> {
         self.call("save_item")?;
-        if self.stored_thread(user, &item.thread_id).is_none() {
+        let key = (
+            user.as_str().to_owned(),
+            item.thread_id.clone(),
+            item.id.clone(),
+        );
+        if self.stored_thread(user, &item.thread_id).is_none() || lock(&self.fenced).contains(&key)
+        {
             return Ok(false);
         }
         lock(&self.items).insert(
@@ -229,7 +243,38 @@ impl ChatStore for InMemoryChat {
             ),
             item.clone(),
         );
+        if self.landing_late.load(Ordering::SeqCst) {
+            return Err(StoreError::Unavailable(
+                "timed out (but the write landed)".into(),
+            ));
+        }
         Ok(true)
+    }
+
+    async fn fence_item(
+        &self,
+        user: &UserId,
+        thread_id: &str,
+        item_id: &str,
+    ) -> Result<(), StoreError> {
+        self.call("fence_item")?;
+        if self.stored_thread(user, thread_id).is_none() {
+            return Ok(());
+        }
+        lock(&self.items).retain(|(u, t, (rest, prefix)), _| {
+            let id = if prefix.is_empty() {
+                rest.clone()
+            } else {
+                format!("{prefix}_{rest}")
+            };
+            !(u == user.as_str() && t == thread_id && id == item_id)
+        });
+        lock(&self.fenced).insert((
+            user.as_str().to_owned(),
+            thread_id.to_owned(),
+            item_id.to_owned(),
+        ));
+        Ok(())
     }
 
     async fn load_item(

@@ -52,6 +52,8 @@ pub struct Turn<'a, S, K> {
     saved_thread: ThreadMetadata,
     history: Vec<ThreadItem>,
     pending: Vec<ThreadItem>,
+    /// Items whose write failed: it may still land late.
+    unsure: Vec<String>,
     deadline: Instant,
 }
 
@@ -73,6 +75,7 @@ impl<'a, S: ChatStore, K: EventSink> Turn<'a, S, K> {
             thread,
             history,
             pending: Vec::new(),
+            unsure: Vec::new(),
             deadline,
         }
     }
@@ -155,10 +158,42 @@ impl<'a, S: ChatStore, K: EventSink> Turn<'a, S, K> {
 
     /// Saves an item while the thread exists.
     async fn save(&mut self, item: &ThreadItem) -> Result<(), Interrupted> {
-        if self.store.save_item(&self.caller.user, item).await? {
-            Ok(())
-        } else {
-            Err(Interrupted::ThreadGone)
+        match self.store.save_item(&self.caller.user, item).await {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(Interrupted::ThreadGone),
+            Err(e) => {
+                self.unsure.push(item.id.clone());
+                Err(e.into())
+            }
+        }
+    }
+
+    /// After the client was told the run failed: items whose write failed
+    /// (and may land late, once storage is back) are fenced off, retrying for
+    /// up to 15 s (never past the deadline), so what is stored agrees with
+    /// what was said. The stream stays open meanwhile.
+    pub(crate) async fn fence_unsure(&mut self) {
+        const PAUSE: std::time::Duration = std::time::Duration::from_millis(500);
+        const PATIENCE: std::time::Duration = std::time::Duration::from_secs(15);
+        let give_up = self.deadline.min(Instant::now() + PATIENCE);
+        for item_id in std::mem::take(&mut self.unsure) {
+            loop {
+                let fenced = self
+                    .store
+                    .fence_item(&self.caller.user, &self.thread.id, &item_id)
+                    .await;
+                match fenced {
+                    Ok(()) => break,
+                    Err(e) if Instant::now() + PAUSE < give_up => {
+                        tracing::warn!(error = %e, %item_id, "could not fence a failed write yet; retrying");
+                        tokio::time::sleep(PAUSE).await;
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, %item_id, "a failed write could not be fenced in time");
+                        break;
+                    }
+                }
+            }
         }
     }
 

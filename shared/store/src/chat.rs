@@ -33,6 +33,9 @@ type Item = HashMap<String, AttributeValue>;
 const BATCH: usize = 25;
 /// Set on a thread's listed record while it is being deleted.
 const DELETING: &str = "deleting";
+/// Set on an item's key when a write of it failed: the item never exists,
+/// and a late write of it is refused.
+const FENCED: &str = "fenced";
 /// A thread's title, beside its JSON.
 const TITLE: &str = "title";
 /// The condition of every write into a thread: it exists and is not being deleted.
@@ -54,6 +57,11 @@ fn thread_record(pk: String, sk: String, thread: &ThreadMetadata) -> Result<Item
         row.insert(TITLE.into(), AttributeValue::S(title.clone()));
     }
     Ok(row)
+}
+
+/// Whether a row is a fenced item's key (no item).
+fn is_fence(row: &Item) -> bool {
+    row.contains_key(FENCED)
 }
 
 /// Whether a write was refused by its condition.
@@ -115,7 +123,9 @@ impl DynamoStore {
                 .await
                 .map_err(classify)?;
             for row in out.items.unwrap_or_default() {
-                data.push(from_record(&row)?);
+                if !is_fence(&row) {
+                    data.push(from_record(&row)?);
+                }
             }
             match out.last_evaluated_key {
                 Some(key) if data.len() <= paging.limit => start = Some(key),
@@ -150,7 +160,37 @@ impl DynamoStore {
             .send()
             .await
             .map_err(classify)?;
-        out.item.as_ref().map(from_record).transpose()
+        out.item
+            .as_ref()
+            .filter(|row| !is_fence(row))
+            .map(from_record)
+            .transpose()
+    }
+
+    /// `put` in one transaction with a check that its thread is live (exists,
+    /// not being deleted): `Ok(false)` when a condition refused it.
+    async fn put_in_live_thread(
+        &self,
+        pk: String,
+        thread_id: &str,
+        put: aws_sdk_dynamodb::types::builders::PutBuilder,
+    ) -> Result<bool, StoreError> {
+        let check = ConditionCheck::builder()
+            .table_name(&self.table)
+            .set_key(Some(keys::key(pk, keys::thread_sk(thread_id))))
+            .condition_expression(LIVE_THREAD)
+            .expression_attribute_names("#pk", PK)
+            .expression_attribute_names("#deleting", DELETING)
+            .build()
+            .map_err(|e| StoreError::Internal(e.to_string()))?;
+        let put = put
+            .build()
+            .map_err(|e| StoreError::Internal(e.to_string()))?;
+        self.transact_if(vec![
+            TransactWriteItem::builder().condition_check(check).build(),
+            TransactWriteItem::builder().put(put).build(),
+        ])
+        .await
     }
 
     /// A transaction whose conditions may refuse it: `Ok(false)` when one did.
@@ -353,6 +393,7 @@ impl ChatStore for DynamoStore {
             .await
             .map_err(classify)?;
         let mut rows = out.items.unwrap_or_default();
+        rows.retain(|row| !is_fence(row));
         let has_head = rows
             .first()
             .and_then(|r| r.get(SK))
@@ -450,24 +491,31 @@ impl ChatStore for DynamoStore {
     async fn save_item(&self, user: &UserId, item: &ThreadItem) -> Result<bool, StoreError> {
         let pk = keys::user_pk(user);
         let row = record(pk.clone(), keys::item_sk(&item.thread_id, &item.id), item)?;
-        let check = ConditionCheck::builder()
-            .table_name(&self.table)
-            .set_key(Some(keys::key(pk, keys::thread_sk(&item.thread_id))))
-            .condition_expression(LIVE_THREAD)
-            .expression_attribute_names("#pk", PK)
-            .expression_attribute_names("#deleting", DELETING)
-            .build()
-            .map_err(|e| StoreError::Internal(e.to_string()))?;
         let put = Put::builder()
             .table_name(&self.table)
             .set_item(Some(row))
-            .build()
-            .map_err(|e| StoreError::Internal(e.to_string()))?;
-        self.transact_if(vec![
-            TransactWriteItem::builder().condition_check(check).build(),
-            TransactWriteItem::builder().put(put).build(),
-        ])
-        .await
+            .condition_expression("attribute_not_exists(#fenced)")
+            .expression_attribute_names("#fenced", FENCED);
+        self.put_in_live_thread(pk, &item.thread_id, put).await
+    }
+
+    #[instrument(skip_all, fields(item_id = %item_id))]
+    async fn fence_item(
+        &self,
+        user: &UserId,
+        thread_id: &str,
+        item_id: &str,
+    ) -> Result<(), StoreError> {
+        // The item's key keeps only the fence: what a late write had put is
+        // gone, and a write that lands later is refused by its condition.
+        // Refused only when the thread is gone: then nothing can land either.
+        let pk = keys::user_pk(user);
+        let mut fence = keys::key(pk.clone(), keys::item_sk(thread_id, item_id));
+        fence.insert(FENCED.into(), AttributeValue::Bool(true));
+        let put = Put::builder().table_name(&self.table).set_item(Some(fence));
+        self.put_in_live_thread(pk, thread_id, put)
+            .await
+            .map(|_| ())
     }
 
     #[instrument(skip_all, fields(item_id = %item_id))]

@@ -401,6 +401,7 @@ impl<S: ChatStore, R: Responder> Engine<S, R> {
             Err(Interrupted::Store(e)) => {
                 tracing::error!(error = %e, "storage failed mid-stream");
                 let _ = turn.error("stream.error", None, true).await;
+                turn.fence_unsure().await;
             }
             // The user deleted the thread: the stream just ends.
             Err(Interrupted::ThreadGone) => {
