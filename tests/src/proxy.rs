@@ -28,6 +28,9 @@ pub enum ProxyFault {
     Hang,
     /// Answer 200 with a body that is not JSON.
     Garbage,
+    /// Hold the request this long, then forward it (a frozen service that
+    /// comes back and applies what it was sent).
+    Delay(std::time::Duration),
 }
 
 /// `(arrival, operation)` of each request, while a timeline is recorded.
@@ -41,6 +44,7 @@ pub struct CountingProxy {
     counts: Arc<Mutex<BTreeMap<String, usize>>>,
     fault: Arc<Mutex<ProxyFault>>,
     timeline: Timeline,
+    held: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl CountingProxy {
@@ -51,6 +55,8 @@ impl CountingProxy {
         let counts: Arc<Mutex<BTreeMap<String, usize>>> = Arc::default();
         let fault = Arc::new(Mutex::new(ProxyFault::None));
         let timeline: Timeline = Arc::default();
+        let held: Arc<std::sync::atomic::AtomicUsize> = Arc::default();
+        let holding = held.clone();
         let client = crate::http_client();
         let upstream = upstream.trim_end_matches('/').to_owned();
         let tally = counts.clone();
@@ -61,6 +67,7 @@ impl CountingProxy {
             let arrived = Instant::now();
             let (client, upstream, tally) = (client.clone(), upstream.clone(), tally.clone());
             let log = log.clone();
+            let holding = holding.clone();
             let fault = mode.lock().unwrap_or_else(|p| p.into_inner()).clone();
             async move {
                 let (parts, body) = req.into_parts();
@@ -105,38 +112,26 @@ impl CountingProxy {
                             b"<html><body>502 Bad Gateway</body></html>",
                         )));
                     }
-                }
-                let path = parts
-                    .uri
-                    .path_and_query()
-                    .map(|p| p.as_str())
-                    .unwrap_or("/");
-                let mut fwd = client.request(parts.method.clone(), format!("{upstream}{path}"));
-                for (name, value) in &parts.headers {
-                    if name != "host" && name != "content-length" {
-                        fwd = fwd.header(name, value);
+                    ProxyFault::Delay(pause) => {
+                        // Forwarded even if the caller gives up meanwhile, as a
+                        // frozen service still applies what it was sent.
+                        use std::sync::atomic::Ordering;
+                        holding.fetch_add(1, Ordering::SeqCst);
+                        let (tx, rx) = tokio::sync::oneshot::channel();
+                        tokio::spawn(async move {
+                            tokio::time::sleep(pause).await;
+                            let answer = forward(&client, &upstream, parts, body).await;
+                            holding.fetch_sub(1, Ordering::SeqCst);
+                            let _ = tx.send(answer);
+                        });
+                        return rx.await.unwrap_or_else(|_| {
+                            let mut out = Response::new(full(Bytes::from_static(b"dropped")));
+                            *out.status_mut() = StatusCode::BAD_GATEWAY;
+                            out
+                        });
                     }
                 }
-                match fwd.body(body).send().await {
-                    Ok(resp) => {
-                        let status = resp.status();
-                        let headers = resp.headers().clone();
-                        let bytes = resp.bytes().await.unwrap_or_default();
-                        let mut out = Response::new(full(bytes));
-                        *out.status_mut() = status;
-                        for (name, value) in &headers {
-                            if name != "content-length" && name != "transfer-encoding" {
-                                out.headers_mut().append(name, value.clone());
-                            }
-                        }
-                        out
-                    }
-                    Err(_) => {
-                        let mut out = Response::new(full(Bytes::from_static(b"upstream down")));
-                        *out.status_mut() = StatusCode::BAD_GATEWAY;
-                        out
-                    }
-                }
+                forward(&client, &upstream, parts, body).await
             }
         });
         Ok(Self {
@@ -144,6 +139,7 @@ impl CountingProxy {
             counts,
             fault,
             timeline,
+            held,
         })
     }
 
@@ -167,6 +163,11 @@ impl CountingProxy {
         events
     }
 
+    /// How many requests a [`ProxyFault::Delay`] is holding right now.
+    pub fn held(&self) -> usize {
+        self.held.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
     /// What the proxy does with the requests that arrive from now on.
     pub fn set_fault(&self, fault: ProxyFault) {
         *self.fault.lock().unwrap_or_else(|p| p.into_inner()) = fault;
@@ -188,5 +189,46 @@ impl CountingProxy {
             .get(operation)
             .copied()
             .unwrap_or(0)
+    }
+}
+
+/// Forwards one request to `upstream` and returns its answer (502 when the
+/// upstream cannot be reached).
+async fn forward(
+    client: &reqwest::Client,
+    upstream: &str,
+    parts: hyper::http::request::Parts,
+    body: Bytes,
+) -> Response<crate::http_server::Body> {
+    let path = parts
+        .uri
+        .path_and_query()
+        .map(|p| p.as_str())
+        .unwrap_or("/");
+    let mut fwd = client.request(parts.method.clone(), format!("{upstream}{path}"));
+    for (name, value) in &parts.headers {
+        if name != "host" && name != "content-length" {
+            fwd = fwd.header(name, value);
+        }
+    }
+    match fwd.body(body).send().await {
+        Ok(resp) => {
+            let status = resp.status();
+            let headers = resp.headers().clone();
+            let bytes = resp.bytes().await.unwrap_or_default();
+            let mut out = Response::new(full(bytes));
+            *out.status_mut() = status;
+            for (name, value) in &headers {
+                if name != "content-length" && name != "transfer-encoding" {
+                    out.headers_mut().append(name, value.clone());
+                }
+            }
+            out
+        }
+        Err(_) => {
+            let mut out = Response::new(full(Bytes::from_static(b"upstream down")));
+            *out.status_mut() = StatusCode::BAD_GATEWAY;
+            out
+        }
     }
 }

@@ -452,6 +452,20 @@ async fn openai_failing_hanging_or_garbled_mid_chat_keeps_threads_whole() {
     assert_eq!(chatkit_fn.pids().len(), 1, "no process was restarted");
 }
 
+/// Starts `threads.create` "hello" as alice: the streamed response, unread.
+async fn start_chat(api: &Api) -> reqwest::Response {
+    let body = json!({"type": "threads.create", "params": {"input": {"content": [
+        {"type": "input_text", "text": "hello"}], "attachments": [], "inference_options": {}}}});
+    api.http
+        .post(format!("{}{CHATKIT}", api.stack.url))
+        .bearer_auth(api.token("alice"))
+        .header("content-type", "application/json")
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_streamed_invocation_is_cut_at_the_function_timeout_as_lambda_does() {
     let api = Api::start_with(StackOptions {
@@ -465,17 +479,7 @@ async fn a_streamed_invocation_is_cut_at_the_function_timeout_as_lambda_does() {
     let function = api.stack.function("chatkit").unwrap();
     // Every DynamoDB request hangs: the stream's first write outlives the 2 s.
     proxy.set_fault(ProxyFault::Hang);
-    let body = json!({"type": "threads.create", "params": {"input": {"content": [
-        {"type": "input_text", "text": "hello"}], "attachments": [], "inference_options": {}}}});
-    let resp = api
-        .http
-        .post(format!("{}{CHATKIT}", api.stack.url))
-        .bearer_auth(api.token("alice"))
-        .header("content-type", "application/json")
-        .body(body.to_string())
-        .send()
-        .await
-        .unwrap();
+    let resp = start_chat(&api).await;
     assert_eq!(resp.status(), 200);
     // The body ends (cut), whatever it held.
     let _ = resp.bytes().await;
@@ -491,4 +495,71 @@ async fn a_streamed_invocation_is_cut_at_the_function_timeout_as_lambda_does() {
     let (status, _, answer, _) =
         chatkit(&api, "alice", json!({"type": "threads.list", "params": {}})).await;
     assert_eq!(status, 200, "{answer}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_answer_whose_write_lands_after_a_freeze_is_not_kept() {
+    let api = Api::start_with(StackOptions {
+        functions: Some(vec!["chatkit".into()]),
+        count_dynamodb: true,
+        ..StackOptions::default()
+    })
+    .await;
+    let proxy = api.stack.dynamodb_proxy.clone().unwrap();
+    let stub = api.stack.openai.as_ref().unwrap();
+    let words: Vec<String> = (0..20).map(|i| format!("w{i}")).collect();
+    stub.set_chunk_delay(Duration::from_millis(50));
+    stub.push_turn(taskpilot_testkit::openai_stub::Turn::Text(words.join(" ")));
+    let mut resp = start_chat(&api).await;
+    let mut seen = String::new();
+    // The answer streams; then DynamoDB freezes: what it is sent now, it
+    // applies 8 s later.
+    while !seen.contains("text_delta") {
+        seen.push_str(&String::from_utf8_lossy(
+            &resp.chunk().await.unwrap().unwrap(),
+        ));
+    }
+    proxy.set_fault(ProxyFault::Delay(Duration::from_secs(8)));
+    // The client is told the answer failed; then DynamoDB is back.
+    while !seen.contains(r#""type":"error""#) {
+        seen.push_str(&String::from_utf8_lossy(
+            &resp.chunk().await.unwrap().unwrap(),
+        ));
+    }
+    proxy.set_fault(ProxyFault::None);
+    while let Some(chunk) = resp.chunk().await.unwrap() {
+        seen.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    let events: Vec<Value> = seen
+        .trim_end()
+        .split("\n\n")
+        .map(|f| serde_json::from_str(f.trim_start_matches("data: ")).unwrap())
+        .collect();
+    assert_eq!(events.last().unwrap()["type"], "error", "{events:?}");
+    assert_eq!(events.last().unwrap()["allow_retry"], true);
+    let thread = events[0]["thread"]["id"].as_str().unwrap().to_owned();
+    // Every write the freeze held has reached DynamoDB by now.
+    let started = Instant::now();
+    while proxy.held() > 0 {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "held writes never landed"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Stored is what the client was told: the message, no answer.
+    let (status, _, page, _) = chatkit(
+        &api,
+        "alice",
+        json!({"type": "items.list", "params": {"thread_id": thread, "order": "asc"}}),
+    )
+    .await;
+    assert_eq!(status, 200, "{page}");
+    let kinds: Vec<&str> = page["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["type"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, ["user_message"], "{page}");
 }
