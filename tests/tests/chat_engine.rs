@@ -2170,3 +2170,27 @@ async fn an_answer_whose_write_timed_out_but_landed_is_not_kept() {
     assert!(!chat.store().save_item(&user("alice"), &late).await.unwrap());
     assert_eq!(chat.items("alice", &thread).len(), 1);
 }
+
+#[tokio::test]
+async fn every_word_of_a_title_must_match_in_any_order() {
+    let chat = Chat::new();
+    chat.task("alice", "Buy milk").await;
+    let oat = chat.task("alice", "Buy oat milk").await;
+    chat.create(
+        "alice",
+        "done with the oat milk",
+        vec![
+            Round::calls(&[("complete_task", r#"{"task":"milk OAT"}"#)]),
+            Round::text("Done."),
+        ],
+    )
+    .await;
+    let done: Vec<String> = chat
+        .task_list("alice")
+        .await
+        .into_iter()
+        .filter(|t| t.completed)
+        .map(|t| t.id.to_string())
+        .collect();
+    assert_eq!(done, [oat.id.to_string()]);
+}

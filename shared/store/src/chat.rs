@@ -64,6 +64,12 @@ fn is_fence(row: &Item) -> bool {
     row.contains_key(FENCED)
 }
 
+/// Whether a row reads as absent: a fenced item, or a thread being deleted
+/// (already gone for everyone).
+fn is_absent(row: &Item) -> bool {
+    is_fence(row) || row.contains_key(DELETING)
+}
+
 /// Whether a write was refused by its condition.
 fn is_condition_failure<E: ProvideErrorMetadata, R>(err: &SdkError<E, R>) -> bool {
     err.as_service_error()
@@ -162,7 +168,7 @@ impl DynamoStore {
             .map_err(classify)?;
         out.item
             .as_ref()
-            .filter(|row| !is_fence(row))
+            .filter(|row| !is_absent(row))
             .map(from_record)
             .transpose()
     }
@@ -356,24 +362,7 @@ impl ChatStore for DynamoStore {
         user: &UserId,
         thread_id: &str,
     ) -> Result<Option<ThreadMetadata>, StoreError> {
-        let out = self
-            .client
-            .get_item()
-            .table_name(&self.table)
-            .set_key(Some(keys::key(
-                keys::user_pk(user),
-                keys::thread_sk(thread_id),
-            )))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(classify)?;
-        match out.item {
-            // Being deleted: already gone for everyone.
-            Some(row) if row.contains_key(DELETING) => Ok(None),
-            Some(row) => from_record(&row).map(Some),
-            None => Ok(None),
-        }
+        self.get_record(user, keys::thread_sk(thread_id)).await
     }
 
     #[instrument(skip_all, fields(thread_id = %thread_id))]

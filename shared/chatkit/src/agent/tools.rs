@@ -11,8 +11,8 @@ use crate::context::Caller;
 use crate::model::ToolSpec;
 
 use taskpilot_domain::{
-    DomainError, NewTaskInput, Task, TaskFilter, TaskId, TaskPatchInput, TaskRepository,
-    TaskService, UserId,
+    DomainError, NewTaskInput, SearchText, Task, TaskFilter, TaskId, TaskPatchInput,
+    TaskRepository, TaskService, UserId,
 };
 
 /// The tools offered to the model (built once per process).
@@ -116,8 +116,8 @@ pub struct Ambiguous {
 
 /// Most candidates offered in one question.
 const MAX_CANDIDATES: usize = 8;
-/// Most tasks searched by title (newest first).
-const MAX_SEARCHED: usize = 300;
+/// Most pages of title matches read (newest first, 100 a page).
+const MAX_PAGES: usize = 3;
 
 fn failure(e: &DomainError) -> Value {
     let (code, message) = match e {
@@ -186,11 +186,26 @@ async fn target<R: TaskRepository>(
         .map(|t| t.trim().to_lowercase())
         .filter(|t| !t.is_empty())
         .ok_or_else(|| DomainError::validation("task_id", "name the task by task_id or task"))?;
+    // The store narrows by the longest word (the REST API's `q` search, one
+    // Query per page); the other words are checked here.
+    let words: Vec<&str> = wanted.split_whitespace().collect();
+    let longest = words
+        .iter()
+        .max_by_key(|w| w.chars().count())
+        .copied()
+        .unwrap_or("");
+    let search = SearchText::parse(longest)?;
     let mut all = Vec::new();
     let mut cursor: Option<String> = None;
-    while all.len() < MAX_SEARCHED {
+    for _page in 0..MAX_PAGES {
         let page = service
-            .list(user, TaskFilter::default(), 100, cursor.as_deref())
+            .list_matching(
+                user,
+                TaskFilter::default(),
+                Some(search.clone()),
+                100,
+                cursor.as_deref(),
+            )
             .await?;
         all.extend(page.tasks);
         match page.next_cursor {
@@ -202,7 +217,6 @@ async fn target<R: TaskRepository>(
         .iter()
         .filter(|t| t.title.to_lowercase() == wanted)
         .collect();
-    let words: Vec<&str> = wanted.split_whitespace().collect();
     let mut matches: Vec<Task> = if exact.len() == 1 {
         exact.into_iter().cloned().collect()
     } else {
