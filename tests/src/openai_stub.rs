@@ -1,6 +1,7 @@
 //! A stub of the OpenAI HTTP API on 127.0.0.1: the real paths, headers and
 //! bodies, a bearer key it enforces, a record of every request, and faults a
-//! test can script (an error status, a slow answer, a cut-off or garbage body).
+//! test can script (an error status, a slow or gated answer, a cut-off or
+//! garbage body).
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -29,6 +30,33 @@ pub enum Fault {
     Truncated,
     /// A 200 whose body is not JSON.
     Garbage,
+    /// The normal answer, once the test opens the gate: the moment the
+    /// request arrived is known, and what happens meanwhile is up to the test.
+    Gated(Gate),
+}
+
+/// Holds one request until [`Gate::open`]; [`Gate::arrived`] waits for it.
+#[derive(Debug, Clone, Default)]
+pub struct Gate {
+    arrived: Arc<tokio::sync::Notify>,
+    open: Arc<tokio::sync::Notify>,
+}
+
+impl Gate {
+    /// A closed gate.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Waits until the gated request has arrived (its body read).
+    pub async fn arrived(&self) {
+        self.arrived.notified().await;
+    }
+
+    /// Lets the gated request be answered.
+    pub fn open(&self) {
+        self.open.notify_one();
+    }
 }
 
 /// One scripted model turn of `POST /v1/responses` (streamed).
@@ -120,8 +148,13 @@ impl OpenAiStub {
                     s.served += 1;
                     (s.faults.pop_front(), s.served)
                 };
-                if let Some(Fault::Slow(pause)) = &fault {
-                    tokio::time::sleep(*pause).await;
+                match &fault {
+                    Some(Fault::Slow(pause)) => tokio::time::sleep(*pause).await,
+                    Some(Fault::Gated(gate)) => {
+                        gate.arrived.notify_one();
+                        gate.open.notified().await;
+                    }
+                    _ => {}
                 }
                 let mut resp = match fault {
                     Some(Fault::Status {

@@ -161,35 +161,7 @@ impl LambdaFunction {
     }
 
     async fn scale(&self) {
-        let s = &self.shared;
-        let queued = lock(&s.queue).len();
-        // Processes that are not working on an invocation (including ones still
-        // starting) will take queued work; start another only when they cannot.
-        let free = s
-            .instances
-            .load(Ordering::SeqCst)
-            .saturating_sub(s.busy.load(Ordering::SeqCst));
-        if queued <= free {
-            return;
-        }
-        let grew = s
-            .instances
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
-                (n < s.config.max_instances).then_some(n + 1)
-            })
-            .is_ok();
-        if grew {
-            lock(&s.logs).push(format!(
-                "[runtime] starting a process: {queued} queued, {free} free"
-            ));
-        }
-        if grew && let Err(e) = spawn_instance(s.clone()).await {
-            s.instances.fetch_sub(1, Ordering::SeqCst);
-            fail_one(
-                s,
-                InvokeError::Crashed(format!("cannot start process: {e}")),
-            );
-        }
+        scale(&self.shared).await;
     }
 
     /// Every line the function's processes printed so far.
@@ -293,6 +265,41 @@ struct Instance {
     kill: Notify,
 }
 
+/// Starts a process when queued work has none free to take it (up to
+/// `max_instances`).
+fn scale(s: &Arc<Shared>) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + '_>> {
+    Box::pin(async move {
+        let queued = lock(&s.queue).len();
+        // Processes that are not working on an invocation (including ones still
+        // starting) will take queued work; start another only when they cannot.
+        let free = s
+            .instances
+            .load(Ordering::SeqCst)
+            .saturating_sub(s.busy.load(Ordering::SeqCst));
+        if queued <= free {
+            return;
+        }
+        let grew = s
+            .instances
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+                (n < s.config.max_instances).then_some(n + 1)
+            })
+            .is_ok();
+        if grew {
+            lock(&s.logs).push(format!(
+                "[runtime] starting a process: {queued} queued, {free} free"
+            ));
+        }
+        if grew && let Err(e) = spawn_instance(s.clone()).await {
+            s.instances.fetch_sub(1, Ordering::SeqCst);
+            fail_one(
+                s,
+                InvokeError::Crashed(format!("cannot start process: {e}")),
+            );
+        }
+    })
+}
+
 async fn spawn_instance(shared: Arc<Shared>) -> Result<()> {
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
@@ -394,6 +401,8 @@ async fn spawn_instance(shared: Arc<Shared>) -> Result<()> {
                 InvokeError::Crashed(format!("init failed ({status}): {}", tail.join(" | "))),
             );
         }
+        // Work queued while this process was dying gets another one.
+        scale(&instance.shared).await;
     });
     Ok(())
 }
@@ -458,37 +467,40 @@ impl Instance {
         let (tx, rx) = tokio::sync::mpsc::channel(32);
         let _ = current.reply.send(Ok(Answer::Streamed(rx)));
         let mut body = req.into_body();
-        // A streamed answer is bound by the timeout too: at the deadline the
+        // A streamed answer is bound by the timeout too, whether the function
+        // is slow to write or the client slow to read: at the deadline the
         // stream is cut and the process stopped, as Lambda does.
         loop {
-            let Ok(next) = tokio::time::timeout_at(current.deadline, body.frame()).await else {
-                let timeout = self.shared.config.timeout;
-                lock(&self.shared.logs).push(format!(
-                    "[runtime] the streamed invocation timed out after {timeout:?}; process killed"
-                ));
-                let _ = tx
-                    .send(Err(std::io::Error::other(format!(
-                        "Task timed out after {timeout:?}"
-                    ))))
-                    .await;
-                self.kill.notify_one();
-                break;
-            };
-            let Some(frame) = next else {
-                break;
-            };
-            let sent = match frame {
-                Ok(frame) => match frame.into_data() {
-                    Ok(data) => tx.send(Ok(data)).await.is_ok(),
-                    Err(_) => true, // trailers (mid-stream error reports)
-                },
-                Err(e) => {
-                    let _ = tx.send(Err(std::io::Error::other(e.to_string()))).await;
-                    false
+            let step = tokio::time::timeout_at(current.deadline, async {
+                let Some(frame) = body.frame().await else {
+                    return false;
+                };
+                match frame {
+                    Ok(frame) => match frame.into_data() {
+                        Ok(data) => tx.send(Ok(data)).await.is_ok(),
+                        Err(_) => true, // trailers (mid-stream error reports)
+                    },
+                    Err(e) => {
+                        let _ = tx.send(Err(std::io::Error::other(e.to_string()))).await;
+                        false
+                    }
                 }
-            };
-            if !sent {
-                break;
+            })
+            .await;
+            match step {
+                Ok(true) => {}
+                Ok(false) => break,
+                Err(_) => {
+                    let timeout = self.shared.config.timeout;
+                    lock(&self.shared.logs).push(format!(
+                        "[runtime] the streamed invocation timed out after {timeout:?}; process killed"
+                    ));
+                    let _ = tx.try_send(Err(std::io::Error::other(format!(
+                        "Task timed out after {timeout:?}"
+                    ))));
+                    self.kill.notify_one();
+                    break;
+                }
             }
         }
         drop(tx);

@@ -1977,7 +1977,7 @@ impl Chat {
     async fn stream_to<K: taskpilot_chatkit::sink::EventSink>(&self, body: Value, sink: &mut K) {
         let request = Request::parse(body.to_string().as_bytes()).unwrap();
         let prepared = self.engine.prepare(&user("alice"), request).await.unwrap();
-        let deadline = Instant::now() + Duration::from_secs(60);
+        let deadline = Instant::now() + self.time;
         self.engine
             .run(&self.caller("alice"), prepared, sink, deadline)
             .await;
@@ -2169,6 +2169,62 @@ async fn an_answer_whose_write_timed_out_but_landed_is_not_kept() {
     use taskpilot_chatkit::store::ChatStore;
     assert!(!chat.store().save_item(&user("alice"), &late).await.unwrap());
     assert_eq!(chat.items("alice", &thread).len(), 1);
+}
+
+fn freeze(
+    store: &InMemoryChat,
+    _thread: String,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + '_>> {
+    Box::pin(async move { store.set_hanging(true) })
+}
+
+/// Streams `body` as alice into a sink that freezes storage at the first
+/// event of type `at`; the run must end by itself (a frozen write is given
+/// up at the deadline), well within a generous bound.
+async fn frozen_at(chat: &Chat, at: &'static str, body: Value) -> Vec<Value> {
+    let mut sink = Meddling::new(chat.store(), at, freeze);
+    tokio::time::timeout(Duration::from_secs(60), chat.stream_to(body, &mut sink))
+        .await
+        .expect("the run outlived its deadline");
+    chat.store().set_hanging(false);
+    sink.events
+}
+
+#[tokio::test]
+async fn a_frozen_write_is_given_up_at_the_deadline_with_one_error() {
+    let chat = Chat::new().with_time(Duration::from_millis(1500));
+    chat.model
+        .push(Round::text("An answer storage will never take."));
+    let events = frozen_at(
+        &chat,
+        "thread.item.updated",
+        json!({"type": "threads.create", "params": {"input": message("hello")}}),
+    )
+    .await;
+    let types = types_of(&events);
+    assert_eq!(types.last(), Some(&"error"), "{types:?}");
+    assert_eq!(of_type(&events, "error").len(), 1, "{types:?}");
+    assert_eq!(of_type(&events, "error")[0]["allow_retry"], true);
+}
+
+#[tokio::test]
+async fn a_run_out_of_time_sends_one_error_even_if_its_title_cannot_be_saved() {
+    // Too little time left for a tool: the run ends with its own error, then
+    // storage freezes as the title is saved.
+    let chat = Chat::new().with_time(Duration::from_millis(1500));
+    chat.model.push(Round::calls(&[("list_tasks", "{}")]));
+    let events = frozen_at(
+        &chat,
+        "error",
+        json!({"type": "threads.create", "params": {"input": message("list it")}}),
+    )
+    .await;
+    let errors = of_type(&events, "error");
+    assert_eq!(errors.len(), 1, "{events:?}");
+    assert_eq!(
+        errors[0]["message"],
+        "This is taking too long. Please retry."
+    );
 }
 
 #[tokio::test]

@@ -466,35 +466,52 @@ async fn start_chat(api: &Api) -> reqwest::Response {
         .unwrap()
 }
 
+/// The local Runtime API cuts a streamed answer at the function's timeout and
+/// stops the process, as Lambda does. (The chat function itself ends its
+/// streams in time, so a bootstrap that never ends one plays the culprit.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_streamed_invocation_is_cut_at_the_function_timeout_as_lambda_does() {
-    let api = Api::start_with(StackOptions {
-        functions: Some(vec!["chatkit".into()]),
-        count_dynamodb: true,
-        function_timeout: Some(Duration::from_secs(2)),
-        ..StackOptions::default()
-    })
-    .await;
-    let proxy = api.stack.dynamodb_proxy.clone().unwrap();
-    let function = api.stack.function("chatkit").unwrap();
-    // Every DynamoDB request hangs: the stream's first write outlives the 2 s.
-    proxy.set_fault(ProxyFault::Hang);
-    let resp = start_chat(&api).await;
-    assert_eq!(resp.status(), 200);
-    // The body ends (cut), whatever it held.
-    let _ = resp.bytes().await;
-    let cut = function
+    use taskpilot_testkit::runtime_api::{Answer, FunctionConfig, LambdaFunction};
+    let function = LambdaFunction::new(FunctionConfig {
+        name: "overrunning".into(),
+        binary: taskpilot_testkit::repo_root().join("tests/fixtures/overrunning-bootstrap.py"),
+        env: Vec::new(),
+        timeout: Duration::from_secs(2),
+        max_instances: 1,
+        echo_logs: false,
+    });
+    let answer = tokio::time::timeout(Duration::from_secs(60), function.invoke_answer("{}"))
+        .await
+        .expect("the invocation never started")
+        .unwrap();
+    let Answer::Streamed(mut rx) = answer else {
+        panic!("not a streamed answer");
+    };
+    // What was streamed arrives; then the stream is cut with the timeout.
+    let mut got = Vec::new();
+    let cut = loop {
+        match tokio::time::timeout(Duration::from_secs(60), rx.recv()).await {
+            Ok(Some(Ok(chunk))) => got.extend_from_slice(&chunk),
+            Ok(Some(Err(e))) => break e.to_string(),
+            Ok(None) => panic!("the stream ended cleanly: {}", function.logs().join("\n")),
+            Err(_) => panic!("the stream was never cut: {}", function.logs().join("\n")),
+        }
+    };
+    assert!(String::from_utf8_lossy(&got).contains("data: first"));
+    assert_eq!(cut, "Task timed out after 2s");
+    let logged = function
         .wait_for_log(
             |l| l.contains("streamed invocation timed out"),
             Duration::from_secs(60),
         )
         .await;
-    assert!(cut.is_some(), "{}", function.logs().join("\n"));
-    // A fresh process serves the next request.
-    proxy.set_fault(ProxyFault::None);
-    let (status, _, answer, _) =
-        chatkit(&api, "alice", json!({"type": "threads.list", "params": {}})).await;
-    assert_eq!(status, 200, "{answer}");
+    assert!(logged.is_some(), "{}", function.logs().join("\n"));
+    // The process was stopped: the next invocation starts another one.
+    let _ = tokio::time::timeout(Duration::from_secs(60), function.invoke_answer("{}"))
+        .await
+        .expect("the next invocation never started")
+        .unwrap();
+    assert_eq!(function.pids().len(), 2, "{}", function.logs().join("\n"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -562,4 +579,94 @@ async fn an_answer_whose_write_lands_after_a_freeze_is_not_kept() {
         .map(|i| i["type"].as_str().unwrap())
         .collect();
     assert_eq!(kinds, ["user_message"], "{page}");
+}
+
+/// Issue 16, case 5: DynamoDB freezes while the model asks for 40 tool calls
+/// in one round. The function itself ends the stream with a retryable error
+/// before its timeout (no call starts without time to finish and answer), and
+/// the process lives on: Lambda never has to cut it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_turn_ends_itself_before_the_function_timeout_when_tools_hang() {
+    use taskpilot_testkit::openai_stub::{Gate, Turn};
+    let timeout = Duration::from_secs(15);
+    let api = Api::start_with(StackOptions {
+        functions: Some(vec!["chatkit".into()]),
+        count_dynamodb: true,
+        function_timeout: Some(timeout),
+        ..StackOptions::default()
+    })
+    .await;
+    let proxy = api.stack.dynamodb_proxy.clone().unwrap();
+    let stub = api.stack.openai.as_ref().unwrap();
+    let function = api.stack.function("chatkit").unwrap();
+    // The model's answer waits at a gate: the thread and the message are
+    // stored by then, and DynamoDB freezes before any tool runs.
+    let gate = Gate::new();
+    stub.push_fault(Fault::Gated(gate.clone()));
+    stub.push_turn(Turn::Calls(
+        (0..40)
+            .map(|_| ("list_tasks".to_owned(), json!({})))
+            .collect(),
+    ));
+    let started = Instant::now();
+    let resp = start_chat(&api).await;
+    assert_eq!(resp.status(), 200);
+    tokio::time::timeout(Duration::from_secs(60), gate.arrived())
+        .await
+        .expect("the model was never asked");
+    proxy.set_fault(ProxyFault::Hang);
+    gate.open();
+    // A body Lambda cut ends without its last chunk: keep what came.
+    let mut resp = resp;
+    let mut body = Vec::new();
+    while let Ok(Some(chunk)) = resp.chunk().await {
+        body.extend_from_slice(&chunk);
+    }
+    let text = String::from_utf8(body).unwrap();
+    let took = started.elapsed();
+    proxy.set_fault(ProxyFault::None);
+    assert!(
+        !function
+            .logs()
+            .iter()
+            .any(|l| l.contains("streamed invocation timed out")),
+        "Lambda cut the stream after {took:?}:\n{text}\n{}",
+        function.logs().join("\n")
+    );
+    if let Err(e) =
+        chatkit_contract::check_response("threads.create", 200, Some("text/event-stream"), &text)
+    {
+        panic!("ChatKit contract: {e}");
+    }
+    let events: Vec<Value> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .map(|d| serde_json::from_str(d).unwrap())
+        .collect();
+    let last = events.last().unwrap();
+    assert_eq!(
+        (last["type"].as_str(), last["allow_retry"].as_bool()),
+        (Some("error"), Some(true)),
+        "the function did not end the stream itself: {events:?}\n{}",
+        function.logs().join("\n")
+    );
+    assert!(took < timeout, "answered after {took:?}");
+    let gave_up = function
+        .wait_for_log(
+            |l| l.contains("the turn ran out of time"),
+            Duration::from_secs(60),
+        )
+        .await;
+    assert!(gave_up.is_some(), "{}", function.logs().join("\n"));
+    // Lambda never cut it: the same process serves the next request, and
+    // the thread holds the message.
+    let thread = events[0]["thread"]["id"].as_str().unwrap().to_owned();
+    let kinds: Vec<String> = items(&api, "alice", &thread)
+        .await
+        .iter()
+        .map(|i| i["type"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(kinds, ["user_message"]);
+    assert_eq!(function.pids().len(), 1, "the process was restarted");
+    assert_eq!(stub.requests_to("/v1/responses").len(), 1);
 }

@@ -61,6 +61,7 @@ pub struct InMemoryChat {
     feedback: Mutex<BTreeMap<(String, String, String), Feedback>>,
     fenced: Mutex<std::collections::BTreeSet<(String, String, String)>>,
     failing: AtomicBool,
+    hanging: AtomicBool,
     landing_late: AtomicBool,
     journal: Journal,
 }
@@ -77,6 +78,12 @@ impl InMemoryChat {
     /// From now on every call fails (`true`) or works again (`false`).
     pub fn set_failing(&self, failing: bool) {
         self.failing.store(failing, Ordering::SeqCst);
+    }
+
+    /// From now on every call never answers (`true`), as a frozen service;
+    /// calls made after `false` answer again.
+    pub fn set_hanging(&self, hanging: bool) {
+        self.hanging.store(hanging, Ordering::SeqCst);
     }
 
     /// Every stored item of `thread_id`, hidden ones included, in order.
@@ -110,8 +117,11 @@ impl InMemoryChat {
             .cloned()
     }
 
-    fn call(&self, name: &str) -> Result<(), StoreError> {
+    async fn call(&self, name: &str) -> Result<(), StoreError> {
         self.journal.record(&format!("store.{name}"));
+        if self.hanging.load(Ordering::SeqCst) {
+            std::future::pending::<()>().await;
+        }
         if self.failing.load(Ordering::SeqCst) {
             return Err(StoreError::Unavailable("the fake store is failing".into()));
         }
@@ -149,7 +159,7 @@ fn page_of<T: Clone>(all: Vec<T>, paging: &Paging, id: impl Fn(&T) -> &str) -> P
 
 impl ChatStore for InMemoryChat {
     async fn save_thread(&self, user: &UserId, thread: &ThreadMetadata) -> Result<(), StoreError> {
-        self.call("save_thread")?;
+        self.call("save_thread").await?;
         lock(&self.threads).insert(
             (user.as_str().to_owned(), thread.id.clone()),
             thread.clone(),
@@ -162,7 +172,7 @@ impl ChatStore for InMemoryChat {
         user: &UserId,
         thread_id: &str,
     ) -> Result<Option<ThreadMetadata>, StoreError> {
-        self.call("load_thread")?;
+        self.call("load_thread").await?;
         Ok(self.stored_thread(user, thread_id))
     }
 
@@ -172,7 +182,7 @@ impl ChatStore for InMemoryChat {
         thread_id: &str,
         limit: usize,
     ) -> Result<Option<RecentThread>, StoreError> {
-        self.call("load_recent")?;
+        self.call("load_recent").await?;
         let Some(thread) = self.stored_thread(user, thread_id) else {
             return Ok(None);
         };
@@ -187,7 +197,7 @@ impl ChatStore for InMemoryChat {
         user: &UserId,
         paging: &Paging,
     ) -> Result<Page<ThreadMetadata>, StoreError> {
-        self.call("list_threads")?;
+        self.call("list_threads").await?;
         let all: Vec<ThreadMetadata> = lock(&self.threads)
             .iter()
             .filter(|((u, _), _)| u == user.as_str())
@@ -197,7 +207,7 @@ impl ChatStore for InMemoryChat {
     }
 
     async fn delete_thread(&self, user: &UserId, thread_id: &str) -> Result<bool, StoreError> {
-        self.call("delete_thread")?;
+        self.call("delete_thread").await?;
         lock(&self.items).retain(|(u, t, _), _| !(u == user.as_str() && t == thread_id));
         lock(&self.feedback).retain(|(u, t, _), _| !(u == user.as_str() && t == thread_id));
         Ok(lock(&self.threads)
@@ -211,7 +221,7 @@ impl ChatStore for InMemoryChat {
         thread: &ThreadMetadata,
         untitled_only: bool,
     ) -> Result<bool, StoreError> {
-        self.call("update_thread")?;
+        self.call("update_thread").await?;
         let mut threads = lock(&self.threads);
         let key = (user.as_str().to_owned(), thread.id.clone());
         match threads.get(&key) {
@@ -225,7 +235,7 @@ impl ChatStore for InMemoryChat {
     }
 
     async fn save_item(&self, user: &UserId, item: &ThreadItem) -> Result<bool, StoreError> {
-        self.call("save_item")?;
+        self.call("save_item").await?;
         let key = (
             user.as_str().to_owned(),
             item.thread_id.clone(),
@@ -257,7 +267,7 @@ impl ChatStore for InMemoryChat {
         thread_id: &str,
         item_id: &str,
     ) -> Result<(), StoreError> {
-        self.call("fence_item")?;
+        self.call("fence_item").await?;
         if self.stored_thread(user, thread_id).is_none() {
             return Ok(());
         }
@@ -283,7 +293,7 @@ impl ChatStore for InMemoryChat {
         thread_id: &str,
         item_id: &str,
     ) -> Result<Option<ThreadItem>, StoreError> {
-        self.call("load_item")?;
+        self.call("load_item").await?;
         Ok(lock(&self.items)
             .get(&(
                 user.as_str().to_owned(),
@@ -299,7 +309,7 @@ impl ChatStore for InMemoryChat {
         thread_id: &str,
         paging: &Paging,
     ) -> Result<Page<ThreadItem>, StoreError> {
-        self.call("list_items")?;
+        self.call("list_items").await?;
         Ok(page_of(self.stored_items(user, thread_id), paging, |i| {
             &i.id
         }))
@@ -311,7 +321,7 @@ impl ChatStore for InMemoryChat {
         thread_id: &str,
         item_ids: &[String],
     ) -> Result<(), StoreError> {
-        self.call("delete_items")?;
+        self.call("delete_items").await?;
         let mut items = lock(&self.items);
         for id in item_ids {
             items.remove(&(
@@ -329,7 +339,7 @@ impl ChatStore for InMemoryChat {
         thread_id: &str,
         item_id: &str,
     ) -> Result<(), StoreError> {
-        self.call("delete_item")?;
+        self.call("delete_item").await?;
         lock(&self.items).remove(&(
             user.as_str().to_owned(),
             thread_id.to_owned(),
@@ -339,7 +349,7 @@ impl ChatStore for InMemoryChat {
     }
 
     async fn save_feedback(&self, user: &UserId, ratings: &[Feedback]) -> Result<(), StoreError> {
-        self.call("save_feedback")?;
+        self.call("save_feedback").await?;
         let mut stored = lock(&self.feedback);
         for rating in ratings {
             let key = (

@@ -54,6 +54,8 @@ pub struct Turn<'a, S, K> {
     pending: Vec<ThreadItem>,
     /// Items whose write failed: it may still land late.
     unsure: Vec<String>,
+    /// An `error` event was sent: the run has failed in the client's eyes.
+    failed: bool,
     deadline: Instant,
 }
 
@@ -76,6 +78,7 @@ impl<'a, S: ChatStore, K: EventSink> Turn<'a, S, K> {
             history,
             pending: Vec::new(),
             unsure: Vec::new(),
+            failed: false,
             deadline,
         }
     }
@@ -111,6 +114,26 @@ impl<'a, S: ChatStore, K: EventSink> Turn<'a, S, K> {
         self.deadline
     }
 
+    /// Whether an `error` event was sent.
+    pub fn failed(&self) -> bool {
+        self.failed
+    }
+
+    /// Storage work of this run, given up at its deadline, so the run can
+    /// still end its stream before Lambda cuts it (a write given up on may
+    /// still land: [`Turn::save`] treats it as unsure).
+    pub(crate) fn in_time<T, F>(&self, work: F) -> impl Future<Output = F::Output> + use<S, K, T, F>
+    where
+        F: Future<Output = Result<T, StoreError>>,
+    {
+        let deadline = self.deadline;
+        async move {
+            tokio::time::timeout_at(deadline.into(), work)
+                .await
+                .unwrap_or_else(|_| Err(StoreError::Unavailable("the run's time ran out".into())))
+        }
+    }
+
     /// A new item of this thread, created now.
     pub fn item(&self, id: String, kind: ItemKind) -> ThreadItem {
         ThreadItem::new(id, self.thread.id.clone(), kind)
@@ -141,9 +164,11 @@ impl<'a, S: ChatStore, K: EventSink> Turn<'a, S, K> {
                 }
             }
             StreamEvent::ItemRemoved { item_id } => {
-                self.store
-                    .delete_item(&self.caller.user, &self.thread.id, item_id)
-                    .await?;
+                self.in_time(
+                    self.store
+                        .delete_item(&self.caller.user, &self.thread.id, item_id),
+                )
+                .await?;
                 self.pending.retain(|p| &p.id != item_id);
                 self.history.retain(|h| &h.id != item_id);
             }
@@ -158,7 +183,10 @@ impl<'a, S: ChatStore, K: EventSink> Turn<'a, S, K> {
 
     /// Saves an item while the thread exists.
     async fn save(&mut self, item: &ThreadItem) -> Result<(), Interrupted> {
-        match self.store.save_item(&self.caller.user, item).await {
+        match self
+            .in_time(self.store.save_item(&self.caller.user, item))
+            .await
+        {
             Ok(true) => Ok(()),
             Ok(false) => Err(Interrupted::ThreadGone),
             Err(e) => {
@@ -179,8 +207,10 @@ impl<'a, S: ChatStore, K: EventSink> Turn<'a, S, K> {
         for item_id in std::mem::take(&mut self.unsure) {
             loop {
                 let fenced = self
-                    .store
-                    .fence_item(&self.caller.user, &self.thread.id, &item_id)
+                    .in_time(
+                        self.store
+                            .fence_item(&self.caller.user, &self.thread.id, &item_id),
+                    )
                     .await;
                 match fenced {
                     Ok(()) => break,
@@ -207,8 +237,10 @@ impl<'a, S: ChatStore, K: EventSink> Turn<'a, S, K> {
         }
         let untitled_only = self.saved_thread.title.is_none();
         let saved = self
-            .store
-            .update_thread(&self.caller.user, &self.thread, untitled_only)
+            .in_time(
+                self.store
+                    .update_thread(&self.caller.user, &self.thread, untitled_only),
+            )
             .await?;
         if !saved {
             tracing::info!("the thread was renamed or deleted meanwhile; its title stands");
@@ -257,6 +289,7 @@ impl<'a, S: ChatStore, K: EventSink> Turn<'a, S, K> {
         message: Option<String>,
         allow_retry: bool,
     ) -> Result<(), Interrupted> {
+        self.failed = true;
         self.send(StreamEvent::Error {
             code: code.to_owned(),
             message,
@@ -270,7 +303,9 @@ impl<'a, S: ChatStore, K: EventSink> Turn<'a, S, K> {
     pub(crate) async fn cancelled(&mut self) {
         for item in std::mem::take(&mut self.pending) {
             if has_content(&item)
-                && let Err(e) = self.store.save_item(&self.caller.user, &item).await
+                && let Err(e) = self
+                    .in_time(self.store.save_item(&self.caller.user, &item))
+                    .await
             {
                 tracing::error!(error = %e, "could not keep the partial answer");
             }
@@ -281,17 +316,19 @@ impl<'a, S: ChatStore, K: EventSink> Turn<'a, S, K> {
                 content: CANCELLED_NOTE.into(),
             },
         );
-        if let Err(e) = self.store.save_item(&self.caller.user, &note).await {
+        if let Err(e) = self
+            .in_time(self.store.save_item(&self.caller.user, &note))
+            .await
+        {
             tracing::error!(error = %e, "could not note the cancellation");
         }
         if self.thread != self.saved_thread
             && let Err(e) = self
-                .store
-                .update_thread(
+                .in_time(self.store.update_thread(
                     &self.caller.user,
                     &self.thread,
                     self.saved_thread.title.is_none(),
-                )
+                ))
                 .await
         {
             tracing::error!(error = %e, "could not save the thread");

@@ -400,7 +400,11 @@ impl<S: ChatStore, R: Responder> Engine<S, R> {
             Err(Interrupted::Disconnected) => turn.cancelled().await,
             Err(Interrupted::Store(e)) => {
                 tracing::error!(error = %e, "storage failed mid-stream");
-                let _ = turn.error("stream.error", None, true).await;
+                // One error per stream: a run that already failed (out of
+                // time, say) has told the client so.
+                if !turn.failed() {
+                    let _ = turn.error("stream.error", None, true).await;
+                }
                 turn.fence_unsure().await;
             }
             // The user deleted the thread: the stream just ends.
@@ -420,7 +424,8 @@ impl<S: ChatStore, R: Responder> Engine<S, R> {
         };
         match kind {
             Kind::Create(input) => {
-                self.store.save_thread(turn.user(), turn.thread()).await?;
+                turn.in_time(self.store.save_thread(turn.user(), turn.thread()))
+                    .await?;
                 turn.send(StreamEvent::ThreadCreated {
                     thread: Thread::view(turn.thread(), Page::empty()),
                 })
@@ -430,22 +435,29 @@ impl<S: ChatStore, R: Responder> Engine<S, R> {
             Kind::Message(input) => self.user_message(turn, input, options).await?,
             Kind::Retry { target, later } => {
                 if !later.is_empty() {
-                    self.store
-                        .delete_items(turn.user(), &turn.thread().id, &later)
-                        .await?;
+                    turn.in_time(
+                        self.store
+                            .delete_items(turn.user(), &turn.thread().id, &later),
+                    )
+                    .await?;
                 }
                 turn.send(options).await?;
                 self.responder.respond(turn, Some(&target)).await?;
             }
             Kind::ToolOutput { call, stale } => {
-                if !self.store.save_item(turn.user(), &call).await? {
+                if !turn
+                    .in_time(self.store.save_item(turn.user(), &call))
+                    .await?
+                {
                     return Err(Interrupted::ThreadGone);
                 }
                 if !stale.is_empty() {
                     tracing::warn!(items = ?stale, "client tool calls were not completed; dropped");
-                    self.store
-                        .delete_items(turn.user(), &turn.thread().id, &stale)
-                        .await?;
+                    turn.in_time(
+                        self.store
+                            .delete_items(turn.user(), &turn.thread().id, &stale),
+                    )
+                    .await?;
                 }
                 turn.send(options).await?;
                 self.responder.respond(turn, None).await?;
