@@ -29,6 +29,16 @@ pub fn turn(body: &Value) -> Turn {
     if last["type"] == "function_call_output" {
         return Turn::Text(summary(&items, &last));
     }
+    if let Some(parts) = last["content"].as_array() {
+        // Files the user attached: the stub cannot look at them.
+        let count = |kind: &str| parts.iter().filter(|p| p["type"] == kind).count();
+        return Turn::Text(format!(
+            "I received {} image(s) and {} document(s). The local stub model cannot read \
+             them; with a real OpenAI key the assistant does.",
+            count("input_image"),
+            count("input_file")
+        ));
+    }
     let mentioned: Vec<Value> = items
         .iter()
         .rev()

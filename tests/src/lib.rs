@@ -19,6 +19,7 @@ pub mod openai_stub;
 pub mod outage;
 pub mod proxy;
 pub mod runtime_api;
+pub mod s3_front;
 pub mod schemathesis;
 pub mod stack;
 pub mod supervised;

@@ -1,7 +1,8 @@
 //! A stub of the OpenAI HTTP API on 127.0.0.1: the real paths, headers and
 //! bodies, a bearer key it enforces, a record of every request, and faults a
 //! test can script (an error status, a slow or gated answer, a cut-off or
-//! garbage body).
+//! garbage body). It serves the Responses API (streamed), the ChatKit
+//! sessions and the Audio API's transcriptions (dictation).
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -70,6 +71,14 @@ pub enum Turn {
     Broken(String),
 }
 
+/// What an unscripted transcription says of binary (real) audio.
+pub const DEFAULT_TRANSCRIPT: &str = "remind me to call the plumber on Monday";
+
+/// The file extensions `POST /v1/audio/transcriptions` accepts, as OpenAI's.
+const AUDIO_EXTENSIONS: &[&str] = &[
+    "flac", "m4a", "mp3", "mp4", "mpeg", "mpga", "oga", "ogg", "wav", "webm",
+];
+
 /// A request the stub received.
 #[derive(Debug, Clone)]
 pub struct Recorded {
@@ -79,7 +88,9 @@ pub struct Recorded {
     pub path: String,
     /// Headers, lower-case names.
     pub headers: BTreeMap<String, String>,
-    /// JSON body (`Null` when none).
+    /// JSON body (`Null` when none); a `multipart/form-data` body as a
+    /// summary: each text field by name, and the `file` part as `file_name`,
+    /// `file_type` and `file_bytes` (its length).
     pub body: Value,
     /// When the stub had read the request's head (before its body).
     pub received_at: std::time::Instant,
@@ -93,6 +104,7 @@ struct State {
     requests: Vec<Recorded>,
     served: u64,
     turns: VecDeque<Turn>,
+    transcripts: VecDeque<String>,
     chunk_delay: Duration,
     first_delta_at: Option<std::time::Instant>,
 }
@@ -126,6 +138,11 @@ impl OpenAiStub {
                     .await
                     .map(|b| b.to_bytes())
                     .unwrap_or_default();
+                let form = parts
+                    .headers
+                    .get("content-type")
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|ct| Form::parse(ct, &bytes));
                 let recorded = Recorded {
                     method: parts.method.to_string(),
                     path: parts.uri.path().to_owned(),
@@ -139,7 +156,10 @@ impl OpenAiStub {
                             )
                         })
                         .collect(),
-                    body: serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+                    body: match &form {
+                        Some(form) => form.summary(),
+                        None => serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+                    },
                     received_at,
                 };
                 let (fault, n) = {
@@ -179,7 +199,7 @@ impl OpenAiStub {
                         );
                         r
                     }
-                    _ => answer(&state, &recorded, n),
+                    _ => answer(&state, &recorded, form.as_ref(), n),
                 };
                 if let Ok(id) = format!("req_stub_{n}").parse() {
                     resp.headers_mut().insert("x-request-id", id);
@@ -198,6 +218,12 @@ impl OpenAiStub {
     /// Scripts the next model turn (turns queue up; an unscripted turn says "OK.").
     pub fn push_turn(&self, turn: Turn) {
         lock(&self.state).turns.push_back(turn);
+    }
+
+    /// Scripts the next transcription's text (texts queue up; an unscripted
+    /// one says what text-only "audio" holds, or [`DEFAULT_TRANSCRIPT`]).
+    pub fn push_transcript(&self, text: &str) {
+        lock(&self.state).transcripts.push_back(text.to_owned());
     }
 
     /// Pauses this long between streamed chunks.
@@ -379,7 +405,12 @@ fn error(status: u16, message: &str) -> Response<Body> {
 }
 
 /// The normal answers of the endpoints the product uses.
-fn answer(state: &Arc<Mutex<State>>, req: &Recorded, n: u64) -> Response<Body> {
+fn answer(
+    state: &Arc<Mutex<State>>,
+    req: &Recorded,
+    form: Option<&Form>,
+    n: u64,
+) -> Response<Body> {
     let (key, workflows) = {
         let s = lock(state);
         (s.key.clone(), s.workflows.clone())
@@ -410,6 +441,7 @@ fn answer(state: &Arc<Mutex<State>>, req: &Recorded, n: u64) -> Response<Body> {
             let turn = turn.unwrap_or_else(|| crate::improvise::turn(&req.body));
             stream_turn(turn, n, delay, state.clone())
         }
+        ("POST", "/v1/audio/transcriptions") => transcription(state, form),
         ("GET", "/v1/models") => ok(json!({
             "object": "list",
             "data": [{"id": "gpt-4.1", "object": "model", "created": 1_700_000_000, "owned_by": "openai"}]
@@ -458,5 +490,189 @@ fn answer(state: &Arc<Mutex<State>>, req: &Recorded, n: u64) -> Response<Body> {
             ok(json!({"id": id, "object": "chatkit.session", "status": "cancelled"}))
         }
         _ => error(404, "Unknown endpoint."),
+    }
+}
+
+/// `POST /v1/audio/transcriptions` with `response_format` json (the default).
+fn transcription(state: &Arc<Mutex<State>>, form: Option<&Form>) -> Response<Body> {
+    let Some(form) = form else {
+        return error(400, "The request must be multipart/form-data.");
+    };
+    let Some(file) = form.file("file") else {
+        return error(400, "Missing required parameter: 'file'.");
+    };
+    if form.text("model").is_none_or(str::is_empty) {
+        return error(400, "Missing required parameter: 'model'.");
+    }
+    if form.text("response_format").is_some_and(|f| f != "json") {
+        return error(400, "This stub answers response_format 'json' only.");
+    }
+    let extension = file
+        .file_name
+        .as_deref()
+        .and_then(|name| name.rsplit_once('.'))
+        .map(|(_, ext)| ext.to_ascii_lowercase());
+    if !extension.is_some_and(|ext| AUDIO_EXTENSIONS.contains(&ext.as_str())) {
+        return error(
+            400,
+            &format!("Invalid file format. Supported formats: {AUDIO_EXTENSIONS:?}"),
+        );
+    }
+    let scripted = lock(state).transcripts.pop_front();
+    let text = scripted.unwrap_or_else(|| heard(&file.content));
+    let words = text.split_whitespace().count();
+    ok(json!({
+        "text": text,
+        "usage": {"type": "tokens", "input_tokens": file.content.len() / 100 + 1,
+                  "output_tokens": words, "total_tokens": file.content.len() / 100 + 1 + words}
+    }))
+}
+
+/// What the stub "hears" in `audio`: a test's text-only audio says its text;
+/// real (binary) audio says [`DEFAULT_TRANSCRIPT`].
+fn heard(audio: &[u8]) -> String {
+    match std::str::from_utf8(audio) {
+        Ok(text)
+            if !text.trim().is_empty()
+                && text.chars().all(|c| !c.is_control() || c.is_whitespace()) =>
+        {
+            text.trim().to_owned()
+        }
+        _ => DEFAULT_TRANSCRIPT.to_owned(),
+    }
+}
+
+/// One part of a `multipart/form-data` body.
+#[derive(Debug)]
+struct FormPart {
+    name: String,
+    file_name: Option<String>,
+    content_type: Option<String>,
+    content: Vec<u8>,
+}
+
+/// A parsed `multipart/form-data` body (RFC 7578).
+#[derive(Debug)]
+struct Form(Vec<FormPart>);
+
+impl Form {
+    /// The parts of `body`; `None` unless `content_type` is multipart/form-data
+    /// with a boundary and `body` is well formed.
+    fn parse(content_type: &str, body: &[u8]) -> Option<Self> {
+        let (essence, params) = content_type.split_once(';')?;
+        if !essence.trim().eq_ignore_ascii_case("multipart/form-data") {
+            return None;
+        }
+        let boundary = params
+            .split(';')
+            .find_map(|p| p.trim().strip_prefix("boundary="))?
+            .trim_matches('"');
+        let opening = format!("--{boundary}");
+        let delimiter = format!("\r\n--{boundary}");
+        let mut rest = &body[find(body, opening.as_bytes())? + opening.len()..];
+        let mut parts = Vec::new();
+        while !rest.starts_with(b"--") {
+            rest = rest.strip_prefix(b"\r\n")?;
+            let end = find(rest, delimiter.as_bytes())?;
+            parts.push(FormPart::parse(&rest[..end])?);
+            rest = &rest[end + delimiter.len()..];
+        }
+        Some(Self(parts))
+    }
+
+    /// The text field `name`.
+    fn text(&self, name: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|p| p.name == name && p.file_name.is_none())
+            .and_then(|p| std::str::from_utf8(&p.content).ok())
+    }
+
+    /// The file part `name`.
+    fn file(&self, name: &str) -> Option<&FormPart> {
+        self.0
+            .iter()
+            .find(|p| p.name == name && p.file_name.is_some())
+    }
+
+    /// What [`Recorded::body`] holds for a form.
+    fn summary(&self) -> Value {
+        let mut summary = serde_json::Map::new();
+        for part in &self.0 {
+            if part.file_name.is_some() {
+                summary.insert(format!("{}_name", part.name), json!(part.file_name));
+                summary.insert(format!("{}_type", part.name), json!(part.content_type));
+                summary.insert(format!("{}_bytes", part.name), json!(part.content.len()));
+            } else {
+                let text = String::from_utf8_lossy(&part.content);
+                summary.insert(part.name.clone(), json!(text));
+            }
+        }
+        Value::Object(summary)
+    }
+}
+
+impl FormPart {
+    /// A part's headers, a blank line and its content.
+    fn parse(part: &[u8]) -> Option<Self> {
+        let head_end = find(part, b"\r\n\r\n")?;
+        let head = std::str::from_utf8(&part[..head_end]).ok()?;
+        let mut parsed = Self {
+            name: String::new(),
+            file_name: None,
+            content_type: None,
+            content: part[head_end + 4..].to_vec(),
+        };
+        for line in head.split("\r\n") {
+            let (header, value) = line.split_once(':')?;
+            match header.trim().to_ascii_lowercase().as_str() {
+                "content-disposition" => {
+                    for param in value.split(';').map(str::trim) {
+                        if let Some(name) = param.strip_prefix("name=") {
+                            name.trim_matches('"').clone_into(&mut parsed.name);
+                        } else if let Some(file_name) = param.strip_prefix("filename=") {
+                            parsed.file_name = Some(file_name.trim_matches('"').to_owned());
+                        }
+                    }
+                }
+                "content-type" => parsed.content_type = Some(value.trim().to_owned()),
+                _ => {}
+            }
+        }
+        (!parsed.name.is_empty()).then_some(parsed)
+    }
+}
+
+/// Where `needle` first occurs in `haystack`.
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_form_is_parsed_and_summarized() {
+        let body = b"preamble\r\n--XyZ\r\nContent-Disposition: form-data; name=\"model\"\r\n\r\n\
+            whisper-1\r\n--XyZ\r\ncontent-disposition: form-data; name=\"file\"; filename=\"a.ogg\"\r\n\
+            Content-Type: audio/ogg\r\n\r\n\x00\r\n--X\r\n--XyZ--\r\n";
+        let form = Form::parse("multipart/form-data; boundary=\"XyZ\"", body).unwrap();
+        assert_eq!(form.text("model"), Some("whisper-1"));
+        assert_eq!(form.file("file").unwrap().content, b"\x00\r\n--X");
+        assert_eq!(
+            form.summary(),
+            json!({"model": "whisper-1", "file_name": "a.ogg", "file_type": "audio/ogg", "file_bytes": 6})
+        );
+        assert!(Form::parse("application/json", body).is_none());
+        assert!(Form::parse("multipart/form-data; boundary=XyZ", b"--XyZ\r\nbroken").is_none());
+    }
+
+    #[test]
+    fn text_audio_is_heard_as_its_text_and_real_audio_as_the_default() {
+        assert_eq!(heard(b" buy milk\n"), "buy milk");
+        assert_eq!(heard(b"\x1aE\xdf\xa3"), DEFAULT_TRANSCRIPT);
+        assert_eq!(heard(b"\x00\x01"), DEFAULT_TRANSCRIPT);
+        assert_eq!(heard(b"  "), DEFAULT_TRANSCRIPT);
     }
 }

@@ -15,9 +15,12 @@ use crate::moto::Moto;
 use crate::openai_stub::OpenAiStub;
 use crate::proxy::CountingProxy;
 use crate::runtime_api::{FunctionConfig, LambdaFunction};
+use crate::s3_front::S3Front;
 use crate::template::Template;
 use crate::tokens::DevAuth;
 
+/// The browser origins the local stack allows.
+pub const LOCAL_ORIGINS: [&str; 2] = ["http://localhost:3000", "http://127.0.0.1:3000"];
 /// The cursor key the local stack gives its functions.
 pub const DEV_CURSOR_KEY: &str = "local-dev-only-cursor-key-0123456789abcdef";
 /// The key the OpenAI stub accepts.
@@ -96,8 +99,64 @@ pub struct LocalStack {
     pub openai: Option<OpenAiStub>,
     /// Counts the functions' DynamoDB requests, when asked for.
     pub dynamodb_proxy: Option<CountingProxy>,
+    /// The attachments bucket, when a function uses one.
+    pub files: Option<FilesSide>,
     /// The gateway's answers by status.
     pub responses: StatusTally,
+}
+
+/// The attachments bucket in moto (with the template's settings) and the
+/// front that checks presigned URLs as S3 does; the functions and browsers
+/// reach the bucket through the front.
+pub struct FilesSide {
+    /// The bucket's name (`ATTACHMENTS_BUCKET`).
+    pub bucket: String,
+    /// The front (`AWS_ENDPOINT_URL_S3`).
+    pub front: S3Front,
+    /// A client straight to moto, for inspecting the bucket.
+    pub s3: aws_sdk_s3::Client,
+}
+
+impl FilesSide {
+    /// The stored object of an attachment: its bytes and content type.
+    pub async fn object(&self, attachment_id: &str) -> Option<(Vec<u8>, Option<String>)> {
+        let out = self
+            .s3
+            .get_object()
+            .bucket(&self.bucket)
+            .key(format!("attachments/{attachment_id}"))
+            .send()
+            .await
+            .ok()?;
+        let content_type = out.content_type().map(str::to_owned);
+        let bytes = out.body.collect().await.ok()?.into_bytes().to_vec();
+        Some((bytes, content_type))
+    }
+
+    /// The tags of an attachment's object.
+    pub async fn tags(&self, attachment_id: &str) -> Vec<(String, String)> {
+        self.s3
+            .get_object_tagging()
+            .bucket(&self.bucket)
+            .key(format!("attachments/{attachment_id}"))
+            .send()
+            .await
+            .map(|out| {
+                out.tag_set()
+                    .iter()
+                    .map(|t| (t.key().to_owned(), t.value().to_owned()))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
+
+/// An S3 client for an emulator (path-style addressing).
+pub async fn s3_client(endpoint: &str) -> aws_sdk_s3::Client {
+    let config = aws_sdk_s3::config::Builder::from(&emulator_config(endpoint).await)
+        .force_path_style(true)
+        .build();
+    aws_sdk_s3::Client::from_conf(config)
 }
 
 /// moto, the seeded secret and the counting proxy the functions talk through.
@@ -166,10 +225,7 @@ pub fn base_env(dynamodb_endpoint: &str, table: &str, auth: &DevAuth) -> Vec<(St
         ("AWS_ENDPOINT_URL_DYNAMODB", dynamodb_endpoint),
         ("TABLE_NAME", table),
         ("CURSOR_SIGNING_KEY", DEV_CURSOR_KEY),
-        (
-            "ALLOWED_ORIGINS",
-            "http://localhost:3000,http://127.0.0.1:3000",
-        ),
+        ("ALLOWED_ORIGINS", &LOCAL_ORIGINS.join(",")),
         ("RUST_LOG", "info"),
     ]
     .into_iter()
@@ -177,6 +233,17 @@ pub fn base_env(dynamodb_endpoint: &str, table: &str, auth: &DevAuth) -> Vec<(St
     .collect();
     env.extend(auth.env());
     env
+}
+
+/// The moto the options name, else the process-wide one.
+async fn moto_endpoint(opts: &StackOptions) -> Result<String> {
+    Ok(match &opts.moto_endpoint {
+        Some(ep) => ep.clone(),
+        None => tokio::task::spawn_blocking(Moto::shared)
+            .await??
+            .endpoint
+            .clone(),
+    })
 }
 
 impl LocalStack {
@@ -230,19 +297,11 @@ impl LocalStack {
         let url = format!("http://{}", listener.local_addr()?);
         env.push(("CHATKIT_URL".into(), format!("{url}/api/v1/chatkit")));
 
-        let needs_openai = wanted
-            .iter()
-            .any(|f| f.env_names.iter().any(|n| n == "OPENAI_SECRET_ARN"));
+        let uses = |name: &str| wanted.iter().any(|f| f.env_names.iter().any(|n| n == name));
         let mut secrets = None;
         let mut openai = None;
-        if needs_openai {
-            let moto_endpoint = match &opts.moto_endpoint {
-                Some(ep) => ep.clone(),
-                None => tokio::task::spawn_blocking(Moto::shared)
-                    .await??
-                    .endpoint
-                    .clone(),
-            };
+        if uses("OPENAI_SECRET_ARN") {
+            let moto_endpoint = moto_endpoint(&opts).await?;
             let value = opts
                 .openai_secret
                 .clone()
@@ -281,6 +340,20 @@ impl LocalStack {
                 arn,
                 proxy,
             });
+        }
+        let mut files = None;
+        if uses("ATTACHMENTS_BUCKET") {
+            let moto_endpoint = moto_endpoint(&opts).await?;
+            let s3 = s3_client(&moto_endpoint).await;
+            let bucket = format!(
+                "attachments-{}",
+                ulid::Ulid::new().to_string().to_lowercase()
+            );
+            template.create_bucket(&s3, &bucket, &LOCAL_ORIGINS).await?;
+            let front = S3Front::start(&moto_endpoint, "test", "test").await?;
+            env.push(("AWS_ENDPOINT_URL_S3".into(), front.endpoint.clone()));
+            env.push(("ATTACHMENTS_BUCKET".into(), bucket.clone()));
+            files = Some(FilesSide { bucket, front, s3 });
         }
         env.extend(opts.env.iter().cloned());
 
@@ -322,6 +395,7 @@ impl LocalStack {
             secrets,
             openai,
             dynamodb_proxy,
+            files,
             responses,
         })
     }

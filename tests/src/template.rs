@@ -180,6 +180,147 @@ impl Template {
             .collect()
     }
 
+    /// Creates bucket `name` in an S3 emulator with the settings of the
+    /// template's attachments bucket: encryption, public access block, CORS
+    /// (`!Ref AllowedOrigins` as `origins`) and lifecycle rules.
+    pub async fn create_bucket(
+        &self,
+        s3: &aws_sdk_s3::Client,
+        name: &str,
+        origins: &[&str],
+    ) -> Result<()> {
+        use aws_sdk_s3::types::{
+            BucketLifecycleConfiguration, CorsConfiguration, CorsRule, ExpirationStatus,
+            LifecycleExpiration, LifecycleRule, LifecycleRuleFilter,
+            PublicAccessBlockConfiguration, ServerSideEncryption, ServerSideEncryptionByDefault,
+            ServerSideEncryptionConfiguration, ServerSideEncryptionRule, Tag,
+        };
+        let (_, bucket) = self
+            .resources("AWS::S3::Bucket")
+            .into_iter()
+            .next()
+            .ok_or("template.yaml has no AWS::S3::Bucket")?;
+        let props = &bucket["Properties"];
+        s3.create_bucket().bucket(name).send().await?;
+        let strings = |v: &Value| -> Vec<String> {
+            match v {
+                Value::Tagged(t) if t.tag == "Ref" => {
+                    origins.iter().map(|o| (*o).to_owned()).collect()
+                }
+                v => v
+                    .as_sequence()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(str_of)
+                    .collect(),
+            }
+        };
+        let sse = &props["BucketEncryption"]["ServerSideEncryptionConfiguration"][0]["ServerSideEncryptionByDefault"]
+            ["SSEAlgorithm"];
+        if let Some(algorithm) = sse.as_str() {
+            let rule = ServerSideEncryptionRule::builder()
+                .apply_server_side_encryption_by_default(
+                    ServerSideEncryptionByDefault::builder()
+                        .sse_algorithm(ServerSideEncryption::from(algorithm))
+                        .build()?,
+                )
+                .build();
+            s3.put_bucket_encryption()
+                .bucket(name)
+                .server_side_encryption_configuration(
+                    ServerSideEncryptionConfiguration::builder()
+                        .rules(rule)
+                        .build()?,
+                )
+                .send()
+                .await?;
+        }
+        let block = &props["PublicAccessBlockConfiguration"];
+        s3.put_public_access_block()
+            .bucket(name)
+            .public_access_block_configuration(
+                PublicAccessBlockConfiguration::builder()
+                    .block_public_acls(block["BlockPublicAcls"].as_bool() == Some(true))
+                    .block_public_policy(block["BlockPublicPolicy"].as_bool() == Some(true))
+                    .ignore_public_acls(block["IgnorePublicAcls"].as_bool() == Some(true))
+                    .restrict_public_buckets(block["RestrictPublicBuckets"].as_bool() == Some(true))
+                    .build(),
+            )
+            .send()
+            .await?;
+        let mut cors = CorsConfiguration::builder();
+        for rule in props["CorsConfiguration"]["CorsRules"]
+            .as_sequence()
+            .into_iter()
+            .flatten()
+        {
+            let mut r = CorsRule::builder()
+                .set_allowed_origins(Some(strings(&rule["AllowedOrigins"])))
+                .set_allowed_methods(Some(strings(&rule["AllowedMethods"])))
+                .set_allowed_headers(Some(strings(&rule["AllowedHeaders"])));
+            if let Some(age) = rule["MaxAge"].as_i64() {
+                r = r.max_age_seconds(i32::try_from(age)?);
+            }
+            cors = cors.cors_rules(r.build()?);
+        }
+        s3.put_bucket_cors()
+            .bucket(name)
+            .cors_configuration(cors.build()?)
+            .send()
+            .await?;
+        let mut rules = Vec::new();
+        for rule in props["LifecycleConfiguration"]["Rules"]
+            .as_sequence()
+            .into_iter()
+            .flatten()
+        {
+            let mut r = LifecycleRule::builder()
+                .id(rule["Id"].as_str().unwrap_or_default())
+                .status(ExpirationStatus::from(
+                    rule["Status"].as_str().unwrap_or("Enabled"),
+                ));
+            if let Some(days) = rule["ExpirationInDays"].as_i64() {
+                r = r.expiration(
+                    LifecycleExpiration::builder()
+                        .days(i32::try_from(days)?)
+                        .build(),
+                );
+            }
+            let filter = match rule["TagFilters"].as_sequence().and_then(|t| t.first()) {
+                Some(tag) => LifecycleRuleFilter::builder()
+                    .tag(
+                        Tag::builder()
+                            .key(tag["Key"].as_str().unwrap_or_default())
+                            .value(tag["Value"].as_str().unwrap_or_default())
+                            .build()?,
+                    )
+                    .build(),
+                None => LifecycleRuleFilter::builder().prefix("").build(),
+            };
+            r = r.filter(filter);
+            if let Some(days) =
+                rule["AbortIncompleteMultipartUpload"]["DaysAfterInitiation"].as_i64()
+            {
+                r = r.abort_incomplete_multipart_upload(
+                    aws_sdk_s3::types::AbortIncompleteMultipartUpload::builder()
+                        .days_after_initiation(i32::try_from(days)?)
+                        .build(),
+                );
+            }
+            rules.push(r.build()?);
+        }
+        s3.put_bucket_lifecycle_configuration()
+            .bucket(name)
+            .lifecycle_configuration(
+                BucketLifecycleConfiguration::builder()
+                    .set_rules(Some(rules))
+                    .build()?,
+            )
+            .send()
+            .await?;
+        Ok(())
+    }
+
     /// Creates `name` in DynamoDB with the key schema, indexes and TTL of the
     /// template's table.
     pub async fn create_table(&self, client: &Client, name: &str) -> Result<()> {

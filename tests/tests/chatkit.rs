@@ -12,20 +12,11 @@ use reqwest::Method;
 use serde_json::{Value, json};
 use taskpilot_testkit::chatkit_contract;
 use taskpilot_testkit::openai_stub::{OpenAiStub, Turn};
-use taskpilot_testkit::stack::StackOptions;
 
 const CHATKIT: &str = "/api/v1/chatkit";
 
 async fn start(env: &[(&str, &str)]) -> Api {
-    Api::start_with(StackOptions {
-        functions: Some(vec!["tasks".into(), "sessions".into(), "chatkit".into()]),
-        env: env
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect(),
-        ..StackOptions::default()
-    })
-    .await
+    Api::start_env(&["tasks", "sessions", "chatkit"], env).await
 }
 
 fn stub(api: &Api) -> &OpenAiStub {
@@ -640,12 +631,17 @@ async fn every_request_type_answers_and_bad_envelopes_are_400() {
         ),
         (
             r#"{"type":"attachments.create","params":{"name":"a","size":1,"mime_type":"text/plain"}}"#,
-            400,
+            200,
             true,
         ),
         (
-            r#"{"type":"attachments.delete","params":{"attachment_id":"a"}}"#,
-            400,
+            r#"{"type":"attachments.create","params":{"name":"a","size":1,"mime_type":"text/html"}}"#,
+            415,
+            true,
+        ),
+        (
+            r#"{"type":"attachments.delete","params":{"attachment_id":"atc_nope"}}"#,
+            404,
             true,
         ),
         (r#"{"type":"input.transcribe","params":{}}"#, 400, false),
@@ -755,9 +751,10 @@ async fn every_request_type_answers_and_bad_envelopes_are_400() {
     assert!(stub(&api).requests_to("/v1/responses").is_empty());
     let token = api.token("alice");
     let malformed = json!({"type": "input.transcribe", "params": {}});
-    let not_supported = post(&api, &token, malformed.to_string()).await;
-    let body = Answer::read("input.transcribe", not_supported).await.json();
-    assert_eq!(body["error"]["code"], "not_supported");
+    let refused = post(&api, &token, malformed.to_string()).await;
+    let body = Answer::read("input.transcribe", refused).await.json();
+    assert_eq!(body["error"]["code"], "invalid_parameter");
+    assert_eq!(body["error"]["details"]["parameter"], "params.audio_base64");
     // No identity, no chat.
     let anonymous = api
         .http

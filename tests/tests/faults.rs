@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{Api, Reply};
+use common::{Api, Reply, chatkit};
 use reqwest::Method;
 use serde_json::{Value, json};
 use taskpilot_testkit::chatkit_contract;
@@ -218,55 +218,6 @@ async fn dynamodb_stopped_mid_stream_loses_and_duplicates_nothing() {
     // Still the same processes: nothing was restarted to recover.
     assert!(function.pids().len() <= 2, "{:?}", function.pids());
     assert_eq!(api.stack.responses.by_status().get(&500), None);
-}
-
-/// A ChatKit request as `user`: the status and, for a stream, its events.
-/// The request must be one the official ChatKit types accept, and the answer
-/// must keep to them ([`chatkit_contract::check_response`]).
-async fn chatkit(api: &Api, user: &str, envelope: Value) -> (u16, Vec<Value>, Value, Duration) {
-    if let Err(e) = chatkit_contract::check_request(&envelope) {
-        panic!("not a ChatKit request: {envelope}\n  {e}");
-    }
-    let started = Instant::now();
-    let resp = api
-        .http
-        .post(format!("{}{CHATKIT}", api.stack.url))
-        .bearer_auth(api.token(user))
-        .json(&envelope)
-        .send()
-        .await
-        .unwrap();
-    let status = resp.status().as_u16();
-    let content_type = resp
-        .headers()
-        .get("content-type")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
-    let stream = content_type
-        .as_deref()
-        .is_some_and(|v| v.starts_with("text/event-stream"));
-    let text = resp.text().await.unwrap();
-    let took = started.elapsed();
-    let kind = envelope["type"].as_str().unwrap_or_default();
-    if let Err(e) = chatkit_contract::check_response(kind, status, content_type.as_deref(), &text) {
-        panic!("ChatKit contract: {e}");
-    }
-    if stream {
-        let events = text
-            .lines()
-            .filter_map(|l| l.strip_prefix("data: "))
-            .map(|d| serde_json::from_str(d).unwrap())
-            .collect();
-        (status, events, Value::Null, took)
-    } else {
-        common::check_contract("POST", CHATKIT, status, text.as_bytes());
-        (
-            status,
-            Vec::new(),
-            serde_json::from_str(&text).unwrap(),
-            took,
-        )
-    }
 }
 
 fn message(text: &str) -> Value {

@@ -12,6 +12,7 @@ use lambda_http::{Body, Request, Response};
 use tokio::sync::mpsc;
 
 use taskpilot_chatkit::agent::TaskAgent;
+use taskpilot_chatkit::attachments::AttachmentError;
 use taskpilot_chatkit::context::{Caller, envelope_zone};
 use taskpilot_chatkit::engine::{ChatError, Engine};
 use taskpilot_chatkit::metrics::Metrics;
@@ -19,11 +20,12 @@ use taskpilot_chatkit::request::{FeedbackKind, Request as ChatRequest, RequestEr
 use taskpilot_chatkit::sink::{Disconnected, EventSink};
 use taskpilot_chatkit::types::{StreamEvent, sse_frame};
 use taskpilot_domain::DomainError;
+use taskpilot_files::S3Files;
 use taskpilot_http::json::{MAX_BODY_BYTES, respond};
 use taskpilot_http::metrics::Emf;
 use taskpilot_http::request::deadline;
 use taskpilot_http::{ApiError, Cors};
-use taskpilot_openai::OpenAi;
+use taskpilot_openai::{OpenAi, TranscribeError, audio_extension};
 use taskpilot_store::DynamoStore;
 
 use crate::identity::Identity;
@@ -36,14 +38,31 @@ const FALLBACK_DEADLINE: Duration = Duration::from_secs(60);
 /// The streamed or whole response body.
 pub type OutBody = BoxBody<Bytes, std::io::Error>;
 
-/// The engine with the task assistant, on DynamoDB and OpenAI.
-pub type Server = Engine<DynamoStore, TaskAgent<DynamoStore, OpenAi>>;
+/// The engine with the task assistant, on DynamoDB, OpenAI and S3.
+pub type Server = Engine<DynamoStore, TaskAgent<DynamoStore, OpenAi>, S3Files>;
+
+/// Largest request body: a dictation's audio (base64) within Lambda's 6 MB
+/// request limit; every other request stays within [`MAX_CHAT_BODY`].
+pub const MAX_TRANSCRIBE_BODY: usize = 6 * 1024 * 1024;
+/// Largest body of a request other than `input.transcribe`.
+const MAX_CHAT_BODY: usize = MAX_BODY_BYTES * 4;
+/// Most audio one dictation may carry, decoded.
+pub const MAX_AUDIO_BYTES: usize = 4 * 1024 * 1024;
+
+/// Dictation: the OpenAI client and the transcription model.
+pub struct Dictation {
+    /// The client (sharing the assistant's key cache).
+    pub openai: OpenAi,
+    /// `CHATKIT_TRANSCRIBE_MODEL`.
+    pub model: String,
+}
 
 /// The endpoint and its dependencies.
 pub struct Endpoint {
     server: Server,
     identity: Identity,
     cors: Cors,
+    dictation: Dictation,
 }
 
 /// Sends events into the response body; a closed body means the client left.
@@ -81,8 +100,43 @@ fn chat_error(e: ChatError) -> ApiError {
             bad("params.item_id", e.to_string())
         }
         ChatError::Refused(refused) => bad("params.action", refused.to_string()),
+        ChatError::Attachment(e) => attachment_error(e),
+        e @ ChatError::AttachmentsDisabled => ApiError::NotSupported(e.to_string()),
         e @ ChatError::Misrouted(_) => ApiError::Internal(e.to_string()),
         ChatError::Store(e) => e.into(),
+    }
+}
+
+fn attachment_error(e: AttachmentError) -> ApiError {
+    let message = e.to_string();
+    match e {
+        AttachmentError::TypeNotAllowed(..) => ApiError::FileTypeNotAllowed(message),
+        AttachmentError::TooLarge { .. } => ApiError::FileTooLarge(message),
+        AttachmentError::Quota { .. } => ApiError::QuotaExceeded(message),
+        AttachmentError::Empty => ApiError::BadParameter {
+            name: "params.size".into(),
+            message,
+        },
+        AttachmentError::Unnamed => ApiError::BadParameter {
+            name: "params.name".into(),
+            message,
+        },
+        AttachmentError::TooMany => ApiError::BadParameter {
+            name: "params.input.attachments".into(),
+            message,
+        },
+        AttachmentError::NotUploaded(_) => ApiError::Conflict {
+            code: "attachment_not_uploaded",
+            message,
+        },
+        AttachmentError::InUse(_) => ApiError::Conflict {
+            code: "attachment_in_use",
+            message,
+        },
+        AttachmentError::Mismatch(_) => ApiError::Unprocessable {
+            code: "attachment_mismatch",
+            message,
+        },
     }
 }
 
@@ -124,13 +178,69 @@ fn feedback_metric(kind: FeedbackKind) {
 }
 
 impl Endpoint {
-    /// Wires the server, identity and CORS.
-    pub fn new(server: Server, identity: Identity, cors: Cors) -> Self {
+    /// Wires the server, identity, CORS and dictation.
+    pub fn new(server: Server, identity: Identity, cors: Cors, dictation: Dictation) -> Self {
         Self {
             server,
             identity,
             cors,
+            dictation,
         }
+    }
+
+    /// `input.transcribe`: the audio decoded and bounded, then OpenAI's
+    /// transcription; `{"text": …}`.
+    async fn transcribe(
+        &self,
+        audio_base64: &str,
+        mime_type: &str,
+        deadline: std::time::Instant,
+    ) -> Result<Response<OutBody>, ApiError> {
+        use base64::Engine as _;
+        if audio_extension(mime_type).is_none() {
+            return Err(ApiError::FileTypeNotAllowed(
+                TranscribeError::UnsupportedType(mime_type.chars().take(100).collect()).to_string(),
+            ));
+        }
+        let audio = base64::engine::general_purpose::STANDARD
+            .decode(audio_base64.trim())
+            .map_err(|e| ApiError::BadParameter {
+                name: "params.audio_base64".into(),
+                message: format!("params.audio_base64: not base64 ({e})"),
+            })?;
+        if audio.len() > MAX_AUDIO_BYTES {
+            return Err(ApiError::FileTooLarge(format!(
+                "a dictation is at most {} MB of audio",
+                MAX_AUDIO_BYTES / (1024 * 1024)
+            )));
+        }
+        self.identity.require_openai_key().await?;
+        let text = self
+            .dictation
+            .openai
+            .transcribe(&audio, mime_type, &self.dictation.model, deadline)
+            .await
+            .map_err(|e| match e {
+                TranscribeError::UnsupportedType(_) => ApiError::FileTypeNotAllowed(e.to_string()),
+                TranscribeError::EmptyAudio => ApiError::BadParameter {
+                    name: "params.audio_base64".into(),
+                    message: format!("params.audio_base64: {e}"),
+                },
+                TranscribeError::NoSpeech => ApiError::Unprocessable {
+                    code: "no_speech",
+                    message: e.to_string(),
+                },
+                TranscribeError::Upstream(e) => ApiError::Upstream(e),
+            })?;
+        tracing::info!(
+            audio_bytes = audio.len(),
+            chars = text.chars().count(),
+            "dictation transcribed"
+        );
+        Ok(whole(respond(
+            StatusCode::OK,
+            &serde_json::json!({ "text": text }),
+        )))
     }
 
     /// Answers one request; never fails (errors are JSON responses).
@@ -171,12 +281,18 @@ impl Endpoint {
         }
         let user = self.identity.user(&req).await?;
         let body: &[u8] = req.body().as_ref();
-        if body.len() > MAX_BODY_BYTES * 4 {
+        if body.len() > MAX_TRANSCRIBE_BODY {
             return Err(ApiError::PayloadTooLarge {
-                limit: MAX_BODY_BYTES * 4,
+                limit: MAX_TRANSCRIBE_BODY,
             });
         }
         let request = ChatRequest::parse(body).map_err(request_error)?;
+        let dictation = matches!(request, ChatRequest::Transcribe { .. });
+        if body.len() > MAX_CHAT_BODY && !dictation {
+            return Err(ApiError::PayloadTooLarge {
+                limit: MAX_CHAT_BODY,
+            });
+        }
         let header = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok());
         let envelope_zone = envelope_zone(body);
         let caller = Caller::from_client(
@@ -190,6 +306,13 @@ impl Endpoint {
             message: e.to_string(),
         })?;
         let deadline = deadline(&req, FALLBACK_DEADLINE);
+        if let ChatRequest::Transcribe {
+            audio_base64,
+            mime_type,
+        } = &request
+        {
+            return self.transcribe(audio_base64, mime_type, deadline).await;
+        }
         if !request.is_streaming() {
             let rated = match &request {
                 ChatRequest::Feedback { kind, .. } => Some(*kind),

@@ -7,12 +7,15 @@ mod identity;
 use lambda_http::{Request, service_fn};
 
 use taskpilot_chatkit::agent::{AgentSettings, DEFAULT_INSTRUCTIONS, TaskAgent};
+use taskpilot_chatkit::attachments::AttachmentPolicy;
 use taskpilot_chatkit::engine::Engine;
 use taskpilot_domain::TaskService;
+use taskpilot_files::{S3_ENDPOINT, S3Files};
 use taskpilot_http::{Authenticator, ConfigError, Cors, config, serve};
-use taskpilot_runtime::{Backend, cursor_codec};
+use taskpilot_openai::{DEFAULT_TRANSCRIBE_MODEL, OpenAi};
+use taskpilot_runtime::{Backend, aws, cursor_codec};
 
-use endpoint::Endpoint;
+use endpoint::{Dictation, Endpoint};
 use identity::Identity;
 
 #[tokio::main(flavor = "current_thread")]
@@ -44,13 +47,53 @@ async fn init() -> Result<Endpoint, ConfigError> {
     let auth = Authenticator::from_env(backend.http.clone())?;
     let side = backend.openai()?;
     backend.warm_up(Some(&side)).await;
-    let (store, openai, secrets) = (backend.store, side.openai, side.secrets);
+    let (store, openai, secrets) = (backend.store.clone(), side.openai, side.secrets);
+    let dictation = Dictation {
+        openai: OpenAi::from_env(backend.http.clone(), secrets.clone())?,
+        model: config::optional("CHATKIT_TRANSCRIBE_MODEL")
+            .unwrap_or_else(|| DEFAULT_TRANSCRIBE_MODEL.into()),
+    };
     let agent = TaskAgent::new(TaskService::new(store.clone(), cursors), openai, settings)
         .with_metrics(endpoint::EmfMetrics);
-    let server = Engine::new(store.clone(), agent);
+    let files = S3Files::new(
+        &aws::for_service(&backend.sdk, S3_ENDPOINT),
+        config::optional("ATTACHMENTS_BUCKET"),
+    );
+    let server = Engine::new(store.clone(), agent).with_attachments(files, attachment_policy()?);
     Ok(Endpoint::new(
         server,
         Identity::new(store, secrets, auth),
         cors,
+        dictation,
     ))
+}
+
+/// What users may attach: `CHATKIT_ATTACHMENT_IMAGE_TYPES` and
+/// `CHATKIT_ATTACHMENT_DOCUMENT_TYPES` (comma-separated mime types),
+/// `CHATKIT_ATTACHMENT_MAX_IMAGE_MB`, `CHATKIT_ATTACHMENT_MAX_DOCUMENT_MB` and
+/// `CHATKIT_ATTACHMENT_QUOTA_MB` (per user); defaults in [`AttachmentPolicy`].
+fn attachment_policy() -> Result<AttachmentPolicy, ConfigError> {
+    const MB: u64 = 1024 * 1024;
+    let defaults = AttachmentPolicy::default();
+    let types = |name: &'static str, default: Vec<String>| {
+        config::optional(name).map_or(default, |list| {
+            list.split(',')
+                .map(|t| t.trim().to_ascii_lowercase())
+                .filter(|t| !t.is_empty())
+                .collect()
+        })
+    };
+    let megabytes = |name: &'static str, default: u64| -> Result<u64, ConfigError> {
+        Ok(config::parsed(name, default / MB)? * MB)
+    };
+    Ok(AttachmentPolicy {
+        image_types: types("CHATKIT_ATTACHMENT_IMAGE_TYPES", defaults.image_types),
+        document_types: types("CHATKIT_ATTACHMENT_DOCUMENT_TYPES", defaults.document_types),
+        max_image_bytes: megabytes("CHATKIT_ATTACHMENT_MAX_IMAGE_MB", defaults.max_image_bytes)?,
+        max_document_bytes: megabytes(
+            "CHATKIT_ATTACHMENT_MAX_DOCUMENT_MB",
+            defaults.max_document_bytes,
+        )?,
+        quota_bytes: megabytes("CHATKIT_ATTACHMENT_QUOTA_MB", defaults.quota_bytes)?,
+    })
 }

@@ -29,6 +29,11 @@ pub fn question() -> String {
     new("sti")
 }
 
+/// A new attachment id.
+pub fn attachment() -> String {
+    new("atc")
+}
+
 /// A new hidden-context item id.
 pub fn hidden() -> String {
     new("shcx")

@@ -8,6 +8,7 @@
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod agent;
+pub mod attachments;
 pub mod context;
 pub mod engine;
 pub mod ids;

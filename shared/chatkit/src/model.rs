@@ -42,6 +42,18 @@ pub enum ModelInput {
         /// The result, as text (JSON for our tools).
         output: String,
     },
+    /// Files the user attached to their message (images the model sees,
+    /// documents it reads), by short-lived URLs.
+    Files(Vec<ModelFile>),
+}
+
+/// A file the model is shown.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModelFile {
+    /// Where the model can read it (a short-lived URL).
+    pub url: String,
+    /// Whether it is an image (else a document such as a PDF).
+    pub image: bool,
 }
 
 impl ModelInput {
@@ -51,6 +63,7 @@ impl ModelInput {
             Self::Message { text, .. } => text.len(),
             Self::FunctionCall(call) => call.name.len() + call.arguments.len(),
             Self::FunctionOutput { output, .. } => output.len(),
+            Self::Files(files) => files.iter().map(|f| f.url.len()).sum(),
         }
     }
 

@@ -8,6 +8,8 @@ use serde_json::Value;
 
 use taskpilot_domain::DomainError;
 
+use crate::attachments::MAX_PER_MESSAGE;
+use crate::ids;
 use crate::structured::Submission;
 use crate::types::UserContent;
 use taskpilot_domain::input::validate_title;
@@ -141,15 +143,30 @@ pub enum Request {
         /// The answers.
         input: Submission,
     },
-    /// Two-phase upload start (not offered yet).
+    /// Two-phase upload start: an attachment and where to upload it.
     #[serde(rename = "attachments.create")]
-    CreateAttachment(Value),
-    /// Attachment removal (not offered yet).
+    CreateAttachment {
+        /// The file name.
+        name: String,
+        /// Its size in bytes.
+        size: u64,
+        /// Its mime type.
+        mime_type: String,
+    },
+    /// Removes an attachment and its file.
     #[serde(rename = "attachments.delete")]
-    DeleteAttachment(Value),
-    /// Dictation (not offered yet).
+    DeleteAttachment {
+        /// The attachment.
+        attachment_id: String,
+    },
+    /// Dictation: audio to text.
     #[serde(rename = "input.transcribe")]
-    Transcribe(Value),
+    Transcribe {
+        /// The audio, base64-encoded.
+        audio_base64: String,
+        /// Its mime type (e.g. `audio/webm;codecs=opus`).
+        mime_type: String,
+    },
 }
 
 impl Request {
@@ -225,9 +242,6 @@ impl Request {
                 })?;
                 Ok(Request::UpdateThread { thread_id, title })
             }
-            Request::CreateAttachment(_) => not_supported("attachments.create"),
-            Request::DeleteAttachment(_) => not_supported("attachments.delete"),
-            Request::Transcribe(_) => not_supported("input.transcribe"),
             other => Ok(other),
         }
     }
@@ -278,10 +292,6 @@ fn params_error(e: PathError, kind: &str) -> RequestError {
     RequestError::InvalidParams { field, message }
 }
 
-fn not_supported(kind: &str) -> Result<Request, RequestError> {
-    Err(RequestError::NotSupported(kind.to_owned()))
-}
-
 fn invalid(field: &str, message: impl Into<String>) -> RequestError {
     RequestError::InvalidParams {
         field: field.to_owned(),
@@ -290,11 +300,21 @@ fn invalid(field: &str, message: impl Into<String>) -> RequestError {
 }
 
 fn checked(input: UserMessageInput) -> Result<UserMessageInput, RequestError> {
-    if !input.attachments.is_empty() {
-        return Err(RequestError::NotSupported("attachments".into()));
+    if input.attachments.len() > MAX_PER_MESSAGE {
+        return Err(invalid(
+            "input.attachments",
+            format!("at most {MAX_PER_MESSAGE} attachments per message"),
+        ));
+    }
+    if let Some(bad) = input.attachments.iter().find(|id| !ids::plausible(id)) {
+        let shown: String = bad.chars().take(64).collect();
+        return Err(invalid(
+            "input.attachments",
+            format!("`{shown}` is not an attachment id"),
+        ));
     }
     let chars: usize = content_text(&input.content).chars().count();
-    if input.content.is_empty() || chars == 0 {
+    if chars == 0 && input.attachments.is_empty() {
         return Err(invalid("input.content", "the message is empty"));
     }
     if chars > MAX_MESSAGE_CHARS {
@@ -471,21 +491,47 @@ mod tests {
     }
 
     #[test]
-    fn operations_not_offered_say_so() {
-        for kind in [
-            "attachments.create",
-            "input.transcribe",
-            "attachments.delete",
-        ] {
-            assert_eq!(
-                req(json!({"type":kind,"params":{}})),
-                Err(RequestError::NotSupported(kind.into()))
-            );
-        }
-        let attached = json!({"type":"threads.create","params":{"input":{"content":[{"type":"input_text","text":"x"}],"attachments":["atc_1"]}}});
+    fn attachment_and_dictation_requests_are_typed() {
         assert_eq!(
-            req(attached),
-            Err(RequestError::NotSupported("attachments".into()))
+            req(
+                json!({"type":"attachments.create","params":{"name":"a.png","size":5,"mime_type":"image/png"}})
+            ),
+            Ok(Request::CreateAttachment {
+                name: "a.png".into(),
+                size: 5,
+                mime_type: "image/png".into()
+            })
+        );
+        assert_eq!(
+            field_of(
+                json!({"type":"attachments.create","params":{"name":"a","size":-1,"mime_type":"x"}})
+            ),
+            "size"
+        );
+        assert_eq!(
+            field_of(json!({"type":"attachments.delete","params":{}})),
+            "attachment_id"
+        );
+        assert_eq!(
+            field_of(json!({"type":"input.transcribe","params":{"audio_base64":"AA=="}})),
+            "mime_type"
+        );
+    }
+
+    #[test]
+    fn a_message_may_be_only_attachments_but_not_too_many_or_junk() {
+        let with = |ids: Value, text: &str| {
+            req(json!({"type":"threads.create","params":{"input":{
+                "content":[{"type":"input_text","text":text}],"attachments":ids}}}))
+        };
+        assert!(with(json!(["atc_1"]), "").is_ok());
+        assert!(with(json!([]), "").is_err());
+        let many: Vec<String> = (0..11).map(|i| format!("atc_{i}")).collect();
+        assert!(
+            matches!(with(json!(many), "x"), Err(RequestError::InvalidParams { field, .. }) if field == "input.attachments")
+        );
+        assert!(
+            matches!(with(json!(["../../etc"]), "x"), Err(RequestError::InvalidParams { field, .. }) if field == "input.attachments")
         );
     }
 

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use taskpilot_domain::{StoreError, UserId};
 
+use crate::attachments::AttachmentRecord;
 use crate::request::{FeedbackKind, Paging};
 use crate::types::{Page, ThreadItem, ThreadMetadata};
 
@@ -88,7 +89,10 @@ pub trait ChatStore: Send + Sync {
     ) -> impl Future<Output = Result<bool, StoreError>> + Send;
 
     /// Inserts or replaces an item, only while its thread exists: `false`
-    /// (and nothing written) when the thread is gone.
+    /// (and nothing written) when the thread is gone. A user message's
+    /// attachments are marked as used by it in the same write; when one of
+    /// them is gone or used by another message, nothing is written and the
+    /// error says so.
     fn save_item(
         &self,
         user: &UserId,
@@ -143,5 +147,33 @@ pub trait ChatStore: Send + Sync {
         &self,
         user: &UserId,
         ratings: &[Feedback],
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Stores an attachment's record in its owner's partition.
+    fn save_attachment(
+        &self,
+        user: &UserId,
+        record: &AttachmentRecord,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Reads one of the user's attachment records.
+    fn load_attachment(
+        &self,
+        user: &UserId,
+        attachment_id: &str,
+    ) -> impl Future<Output = Result<Option<AttachmentRecord>, StoreError>> + Send;
+
+    /// Every attachment record of the user, expired ones included (the
+    /// quota and a thread's clean-up read them).
+    fn list_attachments(
+        &self,
+        user: &UserId,
+    ) -> impl Future<Output = Result<Vec<AttachmentRecord>, StoreError>> + Send;
+
+    /// Deletes attachment records (absent ones are ignored).
+    fn delete_attachments(
+        &self,
+        user: &UserId,
+        attachment_ids: &[String],
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
 }

@@ -10,13 +10,14 @@ use std::time::Instant;
 
 use taskpilot_domain::{StoreError, UserId};
 
+use crate::attachments::{AttachmentRecord, AttachmentStore, StoredObject};
 use crate::model::{
     FunctionCall, ModelClient, ModelError, ModelEvent, ModelInput, ModelRequest, ModelStream,
 };
 use crate::request::{Order, Paging};
 use crate::sink::{Disconnected, EventSink};
 use crate::store::{ChatStore, Feedback, RecentThread};
-use crate::types::{Page, StreamEvent, ThreadItem, ThreadMetadata};
+use crate::types::{Page, StreamEvent, ThreadItem, ThreadMetadata, UploadDescriptor};
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
@@ -60,6 +61,7 @@ pub struct InMemoryChat {
     items: Mutex<BTreeMap<ItemKey, ThreadItem>>,
     feedback: Mutex<BTreeMap<(String, String, String), Feedback>>,
     fenced: Mutex<std::collections::BTreeSet<(String, String, String)>>,
+    attachments: Mutex<BTreeMap<(String, String), AttachmentRecord>>,
     failing: AtomicBool,
     hanging: AtomicBool,
     landing_late: AtomicBool,
@@ -245,6 +247,19 @@ impl ChatStore for InMemoryChat {
         {
             return Ok(false);
         }
+        // The attachments are claimed with the item, or nothing is written.
+        let mut records = lock(&self.attachments);
+        let mut claimed = Vec::new();
+        for id in crate::attachments::used_by(item) {
+            let record_key = (user.as_str().to_owned(), id.to_owned());
+            let record = records
+                .get(&record_key)
+                .and_then(|r| r.attached_to(&item.thread_id, &item.id))
+                .ok_or_else(crate::attachments::claim_refused)?;
+            claimed.push((record_key, record));
+        }
+        records.extend(claimed);
+        drop(records);
         lock(&self.items).insert(
             (
                 user.as_str().to_owned(),
@@ -358,6 +373,52 @@ impl ChatStore for InMemoryChat {
                 rating.item_id.clone(),
             );
             stored.insert(key, rating.clone());
+        }
+        Ok(())
+    }
+
+    async fn save_attachment(
+        &self,
+        user: &UserId,
+        record: &AttachmentRecord,
+    ) -> Result<(), StoreError> {
+        self.call("save_attachment").await?;
+        lock(&self.attachments).insert(
+            (user.as_str().to_owned(), record.id.clone()),
+            record.clone(),
+        );
+        Ok(())
+    }
+
+    async fn load_attachment(
+        &self,
+        user: &UserId,
+        attachment_id: &str,
+    ) -> Result<Option<AttachmentRecord>, StoreError> {
+        self.call("load_attachment").await?;
+        Ok(lock(&self.attachments)
+            .get(&(user.as_str().to_owned(), attachment_id.to_owned()))
+            .cloned())
+    }
+
+    async fn list_attachments(&self, user: &UserId) -> Result<Vec<AttachmentRecord>, StoreError> {
+        self.call("list_attachments").await?;
+        Ok(lock(&self.attachments)
+            .iter()
+            .filter(|((u, _), _)| u == user.as_str())
+            .map(|(_, r)| r.clone())
+            .collect())
+    }
+
+    async fn delete_attachments(
+        &self,
+        user: &UserId,
+        attachment_ids: &[String],
+    ) -> Result<(), StoreError> {
+        self.call("delete_attachments").await?;
+        let mut records = lock(&self.attachments);
+        for id in attachment_ids {
+            records.remove(&(user.as_str().to_owned(), id.clone()));
         }
         Ok(())
     }
@@ -608,5 +669,102 @@ impl RecordedMetrics {
 impl crate::metrics::Metrics for RecordedMetrics {
     fn count(&self, name: &'static str, value: u64) {
         *lock(&self.0).entry(name).or_default() += value;
+    }
+}
+
+/// An object as [`InMemoryFiles`] holds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FakeObject {
+    /// Its size in bytes.
+    pub size: u64,
+    /// The content type it was uploaded with.
+    pub content_type: String,
+    /// Whether a message uses it (the S3 tag).
+    pub used: bool,
+}
+
+/// An [`AttachmentStore`] in a map: the test plays the browser's upload
+/// with [`InMemoryFiles::put`]. URLs are fake but distinct per call, so a
+/// refreshed preview shows.
+#[derive(Clone, Default)]
+pub struct InMemoryFiles {
+    objects: Arc<Mutex<BTreeMap<String, FakeObject>>>,
+    signed: Arc<std::sync::atomic::AtomicU64>,
+    journal: Journal,
+}
+
+impl InMemoryFiles {
+    /// A store recording its calls in `journal`.
+    pub fn with_journal(journal: Journal) -> Self {
+        Self {
+            journal,
+            ..Self::default()
+        }
+    }
+
+    /// Stores bytes under an attachment, as an upload to its URL would.
+    pub fn put(&self, attachment_id: &str, size: u64, content_type: &str) {
+        lock(&self.objects).insert(
+            attachment_id.to_owned(),
+            FakeObject {
+                size,
+                content_type: content_type.to_owned(),
+                used: false,
+            },
+        );
+    }
+
+    /// What is stored under an attachment.
+    pub fn object(&self, attachment_id: &str) -> Option<FakeObject> {
+        lock(&self.objects).get(attachment_id).cloned()
+    }
+
+    fn url(&self, what: &str, id: &str) -> String {
+        let n = self.signed.fetch_add(1, Ordering::SeqCst);
+        format!("https://files.test/{what}/{id}?sig={n}")
+    }
+}
+
+impl AttachmentStore for InMemoryFiles {
+    async fn upload(&self, record: &AttachmentRecord) -> Result<UploadDescriptor, StoreError> {
+        self.journal.record("files.upload");
+        Ok(UploadDescriptor {
+            url: self.url("upload", &record.id),
+            method: "PUT".into(),
+            headers: [("content-type".to_owned(), record.mime_type.clone())].into(),
+        })
+    }
+
+    async fn read_url(&self, attachment_id: &str, _mime_type: &str) -> Result<String, StoreError> {
+        self.journal.record("files.read_url");
+        Ok(self.url("read", attachment_id))
+    }
+
+    async fn stored(&self, attachment_id: &str) -> Result<Option<StoredObject>, StoreError> {
+        self.journal.record("files.stored");
+        Ok(self.object(attachment_id).map(|o| StoredObject {
+            size: o.size,
+            content_type: Some(o.content_type),
+        }))
+    }
+
+    async fn keep(&self, attachment_id: &str) -> Result<(), StoreError> {
+        self.journal.record("files.keep");
+        match lock(&self.objects).get_mut(attachment_id) {
+            Some(object) => {
+                object.used = true;
+                Ok(())
+            }
+            None => Err(StoreError::Internal("no such object".into())),
+        }
+    }
+
+    async fn delete(&self, attachment_ids: &[String]) -> Result<(), StoreError> {
+        self.journal.record("files.delete");
+        let mut objects = lock(&self.objects);
+        for id in attachment_ids {
+            objects.remove(id);
+        }
+        Ok(())
     }
 }

@@ -22,6 +22,9 @@ use crate::types::{
 pub const CANCELLED_NOTE: &str =
     "The user cancelled the stream. Stop responding to the prior request.";
 
+/// Attachment id → the URL the model reads it by.
+pub type FileUrls = std::collections::BTreeMap<String, String>;
+
 /// Why a run stopped early.
 #[derive(Debug, thiserror::Error)]
 pub enum Interrupted {
@@ -56,6 +59,7 @@ pub struct Turn<'a, S, K> {
     unsure: Vec<String>,
     /// An `error` event was sent: the run has failed in the client's eyes.
     failed: bool,
+    files: FileUrls,
     deadline: Instant,
 }
 
@@ -79,8 +83,19 @@ impl<'a, S: ChatStore, K: EventSink> Turn<'a, S, K> {
             pending: Vec::new(),
             unsure: Vec::new(),
             failed: false,
+            files: FileUrls::new(),
             deadline,
         }
+    }
+
+    /// The same run, its files readable by the model at `files`.
+    pub fn with_files(self, files: FileUrls) -> Self {
+        Self { files, ..self }
+    }
+
+    /// Where the model reads the history's (and the new message's) files.
+    pub fn files(&self) -> &FileUrls {
+        &self.files
     }
 
     /// The caller's user.

@@ -146,7 +146,7 @@ pub enum ItemKind {
     UserMessage {
         content: Vec<UserContent>,
         #[serde(default)]
-        attachments: Vec<Value>,
+        attachments: Vec<Attachment>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         quoted_text: Option<String>,
         #[serde(default)]
@@ -182,6 +182,52 @@ pub enum ItemKind {
     HiddenContextItem { content: Value },
     /// Context the server adds for itself (e.g. after a cancelled stream).
     SdkHiddenContext { content: String },
+}
+
+/// A file on a user message (ck-py `Attachment`): a `file`, or an `image`
+/// with a preview.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Attachment {
+    /// `atc_…`
+    pub id: String,
+    /// The file name.
+    pub name: String,
+    /// Its mime type.
+    pub mime_type: String,
+    /// File or image.
+    #[serde(flatten)]
+    pub kind: AttachmentKind,
+    /// Where to upload it (two-phase uploads; only until it is used).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upload_descriptor: Option<UploadDescriptor>,
+    /// The thread of the message that uses it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub thread_id: Option<String>,
+}
+
+/// An attachment's `type`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum AttachmentKind {
+    /// A document.
+    File,
+    /// An image and a URL showing it.
+    Image {
+        /// A short-lived URL of the image.
+        preview_url: String,
+    },
+}
+
+/// Where and how the browser uploads an attachment's bytes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UploadDescriptor {
+    /// The presigned URL.
+    pub url: String,
+    /// `PUT`.
+    pub method: String,
+    /// Headers the upload must carry exactly.
+    #[serde(default)]
+    pub headers: std::collections::BTreeMap<String, String>,
 }
 
 /// Status of a client tool call.

@@ -40,6 +40,23 @@ pub enum ApiError {
     /// A real operation this server does not offer.
     #[error("{0}")]
     NotSupported(String),
+    /// A file (attachment or audio) whose type is not accepted.
+    #[error("{0}")]
+    FileTypeNotAllowed(String),
+    /// A file over its size limit.
+    #[error("{0}")]
+    FileTooLarge(String),
+    /// The caller's storage quota would be exceeded.
+    #[error("{0}")]
+    QuotaExceeded(String),
+    /// The request conflicts with the state of what it names (e.g. an
+    /// attachment not uploaded yet, or used elsewhere); `code` says which.
+    #[error("{message}")]
+    Conflict { code: &'static str, message: String },
+    /// Well-formed but cannot be processed (e.g. an upload that is not what
+    /// was declared, a silent recording); `code` says which.
+    #[error("{message}")]
+    Unprocessable { code: &'static str, message: String },
     /// A CORS preflight from an origin that is not allowed.
     #[error("origin `{0}` is not allowed")]
     OriginNotAllowed(String),
@@ -182,6 +199,16 @@ impl ApiError {
             ),
             E::OriginNotAllowed(_) => (StatusCode::FORBIDDEN, "origin_not_allowed", msg, None),
             E::NotSupported(_) => (StatusCode::BAD_REQUEST, "not_supported", msg, None),
+            E::FileTypeNotAllowed(_) => (
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "file_type_not_allowed",
+                msg,
+                None,
+            ),
+            E::FileTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "file_too_large", msg, None),
+            E::QuotaExceeded(_) => (StatusCode::FORBIDDEN, "quota_exceeded", msg, None),
+            E::Conflict { code, .. } => (StatusCode::CONFLICT, code, msg, None),
+            E::Unprocessable { code, .. } => (StatusCode::UNPROCESSABLE_ENTITY, code, msg, None),
             E::Internal(_) | E::RateLimited { .. } | E::Upstream(_) => (
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "internal",

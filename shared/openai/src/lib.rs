@@ -19,8 +19,10 @@ use taskpilot_secrets::{SecretCache, Secrets};
 
 pub mod responses;
 pub mod sse;
+pub mod transcribe;
 
 pub use sse::EventStream;
+pub use transcribe::{DEFAULT_TRANSCRIBE_MODEL, TranscribeError, audio_extension};
 
 /// `OPENAI_BASE_URL` when unset.
 pub const DEFAULT_BASE_URL: &str = "https://api.openai.com/v1";
@@ -108,7 +110,17 @@ impl OpenAi {
     /// Sends `call`, finishing by `deadline` (capped at the configured timeout),
     /// and returns the JSON answer.
     pub async fn send(&self, call: &Call<'_>, deadline: Instant) -> Result<Value, UpstreamError> {
-        match self.execute(call, deadline, Want::Json).await? {
+        self.send_payload(call, Payload::of(call), deadline).await
+    }
+
+    /// [`OpenAi::send`] with `payload` as the body instead of `call.body`.
+    pub(crate) async fn send_payload(
+        &self,
+        call: &Call<'_>,
+        payload: Payload<'_>,
+        deadline: Instant,
+    ) -> Result<Value, UpstreamError> {
+        match self.execute(call, payload, deadline, Want::Json).await? {
             Outcome::Json(value) => Ok(value),
             Outcome::Stream(_) => Err(UpstreamError::Unavailable("unexpected stream".into())),
         }
@@ -122,7 +134,10 @@ impl OpenAi {
         call: &Call<'_>,
         deadline: Instant,
     ) -> Result<EventStream, UpstreamError> {
-        match self.execute(call, deadline, Want::Stream).await? {
+        match self
+            .execute(call, Payload::of(call), deadline, Want::Stream)
+            .await?
+        {
             Outcome::Stream(stream) => Ok(stream),
             Outcome::Json(_) => Err(UpstreamError::Unavailable("expected a stream".into())),
         }
@@ -131,6 +146,7 @@ impl OpenAi {
     async fn execute(
         &self,
         call: &Call<'_>,
+        payload: Payload<'_>,
         deadline: Instant,
         want: Want,
     ) -> Result<Outcome, UpstreamError> {
@@ -165,9 +181,16 @@ impl OpenAi {
             if let Some((name, value)) = call.header {
                 req = req.header(name, value);
             }
-            if let Some(body) = call.body {
-                req = req.json(body);
-            }
+            req = match payload {
+                Payload::Empty => req,
+                Payload::Json(body) => req.json(body),
+                Payload::Encoded {
+                    content_type,
+                    bytes,
+                } => req
+                    .header(reqwest::header::CONTENT_TYPE, content_type)
+                    .body(bytes.to_vec()),
+            };
             let mut pause = Duration::ZERO;
             let sent = match tokio::time::timeout(remaining, req.send()).await {
                 Ok(sent) => sent,
@@ -197,9 +220,9 @@ impl OpenAi {
                         }
                         s if s.is_success() => match resp.bytes().await {
                             Ok(bytes) => {
-                                return serde_json::from_slice(&bytes).map(Outcome::Json).map_err(
-                                    |_| UpstreamError::Unavailable("unreadable response".into()),
-                                );
+                                return serde_json::from_slice(&bytes)
+                                    .map(Outcome::Json)
+                                    .map_err(|_| unreadable());
                             }
                             Err(e) if e.is_timeout() => {
                                 return Err(UpstreamError::Timeout(budget_ms));
@@ -259,6 +282,27 @@ impl OpenAi {
     }
 }
 
+/// The body of one request.
+#[derive(Clone, Copy)]
+pub(crate) enum Payload<'a> {
+    /// None.
+    Empty,
+    /// JSON.
+    Json(&'a Value),
+    /// Already encoded, with its `Content-Type` (e.g. `multipart/form-data`).
+    Encoded {
+        content_type: &'a str,
+        bytes: &'a [u8],
+    },
+}
+
+impl<'a> Payload<'a> {
+    /// The JSON body of `call`, if any.
+    fn of(call: &Call<'a>) -> Self {
+        call.body.map_or(Self::Empty, Self::Json)
+    }
+}
+
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Want {
     Json,
@@ -268,6 +312,11 @@ enum Want {
 enum Outcome {
     Json(Value),
     Stream(EventStream),
+}
+
+/// A 2xx answer whose body is not what the call expects.
+pub(crate) fn unreadable() -> UpstreamError {
+    UpstreamError::Unavailable("unreadable response".into())
 }
 
 /// A reqwest error's text without the URL (which may carry internal hosts).

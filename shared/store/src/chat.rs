@@ -18,6 +18,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tracing::instrument;
 
+use taskpilot_chatkit::attachments::{AttachmentRecord, claim_refused, used_by};
 use taskpilot_chatkit::request::{Order, Paging};
 use taskpilot_chatkit::store::{ChatStore, Feedback, RecentThread};
 use taskpilot_chatkit::types::{Page, ThreadItem, ThreadMetadata};
@@ -181,6 +182,20 @@ impl DynamoStore {
         thread_id: &str,
         put: aws_sdk_dynamodb::types::builders::PutBuilder,
     ) -> Result<bool, StoreError> {
+        self.put_in_live_thread_with(pk, thread_id, put, Vec::new())
+            .await
+    }
+
+    /// [`Self::put_in_live_thread`] with more writes in the same transaction
+    /// (attachment claims): when one of those is refused, nothing is written
+    /// and the error says so.
+    pub(crate) async fn put_in_live_thread_with(
+        &self,
+        pk: String,
+        thread_id: &str,
+        put: aws_sdk_dynamodb::types::builders::PutBuilder,
+        claims: Vec<TransactWriteItem>,
+    ) -> Result<bool, StoreError> {
         let check = ConditionCheck::builder()
             .table_name(&self.table)
             .set_key(Some(keys::key(pk, keys::thread_sk(thread_id))))
@@ -192,15 +207,30 @@ impl DynamoStore {
         let put = put
             .build()
             .map_err(|e| StoreError::Internal(e.to_string()))?;
-        self.transact_if(vec![
+        let mut writes = vec![
             TransactWriteItem::builder().condition_check(check).build(),
             TransactWriteItem::builder().put(put).build(),
-        ])
-        .await
+        ];
+        writes.extend(claims);
+        match self.transact(writes).await? {
+            Ok(()) => Ok(true),
+            // The thread's check or the item's own condition.
+            Err(refused) if refused.iter().any(|at| *at < 2) => Ok(false),
+            Err(_) => Err(claim_refused()),
+        }
     }
 
     /// A transaction whose conditions may refuse it: `Ok(false)` when one did.
     async fn transact_if(&self, writes: Vec<TransactWriteItem>) -> Result<bool, StoreError> {
+        Ok(self.transact(writes).await?.is_ok())
+    }
+
+    /// A transaction: `Ok(Err(positions))` when conditions refused it, with
+    /// the positions of the writes whose condition failed.
+    async fn transact(
+        &self,
+        writes: Vec<TransactWriteItem>,
+    ) -> Result<Result<(), Vec<usize>>, StoreError> {
         let result = self
             .client
             .transact_write_items()
@@ -208,22 +238,28 @@ impl DynamoStore {
             .send()
             .await;
         let err = match result {
-            Ok(_) => return Ok(true),
+            Ok(_) => return Ok(Ok(())),
             Err(err) => err,
         };
         if let Some(TransactWriteItemsError::TransactionCanceledException(c)) =
             err.as_service_error()
-            && c.cancellation_reasons()
-                .iter()
-                .any(|r| r.code() == Some("ConditionalCheckFailed"))
         {
-            return Ok(false);
+            let refused: Vec<usize> = c
+                .cancellation_reasons()
+                .iter()
+                .enumerate()
+                .filter(|(_, r)| r.code() == Some("ConditionalCheckFailed"))
+                .map(|(at, _)| at)
+                .collect();
+            if !refused.is_empty() {
+                return Ok(Err(refused));
+            }
         }
         Err(classify(err))
     }
 
     /// Deletes keys in batches, retrying what DynamoDB leaves unprocessed.
-    async fn delete_keys(&self, keys: Vec<Item>) -> Result<(), StoreError> {
+    pub(crate) async fn delete_keys(&self, keys: Vec<Item>) -> Result<(), StoreError> {
         let requests = keys
             .into_iter()
             .map(|key| {
@@ -485,7 +521,12 @@ impl ChatStore for DynamoStore {
             .set_item(Some(row))
             .condition_expression("attribute_not_exists(#fenced)")
             .expression_attribute_names("#fenced", FENCED);
-        self.put_in_live_thread(pk, &item.thread_id, put).await
+        let claims = used_by(item)
+            .into_iter()
+            .map(|id| self.claim(&pk, id, &item.thread_id, &item.id))
+            .collect::<Result<_, _>>()?;
+        self.put_in_live_thread_with(pk, &item.thread_id, put, claims)
+            .await
     }
 
     #[instrument(skip_all, fields(item_id = %item_id))]
@@ -579,5 +620,40 @@ impl ChatStore for DynamoStore {
             .map(|f| record(pk.clone(), keys::feedback_sk(&f.thread_id, &f.item_id), f))
             .collect::<Result<Vec<_>, _>>()?;
         self.put_batch(rows).await
+    }
+
+    async fn save_attachment(
+        &self,
+        user: &UserId,
+        record: &AttachmentRecord,
+    ) -> Result<(), StoreError> {
+        self.put_attachment(user, record).await
+    }
+
+    async fn load_attachment(
+        &self,
+        user: &UserId,
+        attachment_id: &str,
+    ) -> Result<Option<AttachmentRecord>, StoreError> {
+        self.get_attachment(user, attachment_id).await
+    }
+
+    async fn list_attachments(&self, user: &UserId) -> Result<Vec<AttachmentRecord>, StoreError> {
+        self.all_attachments(user).await
+    }
+
+    async fn delete_attachments(
+        &self,
+        user: &UserId,
+        attachment_ids: &[String],
+    ) -> Result<(), StoreError> {
+        let pk = keys::user_pk(user);
+        self.delete_keys(
+            attachment_ids
+                .iter()
+                .map(|id| keys::key(pk.clone(), keys::attachment_sk(id)))
+                .collect(),
+        )
+        .await
     }
 }

@@ -81,6 +81,14 @@ pub fn items_end(thread_id: &str) -> String {
     format!("{}}}", items_prefix(thread_id))
 }
 
+/// `ATTACHMENT#`: the prefix of a user's attachment records.
+pub const ATTACHMENT_PREFIX: &str = "ATTACHMENT#";
+
+/// `ATTACHMENT#<id>`: one attachment's record.
+pub fn attachment_sk(attachment_id: &str) -> String {
+    format!("{ATTACHMENT_PREFIX}{attachment_id}")
+}
+
 /// `FEEDBACK#<thread id>#`: the prefix of a thread's ratings.
 pub fn feedback_prefix(thread_id: &str) -> String {
     format!("FEEDBACK#{thread_id}#")

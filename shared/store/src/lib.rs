@@ -5,6 +5,7 @@
 //! depends on anything but the verified user id and a server-made id.
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
+mod attachments;
 mod chat;
 mod client;
 mod error;

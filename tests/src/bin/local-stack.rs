@@ -36,7 +36,7 @@ async fn main() -> taskpilot_testkit::Result<()> {
             other => return Err(format!("unknown argument {other}\n{USAGE}").into()),
         }
     }
-    eprintln!("starting DynamoDB Local and moto (Secrets Manager) ...");
+    eprintln!("starting DynamoDB Local and moto (Secrets Manager, S3) ...");
     let dynamodb = tokio::task::spawn_blocking(DynamoDbLocal::start);
     let moto = tokio::task::spawn_blocking(Moto::start);
     let (dynamodb, moto) = (dynamodb.await??, moto.await??);
@@ -76,6 +76,7 @@ async fn main() -> taskpilot_testkit::Result<()> {
     println!(
         "\nTaskPilot API is running at {url}\n\
          DynamoDB Local: {} (table {})\n\
+         attachments: S3 bucket {} (moto, presigned URLs checked at {})\n\
          functions: {}\n\n\
          Dev token (user `dev-user`, valid 12 h):\n  export TOKEN={token}\n\n\
          Try it:\n\
@@ -91,6 +92,11 @@ async fn main() -> taskpilot_testkit::Result<()> {
          Press Ctrl-C to stop everything.",
         stack.dynamodb_endpoint,
         stack.table,
+        stack.files.as_ref().map_or("-", |f| f.bucket.as_str()),
+        stack
+            .files
+            .as_ref()
+            .map_or("-", |f| f.front.endpoint.as_str()),
         stack
             .functions
             .keys()

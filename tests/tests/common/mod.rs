@@ -3,6 +3,8 @@
 
 use reqwest::{Method, StatusCode, header::HeaderMap};
 use serde_json::Value;
+use std::time::{Duration, Instant};
+use taskpilot_testkit::chatkit_contract;
 use taskpilot_testkit::contract::Contract;
 use taskpilot_testkit::stack::{LocalStack, StackOptions};
 
@@ -63,6 +65,19 @@ impl Api {
     pub async fn start(functions: &[&str]) -> Self {
         Self::start_with(StackOptions {
             functions: Some(functions.iter().map(|s| (*s).to_owned()).collect()),
+            ..StackOptions::default()
+        })
+        .await
+    }
+
+    /// `functions` with extra environment.
+    pub async fn start_env(functions: &[&str], env: &[(&str, &str)]) -> Self {
+        Self::start_with(StackOptions {
+            functions: Some(functions.iter().map(|s| (*s).to_owned()).collect()),
+            env: env
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
             ..StackOptions::default()
         })
         .await
@@ -171,5 +186,54 @@ impl Api {
                 None => return rows,
             }
         }
+    }
+}
+
+/// A ChatKit request as `user`: the status and, for a stream, its events.
+/// The request must be one the official ChatKit types accept, and the answer
+/// must keep to them ([`chatkit_contract::check_response`]).
+pub async fn chatkit(api: &Api, user: &str, envelope: Value) -> (u16, Vec<Value>, Value, Duration) {
+    if let Err(e) = chatkit_contract::check_request(&envelope) {
+        panic!("not a ChatKit request: {envelope}\n  {e}");
+    }
+    let started = Instant::now();
+    let resp = api
+        .http
+        .post(format!("{}/api/v1/chatkit", api.stack.url))
+        .bearer_auth(api.token(user))
+        .json(&envelope)
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status().as_u16();
+    let content_type = resp
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let stream = content_type
+        .as_deref()
+        .is_some_and(|v| v.starts_with("text/event-stream"));
+    let text = resp.text().await.unwrap();
+    let took = started.elapsed();
+    let kind = envelope["type"].as_str().unwrap_or_default();
+    if let Err(e) = chatkit_contract::check_response(kind, status, content_type.as_deref(), &text) {
+        panic!("ChatKit contract: {e}");
+    }
+    if stream {
+        let events = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("data: "))
+            .map(|d| serde_json::from_str(d).unwrap())
+            .collect();
+        (status, events, Value::Null, took)
+    } else {
+        check_contract("POST", "/api/v1/chatkit", status, text.as_bytes());
+        (
+            status,
+            Vec::new(),
+            serde_json::from_str(&text).unwrap(),
+            took,
+        )
     }
 }

@@ -2,10 +2,11 @@
 //! `ThreadItemConverter`), and the title a thread gets from its first message.
 
 use crate::agent::ask;
-use crate::model::ModelInput;
+use crate::model::{ModelFile, ModelInput};
 use crate::request::content_text;
 use crate::structured::Question;
-use crate::types::{AssistantContent, ItemKind, ThreadItem, UserContent};
+use crate::turn::FileUrls;
+use crate::types::{AssistantContent, AttachmentKind, ItemKind, ThreadItem, UserContent};
 
 /// Longest generated title.
 const TITLE_CHARS: usize = 48;
@@ -24,8 +25,8 @@ pub fn user_text(content: &[UserContent], quoted_text: Option<&str>) -> String {
 /// The conversation for `items` (oldest first), within
 /// [`HISTORY_BUDGET_BYTES`]: the oldest inputs are dropped first, the latest
 /// one is always kept. Items the model does not need are left out.
-pub fn to_model_input(items: &[ThreadItem]) -> Vec<ModelInput> {
-    within_budget(conversation(items), HISTORY_BUDGET_BYTES)
+pub fn to_model_input(items: &[ThreadItem], files: &FileUrls) -> Vec<ModelInput> {
+    within_budget(conversation(items, files), HISTORY_BUDGET_BYTES)
 }
 
 /// Drops the oldest inputs until the rest weigh at most `budget` bytes
@@ -41,7 +42,7 @@ pub fn within_budget(mut input: Vec<ModelInput>, budget: usize) -> Vec<ModelInpu
     input
 }
 
-fn conversation(items: &[ThreadItem]) -> Vec<ModelInput> {
+fn conversation(items: &[ThreadItem], files: &FileUrls) -> Vec<ModelInput> {
     let mut input = Vec::new();
     for item in items {
         if let ItemKind::StructuredInput { inputs, .. } = &item.kind {
@@ -49,8 +50,28 @@ fn conversation(items: &[ThreadItem]) -> Vec<ModelInput> {
         } else if let Some(one) = to_input(item) {
             input.push(one);
         }
+        if let Some(shown) = attached(item, files) {
+            input.push(shown);
+        }
     }
     input
+}
+
+/// The files a user message carries, as the model is shown them.
+fn attached(item: &ThreadItem, files: &FileUrls) -> Option<ModelInput> {
+    let ItemKind::UserMessage { attachments, .. } = &item.kind else {
+        return None;
+    };
+    let shown: Vec<ModelFile> = attachments
+        .iter()
+        .filter_map(|a| {
+            files.get(&a.id).map(|url| ModelFile {
+                url: url.clone(),
+                image: matches!(a.kind, AttachmentKind::Image { .. }),
+            })
+        })
+        .collect();
+    (!shown.is_empty()).then_some(ModelInput::Files(shown))
 }
 
 /// A structured-input item: what was asked (said by the assistant), then
@@ -91,7 +112,10 @@ fn to_input(item: &ThreadItem) -> Option<ModelInput> {
             content,
             quoted_text,
             ..
-        } => Some(ModelInput::user(user_text(content, quoted_text.as_deref()))),
+        } => {
+            let text = user_text(content, quoted_text.as_deref());
+            (!text.is_empty()).then(|| ModelInput::user(text))
+        }
         ItemKind::AssistantMessage { content } => {
             let text: String = content
                 .iter()
@@ -165,6 +189,7 @@ mod tests {
                     )
                 })
                 .collect::<Vec<_>>(),
+            &FileUrls::new(),
         );
         let bytes: usize = kept.iter().map(ModelInput::bytes).sum();
         assert!(bytes <= HISTORY_BUDGET_BYTES, "{bytes}");
@@ -231,7 +256,7 @@ mod tests {
             item("eot_5", ItemKind::EndOfTurn),
         ];
         assert_eq!(
-            to_model_input(&items),
+            to_model_input(&items, &FileUrls::new()),
             [
                 ModelInput::user("> the report\nfinish @Report"),
                 ModelInput::user(

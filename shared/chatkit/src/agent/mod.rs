@@ -193,7 +193,7 @@ impl<R: TaskRepository, M: ModelClient> TaskAgent<R, M> {
         done: Vec<ModelInput>,
         mut shown: Shown,
     ) -> Result<(), Interrupted> {
-        let mut input = history::to_model_input(turn.history());
+        let mut input = history::to_model_input(turn.history(), turn.files());
         input.extend(done);
         let instructions = format!(
             "{}\n\n{}",
@@ -496,12 +496,21 @@ impl<R: TaskRepository, M: ModelClient> Responder for TaskAgent<R, M> {
                     ItemKind::UserMessage {
                         content,
                         quoted_text,
+                        attachments,
                         ..
                     },
                 ..
             }) = input
         {
-            let text = history::user_text(content, quoted_text.as_deref());
+            let mut text = history::user_text(content, quoted_text.as_deref());
+            if text.trim().is_empty() {
+                // Only files: they name the thread.
+                text = attachments
+                    .iter()
+                    .map(|a| a.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ");
+            }
             turn.thread_mut().title = Some(history::title_from(&text));
         }
         Ok(())

@@ -7,11 +7,12 @@ use serde::Serialize;
 use taskpilot_domain::UserId;
 
 use super::{ChatError, Engine};
+use crate::attachments::AttachmentStore;
 use crate::ids;
 use crate::request::{ActionParams, DEFAULT_LIMIT, ItemsQuery, Order, Paging, Request};
 use crate::responder::Responder;
 use crate::store::{ChatStore, Feedback};
-use crate::types::{ItemKind, Page, Thread, ThreadItem, ThreadMetadata};
+use crate::types::{Attachment, ItemKind, Page, Thread, ThreadItem, ThreadMetadata};
 
 /// The answer of a JSON operation, serialized as ck-py does.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -29,11 +30,13 @@ pub enum Answer {
         #[serde(skip_serializing_if = "Option::is_none")]
         updated_item: Option<ThreadItem>,
     },
-    /// `threads.delete`, `items.feedback`: `{}`.
+    /// `attachments.create`.
+    Attachment(Attachment),
+    /// `threads.delete`, `items.feedback`, `attachments.delete`: `{}`.
     Empty {},
 }
 
-impl<S: ChatStore, R: Responder> Engine<S, R> {
+impl<S: ChatStore, R: Responder, A: AttachmentStore> Engine<S, R, A> {
     /// Answers a JSON (non-streamed) request.
     pub async fn json(&self, user: &UserId, request: Request) -> Result<Answer, ChatError> {
         let view = |t: &ThreadMetadata| Thread::view(t, Page::empty());
@@ -45,7 +48,8 @@ impl<S: ChatStore, R: Responder> Engine<S, R> {
                     order: Order::Asc,
                     after: None,
                 };
-                let items = self.visible_page(user, &thread.id, &paging).await?;
+                let mut items = self.visible_page(user, &thread.id, &paging).await?;
+                self.present(&mut items.data).await?;
                 Answer::Thread(Thread::view(&thread, items))
             }
             Request::ListThreads(paging) => {
@@ -67,7 +71,7 @@ impl<S: ChatStore, R: Responder> Engine<S, R> {
             }
             Request::DeleteThread { thread_id } => {
                 if !ids::plausible(&thread_id)
-                    || !self.store.delete_thread(user, &thread_id).await?
+                    || !self.delete_thread_and_files(user, &thread_id).await?
                 {
                     return Err(ChatError::NotFound("thread"));
                 }
@@ -75,7 +79,9 @@ impl<S: ChatStore, R: Responder> Engine<S, R> {
             }
             Request::ListItems(ItemsQuery { thread_id, paging }) => {
                 let thread = self.thread(user, &thread_id).await?;
-                Answer::Items(self.visible_page(user, &thread.id, &paging).await?)
+                let mut items = self.visible_page(user, &thread.id, &paging).await?;
+                self.present(&mut items.data).await?;
+                Answer::Items(items)
             }
             Request::Feedback {
                 thread_id,
@@ -127,6 +133,18 @@ impl<S: ChatStore, R: Responder> Engine<S, R> {
                 Answer::Updated {
                     updated_item: updated,
                 }
+            }
+            Request::CreateAttachment {
+                name,
+                size,
+                mime_type,
+            } => Answer::Attachment(
+                self.create_attachment(user, &name, size, &mime_type)
+                    .await?,
+            ),
+            Request::DeleteAttachment { attachment_id } => {
+                self.delete_attachment(user, &attachment_id).await?;
+                Answer::Empty {}
             }
             streamed => {
                 tracing::error!(request = ?streamed, "a streamed request reached json()");

@@ -7,6 +7,7 @@ use std::time::Instant;
 
 use taskpilot_domain::{StoreError, UserId};
 
+use crate::attachments::{AttachmentError, AttachmentPolicy, AttachmentStore, NoAttachments};
 use crate::context::Caller;
 use crate::ids;
 use crate::request::{
@@ -16,13 +17,14 @@ use crate::responder::{ActionRefused, Responder};
 use crate::sink::EventSink;
 use crate::store::ChatStore;
 use crate::structured::{self, InputStatus, Submission};
-use crate::turn::{Interrupted, Turn};
+use crate::turn::{FileUrls, Interrupted, Turn};
 use crate::types::{
-    ItemKind, Page, StreamEvent, StreamOptions, Thread, ThreadItem, ThreadMetadata, ThreadStatus,
-    ToolCallStatus,
+    Attachment, ItemKind, Page, StreamEvent, StreamOptions, Thread, ThreadItem, ThreadMetadata,
+    ThreadStatus, ToolCallStatus,
 };
 
 mod answers;
+mod files;
 
 pub use answers::Answer;
 
@@ -57,6 +59,12 @@ pub enum ChatError {
     /// The responder refused a synchronous action.
     #[error(transparent)]
     Refused(#[from] ActionRefused),
+    /// An attachment was refused.
+    #[error(transparent)]
+    Attachment(#[from] AttachmentError),
+    /// Attachments are not offered by this deployment.
+    #[error("attachments are not enabled on this server")]
+    AttachmentsDisabled,
     /// Storage failed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -68,12 +76,13 @@ pub struct Prepared {
     thread: ThreadMetadata,
     history: Vec<ThreadItem>,
     kind: Kind,
+    files: FileUrls,
 }
 
 #[derive(Debug)]
 enum Kind {
-    Create(UserMessageInput),
-    Message(UserMessageInput),
+    Create(UserMessageInput, Vec<Attachment>),
+    Message(UserMessageInput, Vec<Attachment>),
     Retry {
         target: ThreadItem,
         later: Vec<String>,
@@ -94,16 +103,45 @@ enum Kind {
     Nothing,
 }
 
-/// The engine: a thread store and a responder, built once per process.
-pub struct Engine<S, R> {
+/// The engine: a thread store, a responder and an attachment store, built
+/// once per process.
+pub struct Engine<S, R, A = NoAttachments> {
     store: S,
     responder: R,
+    files: A,
+    policy: AttachmentPolicy,
 }
 
 impl<S: ChatStore, R: Responder> Engine<S, R> {
-    /// Wires the store and the responder.
+    /// Wires the store and the responder (no attachments).
     pub fn new(store: S, responder: R) -> Self {
-        Self { store, responder }
+        Self {
+            store,
+            responder,
+            files: NoAttachments,
+            policy: AttachmentPolicy::default(),
+        }
+    }
+}
+
+impl<S: ChatStore, R: Responder, A: AttachmentStore> Engine<S, R, A> {
+    /// The same engine, offering attachments kept in `files` under `policy`.
+    pub fn with_attachments<B: AttachmentStore>(
+        self,
+        files: B,
+        policy: AttachmentPolicy,
+    ) -> Engine<S, R, B> {
+        Engine {
+            store: self.store,
+            responder: self.responder,
+            files,
+            policy,
+        }
+    }
+
+    /// The attachment store.
+    pub fn files(&self) -> &A {
+        &self.files
     }
 
     /// The store.
@@ -186,6 +224,23 @@ impl<S: ChatStore, R: Responder> Engine<S, R> {
     /// Checks a streamed request before any event: 404 and 400 here are HTTP
     /// errors.
     pub async fn prepare(&self, user: &UserId, request: Request) -> Result<Prepared, ChatError> {
+        let mut prepared = self.checked(user, request).await?;
+        self.present(&mut prepared.history).await?;
+        let mut used: Vec<&Attachment> = Vec::new();
+        for item in &prepared.history {
+            if let ItemKind::UserMessage { attachments, .. } = &item.kind {
+                used.extend(attachments);
+            }
+        }
+        if let Kind::Create(_, new) | Kind::Message(_, new) = &prepared.kind {
+            used.extend(new);
+        }
+        let files = self.model_files(used).await?;
+        prepared.files = files;
+        Ok(prepared)
+    }
+
+    async fn checked(&self, user: &UserId, request: Request) -> Result<Prepared, ChatError> {
         let (thread, history, kind) = match request {
             Request::CreateThread { input } => {
                 let thread = ThreadMetadata {
@@ -195,11 +250,13 @@ impl<S: ChatStore, R: Responder> Engine<S, R> {
                     status: ThreadStatus::Active,
                     metadata: Default::default(),
                 };
-                (thread, Vec::new(), Kind::Create(input))
+                let files = self.attachments_for(user, &thread.id, &input).await?;
+                (thread, Vec::new(), Kind::Create(input, files))
             }
             Request::AddUserMessage { thread_id, input } => {
                 let (thread, history) = self.recent(user, &thread_id).await?;
-                (thread, history, Kind::Message(input))
+                let files = self.attachments_for(user, &thread.id, &input).await?;
+                (thread, history, Kind::Message(input, files))
             }
             Request::RetryAfterItem { thread_id, item_id } => {
                 let (thread, history) = self.recent(user, &thread_id).await?;
@@ -262,6 +319,7 @@ impl<S: ChatStore, R: Responder> Engine<S, R> {
             thread,
             history,
             kind,
+            files: FileUrls::new(),
         })
     }
 
@@ -307,6 +365,7 @@ impl<S: ChatStore, R: Responder> Engine<S, R> {
             thread,
             history,
             kind: Kind::Answered(item),
+            files: FileUrls::new(),
         })
     }
 
@@ -377,6 +436,7 @@ impl<S: ChatStore, R: Responder> Engine<S, R> {
             thread,
             history,
             kind,
+            files: FileUrls::new(),
         })
     }
 
@@ -393,8 +453,10 @@ impl<S: ChatStore, R: Responder> Engine<S, R> {
             thread,
             history,
             kind,
+            files,
         } = prepared;
-        let mut turn = Turn::new(&self.store, sink, caller, thread, history, deadline);
+        let mut turn =
+            Turn::new(&self.store, sink, caller, thread, history, deadline).with_files(files);
         match self.drive(&mut turn, kind).await {
             Ok(()) => {}
             Err(Interrupted::Disconnected) => turn.cancelled().await,
@@ -423,16 +485,16 @@ impl<S: ChatStore, R: Responder> Engine<S, R> {
             stream_options: StreamOptions { allow_cancel: true },
         };
         match kind {
-            Kind::Create(input) => {
+            Kind::Create(input, files) => {
                 turn.in_time(self.store.save_thread(turn.user(), turn.thread()))
                     .await?;
                 turn.send(StreamEvent::ThreadCreated {
                     thread: Thread::view(turn.thread(), Page::empty()),
                 })
                 .await?;
-                self.user_message(turn, input, options).await?;
+                self.user_message(turn, input, files, options).await?;
             }
-            Kind::Message(input) => self.user_message(turn, input, options).await?,
+            Kind::Message(input, files) => self.user_message(turn, input, files, options).await?,
             Kind::Retry { target, later } => {
                 if !later.is_empty() {
                     turn.in_time(
@@ -485,13 +547,18 @@ impl<S: ChatStore, R: Responder> Engine<S, R> {
         &self,
         turn: &mut Turn<'_, S, K>,
         input: UserMessageInput,
+        files: Vec<Attachment>,
         options: StreamEvent,
     ) -> Result<(), Interrupted> {
+        // Used files are kept by the clean-up of unused uploads.
+        for file in &files {
+            turn.in_time(self.files.keep(&file.id)).await?;
+        }
         let message = turn.item(
             ids::message(),
             ItemKind::UserMessage {
                 content: input.content,
-                attachments: Vec::new(),
+                attachments: files,
                 quoted_text: input.quoted_text,
                 inference_options: input.inference_options.unwrap_or_default(),
             },

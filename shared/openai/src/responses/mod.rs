@@ -36,7 +36,25 @@ enum InputItem<'a> {
         role: &'static str,
         content: &'a str,
     },
+    /// A user message of parts (images and files).
+    Parts {
+        role: &'static str,
+        content: Vec<InputPart<'a>>,
+    },
     Typed(TypedInput<'a>),
+}
+
+/// A part of a user message: an image or a file, by URL.
+#[derive(Debug, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+enum InputPart<'a> {
+    InputImage {
+        image_url: &'a str,
+        detail: &'static str,
+    },
+    InputFile {
+        file_url: &'a str,
+    },
 }
 
 #[derive(Debug, Serialize)]
@@ -85,6 +103,19 @@ impl<'a> ResponsesRequest<'a> {
                 ModelInput::FunctionOutput { call_id, output } => {
                     InputItem::Typed(TypedInput::FunctionCallOutput { call_id, output })
                 }
+                ModelInput::Files(files) => InputItem::Parts {
+                    role: "user",
+                    content: files
+                        .iter()
+                        .map(|f| match f.image {
+                            true => InputPart::InputImage {
+                                image_url: &f.url,
+                                detail: "auto",
+                            },
+                            false => InputPart::InputFile { file_url: &f.url },
+                        })
+                        .collect(),
+                },
             })
             .collect();
         let tools = request

@@ -50,6 +50,34 @@ fn the_request_is_the_responses_wire_shape() {
 }
 
 #[test]
+fn attached_files_are_image_and_file_parts_of_a_user_message() {
+    use taskpilot_chatkit::model::ModelFile;
+    let input = [ModelInput::Files(vec![
+        ModelFile {
+            url: "https://b.s3/atc_1?sig".into(),
+            image: true,
+        },
+        ModelFile {
+            url: "https://b.s3/atc_2?sig".into(),
+            image: false,
+        },
+    ])];
+    let request = ModelRequest {
+        model: "gpt-4.1",
+        instructions: "",
+        temperature: 0.5,
+        input: &input,
+        tools: &[],
+    };
+    assert_eq!(
+        serde_json::to_value(ResponsesRequest::new(&request)).unwrap()["input"],
+        json!([{"role": "user", "content": [
+            {"type": "input_image", "image_url": "https://b.s3/atc_1?sig", "detail": "auto"},
+            {"type": "input_file", "file_url": "https://b.s3/atc_2?sig"}]}])
+    );
+}
+
+#[test]
 fn text_events_map_to_model_events() {
     assert_eq!(
         event(

@@ -1,0 +1,416 @@
+//! Attachments (ck-py's `AttachmentStore` and `Store.*_attachment`): what a
+//! user may upload ([`AttachmentPolicy`]), the record that follows an upload
+//! from `attachments.create` to the message that uses it
+//! ([`AttachmentRecord`]), and the port of the object store that holds the
+//! bytes ([`AttachmentStore`]). Uploads are two-phase: the server answers a
+//! presigned upload, the browser sends the bytes there, and a message naming
+//! the attachment is only accepted once the object is there as declared.
+
+use std::future::Future;
+
+use chrono::{DateTime, Duration, Utc};
+use serde::{Deserialize, Serialize};
+
+use taskpilot_domain::StoreError;
+
+use crate::types::{Attachment, AttachmentKind, ItemKind, ThreadItem, UploadDescriptor};
+
+/// An upload never attached to a message is forgotten after this long (its
+/// record expires; the bucket's lifecycle rule removes its object).
+pub const PENDING_LIFETIME_HOURS: i64 = 24;
+/// Most attachments on one message.
+pub const MAX_PER_MESSAGE: usize = 10;
+/// Most attachments one user keeps.
+pub const MAX_PER_USER: usize = 1_000;
+/// Longest file name kept (in characters).
+pub const MAX_NAME_CHARS: usize = 255;
+
+/// Why an attachment is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AttachmentError {
+    /// The mime type is not on the allow-list.
+    #[error("files of type `{0}` cannot be attached (allowed: {1})")]
+    TypeNotAllowed(String, String),
+    /// Over the size limit of its kind.
+    #[error("the file is larger than the {limit_mb} MB allowed for {kind}")]
+    TooLarge { kind: &'static str, limit_mb: u64 },
+    /// A 0-byte file.
+    #[error("the file is empty")]
+    Empty,
+    /// A name that is empty once cleaned.
+    #[error("the file needs a name")]
+    Unnamed,
+    /// The user's attachments would exceed their quota.
+    #[error("attachments are limited to {limit_mb} MB per user; delete some first")]
+    Quota { limit_mb: u64 },
+    /// A message names an attachment whose upload has not arrived.
+    #[error("attachment {0} has not been uploaded yet")]
+    NotUploaded(String),
+    /// The uploaded object is not what was declared.
+    #[error("attachment {0} does not match what was declared (size or type)")]
+    Mismatch(String),
+    /// The attachment already belongs to another thread.
+    #[error("attachment {0} is already part of another conversation")]
+    InUse(String),
+    /// More attachments on a message than allowed.
+    #[error("at most {MAX_PER_MESSAGE} attachments per message")]
+    TooMany,
+}
+
+/// What may be uploaded: types, sizes and the per-user quota.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AttachmentPolicy {
+    /// Mime types shown as images (with a preview).
+    pub image_types: Vec<String>,
+    /// Other accepted mime types (documents).
+    pub document_types: Vec<String>,
+    /// Largest image, in bytes.
+    pub max_image_bytes: u64,
+    /// Largest document, in bytes.
+    pub max_document_bytes: u64,
+    /// Most bytes of attachments one user keeps.
+    pub quota_bytes: u64,
+}
+
+const MB: u64 = 1024 * 1024;
+
+impl Default for AttachmentPolicy {
+    fn default() -> Self {
+        Self {
+            image_types: ["image/png", "image/jpeg", "image/webp", "image/gif"]
+                .map(String::from)
+                .to_vec(),
+            document_types: ["application/pdf", "text/plain"].map(String::from).to_vec(),
+            max_image_bytes: 10 * MB,
+            max_document_bytes: 20 * MB,
+            quota_bytes: 500 * MB,
+        }
+    }
+}
+
+/// A declared upload that passed the policy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Declared {
+    /// The cleaned file name.
+    pub name: String,
+    /// The normalized mime type (lower case, no parameters).
+    pub mime_type: String,
+    /// Its size in bytes.
+    pub size: u64,
+    /// Whether it is an image.
+    pub image: bool,
+}
+
+impl AttachmentPolicy {
+    /// Checks a declared upload against the allow-list and the size limits.
+    pub fn check(
+        &self,
+        name: &str,
+        size: u64,
+        mime_type: &str,
+    ) -> Result<Declared, AttachmentError> {
+        let mime = normalize_mime(mime_type);
+        let image = self.image_types.contains(&mime);
+        if !image && !self.document_types.contains(&mime) {
+            let allowed = self
+                .image_types
+                .iter()
+                .chain(&self.document_types)
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(", ");
+            return Err(AttachmentError::TypeNotAllowed(mime, allowed));
+        }
+        if size == 0 {
+            return Err(AttachmentError::Empty);
+        }
+        let (limit, kind) = if image {
+            (self.max_image_bytes, "images")
+        } else {
+            (self.max_document_bytes, "documents")
+        };
+        if size > limit {
+            return Err(AttachmentError::TooLarge {
+                kind,
+                limit_mb: limit / MB,
+            });
+        }
+        let name = clean_name(name).ok_or(AttachmentError::Unnamed)?;
+        Ok(Declared {
+            name,
+            mime_type: mime,
+            size,
+            image,
+        })
+    }
+
+    /// Whether `used` bytes plus `more` stay within the quota.
+    pub fn within_quota(&self, used: u64, more: u64) -> Result<(), AttachmentError> {
+        if used.saturating_add(more) > self.quota_bytes {
+            return Err(AttachmentError::Quota {
+                limit_mb: self.quota_bytes / MB,
+            });
+        }
+        Ok(())
+    }
+}
+
+/// `Image/PNG; charset=x` → `image/png`.
+pub fn normalize_mime(mime: &str) -> String {
+    mime.split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase()
+}
+
+/// A file name fit to show and to put in a header: its last path segment,
+/// without control characters or quotes, at most [`MAX_NAME_CHARS`].
+pub fn clean_name(name: &str) -> Option<String> {
+    let last = name.rsplit(['/', '\\']).next().unwrap_or_default();
+    let cleaned: String = last
+        .chars()
+        .filter(|c| !c.is_control() && *c != '"')
+        .take(MAX_NAME_CHARS)
+        .collect();
+    let cleaned = cleaned.trim().trim_start_matches('.').trim().to_owned();
+    (!cleaned.is_empty()).then_some(cleaned)
+}
+
+/// Where an attachment is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AttachmentStatus {
+    /// Created; the upload may or may not have arrived.
+    Pending,
+    /// Part of a stored message.
+    Attached,
+}
+
+/// The server's record of an attachment, in its owner's partition.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AttachmentRecord {
+    /// `atc_…`
+    pub id: String,
+    /// The cleaned file name.
+    pub name: String,
+    /// The declared (normalized) mime type.
+    pub mime_type: String,
+    /// The declared size in bytes.
+    pub size: u64,
+    /// Whether it is shown as an image.
+    pub image: bool,
+    /// Pending or attached.
+    pub status: AttachmentStatus,
+    /// When it was created.
+    #[serde(with = "taskpilot_domain::timestamp")]
+    pub created_at: DateTime<Utc>,
+    /// The thread of the message that uses it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub thread_id: Option<String>,
+    /// The message that uses it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub item_id: Option<String>,
+}
+
+impl AttachmentRecord {
+    /// A new pending record for a declared upload.
+    pub fn new(id: String, declared: Declared) -> Self {
+        Self {
+            id,
+            name: declared.name,
+            mime_type: declared.mime_type,
+            size: declared.size,
+            image: declared.image,
+            status: AttachmentStatus::Pending,
+            created_at: taskpilot_domain::timestamp::now(),
+            thread_id: None,
+            item_id: None,
+        }
+    }
+
+    /// When a pending record is forgotten.
+    pub fn expires_at(&self) -> DateTime<Utc> {
+        self.created_at + Duration::hours(PENDING_LIFETIME_HOURS)
+    }
+
+    /// Whether the record still counts (an unused upload expires).
+    pub fn is_live(&self, now: DateTime<Utc>) -> bool {
+        self.status == AttachmentStatus::Attached || now < self.expires_at()
+    }
+
+    /// The record once used by message `item_id` of `thread_id`; `None` when
+    /// another message uses it already.
+    pub fn attached_to(&self, thread_id: &str, item_id: &str) -> Option<Self> {
+        let mine = self.thread_id.as_deref() == Some(thread_id)
+            && self.item_id.as_deref() == Some(item_id);
+        (self.status == AttachmentStatus::Pending || mine).then(|| Self {
+            status: AttachmentStatus::Attached,
+            thread_id: Some(thread_id.to_owned()),
+            item_id: Some(item_id.to_owned()),
+            ..self.clone()
+        })
+    }
+
+    /// The wire shape, with a preview URL for an image.
+    pub fn to_wire(&self, preview_url: Option<String>) -> Attachment {
+        Attachment {
+            id: self.id.clone(),
+            name: self.name.clone(),
+            mime_type: self.mime_type.clone(),
+            kind: match (self.image, preview_url) {
+                (true, Some(preview_url)) => AttachmentKind::Image { preview_url },
+                _ => AttachmentKind::File,
+            },
+            upload_descriptor: None,
+            thread_id: self.thread_id.clone(),
+        }
+    }
+}
+
+/// The ids of the attachments a stored item uses.
+pub fn used_by(item: &ThreadItem) -> Vec<&str> {
+    match &item.kind {
+        ItemKind::UserMessage { attachments, .. } => {
+            attachments.iter().map(|a| a.id.as_str()).collect()
+        }
+        _ => Vec::new(),
+    }
+}
+
+/// A write that would attach a file already gone or used elsewhere.
+pub fn claim_refused() -> StoreError {
+    StoreError::Internal("an attachment was deleted or used by another message meanwhile".into())
+}
+
+/// What the object store holds under an attachment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredObject {
+    /// Its size in bytes.
+    pub size: u64,
+    /// The content type it was stored with.
+    pub content_type: Option<String>,
+}
+
+/// The object store holding attachments' bytes (S3 in production).
+pub trait AttachmentStore: Send + Sync {
+    /// Whether attachments are offered at all.
+    fn enabled(&self) -> bool {
+        true
+    }
+
+    /// A presigned upload of exactly the declared type and size.
+    fn upload(
+        &self,
+        record: &AttachmentRecord,
+    ) -> impl Future<Output = Result<UploadDescriptor, StoreError>> + Send;
+
+    /// A short-lived URL that reads the object (image previews, the
+    /// model), served as `mime_type` whatever was uploaded.
+    fn read_url(
+        &self,
+        attachment_id: &str,
+        mime_type: &str,
+    ) -> impl Future<Output = Result<String, StoreError>> + Send;
+
+    /// What is stored under an attachment, if anything.
+    fn stored(
+        &self,
+        attachment_id: &str,
+    ) -> impl Future<Output = Result<Option<StoredObject>, StoreError>> + Send;
+
+    /// Marks an object as used by a message, so the clean-up of unused
+    /// uploads leaves it alone.
+    fn keep(&self, attachment_id: &str) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Deletes objects (absent ones are fine).
+    fn delete(
+        &self,
+        attachment_ids: &[String],
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+}
+
+/// No object store: attachments are not offered.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoAttachments;
+
+fn unsupported() -> StoreError {
+    StoreError::Internal("attachments are not configured".into())
+}
+
+impl AttachmentStore for NoAttachments {
+    fn enabled(&self) -> bool {
+        false
+    }
+
+    async fn upload(&self, _: &AttachmentRecord) -> Result<UploadDescriptor, StoreError> {
+        Err(unsupported())
+    }
+
+    async fn read_url(&self, _: &str, _: &str) -> Result<String, StoreError> {
+        Err(unsupported())
+    }
+
+    async fn stored(&self, _: &str) -> Result<Option<StoredObject>, StoreError> {
+        Ok(None)
+    }
+
+    async fn keep(&self, _: &str) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    async fn delete(&self, _: &[String]) -> Result<(), StoreError> {
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_lose_paths_controls_and_quotes() {
+        assert_eq!(clean_name("../../etc/passwd").as_deref(), Some("passwd"));
+        assert_eq!(clean_name("C:\\x\\list.png").as_deref(), Some("list.png"));
+        assert_eq!(clean_name("a\"b\r\n.pdf").as_deref(), Some("ab.pdf"));
+        assert_eq!(clean_name("..").as_deref(), None);
+        assert_eq!(clean_name("   ").as_deref(), None);
+        assert_eq!(clean_name(&"x".repeat(400)).map(|n| n.len()), Some(255));
+    }
+
+    #[test]
+    fn the_policy_checks_type_size_and_emptiness() {
+        let p = AttachmentPolicy::default();
+        let ok = p.check("a.PNG", 10, "Image/PNG; x=y").unwrap();
+        assert!(ok.image);
+        assert_eq!(ok.mime_type, "image/png");
+        assert!(!p.check("a.pdf", 10, "application/pdf").unwrap().image);
+        assert!(matches!(
+            p.check("a.html", 10, "text/html"),
+            Err(AttachmentError::TypeNotAllowed(..))
+        ));
+        assert_eq!(
+            p.check("a.png", 0, "image/png"),
+            Err(AttachmentError::Empty)
+        );
+        assert!(matches!(
+            p.check("a.png", 10 * MB + 1, "image/png"),
+            Err(AttachmentError::TooLarge { .. })
+        ));
+        assert!(p.check("a.pdf", 20 * MB, "application/pdf").is_ok());
+        assert_eq!(p.within_quota(p.quota_bytes - 1, 1), Ok(()));
+        assert!(p.within_quota(p.quota_bytes, 1).is_err());
+    }
+
+    #[test]
+    fn pending_records_expire_and_attached_ones_do_not() {
+        let p = AttachmentPolicy::default();
+        let mut r =
+            AttachmentRecord::new("atc_1".into(), p.check("a.png", 5, "image/png").unwrap());
+        let later = r.created_at + Duration::hours(PENDING_LIFETIME_HOURS + 1);
+        assert!(r.is_live(r.created_at));
+        assert!(!r.is_live(later));
+        r.status = AttachmentStatus::Attached;
+        assert!(r.is_live(later));
+    }
+}

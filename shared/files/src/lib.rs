@@ -1,0 +1,250 @@
+//! The ChatKit attachment store on S3. Each attachment is one object,
+//! `attachments/<id>` (never a name the user chose). Uploads and reads go
+//! straight between the browser (or the model) and S3 through presigned
+//! URLs: an upload's signature binds the exact content type, length,
+//! disposition and the `pending` tag, so a browser cannot store anything else
+//! there; a read's signature fixes the type and disposition it is served
+//! with, so an object is never served as HTML. The bucket's lifecycle rule
+//! removes objects still tagged `pending` after a day; a message that uses
+//! an attachment tags it `used`.
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use aws_sdk_s3::Client;
+use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::presigning::{PresignedRequest, PresigningConfig};
+use aws_sdk_s3::types::{Delete, ObjectIdentifier, Tag, Tagging};
+
+use taskpilot_chatkit::attachments::{AttachmentRecord, AttachmentStore, StoredObject};
+use taskpilot_chatkit::types::UploadDescriptor;
+use taskpilot_domain::StoreError;
+
+/// The S3 endpoint override variable (as the AWS SDKs name it).
+pub const S3_ENDPOINT: &str = "AWS_ENDPOINT_URL_S3";
+/// How long an upload URL works.
+pub const UPLOAD_EXPIRY: Duration = Duration::from_secs(5 * 60);
+/// How long a read URL (a preview, the model's copy) works.
+pub const READ_EXPIRY: Duration = Duration::from_secs(60 * 60);
+/// The tag the lifecycle rule reads.
+pub const TAG_KEY: &str = "taskpilot-attachment";
+/// Its value until a message uses the object.
+pub const PENDING: &str = "pending";
+/// Its value once a message uses the object.
+pub const USED: &str = "used";
+
+/// The object key of an attachment.
+pub fn key(attachment_id: &str) -> String {
+    format!("attachments/{attachment_id}")
+}
+
+/// Attachments on S3, or none when no bucket is configured.
+#[derive(Clone, Debug)]
+pub struct S3Files {
+    bucket: Option<Bucket>,
+}
+
+#[derive(Clone, Debug)]
+struct Bucket {
+    client: Client,
+    name: String,
+}
+
+impl S3Files {
+    /// Attachments in `bucket` (`None`: not offered). With an endpoint
+    /// override (a local emulator) requests use path-style addressing.
+    pub fn new(sdk: &aws_types::SdkConfig, bucket: Option<String>) -> Self {
+        let config = aws_sdk_s3::config::Builder::from(sdk)
+            .force_path_style(sdk.endpoint_url().is_some())
+            // Presigned uploads come from browsers: no SDK checksum headers.
+            .request_checksum_calculation(
+                aws_sdk_s3::config::RequestChecksumCalculation::WhenRequired,
+            )
+            .build();
+        Self {
+            bucket: bucket.map(|name| Bucket {
+                client: Client::from_conf(config),
+                name,
+            }),
+        }
+    }
+
+    fn bucket(&self) -> Result<&Bucket, StoreError> {
+        self.bucket
+            .as_ref()
+            .ok_or_else(|| StoreError::Internal("no attachments bucket is configured".into()))
+    }
+}
+
+/// `inline` for images (shown in the page), `attachment` for the rest
+/// (downloaded, never rendered by the browser).
+fn disposition(mime_type: &str) -> &'static str {
+    if mime_type.starts_with("image/") {
+        "inline"
+    } else {
+        "attachment"
+    }
+}
+
+fn classify<E: ProvideErrorMetadata, R>(err: SdkError<E, R>) -> StoreError {
+    match &err {
+        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) => {
+            StoreError::Unavailable("S3 did not answer".into())
+        }
+        SdkError::ServiceError(e) if e.err().code() == Some("SlowDown") => {
+            StoreError::Unavailable("S3 is throttling".into())
+        }
+        _ => StoreError::Internal(format!("S3: {}", err.code().unwrap_or("request failed"))),
+    }
+}
+
+fn presigning(expiry: Duration) -> Result<PresigningConfig, StoreError> {
+    PresigningConfig::expires_in(expiry).map_err(|e| StoreError::Internal(e.to_string()))
+}
+
+fn descriptor(request: &PresignedRequest) -> UploadDescriptor {
+    let headers: BTreeMap<String, String> = request
+        .headers()
+        // The browser sets the length itself (and may not set it by hand).
+        .filter(|(name, _)| !name.eq_ignore_ascii_case("content-length"))
+        .map(|(name, value)| (name.to_owned(), value.to_owned()))
+        .collect();
+    UploadDescriptor {
+        url: request.uri().to_owned(),
+        method: request.method().to_owned(),
+        headers,
+    }
+}
+
+impl AttachmentStore for S3Files {
+    fn enabled(&self) -> bool {
+        self.bucket.is_some()
+    }
+
+    async fn upload(&self, record: &AttachmentRecord) -> Result<UploadDescriptor, StoreError> {
+        let b = self.bucket()?;
+        let size = i64::try_from(record.size)
+            .map_err(|_| StoreError::Internal("attachment size out of range".into()))?;
+        let request = b
+            .client
+            .put_object()
+            .bucket(&b.name)
+            .key(key(&record.id))
+            .content_type(&record.mime_type)
+            .content_length(size)
+            .content_disposition(disposition(&record.mime_type))
+            .tagging(format!("{TAG_KEY}={PENDING}"))
+            .presigned(presigning(UPLOAD_EXPIRY)?)
+            .await
+            .map_err(classify)?;
+        Ok(descriptor(&request))
+    }
+
+    async fn read_url(&self, attachment_id: &str, mime_type: &str) -> Result<String, StoreError> {
+        let b = self.bucket()?;
+        let request = b
+            .client
+            .get_object()
+            .bucket(&b.name)
+            .key(key(attachment_id))
+            .response_content_type(mime_type)
+            .response_content_disposition(disposition(mime_type))
+            .presigned(presigning(READ_EXPIRY)?)
+            .await
+            .map_err(classify)?;
+        Ok(request.uri().to_owned())
+    }
+
+    async fn stored(&self, attachment_id: &str) -> Result<Option<StoredObject>, StoreError> {
+        let b = self.bucket()?;
+        let out = b
+            .client
+            .head_object()
+            .bucket(&b.name)
+            .key(key(attachment_id))
+            .send()
+            .await;
+        match out {
+            Ok(head) => Ok(Some(StoredObject {
+                size: head
+                    .content_length()
+                    .and_then(|n| u64::try_from(n).ok())
+                    .unwrap_or_default(),
+                content_type: head.content_type().map(str::to_owned),
+            })),
+            Err(SdkError::ServiceError(e)) if e.err().is_not_found() => Ok(None),
+            Err(e) => Err(classify(e)),
+        }
+    }
+
+    async fn keep(&self, attachment_id: &str) -> Result<(), StoreError> {
+        let b = self.bucket()?;
+        let tag = Tag::builder()
+            .key(TAG_KEY)
+            .value(USED)
+            .build()
+            .map_err(|e| StoreError::Internal(e.to_string()))?;
+        let tagging = Tagging::builder()
+            .tag_set(tag)
+            .build()
+            .map_err(|e| StoreError::Internal(e.to_string()))?;
+        b.client
+            .put_object_tagging()
+            .bucket(&b.name)
+            .key(key(attachment_id))
+            .tagging(tagging)
+            .send()
+            .await
+            .map_err(classify)?;
+        Ok(())
+    }
+
+    async fn delete(&self, attachment_ids: &[String]) -> Result<(), StoreError> {
+        let b = self.bucket()?;
+        for chunk in attachment_ids.chunks(1000) {
+            let objects = chunk
+                .iter()
+                .map(|id| ObjectIdentifier::builder().key(key(id)).build())
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| StoreError::Internal(e.to_string()))?;
+            let delete = Delete::builder()
+                .set_objects(Some(objects))
+                .quiet(true)
+                .build()
+                .map_err(|e| StoreError::Internal(e.to_string()))?;
+            let out = b
+                .client
+                .delete_objects()
+                .bucket(&b.name)
+                .delete(delete)
+                .send()
+                .await
+                .map_err(classify)?;
+            if let Some(failed) = out.errors().first() {
+                return Err(StoreError::Unavailable(format!(
+                    "S3 could not delete an attachment ({})",
+                    failed.code().unwrap_or("unknown")
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_images_are_shown_inline() {
+        assert_eq!(disposition("image/png"), "inline");
+        assert_eq!(disposition("application/pdf"), "attachment");
+        assert_eq!(disposition("text/plain"), "attachment");
+    }
+
+    #[test]
+    fn keys_never_hold_user_names() {
+        assert_eq!(key("atc_01abc"), "attachments/atc_01abc");
+    }
+}

@@ -1,0 +1,129 @@
+//! Attachment records on DynamoDB: `ATTACHMENT#<id>` in the owner's
+//! partition, as plain attributes (so a message's write can claim one with
+//! an update and a condition), with a `ttl` while pending so an upload never
+//! used is forgotten.
+
+use aws_sdk_dynamodb::types::{AttributeValue, TransactWriteItem, Update};
+
+use taskpilot_chatkit::attachments::AttachmentRecord;
+use taskpilot_domain::{StoreError, UserId};
+
+use crate::error::classify;
+use crate::keys::{self, PK, TTL};
+use crate::tasks::{DynamoStore, s};
+
+const STATUS: &str = "status";
+const THREAD: &str = "thread_id";
+const ITEM: &str = "item_id";
+
+fn encoding(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Internal(format!("attachment record: {e}"))
+}
+
+impl DynamoStore {
+    /// Stores a record (pending ones with their expiry).
+    pub(crate) async fn put_attachment(
+        &self,
+        user: &UserId,
+        record: &AttachmentRecord,
+    ) -> Result<(), StoreError> {
+        let mut row: std::collections::HashMap<String, AttributeValue> =
+            serde_dynamo::to_item(record).map_err(encoding)?;
+        row.extend(keys::key(
+            keys::user_pk(user),
+            keys::attachment_sk(&record.id),
+        ));
+        if record.status == taskpilot_chatkit::attachments::AttachmentStatus::Pending {
+            row.insert(
+                TTL.into(),
+                AttributeValue::N(record.expires_at().timestamp().to_string()),
+            );
+        }
+        self.client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(row))
+            .send()
+            .await
+            .map_err(classify)?;
+        Ok(())
+    }
+
+    /// Reads one record.
+    pub(crate) async fn get_attachment(
+        &self,
+        user: &UserId,
+        attachment_id: &str,
+    ) -> Result<Option<AttachmentRecord>, StoreError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .set_key(Some(keys::key(
+                keys::user_pk(user),
+                keys::attachment_sk(attachment_id),
+            )))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(classify)?;
+        out.item
+            .map(|row| serde_dynamo::from_item(row).map_err(encoding))
+            .transpose()
+    }
+
+    /// Every record of the user, following `LastEvaluatedKey`.
+    pub(crate) async fn all_attachments(
+        &self,
+        user: &UserId,
+    ) -> Result<Vec<AttachmentRecord>, StoreError> {
+        let mut records = Vec::new();
+        let mut start = None;
+        loop {
+            let out = self
+                .prefix_query(keys::user_pk(user), keys::ATTACHMENT_PREFIX.to_owned())
+                .consistent_read(true)
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .map_err(classify)?;
+            for row in out.items.unwrap_or_default() {
+                records.push(serde_dynamo::from_item(row).map_err(encoding)?);
+            }
+            match out.last_evaluated_key {
+                Some(key) => start = Some(key),
+                None => return Ok(records),
+            }
+        }
+    }
+
+    /// The write that marks attachment `id` as used by message `item_id` of
+    /// `thread_id`, refused when it is gone or used by another message.
+    pub(crate) fn claim(
+        &self,
+        pk: &str,
+        id: &str,
+        thread_id: &str,
+        item_id: &str,
+    ) -> Result<TransactWriteItem, StoreError> {
+        let update = Update::builder()
+            .table_name(&self.table)
+            .set_key(Some(keys::key(pk.to_owned(), keys::attachment_sk(id))))
+            .update_expression("SET #status = :attached, #thread = :thread, #item = :item REMOVE #ttl")
+            .condition_expression(
+                "attribute_exists(#pk) AND (#status = :pending OR (#thread = :thread AND #item = :item))",
+            )
+            .expression_attribute_names("#pk", PK)
+            .expression_attribute_names("#status", STATUS)
+            .expression_attribute_names("#thread", THREAD)
+            .expression_attribute_names("#item", ITEM)
+            .expression_attribute_names("#ttl", TTL)
+            .expression_attribute_values(":attached", s("attached"))
+            .expression_attribute_values(":pending", s("pending"))
+            .expression_attribute_values(":thread", s(thread_id))
+            .expression_attribute_values(":item", s(item_id))
+            .build()
+            .map_err(|e| StoreError::Internal(e.to_string()))?;
+        Ok(TransactWriteItem::builder().update(update).build())
+    }
+}
