@@ -12,6 +12,7 @@ use serde_json::{Value, json};
 
 use common::{Api, chatkit};
 use taskpilot_testkit::openai_stub::{Fault, OpenAiStub};
+use taskpilot_testkit::s3_front::Signer;
 use taskpilot_testkit::stack::FilesSide;
 
 async fn start(env: &[(&str, &str)]) -> Api {
@@ -98,6 +99,8 @@ fn id(attachment: &Value) -> &str {
 }
 
 const PNG: &[u8] = b"\x89PNG\r\n\x1a\n fake image bytes";
+/// `PNG.len()`, as a header value.
+const PNG_LEN: &str = "25";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_photo_goes_up_by_its_presigned_url_and_the_model_sees_it() {
@@ -240,6 +243,7 @@ async fn a_file_that_lies_about_its_type_is_never_served_as_html() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn forged_or_redirected_upload_urls_are_refused() {
     let api = start(&[]).await;
+    assert_eq!(PNG_LEN, PNG.len().to_string());
     let (_, a) = create(&api, "alice", "a.png", PNG.len(), "image/png").await;
     let (_, b) = create(&api, "alice", "b.png", PNG.len(), "image/png").await;
     let url = a["upload_descriptor"]["url"].as_str().unwrap();
@@ -261,6 +265,33 @@ async fn forged_or_redirected_upload_urls_are_refused() {
     assert_eq!(upload(&api, &longer, PNG, None).await, 403);
     assert!(files(&api).object(id(&b)).await.is_none());
     assert!(files(&api).object(id(&a)).await.is_none());
+    // Our URLs live 300 s: the same URL signed 301 s ago is refused as
+    // expired, and signed now it works (the front checks as S3 does).
+    let signer = Signer {
+        access_key_id: "test",
+        secret_access_key: "test",
+        region: "us-east-1",
+    };
+    let unsigned = &url[..url.find("&X-Amz-Algorithm").unwrap()];
+    let headers: Vec<(&str, &str)> = a["upload_descriptor"]["headers"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str().unwrap()))
+        .chain([("content-length", PNG_LEN)])
+        .collect();
+    for (age, status) in [(301, 403), (0, 200)] {
+        let at = chrono::Utc::now() - chrono::Duration::seconds(age);
+        let mut resigned = a.clone();
+        resigned["upload_descriptor"]["url"] =
+            json!(signer.presign("PUT", unsigned, &headers, at, 300).unwrap());
+        assert_eq!(
+            upload(&api, &resigned, PNG, None).await,
+            status,
+            "{age} s old"
+        );
+    }
+    assert_eq!(files(&api).front.refusals().get("AccessDenied"), Some(&1));
     // A path trick in the name changes nothing but the name shown.
     let (status, tricky) = create(&api, "alice", "../../etc/passwd.png", 5, "image/png").await;
     assert_eq!(status, 200);
