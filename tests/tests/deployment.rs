@@ -147,6 +147,38 @@ fn every_template_function_is_a_workspace_binary_and_back() {
     }
 }
 
+#[test]
+fn the_stage_depends_on_every_route_it_configures() {
+    let template = Template::load().unwrap();
+    let routes: BTreeMap<String, String> = template
+        .resources("AWS::ApiGatewayV2::Route")
+        .into_iter()
+        .map(|(name, route)| {
+            let key = route["Properties"]["RouteKey"].as_str().unwrap().to_owned();
+            (key, name)
+        })
+        .collect();
+    for (stage, props) in template.resources("AWS::ApiGatewayV2::Stage") {
+        let depends: Vec<&str> = props["DependsOn"]
+            .as_sequence()
+            .map(|d| d.iter().filter_map(|v| v.as_str()).collect())
+            .unwrap_or_default();
+        let configured = props["Properties"]["RouteSettings"]
+            .as_mapping()
+            .map(|m| m.keys().filter_map(|k| k.as_str()).collect::<Vec<_>>())
+            .unwrap_or_default();
+        for key in configured {
+            let route = routes
+                .get(key)
+                .unwrap_or_else(|| panic!("{stage} configures `{key}`, which no route has"));
+            assert!(
+                depends.contains(&route.as_str()),
+                "{stage} configures `{key}` but does not depend on {route}"
+            );
+        }
+    }
+}
+
 /// The variables a running function looked up at start-up (from its
 /// `configuration read` log line).
 fn variables_logged(logs: &[String]) -> BTreeSet<String> {
