@@ -193,6 +193,9 @@ fn env_json(template: &Template, auth: &DevAuth) -> Value {
             json!("http://host.docker.internal:8000"),
         );
         vars.insert("AUTH_JWT_SECRET".into(), json!(auth.secret));
+        if vars.contains_key("APP_KEYS_SECRET_ARN") {
+            vars.insert("CURSOR_SIGNING_KEY".into(), json!(DEV_CURSOR_KEY));
+        }
         if vars.contains_key("OPENAI_SECRET_ARN") {
             vars.insert(
                 "OPENAI_API_KEY".into(),

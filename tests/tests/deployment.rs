@@ -23,6 +23,10 @@ const NOT_IN_TEMPLATE: &[(&str, &str)] = &[
         "HS256 dev secret; deployments use the authorizer or AUTH_JWKS_URL",
     ),
     (
+        "CURSOR_SIGNING_KEY",
+        "local development override; deployments read the key from APP_KEYS_SECRET_ARN",
+    ),
+    (
         "CHATKIT_URL",
         "defaults to the request's host; set once the ChatKit function exists",
     ),
@@ -145,6 +149,18 @@ fn every_template_function_is_a_workspace_binary_and_back() {
             f.logical_id
         );
     }
+}
+
+#[test]
+fn no_function_setting_resolves_a_secret_value() {
+    // A `{{resolve:secretsmanager:…}}` reference puts the value in the
+    // function's configuration, readable by anyone who can read the function.
+    let template = std::fs::read_to_string(repo_root().join("template.yaml")).unwrap();
+    let resolved: Vec<&str> = template
+        .lines()
+        .filter(|l| l.contains("{{resolve:"))
+        .collect();
+    assert!(resolved.is_empty(), "{resolved:?}");
 }
 
 #[test]

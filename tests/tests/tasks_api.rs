@@ -740,3 +740,63 @@ async fn storage_outage_is_a_503_and_the_process_keeps_serving() {
     }
     assert_eq!(api.stack.function("tasks").unwrap().cold_starts(), 1);
 }
+
+/// The cursor key comes from the stack's `AppKeys` secret (its ARN in the
+/// environment, never its value): one `GetSecretValue` per cold start, and
+/// pages signed with it work.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_cursor_key_is_read_from_secrets_manager_once() {
+    use taskpilot_testkit::moto::{Moto, secrets_client};
+    use taskpilot_testkit::proxy::CountingProxy;
+    let moto = tokio::task::spawn_blocking(Moto::shared)
+        .await
+        .unwrap()
+        .unwrap();
+    let arn = secrets_client(&moto.endpoint)
+        .await
+        .create_secret()
+        .name(format!("taskpilot/app-keys-{}", ulid::Ulid::new()))
+        .secret_string(r#"{"CURSOR_SIGNING_KEY":"a-key-from-secrets-manager-0123456789abcdef"}"#)
+        .send()
+        .await
+        .unwrap()
+        .arn()
+        .unwrap()
+        .to_owned();
+    let proxy = CountingProxy::start(&moto.endpoint).await.unwrap();
+    let api = Api::start_env(
+        &["tasks"],
+        &[
+            ("CURSOR_SIGNING_KEY", ""),
+            ("APP_KEYS_SECRET_ARN", &arn),
+            ("AWS_ENDPOINT_URL_SECRETS_MANAGER", &proxy.endpoint),
+        ],
+    )
+    .await;
+    for i in 0..3 {
+        api.create("alice", json!({ "title": format!("task {i}") }))
+            .await;
+    }
+    let first = api.get("/api/v1/tasks?limit=2", "alice").await;
+    assert_eq!(first.status, 200, "{:?}", first.body);
+    let cursor = first.body["next_cursor"].as_str().unwrap().to_owned();
+    let next = api
+        .get(&format!("/api/v1/tasks?limit=2&cursor={cursor}"), "alice")
+        .await;
+    assert_eq!(next.status, 200, "{:?}", next.body);
+    assert_eq!(next.body["tasks"].as_array().unwrap().len(), 1);
+    let function = api.stack.function("tasks").unwrap();
+    assert_eq!(
+        proxy.count("secretsmanager.GetSecretValue"),
+        function.cold_starts() as usize,
+        "{}",
+        function.logs().join("\n")
+    );
+    assert!(
+        !function
+            .logs()
+            .iter()
+            .any(|l| l.contains("a-key-from-secrets-manager")),
+        "the key reached the logs"
+    );
+}

@@ -13,7 +13,7 @@ use taskpilot_domain::TaskService;
 use taskpilot_files::{S3_ENDPOINT, S3Files};
 use taskpilot_http::{Authenticator, ConfigError, Cors, config, serve};
 use taskpilot_openai::{DEFAULT_TRANSCRIBE_MODEL, OpenAi};
-use taskpilot_runtime::{Backend, aws, cursor_codec};
+use taskpilot_runtime::{Backend, aws};
 
 use endpoint::{Dictation, Endpoint};
 use identity::Identity;
@@ -27,7 +27,6 @@ async fn main() -> Result<(), lambda_http::Error> {
 }
 
 async fn init() -> Result<Endpoint, ConfigError> {
-    let cursors = cursor_codec()?;
     let settings = AgentSettings {
         model: config::optional("CHATKIT_MODEL").unwrap_or_else(|| "gpt-4.1".into()),
         temperature: config::parsed("CHATKIT_TEMPERATURE", 0.7f64)?,
@@ -46,7 +45,8 @@ async fn init() -> Result<Endpoint, ConfigError> {
     let backend = Backend::from_env().await?;
     let auth = Authenticator::from_env(backend.http.clone())?;
     let side = backend.openai()?;
-    backend.warm_up(Some(&side)).await;
+    let (cursors, ()) = tokio::join!(backend.cursors_and_warm_up(), side.secrets.prefetch());
+    let cursors = cursors?;
     let (store, openai, secrets) = (backend.store.clone(), side.openai, side.secrets);
     let dictation = Dictation {
         openai: OpenAi::from_env(backend.http.clone(), secrets.clone())?,

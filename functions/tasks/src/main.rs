@@ -4,7 +4,7 @@ mod routes;
 
 use taskpilot_domain::TaskService;
 use taskpilot_http::{Authenticator, ConfigError, Cors, serve};
-use taskpilot_runtime::{Backend, cursor_codec};
+use taskpilot_runtime::Backend;
 
 use routes::TasksApi;
 
@@ -16,11 +16,10 @@ async fn main() -> Result<(), lambda_http::Error> {
 
 /// Builds configuration, SDK clients and the service once per process.
 async fn init() -> Result<(TasksApi, Cors), ConfigError> {
-    let cursors = cursor_codec()?;
     let cors = Cors::from_env()?;
     let backend = Backend::from_env().await?;
     let auth = Authenticator::from_env(backend.http.clone())?;
-    backend.warm_up(None).await;
+    let cursors = backend.cursors_and_warm_up().await?;
     Ok((
         TasksApi::new(TaskService::new(backend.store, cursors), auth),
         cors,

@@ -75,11 +75,19 @@ pub fn aws_http_client() -> aws_smithy_runtime_api::client::http::SharedHttpClie
         .build_https()
 }
 
-/// The listing-cursor codec from `CURSOR_SIGNING_KEY` (at least 32 bytes).
-pub fn cursor_codec() -> Result<CursorCodec, ConfigError> {
-    let key = config::required("CURSOR_SIGNING_KEY")?;
-    CursorCodec::new(key.as_bytes(), CURSOR_LIFETIME).ok_or(ConfigError::Invalid {
-        name: "CURSOR_SIGNING_KEY",
-        reason: format!("must be at least {} bytes", CursorCodec::MIN_KEY_LEN),
-    })
+impl Backend {
+    /// The listing-cursor codec, its key (at least 32 bytes) from the
+    /// `APP_KEYS_SECRET_ARN` secret (or `CURSOR_SIGNING_KEY` locally), read
+    /// while the DynamoDB connection warms up.
+    pub async fn cursors_and_warm_up(&self) -> Result<CursorCodec, ConfigError> {
+        let sdk = aws::for_service(&self.sdk, aws::SECRETS_MANAGER_ENDPOINT);
+        let (key, ()) = tokio::join!(
+            taskpilot_secrets::cursor_signing_key(&sdk),
+            self.store.warm_up()
+        );
+        CursorCodec::new(key?.expose().as_bytes(), CURSOR_LIFETIME).ok_or(ConfigError::Invalid {
+            name: "CURSOR_SIGNING_KEY",
+            reason: format!("must be at least {} bytes", CursorCodec::MIN_KEY_LEN),
+        })
+    }
 }

@@ -6,6 +6,7 @@
 //! appear in `Debug` output, logs or error messages.
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
+mod app_keys;
 mod redacted;
 
 use std::sync::Arc;
@@ -18,6 +19,7 @@ use tokio::sync::{Mutex, RwLock};
 
 use taskpilot_http::config::{self, ConfigError};
 
+pub use app_keys::cursor_signing_key;
 pub use redacted::Redacted;
 
 /// The key the local stack seeds when no real key is given; health reports it
@@ -88,6 +90,19 @@ fn derive_signing_key(api_key: &str) -> String {
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect()
+}
+
+/// What a failed Secrets Manager call says, without anything of the secret.
+fn sdk_error_code<E: aws_sdk_secretsmanager::error::ProvideErrorMetadata, R>(
+    e: &aws_sdk_secretsmanager::error::SdkError<E, R>,
+) -> String {
+    use aws_sdk_secretsmanager::error::SdkError;
+    match e {
+        SdkError::ServiceError(s) => s.err().code().unwrap_or("ServiceError").to_owned(),
+        SdkError::TimeoutError(_) => "timeout".into(),
+        SdkError::DispatchFailure(_) => "unreachable".into(),
+        _ => "request failed".into(),
+    }
 }
 
 /// Why the secret could not be had.
@@ -203,20 +218,7 @@ impl SecretCache {
             .secret_id(secret_id)
             .send()
             .await
-            .map_err(|e| {
-                let message = match &e {
-                    aws_sdk_secretsmanager::error::SdkError::ServiceError(s) => {
-                        use aws_sdk_secretsmanager::error::ProvideErrorMetadata;
-                        s.err().code().unwrap_or("ServiceError").to_owned()
-                    }
-                    aws_sdk_secretsmanager::error::SdkError::TimeoutError(_) => "timeout".into(),
-                    aws_sdk_secretsmanager::error::SdkError::DispatchFailure(_) => {
-                        "unreachable".into()
-                    }
-                    _ => "request failed".into(),
-                };
-                SecretError::Unavailable(message)
-            })?;
+            .map_err(|e| SecretError::Unavailable(sdk_error_code(&e)))?;
         let raw = out
             .secret_string()
             .ok_or_else(|| SecretError::Malformed("the secret has no string value".into()))?;
