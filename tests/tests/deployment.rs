@@ -152,6 +152,19 @@ fn every_template_function_is_a_workspace_binary_and_back() {
 }
 
 #[test]
+fn samconfig_leaves_the_artifacts_bucket_to_the_deployer() {
+    // SAM refuses resolve_s3 together with an s3_bucket: set in the config, it
+    // would break `sam deploy --s3-bucket <yours>`.
+    let config = std::fs::read_to_string(repo_root().join("samconfig.toml")).unwrap();
+    let set: Vec<&str> = config
+        .lines()
+        .map(str::trim)
+        .filter(|l| l.starts_with("resolve_s3"))
+        .collect();
+    assert!(set.is_empty(), "{set:?}");
+}
+
+#[test]
 fn no_function_setting_resolves_a_secret_value() {
     // A `{{resolve:secretsmanager:…}}` reference puts the value in the
     // function's configuration, readable by anyone who can read the function.
