@@ -33,12 +33,17 @@ fn scheduled_event() -> Value {
     taskpilot_testkit::events::scheduled_event()
 }
 
-/// The EMF metric lines the function printed.
-fn metric_lines(api: &Api) -> Vec<Value> {
-    api.stack
-        .function("health")
-        .unwrap()
-        .logs()
+/// The EMF metric lines the function printed, once the first has been read
+/// from its output (which can trail the invocation's answer).
+async fn metric_lines(api: &Api) -> Vec<Value> {
+    let f = api.stack.function("health").unwrap();
+    f.wait_for_log(
+        |l| l.contains("\"_aws\""),
+        std::time::Duration::from_secs(60),
+    )
+    .await
+    .unwrap_or_else(|| panic!("no metric line: {}", f.logs().join("\n")));
+    f.logs()
         .iter()
         .filter_map(|l| serde_json::from_str::<Value>(l).ok())
         .filter(|v| v.get("_aws").is_some())
@@ -148,7 +153,7 @@ async fn the_scheduled_probe_emits_a_metric_and_fails_when_unhealthy() {
         .expect("healthy probe succeeds");
     let report: Value = serde_json::from_slice(&out).unwrap();
     assert_eq!(report["status"], "healthy");
-    let metrics = metric_lines(&api);
+    let metrics = metric_lines(&api).await;
     assert_eq!(metrics.len(), 1, "one EMF line per probe");
     let m = &metrics[0];
     assert_eq!(m["HealthCheckFailed"], 0);
@@ -185,5 +190,5 @@ async fn the_scheduled_probe_emits_a_metric_and_fails_when_unhealthy() {
         Err(InvokeError::Function(message)) => assert!(message.contains("unhealthy"), "{message}"),
         other => panic!("an unhealthy probe must fail the invocation: {other:?}"),
     }
-    assert_eq!(metric_lines(&api)[0]["HealthCheckFailed"], 1);
+    assert_eq!(metric_lines(&api).await[0]["HealthCheckFailed"], 1);
 }

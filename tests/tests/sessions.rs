@@ -34,7 +34,8 @@ async fn start(pairs: &[(&str, &str)], max_instances: usize) -> Api {
 async fn hosted(extra: &[(&str, &str)]) -> Api {
     let mut pairs = vec![
         ("CHATKIT_WORKFLOW_ID", STUB_WORKFLOW),
-        ("OPENAI_TIMEOUT_MS", "2000"),
+        // Generous, so retries fit on a busy machine; under the function's 10 s.
+        ("OPENAI_TIMEOUT_MS", "6000"),
     ];
     pairs.extend_from_slice(extra);
     start(&pairs, 1).await
@@ -341,15 +342,16 @@ async fn upstream_failures_map_to_clear_errors() {
     // Garbage is not retried (the create may have happened): 502.
     s.push_fault(Fault::Garbage);
     assert_eq!(create().await.code(), "upstream_unavailable");
-    // Too slow → 504 within the budget (OPENAI_TIMEOUT_MS = 2000).
-    s.push_fault(Fault::Slow(Duration::from_secs(5)));
-    let started = std::time::Instant::now();
+    // Too slow → 504 from the function itself (OPENAI_TIMEOUT_MS = 6000),
+    // before Lambda's 10 s would cut it.
+    s.push_fault(Fault::Slow(Duration::from_secs(30)));
     let r = create().await;
     assert_eq!((r.status.as_u16(), r.code()), (504, "upstream_timeout"));
+    let sessions = api.stack.function("sessions").unwrap();
     assert!(
-        started.elapsed() < Duration::from_secs(4),
-        "{:?}",
-        started.elapsed()
+        !sessions.logs().iter().any(|l| l.contains("timed out")),
+        "{}",
+        sessions.logs().join("\n")
     );
     // Other 4xx → 502.
     s.push_fault(Fault::Status {
@@ -423,9 +425,12 @@ async fn the_secret_is_fetched_once_and_again_after_a_401() {
     r_id(&api, "alice").await;
     assert_eq!(side.get_secret_value_calls(), 2);
 
-    // Neither key ever reached the logs.
+    // Neither key ever reached the logs (read once the last request's line is in).
+    let captured = f
+        .wait_for_log(|l| l.contains("session created"), Duration::from_secs(60))
+        .await;
+    assert!(captured.is_some(), "the logs were captured");
     let logs = f.logs().join("\n");
-    assert!(logs.contains("session created"), "the logs were captured");
     for key in [STUB_OPENAI_KEY, rotated] {
         assert!(!logs.contains(key), "{key} leaked into the logs");
     }

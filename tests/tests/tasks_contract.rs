@@ -489,7 +489,13 @@ async fn bad_configuration_fails_at_start_up_with_a_clear_message() {
             matches!(err, Err(InvokeError::Crashed(_))),
             "{needle}: {err:?}"
         );
-        let logs = f.logs().join("\n");
-        assert!(logs.contains(needle), "{needle} not named in: {logs}");
+        let named = f
+            .wait_for_log(|l| l.contains(needle), Duration::from_secs(60))
+            .await;
+        assert!(
+            named.is_some(),
+            "{needle} not named in: {}",
+            f.logs().join("\n")
+        );
     }
 }
