@@ -1,8 +1,8 @@
 //! `package`: builds the arm64 release zips Lambda runs and prints their sizes.
 //!
 //! Installs its tools into `.local/` first (cargo-lambda and zig from PyPI, the
-//! aarch64 Rust target). With `--sam` it runs `sam build` instead, the way a
-//! deploy does, and lists the bootstraps it produced.
+//! aarch64 Rust target). With `--sam` it then runs `sam build`, the way a
+//! deploy does (finding every binary already built), and lists the bootstraps.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -48,31 +48,6 @@ fn main() -> Result<()> {
         .map(|f| f.binary)
         .collect();
 
-    if sam {
-        let sam_bin = venv_tool(&local, "sam", "sam.txt", "sam")?;
-        let status = Command::new(sam_bin)
-            .arg("build")
-            .current_dir(&root)
-            .env("PATH", &path)
-            .env("SAM_CLI_TELEMETRY", "0")
-            .status()?;
-        if !status.success() {
-            return Err(format!("sam build failed: {status}").into());
-        }
-        println!("\n{:<20} {:>12}", "function", "bootstrap");
-        for dir in std::fs::read_dir(root.join(".aws-sam/build"))?.flatten() {
-            let bootstrap = dir.path().join("bootstrap");
-            if bootstrap.is_file() {
-                println!(
-                    "{:<20} {:>12}",
-                    dir.file_name().to_string_lossy(),
-                    human(size(&bootstrap))
-                );
-            }
-        }
-        return Ok(());
-    }
-
     let out_dir = root.join("dist/arm64");
     let mut cmd = Command::new("cargo");
     cmd.current_dir(&root)
@@ -105,6 +80,38 @@ fn main() -> Result<()> {
             human(size(&zip)),
             human(size(&target.join(b)))
         );
+    }
+    if sam {
+        sam_build(&local, &root, &path)?;
+    }
+    Ok(())
+}
+
+/// `sam build` after the one cargo build above: SAM's per-function
+/// `cargo lambda build --bin <name>` calls then find every binary up to date.
+/// samconfig.toml sets `cached = false`: SAM's own cache would hash the whole
+/// repository (target/ and .local/ included) and never hit; cargo's is the cache.
+fn sam_build(local: &Path, root: &Path, path: &str) -> Result<()> {
+    let sam_bin = venv_tool(local, "sam", "sam.txt", "sam")?;
+    let status = Command::new(sam_bin)
+        .arg("build")
+        .current_dir(root)
+        .env("PATH", path)
+        .env("SAM_CLI_TELEMETRY", "0")
+        .status()?;
+    if !status.success() {
+        return Err(format!("sam build failed: {status}").into());
+    }
+    println!("\n{:<20} {:>12}", "function", "bootstrap");
+    for dir in std::fs::read_dir(root.join(".aws-sam/build"))?.flatten() {
+        let bootstrap = dir.path().join("bootstrap");
+        if bootstrap.is_file() {
+            println!(
+                "{:<20} {:>12}",
+                dir.file_name().to_string_lossy(),
+                human(size(&bootstrap))
+            );
+        }
     }
     Ok(())
 }
