@@ -13,8 +13,8 @@ use std::sync::{Mutex, OnceLock};
 
 use serde_json::{Value, json};
 
-use crate::supervised::{install_once, pip_install};
 use crate::{Result, repo_root};
+use emulators::supervised::{install_once, pip_install};
 
 const REQUIREMENTS: &str = "chatkit.txt";
 

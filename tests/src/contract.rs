@@ -7,8 +7,8 @@ use std::sync::{Arc, Mutex};
 
 use serde_json::Value;
 
-use crate::template::match_path;
 use crate::{Result, repo_root};
+use emulators::template::match_path;
 
 /// The parsed spec and the validators built from it so far.
 pub struct Contract {

@@ -10,9 +10,9 @@ use std::path::PathBuf;
 use serde_json::{Map, Value, json};
 
 use crate::stack::DEV_CURSOR_KEY;
-use crate::template::{Route, Template};
-use crate::tokens::DevAuth;
 use crate::{Result, repo_root};
+use emulators::template::{Route, Template};
+use emulators::tokens::DevAuth;
 
 /// A task id used in sample paths.
 pub const SAMPLE_TASK_ID: &str = "01JDZ6W2Y9Q0V4S8X3C5B7N1M2";
@@ -104,7 +104,7 @@ fn route_event(route: &Route, auth: &DevAuth, with_claims: bool) -> Result<Value
     let (parts, ()) = builder.body(())?.into_parts();
     let bytes = body.map(|b| b.to_string()).unwrap_or_default();
     let params: Vec<(String, String)> =
-        crate::template::match_path(&route.path, &path).unwrap_or_default();
+        emulators::template::match_path(&route.path, &path).unwrap_or_default();
     let claims = with_claims.then(|| {
         sample_claims(auth)
             .as_object()
@@ -125,7 +125,7 @@ fn route_event(route: &Route, auth: &DevAuth, with_claims: bool) -> Result<Value
     };
     let addr: SocketAddr = "203.0.113.10:443".parse()?;
     let peer: SocketAddr = "198.51.100.7:50000".parse()?;
-    let mut event = crate::gateway::event(
+    let mut event = emulators::gateway::event(
         &parts,
         bytes.as_bytes(),
         &route_key,

@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 use tokio::net::TcpListener;
 
 use crate::Result;
-use crate::http_server::{Body, full};
+use emulators::http_server::{Body, full};
 
 /// What the next request gets instead of a normal answer.
 #[derive(Debug, Clone)]
@@ -128,7 +128,7 @@ impl OpenAiStub {
             ..State::default()
         }));
         let shared = state.clone();
-        crate::http_server::serve(listener, move |req, _peer| {
+        emulators::http_server::serve(listener, move |req, _peer| {
             let state = shared.clone();
             let received_at = std::time::Instant::now();
             async move {
@@ -364,7 +364,7 @@ fn stream_turn(turn: Turn, n: u64, delay: Duration, state: Arc<Mutex<State>>) ->
                 .await;
         }
     });
-    let mut resp = Response::new(crate::http_server::streamed(rx));
+    let mut resp = Response::new(emulators::http_server::streamed(rx));
     resp.headers_mut().insert(
         "content-type",
         hyper::header::HeaderValue::from_static("text/event-stream"),

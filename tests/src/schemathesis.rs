@@ -9,8 +9,8 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use serde_json::{Value, json};
 
-use crate::supervised::{install_once, pip_install};
 use crate::{Result, repo_root};
+use emulators::supervised::{install_once, pip_install};
 
 /// What to fuzz and how hard.
 #[derive(Debug, Clone)]

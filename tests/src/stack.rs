@@ -5,19 +5,19 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use aws_sdk_dynamodb::Client;
-use aws_sdk_dynamodb::config::{BehaviorVersion, Credentials, Region};
 
 use crate::Result;
-use crate::build::{self, Profile};
-use crate::dynamodb_local::DynamoDbLocal;
-use crate::gateway::{self, Binding, JwtAuthorizer, StatusTally};
-use crate::moto::Moto;
 use crate::openai_stub::OpenAiStub;
-use crate::proxy::CountingProxy;
-use crate::runtime_api::{FunctionConfig, LambdaFunction};
-use crate::s3_front::S3Front;
-use crate::template::Template;
-use crate::tokens::DevAuth;
+use emulators::aws::{dynamodb_client, s3_client};
+use emulators::build::{self, Profile};
+use emulators::dynamodb_local::DynamoDbLocal;
+use emulators::gateway::{self, Binding, JwtAuthorizer, StatusTally};
+use emulators::moto::Moto;
+use emulators::proxy::CountingProxy;
+use emulators::runtime_api::{FunctionConfig, LambdaFunction};
+use emulators::s3_front::S3Front;
+use emulators::template::Template;
+use emulators::tokens::DevAuth;
 
 /// The browser origins the local stack allows.
 pub const LOCAL_ORIGINS: [&str; 2] = ["http://localhost:3000", "http://127.0.0.1:3000"];
@@ -151,14 +151,6 @@ impl FilesSide {
     }
 }
 
-/// An S3 client for an emulator (path-style addressing).
-pub async fn s3_client(endpoint: &str) -> aws_sdk_s3::Client {
-    let config = aws_sdk_s3::config::Builder::from(&emulator_config(endpoint).await)
-        .force_path_style(true)
-        .build();
-    aws_sdk_s3::Client::from_conf(config)
-}
-
 /// moto, the seeded secret and the counting proxy the functions talk through.
 pub struct SecretsSide {
     /// moto's own endpoint (for seeding and rotating).
@@ -177,7 +169,7 @@ impl SecretsSide {
 
     /// Replaces the secret's value.
     pub async fn rotate(&self, value: &str) -> Result<()> {
-        crate::moto::secrets_client(&self.moto_endpoint)
+        emulators::aws::secrets_client(&self.moto_endpoint)
             .await
             .put_secret_value()
             .secret_id(&self.arn)
@@ -186,22 +178,6 @@ impl SecretsSide {
             .await?;
         Ok(())
     }
-}
-
-/// SDK configuration for an emulator: dummy credentials, fixed region.
-pub async fn emulator_config(endpoint: &str) -> aws_config::SdkConfig {
-    aws_config::defaults(BehaviorVersion::latest())
-        .region(Region::new("us-east-1"))
-        .endpoint_url(endpoint)
-        .credentials_provider(Credentials::new("test", "test", None, None, "local"))
-        .http_client(taskpilot_runtime::aws_http_client())
-        .load()
-        .await
-}
-
-/// A DynamoDB client for the emulator.
-pub async fn dynamodb_client(endpoint: &str) -> Client {
-    Client::new(&emulator_config(endpoint).await)
 }
 
 /// A new table from the template's definition in the process-wide DynamoDB
@@ -306,7 +282,7 @@ impl LocalStack {
                 .openai_secret
                 .clone()
                 .unwrap_or_else(|| STUB_OPENAI_KEY.into());
-            let arn = crate::moto::secrets_client(&moto_endpoint)
+            let arn = emulators::aws::secrets_client(&moto_endpoint)
                 .await
                 .create_secret()
                 .name(format!(

@@ -3,7 +3,7 @@
 //! and another method (API Gateway itself would send those to `$default`).
 
 /// `(path template, methods)` for every route of the HTTP API; `{name}` is a
-/// path parameter. Kept equal to `template.yaml` by `tests/tests/openapi.rs`.
+/// path parameter. Kept equal to `template.yaml` by `tests/it/openapi.rs`.
 pub const ROUTES: &[(&str, &[&str])] = &[
     ("/api/v1/tasks", &["GET", "POST"]),
     ("/api/v1/tasks/{id}", &["GET", "PATCH", "DELETE"]),

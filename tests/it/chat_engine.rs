@@ -1,0 +1,2250 @@
+//! The ChatKit engine and the task assistant in-process, on the ports' fakes
+//! (an in-memory thread store and task repository, a scripted model, a sink
+//! that can disconnect): one behaviour per test, in milliseconds. Every event
+//! and JSON answer is also checked against the official SDK's types.
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use chrono::{DateTime, Utc};
+use chrono_tz::Tz;
+
+use taskpilot_chatkit::agent::{AgentSettings, TaskAgent};
+use taskpilot_chatkit::context::Caller;
+use taskpilot_chatkit::engine::{Answer, ChatError, Engine, HISTORY};
+use taskpilot_chatkit::model::ModelInput;
+use taskpilot_chatkit::request::Request;
+use taskpilot_chatkit::testing::{
+    InMemoryChat, Journal, RecordedMetrics, Round, ScriptedModel, VecSink,
+};
+use taskpilot_chatkit::turn::CANCELLED_NOTE;
+use taskpilot_chatkit::types::{ItemKind, ThreadItem};
+use taskpilot_domain::memory::InMemoryTasks;
+use taskpilot_domain::{CursorCodec, Task, TaskService, UserId};
+use taskpilot_testkit::chatkit_contract;
+
+type Server = Engine<InMemoryChat, TaskAgent<InMemoryTasks, ScriptedModel>>;
+
+struct Chat {
+    engine: Server,
+    model: ScriptedModel,
+    journal: Journal,
+    metrics: RecordedMetrics,
+    /// Where and when the callers are (UTC, now, no locale by default).
+    place: Option<(Tz, DateTime<Utc>, Option<String>)>,
+    /// How long a streamed request may take (a minute by default).
+    time: Duration,
+}
+
+fn settings(max_tool_steps: usize) -> AgentSettings {
+    AgentSettings {
+        model: "gpt-test".into(),
+        temperature: 0.2,
+        instructions: "Be brief.".into(),
+        max_tool_steps,
+        max_tool_calls: 20,
+    }
+}
+
+fn user(name: &str) -> UserId {
+    UserId::new(name).unwrap()
+}
+
+fn message(text: &str) -> Value {
+    json!({"content": [{"type": "input_text", "text": text}], "attachments": [],
+           "inference_options": {}})
+}
+
+impl Chat {
+    fn new() -> Self {
+        Self::with_steps(8)
+    }
+
+    fn with_steps(max_tool_steps: usize) -> Self {
+        let journal = Journal::default();
+        let model = ScriptedModel::with_journal(journal.clone());
+        let tasks = TaskService::new(
+            InMemoryTasks::default(),
+            CursorCodec::new(&[7u8; 32], chrono::Duration::hours(1)).unwrap(),
+        );
+        let metrics = RecordedMetrics::default();
+        let agent = TaskAgent::new(tasks, model.clone(), settings(max_tool_steps))
+            .with_metrics(metrics.clone());
+        Self {
+            metrics,
+            engine: Engine::new(InMemoryChat::with_journal(journal.clone()), agent),
+            model,
+            journal,
+            place: None,
+            time: Duration::from_secs(60),
+        }
+    }
+
+    /// The same chat whose streams must end within `time`.
+    fn with_time(self, time: Duration) -> Self {
+        Self { time, ..self }
+    }
+
+    /// The same chat with callers in `zone` at the UTC instant `at`.
+    fn at(self, zone: Tz, at: &str, locale: Option<&str>) -> Self {
+        let place = Some((zone, at.parse().unwrap(), locale.map(str::to_owned)));
+        Self { place, ..self }
+    }
+
+    fn caller(&self, who: &str) -> Caller {
+        match &self.place {
+            None => Caller::new(user(who)),
+            Some((zone, at, locale)) => Caller::new(user(who))
+                .in_zone(*zone)
+                .at(*at)
+                .with_locale(locale.clone()),
+        }
+    }
+
+    fn store(&self) -> &InMemoryChat {
+        self.engine.store()
+    }
+
+    fn tasks(&self) -> &TaskService<InMemoryTasks> {
+        self.engine.responder().tasks()
+    }
+
+    /// A streamed request; the request and every event pass the contract.
+    async fn stream(&self, who: &str, body: Value) -> VecSink {
+        self.stream_into(who, body, VecSink::default()).await
+    }
+
+    async fn stream_into(&self, who: &str, body: Value, mut sink: VecSink) -> VecSink {
+        chatkit_contract::check_request(&body).unwrap();
+        let request = Request::parse(body.to_string().as_bytes()).unwrap();
+        assert!(request.is_streaming(), "{body}");
+        let prepared = self.engine.prepare(&user(who), request).await.unwrap();
+        let deadline = Instant::now() + self.time;
+        self.engine
+            .run(&self.caller(who), prepared, &mut sink, deadline)
+            .await;
+        for event in sink.json() {
+            chatkit_contract::check_event(&event).unwrap_or_else(|e| panic!("{event}\n{e}"));
+        }
+        sink
+    }
+
+    /// What a streamed request is refused with before its first event.
+    async fn refused(&self, who: &str, body: Value) -> ChatError {
+        let request = Request::parse(body.to_string().as_bytes()).unwrap();
+        self.engine
+            .prepare(&user(who), request)
+            .await
+            .expect_err("refused before streaming")
+    }
+
+    /// A JSON request; the answer passes the contract.
+    async fn json(&self, who: &str, body: Value) -> Result<Value, ChatError> {
+        chatkit_contract::check_request(&body).unwrap();
+        let kind = body["type"].as_str().unwrap().to_owned();
+        let request = Request::parse(body.to_string().as_bytes()).unwrap();
+        let answer: Answer = self.engine.json(&user(who), request).await?;
+        let value = serde_json::to_value(answer).unwrap();
+        chatkit_contract::check_answer(&kind, &value).unwrap_or_else(|e| panic!("{value}\n{e}"));
+        Ok(value)
+    }
+
+    /// `threads.create` with `text`, the model playing `rounds`: the thread
+    /// id and the events.
+    async fn create(&self, who: &str, text: &str, rounds: Vec<Round>) -> (String, Vec<Value>) {
+        for round in rounds {
+            self.model.push(round);
+        }
+        let sink = self
+            .stream(
+                who,
+                json!({"type": "threads.create", "params": {"input": message(text)}}),
+            )
+            .await;
+        let events = sink.json();
+        (
+            events[0]["thread"]["id"].as_str().unwrap().to_owned(),
+            events,
+        )
+    }
+
+    /// A thread in which the model listed `who`'s tasks: its id and the
+    /// task-list widget item.
+    async fn listed(&self, who: &str) -> (String, Value) {
+        let rounds = vec![
+            Round::calls(&[("list_tasks", "{}")]),
+            Round::text("Listed."),
+        ];
+        let (thread, events) = self.create(who, "what's left?", rounds).await;
+        (thread, widget_of(&events))
+    }
+
+    /// A thread whose first exchange was "hello" / `answer`.
+    async fn thread(&self, who: &str, answer: &str) -> String {
+        self.create(who, "hello", vec![Round::text(answer)]).await.0
+    }
+
+    async fn say(&self, who: &str, thread_id: &str, text: &str) -> VecSink {
+        self.stream(
+            who,
+            json!({"type": "threads.add_user_message",
+                   "params": {"thread_id": thread_id, "input": message(text)}}),
+        )
+        .await
+    }
+
+    async fn task(&self, who: &str, title: &str) -> Task {
+        let input: taskpilot_domain::NewTaskInput =
+            serde_json::from_value(json!({"title": title})).unwrap();
+        self.tasks()
+            .create(&user(who), input.validate().unwrap(), None)
+            .await
+            .unwrap()
+            .task
+    }
+
+    /// `who`'s tasks, newest first.
+    async fn task_list(&self, who: &str) -> Vec<Task> {
+        self.tasks()
+            .list(&user(who), Default::default(), 100, None)
+            .await
+            .unwrap()
+            .tasks
+    }
+
+    fn items(&self, who: &str, thread_id: &str) -> Vec<ThreadItem> {
+        self.store().stored_items(&user(who), thread_id)
+    }
+}
+
+fn kinds(items: &[ThreadItem]) -> Vec<String> {
+    items
+        .iter()
+        .map(|i| {
+            serde_json::to_value(i).unwrap()["type"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect()
+}
+
+fn of_type<'a>(events: &'a [Value], kind: &str) -> Vec<&'a Value> {
+    events.iter().filter(|e| e["type"] == kind).collect()
+}
+
+fn text_of(item: &Value) -> String {
+    item["content"][0]["text"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+// Event order.
+
+#[tokio::test]
+async fn create_streams_the_thread_the_message_options_the_answer_then_the_title() {
+    let chat = Chat::new();
+    chat.model.push(Round::text("Hello there."));
+    let sink = chat
+        .stream(
+            "alice",
+            json!({"type": "threads.create", "params": {"input": message("plan my week")}}),
+        )
+        .await;
+    assert_eq!(
+        sink.types(),
+        [
+            "thread.created",
+            "thread.item.done",
+            "stream_options",
+            "thread.item.added",
+            "thread.item.updated",
+            "thread.item.updated",
+            "thread.item.updated",
+            "thread.item.updated",
+            "thread.item.done",
+            "thread.updated",
+        ]
+    );
+    let events = sink.json();
+    assert_eq!(events[1]["item"]["type"], "user_message");
+    assert_eq!(events[8]["item"]["content"][0]["text"], "Hello there.");
+    assert_eq!(events[9]["thread"]["title"], "plan my week");
+    assert_eq!(events[9]["thread"]["metadata"], json!({}));
+}
+
+#[tokio::test]
+async fn a_new_message_comes_first_then_the_options_and_no_title_change() {
+    let chat = Chat::new();
+    let thread = chat.thread("alice", "Hi.").await;
+    chat.model.push(Round::text("Sure."));
+    let sink = chat.say("alice", &thread, "and now?").await;
+    let types = sink.types();
+    assert_eq!(&types[..2], ["thread.item.done", "stream_options"]);
+    assert_eq!(types.last().unwrap(), "thread.item.done");
+    assert!(!types.contains(&"thread.updated".to_owned()), "{types:?}");
+}
+
+#[tokio::test]
+async fn an_action_streams_the_options_then_the_replaced_widget() {
+    let chat = Chat::new();
+    let task = chat.task("alice", "Buy milk").await;
+    let (thread, widget) = chat.listed("alice").await;
+    let sink = chat
+        .stream(
+            "alice",
+            json!({"type": "threads.custom_action", "params": {"thread_id": thread,
+                "item_id": widget["id"], "action": {"type": "task.complete", "payload": {"task_id": task.id}}}}),
+        )
+        .await;
+    assert_eq!(
+        sink.types(),
+        ["stream_options", "thread.item.replaced", "client_effect"]
+    );
+    let events = sink.json();
+    assert_eq!(events[1]["item"]["id"], widget["id"]);
+    assert_eq!(
+        events[2],
+        json!({"type": "client_effect", "name": "tasks.changed",
+               "data": {"created": [], "updated": [task.id], "deleted": []}})
+    );
+}
+
+/// The widget item a stream finished.
+fn widget_of(events: &[Value]) -> Value {
+    of_type(events, "thread.item.done")
+        .into_iter()
+        .map(|e| e["item"].clone())
+        .find(|i| i["type"] == "widget")
+        .expect("a widget was shown")
+}
+
+#[tokio::test]
+async fn retry_deletes_the_newer_items_and_answers_the_retried_message_again() {
+    let chat = Chat::new();
+    let thread = chat.thread("alice", "First answer.").await;
+    chat.model.push(Round::text("Second answer."));
+    chat.say("alice", &thread, "second question").await;
+    let first = chat.items("alice", &thread)[0].id.clone();
+    chat.model.push(Round::text("Again."));
+    let mark = chat.journal.calls().len();
+    let sink = chat
+        .stream(
+            "alice",
+            json!({"type": "threads.retry_after_item",
+                   "params": {"thread_id": thread, "item_id": first}}),
+        )
+        .await;
+    assert_eq!(sink.types()[0], "stream_options");
+    let deletes: Vec<String> = chat.journal.calls()[mark..]
+        .iter()
+        .filter(|c| c.starts_with("store.delete"))
+        .cloned()
+        .collect();
+    assert_eq!(
+        deletes,
+        ["store.delete_items"],
+        "the three later items in one call"
+    );
+    let kept = chat.items("alice", &thread);
+    assert_eq!(kinds(&kept), ["user_message", "assistant_message"]);
+    assert_eq!(kept[0].id, first);
+    assert_eq!(text_of(&serde_json::to_value(&kept[1]).unwrap()), "Again.");
+    // The model saw the conversation up to the retried message only.
+    let requests = chat.model.requests();
+    assert_eq!(
+        requests.last().unwrap().input,
+        [ModelInput::user("hello")],
+        "{requests:#?}"
+    );
+}
+
+#[tokio::test]
+async fn retry_after_an_unknown_item_is_an_empty_stream() {
+    let chat = Chat::new();
+    let thread = chat.thread("alice", "Hi.").await;
+    let before = chat.items("alice", &thread);
+    let sink = chat
+        .stream(
+            "alice",
+            json!({"type": "threads.retry_after_item",
+                   "params": {"thread_id": thread, "item_id": "msg_01kbnotthere0000000000000"}}),
+        )
+        .await;
+    assert!(sink.events.is_empty(), "{:?}", sink.types());
+    assert_eq!(chat.items("alice", &thread), before);
+    assert_eq!(chat.model.requests().len(), 1, "no model call");
+}
+
+#[tokio::test]
+async fn retry_after_an_assistant_message_is_refused() {
+    let chat = Chat::new();
+    let thread = chat.thread("alice", "Hi.").await;
+    let answer = chat.items("alice", &thread)[1].id.clone();
+    let refused = chat
+        .refused(
+            "alice",
+            json!({"type": "threads.retry_after_item",
+                   "params": {"thread_id": thread, "item_id": answer}}),
+        )
+        .await;
+    assert!(
+        matches!(refused, ChatError::NotAUserMessage(_)),
+        "{refused:?}"
+    );
+}
+
+// What is persisted.
+
+mod rules {
+    //! The persistence rules, through a responder that emits exactly what a
+    //! test scripts.
+    use super::*;
+    use std::collections::HashMap;
+    use taskpilot_chatkit::ids;
+    use taskpilot_chatkit::request::Action;
+    use taskpilot_chatkit::responder::{ActionRefused, Responder};
+    use taskpilot_chatkit::sink::EventSink;
+    use taskpilot_chatkit::store::ChatStore;
+    use taskpilot_chatkit::turn::{Interrupted, Turn};
+    use taskpilot_chatkit::types::{AssistantContent, ItemUpdate, StreamEvent, ThreadMetadata};
+    use taskpilot_chatkit::widget::{Card, Text, WidgetRoot};
+
+    /// One scripted step; items are named by a label.
+    #[derive(Clone, Copy)]
+    pub enum Step {
+        Add(&'static str),
+        Delta(&'static str, &'static str),
+        Finish(&'static str),
+        Widget(&'static str, &'static str),
+        Replace(&'static str, &'static str),
+        Hidden(&'static str),
+        Remove(&'static str),
+    }
+
+    pub struct Replay(pub Vec<Step>);
+
+    fn widget(text: &str) -> WidgetRoot {
+        Card::new(vec![Text::new(text).into()]).into()
+    }
+
+    impl Responder for Replay {
+        async fn respond<S: ChatStore, K: EventSink>(
+            &self,
+            turn: &mut Turn<'_, S, K>,
+            _input: Option<&ThreadItem>,
+        ) -> Result<(), Interrupted> {
+            let mut ids: HashMap<&str, String> = HashMap::new();
+            let mut id = |label: &'static str, prefix: &str| {
+                ids.entry(label).or_insert_with(|| ids::new(prefix)).clone()
+            };
+            for step in &self.0 {
+                let event = match *step {
+                    Step::Add(label) => StreamEvent::ItemAdded {
+                        item: turn.item(
+                            id(label, "msg"),
+                            ItemKind::AssistantMessage { content: vec![] },
+                        ),
+                    },
+                    Step::Delta(label, delta) => StreamEvent::ItemUpdated {
+                        item_id: id(label, "msg"),
+                        update: ItemUpdate::TextDelta {
+                            content_index: 0,
+                            delta: delta.into(),
+                        },
+                    },
+                    Step::Finish(label) => {
+                        turn.finish(&id(label, "msg")).await?;
+                        continue;
+                    }
+                    Step::Widget(label, text) | Step::Replace(label, text) => {
+                        let item = turn.item(
+                            id(label, "wdg"),
+                            ItemKind::Widget {
+                                widget: widget(text),
+                                copy_text: Some(text.into()),
+                            },
+                        );
+                        if matches!(step, Step::Widget(..)) {
+                            StreamEvent::ItemDone { item }
+                        } else {
+                            StreamEvent::ItemReplaced { item }
+                        }
+                    }
+                    Step::Hidden(label) => StreamEvent::ItemDone {
+                        item: turn.item(
+                            id(label, "hcx"),
+                            ItemKind::HiddenContextItem {
+                                content: json!({"note": label}),
+                            },
+                        ),
+                    },
+                    Step::Remove(label) => StreamEvent::ItemRemoved {
+                        item_id: id(label, "msg"),
+                    },
+                };
+                turn.emit(event).await?;
+            }
+            Ok(())
+        }
+
+        async fn action<S: ChatStore, K: EventSink>(
+            &self,
+            _turn: &mut Turn<'_, S, K>,
+            _action: &Action,
+            _sender: Option<&ThreadItem>,
+        ) -> Result<(), Interrupted> {
+            Ok(())
+        }
+
+        async fn sync_action(
+            &self,
+            _user: &UserId,
+            _thread: &ThreadMetadata,
+            _action: &Action,
+            _sender: Option<&ThreadItem>,
+        ) -> Result<Option<ThreadItem>, ActionRefused> {
+            Ok(None)
+        }
+    }
+
+    /// Runs `threads.create` through `steps`: the stored items after the
+    /// user's message, and the events.
+    pub async fn replay(steps: Vec<Step>) -> (Vec<ThreadItem>, Vec<Value>) {
+        let engine = Engine::new(InMemoryChat::default(), Replay(steps));
+        let body = json!({"type": "threads.create", "params": {"input": message("go")}});
+        let prepared = engine
+            .prepare(
+                &user("alice"),
+                Request::parse(body.to_string().as_bytes()).unwrap(),
+            )
+            .await
+            .unwrap();
+        let mut sink = VecSink::default();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        engine
+            .run(&Caller::new(user("alice")), prepared, &mut sink, deadline)
+            .await;
+        let events = sink.json();
+        for event in &events {
+            chatkit_contract::check_event(event).unwrap_or_else(|e| panic!("{event}\n{e}"));
+        }
+        let thread = events[0]["thread"]["id"].as_str().unwrap();
+        let mut items = engine.store().stored_items(&user("alice"), thread);
+        items.remove(0);
+        (items, events)
+    }
+
+    pub fn text(item: &ThreadItem) -> String {
+        match &item.kind {
+            ItemKind::AssistantMessage { content } => content
+                .iter()
+                .map(|AssistantContent::OutputText { text, .. }| text.as_str())
+                .collect(),
+            ItemKind::Widget { copy_text, .. } => copy_text.clone().unwrap_or_default(),
+            _ => String::new(),
+        }
+    }
+}
+
+use rules::Step;
+
+#[tokio::test]
+async fn finished_items_are_saved_with_their_streamed_text() {
+    let (items, events) = rules::replay(vec![
+        Step::Add("a"),
+        Step::Delta("a", "Hel"),
+        Step::Delta("a", "lo"),
+        Step::Finish("a"),
+    ])
+    .await;
+    assert_eq!(kinds(&items), ["assistant_message"]);
+    assert_eq!(rules::text(&items[0]), "Hello");
+    let done = of_type(&events, "thread.item.done");
+    assert_eq!(done.last().unwrap()["item"]["content"][0]["text"], "Hello");
+}
+
+#[tokio::test]
+async fn an_item_that_is_only_added_is_not_saved() {
+    let (items, _) = rules::replay(vec![Step::Add("a"), Step::Delta("a", "Hel")]).await;
+    assert!(items.is_empty(), "{items:?}");
+}
+
+#[tokio::test]
+async fn replaced_items_are_saved_in_place() {
+    let (items, events) = rules::replay(vec![
+        Step::Widget("w", "before"),
+        Step::Replace("w", "after"),
+    ])
+    .await;
+    assert_eq!(items.len(), 1);
+    assert_eq!(rules::text(&items[0]), "after");
+    assert_eq!(of_type(&events, "thread.item.replaced").len(), 1);
+}
+
+#[tokio::test]
+async fn removed_items_are_deleted() {
+    let (items, events) = rules::replay(vec![
+        Step::Add("a"),
+        Step::Delta("a", "x"),
+        Step::Finish("a"),
+        Step::Remove("a"),
+    ])
+    .await;
+    assert!(items.is_empty(), "{items:?}");
+    assert_eq!(of_type(&events, "thread.item.removed").len(), 1);
+}
+
+#[tokio::test]
+async fn hidden_items_are_saved_but_never_sent() {
+    let (items, events) = rules::replay(vec![Step::Hidden("h")]).await;
+    assert_eq!(kinds(&items), ["hidden_context_item"]);
+    assert!(
+        !events
+            .iter()
+            .any(|e| e.to_string().contains("hidden_context")),
+        "{events:?}"
+    );
+}
+
+#[tokio::test]
+async fn hidden_items_are_left_out_of_threads_and_pages() {
+    let chat = Chat::new();
+    let thread = chat.thread("alice", "Hi.").await;
+    let note = ThreadItem {
+        id: taskpilot_chatkit::ids::hidden(),
+        thread_id: thread.clone(),
+        created_at: taskpilot_domain::timestamp::now(),
+        kind: ItemKind::SdkHiddenContext {
+            content: "server note".into(),
+        },
+    };
+    use taskpilot_chatkit::store::ChatStore;
+    chat.store().save_item(&user("alice"), &note).await.unwrap();
+    let got = chat
+        .json(
+            "alice",
+            json!({"type": "threads.get_by_id", "params": {"thread_id": thread}}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(got["items"]["data"].as_array().unwrap().len(), 2);
+    let page = chat
+        .json(
+            "alice",
+            json!({"type": "items.list", "params": {"thread_id": thread}}),
+        )
+        .await
+        .unwrap();
+    assert!(!page.to_string().contains("server note"));
+    assert_eq!(page["data"].as_array().unwrap().len(), 2);
+}
+
+// Disconnects.
+
+#[tokio::test]
+async fn a_disconnect_keeps_the_partial_answer_notes_it_and_stops_the_model() {
+    let chat = Chat::new();
+    let thread = chat.thread("alice", "Hi.").await;
+    chat.model
+        .push(Round::text("one two three four five six seven eight"));
+    // The user's message, the options, the added item, its first part and two deltas.
+    let body = json!({"type": "threads.add_user_message",
+                      "params": {"thread_id": thread, "input": message("a long story")}});
+    chat.stream_into("alice", body, VecSink::disconnecting_after(6))
+        .await;
+    assert!(chat.model.stopped_early(), "the model call was stopped");
+    let items = chat.items("alice", &thread);
+    assert_eq!(
+        kinds(&items),
+        [
+            "user_message",
+            "assistant_message",
+            "user_message",
+            "assistant_message",
+            "sdk_hidden_context"
+        ]
+    );
+    // As ck-py: the delta being sent when the client left is kept too.
+    assert_eq!(rules::text(&items[3]), "one two three ");
+    assert!(
+        matches!(&items[4].kind, ItemKind::SdkHiddenContext { content } if content == CANCELLED_NOTE)
+    );
+    // The next turn tells the model.
+    chat.model.push(Round::text("Sorry."));
+    chat.say("alice", &thread, "go on").await;
+    let input = chat.model.requests().pop().unwrap().input;
+    assert!(
+        input.contains(&ModelInput::user(CANCELLED_NOTE)),
+        "{input:?}"
+    );
+}
+
+// Paging.
+
+/// A thread with `n` exchanges after the first (2 + 2n items).
+async fn long_thread(chat: &Chat, n: usize) -> String {
+    let thread = chat.thread("alice", "a0").await;
+    for i in 1..=n {
+        chat.model.push(Round::text(&format!("a{i}")));
+        chat.say("alice", &thread, &format!("q{i}")).await;
+    }
+    thread
+}
+
+async fn all_pages(chat: &Chat, thread: &str, order: &str, limit: usize) -> Vec<Vec<String>> {
+    let mut pages = Vec::new();
+    let mut after = Value::Null;
+    loop {
+        let page = chat
+            .json(
+                "alice",
+                json!({"type": "items.list", "params": {"thread_id": thread, "limit": limit,
+                       "order": order, "after": after}}),
+            )
+            .await
+            .unwrap();
+        pages.push(
+            page["data"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|i| i["id"].as_str().unwrap().to_owned())
+                .collect(),
+        );
+        if page["has_more"] != true {
+            assert!(page.get("after").is_none(), "{page}");
+            return pages;
+        }
+        after = page["after"].clone();
+    }
+}
+
+#[tokio::test]
+async fn items_page_in_both_orders_each_item_once() {
+    let chat = Chat::new();
+    let thread = long_thread(&chat, 2).await;
+    let ids: Vec<String> = chat
+        .items("alice", &thread)
+        .into_iter()
+        .map(|i| i.id)
+        .collect();
+    let asc: Vec<String> = all_pages(&chat, &thread, "asc", 4).await.concat();
+    assert_eq!(asc, ids);
+    let pages = all_pages(&chat, &thread, "desc", 4).await;
+    assert_eq!(pages.iter().map(Vec::len).collect::<Vec<_>>(), [4, 2]);
+    let mut desc = pages.concat();
+    desc.reverse();
+    assert_eq!(desc, ids);
+}
+
+#[tokio::test]
+async fn hidden_items_are_dropped_after_paging_so_a_page_may_be_short() {
+    let chat = Chat::new();
+    let thread = long_thread(&chat, 1).await;
+    let note = ThreadItem {
+        id: taskpilot_chatkit::ids::hidden(),
+        thread_id: thread.clone(),
+        created_at: taskpilot_domain::timestamp::now(),
+        kind: ItemKind::SdkHiddenContext {
+            content: "note".into(),
+        },
+    };
+    use taskpilot_chatkit::store::ChatStore;
+    chat.store().save_item(&user("alice"), &note).await.unwrap();
+    let pages = all_pages(&chat, &thread, "desc", 2).await;
+    assert_eq!(pages.iter().map(Vec::len).collect::<Vec<_>>(), [1, 2, 1]);
+}
+
+#[tokio::test]
+async fn threads_page_newest_first_and_a_zero_limit_is_the_default_page() {
+    let chat = Chat::new();
+    let mut made = Vec::new();
+    for i in 0..3 {
+        made.push(chat.thread("alice", &format!("a{i}")).await);
+    }
+    let first = chat
+        .json(
+            "alice",
+            json!({"type": "threads.list", "params": {"limit": 2}}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(first["data"][0]["id"], made[2].as_str());
+    assert_eq!(
+        (first["has_more"].clone(), first["after"].clone()),
+        (json!(true), json!(made[1]))
+    );
+    let rest = chat
+        .json(
+            "alice",
+            json!({"type": "threads.list", "params": {"limit": 2, "after": made[1]}}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(rest["data"][0]["id"], made[0].as_str());
+    let all = chat
+        .json(
+            "alice",
+            json!({"type": "threads.list", "params": {"limit": 0}}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(all["data"].as_array().unwrap().len(), 3);
+}
+
+// The tool loop.
+
+#[tokio::test]
+async fn the_tool_loop_stops_after_the_configured_rounds() {
+    let chat = Chat::with_steps(3);
+    for _ in 0..5 {
+        chat.model.push(Round::calls(&[("list_tasks", "{}")]));
+    }
+    let (_, events) = chat.create("alice", "loop forever", vec![]).await;
+    assert_eq!(chat.model.requests().len(), 3);
+    assert_eq!(
+        of_type(&events, "thread.item.done").len(),
+        2,
+        "the message and one widget"
+    );
+    widget_of(&events);
+}
+
+#[tokio::test]
+async fn parallel_tool_calls_all_run_and_all_outputs_reach_the_model() {
+    let chat = Chat::new();
+    let (_, events) = chat
+        .create(
+            "alice",
+            "add a and b",
+            vec![
+                Round::calls(&[
+                    ("create_task", r#"{"title":"a"}"#),
+                    ("create_task", r#"{"title":"b"}"#),
+                ]),
+                Round::text("Added both."),
+            ],
+        )
+        .await;
+    let listing = chat
+        .tasks()
+        .list(&user("alice"), Default::default(), 10, None)
+        .await
+        .unwrap();
+    assert_eq!(listing.tasks.len(), 2);
+    let input = &chat.model.requests()[1].input;
+    let outputs = input
+        .iter()
+        .filter(|i| matches!(i, ModelInput::FunctionOutput { .. }))
+        .count();
+    let calls = input
+        .iter()
+        .filter(|i| matches!(i, ModelInput::FunctionCall(_)))
+        .count();
+    assert_eq!((calls, outputs), (2, 2));
+    let copy = widget_of(&events)["copy_text"].as_str().unwrap().to_owned();
+    assert!(copy.contains("[ ] a") && copy.contains("[ ] b"), "{copy}");
+}
+
+#[tokio::test]
+async fn the_model_gets_the_history_the_tools_and_the_settings() {
+    let chat = Chat::new();
+    let thread = chat.thread("alice", "Hi.").await;
+    chat.model.push(Round::text("Fine."));
+    chat.say("alice", &thread, "how are you").await;
+    let seen = chat.model.requests().pop().unwrap();
+    assert_eq!(seen.model, "gpt-test");
+    assert_eq!(
+        seen.input,
+        [
+            ModelInput::user("hello"),
+            ModelInput::assistant("Hi."),
+            ModelInput::user("how are you")
+        ]
+    );
+    assert_eq!(
+        seen.tools,
+        [
+            "list_tasks",
+            "create_task",
+            "update_task",
+            "complete_task",
+            "reopen_task",
+            "delete_task"
+        ]
+    );
+}
+
+// Model failures.
+
+#[tokio::test]
+async fn a_model_that_cannot_start_is_a_retryable_error_and_nothing_is_said() {
+    let chat = Chat::new();
+    let (thread, events) = chat.create("alice", "hello", vec![Round::StartFails]).await;
+    let errors = of_type(&events, "error");
+    assert_eq!(errors.len(), 1);
+    assert_eq!(errors[0]["allow_retry"], true);
+    assert_eq!(errors[0]["code"], "stream.error");
+    assert_eq!(kinds(&chat.items("alice", &thread)), ["user_message"]);
+}
+
+#[tokio::test]
+async fn a_model_failing_after_the_first_token_keeps_what_was_said() {
+    let chat = Chat::new();
+    let (thread, events) = chat
+        .create(
+            "alice",
+            "hello",
+            vec![Round::failed("one two three four", 2)],
+        )
+        .await;
+    let kept = of_type(&events, "thread.item.done")
+        .into_iter()
+        .find(|e| e["item"]["type"] == "assistant_message")
+        .unwrap();
+    assert_eq!(kept["item"]["content"][0]["text"], "one two ");
+    let types: Vec<&str> = events.iter().map(|e| e["type"].as_str().unwrap()).collect();
+    let done_at = types
+        .iter()
+        .rposition(|t| *t == "thread.item.done")
+        .unwrap();
+    let error_at = types.iter().position(|t| *t == "error").unwrap();
+    assert!(done_at < error_at, "{types:?}");
+    assert_eq!(of_type(&events, "error")[0]["allow_retry"], true);
+    let items = chat.items("alice", &thread);
+    assert_eq!(rules::text(&items[1]), "one two ");
+}
+
+#[tokio::test]
+async fn a_stream_cut_before_any_text_removes_the_empty_message() {
+    let chat = Chat::new();
+    let (thread, events) = chat
+        .create("alice", "hello", vec![Round::broken("never said", 0)])
+        .await;
+    assert_eq!(of_type(&events, "thread.item.removed").len(), 1);
+    assert_eq!(of_type(&events, "error").len(), 1);
+    assert_eq!(kinds(&chat.items("alice", &thread)), ["user_message"]);
+}
+
+#[tokio::test]
+async fn a_storage_failure_mid_stream_is_a_retryable_error() {
+    let chat = Chat::new();
+    let thread = chat.thread("alice", "Hi.").await;
+    let body = json!({"type": "threads.add_user_message",
+                      "params": {"thread_id": thread, "input": message("more")}});
+    let prepared = chat
+        .engine
+        .prepare(
+            &user("alice"),
+            Request::parse(body.to_string().as_bytes()).unwrap(),
+        )
+        .await
+        .unwrap();
+    chat.store().set_failing(true);
+    // Storage is back once the client has been told: the failed write is fenced.
+    let mut sink = Meddling::new(chat.store(), "error", recover);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    chat.engine
+        .run(&Caller::new(user("alice")), prepared, &mut sink, deadline)
+        .await;
+    assert_eq!(types_of(&sink.events), ["error"]);
+    assert_eq!(sink.events[0]["allow_retry"], true);
+    assert!(
+        chat.journal
+            .calls()
+            .contains(&"store.fence_item".to_owned())
+    );
+    assert_eq!(
+        chat.items("alice", &thread).len(),
+        2,
+        "nothing half-written"
+    );
+}
+
+// Widgets.
+
+#[tokio::test]
+async fn done_then_undo_replace_the_widget_in_place() {
+    let chat = Chat::new();
+    let task = chat.task("alice", "Buy milk").await;
+    let (thread, widget) = chat.listed("alice").await;
+    let action = |kind: &str| {
+        json!({"thread_id": thread, "item_id": widget["id"],
+               "action": {"type": kind, "payload": {"task_id": task.id}}})
+    };
+    let done = chat
+        .stream(
+            "alice",
+            json!({"type": "threads.custom_action", "params": action("task.complete")}),
+        )
+        .await;
+    let replaced = &done.json()[1]["item"];
+    assert!(replaced["widget"].to_string().contains("task.reopen"));
+    assert!(
+        chat.tasks()
+            .get(&user("alice"), &task.id)
+            .await
+            .unwrap()
+            .completed
+    );
+    let undo = chat
+        .json(
+            "alice",
+            json!({"type": "threads.sync_custom_action", "params": action("task.reopen")}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(undo["updated_item"]["id"], widget["id"]);
+    assert!(
+        undo["updated_item"]["widget"]
+            .to_string()
+            .contains("task.complete")
+    );
+    assert!(
+        !chat
+            .tasks()
+            .get(&user("alice"), &task.id)
+            .await
+            .unwrap()
+            .completed
+    );
+    let stored: Vec<ThreadItem> = chat
+        .items("alice", &thread)
+        .into_iter()
+        .filter(|i| matches!(i.kind, ItemKind::Widget { .. }))
+        .collect();
+    assert_eq!(stored.len(), 1);
+    assert_eq!(
+        serde_json::to_value(&stored[0]).unwrap(),
+        undo["updated_item"]
+    );
+}
+
+#[tokio::test]
+async fn an_action_on_an_item_that_is_not_a_widget_is_one_error_event() {
+    let chat = Chat::new();
+    let thread = chat.thread("alice", "Hi.").await;
+    let answer = chat.items("alice", &thread)[1].id.clone();
+    let sink = chat
+        .stream(
+            "alice",
+            json!({"type": "threads.custom_action", "params": {"thread_id": thread,
+                   "item_id": answer, "action": {"type": "task.complete", "payload": {}}}}),
+        )
+        .await;
+    assert_eq!(
+        sink.json(),
+        [json!({"type": "error", "code": "stream.error", "allow_retry": false})]
+    );
+}
+
+// Other users.
+
+#[tokio::test]
+async fn another_users_thread_is_not_found_for_every_operation() {
+    let chat = Chat::new();
+    let thread = chat.thread("alice", "Hi.").await;
+    let item = chat.items("alice", &thread)[0].id.clone();
+    for body in [
+        json!({"type": "threads.get_by_id", "params": {"thread_id": thread}}),
+        json!({"type": "items.list", "params": {"thread_id": thread}}),
+        json!({"type": "threads.update", "params": {"thread_id": thread, "title": "mine"}}),
+        json!({"type": "threads.delete", "params": {"thread_id": thread}}),
+        json!({"type": "items.feedback", "params": {"thread_id": thread, "item_ids": [item], "kind": "positive"}}),
+        json!({"type": "threads.sync_custom_action", "params": {"thread_id": thread, "item_id": item, "action": {"type": "task.complete"}}}),
+    ] {
+        let err = chat.json("bob", body.clone()).await.err().unwrap();
+        assert!(
+            matches!(err, ChatError::NotFound("thread")),
+            "{body}: {err:?}"
+        );
+    }
+    for body in [
+        json!({"type": "threads.add_user_message", "params": {"thread_id": thread, "input": message("mine")}}),
+        json!({"type": "threads.retry_after_item", "params": {"thread_id": thread, "item_id": item}}),
+        json!({"type": "threads.custom_action", "params": {"thread_id": thread, "item_id": item, "action": {"type": "task.complete"}}}),
+        json!({"type": "threads.add_client_tool_output", "params": {"thread_id": thread, "result": {}}}),
+    ] {
+        let err = chat.refused("bob", body.clone()).await;
+        assert!(
+            matches!(err, ChatError::NotFound("thread")),
+            "{body}: {err:?}"
+        );
+    }
+    let listed = chat
+        .json("bob", json!({"type": "threads.list", "params": {}}))
+        .await
+        .unwrap();
+    assert_eq!(listed["data"], json!([]));
+    assert_eq!(chat.items("alice", &thread).len(), 2);
+}
+
+#[tokio::test]
+async fn another_users_item_and_task_are_not_found() {
+    let chat = Chat::new();
+    let alices = chat.thread("alice", "Hi.").await;
+    let alices_item = chat.items("alice", &alices)[0].id.clone();
+    let bobs_task = chat.task("bob", "Bob's task").await;
+    let (thread, widget) = chat.listed("alice").await;
+    // An item of another thread is not found in this one.
+    let err = chat
+        .refused(
+            "alice",
+            json!({"type": "threads.custom_action", "params": {"thread_id": thread,
+                   "item_id": alices_item, "action": {"type": "task.complete"}}}),
+        )
+        .await;
+    assert!(matches!(err, ChatError::NotFound("item")), "{err:?}");
+    // Bob's task through Alice's widget: refused, unchanged.
+    let sink = chat
+        .stream(
+            "alice",
+            json!({"type": "threads.custom_action", "params": {"thread_id": thread,
+                   "item_id": widget["id"], "action": {"type": "task.complete", "payload": {"task_id": bobs_task.id}}}}),
+        )
+        .await;
+    let error = &sink.json()[1];
+    assert_eq!(
+        (error["type"].clone(), error["message"].clone()),
+        (json!("error"), json!("that task no longer exists"))
+    );
+    assert!(
+        !chat
+            .tasks()
+            .get(&user("bob"), &bobs_task.id)
+            .await
+            .unwrap()
+            .completed
+    );
+    // And through the model's tools.
+    chat.model
+        .push(Round::calls(&[(
+            "complete_task",
+            &format!(r#"{{"task_id":"{}"}}"#, bobs_task.id),
+        )]))
+        .push(Round::text("Could not."));
+    chat.say("alice", &thread, "complete bob's").await;
+    let outputs: Vec<ModelInput> = chat.model.requests().pop().unwrap().input;
+    assert!(
+        outputs.iter().any(|i| matches!(i, ModelInput::FunctionOutput { output, .. } if output.contains("not_found"))),
+        "{outputs:?}"
+    );
+    assert!(
+        !chat
+            .tasks()
+            .get(&user("bob"), &bobs_task.id)
+            .await
+            .unwrap()
+            .completed
+    );
+}
+
+// Client tools.
+
+#[tokio::test]
+async fn a_client_tool_output_completes_the_pending_call_and_the_assistant_goes_on() {
+    use taskpilot_chatkit::store::ChatStore;
+    use taskpilot_chatkit::types::ToolCallStatus;
+    let chat = Chat::new();
+    let thread = chat.thread("alice", "Hi.").await;
+    let call = ThreadItem {
+        id: taskpilot_chatkit::ids::new("tc"),
+        thread_id: thread.clone(),
+        created_at: taskpilot_domain::timestamp::now(),
+        kind: ItemKind::ClientToolCall {
+            status: ToolCallStatus::Pending,
+            call_id: "call_1".into(),
+            name: "get_selection".into(),
+            arguments: json!({}),
+            output: None,
+        },
+    };
+    chat.store().save_item(&user("alice"), &call).await.unwrap();
+    chat.model.push(Round::text("Got it."));
+    let sink = chat
+        .stream(
+            "alice",
+            json!({"type": "threads.add_client_tool_output",
+                   "params": {"thread_id": thread, "result": {"selected": 2}}}),
+        )
+        .await;
+    assert_eq!(sink.types()[0], "stream_options");
+    let stored = chat.items("alice", &thread);
+    assert!(matches!(
+        &stored[2].kind,
+        ItemKind::ClientToolCall { status: ToolCallStatus::Completed, output: Some(o), .. } if o == &json!({"selected": 2})
+    ));
+    assert_eq!(rules::text(&stored[3]), "Got it.");
+}
+
+#[tokio::test]
+async fn a_client_tool_output_without_a_pending_call_is_refused() {
+    let chat = Chat::new();
+    let thread = chat.thread("alice", "Hi.").await;
+    let err = chat
+        .refused(
+            "alice",
+            json!({"type": "threads.add_client_tool_output", "params": {"thread_id": thread, "result": {}}}),
+        )
+        .await;
+    assert!(matches!(err, ChatError::NoPendingToolCall), "{err:?}");
+}
+
+// The critical path.
+
+#[tokio::test]
+async fn a_message_reaches_the_model_after_one_read_and_one_write() {
+    let chat = Chat::new();
+    let thread = long_thread(&chat, 1).await;
+    let mark = chat.journal.calls().len();
+    chat.model.push(Round::text("ok"));
+    chat.say("alice", &thread, "next").await;
+    let turn: Vec<String> = chat.journal.calls()[mark..].to_vec();
+    let before: Vec<&str> = turn
+        .iter()
+        .take_while(|c| *c != "model.start")
+        .map(String::as_str)
+        .collect();
+    assert_eq!(before, ["store.load_recent", "store.save_item"]);
+    assert_eq!(
+        chat.model.requests().pop().unwrap().input.len(),
+        5,
+        "the whole history came with that one read"
+    );
+}
+
+#[tokio::test]
+async fn a_turn_loads_at_most_the_history_window() {
+    let chat = Chat::new();
+    let thread = long_thread(&chat, HISTORY / 2 + 2).await;
+    chat.model.push(Round::text("ok"));
+    chat.say("alice", &thread, "next").await;
+    let input = chat.model.requests().pop().unwrap().input;
+    assert_eq!(input.len(), HISTORY + 1, "the window and the new message");
+    assert_eq!(input.last().unwrap(), &ModelInput::user("next"));
+}
+
+#[tokio::test]
+async fn retry_reaches_back_past_the_history_window() {
+    let chat = Chat::new();
+    let thread = long_thread(&chat, HISTORY / 2 + 2).await;
+    let first = chat.items("alice", &thread)[0].id.clone();
+    chat.model.push(Round::text("Again."));
+    chat.stream(
+        "alice",
+        json!({"type": "threads.retry_after_item",
+               "params": {"thread_id": thread, "item_id": first}}),
+    )
+    .await;
+    assert_eq!(
+        kinds(&chat.items("alice", &thread)),
+        ["user_message", "assistant_message"]
+    );
+    assert_eq!(
+        chat.model.requests().pop().unwrap().input,
+        [ModelInput::user("hello")]
+    );
+}
+
+// Synchronous actions and misuse.
+
+#[tokio::test]
+async fn a_sync_action_the_assistant_does_not_know_is_refused() {
+    let chat = Chat::new();
+    let (thread, widget) = chat.listed("alice").await;
+    let err = chat
+        .json(
+            "alice",
+            json!({"type": "threads.sync_custom_action", "params": {"thread_id": thread,
+                   "item_id": widget["id"], "action": {"type": "task.explode", "payload": {}}}}),
+        )
+        .await
+        .expect_err("refused");
+    assert!(
+        matches!(&err, ChatError::Refused(r) if r.0.contains("task.explode")),
+        "{err:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_sync_action_on_an_item_that_is_not_a_widget_is_refused() {
+    let chat = Chat::new();
+    let thread = chat.thread("alice", "Hi.").await;
+    let answer = chat.items("alice", &thread)[1].id.clone();
+    let err = chat
+        .json(
+            "alice",
+            json!({"type": "threads.sync_custom_action", "params": {"thread_id": thread,
+                   "item_id": answer, "action": {"type": "task.complete", "payload": {}}}}),
+        )
+        .await
+        .expect_err("refused");
+    assert!(matches!(err, ChatError::NotAWidget(id) if id == answer));
+}
+
+#[tokio::test]
+async fn a_request_sent_down_the_wrong_path_is_an_internal_error() {
+    let chat = Chat::new();
+    let list = Request::parse(br#"{"type":"threads.list","params":{}}"#).unwrap();
+    let err = chat
+        .engine
+        .prepare(&user("alice"), list)
+        .await
+        .expect_err("not streamed");
+    assert!(matches!(err, ChatError::Misrouted(_)), "{err:?}");
+    let create = Request::parse(
+        json!({"type": "threads.create", "params": {"input": message("hi")}})
+            .to_string()
+            .as_bytes(),
+    )
+    .unwrap();
+    let err = chat
+        .engine
+        .json(&user("alice"), create)
+        .await
+        .expect_err("streamed");
+    assert!(matches!(err, ChatError::Misrouted(_)), "{err:?}");
+}
+
+#[tokio::test]
+async fn every_model_request_carries_the_users_day_zone_and_language() {
+    // 22:00 on Wednesday 2 December in Honolulu: Thursday in UTC.
+    let chat = Chat::new().at(
+        chrono_tz::Pacific::Honolulu,
+        "2026-12-03T08:00:00Z",
+        Some("fr-FR"),
+    );
+    chat.create(
+        "alice",
+        "what is due tomorrow?",
+        vec![
+            Round::calls(&[("list_tasks", r#"{"due_before":"2026-12-04"}"#)]),
+            Round::text("Nothing."),
+        ],
+    )
+    .await;
+    let requests = chat.model.requests();
+    assert_eq!(requests.len(), 2);
+    for seen in requests {
+        assert!(
+            seen.instructions.starts_with("Be brief."),
+            "{}",
+            seen.instructions
+        );
+        for expected in [
+            "Now: Wednesday 2026-12-02 22:00, time zone Pacific/Honolulu (UTC-10:00)",
+            "Today: 2026-12-02. Tomorrow: 2026-12-03.",
+            "language: fr-FR",
+        ] {
+            assert!(
+                seen.instructions.contains(expected),
+                "{}",
+                seen.instructions
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn tomorrow_from_the_model_is_the_users_tomorrow() {
+    // 00:30 on Thursday 3 December on Kiritimati (UTC+14): Wednesday in UTC.
+    let chat = Chat::new().at(chrono_tz::Pacific::Kiritimati, "2026-12-02T10:30:00Z", None);
+    chat.create(
+        "alice",
+        "remind me to buy milk tomorrow at 9",
+        vec![
+            Round::calls(&[(
+                "create_task",
+                r#"{"title":"Buy milk","due_date":"tomorrow"}"#,
+            )]),
+            Round::calls(&[(
+                "create_task",
+                r#"{"title":"Call mum","due_date":"2026-12-04T09:00"}"#,
+            )]),
+            Round::text("Added."),
+        ],
+    )
+    .await;
+    let mut tasks = chat.task_list("alice").await;
+    tasks.sort_by(|a, b| a.title.cmp(&b.title));
+    let due: Vec<String> = tasks
+        .iter()
+        .map(|t| t.due_date.unwrap().canonical())
+        .collect();
+    assert_eq!(due, ["2026-12-04", "2026-12-03T19:00:00Z"]);
+}
+
+// The page stays in sync.
+
+#[tokio::test]
+async fn a_turn_that_changes_tasks_ends_with_one_tasks_changed_effect() {
+    let chat = Chat::new();
+    let milk = chat.task("alice", "Buy milk").await;
+    let old = chat.task("alice", "Old plan").await;
+    let (_, events) = chat
+        .create(
+            "alice",
+            "add bread, finish milk, drop the old plan",
+            vec![
+                Round::calls(&[
+                    ("create_task", r#"{"title":"Bread"}"#),
+                    ("complete_task", &format!(r#"{{"task_id":"{}"}}"#, milk.id)),
+                ]),
+                Round::calls(&[("delete_task", &format!(r#"{{"task_id":"{}"}}"#, old.id))]),
+                Round::text("Done."),
+            ],
+        )
+        .await;
+    let bread = chat
+        .task_list("alice")
+        .await
+        .into_iter()
+        .find(|t| t.title == "Bread")
+        .unwrap();
+    let effects = of_type(&events, "client_effect");
+    assert_eq!(effects.len(), 1, "{events:?}");
+    assert_eq!(
+        effects[0],
+        &json!({"type": "client_effect", "name": "tasks.changed",
+                "data": {"created": [bread.id], "updated": [milk.id], "deleted": [old.id]}})
+    );
+    // After the answer and the widget, before the title.
+    let types: Vec<&str> = events.iter().map(|e| e["type"].as_str().unwrap()).collect();
+    let at = types.iter().position(|t| *t == "client_effect").unwrap();
+    assert_eq!(types[at - 1], "thread.item.done");
+    assert_eq!(events[at - 1]["item"]["type"], "widget");
+    assert_eq!(types[at + 1..], ["thread.updated"]);
+}
+
+#[tokio::test]
+async fn listing_or_failing_tools_change_nothing_and_send_no_effect() {
+    let chat = Chat::new();
+    chat.task("alice", "Buy milk").await;
+    let (_, events) = chat
+        .create(
+            "alice",
+            "what is left? and complete the ghost",
+            vec![
+                Round::calls(&[
+                    ("list_tasks", "{}"),
+                    (
+                        "complete_task",
+                        r#"{"task_id":"01KB0000000000000000000000"}"#,
+                    ),
+                    ("create_task", r#"{"title":"   "}"#),
+                ]),
+                Round::text("One is left."),
+            ],
+        )
+        .await;
+    assert!(of_type(&events, "client_effect").is_empty(), "{events:?}");
+}
+
+#[tokio::test]
+async fn tasks_changed_before_the_model_failed_are_still_announced() {
+    let chat = Chat::new();
+    let (_, events) = chat
+        .create(
+            "alice",
+            "add bread",
+            vec![
+                Round::calls(&[("create_task", r#"{"title":"Bread"}"#)]),
+                Round::failed("I added", 1),
+            ],
+        )
+        .await;
+    let types: Vec<&str> = events.iter().map(|e| e["type"].as_str().unwrap()).collect();
+    let effect = of_type(&events, "client_effect");
+    assert_eq!(effect.len(), 1, "{types:?}");
+    assert_eq!(effect[0]["data"]["created"].as_array().unwrap().len(), 1);
+    assert!(types.contains(&"error"), "{types:?}");
+}
+
+#[tokio::test]
+async fn each_tool_call_shows_progress_before_it_runs() {
+    let chat = Chat::new();
+    let milk = chat.task("alice", "Buy milk").await;
+    let (_, events) = chat
+        .create(
+            "alice",
+            "list, then complete milk, then add bread",
+            vec![
+                Round::calls(&[("list_tasks", "{}")]),
+                Round::calls(&[
+                    ("complete_task", &format!(r#"{{"task_id":"{}"}}"#, milk.id)),
+                    ("create_task", r#"{"title":"Bread"}"#),
+                ]),
+                Round::text("Done."),
+            ],
+        )
+        .await;
+    let progress: Vec<(String, String)> = of_type(&events, "progress_update")
+        .iter()
+        .map(|e| {
+            (
+                e["icon"].as_str().unwrap().to_owned(),
+                e["text"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        progress,
+        [
+            ("search".to_owned(), "Looking at your tasks…".to_owned()),
+            (
+                "check-circle".to_owned(),
+                "Completing “Buy milk”…".to_owned()
+            ),
+            ("plus".to_owned(), "Creating “Bread”…".to_owned()),
+        ]
+    );
+    // Progress is transient: nothing of it is stored.
+    let thread = events[0]["thread"]["id"].as_str().unwrap();
+    let stored = serde_json::to_string(&chat.items("alice", thread)).unwrap();
+    assert!(!stored.contains("Looking at your tasks"), "{stored}");
+}
+
+// Feedback.
+
+#[tokio::test]
+async fn feedback_is_kept_one_rating_per_item_and_goes_with_the_thread() {
+    let chat = Chat::new();
+    let thread = chat.thread("alice", "Hi.").await;
+    let items = chat.items("alice", &thread);
+    let (first, second) = (items[0].id.clone(), items[1].id.clone());
+    let rate = |ids: Vec<&str>, kind: &str| {
+        json!({"type": "items.feedback",
+               "params": {"thread_id": thread, "item_ids": ids, "kind": kind}})
+    };
+    assert_eq!(
+        chat.json("alice", rate(vec![&first, &second, &first], "positive"))
+            .await
+            .unwrap(),
+        json!({})
+    );
+    // A later rating of the same item replaces the earlier one.
+    chat.json("alice", rate(vec![&second], "negative"))
+        .await
+        .unwrap();
+    let stored: Vec<(String, String, &str)> = chat
+        .store()
+        .stored_feedback(&user("alice"))
+        .into_iter()
+        .map(|f| (f.thread_id, f.item_id, f.kind.as_str()))
+        .collect();
+    assert_eq!(
+        stored,
+        [
+            (thread.clone(), first.clone(), "positive"),
+            (thread.clone(), second.clone(), "negative")
+        ]
+    );
+    chat.json(
+        "alice",
+        json!({"type": "threads.delete", "params": {"thread_id": thread}}),
+    )
+    .await
+    .unwrap();
+    assert!(chat.store().stored_feedback(&user("alice")).is_empty());
+}
+
+#[tokio::test]
+async fn feedback_naming_an_unknown_item_stores_nothing() {
+    let chat = Chat::new();
+    let thread = chat.thread("alice", "Hi.").await;
+    let item = chat.items("alice", &thread)[0].id.clone();
+    let err = chat
+        .json(
+            "alice",
+            json!({"type": "items.feedback", "params": {"thread_id": thread,
+                   "item_ids": [item, "msg_01KB0000000000000000000000"], "kind": "positive"}}),
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ChatError::NotFound("item")), "{err:?}");
+    assert!(chat.store().stored_feedback(&user("alice")).is_empty());
+    // An empty list is a no-op, as in the reference SDK.
+    chat.json(
+        "alice",
+        json!({"type": "items.feedback", "params": {"thread_id": thread, "item_ids": [], "kind": "negative"}}),
+    )
+    .await
+    .unwrap();
+    assert!(chat.store().stored_feedback(&user("alice")).is_empty());
+}
+
+#[test]
+fn feedback_on_too_many_items_is_refused_before_any_read() {
+    let ids: Vec<String> = (0..51).map(|i| format!("msg_{i}")).collect();
+    let body = json!({"type": "items.feedback", "params": {"thread_id": "thr_1", "item_ids": ids, "kind": "positive"}});
+    let err = Request::parse(body.to_string().as_bytes()).unwrap_err();
+    assert!(err.to_string().contains("params.item_ids"), "{err}");
+}
+
+// Asking instead of guessing.
+
+/// Alice has two milk tasks and one bread task; "complete milk" asks which.
+async fn asked(chat: &Chat) -> (String, Value, Vec<Value>, [Task; 2]) {
+    let older = chat.task("alice", "Buy milk").await;
+    let newer = chat.task("alice", "Buy oat milk").await;
+    chat.task("alice", "Buy bread").await;
+    let (thread, events) = chat
+        .create(
+            "alice",
+            "complete milk",
+            vec![Round::calls(&[("complete_task", r#"{"task":"milk"}"#)])],
+        )
+        .await;
+    let question = of_type(&events, "thread.item.done")
+        .into_iter()
+        .map(|e| e["item"].clone())
+        .find(|i| i["type"] == "structured_input")
+        .expect("a question");
+    (thread, question, events, [older, newer])
+}
+
+fn answer(thread: &str, question: &Value, input: Value) -> Value {
+    json!({"type": "threads.add_structured_input",
+           "params": {"thread_id": thread, "item_id": question["id"], "input": input}})
+}
+
+#[tokio::test]
+async fn a_change_that_matches_several_tasks_asks_which_one() {
+    let chat = Chat::new();
+    let (thread, question, events, [older, newer]) = asked(&chat).await;
+    assert_eq!(question["status"], "pending");
+    assert_eq!(
+        question["inputs"],
+        json!([{"type": "multiple_choice", "id": "task",
+                "question": "Several tasks match. Which one should I mark done?",
+                "options": [{"value": "Buy oat milk"}, {"value": "Buy milk"}],
+                "multiple": false}])
+    );
+    // Nothing changed, nothing else was asked of the model, no widget.
+    assert_eq!(chat.model.requests().len(), 1);
+    assert!(of_type(&events, "client_effect").is_empty());
+    assert!(!events.iter().any(|e| e["item"]["type"] == "widget"));
+    for task in [&older, &newer] {
+        assert!(
+            !chat
+                .tasks()
+                .get(&user("alice"), &task.id)
+                .await
+                .unwrap()
+                .completed
+        );
+    }
+    // The change waits in a hidden item that the client never sees.
+    let stored = chat.items("alice", &thread);
+    let kinds: Vec<&str> = stored
+        .iter()
+        .map(|i| match &i.kind {
+            ItemKind::HiddenContextItem { .. } => "hidden",
+            ItemKind::StructuredInput { .. } => "question",
+            ItemKind::UserMessage { .. } => "user",
+            _ => "other",
+        })
+        .collect();
+    assert_eq!(kinds, ["user", "hidden", "question"]);
+    let visible = chat
+        .json(
+            "alice",
+            json!({"type": "items.list", "params": {"thread_id": thread}}),
+        )
+        .await
+        .unwrap();
+    assert!(!visible.to_string().contains("pending_change"), "{visible}");
+}
+
+#[tokio::test]
+async fn an_answer_makes_the_change_to_the_chosen_task_and_the_agent_goes_on() {
+    let chat = Chat::new();
+    let (thread, question, _, [older, newer]) = asked(&chat).await;
+    chat.model.push(Round::text("Done: Buy milk is complete."));
+    let sink = chat
+        .stream(
+            "alice",
+            answer(
+                &thread,
+                &question,
+                json!({"answers": {"task": {"values": ["Buy milk"]}}}),
+            ),
+        )
+        .await;
+    let events = sink.json();
+    let types: Vec<&str> = events.iter().map(|e| e["type"].as_str().unwrap()).collect();
+    assert_eq!(
+        &types[..3],
+        ["stream_options", "thread.item.replaced", "progress_update"]
+    );
+    assert_eq!(
+        events[1]["item"]["inputs"][0]["answer"],
+        json!({"values": ["Buy milk"], "skipped": false})
+    );
+    assert_eq!(events[1]["item"]["status"], "answered");
+    assert_eq!(events[2]["text"], "Completing “Buy milk”…");
+    assert!(
+        chat.tasks()
+            .get(&user("alice"), &older.id)
+            .await
+            .unwrap()
+            .completed
+    );
+    assert!(
+        !chat
+            .tasks()
+            .get(&user("alice"), &newer.id)
+            .await
+            .unwrap()
+            .completed
+    );
+    assert_eq!(
+        of_type(&events, "client_effect")[0]["data"],
+        json!({"created": [], "updated": [older.id], "deleted": []})
+    );
+    // The model saw the question, the answer and the change, and answered.
+    let input = chat.model.requests().pop().unwrap().input;
+    let text = format!("{input:?}");
+    assert!(
+        text.contains("I asked the user: Several tasks match"),
+        "{text}"
+    );
+    assert!(text.contains("My answer: Buy milk"), "{text}");
+    assert!(
+        matches!(input.last(), Some(ModelInput::FunctionOutput { .. })),
+        "{text}"
+    );
+    let stored = chat.store().stored_items(&user("alice"), &thread);
+    let question_now = stored.iter().find(|i| i.id == question["id"]).unwrap();
+    assert!(matches!(
+        question_now.kind,
+        ItemKind::StructuredInput {
+            status: taskpilot_chatkit::structured::InputStatus::Answered,
+            ..
+        }
+    ));
+    let widget = widget_of(&events);
+    assert!(
+        widget["widget"].to_string().contains("Buy milk"),
+        "{widget}"
+    );
+}
+
+#[tokio::test]
+async fn a_skipped_question_changes_nothing() {
+    let chat = Chat::new();
+    let (thread, question, _, tasks) = asked(&chat).await;
+    chat.model
+        .push(Round::text("All right, I left them as they are."));
+    let sink = chat
+        .stream(
+            "alice",
+            answer(&thread, &question, json!({"status": "skipped"})),
+        )
+        .await;
+    let events = sink.json();
+    assert_eq!(events[1]["item"]["status"], "skipped");
+    assert_eq!(
+        events[1]["item"]["inputs"][0]["answer"],
+        json!({"values": [], "skipped": true})
+    );
+    assert!(of_type(&events, "client_effect").is_empty());
+    assert!(of_type(&events, "progress_update").is_empty());
+    for task in &tasks {
+        assert!(
+            !chat
+                .tasks()
+                .get(&user("alice"), &task.id)
+                .await
+                .unwrap()
+                .completed
+        );
+    }
+    let text = format!("{:?}", chat.model.requests().pop().unwrap().input);
+    assert!(text.contains("I skipped that question."), "{text}");
+}
+
+#[tokio::test]
+async fn a_question_is_answered_once_and_only_by_its_owner() {
+    let chat = Chat::new();
+    let (thread, question, _, _) = asked(&chat).await;
+    let pick = answer(
+        &thread,
+        &question,
+        json!({"answers": {"task": {"values": ["Buy milk"]}}}),
+    );
+    let err = chat.refused("bob", pick.clone()).await;
+    assert!(matches!(err, ChatError::NotFound("thread")), "{err:?}");
+    chat.model.push(Round::text("Done."));
+    chat.stream("alice", pick.clone()).await;
+    let err = chat.refused("alice", pick).await;
+    assert!(matches!(err, ChatError::NotPending(_)), "{err:?}");
+    // Only the first answer changed a task.
+    let done: Vec<String> = chat
+        .task_list("alice")
+        .await
+        .into_iter()
+        .filter(|t| t.completed)
+        .map(|t| t.title)
+        .collect();
+    assert_eq!(done, ["Buy milk"]);
+    // Naming an item that is not a question is refused too.
+    let user_message = chat.items("alice", &thread)[0].id.clone();
+    let err = chat
+        .refused(
+            "alice",
+            json!({"type": "threads.add_structured_input", "params": {"thread_id": thread,
+                   "item_id": user_message, "input": {"answers": {}}}}),
+        )
+        .await;
+    assert!(matches!(err, ChatError::NotAQuestion(_)), "{err:?}");
+}
+
+#[tokio::test]
+async fn a_title_that_matches_one_task_changes_it_without_asking() {
+    let chat = Chat::new();
+    let milk = chat.task("alice", "Buy milk").await;
+    chat.task("alice", "Buy bread").await;
+    let (_, events) = chat
+        .create(
+            "alice",
+            "done with milk",
+            vec![
+                Round::calls(&[("complete_task", r#"{"task":"MILK"}"#)]),
+                Round::text("Done."),
+            ],
+        )
+        .await;
+    assert!(
+        !events
+            .iter()
+            .any(|e| e["item"]["type"] == "structured_input")
+    );
+    assert!(
+        chat.tasks()
+            .get(&user("alice"), &milk.id)
+            .await
+            .unwrap()
+            .completed
+    );
+}
+
+// Mentions.
+
+fn tagged(text: &str, tags: &[Value]) -> Value {
+    let mut content = vec![json!({"type": "input_text", "text": text})];
+    content.extend(tags.iter().cloned());
+    json!({"content": content, "attachments": [], "inference_options": {}})
+}
+
+#[tokio::test]
+async fn a_mentioned_task_reaches_the_model_with_its_current_fields() {
+    let chat = Chat::new();
+    let milk = chat.task("alice", "Buy milk").await;
+    chat.tasks()
+        .set_completed(&user("alice"), &milk.id, true)
+        .await
+        .unwrap();
+    let gone = chat.task("alice", "Old plan").await;
+    chat.tasks()
+        .delete(&user("alice"), &gone.id, None)
+        .await
+        .unwrap();
+    let bobs = chat.task("bob", "Bob's secret").await;
+    chat.model.push(Round::text("Noted."));
+    chat.stream(
+        "alice",
+        json!({"type": "threads.create", "params": {"input": tagged("what about", &[
+            json!({"type": "input_tag", "id": milk.id, "text": "@Buy milk", "data": {"type": "task"}, "interactive": true}),
+            json!({"type": "input_tag", "id": "t1", "text": "@Old plan", "data": {"task_id": gone.id}}),
+            json!({"type": "input_tag", "id": bobs.id, "text": "@guess", "data": {}}),
+            json!({"type": "input_tag", "id": "not-a-task", "text": "@Someone", "data": {}}),
+        ])}}),
+    )
+    .await;
+    let input = chat.model.requests().pop().unwrap().input;
+    let Some(ModelInput::Message { text, .. }) = input.last() else {
+        panic!("{input:?}")
+    };
+    let described: Value = serde_json::from_str(
+        text.strip_prefix("The tasks I mentioned with @, as they are now: ")
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(described.as_array().unwrap().len(), 3, "{described}");
+    assert_eq!(described[0]["task"]["title"], "Buy milk");
+    assert_eq!(described[0]["task"]["completed"], true, "current fields");
+    for (i, id) in [(1, &gone.id), (2, &bobs.id)] {
+        assert_eq!(described[i]["task_id"], json!(id));
+        assert!(described[i]["unavailable"].is_string(), "{described}");
+        assert!(described[i].get("task").is_none());
+    }
+    assert!(
+        !text.contains("Bob's secret"),
+        "another user's task is never read"
+    );
+    // The message itself still reads as text, tags included.
+    assert!(format!("{input:?}").contains("what about @Buy milk @Old plan @guess @Someone"));
+}
+
+// What the user does to a thread while it streams.
+
+/// What a meddling client does to the thread.
+type Act<'a> = fn(
+    &'a InMemoryChat,
+    String,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + 'a>>;
+
+/// A client that, at the first event of type `at`, does `act` to the thread
+/// (as another request of the same user would), then keeps reading.
+struct Meddling<'a> {
+    store: &'a InMemoryChat,
+    at: &'static str,
+    act: Act<'a>,
+    thread: Option<String>,
+    done: bool,
+    events: Vec<Value>,
+}
+
+impl<'a> Meddling<'a> {
+    fn new(store: &'a InMemoryChat, at: &'static str, act: Act<'a>) -> Self {
+        Self {
+            store,
+            at,
+            act,
+            thread: None,
+            done: false,
+            events: Vec::new(),
+        }
+    }
+}
+
+impl taskpilot_chatkit::sink::EventSink for Meddling<'_> {
+    async fn send(
+        &mut self,
+        event: taskpilot_chatkit::types::StreamEvent,
+    ) -> Result<(), taskpilot_chatkit::sink::Disconnected> {
+        let json = serde_json::to_value(&event).unwrap();
+        chatkit_contract::check_event(&json).unwrap();
+        if let Some(id) = json["thread"]["id"]
+            .as_str()
+            .or(json["item"]["thread_id"].as_str())
+        {
+            self.thread.get_or_insert(id.to_owned());
+        }
+        if json["type"] == self.at && !self.done {
+            self.done = true;
+            (self.act)(self.store, self.thread.clone().unwrap_or_default()).await;
+        }
+        self.events.push(json);
+        Ok(())
+    }
+}
+
+fn delete_it(
+    store: &InMemoryChat,
+    thread: String,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + '_>> {
+    use taskpilot_chatkit::store::ChatStore;
+    Box::pin(async move {
+        assert!(store.delete_thread(&user("alice"), &thread).await.unwrap());
+    })
+}
+
+fn rename_it(
+    store: &InMemoryChat,
+    thread: String,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + '_>> {
+    use taskpilot_chatkit::store::ChatStore;
+    Box::pin(async move {
+        let mut t = store.stored_thread(&user("alice"), &thread).unwrap();
+        t.title = Some("Mine".into());
+        assert!(
+            store
+                .update_thread(&user("alice"), &t, false)
+                .await
+                .unwrap()
+        );
+    })
+}
+
+impl Chat {
+    /// A streamed request read by `sink`.
+    async fn stream_to<K: taskpilot_chatkit::sink::EventSink>(&self, body: Value, sink: &mut K) {
+        let request = Request::parse(body.to_string().as_bytes()).unwrap();
+        let prepared = self.engine.prepare(&user("alice"), request).await.unwrap();
+        let deadline = Instant::now() + self.time;
+        self.engine
+            .run(&self.caller("alice"), prepared, sink, deadline)
+            .await;
+    }
+}
+
+fn types_of(events: &[Value]) -> Vec<&str> {
+    events.iter().map(|e| e["type"].as_str().unwrap()).collect()
+}
+
+#[tokio::test]
+async fn a_thread_deleted_during_its_first_answer_stays_deleted() {
+    let chat = Chat::new();
+    chat.model
+        .push(Round::calls(&[("create_task", r#"{"title":"Bread"}"#)]));
+    chat.model.push(Round::text("Added bread for you."));
+    let mut sink = Meddling::new(chat.store(), "thread.item.updated", delete_it);
+    chat.stream_to(
+        json!({"type": "threads.create", "params": {"input": message("add bread")}}),
+        &mut sink,
+    )
+    .await;
+    let thread = sink.thread.clone().unwrap();
+    assert_eq!(chat.store().stored_thread(&user("alice"), &thread), None);
+    assert!(
+        chat.items("alice", &thread).is_empty(),
+        "{:?}",
+        chat.items("alice", &thread)
+    );
+    let listed = chat
+        .json("alice", json!({"type": "threads.list", "params": {}}))
+        .await
+        .unwrap();
+    assert_eq!(listed["data"], json!([]));
+    // The stream just ended: no error, no title for a thread that is gone.
+    let types = types_of(&sink.events);
+    assert!(!types.contains(&"error"), "{types:?}");
+    assert!(!types.contains(&"thread.updated"), "{types:?}");
+}
+
+#[tokio::test]
+async fn a_thread_deleted_during_a_later_turn_leaves_nothing_behind() {
+    let chat = Chat::new();
+    let thread = chat.thread("alice", "Hi.").await;
+    chat.model
+        .push(Round::text("A long answer, word after word."));
+    let mut sink = Meddling::new(chat.store(), "thread.item.updated", delete_it);
+    chat.stream_to(
+        json!({"type": "threads.add_user_message", "params": {"thread_id": thread, "input": message("more")}}),
+        &mut sink,
+    )
+    .await;
+    assert_eq!(chat.store().stored_thread(&user("alice"), &thread), None);
+    assert!(
+        chat.items("alice", &thread).is_empty(),
+        "{:?}",
+        chat.items("alice", &thread)
+    );
+}
+
+#[tokio::test]
+async fn a_rename_during_the_first_answer_stands() {
+    let chat = Chat::new();
+    chat.model.push(Round::text("Hello there, how can I help?"));
+    let mut sink = Meddling::new(chat.store(), "thread.item.updated", rename_it);
+    chat.stream_to(
+        json!({"type": "threads.create", "params": {"input": message("plan my week")}}),
+        &mut sink,
+    )
+    .await;
+    let thread = sink.thread.clone().unwrap();
+    let stored = chat.store().stored_thread(&user("alice"), &thread).unwrap();
+    assert_eq!(stored.title.as_deref(), Some("Mine"));
+    assert!(!types_of(&sink.events).contains(&"thread.updated"));
+    // The answer itself was kept.
+    assert_eq!(chat.items("alice", &thread).len(), 2);
+}
+
+#[tokio::test]
+async fn tool_calls_over_the_per_turn_cap_are_refused_to_the_model_and_counted() {
+    let chat = Chat::new();
+    let calls: Vec<(String, String)> = (0..25)
+        .map(|i| {
+            (
+                "create_task".to_owned(),
+                format!(r#"{{"title":"Task {i}"}}"#),
+            )
+        })
+        .collect();
+    let refs: Vec<(&str, &str)> = calls
+        .iter()
+        .map(|(n, a)| (n.as_str(), a.as_str()))
+        .collect();
+    chat.create(
+        "alice",
+        "make 25 tasks",
+        vec![Round::calls(&refs), Round::text("I made 20 of them.")],
+    )
+    .await;
+    assert_eq!(chat.task_list("alice").await.len(), 20);
+    assert_eq!(
+        chat.metrics
+            .get(taskpilot_chatkit::agent::REFUSED_TOOL_CALLS),
+        5
+    );
+    let input = chat.model.requests().pop().unwrap().input;
+    let refused = input
+        .iter()
+        .filter(|i| matches!(i, ModelInput::FunctionOutput { output, .. } if output.contains("too_many_calls")))
+        .count();
+    assert_eq!(refused, 5);
+}
+
+// Time.
+
+#[tokio::test]
+async fn no_tool_call_starts_without_the_time_it_may_need() {
+    // 5 s left: less than a tool call may take when storage is slow.
+    let chat = Chat::new().with_time(Duration::from_secs(5));
+    let calls = vec![("list_tasks", "{}"); 40];
+    let (thread, events) = chat
+        .create("alice", "list it all", vec![Round::calls(&calls)])
+        .await;
+    assert!(
+        of_type(&events, "progress_update").is_empty(),
+        "no tool ran"
+    );
+    let errors = of_type(&events, "error");
+    assert_eq!(errors.len(), 1, "{events:?}");
+    assert_eq!(errors[0]["allow_retry"], true);
+    assert_eq!(
+        errors[0]["message"],
+        "This is taking too long. Please retry."
+    );
+    // What the client was told is what is stored: the message, no answer.
+    assert_eq!(chat.items("alice", &thread).len(), 1);
+}
+
+#[tokio::test]
+async fn no_model_call_starts_when_the_turn_is_out_of_time() {
+    let chat = Chat::new().with_time(Duration::from_millis(500));
+    let (_, events) = chat.create("alice", "hello", vec![]).await;
+    assert!(chat.model.requests().is_empty());
+    assert_eq!(of_type(&events, "error")[0]["allow_retry"], true);
+}
+
+fn recover(
+    store: &InMemoryChat,
+    _thread: String,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + '_>> {
+    Box::pin(async move { store.set_failing(false) })
+}
+
+fn land_late(
+    store: &InMemoryChat,
+    _thread: String,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + '_>> {
+    Box::pin(async move { store.set_landing_late(true) })
+}
+
+#[tokio::test]
+async fn an_answer_whose_write_timed_out_but_landed_is_not_kept() {
+    let chat = Chat::new();
+    chat.model
+        .push(Round::text("An answer that storage will choke on."));
+    // From the first delta on, writes fail as timeouts do, although they land.
+    let mut sink = Meddling::new(chat.store(), "thread.item.updated", land_late);
+    chat.stream_to(
+        json!({"type": "threads.create", "params": {"input": message("hello")}}),
+        &mut sink,
+    )
+    .await;
+    chat.store().set_landing_late(false);
+    let thread = sink.thread.clone().unwrap();
+    // The client was told the answer failed: it is not stored.
+    let types = types_of(&sink.events);
+    assert_eq!(types.last(), Some(&"error"), "{types:?}");
+    let stored = chat.items("alice", &thread);
+    assert_eq!(stored.len(), 1, "{stored:?}");
+    assert!(matches!(stored[0].kind, ItemKind::UserMessage { .. }));
+    // And a copy of that write arriving even later is refused.
+    let answer = sink
+        .events
+        .iter()
+        .find(|e| e["type"] == "thread.item.added")
+        .unwrap()["item"]
+        .clone();
+    let late: ThreadItem = serde_json::from_value(answer).unwrap();
+    use taskpilot_chatkit::store::ChatStore;
+    assert!(!chat.store().save_item(&user("alice"), &late).await.unwrap());
+    assert_eq!(chat.items("alice", &thread).len(), 1);
+}
+
+fn freeze(
+    store: &InMemoryChat,
+    _thread: String,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + '_>> {
+    Box::pin(async move { store.set_hanging(true) })
+}
+
+/// Streams `body` as alice into a sink that freezes storage at the first
+/// event of type `at`; the run must end by itself (a frozen write is given
+/// up at the deadline), well within a generous bound.
+async fn frozen_at(chat: &Chat, at: &'static str, body: Value) -> Vec<Value> {
+    let mut sink = Meddling::new(chat.store(), at, freeze);
+    tokio::time::timeout(Duration::from_secs(60), chat.stream_to(body, &mut sink))
+        .await
+        .expect("the run outlived its deadline");
+    chat.store().set_hanging(false);
+    sink.events
+}
+
+#[tokio::test]
+async fn a_frozen_write_is_given_up_at_the_deadline_with_one_error() {
+    let chat = Chat::new().with_time(Duration::from_millis(1500));
+    chat.model
+        .push(Round::text("An answer storage will never take."));
+    let events = frozen_at(
+        &chat,
+        "thread.item.updated",
+        json!({"type": "threads.create", "params": {"input": message("hello")}}),
+    )
+    .await;
+    let types = types_of(&events);
+    assert_eq!(types.last(), Some(&"error"), "{types:?}");
+    assert_eq!(of_type(&events, "error").len(), 1, "{types:?}");
+    assert_eq!(of_type(&events, "error")[0]["allow_retry"], true);
+}
+
+#[tokio::test]
+async fn a_run_out_of_time_sends_one_error_even_if_its_title_cannot_be_saved() {
+    // Too little time left for a tool: the run ends with its own error, then
+    // storage freezes as the title is saved.
+    let chat = Chat::new().with_time(Duration::from_millis(1500));
+    chat.model.push(Round::calls(&[("list_tasks", "{}")]));
+    let events = frozen_at(
+        &chat,
+        "error",
+        json!({"type": "threads.create", "params": {"input": message("list it")}}),
+    )
+    .await;
+    let errors = of_type(&events, "error");
+    assert_eq!(errors.len(), 1, "{events:?}");
+    assert_eq!(
+        errors[0]["message"],
+        "This is taking too long. Please retry."
+    );
+}
+
+#[tokio::test]
+async fn every_word_of_a_title_must_match_in_any_order() {
+    let chat = Chat::new();
+    chat.task("alice", "Buy milk").await;
+    let oat = chat.task("alice", "Buy oat milk").await;
+    chat.create(
+        "alice",
+        "done with the oat milk",
+        vec![
+            Round::calls(&[("complete_task", r#"{"task":"milk OAT"}"#)]),
+            Round::text("Done."),
+        ],
+    )
+    .await;
+    let done: Vec<String> = chat
+        .task_list("alice")
+        .await
+        .into_iter()
+        .filter(|t| t.completed)
+        .map(|t| t.id.to_string())
+        .collect();
+    assert_eq!(done, [oat.id.to_string()]);
+}

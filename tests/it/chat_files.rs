@@ -1,0 +1,443 @@
+//! The engine's attachments, in process on the fakes: `attachments.create`
+//! and its limits, a message naming attachments (each the caller's, uploaded
+//! as declared, used once), what the stored message and the model see,
+//! fresh previews, `attachments.delete`, and a thread's files going with it.
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use taskpilot_chatkit::agent::{AgentSettings, TaskAgent};
+use taskpilot_chatkit::attachments::{AttachmentError, AttachmentPolicy, AttachmentStatus};
+use taskpilot_chatkit::context::Caller;
+use taskpilot_chatkit::engine::{ChatError, Engine};
+use taskpilot_chatkit::model::ModelInput;
+use taskpilot_chatkit::request::Request;
+use taskpilot_chatkit::store::ChatStore;
+use taskpilot_chatkit::testing::{InMemoryChat, InMemoryFiles, Round, ScriptedModel, VecSink};
+use taskpilot_domain::memory::InMemoryTasks;
+use taskpilot_domain::{CursorCodec, TaskService, UserId};
+use taskpilot_testkit::chatkit_contract;
+
+type Server = Engine<InMemoryChat, TaskAgent<InMemoryTasks, ScriptedModel>, InMemoryFiles>;
+
+struct Files {
+    engine: Server,
+    model: ScriptedModel,
+    files: InMemoryFiles,
+}
+
+fn user(name: &str) -> UserId {
+    UserId::new(name).unwrap()
+}
+
+impl Files {
+    fn new() -> Self {
+        Self::with_policy(AttachmentPolicy::default())
+    }
+
+    fn with_policy(policy: AttachmentPolicy) -> Self {
+        let model = ScriptedModel::default();
+        let tasks = TaskService::new(
+            InMemoryTasks::default(),
+            CursorCodec::new(&[7u8; 32], chrono::Duration::hours(1)).unwrap(),
+        );
+        let settings = AgentSettings {
+            model: "gpt-test".into(),
+            temperature: 0.2,
+            instructions: "Be brief.".into(),
+            max_tool_steps: 4,
+            max_tool_calls: 20,
+        };
+        let files = InMemoryFiles::default();
+        let engine = Engine::new(
+            InMemoryChat::default(),
+            TaskAgent::new(tasks, model.clone(), settings),
+        )
+        .with_attachments(files.clone(), policy);
+        Self {
+            engine,
+            model,
+            files,
+        }
+    }
+
+    /// A JSON request; the answer must keep to the official types.
+    async fn json(&self, who: &str, body: Value) -> Result<Value, ChatError> {
+        chatkit_contract::check_request(&body).unwrap();
+        let kind = body["type"].as_str().unwrap().to_owned();
+        let request = Request::parse(body.to_string().as_bytes()).unwrap();
+        let answer = self.engine.json(&user(who), request).await?;
+        let answer = serde_json::to_value(answer).unwrap();
+        chatkit_contract::check_response(&kind, 200, Some("application/json"), &answer.to_string())
+            .unwrap_or_else(|e| panic!("{answer}\n{e}"));
+        Ok(answer)
+    }
+
+    /// `attachments.create` as `who`.
+    async fn create(
+        &self,
+        who: &str,
+        name: &str,
+        size: u64,
+        mime: &str,
+    ) -> Result<Value, ChatError> {
+        self.json(
+            who,
+            json!({"type": "attachments.create", "params": {"name": name, "size": size, "mime_type": mime}}),
+        )
+        .await
+    }
+
+    /// An attachment created and uploaded as declared: its id.
+    async fn uploaded(&self, who: &str, name: &str, size: u64, mime: &str) -> String {
+        let id = self.create(who, name, size, mime).await.unwrap()["id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        self.files.put(&id, size, mime);
+        id
+    }
+
+    /// `threads.create` with `text` and `attachments`; the events, or the
+    /// refusal before the first.
+    async fn message(
+        &self,
+        who: &str,
+        text: &str,
+        attachments: &[&str],
+    ) -> Result<Vec<Value>, ChatError> {
+        let body = json!({"type": "threads.create", "params": {"input": {
+            "content": [{"type": "input_text", "text": text}],
+            "attachments": attachments, "inference_options": {}}}});
+        chatkit_contract::check_request(&body).unwrap();
+        let request = Request::parse(body.to_string().as_bytes()).unwrap();
+        let prepared = self.engine.prepare(&user(who), request).await?;
+        let mut sink = VecSink::default();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        self.engine
+            .run(&Caller::new(user(who)), prepared, &mut sink, deadline)
+            .await;
+        let events = sink.json();
+        for event in &events {
+            chatkit_contract::check_event(event).unwrap_or_else(|e| panic!("{event}\n{e}"));
+        }
+        Ok(events)
+    }
+
+    async fn record(
+        &self,
+        who: &str,
+        id: &str,
+    ) -> Option<taskpilot_chatkit::attachments::AttachmentRecord> {
+        self.engine
+            .store()
+            .load_attachment(&user(who), id)
+            .await
+            .unwrap()
+    }
+}
+
+fn user_message(events: &[Value]) -> Value {
+    events
+        .iter()
+        .find(|e| e["type"] == "thread.item.done" && e["item"]["type"] == "user_message")
+        .unwrap()["item"]
+        .clone()
+}
+
+#[tokio::test]
+async fn create_answers_where_to_upload_and_where_the_preview_will_be() {
+    let f = Files::new();
+    let answer = f
+        .create("alice", "list.png", 1234, "image/png")
+        .await
+        .unwrap();
+    assert_eq!(answer["type"], "image");
+    assert_eq!(answer["name"], "list.png");
+    assert_eq!(answer["upload_descriptor"]["method"], "PUT");
+    assert!(
+        answer["preview_url"]
+            .as_str()
+            .unwrap()
+            .starts_with("https://")
+    );
+    let record = f
+        .record("alice", answer["id"].as_str().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(record.status, AttachmentStatus::Pending);
+    assert_eq!(record.size, 1234);
+}
+
+#[tokio::test]
+async fn documents_have_no_preview() {
+    let f = Files::new();
+    let answer = f
+        .create("alice", "invoice.pdf", 10, "application/pdf")
+        .await
+        .unwrap();
+    assert_eq!(answer["type"], "file");
+    assert!(answer.get("preview_url").is_none());
+}
+
+#[tokio::test]
+async fn create_refuses_other_types_empty_and_oversize_files() {
+    let f = Files::new();
+    for (size, mime) in [
+        (10, "text/html"),
+        (0, "image/png"),
+        (11 * 1024 * 1024, "image/png"),
+    ] {
+        let refused = f.create("alice", "x", size, mime).await.unwrap_err();
+        assert!(matches!(refused, ChatError::Attachment(_)), "{refused:?}");
+    }
+    assert!(
+        f.engine
+            .store()
+            .list_attachments(&user("alice"))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+#[tokio::test]
+async fn the_quota_counts_what_the_user_keeps() {
+    let f = Files::with_policy(AttachmentPolicy {
+        quota_bytes: 3 * 1024 * 1024,
+        ..AttachmentPolicy::default()
+    });
+    f.create("alice", "a.png", 2 * 1024 * 1024, "image/png")
+        .await
+        .unwrap();
+    let refused = f
+        .create("alice", "b.png", 2 * 1024 * 1024, "image/png")
+        .await
+        .unwrap_err();
+    assert!(matches!(
+        refused,
+        ChatError::Attachment(AttachmentError::Quota { .. })
+    ));
+    // Another user has their own.
+    f.create("bob", "b.png", 2 * 1024 * 1024, "image/png")
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn a_message_naming_a_file_not_uploaded_is_refused_before_anything_is_stored() {
+    let f = Files::new();
+    let id = f.create("alice", "a.png", 5, "image/png").await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let refused = f.message("alice", "add these", &[&id]).await.unwrap_err();
+    assert!(matches!(
+        refused,
+        ChatError::Attachment(AttachmentError::NotUploaded(_))
+    ));
+    let threads = f
+        .json("alice", json!({"type": "threads.list", "params": {}}))
+        .await
+        .unwrap();
+    assert_eq!(threads["data"], json!([]));
+}
+
+#[tokio::test]
+async fn an_upload_that_is_not_what_was_declared_is_refused() {
+    let f = Files::new();
+    for (size, stored_type) in [(6, "image/png"), (5, "text/html")] {
+        let id = f.create("alice", "a.png", 5, "image/png").await.unwrap()["id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        f.files.put(&id, size, stored_type);
+        let refused = f.message("alice", "add these", &[&id]).await.unwrap_err();
+        assert!(matches!(
+            refused,
+            ChatError::Attachment(AttachmentError::Mismatch(_))
+        ));
+    }
+}
+
+#[tokio::test]
+async fn another_users_attachment_is_not_found_and_stays_as_it_was() {
+    let f = Files::new();
+    let id = f.uploaded("bob", "a.png", 5, "image/png").await;
+    let refused = f.message("alice", "mine now", &[&id]).await.unwrap_err();
+    assert!(matches!(refused, ChatError::NotFound("attachment")));
+    let deleted = f
+        .json(
+            "alice",
+            json!({"type": "attachments.delete", "params": {"attachment_id": id}}),
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(deleted, ChatError::NotFound("attachment")));
+    assert_eq!(
+        f.record("bob", &id).await.unwrap().status,
+        AttachmentStatus::Pending
+    );
+    assert!(f.files.object(&id).is_some());
+}
+
+#[tokio::test]
+async fn a_message_lists_its_files_and_the_model_sees_them() {
+    let f = Files::new();
+    let photo = f.uploaded("alice", "list.png", 5, "image/png").await;
+    let pdf = f.uploaded("alice", "mail.pdf", 7, "application/pdf").await;
+    f.model.push(Round::text("I see two files."));
+    let events = f
+        .message("alice", "make tasks of these", &[&photo, &pdf])
+        .await
+        .unwrap();
+    let message = user_message(&events);
+    let thread = message["thread_id"].as_str().unwrap();
+    let listed = message["attachments"].as_array().unwrap();
+    assert_eq!(listed.len(), 2);
+    assert_eq!(listed[0]["type"], "image");
+    assert_eq!(listed[0]["thread_id"], thread);
+    assert_eq!(listed[1]["type"], "file");
+    assert!(listed.iter().all(|a| a.get("upload_descriptor").is_none()));
+    // Used: attached to the message, kept by the clean-up.
+    let record = f.record("alice", &photo).await.unwrap();
+    assert_eq!(record.status, AttachmentStatus::Attached);
+    assert_eq!(record.item_id.as_deref(), message["id"].as_str());
+    assert!(f.files.object(&photo).unwrap().used);
+    // The model is shown both, by URL, right after the text.
+    let input = &f.model.requests()[0].input;
+    let Some(ModelInput::Files(shown)) = input.last() else {
+        panic!("{input:?}");
+    };
+    assert_eq!(
+        shown.iter().map(|s| s.image).collect::<Vec<_>>(),
+        [true, false]
+    );
+    assert!(
+        shown
+            .iter()
+            .all(|s| s.url.starts_with("https://files.test/read/"))
+    );
+}
+
+#[tokio::test]
+async fn a_message_of_only_a_photo_is_named_after_it() {
+    let f = Files::new();
+    let photo = f.uploaded("alice", "groceries.jpg", 5, "image/jpeg").await;
+    f.model.push(Round::text("Added."));
+    let events = f.message("alice", "", &[&photo]).await.unwrap();
+    let thread = events[0]["thread"]["id"].as_str().unwrap();
+    let stored = f
+        .json(
+            "alice",
+            json!({"type": "threads.get_by_id", "params": {"thread_id": thread}}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(stored["title"], "groceries.jpg");
+}
+
+#[tokio::test]
+async fn an_attachment_is_used_by_one_message_only() {
+    let f = Files::new();
+    let photo = f.uploaded("alice", "a.png", 5, "image/png").await;
+    f.model.push(Round::text("ok"));
+    f.message("alice", "first", &[&photo]).await.unwrap();
+    let refused = f.message("alice", "again", &[&photo]).await.unwrap_err();
+    assert!(matches!(
+        refused,
+        ChatError::Attachment(AttachmentError::InUse(_))
+    ));
+}
+
+#[tokio::test]
+async fn every_read_gets_a_fresh_preview() {
+    let f = Files::new();
+    let photo = f.uploaded("alice", "a.png", 5, "image/png").await;
+    f.model.push(Round::text("ok"));
+    let events = f.message("alice", "look", &[&photo]).await.unwrap();
+    let thread = events[0]["thread"]["id"].as_str().unwrap();
+    let list = json!({"type": "items.list", "params": {"thread_id": thread, "order": "asc"}});
+    let first = f.json("alice", list.clone()).await.unwrap();
+    let second = f.json("alice", list).await.unwrap();
+    let preview = |page: &Value| page["data"][0]["attachments"][0]["preview_url"].clone();
+    assert!(preview(&first).is_string());
+    assert_ne!(preview(&first), preview(&second));
+}
+
+#[tokio::test]
+async fn deleting_a_used_attachment_takes_it_off_its_message() {
+    let f = Files::new();
+    let photo = f.uploaded("alice", "a.png", 5, "image/png").await;
+    let pdf = f.uploaded("alice", "b.pdf", 5, "application/pdf").await;
+    f.model.push(Round::text("ok"));
+    let events = f.message("alice", "look", &[&photo, &pdf]).await.unwrap();
+    let thread = events[0]["thread"]["id"].as_str().unwrap();
+    f.json(
+        "alice",
+        json!({"type": "attachments.delete", "params": {"attachment_id": photo}}),
+    )
+    .await
+    .unwrap();
+    assert!(f.files.object(&photo).is_none());
+    assert!(f.record("alice", &photo).await.is_none());
+    let page = f
+        .json(
+            "alice",
+            json!({"type": "items.list", "params": {"thread_id": thread, "order": "asc"}}),
+        )
+        .await
+        .unwrap();
+    let ids: Vec<&str> = page["data"][0]["attachments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, [pdf.as_str()]);
+}
+
+#[tokio::test]
+async fn deleting_a_thread_deletes_its_files() {
+    let f = Files::new();
+    let photo = f.uploaded("alice", "a.png", 5, "image/png").await;
+    let unused = f.uploaded("alice", "b.png", 5, "image/png").await;
+    f.model.push(Round::text("ok"));
+    let events = f.message("alice", "look", &[&photo]).await.unwrap();
+    let thread = events[0]["thread"]["id"].as_str().unwrap();
+    f.json(
+        "alice",
+        json!({"type": "threads.delete", "params": {"thread_id": thread}}),
+    )
+    .await
+    .unwrap();
+    assert!(f.files.object(&photo).is_none());
+    assert!(f.record("alice", &photo).await.is_none());
+    // An upload no message used is not the thread's.
+    assert!(f.files.object(&unused).is_some());
+}
+
+#[tokio::test]
+async fn without_an_attachment_store_attachments_are_not_offered() {
+    let tasks = TaskService::new(
+        InMemoryTasks::default(),
+        CursorCodec::new(&[7u8; 32], chrono::Duration::hours(1)).unwrap(),
+    );
+    let settings = AgentSettings {
+        model: "m".into(),
+        temperature: 0.2,
+        instructions: String::new(),
+        max_tool_steps: 1,
+        max_tool_calls: 1,
+    };
+    let engine = Engine::new(
+        InMemoryChat::default(),
+        TaskAgent::new(tasks, ScriptedModel::default(), settings),
+    );
+    let request = Request::parse(
+        br#"{"type":"attachments.create","params":{"name":"a.png","size":5,"mime_type":"image/png"}}"#,
+    )
+    .unwrap();
+    let refused = engine.json(&user("alice"), request).await.unwrap_err();
+    assert!(matches!(refused, ChatError::AttachmentsDisabled));
+}
