@@ -12,14 +12,15 @@ repo=${1:-$(cd "$(dirname "$0")/../.." && pwd)}
 work=$(mktemp -d)
 port=3091
 log=$work/stack.log
-trap 'kill -INT "${pid:-0}" 2>/dev/null || true; sleep 1; rm -rf "$work"' EXIT
+trap 'stop_stack; rm -rf "$work"' EXIT
 
 now() { date +%s.%N; }
 elapsed() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1f", b - a }'; }
 # Starts the README's first command and waits (30 min at most) for its banner.
 start_stack() {
   : >"$log"
-  (cd "$work/clone" && exec cargo run -q -p taskpilot-dev --bin local-stack -- --port $port) \
+  # Its own process group, so that Ctrl-C (SIGINT) reaches local-stack itself.
+  (cd "$work/clone" && exec setsid cargo run -q -p taskpilot-dev --bin local-stack -- --port $port) \
     >"$log" 2>&1 </dev/null &
   pid=$!
   for _ in $(seq 1 3600); do
@@ -29,7 +30,12 @@ start_stack() {
   done
   cat "$log"; echo "no banner in 30 minutes"; exit 1
 }
-stop_stack() { kill -INT "$pid"; wait "$pid" 2>/dev/null || true; }
+stop_stack() {
+  [ -n "${pid:-}" ] || return 0
+  kill -INT -- "-$pid" 2>/dev/null || true
+  wait "$pid" 2>/dev/null || true
+  pid=
+}
 
 t0=$(now)
 git clone -q "$repo" "$work/clone"

@@ -328,11 +328,10 @@ async fn main() -> Result<()> {
     // Memory and package size.
     writeln!(report, "\n## Memory and package size\n")?;
     if zips {
-        let status =
-            std::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-                .args(["run", "--quiet", "-p", "taskpilot-dev", "--bin", "package"])
-                .current_dir(repo_root())
-                .status()?;
+        let status = emulators::build::cargo()
+            .args(["run", "--quiet", "-p", "taskpilot-dev", "--bin", "package"])
+            .current_dir(repo_root())
+            .status()?;
         if !status.success() {
             return Err("package failed".into());
         }

@@ -49,7 +49,7 @@ fn main() -> Result<()> {
         .collect();
 
     let out_dir = root.join("dist/arm64");
-    let mut cmd = Command::new("cargo");
+    let mut cmd = emulators::build::cargo();
     cmd.current_dir(&root)
         .env("PATH", &path)
         .args([
@@ -93,7 +93,7 @@ fn main() -> Result<()> {
 /// repository (target/ and .local/ included) and never hit; cargo's is the cache.
 fn sam_build(local: &Path, root: &Path, path: &str) -> Result<()> {
     let sam_bin = venv_tool(local, "sam", "sam.txt", "sam")?;
-    let status = Command::new(sam_bin)
+    let status = emulators::build::without_crate_env(&mut Command::new(sam_bin))
         .arg("build")
         .current_dir(root)
         .env("PATH", path)
