@@ -275,7 +275,10 @@ fn the_stage_depends_on_every_route_it_configures() {
         .resources("AWS::ApiGatewayV2::Route")
         .into_iter()
         .map(|(name, route)| {
-            let key = route["Properties"]["RouteKey"].as_str().unwrap().to_owned();
+            let key = emulators::template::properties(route)["RouteKey"]
+                .as_str()
+                .unwrap()
+                .to_owned();
             (key, name)
         })
         .collect();

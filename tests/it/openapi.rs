@@ -1,7 +1,9 @@
 //! The OpenAPI contract (`shared/http/openapi.yaml`) and what the template
-//! deploys describe the same routes.
+//! deploys describe the same routes, and `sam local start-api` finds them all.
 use std::collections::BTreeSet;
+use std::process::Command;
 
+use emulators::supervised::venv_tool;
 use emulators::template::Template;
 use serde_json::Value;
 use taskpilot_testkit::repo_root;
@@ -92,5 +94,74 @@ fn collect_refs(v: &Value, out: &mut Vec<String>) {
         }
         Value::Array(items) => items.iter().for_each(|v| collect_refs(v, out)),
         _ => {}
+    }
+}
+
+/// `METHOD /path -> FunctionLogicalId` for every route SAM CLI's own route
+/// discovery (what `sam local start-api` serves; no Docker needed) finds in
+/// the template with `AuthMode=mode`.
+fn sam_local_routes(mode: &str) -> BTreeSet<String> {
+    let sam = venv_tool("sam", "sam.txt", "sam").unwrap();
+    let python = sam.with_file_name("python");
+    let out = Command::new(python)
+        .arg(repo_root().join("tests/tools/sam_routes.py"))
+        .arg(repo_root().join("template.yaml"))
+        .arg(mode)
+        .current_dir(repo_root())
+        .env("SAM_CLI_TELEMETRY", "0")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "SAM CLI's route discovery failed for AuthMode={mode}: `sam local start-api` \
+         could not start:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|line| {
+            let route: Value = serde_json::from_str(line).unwrap();
+            let method = match route["method"].as_str().unwrap() {
+                "X-AMAZON-APIGATEWAY-ANY-METHOD" => "ANY",
+                m => m,
+            };
+            format!(
+                "{method} {} -> {}",
+                route["path"].as_str().unwrap(),
+                route["function"].as_str().unwrap_or("(no function)")
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn sam_local_serves_every_route_of_the_spec_in_both_auth_modes() {
+    // What the template's HTTP API routes to (the ChatKit endpoint is a
+    // Function URL, which `sam local start-api` does not serve).
+    let expected: BTreeSet<String> = Template::load()
+        .unwrap()
+        .functions()
+        .into_iter()
+        .flat_map(|f| {
+            f.routes
+                .into_iter()
+                .filter(|r| !r.function_url)
+                .map(move |r| format!("{} {} -> {}", r.method, r.path, f.logical_id))
+        })
+        .collect();
+    let documented: BTreeSet<String> = spec_operations(&spec())
+        .into_iter()
+        .filter(|op| op != "POST /api/v1/chatkit")
+        .collect();
+    for mode in ["apigateway", "function"] {
+        let found = sam_local_routes(mode);
+        assert_eq!(found, expected, "AuthMode={mode}: SAM CLI's routes");
+        let operations: BTreeSet<String> = found
+            .iter()
+            .filter_map(|r| r.split_once(" -> ").map(|(op, _)| op.to_owned()))
+            .filter(|op| op != "ANY $default")
+            .collect();
+        assert_eq!(operations, documented, "AuthMode={mode}: spec vs sam local");
     }
 }

@@ -57,6 +57,8 @@ pub struct StackOptions {
     pub count_dynamodb: bool,
     /// Every function's timeout instead of the template's.
     pub function_timeout: Option<Duration>,
+    /// The table's name (default: a fresh `taskpilot-<ulid>`).
+    pub table: Option<String>,
 }
 
 impl Default for StackOptions {
@@ -75,6 +77,7 @@ impl Default for StackOptions {
             openai_base_url: None,
             count_dynamodb: false,
             function_timeout: None,
+            table: None,
         }
     }
 }
@@ -234,7 +237,9 @@ impl LocalStack {
                 .clone(),
         };
         let dynamodb = dynamodb_client(&dynamodb_endpoint).await;
-        let table = format!("taskpilot-{}", ulid::Ulid::new().to_string().to_lowercase());
+        let table = opts.table.clone().unwrap_or_else(|| {
+            format!("taskpilot-{}", ulid::Ulid::new().to_string().to_lowercase())
+        });
         template.create_table(&dynamodb, &table).await?;
 
         let wanted: Vec<_> = template

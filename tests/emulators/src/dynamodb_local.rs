@@ -30,7 +30,11 @@ impl DynamoDbLocal {
 
     /// Installs (if needed) and starts DynamoDB Local on a free port.
     pub fn start() -> Result<Self> {
-        let port = free_port()?;
+        Self::start_on(free_port()?)
+    }
+
+    /// Installs (if needed) and starts DynamoDB Local on `port`.
+    pub fn start_on(port: u16) -> Result<Self> {
         Ok(Self {
             _process: spawn(port)?,
             endpoint: format!("http://127.0.0.1:{port}"),

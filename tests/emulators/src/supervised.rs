@@ -138,3 +138,17 @@ pub fn pip_install(venv: &Path, requirements: &str) -> Result<()> {
         &format!("pip install -r tests/tools/{requirements}"),
     )
 }
+
+/// A tool from a pinned venv `.local/<name>` (requirements `tests/tools/<file>`),
+/// installed on first use; its path.
+pub fn venv_tool(name: &str, requirements: &str, tool: &str) -> Result<std::path::PathBuf> {
+    let local = crate::workspace_root().join(".local");
+    let venv = local.join(name);
+    let bin = venv.join("bin").join(tool);
+    install_once(
+        &local,
+        name,
+        || bin.is_file().then(|| bin.clone()),
+        || pip_install(&venv, requirements),
+    )
+}

@@ -111,7 +111,7 @@ impl Template {
             .resources("AWS::ApiGatewayV2::Route")
             .into_iter()
             .filter_map(|(name, r)| {
-                let props = &r["Properties"];
+                let props = properties(r);
                 let key = props["RouteKey"].as_str()?;
                 let target = intrinsic(&props["Target"], "Sub")?;
                 let integration = target.strip_prefix("integrations/${")?.strip_suffix('}')?;
@@ -391,6 +391,21 @@ impl Template {
 }
 
 /// The argument of `!Name x` / `Fn::Name: x` when it is a plain string.
+/// A resource's `Properties`; when the whole block is an `Fn::If`, the branch
+/// for a true condition (in this template, `AuthMode=apigateway`, the default).
+pub fn properties(resource: &Value) -> &Value {
+    let props = &resource["Properties"];
+    let branches = match props {
+        Value::Tagged(t) if t.tag == "If" => t.value.as_sequence(),
+        Value::Mapping(m) => m.get("Fn::If").and_then(Value::as_sequence),
+        _ => None,
+    };
+    match branches {
+        Some(b) if b.len() == 3 => &b[1],
+        _ => props,
+    }
+}
+
 fn intrinsic(v: &Value, name: &str) -> Option<String> {
     match v {
         Value::Tagged(t) if t.tag == name => t.value.as_str().map(str::to_owned),

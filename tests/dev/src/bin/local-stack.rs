@@ -10,7 +10,10 @@ use emulators::moto::Moto;
 use taskpilot_testkit::stack::{LocalStack, StackOptions};
 
 const USAGE: &str = "usage: local-stack [--port N] [--release] [--gateway-authorizer] [--stub-openai]\n\
-     (--stub-openai: the local stub model even when OPENAI_API_KEY is set; without a key it is the default)";
+     \x20                  [--dynamodb-port N] [--table NAME]\n\
+     (--stub-openai: the local stub model even when OPENAI_API_KEY is set; without a key it is the default;\n\
+     \x20--dynamodb-port/--table: DynamoDB Local on a fixed port with a named table, e.g. 8000 and\n\
+     \x20taskpilot-local for `sam local` with env.json)";
 
 #[tokio::main]
 async fn main() -> taskpilot_testkit::Result<()> {
@@ -20,6 +23,7 @@ async fn main() -> taskpilot_testkit::Result<()> {
         ..StackOptions::default()
     };
     let mut stub = false;
+    let mut dynamodb_port = None;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
@@ -29,6 +33,10 @@ async fn main() -> taskpilot_testkit::Result<()> {
             "--release" => opts.profile = Profile::Release,
             "--gateway-authorizer" => opts.gateway_authorizer = true,
             "--stub-openai" => stub = true,
+            "--dynamodb-port" => {
+                dynamodb_port = Some(args.next().and_then(|p| p.parse().ok()).ok_or(USAGE)?);
+            }
+            "--table" => opts.table = Some(args.next().ok_or(USAGE)?),
             "-h" | "--help" => {
                 println!("{USAGE}");
                 return Ok(());
@@ -37,7 +45,10 @@ async fn main() -> taskpilot_testkit::Result<()> {
         }
     }
     eprintln!("starting DynamoDB Local and moto (Secrets Manager, S3) ...");
-    let dynamodb = tokio::task::spawn_blocking(DynamoDbLocal::start);
+    let dynamodb = tokio::task::spawn_blocking(move || match dynamodb_port {
+        Some(port) => DynamoDbLocal::start_on(port),
+        None => DynamoDbLocal::start(),
+    });
     let moto = tokio::task::spawn_blocking(Moto::start);
     let (dynamodb, moto) = (dynamodb.await??, moto.await??);
     opts.dynamodb_endpoint = Some(dynamodb.endpoint.clone());

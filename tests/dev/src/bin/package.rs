@@ -4,10 +4,10 @@
 //! aarch64 Rust target). With `--sam` it then runs `sam build`, the way a
 //! deploy does (finding every binary already built), and lists the bootstraps.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
-use emulators::supervised::{install_once, pip_install, run};
+use emulators::supervised::{run, venv_tool};
 use emulators::template::Template;
 use taskpilot_testkit::{Result, repo_root};
 
@@ -21,8 +21,7 @@ fn main() -> Result<()> {
         Some(_) => return Err(USAGE.into()),
     };
     let root = repo_root();
-    let local = root.join(".local");
-    let lambda_bin = venv_tool(&local, "cargo-lambda", "cargo-lambda.txt", "cargo-lambda")?;
+    let lambda_bin = venv_tool("cargo-lambda", "cargo-lambda.txt", "cargo-lambda")?;
     let installed = Command::new("rustup")
         .args(["target", "list", "--installed"])
         .output()?;
@@ -82,7 +81,7 @@ fn main() -> Result<()> {
         );
     }
     if sam {
-        sam_build(&local, &root, &path)?;
+        sam_build(&root, &path)?;
     }
     Ok(())
 }
@@ -91,8 +90,8 @@ fn main() -> Result<()> {
 /// `cargo lambda build --bin <name>` calls then find every binary up to date.
 /// samconfig.toml sets `cached = false`: SAM's own cache would hash the whole
 /// repository (target/ and .local/ included) and never hit; cargo's is the cache.
-fn sam_build(local: &Path, root: &Path, path: &str) -> Result<()> {
-    let sam_bin = venv_tool(local, "sam", "sam.txt", "sam")?;
+fn sam_build(root: &Path, path: &str) -> Result<()> {
+    let sam_bin = venv_tool("sam", "sam.txt", "sam")?;
     let status = emulators::build::without_crate_env(&mut Command::new(sam_bin))
         .arg("build")
         .current_dir(root)
@@ -114,18 +113,6 @@ fn sam_build(local: &Path, root: &Path, path: &str) -> Result<()> {
         }
     }
     Ok(())
-}
-
-/// A tool from a pinned venv under `.local/<name>`, installed on first use.
-fn venv_tool(local: &Path, name: &str, requirements: &str, tool: &str) -> Result<PathBuf> {
-    let venv = local.join(name);
-    let bin = venv.join("bin").join(tool);
-    install_once(
-        local,
-        name,
-        || bin.is_file().then(|| bin.clone()),
-        || pip_install(&venv, requirements),
-    )
 }
 
 fn size(path: &Path) -> Option<u64> {
