@@ -48,25 +48,22 @@ fn main() -> Result<()> {
         .collect();
 
     let out_dir = root.join("dist/arm64");
-    let mut cmd = emulators::build::cargo();
-    cmd.current_dir(&root)
-        .env("PATH", &path)
-        .args([
-            "lambda",
-            "build",
-            "--release",
-            "--arm64",
-            "--output-format",
-            "zip",
-            "--lambda-dir",
-        ])
-        .arg(&out_dir);
+    // With --sam, SAM CLI is installed while cargo builds.
+    let sam_install = sam.then(|| std::thread::spawn(|| venv_tool("sam", "sam.txt", "sam")));
+    // One `cargo lambda build` per binary, exactly as `sam build` runs it: a
+    // build of several binaries at once compiles the dependencies differently
+    // (object code besides LTO bitcode), so SAM would compile them all again.
     for b in &binaries {
-        cmd.args(["--bin", b]);
-    }
-    let status = cmd.status()?;
-    if !status.success() {
-        return Err(format!("cargo lambda build failed: {status}").into());
+        let status = emulators::build::cargo()
+            .current_dir(&root)
+            .env("PATH", &path)
+            .args(["lambda", "build", "--release", "--arm64", "--bin", b])
+            .args(["--output-format", "zip", "--lambda-dir"])
+            .arg(&out_dir)
+            .status()?;
+        if !status.success() {
+            return Err(format!("cargo lambda build --bin {b} failed: {status}").into());
+        }
     }
     println!("\narm64 release packages in {}:", out_dir.display());
     println!("{:<12} {:>12} {:>14}", "function", "zip", "bootstrap");
@@ -80,18 +77,21 @@ fn main() -> Result<()> {
             human(size(&target.join(b)))
         );
     }
-    if sam {
-        sam_build(&root, &path)?;
+    if let Some(install) = sam_install {
+        let sam_bin = install
+            .join()
+            .map_err(|_| "installing SAM CLI panicked")??;
+        sam_build(&sam_bin, &root, &path)?;
     }
     Ok(())
 }
 
-/// `sam build` after the one cargo build above: SAM's per-function
-/// `cargo lambda build --bin <name>` calls then find every binary up to date.
+/// `sam build` after the cargo builds above: SAM's per-function
+/// `cargo lambda build --release --arm64 --bin <name>` calls then find every
+/// binary up to date.
 /// samconfig.toml sets `cached = false`: SAM's own cache would hash the whole
 /// repository (target/ and .local/ included) and never hit; cargo's is the cache.
-fn sam_build(root: &Path, path: &str) -> Result<()> {
-    let sam_bin = venv_tool("sam", "sam.txt", "sam")?;
+fn sam_build(sam_bin: &Path, root: &Path, path: &str) -> Result<()> {
     let status = emulators::build::without_crate_env(&mut Command::new(sam_bin))
         .arg("build")
         .current_dir(root)
