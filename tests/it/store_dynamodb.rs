@@ -3,7 +3,7 @@ use std::collections::HashMap;
 
 use aws_sdk_dynamodb::types::AttributeValue;
 use emulators::aws::dynamodb_client;
-use emulators::proxy::CountingProxy;
+use emulators::proxy::{CountingProxy, ProxyFault};
 use taskpilot_domain::{
     CursorCodec, DomainError, IdempotencyClaim, IdempotencyKey, InsertOutcome, NewTask, Priority,
     SearchText, Task, TaskFilter, TaskId, TaskPatch, TaskRepository, TaskService, UserId,
@@ -12,6 +12,7 @@ use taskpilot_store::DynamoStore;
 use taskpilot_testkit::stack::fresh_table;
 
 const QUERY: &str = "DynamoDB_20120810.Query";
+const GET_ITEM: &str = "DynamoDB_20120810.GetItem";
 
 async fn store() -> DynamoStore {
     let (client, table, _) = fresh_table("store").await.unwrap();
@@ -348,4 +349,30 @@ async fn rows_written_before_search_match_when_the_case_agrees() {
         assert_eq!(db.find(&alice, hit).await, id, "{hit}");
     }
     assert!(db.find(&alice, "farm").await.is_empty());
+}
+
+/// The start-up warm-up makes one attempt and never holds init up: a failing
+/// DynamoDB gets no retries, and one that never answers is given up on (the
+/// test would hang otherwise). The budgets here are generous so that a busy
+/// machine cannot fail the test; how long init waits is the bench's to measure.
+#[tokio::test]
+async fn the_warm_up_tries_once_and_gives_up_on_a_hanging_dynamodb() {
+    let (_, table, endpoint) = fresh_table("warmup").await.unwrap();
+    let proxy = CountingProxy::start(&endpoint).await.unwrap();
+    // The client's own configuration retries (3 attempts, the SDK default).
+    let store = DynamoStore::new(dynamodb_client(&proxy.endpoint).await, table);
+    let generous = std::time::Duration::from_secs(20);
+
+    store.warm_up_within(generous).await;
+    assert_eq!(proxy.count(GET_ITEM), 1, "a healthy warm-up is one GetItem");
+
+    proxy.set_fault(ProxyFault::Status(500));
+    store.warm_up_within(generous).await;
+    assert_eq!(proxy.count(GET_ITEM), 2, "a failed warm-up is not retried");
+
+    proxy.set_fault(ProxyFault::Hang);
+    store
+        .warm_up_within(std::time::Duration::from_secs(2))
+        .await;
+    assert_eq!(proxy.count(GET_ITEM), 3, "one attempt, then given up");
 }

@@ -16,4 +16,4 @@ mod sessions;
 mod tasks;
 
 pub use client::dynamodb_client;
-pub use tasks::DynamoStore;
+pub use tasks::{DynamoStore, WARM_UP_BUDGET};

@@ -11,6 +11,7 @@ use aws_sdk_dynamodb::types::{
     AttributeValue, Put, ReturnValue, ReturnValuesOnConditionCheckFailure, TransactWriteItem,
 };
 use chrono::{DateTime, Utc};
+use std::time::Duration;
 use tracing::instrument;
 
 use taskpilot_domain::{
@@ -26,6 +27,9 @@ use crate::item::{
 use crate::keys::{self, PK, SK, TTL};
 
 type Item = HashMap<String, AttributeValue>;
+
+/// The longest the start-up warm-up ([`DynamoStore::warm_up`]) may take.
+pub const WARM_UP_BUDGET: Duration = Duration::from_millis(250);
 
 /// How many rows one filtered list request may read to fill a page.
 const FILTERED_READ_BUDGET: i32 = 200;
@@ -558,18 +562,34 @@ impl DynamoStore {
     }
 
     /// Opens the connection (TLS handshake included) during init, so the first
-    /// request does not pay for it. Errors are ignored: the first real request
-    /// reports them properly.
+    /// request does not pay for it: one attempt, no retries, given up after
+    /// [`WARM_UP_BUDGET`]. It never fails: a DynamoDB that is slow or down at
+    /// start-up must not hold every new sandbox up (the SDK's retries took
+    /// 1.3-1.7 s); the first real request connects and reports errors as usual.
     pub async fn warm_up(&self) {
-        let result = self
+        self.warm_up_within(WARM_UP_BUDGET).await;
+    }
+
+    /// [`DynamoStore::warm_up`] with another time budget.
+    pub async fn warm_up_within(&self, budget: Duration) {
+        let attempt = self
             .client
             .get_item()
             .table_name(&self.table)
             .set_key(Some(keys::key("WARMUP".into(), "WARMUP".into())))
-            .send()
-            .await;
-        if let Err(e) = result {
-            tracing::warn!(error = %classify(e), "DynamoDB warm-up failed");
+            .customize()
+            .config_override(
+                aws_sdk_dynamodb::config::Builder::default()
+                    .retry_config(aws_sdk_dynamodb::config::retry::RetryConfig::disabled()),
+            )
+            .send();
+        match tokio::time::timeout(budget, attempt).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::warn!(error = %classify(e), "DynamoDB warm-up failed"),
+            Err(_) => tracing::warn!(
+                budget_ms = budget.as_millis() as u64,
+                "DynamoDB warm-up gave up"
+            ),
         }
     }
 }
