@@ -1,10 +1,12 @@
 //! `bench`: the numbers behind BENCHMARKS.md, measured on 127.0.0.1 against
 //! DynamoDB Local, moto and the OpenAI stub with release binaries:
-//! cold starts, warm latency and CPU per route, DynamoDB requests per
+//! init time against a hello-world bootstrap, cold starts, warm latency and CPU per route, DynamoDB requests per
 //! operation (counted by a proxy), ChatKit time-to-first-byte and CPU per
 //! delta, the critical path of a ChatKit turn (DynamoDB requests before the
 //! model request, time to the model request), peak RSS and (with `--zips`)
 //! the arm64 zip sizes.
+
+mod init;
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -19,16 +21,18 @@ use taskpilot_testkit::openai_stub::Turn;
 use taskpilot_testkit::stack::{LocalStack, StackOptions};
 use taskpilot_testkit::{Result, events, repo_root};
 
-const USAGE: &str = "usage: bench [--quick] [--zips]";
+const USAGE: &str = "usage: bench [--quick] [--zips] [--init-only]";
 
 #[tokio::main]
 async fn main() -> Result<()> {
     let mut quick = false;
     let mut zips = false;
+    let mut init_only = false;
     for arg in std::env::args().skip(1) {
         match arg.as_str() {
             "--quick" => quick = true,
             "--zips" => zips = true,
+            "--init-only" => init_only = true,
             _ => return Err(USAGE.into()),
         }
     }
@@ -49,6 +53,18 @@ async fn main() -> Result<()> {
     })
     .await?;
     let mut report = String::new();
+
+    // Init: each function against a hello-world bootstrap.
+    let functions = ["tasks", "sessions", "health", "chatkit"]
+        .iter()
+        .map(|name| stack.function(name).map(|f| f.config()))
+        .collect::<Result<Vec<_>>>()?;
+    let init_spawns = if quick { 5 } else { 20 };
+    report.push_str(&init::section(&functions, &hello_lambda()?, init_spawns).await?);
+    if init_only {
+        println!("{report}");
+        return Ok(());
+    }
 
     // Cold starts: a new process per start, timed to its first response.
     writeln!(
@@ -391,6 +407,20 @@ async fn main() -> Result<()> {
     drop(moto);
     drop(dynamodb);
     Ok(())
+}
+
+/// Builds the hello-world bootstrap (`examples/hello-lambda.rs`) with the
+/// release profile and returns its path.
+fn hello_lambda() -> Result<std::path::PathBuf> {
+    let status = emulators::build::cargo()
+        .args(["build", "--quiet", "--release", "-p", "taskpilot-dev"])
+        .args(["--example", "hello-lambda"])
+        .current_dir(repo_root())
+        .status()?;
+    if !status.success() {
+        return Err("cargo build --example hello-lambda failed".into());
+    }
+    Ok(emulators::build::target_dir().join("release/examples/hello-lambda"))
 }
 
 /// The critical path of `threads.add_user_message` on an existing thread,
