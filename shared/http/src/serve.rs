@@ -69,20 +69,6 @@ pub async fn boot<T>(
     Ok(ready)
 }
 
-/// The process's one outbound HTTP client (rustls on ring), for JWKS and OpenAI.
-pub fn http_client() -> Result<reqwest::Client, crate::ConfigError> {
-    // reqwest is built without a crypto provider; ring is the process default.
-    // An error only means one is installed already.
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    reqwest::Client::builder()
-        .connect_timeout(std::time::Duration::from_secs(2))
-        .build()
-        .map_err(|e| crate::ConfigError::Invalid {
-            name: "HTTP client",
-            reason: e.to_string(),
-        })
-}
-
 /// Runs `handler` on the Lambda runtime until the runtime stops.
 pub async fn run<F, Fut>(cors: Cors, handler: F) -> Result<(), lambda_http::Error>
 where

@@ -105,7 +105,11 @@ mod tests {
 
     #[test]
     fn reads_lambdas_variables_and_applies_the_limits() {
-        let sdk = sdk_config_from(crate::aws_http_client(), vars(LAMBDA)).unwrap();
+        let sdk = sdk_config_from(
+            crate::tls::aws_http_client(&Default::default()).unwrap(),
+            vars(LAMBDA),
+        )
+        .unwrap();
         assert_eq!(sdk.region().unwrap().as_ref(), "eu-west-1");
         assert!(sdk.credentials_provider().is_some());
         assert_eq!(sdk.endpoint_url(), None);
@@ -122,7 +126,11 @@ mod tests {
                 .copied()
                 .filter(|(k, _)| *k != missing)
                 .collect();
-            let err = sdk_config_from(crate::aws_http_client(), vars(&rest)).unwrap_err();
+            let err = sdk_config_from(
+                crate::tls::aws_http_client(&Default::default()).unwrap(),
+                vars(&rest),
+            )
+            .unwrap_err();
             assert!(err.to_string().contains(missing), "{err}");
         }
     }
@@ -131,7 +139,11 @@ mod tests {
     fn the_global_endpoint_override_is_honoured() {
         let mut with_url = LAMBDA.to_vec();
         with_url.push(("AWS_ENDPOINT_URL", "http://127.0.0.1:4566"));
-        let sdk = sdk_config_from(crate::aws_http_client(), vars(&with_url)).unwrap();
+        let sdk = sdk_config_from(
+            crate::tls::aws_http_client(&Default::default()).unwrap(),
+            vars(&with_url),
+        )
+        .unwrap();
         assert_eq!(sdk.endpoint_url(), Some("http://127.0.0.1:4566"));
     }
 }

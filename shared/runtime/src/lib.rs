@@ -6,10 +6,10 @@
 use std::sync::Arc;
 
 pub mod aws;
+pub mod tls;
 
 use taskpilot_domain::CursorCodec;
 use taskpilot_http::config::{self, ConfigError};
-use taskpilot_http::serve;
 use taskpilot_openai::OpenAi;
 use taskpilot_secrets::SecretCache;
 use taskpilot_store::{DynamoStore, dynamodb_client};
@@ -39,8 +39,9 @@ impl Backend {
     /// Reads `TABLE_NAME` and loads the SDK configuration.
     pub async fn from_env() -> Result<Self, ConfigError> {
         let table = config::required("TABLE_NAME")?;
-        let http = serve::http_client()?;
-        let sdk = aws::sdk_config(aws_http_client())?;
+        let roots = tls::ExtraRoots::from_env()?;
+        let http = tls::http_client(&roots)?;
+        let sdk = aws::sdk_config(tls::aws_http_client(&roots)?)?;
         let dynamodb = dynamodb_client(&aws::for_service(&sdk, aws::DYNAMODB_ENDPOINT));
         let store = DynamoStore::new(dynamodb, table);
         Ok(Self { sdk, http, store })
@@ -64,15 +65,6 @@ impl Backend {
             None => self.store.warm_up().await,
         }
     }
-}
-
-/// The AWS SDK's HTTP client: hyper with rustls on ring (no aws-lc), the
-/// platform's root certificates, TCP_NODELAY.
-pub fn aws_http_client() -> aws_smithy_runtime_api::client::http::SharedHttpClient {
-    use aws_smithy_http_client::tls::{Provider, rustls_provider::CryptoMode};
-    aws_smithy_http_client::Builder::new()
-        .tls_provider(Provider::Rustls(CryptoMode::Ring))
-        .build_https()
 }
 
 impl Backend {
