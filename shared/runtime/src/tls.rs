@@ -7,7 +7,10 @@
 //! once at start-up, as OpenSSL and rustls-native-certs read it.
 
 use aws_smithy_http_client::tls::{Provider, TlsContext, TrustStore, rustls_provider::CryptoMode};
-use aws_smithy_runtime_api::client::http::SharedHttpClient;
+use aws_smithy_runtime_api::client::http::{
+    HttpClient, HttpConnectorSettings, SharedHttpClient, SharedHttpConnector,
+};
+use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
 use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
 use taskpilot_http::config::{self, ConfigError};
@@ -88,7 +91,8 @@ pub fn http_client(extra: &ExtraRoots) -> Result<reqwest::Client, ConfigError> {
 }
 
 /// The AWS SDK's HTTP client: hyper with rustls on ring (no aws-lc), trusting
-/// Mozilla's roots and `extra`, TCP_NODELAY.
+/// Mozilla's roots and `extra`, TCP_NODELAY. Its connector (and trust store)
+/// is built once, for the first request; see [`BuiltOnFirstUse`].
 pub fn aws_http_client(extra: &ExtraRoots) -> Result<SharedHttpClient, ConfigError> {
     let mut roots = TrustStore::empty()
         .with_native_roots(false)
@@ -103,10 +107,35 @@ pub fn aws_http_client(extra: &ExtraRoots) -> Result<SharedHttpClient, ConfigErr
             name: "AWS HTTP client",
             reason: e.to_string(),
         })?;
-    Ok(aws_smithy_http_client::Builder::new()
+    let client = aws_smithy_http_client::Builder::new()
         .tls_provider(Provider::Rustls(CryptoMode::Ring))
         .tls_context(context)
-        .build_https())
+        .build_https();
+    Ok(SharedHttpClient::new(BuiltOnFirstUse(client)))
+}
+
+/// The SDK's hyper client, minus its start-up check: `validate_base_client_config`
+/// builds a throwaway connector at every `Client::new` (so that native roots
+/// load early), which with a PEM trust store parses the whole bundle again for
+/// each client (about 0.6 ms each). The connector is built when a request
+/// first needs it, then cached by the client as before.
+#[derive(Debug)]
+struct BuiltOnFirstUse(SharedHttpClient);
+
+impl HttpClient for BuiltOnFirstUse {
+    fn http_connector(
+        &self,
+        settings: &HttpConnectorSettings,
+        components: &RuntimeComponents,
+    ) -> SharedHttpConnector {
+        self.0.http_connector(settings, components)
+    }
+
+    fn connector_metadata(
+        &self,
+    ) -> Option<aws_smithy_runtime_api::client::connector_metadata::ConnectorMetadata> {
+        self.0.connector_metadata()
+    }
 }
 
 #[cfg(test)]
