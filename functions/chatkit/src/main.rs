@@ -43,13 +43,13 @@ async fn init() -> Result<Endpoint, ConfigError> {
     }
     let cors = Cors::from_env()?;
     let backend = Backend::from_env().await?;
-    let auth = Authenticator::from_env(backend.http.clone())?;
+    let auth = Authenticator::from_env(|| backend.http())?;
     let side = backend.openai()?;
     let (cursors, ()) = tokio::join!(backend.cursors_and_warm_up(), side.secrets.prefetch());
     let cursors = cursors?;
     let (store, openai, secrets) = (backend.store.clone(), side.openai, side.secrets);
     let dictation = Dictation {
-        openai: OpenAi::from_env(backend.http.clone(), secrets.clone())?,
+        openai: OpenAi::from_env(backend.http()?, secrets.clone())?,
         model: config::optional("CHATKIT_TRANSCRIBE_MODEL")
             .unwrap_or_else(|| DEFAULT_TRANSCRIBE_MODEL.into()),
     };

@@ -20,7 +20,7 @@ async fn init() -> Result<(SessionsApi, Cors), ConfigError> {
     let settings = Settings::from_env()?;
     let cors = Cors::from_env()?;
     let backend = Backend::from_env().await?;
-    let auth = Authenticator::from_env(backend.http.clone())?;
+    let auth = Authenticator::from_env(|| backend.http())?;
     let side = backend.openai()?;
     backend.warm_up(Some(&side)).await;
     Ok((

@@ -18,7 +18,7 @@ async fn main() -> Result<(), lambda_http::Error> {
 async fn init() -> Result<(TasksApi, Cors), ConfigError> {
     let cors = Cors::from_env()?;
     let backend = Backend::from_env().await?;
-    let auth = Authenticator::from_env(backend.http.clone())?;
+    let auth = Authenticator::from_env(|| backend.http())?;
     let cursors = backend.cursors_and_warm_up().await?;
     Ok((
         TasksApi::new(TaskService::new(backend.store, cursors), auth),

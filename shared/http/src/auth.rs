@@ -49,7 +49,10 @@ impl Authenticator {
     /// `AUTH_AUDIENCE` and `AUTH_JWT_ALGORITHM` (default `HS256` with a secret,
     /// `RS256` with a JWKS URL; `ES256` and `EdDSA` are also accepted). With
     /// neither key source, only API Gateway authorizer claims are accepted.
-    pub fn from_env(http: reqwest::Client) -> Result<Self, ConfigError> {
+    /// `http` gives the HTTP client for the JWKS; it is only called with a JWKS URL.
+    pub fn from_env(
+        http: impl FnOnce() -> Result<reqwest::Client, ConfigError>,
+    ) -> Result<Self, ConfigError> {
         let secret = config::optional("AUTH_JWT_SECRET");
         let jwks_url = config::optional("AUTH_JWKS_URL");
         let keys = match (secret, jwks_url) {
@@ -77,7 +80,7 @@ impl Authenticator {
                     Algorithm::HS256,
                 )
             }
-            (None, Some(url)) => (Keys::Jwks(JwksCache::new(url, http)), Algorithm::RS256),
+            (None, Some(url)) => (Keys::Jwks(JwksCache::new(url, http()?)), Algorithm::RS256),
         };
         let (keys, default_alg) = keys;
         let algorithm = match config::optional("AUTH_JWT_ALGORITHM") {

@@ -3,7 +3,7 @@
 //! OpenAI, the secret cache and the OpenAI client. Requests borrow them.
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 pub mod aws;
 pub mod tls;
@@ -21,10 +21,12 @@ pub const CURSOR_LIFETIME: chrono::Duration = chrono::Duration::hours(1);
 pub struct Backend {
     /// AWS SDK configuration (region, credentials, endpoints).
     pub sdk: aws_types::SdkConfig,
-    /// The one outbound HTTP client (rustls).
-    pub http: reqwest::Client,
     /// The table (`TABLE_NAME`).
     pub store: DynamoStore,
+    /// Extra trusted roots (`SSL_CERT_FILE`).
+    roots: tls::ExtraRoots,
+    /// The one outbound HTTP client (rustls), built when first asked for.
+    http: OnceLock<reqwest::Client>,
 }
 
 /// The OpenAI side: the secret cache and the client that uses it.
@@ -40,18 +42,32 @@ impl Backend {
     pub async fn from_env() -> Result<Self, ConfigError> {
         let table = config::required("TABLE_NAME")?;
         let roots = tls::ExtraRoots::from_env()?;
-        let http = tls::http_client(&roots)?;
         let sdk = aws::sdk_config(tls::aws_http_client(&roots)?)?;
         let dynamodb = dynamodb_client(&aws::for_service(&sdk, aws::DYNAMODB_ENDPOINT));
         let store = DynamoStore::new(dynamodb, table);
-        Ok(Self { sdk, http, store })
+        Ok(Self {
+            sdk,
+            store,
+            roots,
+            http: OnceLock::new(),
+        })
+    }
+
+    /// The one outbound HTTP client (JWKS, OpenAI), built on the first call:
+    /// a function that needs none (tasks without a JWKS) never builds it.
+    pub fn http(&self) -> Result<reqwest::Client, ConfigError> {
+        if let Some(client) = self.http.get() {
+            return Ok(client.clone());
+        }
+        let client = tls::http_client(&self.roots)?;
+        Ok(self.http.get_or_init(|| client).clone())
     }
 
     /// The secret cache and OpenAI client.
     pub fn openai(&self) -> Result<OpenAiSide, ConfigError> {
         let sdk = aws::for_service(&self.sdk, aws::SECRETS_MANAGER_ENDPOINT);
         let secrets = Arc::new(SecretCache::from_env(&sdk)?);
-        let openai = OpenAi::from_env(self.http.clone(), secrets.clone())?;
+        let openai = OpenAi::from_env(self.http()?, secrets.clone())?;
         Ok(OpenAiSide { secrets, openai })
     }
 
