@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use chrono::{DateTime, Utc};
-use chrono_tz::Tz;
+use taskpilot_chatkit::zone::Zone;
 
 use taskpilot_chatkit::agent::{AgentSettings, TaskAgent};
 use taskpilot_chatkit::context::Caller;
@@ -31,7 +31,7 @@ struct Chat {
     journal: Journal,
     metrics: RecordedMetrics,
     /// Where and when the callers are (UTC, now, no locale by default).
-    place: Option<(Tz, DateTime<Utc>, Option<String>)>,
+    place: Option<(Zone, DateTime<Utc>, Option<String>)>,
     /// How long a streamed request may take (a minute by default).
     time: Duration,
 }
@@ -86,7 +86,7 @@ impl Chat {
     }
 
     /// The same chat with callers in `zone` at the UTC instant `at`.
-    fn at(self, zone: Tz, at: &str, locale: Option<&str>) -> Self {
+    fn at(self, zone: Zone, at: &str, locale: Option<&str>) -> Self {
         let place = Some((zone, at.parse().unwrap(), locale.map(str::to_owned)));
         Self { place, ..self }
     }
@@ -95,7 +95,7 @@ impl Chat {
         match &self.place {
             None => Caller::new(user(who)),
             Some((zone, at, locale)) => Caller::new(user(who))
-                .in_zone(*zone)
+                .in_zone(zone.clone())
                 .at(*at)
                 .with_locale(locale.clone()),
         }
@@ -1312,7 +1312,7 @@ async fn a_request_sent_down_the_wrong_path_is_an_internal_error() {
 async fn every_model_request_carries_the_users_day_zone_and_language() {
     // 22:00 on Wednesday 2 December in Honolulu: Thursday in UTC.
     let chat = Chat::new().at(
-        chrono_tz::Pacific::Honolulu,
+        taskpilot_chatkit::zone::Zone::named("Pacific/Honolulu").unwrap(),
         "2026-12-03T08:00:00Z",
         Some("fr-FR"),
     );
@@ -1350,7 +1350,11 @@ async fn every_model_request_carries_the_users_day_zone_and_language() {
 #[tokio::test]
 async fn tomorrow_from_the_model_is_the_users_tomorrow() {
     // 00:30 on Thursday 3 December on Kiritimati (UTC+14): Wednesday in UTC.
-    let chat = Chat::new().at(chrono_tz::Pacific::Kiritimati, "2026-12-02T10:30:00Z", None);
+    let chat = Chat::new().at(
+        taskpilot_chatkit::zone::Zone::named("Pacific/Kiritimati").unwrap(),
+        "2026-12-02T10:30:00Z",
+        None,
+    );
     chat.create(
         "alice",
         "remind me to buy milk tomorrow at 9",

@@ -882,7 +882,7 @@ async fn call_with(api: &Api, user: &str, envelope: Value, headers: &[(&str, &st
 
 /// The date in `zone` now, read before and after `during` so a test that
 /// straddles midnight there can accept either day.
-fn days_in(zone: chrono_tz::Tz) -> impl Fn() -> chrono::NaiveDate {
+fn days_in(zone: taskpilot_chatkit::zone::Zone) -> impl Fn() -> chrono::NaiveDate {
     move || chrono::Utc::now().with_timezone(&zone).date_naive()
 }
 
@@ -890,7 +890,7 @@ fn days_in(zone: chrono_tz::Tz) -> impl Fn() -> chrono::NaiveDate {
 async fn the_users_time_zone_and_language_reach_the_model_and_the_tools() {
     let api = start(&[]).await;
     let s = stub(&api);
-    let kiritimati = days_in(chrono_tz::Pacific::Kiritimati);
+    let kiritimati = days_in(taskpilot_chatkit::zone::Zone::named("Pacific/Kiritimati").unwrap());
 
     // The header's zone: "tomorrow" is Kiritimati's tomorrow (UTC+14).
     s.push_turn(Turn::Calls(vec![(
@@ -1011,7 +1011,7 @@ fn effect(events: &[Value]) -> Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_local_stub_model_walks_every_assistant_path() {
     let api = start(&[]).await;
-    let kiritimati = days_in(chrono_tz::Pacific::Kiritimati);
+    let kiritimati = days_in(taskpilot_chatkit::zone::Zone::named("Pacific/Kiritimati").unwrap());
 
     // It knows the day, on the user's calendar.
     let events = said(

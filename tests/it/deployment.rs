@@ -28,6 +28,10 @@ const NOT_IN_TEMPLATE: &[(&str, &str)] = &[
         "CHATKIT_URL",
         "defaults to the request's host; set once the ChatKit function exists",
     ),
+    (
+        "SSL_CERT_FILE",
+        "optional extra trusted roots (a private CA); unset, the compiled-in Mozilla roots",
+    ),
 ];
 
 #[test]

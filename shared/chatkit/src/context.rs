@@ -5,10 +5,11 @@
 //! language of `Accept-Language`, which ChatKit sends on every request.
 
 use chrono::{DateTime, NaiveDate, Utc};
-use chrono_tz::Tz;
 use serde::Deserialize;
 
 use taskpilot_domain::UserId;
+
+use crate::zone::Zone;
 
 /// Longest time-zone name accepted (the longest IANA name has 32 characters).
 const MAX_ZONE_CHARS: usize = 64;
@@ -31,7 +32,7 @@ pub struct Caller {
     /// The verified user.
     pub user: UserId,
     /// The user's time zone (UTC when the client sends none).
-    pub zone: Tz,
+    pub zone: Zone,
     /// The user's language, such as `fr-CA`.
     pub locale: Option<String>,
     /// When the request arrived.
@@ -43,14 +44,14 @@ impl Caller {
     pub fn new(user: UserId) -> Self {
         Self {
             user,
-            zone: Tz::UTC,
+            zone: Zone::utc(),
             locale: None,
             now: Utc::now(),
         }
     }
 
     /// The same caller in `zone`.
-    pub fn in_zone(self, zone: Tz) -> Self {
+    pub fn in_zone(self, zone: Zone) -> Self {
         Self { zone, ..self }
     }
 
@@ -75,7 +76,7 @@ impl Caller {
         let zone = match (envelope_zone, header_zone) {
             (Some(name), _) => parse_zone(name, "metadata.timezone")?,
             (None, Some(name)) => parse_zone(name, "X-Timezone")?,
-            (None, None) => Tz::UTC,
+            (None, None) => Zone::utc(),
         };
         Ok(Self::new(user)
             .in_zone(zone)
@@ -83,7 +84,7 @@ impl Caller {
     }
 
     /// Now, on the user's wall clock.
-    pub fn local_now(&self) -> DateTime<Tz> {
+    pub fn local_now(&self) -> DateTime<Zone> {
         self.now.with_timezone(&self.zone)
     }
 
@@ -94,7 +95,8 @@ impl Caller {
 }
 
 /// An IANA zone name, spelled as `Intl.DateTimeFormat().resolvedOptions().timeZone` gives it.
-pub fn parse_zone(name: &str, source_name: &'static str) -> Result<Tz, InvalidZone> {
+/// The name must be spelled exactly as the tz database spells it.
+pub fn parse_zone(name: &str, source_name: &'static str) -> Result<Zone, InvalidZone> {
     let name = name.trim();
     let invalid = || InvalidZone {
         source_name,
@@ -103,7 +105,9 @@ pub fn parse_zone(name: &str, source_name: &'static str) -> Result<Tz, InvalidZo
     if name.is_empty() || name.chars().count() > MAX_ZONE_CHARS {
         return Err(invalid());
     }
-    name.parse::<Tz>().map_err(|_| invalid())
+    Zone::named(name)
+        .filter(|zone| zone.name() == name)
+        .ok_or_else(invalid)
 }
 
 /// The preferred language of an `Accept-Language` header: the highest
@@ -174,18 +178,18 @@ mod tests {
     fn the_envelope_zone_comes_first_then_the_header_then_utc() {
         let both =
             Caller::from_client(alice(), Some("Asia/Tokyo"), Some("Europe/Paris"), None).unwrap();
-        assert_eq!(both.zone, chrono_tz::Asia::Tokyo);
+        assert_eq!(both.zone, Zone::named("Asia/Tokyo").unwrap());
         let header = Caller::from_client(alice(), None, Some("Europe/Paris"), None).unwrap();
-        assert_eq!(header.zone, chrono_tz::Europe::Paris);
+        assert_eq!(header.zone, Zone::named("Europe/Paris").unwrap());
         let neither = Caller::from_client(alice(), None, None, None).unwrap();
-        assert_eq!(neither.zone, Tz::UTC);
+        assert_eq!(neither.zone, Zone::utc());
     }
 
     #[test]
     fn zone_names_are_validated() {
         assert_eq!(
             parse_zone(" America/New_York ", "X-Timezone").unwrap(),
-            chrono_tz::America::New_York
+            Zone::named("America/New_York").unwrap()
         );
         for bad in [
             "",
@@ -230,11 +234,11 @@ mod tests {
     fn today_is_the_users_date() {
         let at = "2026-12-03T08:00:00Z".parse().unwrap();
         let honolulu = Caller::new(alice())
-            .in_zone(chrono_tz::Pacific::Honolulu)
+            .in_zone(Zone::named("Pacific/Honolulu").unwrap())
             .at(at);
         assert_eq!(honolulu.today().to_string(), "2026-12-02");
         let kiritimati = Caller::new(alice())
-            .in_zone(chrono_tz::Pacific::Kiritimati)
+            .in_zone(Zone::named("Pacific/Kiritimati").unwrap())
             .at(at);
         assert_eq!(kiritimati.today().to_string(), "2026-12-03");
     }

@@ -23,6 +23,7 @@ pub mod structured;
 pub mod turn;
 pub mod types;
 pub mod widget;
+pub mod zone;
 
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;

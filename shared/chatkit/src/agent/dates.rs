@@ -172,7 +172,7 @@ mod tests {
     use taskpilot_domain::UserId;
 
     /// A user in `zone` at the UTC instant `at`.
-    fn caller(zone: chrono_tz::Tz, at: &str) -> Caller {
+    fn caller(zone: crate::zone::Zone, at: &str) -> Caller {
         Caller::new(UserId::new("alice").unwrap())
             .in_zone(zone)
             .at(at.parse().unwrap())
@@ -180,12 +180,18 @@ mod tests {
 
     /// 22:00 on Wednesday 2 December in Honolulu (UTC-10): already Thursday in UTC.
     fn honolulu() -> Caller {
-        caller(chrono_tz::Pacific::Honolulu, "2026-12-03T08:00:00Z")
+        caller(
+            crate::zone::Zone::named("Pacific/Honolulu").unwrap(),
+            "2026-12-03T08:00:00Z",
+        )
     }
 
     /// 00:30 on Thursday 3 December on Kiritimati (UTC+14): still Wednesday in UTC.
     fn kiritimati() -> Caller {
-        caller(chrono_tz::Pacific::Kiritimati, "2026-12-02T10:30:00Z")
+        caller(
+            crate::zone::Zone::named("Pacific/Kiritimati").unwrap(),
+            "2026-12-02T10:30:00Z",
+        )
     }
 
     #[test]
@@ -233,7 +239,10 @@ mod tests {
         );
         assert_eq!(due_date("2026-12-24", &honolulu()).unwrap(), "2026-12-24");
         // A time the clocks skip is refused, not moved.
-        let paris = caller(chrono_tz::Europe::Paris, "2027-03-20T12:00:00Z");
+        let paris = caller(
+            crate::zone::Zone::named("Europe/Paris").unwrap(),
+            "2027-03-20T12:00:00Z",
+        );
         assert!(due_date("2027-03-28T02:30", &paris).is_err());
     }
 
