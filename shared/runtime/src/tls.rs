@@ -75,11 +75,10 @@ pub fn http_client(extra: &ExtraRoots) -> Result<reqwest::Client, ConfigError> {
     // reqwest is built without a crypto provider; ring is the process default.
     // An error only means one is installed already.
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let mut roots = webpki_root_certs::TLS_SERVER_ROOT_CERTS
-        .iter()
-        .map(|der| reqwest::Certificate::from_der(der))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(invalid)?;
+    // The PEM bundle, not webpki-root-certs' DER list: one copy of the roots
+    // in the binary (each copy is ~140 KB of every zip).
+    let mut roots =
+        reqwest::Certificate::from_pem_bundle(MOZILLA_ROOTS_PEM.as_bytes()).map_err(invalid)?;
     if let Some(pem) = extra.pem() {
         roots.extend(reqwest::Certificate::from_pem_bundle(pem).map_err(invalid)?);
     }
