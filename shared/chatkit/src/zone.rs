@@ -6,7 +6,7 @@
 
 use std::fmt;
 
-use chrono::{FixedOffset, LocalResult, NaiveDate, NaiveDateTime, TimeZone};
+use chrono::{FixedOffset, LocalResult, NaiveDate, NaiveDateTime, Offset, TimeZone};
 use jiff::tz::AmbiguousOffset;
 
 /// An IANA time zone (or UTC).
@@ -43,13 +43,9 @@ impl Zone {
         ZoneOffset {
             zone: self.clone(),
             // jiff's offsets are within ±25:59:59, chrono's within ±24h; real zones are well inside.
-            fixed: FixedOffset::east_opt(offset.seconds()).unwrap_or_else(utc_offset),
+            fixed: FixedOffset::east_opt(offset.seconds()).unwrap_or_else(|| chrono::Utc.fix()),
         }
     }
-}
-
-fn utc_offset() -> FixedOffset {
-    FixedOffset::east_opt(0).unwrap_or_else(|| unreachable!("0 is a valid offset"))
 }
 
 /// The offset of a [`Zone`] at one moment.
@@ -123,7 +119,7 @@ impl TimeZone for Zone {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use chrono::{Offset, Utc};
+    use chrono::Utc;
 
     fn at(rfc3339: &str) -> NaiveDateTime {
         chrono::DateTime::parse_from_rfc3339(rfc3339)

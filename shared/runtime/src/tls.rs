@@ -30,14 +30,20 @@ impl ExtraRoots {
     /// The PEM bundle `SSL_CERT_FILE` names, if set; an unreadable file or one
     /// without a certificate is a configuration error (never silently ignored).
     pub fn from_env() -> Result<Self, ConfigError> {
-        let Some(path) = config::optional(EXTRA_ROOTS_VAR) else {
-            return Ok(Self(None));
-        };
+        match config::optional(EXTRA_ROOTS_VAR) {
+            Some(path) => Self::from_file(std::path::Path::new(&path)),
+            None => Ok(Self(None)),
+        }
+    }
+
+    /// The PEM bundle at `path` (see [`ExtraRoots::from_env`]).
+    pub fn from_file(path: &std::path::Path) -> Result<Self, ConfigError> {
         let invalid = |reason: String| ConfigError::Invalid {
             name: EXTRA_ROOTS_VAR,
             reason,
         };
-        let pem = std::fs::read(&path).map_err(|e| invalid(format!("cannot read {path}: {e}")))?;
+        let pem = std::fs::read(path)
+            .map_err(|e| invalid(format!("cannot read {}: {e}", path.display())))?;
         Self::from_pem(pem).map_err(invalid)
     }
 
@@ -213,6 +219,21 @@ mod tests {
         let mangled = TEST_CA.replace("MII", "MIX");
         assert!(ExtraRoots::from_pem(mangled.into_bytes()).is_err());
         assert!(ExtraRoots::from_pem(TEST_CA.as_bytes().to_vec()).is_ok());
+    }
+
+    #[test]
+    fn an_unreadable_or_wrong_file_is_a_configuration_error_naming_the_variable() {
+        let testdata = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata");
+        assert!(ExtraRoots::from_file(&testdata.join("ca.pem")).is_ok());
+        for path in [testdata.join("missing.pem"), testdata.join("server.key")] {
+            match ExtraRoots::from_file(&path) {
+                Err(ConfigError::Invalid { name, reason }) => {
+                    assert_eq!(name, EXTRA_ROOTS_VAR);
+                    assert!(!reason.contains("PRIVATE KEY"), "{reason}");
+                }
+                other => panic!("{}: {other:?}", path.display()),
+            }
+        }
     }
 
     #[tokio::test]

@@ -300,15 +300,19 @@ fn scale(s: &Arc<Shared>) -> std::pin::Pin<Box<dyn std::future::Future<Output = 
     })
 }
 
-async fn spawn_instance(shared: Arc<Shared>) -> Result<()> {
-    let listener = TcpListener::bind("127.0.0.1:0").await?;
-    let addr = listener.local_addr()?;
-    let number = shared.started.fetch_add(1, Ordering::SeqCst) + 1;
-    let cfg = &shared.config;
+/// The command that starts `cfg`'s bootstrap as Lambda does: nothing
+/// inherited but `PATH`, Lambda's reserved variables (the Runtime API at
+/// `runtime_api`), then the function's own; no stdin; killed when dropped.
+/// The caller decides where its output goes.
+pub fn bootstrap_command(
+    cfg: &FunctionConfig,
+    runtime_api: std::net::SocketAddr,
+    log_stream: &str,
+) -> tokio::process::Command {
     let mut cmd = tokio::process::Command::new(&cfg.binary);
     cmd.env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("AWS_LAMBDA_RUNTIME_API", addr.to_string())
+        .env("AWS_LAMBDA_RUNTIME_API", runtime_api.to_string())
         .env("AWS_LAMBDA_FUNCTION_NAME", &cfg.name)
         .env("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
         .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "512")
@@ -316,12 +320,20 @@ async fn spawn_instance(shared: Arc<Shared>) -> Result<()> {
             "AWS_LAMBDA_LOG_GROUP_NAME",
             format!("/aws/lambda/{}", cfg.name),
         )
-        .env("AWS_LAMBDA_LOG_STREAM_NAME", format!("local/{number}"))
+        .env("AWS_LAMBDA_LOG_STREAM_NAME", log_stream)
         .envs(cfg.env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
         .kill_on_drop(true);
+    cmd
+}
+
+async fn spawn_instance(shared: Arc<Shared>) -> Result<()> {
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let number = shared.started.fetch_add(1, Ordering::SeqCst) + 1;
+    let cfg = &shared.config;
+    let mut cmd = bootstrap_command(cfg, addr, &format!("local/{number}"));
+    cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
     let mut child = cmd
         .spawn()
         .map_err(|e| format!("cannot run {}: {e}", cfg.binary.display()))?;

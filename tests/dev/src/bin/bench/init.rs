@@ -7,13 +7,17 @@
 //! answers (a DynamoDB hiccup during a scale-out).
 
 use std::fmt::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use emulators::runtime_api::FunctionConfig;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::net::{TcpListener, TcpStream};
+use emulators::http_server::{self, Body};
+use emulators::runtime_api::{FunctionConfig, bootstrap_command};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use hyper::{Request, Response};
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use taskpilot_testkit::Result;
@@ -23,32 +27,28 @@ const SPAWN_BOUND: Duration = Duration::from_secs(30);
 
 /// A secret that serves as both the app keys and the OpenAI secret.
 const SECRET: &str = r#"{"CURSOR_SIGNING_KEY":"bench-cursor-key-0123456789abcdef0123456789","OPENAI_API_KEY":"sk-bench"}"#;
-
-/// One bootstrap to start: its name, binary and environment.
-struct Bootstrap {
-    name: String,
-    binary: PathBuf,
-    env: Vec<(String, String)>,
-}
+/// Its ARN (any ARN names it: the loopback server has one secret).
+const SECRET_ARN: &str = "arn:aws:secretsmanager:us-east-1:000000000000:secret:bench";
 
 /// The report section: init median and p90 per bootstrap, the ratio to the
 /// hello-world's median, and the same with DynamoDB not answering.
 pub async fn section(functions: &[FunctionConfig], hello: &Path, spawns: usize) -> Result<String> {
     let quiet = wait_for_quiet_cpu().await?;
-    let answering = AwsAnswers::start().await?;
-    let silent = Silent::start().await?;
-    let mut bootstraps = vec![Bootstrap {
+    let answering = Loopback::aws_answers().await?;
+    let silent = Loopback::silent().await?;
+    let with_env = |f: &FunctionConfig, dynamodb: &str| FunctionConfig {
+        env: aws_env(&f.env, dynamodb, &answering.endpoint),
+        ..f.clone()
+    };
+    let mut bootstraps = vec![FunctionConfig {
         name: "hello-world".into(),
         binary: hello.to_owned(),
         env: Vec::new(),
+        timeout: SPAWN_BOUND,
+        max_instances: 1,
+        echo_logs: false,
     }];
-    for f in functions {
-        bootstraps.push(Bootstrap {
-            name: f.name.clone(),
-            binary: f.binary.clone(),
-            env: aws_env(&f.env, &answering.endpoint, &answering.endpoint),
-        });
-    }
+    bootstraps.extend(functions.iter().map(|f| with_env(f, &answering.endpoint)));
     let mut times: Vec<Vec<Duration>> = vec![Vec::new(); bootstraps.len()];
     for _ in 0..spawns {
         for (b, t) in bootstraps.iter().zip(times.iter_mut()) {
@@ -59,11 +59,7 @@ pub async fn section(functions: &[FunctionConfig], hello: &Path, spawns: usize) 
     let stalled_n = spawns.min(5);
     for _ in 0..stalled_n {
         for (f, t) in functions.iter().zip(stalled.iter_mut()) {
-            let b = Bootstrap {
-                name: f.name.clone(),
-                binary: f.binary.clone(),
-                env: aws_env(&f.env, &silent.endpoint, &answering.endpoint),
-            };
+            let b = with_env(f, &silent.endpoint);
             t.push(
                 init_time(&b)
                     .await
@@ -106,8 +102,8 @@ pub async fn section(functions: &[FunctionConfig], hello: &Path, spawns: usize) 
          - Measured once the machine was quiet (DynamoDB Local's JVM and moto start up with the stack): \
          {quiet}."
     )?;
-    answering.task.abort();
-    silent.task.abort();
+    answering.server.abort();
+    silent.server.abort();
     Ok(out)
 }
 
@@ -179,158 +175,87 @@ fn aws_env(env: &[(String, String)], dynamodb: &str, secrets: &str) -> Vec<(Stri
         .collect();
     out.push(("AWS_ENDPOINT_URL_DYNAMODB".into(), dynamodb.into()));
     out.push(("AWS_ENDPOINT_URL_SECRETS_MANAGER".into(), secrets.into()));
-    let arn = "arn:aws:secretsmanager:us-east-1:000000000000:secret:bench";
     if uses_openai {
-        out.push(("OPENAI_SECRET_ARN".into(), arn.into()));
+        out.push(("OPENAI_SECRET_ARN".into(), SECRET_ARN.into()));
     }
     if uses_cursors {
-        out.push(("APP_KEYS_SECRET_ARN".into(), arn.into()));
+        out.push(("APP_KEYS_SECRET_ARN".into(), SECRET_ARN.into()));
     }
     out
 }
 
 /// Starts `b` against a Runtime API of its own and times it to its first
-/// `GET …/invocation/next`; the process is then killed.
-async fn init_time(b: &Bootstrap) -> Result<Duration> {
-    let runtime = TcpListener::bind("127.0.0.1:0").await?;
-    let mut cmd = tokio::process::Command::new(&b.binary);
-    cmd.env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("AWS_LAMBDA_RUNTIME_API", runtime.local_addr()?.to_string())
-        .env("AWS_LAMBDA_FUNCTION_NAME", &b.name)
-        .env("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
-        .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "512")
-        .env(
-            "AWS_LAMBDA_LOG_GROUP_NAME",
-            format!("/aws/lambda/{}", b.name),
-        )
-        .env("AWS_LAMBDA_LOG_STREAM_NAME", "bench/init")
-        .envs(b.env.iter().map(|(k, v)| (k, v)))
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .kill_on_drop(true);
+/// `GET …/invocation/next`, which is left unanswered; the process is then killed.
+async fn init_time(b: &FunctionConfig) -> Result<Duration> {
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let mut cmd = bootstrap_command(b, listener.local_addr()?, "bench/init");
+    cmd.stdout(Stdio::null()).stderr(Stdio::null());
+    let (asked, mut requests) = mpsc::unbounded_channel();
+    let runtime = http_server::serve(listener, move |req: Request<Incoming>, _| {
+        let _ = asked.send(format!("{} {}", req.method(), req.uri().path()));
+        // Held like Lambda's long poll until the process is killed.
+        std::future::pending::<Response<Body>>()
+    });
     let started = Instant::now();
     let mut child = cmd.spawn()?;
     let waited = tokio::time::timeout(SPAWN_BOUND, async {
         tokio::select! {
-            first = first_next(&runtime) => first.map(|()| started.elapsed()),
+            first = requests.recv() => match first {
+                Some(r) if r.starts_with("GET ") && r.ends_with("/runtime/invocation/next") => {
+                    Ok(started.elapsed())
+                }
+                other => Err(format!("first request was not for work: {other:?}").into()),
+            },
             status = child.wait() => Err(format!("exited during init: {status:?}").into()),
         }
     })
     .await;
     let _ = child.kill().await;
+    runtime.abort();
     waited.map_err(|_| format!("no GET /runtime/invocation/next within {SPAWN_BOUND:?}"))?
 }
 
-/// Waits for the first request on `runtime` and checks it asks for work.
-async fn first_next(runtime: &TcpListener) -> Result<()> {
-    let (conn, _) = runtime.accept().await?;
-    let head = read_head(&mut BufReader::new(conn)).await?;
-    if head.starts_with("GET ") && head.contains("/runtime/invocation/next") {
-        Ok(())
-    } else {
-        Err(format!(
-            "first request was not for work: {}",
-            head.lines().next().unwrap_or("")
-        )
-        .into())
-    }
-}
-
-/// Reads a request head (up to the blank line), buffered: a byte-at-a-time
-/// read would make this server, not the function, the slow side.
-async fn read_head(conn: &mut BufReader<TcpStream>) -> Result<String> {
-    let mut head = String::new();
-    loop {
-        let mut line = String::new();
-        if conn.read_line(&mut line).await? == 0 {
-            return Err("connection closed before the request head ended".into());
-        }
-        head.push_str(&line);
-        if line == "\r\n" {
-            return Ok(head);
-        }
-    }
-}
-
-/// A loopback server answering DynamoDB `GetItem` (no item) and Secrets
-/// Manager `GetSecretValue` ([`SECRET`]) at once.
-struct AwsAnswers {
+/// A loopback server standing in for DynamoDB and Secrets Manager.
+struct Loopback {
     endpoint: String,
-    task: JoinHandle<()>,
+    server: JoinHandle<()>,
 }
 
-impl AwsAnswers {
-    async fn start() -> Result<Self> {
+impl Loopback {
+    /// Answers DynamoDB `GetItem` (no item) and Secrets Manager
+    /// `GetSecretValue` ([`SECRET`]) at once, by `X-Amz-Target`.
+    async fn aws_answers() -> Result<Self> {
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let endpoint = format!("http://{}", listener.local_addr()?);
-        let task = tokio::spawn(async move {
-            while let Ok((conn, _)) = listener.accept().await {
-                tokio::spawn(answer_connection(conn));
-            }
+        let server = http_server::serve(listener, |req: Request<Incoming>, _| async move {
+            let secrets = req
+                .headers()
+                .get("x-amz-target")
+                .and_then(|t| t.to_str().ok())
+                .is_some_and(|t| t.starts_with("secretsmanager."));
+            // Read the request to its end so the connection stays reusable.
+            let _ = req.into_body().collect().await;
+            let answer = if secrets {
+                serde_json::json!({"ARN": SECRET_ARN, "Name": "bench", "SecretString": SECRET})
+                    .to_string()
+            } else {
+                "{}".to_owned()
+            };
+            let mut resp = Response::new(http_server::full(answer));
+            resp.headers_mut().insert(
+                "content-type",
+                hyper::header::HeaderValue::from_static("application/x-amz-json-1.1"),
+            );
+            resp
         });
-        Ok(Self { endpoint, task })
+        Ok(Self { endpoint, server })
     }
-}
 
-/// Answers each request of one keep-alive connection by its `X-Amz-Target`.
-async fn answer_connection(conn: TcpStream) {
-    let _ = conn.set_nodelay(true);
-    let mut conn = BufReader::new(conn);
-    while let Ok(head) = read_head(&mut conn).await {
-        let header = |name: &str| {
-            head.lines().find_map(|l| {
-                let (k, v) = l.split_once(':')?;
-                k.trim()
-                    .eq_ignore_ascii_case(name)
-                    .then(|| v.trim().to_owned())
-            })
-        };
-        let length: usize = header("content-length")
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0);
-        let mut body = vec![0u8; length];
-        if conn.read_exact(&mut body).await.is_err() {
-            return;
-        }
-        let target = header("x-amz-target").unwrap_or_default();
-        let answer = if target.starts_with("secretsmanager.") {
-            serde_json::json!({
-                "ARN": "arn:aws:secretsmanager:us-east-1:000000000000:secret:bench",
-                "Name": "bench",
-                "SecretString": SECRET,
-            })
-            .to_string()
-        } else {
-            "{}".to_owned()
-        };
-        let response = format!(
-            "HTTP/1.1 200 OK\r\ncontent-type: application/x-amz-json-1.1\r\ncontent-length: {}\r\n\r\n{answer}",
-            answer.len()
-        );
-        if conn.get_mut().write_all(response.as_bytes()).await.is_err() {
-            return;
-        }
-    }
-}
-
-/// A server that accepts connections and never answers.
-struct Silent {
-    endpoint: String,
-    task: JoinHandle<()>,
-}
-
-impl Silent {
-    async fn start() -> Result<Self> {
+    /// Accepts connections and never answers.
+    async fn silent() -> Result<Self> {
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let endpoint = format!("http://{}", listener.local_addr()?);
-        let task = tokio::spawn(async move {
-            let mut held = Vec::new();
-            while let Ok((conn, _)) = listener.accept().await {
-                held.push(conn);
-            }
-        });
-        Ok(Self { endpoint, task })
+        let server = http_server::serve(listener, |_, _| std::future::pending::<Response<Body>>());
+        Ok(Self { endpoint, server })
     }
 }
