@@ -255,8 +255,32 @@ impl OpenAiStub {
     }
 }
 
-/// Streams a turn as Responses API server-sent events.
-fn stream_turn(turn: Turn, n: u64, delay: Duration, state: Arc<Mutex<State>>) -> Response<Body> {
+/// The input tokens the stub reports for a `POST /v1/responses` body: its
+/// instructions, input and tools at ~4 bytes a token, and 85 per image or
+/// file (a low-detail image), as a real model's `usage` grows with the prompt.
+pub fn prompt_tokens(body: &Value) -> u64 {
+    let text = |v: &Value| v.to_string().len() as u64;
+    let files = body["input"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|item| item["content"].as_array())
+        .flatten()
+        .filter(|part| matches!(part["type"].as_str(), Some("input_image" | "input_file")))
+        .count() as u64;
+    (text(&body["instructions"]) + text(&body["input"]) + text(&body["tools"])).div_ceil(4)
+        + 85 * files
+}
+
+/// Streams a turn as Responses API server-sent events; `response.completed`
+/// reports `input_tokens` and the output's tokens (~4 bytes a token).
+fn stream_turn(
+    turn: Turn,
+    n: u64,
+    delay: Duration,
+    input_tokens: u64,
+    state: Arc<Mutex<State>>,
+) -> Response<Body> {
     let (tx, rx) = tokio::sync::mpsc::channel(16);
     tokio::spawn(async move {
         let mut seq = 0u64;
@@ -335,10 +359,15 @@ fn stream_turn(turn: Turn, n: u64, delay: Duration, state: Arc<Mutex<State>>) ->
             }
         }
         if !cut {
+            let output_tokens = (Value::Array(output.clone()).to_string().len() as u64).div_ceil(4);
             frames.push(send(
                 json!({"type": "response.completed", "response": {"id": response_id,
                 "object": "response", "status": "completed", "output": output,
-                "usage": {"input_tokens": 100, "output_tokens": 50, "total_tokens": 150}}}),
+                "usage": {"input_tokens": input_tokens,
+                          "input_tokens_details": {"cached_tokens": 0},
+                          "output_tokens": output_tokens,
+                          "output_tokens_details": {"reasoning_tokens": 0},
+                          "total_tokens": input_tokens + output_tokens}}}),
             ));
         }
         for frame in frames {
@@ -439,7 +468,8 @@ fn answer(
                 (s.turns.pop_front(), s.chunk_delay)
             };
             let turn = turn.unwrap_or_else(|| crate::improvise::turn(&req.body));
-            stream_turn(turn, n, delay, state.clone())
+            let input_tokens = prompt_tokens(&req.body);
+            stream_turn(turn, n, delay, input_tokens, state.clone())
         }
         ("POST", "/v1/audio/transcriptions") => transcription(state, form),
         ("GET", "/v1/models") => ok(json!({

@@ -206,6 +206,10 @@ pub fn base_env(dynamodb_endpoint: &str, table: &str, auth: &DevAuth) -> Vec<(St
         ("CURSOR_SIGNING_KEY", DEV_CURSOR_KEY),
         ("ALLOWED_ORIGINS", &LOCAL_ORIGINS.join(",")),
         ("RUST_LOG", "info"),
+        // Tests chat faster than a person: the per-user budget is the
+        // template's concern only where a test sets it (see `chat_budget`).
+        ("CHATKIT_USER_TURNS_PER_MINUTE", "100000"),
+        ("CHATKIT_USER_TOKENS_PER_DAY", "1000000000"),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v.to_owned()))

@@ -18,8 +18,10 @@ use taskpilot_chatkit::engine::{ChatError, Engine};
 use taskpilot_chatkit::metrics::Metrics;
 use taskpilot_chatkit::request::{FeedbackKind, Request as ChatRequest, RequestError};
 use taskpilot_chatkit::sink::{Disconnected, EventSink};
+use taskpilot_chatkit::turn::{Meter, Spent};
 use taskpilot_chatkit::types::{StreamEvent, sse_frame};
-use taskpilot_domain::DomainError;
+use taskpilot_domain::budget::{Admission, BudgetGate, Refusal};
+use taskpilot_domain::{DomainError, UserId};
 use taskpilot_files::S3Files;
 use taskpilot_http::json::{MAX_BODY_BYTES, respond};
 use taskpilot_http::metrics::Emf;
@@ -61,6 +63,7 @@ pub struct Dictation {
 pub struct Endpoint {
     server: Server,
     identity: Identity,
+    gate: BudgetGate<DynamoStore>,
     cors: Cors,
     dictation: Dictation,
 }
@@ -169,6 +172,48 @@ impl Metrics for EmfMetrics {
     }
 }
 
+/// A budget refusal as the answer (and its metric).
+fn over_budget(refusal: Refusal) -> ApiError {
+    refusal_metric(refusal.reason());
+    ApiError::OverBudget(refusal)
+}
+
+/// `TaskPilot` › `ChatRefusals` by `Function` and `Reason`
+/// (`unauthenticated`, `session_requests_per_minute`, `turns_per_minute`,
+/// `tokens_per_day`): one count per refused request.
+fn refusal_metric(reason: &'static str) {
+    Emf::new("TaskPilot")
+        .dimension("Function", "chatkit")
+        .dimension("Reason", reason)
+        .metric("ChatRefusals", "Count", 1)
+        .print();
+}
+
+/// After a turn that asked the model: `TaskPilot` › `InputTokens`,
+/// `CachedInputTokens`, `OutputTokens` and `ModelRounds` by `Function`, and a
+/// `turn usage` log line naming the user, for finding who spends.
+fn usage_metric(user: &UserId, spent: Spent) {
+    if spent.rounds == 0 {
+        return;
+    }
+    let tokens = spent.tokens;
+    tracing::info!(
+        user = user.as_str(),
+        input_tokens = tokens.input,
+        cached_input_tokens = tokens.cached_input,
+        output_tokens = tokens.output,
+        rounds = spent.rounds,
+        "turn usage"
+    );
+    Emf::new("TaskPilot")
+        .dimension("Function", "chatkit")
+        .metric("InputTokens", "Count", tokens.input)
+        .metric("CachedInputTokens", "Count", tokens.cached_input)
+        .metric("OutputTokens", "Count", tokens.output)
+        .metric("ModelRounds", "Count", u64::from(spent.rounds))
+        .print();
+}
+
 /// `TaskPilot` › `Feedback` by `Kind`: one count per stored rating request.
 fn feedback_metric(kind: FeedbackKind) {
     Emf::new("TaskPilot")
@@ -178,13 +223,60 @@ fn feedback_metric(kind: FeedbackKind) {
 }
 
 impl Endpoint {
-    /// Wires the server, identity, CORS and dictation.
-    pub fn new(server: Server, identity: Identity, cors: Cors, dictation: Dictation) -> Self {
+    /// Wires the server, identity, budget, CORS and dictation.
+    pub fn new(
+        server: Server,
+        identity: Identity,
+        gate: BudgetGate<DynamoStore>,
+        cors: Cors,
+        dictation: Dictation,
+    ) -> Self {
         Self {
             server,
             identity,
+            gate,
             cors,
             dictation,
+        }
+    }
+
+    /// Counts a turn against the user's budget: `None` when admitted,
+    /// `Err` with the refusal otherwise.
+    async fn admit(
+        &self,
+        user: &UserId,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<Option<Admission>, ApiError> {
+        match self.gate.admit(user, now).await? {
+            Ok(admission) => Ok(Some(admission)),
+            Err(refusal) => Err(over_budget(refusal)),
+        }
+    }
+
+    /// The session's verdict first (401 or the session's 429), then the
+    /// budget's; an admitted turn refused by the session is given back.
+    async fn settle(
+        &self,
+        user: &UserId,
+        session: Result<(), ApiError>,
+        admitted: Result<Option<Admission>, ApiError>,
+    ) -> Result<Option<Admission>, ApiError> {
+        if let Err(e) = session {
+            if let Ok(Some(admission)) = &admitted {
+                self.give_back(user, admission).await;
+            }
+            if matches!(e, ApiError::RateLimited { .. }) {
+                refusal_metric("session_requests_per_minute");
+            }
+            return Err(e);
+        }
+        admitted
+    }
+
+    /// Gives back an admitted turn that will not reach the model.
+    async fn give_back(&self, user: &UserId, admission: &Admission) {
+        if let Err(e) = self.gate.give_back(user, admission).await {
+            tracing::warn!(error = %e, "could not give back an unused turn");
         }
     }
 
@@ -279,7 +371,9 @@ impl Endpoint {
                 allowed: "POST, OPTIONS".into(),
             });
         }
-        let user = self.identity.user(&req).await?;
+        let verified = self.identity.verify(&req).await.inspect_err(|_| {
+            refusal_metric("unauthenticated");
+        })?;
         let body: &[u8] = req.body().as_ref();
         if body.len() > MAX_TRANSCRIBE_BODY {
             return Err(ApiError::PayloadTooLarge {
@@ -296,7 +390,7 @@ impl Endpoint {
         let header = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok());
         let envelope_zone = envelope_zone(body);
         let caller = Caller::from_client(
-            user,
+            verified.user().clone(),
             envelope_zone.as_deref(),
             header("x-timezone"),
             header("accept-language"),
@@ -306,14 +400,32 @@ impl Endpoint {
             message: e.to_string(),
         })?;
         let deadline = deadline(&req, FALLBACK_DEADLINE);
+        let now = chrono::Utc::now();
+        let asks_model = request.asks_model();
+        // A refusal this process already knows costs no request at all.
+        if asks_model && let Some(refusal) = self.gate.known_refusal(&caller.user, now) {
+            return Err(over_budget(refusal));
+        }
         if let ChatRequest::Transcribe {
             audio_base64,
             mime_type,
         } = &request
         {
-            return self.transcribe(audio_base64, mime_type, deadline).await;
+            let (session, admitted) = futures_util::join!(
+                self.identity.check_session(&verified, now),
+                self.admit(&caller.user, now)
+            );
+            let admitted = self.settle(&caller.user, session, admitted).await?;
+            let answer = self.transcribe(audio_base64, mime_type, deadline).await;
+            if answer.is_err()
+                && let Some(admission) = &admitted
+            {
+                self.give_back(&caller.user, admission).await;
+            }
+            return answer;
         }
         if !request.is_streaming() {
+            self.identity.check_session(&verified, now).await?;
             let rated = match &request {
                 ChatRequest::Feedback { kind, .. } => Some(*kind),
                 _ => None,
@@ -329,16 +441,47 @@ impl Endpoint {
             return Ok(whole(respond(StatusCode::OK, &value)));
         }
         self.identity.require_openai_key().await?;
-        let prepared = self
-            .server
-            .prepare(&caller.user, request)
-            .await
-            .map_err(chat_error)?;
+        // The session, the budget and the thread are read concurrently: the
+        // turn's critical path gains no round trip. Whatever refuses the
+        // request, an admitted turn is given back, and nothing was written.
+        let (session, admitted, prepared) = futures_util::join!(
+            self.identity.check_session(&verified, now),
+            async {
+                match asks_model {
+                    true => self.admit(&caller.user, now).await,
+                    false => Ok(None),
+                }
+            },
+            self.server.prepare(&caller.user, request)
+        );
+        let admitted = self.settle(&caller.user, session, admitted).await?;
+        let prepared = match prepared {
+            Ok(prepared) => prepared,
+            Err(e) => {
+                if let Some(admission) = &admitted {
+                    self.give_back(&caller.user, admission).await;
+                }
+                return Err(chat_error(e));
+            }
+        };
+        let prepared = match admitted {
+            Some(admission) if prepared.reaches_model() => prepared.metered(Meter {
+                day: admission.day,
+                used: admission.used.tokens.total(),
+                budget: self.gate.budget(),
+            }),
+            Some(admission) => {
+                self.give_back(&caller.user, &admission).await;
+                prepared
+            }
+            None => prepared,
+        };
         let (tx, rx) = mpsc::channel(64);
         let server = &self.server;
         tokio::spawn(async move {
             let mut sink = ChannelSink(tx);
-            server.run(&caller, prepared, &mut sink, deadline).await;
+            let spent = server.run(&caller, prepared, &mut sink, deadline).await;
+            usage_metric(&caller.user, spent);
         });
         let stream =
             futures_util::stream::unfold(

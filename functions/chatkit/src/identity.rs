@@ -1,15 +1,18 @@
-//! Who is calling the ChatKit endpoint: a client secret minted by the sessions
-//! function (signature, expiry, session still active, per-session budget), or
-//! a user JWT exactly as for the REST API.
+//! Who is calling the ChatKit endpoint: a user JWT exactly as for the REST
+//! API, or a client secret minted by the sessions function. The token itself
+//! is checked first, with no storage request ([`Identity::verify`]); a
+//! client secret's session (still active, within its per-session budget) is
+//! checked by [`Identity::check_session`], which the endpoint runs
+//! concurrently with the rest of the request's reads.
 
 use std::sync::Arc;
 
+use chrono::{DateTime, Utc};
 use lambda_http::Request;
 
 use taskpilot_domain::UserId;
-use taskpilot_domain::session::{
-    RateDecision, RateLimiter, SessionStore, SessionTokens, TokenError,
-};
+use taskpilot_domain::budget::UsageStore;
+use taskpilot_domain::session::{RateWindow, SessionStore, SessionTokens, TokenError};
 use taskpilot_http::{ApiError, Authenticator, UpstreamError};
 use taskpilot_secrets::SecretCache;
 use taskpilot_store::DynamoStore;
@@ -19,6 +22,30 @@ pub struct Identity {
     store: DynamoStore,
     secrets: Arc<SecretCache>,
     auth: Authenticator,
+}
+
+/// A caller whose token was verified.
+#[derive(Debug, Clone)]
+pub enum Verified {
+    /// A user JWT (or API Gateway's verified claims).
+    User(UserId),
+    /// A ChatKit client secret: signed by us for this user and session, not
+    /// expired; the session's state is checked separately.
+    Session {
+        /// The user it was issued to.
+        user: UserId,
+        /// The session it belongs to.
+        session_id: String,
+    },
+}
+
+impl Verified {
+    /// The verified user.
+    pub fn user(&self) -> &UserId {
+        match self {
+            Self::User(user) | Self::Session { user, .. } => user,
+        }
+    }
 }
 
 impl Identity {
@@ -31,8 +58,10 @@ impl Identity {
         }
     }
 
-    /// The caller's user id, 401 when unknown, 429 past the session's budget.
-    pub async fn user(&self, req: &Request) -> Result<UserId, ApiError> {
+    /// The caller, from the token alone (401 when unknown). A client
+    /// secret's signature is checked with the cached signing key: no
+    /// storage request.
+    pub async fn verify(&self, req: &Request) -> Result<Verified, ApiError> {
         let bearer = req
             .headers()
             .get(http::header::AUTHORIZATION)
@@ -44,7 +73,7 @@ impl Identity {
             .map(str::trim);
         match bearer {
             Some(token) if token.starts_with("cks_") => self.client_secret(token).await,
-            _ => self.auth.authenticate(req).await,
+            _ => self.auth.authenticate(req).await.map(Verified::User),
         }
     }
 
@@ -55,33 +84,52 @@ impl Identity {
         Ok(())
     }
 
-    async fn client_secret(&self, token: &str) -> Result<UserId, ApiError> {
+    async fn client_secret(&self, token: &str) -> Result<Verified, ApiError> {
         let secrets = self.secrets.get().await.map_err(UpstreamError::from)?;
         let tokens = SessionTokens::new(secrets.session_signing_key.expose().as_bytes())
             .ok_or_else(|| ApiError::Internal("unusable signing key".into()))?;
-        let now = chrono::Utc::now();
-        let claims = tokens.verify(token, now, false).map_err(|e| match e {
-            TokenError::Expired => {
-                ApiError::Unauthorized("the client secret has expired; ask for a new one".into())
-            }
-            TokenError::Invalid => ApiError::Unauthorized("the client secret is not valid".into()),
-        })?;
+        let claims = tokens
+            .verify(token, Utc::now(), false)
+            .map_err(|e| match e {
+                TokenError::Expired => ApiError::Unauthorized(
+                    "the client secret has expired; ask for a new one".into(),
+                ),
+                TokenError::Invalid => {
+                    ApiError::Unauthorized("the client secret is not valid".into())
+                }
+            })?;
         let user = UserId::new(claims.sub)
             .map_err(|_| ApiError::Unauthorized("the client secret is not valid".into()))?;
-        let session = self
-            .store
-            .get_session(&user, &claims.sid)
-            .await?
-            .filter(|s| s.is_usable(now))
-            .ok_or_else(|| {
-                ApiError::Unauthorized("the session was cancelled or has expired".into())
-            })?;
-        let bucket = format!("chatkit.session.{}", session.id);
-        if let RateDecision::Limited { retry_after } = self
-            .store
-            .hit(&user, &bucket, session.max_requests_per_minute, 60, now)
-            .await?
-        {
+        Ok(Verified::Session {
+            user,
+            session_id: claims.sid,
+        })
+    }
+
+    /// For a client secret: its session is still active (401) and within
+    /// its per-session budget (429). The session's read and its counter run
+    /// concurrently; a JWT caller passes at once.
+    pub async fn check_session(
+        &self,
+        caller: &Verified,
+        now: DateTime<Utc>,
+    ) -> Result<(), ApiError> {
+        let Verified::Session { user, session_id } = caller else {
+            return Ok(());
+        };
+        let bucket = format!("chatkit.session.{session_id}");
+        let (session, counted) = futures_util::join!(
+            self.store.get_session(user, session_id),
+            // The limit is the session's own, known once it is read: the
+            // request is counted meanwhile and the limit applied after.
+            self.store.count(user, &bucket, 60, now)
+        );
+        let retry_after = RateWindow::at(now, 60).retry_after(now);
+        let session = session?.filter(|s| s.is_usable(now)).ok_or_else(|| {
+            ApiError::Unauthorized("the session was cancelled or has expired".into())
+        })?;
+        let count = counted?;
+        if count > session.max_requests_per_minute {
             return Err(ApiError::RateLimited {
                 message: format!(
                     "this session allows {} requests a minute; retry in {retry_after} s",
@@ -90,6 +138,6 @@ impl Identity {
                 retry_after,
             });
         }
-        Ok(user)
+        Ok(())
     }
 }

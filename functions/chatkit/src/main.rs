@@ -10,6 +10,7 @@ use taskpilot_chatkit::agent::{AgentSettings, DEFAULT_INSTRUCTIONS, TaskAgent};
 use taskpilot_chatkit::attachments::AttachmentPolicy;
 use taskpilot_chatkit::engine::Engine;
 use taskpilot_domain::TaskService;
+use taskpilot_domain::budget::BudgetGate;
 use taskpilot_files::{S3_ENDPOINT, S3Files};
 use taskpilot_http::{Authenticator, ConfigError, Cors, config, serve};
 use taskpilot_openai::{DEFAULT_TRANSCRIBE_MODEL, OpenAi};
@@ -60,9 +61,11 @@ async fn init() -> Result<Endpoint, ConfigError> {
         config::optional("ATTACHMENTS_BUCKET"),
     );
     let server = Engine::new(store.clone(), agent).with_attachments(files, attachment_policy()?);
+    let gate = BudgetGate::new(store.clone(), config::chat_budget()?);
     Ok(Endpoint::new(
         server,
         Identity::new(store, secrets, auth),
+        gate,
         cors,
         dictation,
     ))

@@ -9,6 +9,8 @@ use std::time::Instant;
 
 use serde_json::Value;
 
+pub use taskpilot_domain::budget::TokenUsage;
+
 /// Why the model could not answer.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]
@@ -162,6 +164,9 @@ pub enum ModelEvent {
     },
     /// The model calls a function (complete, arguments included).
     FunctionCall(FunctionCall),
+    /// What the round cost, as the model reports it (just before
+    /// `Completed` or `Failed`; absent when the stream was cut off).
+    Usage(TokenUsage),
     /// The round ended normally.
     Completed,
     /// The round failed or was cut short by the model's side.

@@ -246,6 +246,20 @@ impl Request {
         }
     }
 
+    /// Whether answering it asks a model (a turn the per-user budget
+    /// counts): the streamed requests the assistant answers, and dictation.
+    pub fn asks_model(&self) -> bool {
+        matches!(
+            self,
+            Request::CreateThread { .. }
+                | Request::AddUserMessage { .. }
+                | Request::AddClientToolOutput { .. }
+                | Request::RetryAfterItem { .. }
+                | Request::AddStructuredInput { .. }
+                | Request::Transcribe { .. }
+        )
+    }
+
     /// Whether the answer is a server-sent event stream.
     pub fn is_streaming(&self) -> bool {
         matches!(

@@ -6,6 +6,7 @@ use std::future::Future;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use taskpilot_domain::budget::UsageStore;
 use taskpilot_domain::{StoreError, UserId};
 
 use crate::attachments::AttachmentRecord;
@@ -37,8 +38,9 @@ pub struct Feedback {
 }
 
 /// Threads and their items, always scoped to one user: another user's thread
-/// is simply absent.
-pub trait ChatStore: Send + Sync {
+/// is simply absent. A chat store also keeps what the model cost
+/// ([`UsageStore`]), charged by each turn.
+pub trait ChatStore: UsageStore + Send + Sync {
     /// Inserts or updates a thread's metadata.
     fn save_thread(
         &self,

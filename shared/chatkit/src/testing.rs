@@ -8,6 +8,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
+use taskpilot_domain::budget::{DayUsage, TokenUsage, UsageDay, UsageStore};
+use taskpilot_domain::session::RateWindow;
 use taskpilot_domain::{StoreError, UserId};
 
 use crate::attachments::{AttachmentRecord, AttachmentStore, StoredObject};
@@ -62,6 +64,7 @@ pub struct InMemoryChat {
     feedback: Mutex<BTreeMap<(String, String, String), Feedback>>,
     fenced: Mutex<std::collections::BTreeSet<(String, String, String)>>,
     attachments: Mutex<BTreeMap<(String, String), AttachmentRecord>>,
+    usage: taskpilot_domain::memory::InMemorySessions,
     failing: AtomicBool,
     hanging: AtomicBool,
     landing_late: AtomicBool,
@@ -156,6 +159,68 @@ fn page_of<T: Clone>(all: Vec<T>, paging: &Paging, id: impl Fn(&T) -> &str) -> P
         data,
         has_more,
         after,
+    }
+}
+
+impl taskpilot_domain::session::RateLimiter for InMemoryChat {
+    async fn hit(
+        &self,
+        user: &UserId,
+        bucket: &str,
+        limit: u32,
+        window_secs: u64,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<taskpilot_domain::session::RateDecision, StoreError> {
+        self.call("hit").await?;
+        self.usage.hit(user, bucket, limit, window_secs, now).await
+    }
+}
+
+impl UsageStore for InMemoryChat {
+    async fn day_usage(&self, user: &UserId, day: UsageDay) -> Result<DayUsage, StoreError> {
+        self.call("day_usage").await?;
+        self.usage.day_usage(user, day).await
+    }
+
+    async fn add_usage(
+        &self,
+        user: &UserId,
+        day: UsageDay,
+        tokens: TokenUsage,
+        first_round: bool,
+    ) -> Result<DayUsage, StoreError> {
+        self.call("add_usage").await?;
+        self.usage.add_usage(user, day, tokens, first_round).await
+    }
+
+    async fn give_back(
+        &self,
+        user: &UserId,
+        bucket: &str,
+        window: RateWindow,
+    ) -> Result<(), StoreError> {
+        self.call("give_back").await?;
+        self.usage.give_back(user, bucket, window).await
+    }
+
+    async fn count(
+        &self,
+        user: &UserId,
+        bucket: &str,
+        window_secs: u64,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<u32, StoreError> {
+        self.call("count").await?;
+        self.usage.count(user, bucket, window_secs, now).await
+    }
+
+    async fn hits(
+        &self,
+        user: &UserId,
+        bucket: &str,
+        window: RateWindow,
+    ) -> Result<u32, StoreError> {
+        self.usage.hits(user, bucket, window).await
     }
 }
 
@@ -463,6 +528,20 @@ impl Round {
         let mut events = message("m1", text, words);
         events.push(Err(ModelError("connection reset".into())));
         Self::Events(events)
+    }
+
+    /// The same round, reporting `usage` just before its last event (as
+    /// the Responses API reports it with `response.completed` or
+    /// `.failed`).
+    pub fn with_usage(self, usage: TokenUsage) -> Self {
+        match self {
+            Self::Events(mut events) => {
+                let at = events.len().saturating_sub(1);
+                events.insert(at, Ok(ModelEvent::Usage(usage)));
+                Self::Events(events)
+            }
+            Self::StartFails => Self::StartFails,
+        }
     }
 
     /// The first `words` words of `text`, then the model reports a failure.

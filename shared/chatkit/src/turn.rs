@@ -7,6 +7,7 @@
 
 use std::time::Instant;
 
+use taskpilot_domain::budget::{ChatBudget, TokenUsage, UsageDay};
 use taskpilot_domain::{StoreError, UserId};
 
 use crate::context::Caller;
@@ -21,6 +22,26 @@ use crate::types::{
 /// Note stored when the user stops a stream.
 pub const CANCELLED_NOTE: &str =
     "The user cancelled the stream. Stop responding to the prior request.";
+
+/// The daily token budget an admitted turn runs under.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Meter {
+    /// The day the turn is charged to.
+    pub day: UsageDay,
+    /// The user's tokens that day, as last known.
+    pub used: u64,
+    /// The limits.
+    pub budget: ChatBudget,
+}
+
+/// What a run cost: the model's tokens and rounds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Spent {
+    /// Tokens over every round.
+    pub tokens: TokenUsage,
+    /// Model rounds that started.
+    pub rounds: u32,
+}
 
 /// Attachment id → the URL the model reads it by.
 pub type FileUrls = std::collections::BTreeMap<String, String>;
@@ -61,6 +82,8 @@ pub struct Turn<'a, S, K> {
     failed: bool,
     files: FileUrls,
     deadline: Instant,
+    meter: Option<Meter>,
+    spent: Spent,
 }
 
 impl<'a, S: ChatStore, K: EventSink> Turn<'a, S, K> {
@@ -85,7 +108,101 @@ impl<'a, S: ChatStore, K: EventSink> Turn<'a, S, K> {
             failed: false,
             files: FileUrls::new(),
             deadline,
+            meter: None,
+            spent: Spent::default(),
         }
+    }
+
+    /// The same run, charged to the user's daily budget.
+    pub fn with_meter(self, meter: Option<Meter>) -> Self {
+        Self { meter, ..self }
+    }
+
+    /// What the run has cost so far.
+    pub fn spent(&self) -> Spent {
+        self.spent
+    }
+
+    /// Charges one model round's tokens to the run and, when metered, to the
+    /// user's day. A failed charge is logged and counted locally: the user's
+    /// answer does not depend on the bookkeeping.
+    pub async fn charge(&mut self, tokens: TokenUsage) {
+        let first_round = self.spent.rounds == 0;
+        self.spent.tokens = self.spent.tokens.plus(tokens);
+        self.spent.rounds += 1;
+        let Some(day) = self.meter.map(|m| m.day) else {
+            return;
+        };
+        let charged = self
+            .in_time(
+                self.store
+                    .add_usage(&self.caller.user, day, tokens, first_round),
+            )
+            .await;
+        if let Some(meter) = &mut self.meter {
+            match charged {
+                Ok(usage) => meter.used = usage.tokens.total(),
+                Err(e) => {
+                    tracing::error!(error = %e, tokens = tokens.total(), "could not charge a model round");
+                    meter.used = meter.used.saturating_add(tokens.total());
+                }
+            }
+        }
+    }
+
+    /// Whether the user's daily tokens are used up: no further model round
+    /// may start.
+    pub fn over_budget(&self) -> bool {
+        self.meter
+            .is_some_and(|m| m.used >= m.budget.tokens_per_day)
+    }
+
+    /// Ends a run whose daily budget ran out between rounds: what was said
+    /// stays, and the error says why (not retryable before the day ends).
+    pub async fn budget_spent(&mut self) -> Result<(), Interrupted> {
+        let limit = self.meter.map_or(0, |m| m.budget.tokens_per_day);
+        tracing::info!(limit, "the daily token budget ran out during the turn");
+        self.settle_pending().await?;
+        self.error(
+            "custom",
+            Some(format!(
+                "You have reached today's assistant budget ({limit} tokens). It resets at 00:00 UTC."
+            )),
+            false,
+        )
+        .await
+    }
+
+    /// At the end of a run that did not fail: a notice when the user's
+    /// daily tokens are past the warning share (or used up).
+    pub(crate) async fn budget_notice(&mut self) -> Result<(), Interrupted> {
+        let Some(meter) = self.meter else {
+            return Ok(());
+        };
+        if self.failed || self.spent.rounds == 0 || meter.used < meter.budget.warn_at() {
+            return Ok(());
+        }
+        let limit = meter.budget.tokens_per_day.max(1);
+        let (level, message) = if meter.used >= limit {
+            (
+                "danger",
+                "You have used all of today's assistant budget. It resets at 00:00 UTC.".to_owned(),
+            )
+        } else {
+            let percent = meter.used.saturating_mul(100) / limit;
+            (
+                "warning",
+                format!(
+                    "You have used {percent}% of today's assistant budget. It resets at 00:00 UTC."
+                ),
+            )
+        };
+        self.send(StreamEvent::Notice {
+            level: level.into(),
+            message,
+            title: Some("Assistant budget".into()),
+        })
+        .await
     }
 
     /// The same run, its files readable by the model at `files`.

@@ -2,6 +2,7 @@
 //! and the service that applies them. No AWS or HTTP types live here.
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
+pub mod budget;
 pub mod cursor;
 pub mod error;
 pub mod input;

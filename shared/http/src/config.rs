@@ -52,3 +52,35 @@ where
             }),
     }
 }
+
+/// The per-user chat budget, read alike by the functions that enforce it
+/// (`chatkit`) and show it (`sessions`): `CHATKIT_USER_TURNS_PER_MINUTE`
+/// (default 10) and `CHATKIT_USER_TOKENS_PER_DAY` (default 200000), both at
+/// least 1; `CHATKIT_USER_BUDGET_WARN_PERCENT` (default 80, 1 to 100).
+pub fn chat_budget() -> Result<taskpilot_domain::budget::ChatBudget, ConfigError> {
+    let defaults = taskpilot_domain::budget::ChatBudget::default();
+    let budget = taskpilot_domain::budget::ChatBudget {
+        turns_per_minute: parsed("CHATKIT_USER_TURNS_PER_MINUTE", defaults.turns_per_minute)?,
+        tokens_per_day: parsed("CHATKIT_USER_TOKENS_PER_DAY", defaults.tokens_per_day)?,
+        warn_percent: parsed("CHATKIT_USER_BUDGET_WARN_PERCENT", defaults.warn_percent)?,
+    };
+    let at_least_one = |name: &'static str, zero: bool| match zero {
+        true => Err(ConfigError::Invalid {
+            name,
+            reason: "must be at least 1".into(),
+        }),
+        false => Ok(()),
+    };
+    at_least_one(
+        "CHATKIT_USER_TURNS_PER_MINUTE",
+        budget.turns_per_minute == 0,
+    )?;
+    at_least_one("CHATKIT_USER_TOKENS_PER_DAY", budget.tokens_per_day == 0)?;
+    if !(1..=100).contains(&budget.warn_percent) {
+        return Err(ConfigError::Invalid {
+            name: "CHATKIT_USER_BUDGET_WARN_PERCENT",
+            reason: "must be between 1 and 100".into(),
+        });
+    }
+    Ok(budget)
+}

@@ -63,6 +63,10 @@ pub enum ApiError {
     /// Too many requests from this caller.
     #[error("{message}")]
     RateLimited { message: String, retry_after: u64 },
+    /// The user's chat budget is used up (`turns_per_minute` answers
+    /// `rate_limited`, `tokens_per_day` answers `budget_exhausted`).
+    #[error("{}", .0.message())]
+    OverBudget(taskpilot_domain::budget::Refusal),
     /// An upstream service (OpenAI, Secrets Manager) failed.
     #[error(transparent)]
     Upstream(#[from] UpstreamError),
@@ -113,6 +117,19 @@ impl ApiError {
                     self.to_string(),
                     None,
                     Some(*retry_after),
+                );
+            }
+            ApiError::OverBudget(refusal) => {
+                let code = match refusal {
+                    taskpilot_domain::budget::Refusal::TurnsPerMinute { .. } => "rate_limited",
+                    taskpilot_domain::budget::Refusal::TokensPerDay { .. } => "budget_exhausted",
+                };
+                return (
+                    StatusCode::TOO_MANY_REQUESTS,
+                    code,
+                    self.to_string(),
+                    None,
+                    Some(refusal.retry_after()),
                 );
             }
             ApiError::Upstream(e) => return upstream_parts(e),
@@ -209,7 +226,7 @@ impl ApiError {
             E::QuotaExceeded(_) => (StatusCode::FORBIDDEN, "quota_exceeded", msg, None),
             E::Conflict { code, .. } => (StatusCode::CONFLICT, code, msg, None),
             E::Unprocessable { code, .. } => (StatusCode::UNPROCESSABLE_ENTITY, code, msg, None),
-            E::Internal(_) | E::RateLimited { .. } | E::Upstream(_) => (
+            E::Internal(_) | E::RateLimited { .. } | E::OverBudget(_) | E::Upstream(_) => (
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "internal",
                 "something went wrong on our side".into(),

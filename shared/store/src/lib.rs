@@ -14,6 +14,8 @@ mod keys;
 mod rate_limit;
 mod sessions;
 mod tasks;
+mod usage;
 
 pub use client::dynamodb_client;
 pub use tasks::{DynamoStore, WARM_UP_BUDGET};
+pub use usage::USAGE_RETENTION_DAYS;

@@ -18,7 +18,9 @@ use taskpilot_domain::{DomainError, Task, TaskId, TaskRepository, TaskService, U
 
 use crate::ids;
 use crate::metrics::{Metrics, NoMetrics};
-use crate::model::{FunctionCall, ModelClient, ModelEvent, ModelInput, ModelRequest, ModelStream};
+use crate::model::{
+    FunctionCall, ModelClient, ModelEvent, ModelInput, ModelRequest, ModelStream, TokenUsage,
+};
 use crate::request::Action;
 use crate::responder::{ActionRefused, Responder};
 use crate::sink::EventSink;
@@ -201,7 +203,10 @@ impl<R: TaskRepository, M: ModelClient> TaskAgent<R, M> {
             dates::context_note(turn.caller())
         );
         let mut calls_run = 0usize;
-        for _round in 0..self.settings.max_tool_steps.max(1) {
+        for round in 0..self.settings.max_tool_steps.max(1) {
+            if round > 0 && turn.over_budget() {
+                return turn.budget_spent().await;
+            }
             let request = ModelRequest {
                 model: &self.settings.model,
                 instructions: &instructions,
@@ -225,7 +230,10 @@ impl<R: TaskRepository, M: ModelClient> TaskAgent<R, M> {
                         .await;
                 }
             };
-            let Some(calls) = self.round(turn, &mut stream).await? else {
+            let mut meter = RoundMeter::new(&request);
+            let outcome = self.round(turn, &mut stream, &mut meter).await;
+            turn.charge(meter.usage()).await;
+            let Some(calls) = outcome? else {
                 return Ok(());
             };
             if calls.is_empty() {
@@ -311,6 +319,7 @@ impl<R: TaskRepository, M: ModelClient> TaskAgent<R, M> {
         &self,
         turn: &mut Turn<'_, S, K>,
         stream: &mut M::Stream,
+        meter: &mut RoundMeter,
     ) -> Result<Option<Vec<FunctionCall>>, Interrupted> {
         // The model's message ids → ours.
         let mut ours: HashMap<String, String> = HashMap::new();
@@ -329,8 +338,13 @@ impl<R: TaskRepository, M: ModelClient> TaskAgent<R, M> {
                     tracing::warn!(error = %e, "the model stream failed");
                     return self.interrupted(turn).await.map(|()| None);
                 }
+                Some(Ok(ModelEvent::Usage(usage))) => {
+                    meter.reported = Some(usage);
+                    continue;
+                }
                 Some(Ok(event)) => event,
             };
+            meter.saw(&event);
             let text = |text: String| AssistantContent::OutputText {
                 text,
                 annotations: Vec::new(),
@@ -378,7 +392,9 @@ impl<R: TaskRepository, M: ModelClient> TaskAgent<R, M> {
                         content: text(whole),
                     },
                 ),
-                ModelEvent::Completed | ModelEvent::Failed { .. } => continue,
+                ModelEvent::Completed | ModelEvent::Failed { .. } | ModelEvent::Usage(_) => {
+                    continue;
+                }
             };
             if let Some(id) = ours.get(&item) {
                 let event = StreamEvent::ItemUpdated {
@@ -460,6 +476,66 @@ impl<R: TaskRepository, M: ModelClient> TaskAgent<R, M> {
             ..sender.clone()
         };
         Ok((Some(item), task_id))
+    }
+}
+
+/// Tokens counted for a file the model was shown when the model did not
+/// report the round's usage (a high-detail image is ~765 to ~1,100).
+pub const FILE_TOKEN_ESTIMATE: u64 = 1_100;
+/// Bytes per token when estimating (English text and JSON run at ~4).
+const BYTES_PER_TOKEN: u64 = 4;
+
+/// What one model round cost: the model's own `usage` when it reported it,
+/// else an estimate from what was sent and what streamed back, so a round
+/// cut off (by the network, or by a client that hangs up) is charged too.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RoundMeter {
+    /// The usage the model reported.
+    pub reported: Option<TokenUsage>,
+    sent_bytes: u64,
+    files: u64,
+    received_bytes: u64,
+}
+
+impl RoundMeter {
+    /// A meter for `request`, nothing received yet.
+    pub fn new(request: &ModelRequest<'_>) -> Self {
+        let mut sent = request.instructions.len();
+        let mut files = 0u64;
+        for item in request.input {
+            match item {
+                ModelInput::Files(shown) => files += shown.len() as u64,
+                other => sent += other.bytes(),
+            }
+        }
+        for tool in request.tools {
+            sent += tool.name.len() + tool.description.len() + tool.parameters.to_string().len();
+        }
+        Self {
+            reported: None,
+            sent_bytes: sent as u64,
+            files,
+            received_bytes: 0,
+        }
+    }
+
+    /// Counts what an event streamed back.
+    pub fn saw(&mut self, event: &ModelEvent) {
+        let bytes = match event {
+            ModelEvent::TextDelta { delta, .. } => delta.len(),
+            ModelEvent::FunctionCall(call) => call.name.len() + call.arguments.len(),
+            _ => 0,
+        };
+        self.received_bytes += bytes as u64;
+    }
+
+    /// The round's tokens: as reported, else estimated.
+    pub fn usage(&self) -> TokenUsage {
+        self.reported.unwrap_or(TokenUsage {
+            input: self.sent_bytes.div_ceil(BYTES_PER_TOKEN) + self.files * FILE_TOKEN_ESTIMATE,
+            cached_input: 0,
+            output: self.received_bytes.div_ceil(BYTES_PER_TOKEN),
+        })
     }
 }
 

@@ -17,7 +17,7 @@ use crate::responder::{ActionRefused, Responder};
 use crate::sink::EventSink;
 use crate::store::ChatStore;
 use crate::structured::{self, InputStatus, Submission};
-use crate::turn::{FileUrls, Interrupted, Turn};
+use crate::turn::{FileUrls, Interrupted, Meter, Spent, Turn};
 use crate::types::{
     Attachment, ItemKind, Page, StreamEvent, StreamOptions, Thread, ThreadItem, ThreadMetadata,
     ThreadStatus, ToolCallStatus,
@@ -77,6 +77,29 @@ pub struct Prepared {
     history: Vec<ThreadItem>,
     kind: Kind,
     files: FileUrls,
+    meter: Option<Meter>,
+}
+
+impl Prepared {
+    /// Whether running it asks the model (a turn the budget counts).
+    pub fn reaches_model(&self) -> bool {
+        matches!(
+            self.kind,
+            Kind::Create(..)
+                | Kind::Message(..)
+                | Kind::Retry { .. }
+                | Kind::ToolOutput { .. }
+                | Kind::Answered(_)
+        )
+    }
+
+    /// The same request, its model rounds charged to `meter`'s day.
+    pub fn metered(self, meter: Meter) -> Self {
+        Self {
+            meter: Some(meter),
+            ..self
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -320,6 +343,7 @@ impl<S: ChatStore, R: Responder, A: AttachmentStore> Engine<S, R, A> {
             history,
             kind,
             files: FileUrls::new(),
+            meter: None,
         })
     }
 
@@ -366,6 +390,7 @@ impl<S: ChatStore, R: Responder, A: AttachmentStore> Engine<S, R, A> {
             history,
             kind: Kind::Answered(item),
             files: FileUrls::new(),
+            meter: None,
         })
     }
 
@@ -437,27 +462,36 @@ impl<S: ChatStore, R: Responder, A: AttachmentStore> Engine<S, R, A> {
             history,
             kind,
             files: FileUrls::new(),
+            meter: None,
         })
     }
 
-    /// Runs a prepared request, streaming its events. Failures from here on
-    /// are `error` events; a disconnect keeps what was said.
+    /// Runs a prepared request, streaming its events, and says what the
+    /// model cost. Failures from here on are `error` events; a disconnect
+    /// keeps what was said. A metered run ends with a notice once the user's
+    /// daily tokens pass the warning share.
     pub async fn run<K: EventSink>(
         &self,
         caller: &Caller,
         prepared: Prepared,
         sink: &mut K,
         deadline: Instant,
-    ) {
+    ) -> Spent {
         let Prepared {
             thread,
             history,
             kind,
             files,
+            meter,
         } = prepared;
-        let mut turn =
-            Turn::new(&self.store, sink, caller, thread, history, deadline).with_files(files);
-        match self.drive(&mut turn, kind).await {
+        let mut turn = Turn::new(&self.store, sink, caller, thread, history, deadline)
+            .with_files(files)
+            .with_meter(meter);
+        let driven = match self.drive(&mut turn, kind).await {
+            Ok(()) => turn.budget_notice().await,
+            Err(e) => Err(e),
+        };
+        match driven {
             Ok(()) => {}
             Err(Interrupted::Disconnected) => turn.cancelled().await,
             Err(Interrupted::Store(e)) => {
@@ -474,6 +508,7 @@ impl<S: ChatStore, R: Responder, A: AttachmentStore> Engine<S, R, A> {
                 tracing::info!("the thread was deleted during the stream; it ends here");
             }
         }
+        turn.spent()
     }
 
     async fn drive<K: EventSink>(

@@ -10,6 +10,7 @@ use serde_json::Value;
 
 use taskpilot_chatkit::model::{
     FunctionCall, ModelClient, ModelError, ModelEvent, ModelInput, ModelRequest, ModelStream, Role,
+    TokenUsage,
 };
 
 use crate::sse::EventStream;
@@ -187,7 +188,11 @@ pub enum StreamedEvent {
     },
     /// `response.completed`
     #[serde(rename = "response.completed")]
-    Completed,
+    Completed {
+        /// The response, with its `usage`.
+        #[serde(default)]
+        response: Option<Value>,
+    },
     /// `response.failed`
     #[serde(rename = "response.failed")]
     Failed {
@@ -261,6 +266,24 @@ pub enum ContentPart {
 }
 
 impl StreamedEvent {
+    /// The round's token usage, carried by the event that ends it
+    /// (`response.completed`, `.incomplete` or `.failed`).
+    pub fn usage(&self) -> Option<TokenUsage> {
+        let (Self::Completed { response }
+        | Self::Failed { response }
+        | Self::Incomplete { response }) = self
+        else {
+            return None;
+        };
+        let usage = response.as_ref()?.get("usage")?;
+        let count = |v: &Value| v.as_u64();
+        Some(TokenUsage {
+            input: count(&usage["input_tokens"])?,
+            cached_input: count(&usage["input_tokens_details"]["cached_tokens"]).unwrap_or(0),
+            output: count(&usage["output_tokens"]).unwrap_or(0),
+        })
+    }
+
     /// The model event this stands for, if any.
     pub fn into_model_event(self) -> Option<ModelEvent> {
         Some(match self {
@@ -309,7 +332,7 @@ impl StreamedEvent {
                     ContentPart::Other => String::new(),
                 },
             },
-            Self::Completed => ModelEvent::Completed,
+            Self::Completed { .. } => ModelEvent::Completed,
             Self::Failed { response } | Self::Incomplete { response } => ModelEvent::Failed {
                 reason: response
                     .map(|r| {
@@ -334,16 +357,28 @@ impl StreamedEvent {
     }
 }
 
-/// A streamed `POST /responses` as model events.
-pub struct ResponsesStream(EventStream);
+/// A streamed `POST /responses` as model events (the usage an ending event
+/// carries comes first, as its own event).
+pub struct ResponsesStream {
+    events: EventStream,
+    queued: Option<ModelEvent>,
+}
 
 impl ModelStream for ResponsesStream {
     async fn next_event(&mut self) -> Option<Result<ModelEvent, ModelError>> {
+        if let Some(event) = self.queued.take() {
+            return Some(Ok(event));
+        }
         loop {
-            match self.0.next_as::<StreamedEvent>().await? {
+            match self.events.next_as::<StreamedEvent>().await? {
                 Ok(event) => {
+                    let usage = event.usage();
                     if let Some(event) = event.into_model_event() {
-                        return Some(Ok(event));
+                        let Some(usage) = usage else {
+                            return Some(Ok(event));
+                        };
+                        self.queued = Some(event);
+                        return Some(Ok(ModelEvent::Usage(usage)));
                     }
                 }
                 Err(e) => return Some(Err(ModelError(e.to_string()))),
@@ -371,7 +406,10 @@ impl ModelClient for OpenAi {
         };
         self.stream(&call, deadline)
             .await
-            .map(ResponsesStream)
+            .map(|events| ResponsesStream {
+                events,
+                queued: None,
+            })
             .map_err(|e| ModelError(e.to_string()))
     }
 }

@@ -187,3 +187,64 @@ fn failures_and_unknown_events() {
         .is_err()
     );
 }
+
+fn usage(value: Value) -> Option<TokenUsage> {
+    serde_json::from_value::<StreamedEvent>(value)
+        .unwrap()
+        .usage()
+}
+
+#[test]
+fn the_ending_events_carry_the_rounds_usage() {
+    let reported = json!({"input_tokens": 1200, "input_tokens_details": {"cached_tokens": 1024},
+                          "output_tokens": 35, "output_tokens_details": {"reasoning_tokens": 0},
+                          "total_tokens": 1235});
+    let expected = Some(TokenUsage {
+        input: 1200,
+        cached_input: 1024,
+        output: 35,
+    });
+    for kind in [
+        "response.completed",
+        "response.incomplete",
+        "response.failed",
+    ] {
+        assert_eq!(
+            usage(json!({"type": kind, "response": {"id": "resp_1", "usage": reported}})),
+            expected,
+            "{kind}"
+        );
+    }
+}
+
+#[test]
+fn usage_without_details_counts_no_cached_tokens() {
+    assert_eq!(
+        usage(json!({"type": "response.completed",
+                     "response": {"usage": {"input_tokens": 10, "output_tokens": 2}}})),
+        Some(TokenUsage {
+            input: 10,
+            cached_input: 0,
+            output: 2
+        })
+    );
+}
+
+#[test]
+fn no_usage_is_reported_where_there_is_none() {
+    assert_eq!(
+        usage(json!({"type": "response.completed", "response": {"id": "resp_1"}})),
+        None
+    );
+    assert_eq!(
+        usage(json!({"type": "response.failed", "response": {"usage": null}})),
+        None
+    );
+    assert_eq!(
+        usage(
+            json!({"type": "response.output_text.delta", "item_id": "m", "content_index": 0,
+                     "delta": "x", "usage": {"input_tokens": 5}})
+        ),
+        None
+    );
+}

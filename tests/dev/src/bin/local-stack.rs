@@ -70,6 +70,18 @@ async fn main() -> taskpilot_testkit::Result<()> {
             std::env::var("OPENAI_BASE_URL").unwrap_or_else(|_| "https://api.openai.com/v1".into()),
         );
     }
+    // The README's chat walkthrough, pasted at once, is a dozen turns in a
+    // few seconds: locally a user gets 60 a minute (deployed: the template's
+    // ChatKitUserTurnsPerMinute, 10). Either variable set in the shell wins.
+    let budget = [
+        ("CHATKIT_USER_TURNS_PER_MINUTE", "60"),
+        ("CHATKIT_USER_TOKENS_PER_DAY", "200000"),
+    ]
+    .map(|(name, local)| {
+        let value = std::env::var(name).unwrap_or_else(|_| local.to_owned());
+        opts.env.push((name.to_owned(), value.clone()));
+        value
+    });
     eprintln!("building and starting the functions ...");
     let stack = LocalStack::start(opts).await?;
     for f in stack.functions.values() {
@@ -99,7 +111,9 @@ async fn main() -> taskpilot_testkit::Result<()> {
          \x20 curl -s -X POST {url}/api/chatkit/sessions -H \"Authorization: Bearer $TOKEN\"\n\
          \x20 curl -s -X POST {url}/api/chatkit/sessions/<session_id>/cancel -H \"Authorization: Bearer $TOKEN\"\n\
          \x20 curl -s '{url}/health?deep=true'\n\n\
-         OpenAI key: {key_note}\n\n\
+         OpenAI key: {key_note}\n\
+         Chat budget per user: {} turns a minute, {} tokens a day (CHATKIT_USER_TURNS_PER_MINUTE, \
+         CHATKIT_USER_TOKENS_PER_DAY); yours: curl -s {url}/api/v1/chatkit/usage -H \"Authorization: Bearer $TOKEN\"\n\n\
          Press Ctrl-C to stop everything.",
         stack.dynamodb_endpoint,
         stack.table,
@@ -114,6 +128,8 @@ async fn main() -> taskpilot_testkit::Result<()> {
             .cloned()
             .collect::<Vec<_>>()
             .join(", "),
+        budget[0],
+        budget[1],
     );
     tokio::signal::ctrl_c().await?;
     eprintln!("stopping ...");
