@@ -10,6 +10,8 @@
 mod common;
 
 mod attachments;
+mod budget;
+mod chat_budget;
 mod chat_engine;
 mod chat_files;
 mod chat_store;
