@@ -183,6 +183,7 @@ async fn transcribe(client: &OpenAi, audio: &[u8], mime: &str) -> Result<String,
     client
         .transcribe(audio, mime, DEFAULT_TRANSCRIBE_MODEL, deadline)
         .await
+        .map(|t| t.text)
 }
 
 const TRANSCRIPTIONS: &str = "/v1/audio/transcriptions";
@@ -221,7 +222,7 @@ async fn dictation_is_uploaded_as_multipart_and_its_text_returned() {
     let text = client
         .transcribe(b"call mom", "Audio/Ogg; codecs=opus", "whisper-1", deadline)
         .await;
-    assert_eq!(text.unwrap(), "call mom");
+    assert_eq!(text.unwrap().text, "call mom");
     let sent = stub.requests_to(TRANSCRIPTIONS);
     assert_eq!(
         (&sent[1].body["file_name"], &sent[1].body["file_type"]),
@@ -232,6 +233,26 @@ async fn dictation_is_uploaded_as_multipart_and_its_text_returned() {
         (&json!("whisper-1"), &json!("audio.ogg"))
     );
     assert_eq!(sent[2].body["file_bytes"], 8);
+}
+
+#[tokio::test]
+async fn a_transcription_reports_the_tokens_it_cost() {
+    let (stub, client) = client().await;
+    stub.push_transcript("buy oat milk");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let transcript = client
+        .transcribe(WEBM, "audio/webm", DEFAULT_TRANSCRIBE_MODEL, deadline)
+        .await
+        .unwrap();
+    // The stub bills one input token per 100 bytes (and one), one per word out.
+    assert_eq!(
+        transcript.usage,
+        Some(taskpilot_chatkit::model::TokenUsage {
+            input: (WEBM.len() / 100 + 1) as u64,
+            cached_input: 0,
+            output: 3
+        })
+    );
 }
 
 #[tokio::test]

@@ -20,7 +20,7 @@ use taskpilot_chatkit::request::{FeedbackKind, Request as ChatRequest, RequestEr
 use taskpilot_chatkit::sink::{Disconnected, EventSink};
 use taskpilot_chatkit::turn::{Meter, Spent};
 use taskpilot_chatkit::types::{StreamEvent, sse_frame};
-use taskpilot_domain::budget::{Admission, BudgetGate, Refusal};
+use taskpilot_domain::budget::{Admission, BudgetGate, Refusal, UsageStore};
 use taskpilot_domain::{DomainError, UserId};
 use taskpilot_files::S3Files;
 use taskpilot_http::json::{MAX_BODY_BYTES, respond};
@@ -172,6 +172,30 @@ impl Metrics for EmfMetrics {
     }
 }
 
+/// A dictation's audio, decoded and bounded: 415 for a type OpenAI does not
+/// take, 400 for bad base64, 413 past [`MAX_AUDIO_BYTES`].
+fn decoded_audio(audio_base64: &str, mime_type: &str) -> Result<Vec<u8>, ApiError> {
+    use base64::Engine as _;
+    if audio_extension(mime_type).is_none() {
+        return Err(ApiError::FileTypeNotAllowed(
+            TranscribeError::UnsupportedType(mime_type.chars().take(100).collect()).to_string(),
+        ));
+    }
+    let audio = base64::engine::general_purpose::STANDARD
+        .decode(audio_base64.trim())
+        .map_err(|e| ApiError::BadParameter {
+            name: "params.audio_base64".into(),
+            message: format!("params.audio_base64: not base64 ({e})"),
+        })?;
+    if audio.len() > MAX_AUDIO_BYTES {
+        return Err(ApiError::FileTooLarge(format!(
+            "a dictation is at most {} MB of audio",
+            MAX_AUDIO_BYTES / (1024 * 1024)
+        )));
+    }
+    Ok(audio)
+}
+
 /// A budget refusal as the answer (and its metric).
 fn over_budget(refusal: Refusal) -> ApiError {
     refusal_metric(refusal.reason());
@@ -280,37 +304,20 @@ impl Endpoint {
         }
     }
 
-    /// `input.transcribe`: the audio decoded and bounded, then OpenAI's
-    /// transcription; `{"text": …}`.
+    /// `input.transcribe`: OpenAI's transcription of `audio`, `{"text": …}`;
+    /// the tokens it cost are charged to the admitted turn's day.
     async fn transcribe(
         &self,
-        audio_base64: &str,
+        user: &UserId,
+        admitted: Option<Admission>,
+        audio: &[u8],
         mime_type: &str,
         deadline: std::time::Instant,
     ) -> Result<Response<OutBody>, ApiError> {
-        use base64::Engine as _;
-        if audio_extension(mime_type).is_none() {
-            return Err(ApiError::FileTypeNotAllowed(
-                TranscribeError::UnsupportedType(mime_type.chars().take(100).collect()).to_string(),
-            ));
-        }
-        let audio = base64::engine::general_purpose::STANDARD
-            .decode(audio_base64.trim())
-            .map_err(|e| ApiError::BadParameter {
-                name: "params.audio_base64".into(),
-                message: format!("params.audio_base64: not base64 ({e})"),
-            })?;
-        if audio.len() > MAX_AUDIO_BYTES {
-            return Err(ApiError::FileTooLarge(format!(
-                "a dictation is at most {} MB of audio",
-                MAX_AUDIO_BYTES / (1024 * 1024)
-            )));
-        }
-        self.identity.require_openai_key().await?;
-        let text = self
+        let transcript = self
             .dictation
             .openai
-            .transcribe(&audio, mime_type, &self.dictation.model, deadline)
+            .transcribe(audio, mime_type, &self.dictation.model, deadline)
             .await
             .map_err(|e| match e {
                 TranscribeError::UnsupportedType(_) => ApiError::FileTypeNotAllowed(e.to_string()),
@@ -324,14 +331,25 @@ impl Endpoint {
                 },
                 TranscribeError::Upstream(e) => ApiError::Upstream(e),
             })?;
+        if let (Some(admission), Some(tokens)) = (admitted, transcript.usage) {
+            if let Err(e) = self
+                .gate
+                .store()
+                .add_usage(user, admission.day, tokens, true)
+                .await
+            {
+                tracing::error!(error = %e, "could not charge a dictation");
+            }
+            usage_metric(user, Spent { tokens, rounds: 1 });
+        }
         tracing::info!(
             audio_bytes = audio.len(),
-            chars = text.chars().count(),
+            chars = transcript.text.chars().count(),
             "dictation transcribed"
         );
         Ok(whole(respond(
             StatusCode::OK,
-            &serde_json::json!({ "text": text }),
+            &serde_json::json!({ "text": transcript.text }),
         )))
     }
 
@@ -411,18 +429,22 @@ impl Endpoint {
             mime_type,
         } = &request
         {
+            // Bad audio is refused before it counts against the budget.
+            let audio = decoded_audio(audio_base64, mime_type)?;
             let (session, admitted) = futures_util::join!(
                 self.identity.check_session(&verified, now),
                 self.admit(&caller.user, now)
             );
             let admitted = self.settle(&caller.user, session, admitted).await?;
-            let answer = self.transcribe(audio_base64, mime_type, deadline).await;
-            if answer.is_err()
-                && let Some(admission) = &admitted
-            {
-                self.give_back(&caller.user, admission).await;
+            if let Err(e) = self.identity.require_openai_key().await {
+                if let Some(admission) = &admitted {
+                    self.give_back(&caller.user, admission).await;
+                }
+                return Err(e);
             }
-            return answer;
+            return self
+                .transcribe(&caller.user, admitted, &audio, mime_type, deadline)
+                .await;
         }
         if !request.is_streaming() {
             self.identity.check_session(&verified, now).await?;

@@ -84,6 +84,8 @@ pub struct Turn<'a, S, K> {
     deadline: Instant,
     meter: Option<Meter>,
     spent: Spent,
+    /// The day counts this turn already (its first charge landed).
+    turn_counted: bool,
 }
 
 impl<'a, S: ChatStore, K: EventSink> Turn<'a, S, K> {
@@ -110,6 +112,7 @@ impl<'a, S: ChatStore, K: EventSink> Turn<'a, S, K> {
             deadline,
             meter: None,
             spent: Spent::default(),
+            turn_counted: false,
         }
     }
 
@@ -127,7 +130,7 @@ impl<'a, S: ChatStore, K: EventSink> Turn<'a, S, K> {
     /// user's day. A failed charge is logged and counted locally: the user's
     /// answer does not depend on the bookkeeping.
     pub async fn charge(&mut self, tokens: TokenUsage) {
-        let first_round = self.spent.rounds == 0;
+        let first_round = !self.turn_counted;
         self.spent.tokens = self.spent.tokens.plus(tokens);
         self.spent.rounds += 1;
         let Some(day) = self.meter.map(|m| m.day) else {
@@ -141,7 +144,10 @@ impl<'a, S: ChatStore, K: EventSink> Turn<'a, S, K> {
             .await;
         if let Some(meter) = &mut self.meter {
             match charged {
-                Ok(usage) => meter.used = usage.tokens.total(),
+                Ok(usage) => {
+                    meter.used = usage.tokens.total();
+                    self.turn_counted = true;
+                }
                 Err(e) => {
                     tracing::error!(error = %e, tokens = tokens.total(), "could not charge a model round");
                     meter.used = meter.used.saturating_add(tokens.total());

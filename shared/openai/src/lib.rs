@@ -22,7 +22,7 @@ pub mod sse;
 pub mod transcribe;
 
 pub use sse::EventStream;
-pub use transcribe::{DEFAULT_TRANSCRIBE_MODEL, TranscribeError, audio_extension};
+pub use transcribe::{DEFAULT_TRANSCRIBE_MODEL, TranscribeError, Transcript, audio_extension};
 
 /// `OPENAI_BASE_URL` when unset.
 pub const DEFAULT_BASE_URL: &str = "https://api.openai.com/v1";

@@ -11,6 +11,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use serde::Deserialize;
 
+use taskpilot_chatkit::model::TokenUsage;
 use taskpilot_http::UpstreamError;
 
 use crate::{Call, OpenAi, Payload, unreadable};
@@ -75,13 +76,37 @@ fn audio_type(mime: &str) -> Option<(&'static str, &'static str)> {
 #[derive(Deserialize)]
 struct Transcription {
     text: String,
+    #[serde(default)]
+    usage: Option<serde_json::Value>,
+}
+
+/// A transcription: the text, and its tokens when the model bills by token
+/// (`gpt-4o-*-transcribe`; `whisper-1` bills by duration and reports none).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transcript {
+    /// What was said, trimmed.
+    pub text: String,
+    /// Input (audio) plus output (text) tokens, as reported.
+    pub usage: Option<TokenUsage>,
+}
+
+/// Tokens of a `usage` of type `tokens`.
+fn token_usage(usage: &serde_json::Value) -> Option<TokenUsage> {
+    if usage["type"] != "tokens" {
+        return None;
+    }
+    Some(TokenUsage {
+        input: usage["input_tokens"].as_u64()?,
+        cached_input: 0,
+        output: usage["output_tokens"].as_u64().unwrap_or(0),
+    })
 }
 
 impl OpenAi {
     /// Transcribes `audio` (of media type `mime`, e.g. `audio/webm;codecs=opus`)
     /// with `model` (e.g. [`DEFAULT_TRANSCRIBE_MODEL`]), finishing by
     /// `deadline` (capped at the configured timeout), and returns the text,
-    /// trimmed. An unsupported type or empty audio is refused before anything
+    /// trimmed, with the tokens it cost. An unsupported type or empty audio is refused before anything
     /// is sent; an empty text is [`TranscribeError::NoSpeech`].
     pub async fn transcribe(
         &self,
@@ -89,7 +114,7 @@ impl OpenAi {
         mime: &str,
         model: &str,
         deadline: Instant,
-    ) -> Result<String, TranscribeError> {
+    ) -> Result<Transcript, TranscribeError> {
         let (file_type, extension) = audio_type(mime).ok_or_else(|| {
             TranscribeError::UnsupportedType(mime.chars().take(MAX_ECHOED_TYPE).collect())
         })?;
@@ -121,12 +146,16 @@ impl OpenAi {
             bytes: &body,
         };
         let answer = self.send_payload(&call, payload, deadline).await?;
-        let Transcription { text } = serde_json::from_value(answer).map_err(|_| unreadable())?;
+        let Transcription { text, usage } =
+            serde_json::from_value(answer).map_err(|_| unreadable())?;
         let text = text.trim();
         if text.is_empty() {
             return Err(TranscribeError::NoSpeech);
         }
-        Ok(text.to_owned())
+        Ok(Transcript {
+            text: text.to_owned(),
+            usage: usage.as_ref().and_then(token_usage),
+        })
     }
 }
 
@@ -210,6 +239,24 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn token_usage_is_read_from_a_tokens_usage_only() {
+        let tokens = serde_json::json!({"type": "tokens", "input_tokens": 14,
+            "input_token_details": {"text_tokens": 0, "audio_tokens": 14},
+            "output_tokens": 45, "total_tokens": 59});
+        assert_eq!(
+            token_usage(&tokens),
+            Some(TokenUsage {
+                input: 14,
+                cached_input: 0,
+                output: 45
+            })
+        );
+        let duration = serde_json::json!({"type": "duration", "seconds": 3});
+        assert_eq!(token_usage(&duration), None);
+        assert_eq!(token_usage(&serde_json::json!({"type": "tokens"})), None);
+    }
 
     #[test]
     fn composer_types_map_to_their_extension() {

@@ -205,6 +205,8 @@ impl<R: TaskRepository, M: ModelClient> TaskAgent<R, M> {
         let mut calls_run = 0usize;
         for round in 0..self.settings.max_tool_steps.max(1) {
             if round > 0 && turn.over_budget() {
+                // What the tools did stays on screen; then why it stops.
+                show_tasks(turn, &shown).await?;
                 return turn.budget_spent().await;
             }
             let request = ModelRequest {
@@ -282,18 +284,7 @@ impl<R: TaskRepository, M: ModelClient> TaskAgent<R, M> {
                 return self.ask(turn, &ambiguous).await;
             }
         }
-        if shown.touched {
-            let (widget, copy_text) = widgets::task_list(&shown.tasks);
-            let item = turn.item(
-                ids::widget(),
-                ItemKind::Widget {
-                    widget,
-                    copy_text: Some(copy_text),
-                },
-            );
-            turn.emit(StreamEvent::ItemDone { item }).await?;
-        }
-        Ok(())
+        show_tasks(turn, &shown).await
     }
 
     /// Asks which task was meant: the change is kept in a hidden item, then
@@ -544,6 +535,25 @@ fn over_the_cap(cap: usize) -> String {
     serde_json::json!({"error": {"code": "too_many_calls",
         "message": format!("not run: at most {cap} tool calls per turn; tell the user what was done and what was not")}})
     .to_string()
+}
+
+/// The task-list widget, when the turn listed or changed tasks.
+async fn show_tasks<S: ChatStore, K: EventSink>(
+    turn: &mut Turn<'_, S, K>,
+    shown: &Shown,
+) -> Result<(), Interrupted> {
+    if !shown.touched {
+        return Ok(());
+    }
+    let (widget, copy_text) = widgets::task_list(&shown.tasks);
+    let item = turn.item(
+        ids::widget(),
+        ItemKind::Widget {
+            widget,
+            copy_text: Some(copy_text),
+        },
+    );
+    turn.emit(StreamEvent::ItemDone { item }).await
 }
 
 /// Sends the `tasks.changed` effect when tasks changed.
