@@ -326,6 +326,15 @@ async fn counters_survive_a_restart_of_the_function_processes() {
             .unwrap();
         assert!(killed.success());
     }
+    // The runtime must have reaped them, or the next job could be handed to
+    // a dead process's pending `next` call.
+    let reaped = chatkit_fn
+        .wait_for_log(
+            |l| l.starts_with("[runtime] process exited"),
+            Duration::from_secs(30),
+        )
+        .await;
+    assert!(reaped.is_some(), "the killed process was not reaped");
     let (status, _, body) = post(&api, &jwt, &create("hi")).await;
     if window() != first_window {
         return; // a new minute began: its budget is fresh, nothing to learn

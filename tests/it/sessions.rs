@@ -1,5 +1,7 @@
 //! The real `sessions` binary against DynamoDB Local, moto (Secrets Manager)
-//! and the OpenAI stub, all on 127.0.0.1.
+//! and the OpenAI stub, all on 127.0.0.1 (with the `chatkit` binary where a
+//! client secret must be tried); and the session store's active-session
+//! listing on DynamoDB Local.
 use std::time::Duration;
 
 use crate::common::Api;
@@ -430,4 +432,345 @@ async fn the_secret_is_fetched_once_and_again_after_a_401() {
     for key in [STUB_OPENAI_KEY, rotated] {
         assert!(!logs.contains(key), "{key} leaked into the logs");
     }
+}
+
+/// Sends a JSON ChatKit request with `bearer` (a client secret or a JWT): the
+/// status and the body, both checked against the ChatKit types.
+async fn chatkit(api: &Api, bearer: &str, envelope: Value) -> (u16, String) {
+    if let Err(e) = taskpilot_testkit::chatkit_contract::check_request(&envelope) {
+        panic!("not a ChatKit request: {envelope}\n  {e}");
+    }
+    let resp = api
+        .http
+        .post(format!("{}/api/v1/chatkit", api.stack.url))
+        .bearer_auth(bearer)
+        .json(&envelope)
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status().as_u16();
+    let content_type = resp
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let text = resp.text().await.unwrap();
+    let kind = envelope["type"].as_str().unwrap_or_default();
+    if let Err(e) = taskpilot_testkit::chatkit_contract::check_response(
+        kind,
+        status,
+        content_type.as_deref(),
+        &text,
+    ) {
+        panic!("ChatKit contract: {e}");
+    }
+    (status, text)
+}
+
+/// Whether the ChatKit endpoint accepts `secret` (a cheap `threads.list`).
+async fn accepted(api: &Api, secret: &str) -> bool {
+    let (status, body) = chatkit(api, secret, json!({"type": "threads.list", "params": {}})).await;
+    assert!(
+        status == 200 || status == 401,
+        "threads.list answered {status}: {body}"
+    );
+    status == 200
+}
+
+/// Mints a self-hosted session for `user`: `(id, client_secret)`.
+async fn mint(api: &Api, user: &str, body: Option<Value>) -> (String, String) {
+    let r = api
+        .send(Method::POST, SESSIONS, Some(user), body, &[])
+        .await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    (
+        r.body["session_id"].as_str().unwrap().to_owned(),
+        r.body["client_secret"].as_str().unwrap().to_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn minting_past_the_active_cap_cancels_the_oldest_session() {
+    let api = Api::start_with(StackOptions {
+        functions: Some(vec!["sessions".into(), "chatkit".into()]),
+        env: env(&[("CHATKIT_MAX_ACTIVE_SESSIONS", "2")]),
+        ..StackOptions::default()
+    })
+    .await;
+    let bobs = [mint(&api, "bob", None).await, mint(&api, "bob", None).await];
+    let first = mint(&api, "alice", None).await;
+    let second = mint(&api, "alice", None).await;
+    assert!(accepted(&api, &first.1).await, "within the cap");
+    let third = mint(&api, "alice", None).await;
+
+    // The third session cancelled the first (the oldest): its secret is refused.
+    assert_eq!(row(&api, "alice", &first.0).await["status"], "cancelled");
+    assert!(
+        !accepted(&api, &first.1).await,
+        "the oldest session is cancelled"
+    );
+    assert!(accepted(&api, &second.1).await);
+    assert!(accepted(&api, &third.1).await);
+    let sessions = api.stack.function("sessions").unwrap();
+    let logged = sessions
+        .wait_for_log(
+            |l| l.contains("oldest active sessions cancelled"),
+            Duration::from_secs(60),
+        )
+        .await
+        .expect("the cancellation is logged");
+    assert!(
+        logged.contains("cancelled=1") || logged.contains("\"cancelled\":1"),
+        "{logged}"
+    );
+    // Another user's sessions are theirs: bob still has both.
+    for (id, secret) in &bobs {
+        assert_eq!(row(&api, "bob", id).await["status"], "active");
+        assert!(accepted(&api, secret).await);
+    }
+
+    // A refresh retires the current session first: at the cap, nothing else goes.
+    let refreshed = mint(
+        &api,
+        "alice",
+        Some(json!({"current_client_secret": third.1})),
+    )
+    .await;
+    assert!(
+        !accepted(&api, &third.1).await,
+        "the refreshed one is retired"
+    );
+    assert!(accepted(&api, &second.1).await, "the other one stays");
+    assert!(accepted(&api, &refreshed.1).await);
+    // A reload (a new session, no refresh) is never refused: the oldest goes.
+    let reload = mint(&api, "alice", None).await;
+    assert!(accepted(&api, &reload.1).await);
+    assert!(!accepted(&api, &second.1).await);
+    assert!(accepted(&api, &refreshed.1).await);
+}
+
+#[tokio::test]
+async fn active_sessions_read_only_the_recent_key_range() {
+    use aws_sdk_dynamodb::types::{AttributeValue, PutRequest, WriteRequest};
+    use emulators::proxy::CountingProxy;
+    use taskpilot_domain::UserId;
+    use taskpilot_domain::session::{
+        ChatSession, SessionMode, SessionStatus, SessionStore, session_id_at,
+    };
+
+    let (client, table, endpoint) = taskpilot_testkit::stack::fresh_table("sessions")
+        .await
+        .unwrap();
+    let alice = UserId::new("alice").unwrap();
+    // Whole milliseconds, as stored.
+    let now = taskpilot_domain::timestamp::now();
+    let ttl = chrono::Duration::minutes(10);
+    let at = |secs_ago: i64| now - chrono::Duration::seconds(secs_ago);
+    let session = |minted: chrono::DateTime<chrono::Utc>| ChatSession {
+        id: session_id_at(minted),
+        mode: SessionMode::SelfHosted,
+        status: SessionStatus::Active,
+        created_at: minted,
+        expires_at: minted + ttl,
+        max_requests_per_minute: 30,
+        workflow_id: None,
+        secret_hash: None,
+    };
+    // A day of an abuser's history, kept past expiry (never cancelled): more
+    // than one 1 MB Query page if it were read.
+    let old: Vec<ChatSession> = (0..5_000).map(|i| session(at(11 * 60 + i * 17))).collect();
+    for chunk in old.chunks(25) {
+        let writes = chunk
+            .iter()
+            .map(|s| {
+                let mut item: std::collections::HashMap<String, AttributeValue> =
+                    serde_dynamo::to_item(s).unwrap();
+                item.insert("pk".into(), AttributeValue::S("USER#alice".into()));
+                item.insert("sk".into(), AttributeValue::S(format!("SESSION#{}", s.id)));
+                item.insert("padding".into(), AttributeValue::S("x".repeat(200)));
+                WriteRequest::builder()
+                    .put_request(PutRequest::builder().set_item(Some(item)).build().unwrap())
+                    .build()
+            })
+            .collect();
+        let mut pending = Some(std::collections::HashMap::from([(table.clone(), writes)]));
+        while let Some(items) = pending.filter(|p| !p.is_empty()) {
+            let out = client
+                .batch_write_item()
+                .set_request_items(Some(items))
+                .send()
+                .await
+                .unwrap();
+            pending = out.unprocessed_items;
+        }
+    }
+    let proxy = CountingProxy::start(&endpoint).await.unwrap();
+    let store = taskpilot_store::DynamoStore::new(
+        emulators::aws::dynamodb_client(&proxy.endpoint).await,
+        table,
+    );
+    let (oldest, cancelled, newest) = (session(at(500)), session(at(300)), session(at(2)));
+    let mut short = session(at(100));
+    short.expires_at = at(1);
+    for s in [&newest, &short, &cancelled, &oldest] {
+        store.put_session(&alice, s).await.unwrap();
+    }
+    store.cancel_session(&alice, &cancelled.id).await.unwrap();
+    store
+        .put_session(&UserId::new("bob").unwrap(), &session(at(3)))
+        .await
+        .unwrap();
+
+    let before = proxy.count("DynamoDB_20120810.Query");
+    let active = store.active_sessions(&alice, now - ttl, now).await.unwrap();
+    assert_eq!(
+        active.iter().map(|s| s.id.as_str()).collect::<Vec<_>>(),
+        [oldest.id.as_str(), newest.id.as_str()],
+        "active, unexpired, alice's, oldest first"
+    );
+    assert_eq!(active[0], oldest);
+    assert_eq!(
+        proxy.count("DynamoDB_20120810.Query") - before,
+        1,
+        "one page: the old records are outside the key range"
+    );
+}
+
+/// `GET /api/v1/chatkit/usage` as `user`, checked against the spec.
+async fn usage(api: &Api, user: &str) -> Value {
+    let r = api.get(USAGE, user).await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    r.body
+}
+
+const USAGE: &str = "/api/v1/chatkit/usage";
+
+/// The end of the minute window holding `t` (Unix seconds).
+fn minute_end(t: chrono::DateTime<chrono::Utc>) -> i64 {
+    t.timestamp() - t.timestamp().rem_euclid(60) + 60
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_usage_route_shows_the_callers_own_budget() {
+    let api = Api::start_with(StackOptions {
+        functions: Some(vec!["sessions".into(), "chatkit".into(), "health".into()]),
+        // The template's defaults (the harness raises them for other tests).
+        env: env(&[
+            ("CHATKIT_USER_TURNS_PER_MINUTE", "10"),
+            ("CHATKIT_USER_TOKENS_PER_DAY", "200000"),
+        ]),
+        ..StackOptions::default()
+    })
+    .await;
+    let midnight = |t: chrono::DateTime<chrono::Utc>| {
+        (t.date_naive() + chrono::Days::new(1))
+            .and_hms_opt(0, 0, 0)
+            .unwrap()
+            .and_utc()
+            .timestamp()
+    };
+
+    // A fresh user: nothing used, everything left.
+    let before = chrono::Utc::now();
+    let fresh = usage(&api, "carol").await;
+    let after = chrono::Utc::now();
+    let minute = fresh["turns_per_minute"]["resets_at"].as_i64().unwrap();
+    assert!(
+        [minute_end(before), minute_end(after)].contains(&minute),
+        "{fresh}"
+    );
+    let day = fresh["tokens_per_day"]["resets_at"].as_i64().unwrap();
+    assert!(
+        [midnight(before), midnight(after)].contains(&day),
+        "{fresh}"
+    );
+    assert_eq!(
+        fresh,
+        json!({
+            "turns_per_minute": {"limit": 10, "used": 0, "remaining": 10, "resets_at": minute},
+            "tokens_per_day": {"limit": 200000, "used": 0, "remaining": 200000, "resets_at": day},
+            "today": {"input_tokens": 0, "cached_input_tokens": 0, "output_tokens": 0,
+                      "rounds": 0, "turns": 0}
+        })
+    );
+
+    // One turn, with a client secret: it counts for alice, whatever identity she used.
+    let (_, secret) = mint(&api, "alice", None).await;
+    stub(&api).push_turn(taskpilot_testkit::openai_stub::Turn::Text("Hello!".into()));
+    let started = chrono::Utc::now();
+    let input = json!({"content": [{"type": "input_text", "text": "hi"}], "attachments": [],
+                       "inference_options": {"tool_choice": null, "model": null}});
+    let (status, stream) = chatkit(
+        &api,
+        &secret,
+        json!({"type": "threads.create", "params": {"input": input}}),
+    )
+    .await;
+    assert_eq!(status, 200, "{stream}");
+    assert!(stream.contains("Hello!"), "{stream}");
+    // Usage is written as the turn's rounds end: wait for it (bounded).
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let (read_at, alice) = loop {
+        let read_at = chrono::Utc::now();
+        let body = usage(&api, "alice").await;
+        if body["today"]["turns"] == 1 && body["today"]["rounds"].as_u64() >= Some(1) {
+            break (read_at, body);
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "alice's turn is not counted (awaits the chatkit side's counting?): {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let today = &alice["today"];
+    let tokens = today["input_tokens"].as_u64().unwrap() + today["output_tokens"].as_u64().unwrap();
+    assert!(tokens > 0, "{alice}");
+    assert!(
+        today["cached_input_tokens"].as_u64().unwrap() <= today["input_tokens"].as_u64().unwrap()
+    );
+    assert_eq!(
+        alice["tokens_per_day"],
+        json!({"limit": 200000, "used": tokens, "remaining": 200000 - tokens,
+               "resets_at": alice["tokens_per_day"]["resets_at"]})
+    );
+    // The turn is in its minute's count while that minute lasts.
+    let turns = &alice["turns_per_minute"];
+    if minute_end(started) == minute_end(read_at) {
+        assert_eq!(
+            (turns["used"].clone(), turns["remaining"].clone()),
+            (json!(1), json!(9)),
+            "{alice}"
+        );
+    }
+    assert_eq!(
+        turns["limit"].as_u64().unwrap() - turns["used"].as_u64().unwrap(),
+        turns["remaining"].as_u64().unwrap()
+    );
+    // Carol's count is her own.
+    assert_eq!(usage(&api, "carol").await["today"]["turns"], 0);
+
+    // No identity: 401; another method: 405 naming GET (the gateway's
+    // `$default`, and the function itself if it ever gets one).
+    let r = api.send(Method::GET, USAGE, None, None, &[]).await;
+    assert_eq!((r.status.as_u16(), r.code()), (401, "unauthorized"));
+    let r = api
+        .send(Method::POST, USAGE, Some("alice"), Some(json!({})), &[])
+        .await;
+    assert_eq!((r.status.as_u16(), r.code()), (405, "method_not_allowed"));
+    assert_eq!(r.headers["allow"], "GET, OPTIONS");
+    let sample =
+        std::fs::read_to_string(taskpilot_testkit::events::dir().join("chat-kit-usage.json"))
+            .unwrap();
+    let mut event: Value = serde_json::from_str(&sample).unwrap();
+    event["requestContext"]["http"]["method"] = json!("DELETE");
+    let out = api
+        .stack
+        .function("sessions")
+        .unwrap()
+        .invoke(event.to_string())
+        .await
+        .unwrap();
+    let resp: Value = serde_json::from_slice(&out).unwrap();
+    assert_eq!(resp["statusCode"], 405, "{resp}");
+    assert_eq!(resp["headers"]["allow"], "GET, OPTIONS", "{resp}");
 }

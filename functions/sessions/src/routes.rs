@@ -1,4 +1,5 @@
-//! `POST /api/chatkit/sessions` (also under `/api/v1`) and `…/{session_id}/cancel`.
+//! `POST /api/chatkit/sessions` (also under `/api/v1`), `…/{session_id}/cancel`
+//! and `GET /api/v1/chatkit/usage` (the caller's chat budget).
 
 use chrono::{DateTime, Utc};
 use http::{Method, StatusCode};
@@ -7,9 +8,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use taskpilot_domain::UserId;
+use taskpilot_domain::budget::{BudgetGate, BudgetStatus, ChatBudget};
 use taskpilot_domain::session::{
-    ChatSession, RateDecision, RateLimiter, SessionMode, SessionStatus, SessionStore,
-    SessionTokens, new_session_id, secret_hash,
+    ActiveSessionCap, ChatSession, RateDecision, RateLimiter, SessionMode, SessionStatus,
+    SessionStore, SessionTokens, secret_hash, session_id_at,
 };
 use taskpilot_http::json::{parse_body, respond};
 use taskpilot_http::request::deadline;
@@ -20,6 +22,8 @@ use taskpilot_store::DynamoStore;
 use crate::settings::{Settings, Workflow};
 
 const PREFIXES: [&str; 2] = ["/api/chatkit/sessions", "/api/v1/chatkit/sessions"];
+/// The caller's chat budget.
+const USAGE: &str = "/api/v1/chatkit/usage";
 /// Rate-limit bucket of session creation.
 const CREATE_BUCKET: &str = "sessions.create";
 
@@ -29,6 +33,7 @@ pub struct SessionsApi {
     store: DynamoStore,
     openai: OpenAi,
     auth: Authenticator,
+    budget: BudgetGate<DynamoStore>,
 }
 
 #[derive(Deserialize)]
@@ -49,12 +54,86 @@ struct Minted {
     chatkit_url: Option<String>,
 }
 
+/// `GET /api/v1/chatkit/usage`: where the caller stands against the chat budget.
+#[derive(Debug, PartialEq, Eq, Serialize)]
+struct Usage {
+    turns_per_minute: Allowance,
+    tokens_per_day: Allowance,
+    today: Today,
+}
+
+/// One limit: what is used in its window and when the window ends.
+#[derive(Debug, PartialEq, Eq, Serialize)]
+struct Allowance {
+    limit: u64,
+    used: u64,
+    /// `limit - used`, never below 0.
+    remaining: u64,
+    /// Unix seconds.
+    resets_at: i64,
+}
+
+/// Today's (UTC) usage by kind.
+#[derive(Debug, PartialEq, Eq, Serialize)]
+struct Today {
+    input_tokens: u64,
+    cached_input_tokens: u64,
+    output_tokens: u64,
+    rounds: u64,
+    turns: u64,
+}
+
+impl Usage {
+    fn of(budget: ChatBudget, status: &BudgetStatus) -> Self {
+        let allowance = |limit: u64, used: u64, resets_at: DateTime<Utc>| Allowance {
+            limit,
+            used,
+            remaining: limit.saturating_sub(used),
+            resets_at: resets_at.timestamp(),
+        };
+        let today = &status.today;
+        Self {
+            turns_per_minute: allowance(
+                u64::from(budget.turns_per_minute),
+                u64::from(status.turns_this_minute),
+                status.minute_resets_at,
+            ),
+            tokens_per_day: allowance(
+                budget.tokens_per_day,
+                today.tokens.total(),
+                status.day_resets_at,
+            ),
+            today: Today {
+                input_tokens: today.tokens.input,
+                cached_input_tokens: today.tokens.cached_input,
+                output_tokens: today.tokens.output,
+                rounds: today.rounds,
+                turns: today.turns,
+            },
+        }
+    }
+}
+
 enum Route {
     Create,
     Cancel(String),
+    Usage,
+}
+
+impl Route {
+    /// The one method the route serves.
+    fn method(&self) -> Method {
+        match self {
+            Self::Usage => Method::GET,
+            Self::Create | Self::Cancel(_) => Method::POST,
+        }
+    }
 }
 
 fn route(path: &str) -> Option<Route> {
+    if path == USAGE {
+        return Some(Route::Usage);
+    }
     let rest = PREFIXES.iter().find_map(|p| path.strip_prefix(p))?;
     if rest.is_empty() {
         return Some(Route::Create);
@@ -73,18 +152,21 @@ fn route(path: &str) -> Option<Route> {
 }
 
 impl SessionsApi {
-    /// Wires the dependencies.
+    /// Wires the dependencies; `budget` is the per-user chat budget the
+    /// `chatkit` function enforces, read here to show it.
     pub fn new(
         settings: Settings,
         store: DynamoStore,
         openai: OpenAi,
         auth: Authenticator,
+        budget: BudgetGate<DynamoStore>,
     ) -> Self {
         Self {
             settings,
             store,
             openai,
             auth,
+            budget,
         }
     }
 
@@ -95,17 +177,28 @@ impl SessionsApi {
             method: req.method().to_string(),
             path: path.clone(),
         })?;
-        if req.method() != Method::POST {
+        let allowed = route.method();
+        if req.method() != allowed {
             return Err(ApiError::MethodNotAllowed {
                 method: req.method().to_string(),
-                allowed: "POST, OPTIONS".into(),
+                allowed: format!("{allowed}, OPTIONS"),
             });
         }
         let user = self.auth.authenticate(&req).await?;
         match route {
             Route::Create => self.create(&user, &req).await,
             Route::Cancel(id) => self.cancel(&user, &id, &req).await,
+            Route::Usage => self.usage(&user).await,
         }
+    }
+
+    /// The caller's own budget: turns this minute, tokens today.
+    async fn usage(&self, user: &UserId) -> Result<Response<Body>, ApiError> {
+        let status = self.budget.status(user, Utc::now()).await?;
+        Ok(respond(
+            StatusCode::OK,
+            &Usage::of(self.budget.budget(), &status),
+        ))
     }
 
     async fn create(&self, user: &UserId, req: &Request) -> Result<Response<Body>, ApiError> {
@@ -125,7 +218,7 @@ impl SessionsApi {
             self.retire(user, current, now, deadline).await?;
         }
         let minted = match &self.settings.workflow {
-            None => self.mint_self_hosted(user, now, req).await?,
+            None => self.mint_self_hosted(user, now, req, deadline).await?,
             Some(workflow) => self.mint_hosted(user, workflow, deadline).await?,
         };
         tracing::info!(session_id = %minted.session_id, mode = ?minted.mode, refreshed = body.current_client_secret.is_some(), "session created");
@@ -148,10 +241,13 @@ impl SessionsApi {
         user: &UserId,
         now: DateTime<Utc>,
         req: &Request,
+        deadline: std::time::Instant,
     ) -> Result<Minted, ApiError> {
         let tokens = self.tokens().await?;
+        self.make_room(user, now, deadline).await?;
         let session = ChatSession {
-            id: new_session_id(),
+            // Its id's ULID time is `created_at`: what `active_sessions` reads.
+            id: session_id_at(now),
             mode: SessionMode::SelfHosted,
             status: SessionStatus::Active,
             created_at: now,
@@ -227,6 +323,45 @@ impl SessionsApi {
             mode: SessionMode::Hosted,
             chatkit_url: None,
         })
+    }
+
+    /// Keeps `user` within `CHATKIT_MAX_ACTIVE_SESSIONS` once the new session
+    /// is stored: at the cap, the oldest active sessions are cancelled (their
+    /// secrets are refused from then on), so a user who reloads the page is
+    /// never locked out. Self-hosted mode only: hosted sessions live upstream
+    /// and are not capped.
+    ///
+    /// Not atomic: mints that run concurrently each see the others' sessions
+    /// missing, so the user may briefly hold up to the cap plus the number of
+    /// concurrent mints; the next mint brings them back to the cap.
+    async fn make_room(
+        &self,
+        user: &UserId,
+        now: DateTime<Utc>,
+        deadline: std::time::Instant,
+    ) -> Result<(), ApiError> {
+        let cap = ActiveSessionCap {
+            max_active: self.settings.max_active_sessions,
+            ttl: chrono::Duration::seconds(self.settings.ttl_secs as i64),
+        };
+        let active = self
+            .store
+            .active_sessions(user, cap.created_since(now), now)
+            .await?;
+        let oldest = cap.to_cancel(&active);
+        if oldest.is_empty() {
+            return Ok(());
+        }
+        for session in oldest {
+            self.cancel_session(user, session, deadline).await?;
+        }
+        tracing::info!(
+            cancelled = oldest.len(),
+            active = active.len(),
+            max_active = cap.max_active,
+            "oldest active sessions cancelled to make room"
+        );
+        Ok(())
     }
 
     /// Cancels the session behind `current` (a refresh). Secrets that were not
@@ -326,5 +461,57 @@ impl SessionsApi {
             .and_then(|h| h.to_str().ok())
             .unwrap_or("localhost");
         format!("https://{host}/api/v1/chatkit")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use taskpilot_domain::budget::{DayUsage, TokenUsage};
+
+    #[test]
+    fn usage_counts_input_and_output_and_never_goes_negative() {
+        let at = |s: i64| DateTime::from_timestamp(s, 0).unwrap_or_default();
+        let budget = ChatBudget {
+            turns_per_minute: 10,
+            tokens_per_day: 1_000,
+            warn_percent: 80,
+        };
+        let status = BudgetStatus {
+            turns_this_minute: 3,
+            minute_resets_at: at(1_800_000_060),
+            today: DayUsage {
+                tokens: TokenUsage {
+                    input: 900,
+                    cached_input: 400,
+                    output: 345,
+                },
+                rounds: 4,
+                turns: 2,
+            },
+            day_resets_at: at(1_800_028_800),
+        };
+        let usage = serde_json::to_value(Usage::of(budget, &status)).unwrap_or_default();
+        assert_eq!(
+            usage,
+            json!({
+                "turns_per_minute": {"limit": 10, "used": 3, "remaining": 7, "resets_at": 1_800_000_060},
+                "tokens_per_day": {"limit": 1_000, "used": 1_245, "remaining": 0, "resets_at": 1_800_028_800},
+                "today": {"input_tokens": 900, "cached_input_tokens": 400, "output_tokens": 345,
+                          "rounds": 4, "turns": 2}
+            })
+        );
+    }
+
+    #[test]
+    fn each_route_has_its_method() {
+        assert!(matches!(route(USAGE), Some(Route::Usage)));
+        assert_eq!(route(USAGE).map(|r| r.method()), Some(Method::GET));
+        assert_eq!(
+            route("/api/v1/chatkit/sessions").map(|r| r.method()),
+            Some(Method::POST)
+        );
+        assert!(route("/api/chatkit/usage").is_none());
+        assert!(route("/api/v1/chatkit/usage/x").is_none());
     }
 }

@@ -20,6 +20,11 @@ pub struct Settings {
     pub max_requests_per_minute: u32,
     /// Per-user creations per minute (`SESSION_CREATE_PER_MINUTE`, default 20).
     pub create_per_minute: u32,
+    /// Most active self-hosted sessions per user (`CHATKIT_MAX_ACTIVE_SESSIONS`,
+    /// default 5, at least 1): a new one beyond it cancels the oldest. Hosted
+    /// mode (legacy: Agent Builder workflows are shut down) is not capped; its
+    /// sessions live upstream.
+    pub max_active_sessions: u32,
     /// Set: hosted mode.
     pub workflow: Option<Workflow>,
     /// Where the self-hosted ChatKit endpoint is (`CHATKIT_URL`).
@@ -38,9 +43,11 @@ impl Settings {
         }
         let max_requests_per_minute = config::parsed("CHATKIT_MAX_REQUESTS_PER_MINUTE", 30u32)?;
         let create_per_minute = config::parsed("SESSION_CREATE_PER_MINUTE", 20u32)?;
+        let max_active_sessions = config::parsed("CHATKIT_MAX_ACTIVE_SESSIONS", 5u32)?;
         for (name, value) in [
             ("CHATKIT_MAX_REQUESTS_PER_MINUTE", max_requests_per_minute),
             ("SESSION_CREATE_PER_MINUTE", create_per_minute),
+            ("CHATKIT_MAX_ACTIVE_SESSIONS", max_active_sessions),
         ] {
             if value == 0 {
                 return Err(ConfigError::Invalid {
@@ -53,6 +60,7 @@ impl Settings {
             ttl_secs,
             max_requests_per_minute,
             create_per_minute,
+            max_active_sessions,
             workflow: config::optional("CHATKIT_WORKFLOW_ID").map(|id| Workflow {
                 id,
                 version: config::optional("CHATKIT_WORKFLOW_VERSION"),

@@ -7,13 +7,15 @@ use std::sync::Mutex;
 
 use chrono::{DateTime, Utc};
 
+use crate::budget::{DayUsage, TokenUsage, UsageDay, UsageStore};
 use crate::error::StoreError;
 use crate::ports::{
     IdempotencyClaim, InsertOutcome, ListPage, ListQuery, TaskChange, TaskRepository,
     UpdateOutcome, WriteGuard,
 };
 use crate::session::{
-    ChatSession, RateDecision, RateLimiter, RateWindow, SessionStatus, SessionStore,
+    ChatSession, RateDecision, RateLimiter, RateWindow, SessionMode, SessionStatus, SessionStore,
+    first_session_id_since, session_id_ceiling,
 };
 use crate::task::{Task, TaskId};
 use crate::user::UserId;
@@ -122,11 +124,12 @@ impl TaskRepository for InMemoryTasks {
     }
 }
 
-/// Sessions and fixed-window counters in maps.
+/// Sessions, fixed-window counters and daily usage in maps.
 #[derive(Default)]
 pub struct InMemorySessions {
     sessions: Mutex<BTreeMap<(String, String), ChatSession>>,
     counters: Mutex<BTreeMap<(String, String, i64), u32>>,
+    usage: Mutex<BTreeMap<(String, UsageDay), DayUsage>>,
 }
 
 impl SessionStore for InMemorySessions {
@@ -175,6 +178,26 @@ impl SessionStore for InMemorySessions {
             })
             .map(|(_, s)| s.clone()))
     }
+
+    async fn active_sessions(
+        &self,
+        user: &UserId,
+        created_since: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<ChatSession>, StoreError> {
+        // The same key range as the DynamoDB adapter, in id (creation) order.
+        let (from, to) = (first_session_id_since(created_since), session_id_ceiling());
+        Ok(lock(&self.sessions)
+            .iter()
+            .filter(|((owner, id), s)| {
+                owner == user.as_str()
+                    && (&from..=&to).contains(&id)
+                    && s.mode == SessionMode::SelfHosted
+                    && s.is_usable(now)
+            })
+            .map(|(_, s)| s.clone())
+            .collect())
+    }
 }
 
 impl RateLimiter for InMemorySessions {
@@ -201,10 +224,78 @@ impl RateLimiter for InMemorySessions {
     }
 }
 
+impl UsageStore for InMemorySessions {
+    async fn day_usage(&self, user: &UserId, day: UsageDay) -> Result<DayUsage, StoreError> {
+        Ok(lock(&self.usage)
+            .get(&(user.as_str().to_owned(), day))
+            .copied()
+            .unwrap_or_default())
+    }
+
+    async fn add_usage(
+        &self,
+        user: &UserId,
+        day: UsageDay,
+        tokens: TokenUsage,
+        first_round: bool,
+    ) -> Result<DayUsage, StoreError> {
+        let mut usage = lock(&self.usage);
+        let day = usage.entry((user.as_str().to_owned(), day)).or_default();
+        day.tokens = day.tokens.plus(tokens);
+        day.rounds += 1;
+        day.turns += u64::from(first_round);
+        Ok(*day)
+    }
+
+    async fn give_back(
+        &self,
+        user: &UserId,
+        bucket: &str,
+        window: RateWindow,
+    ) -> Result<(), StoreError> {
+        if let Some(count) = lock(&self.counters).get_mut(&(
+            user.as_str().to_owned(),
+            bucket.to_owned(),
+            window.start,
+        )) {
+            *count = count.saturating_sub(1);
+        }
+        Ok(())
+    }
+
+    async fn count(
+        &self,
+        user: &UserId,
+        bucket: &str,
+        window_secs: u64,
+        now: DateTime<Utc>,
+    ) -> Result<u32, StoreError> {
+        let window = RateWindow::at(now, window_secs);
+        let mut counters = lock(&self.counters);
+        let count = counters
+            .entry((user.as_str().to_owned(), bucket.to_owned(), window.start))
+            .or_insert(0);
+        *count = count.saturating_add(1);
+        Ok(*count)
+    }
+
+    async fn hits(
+        &self,
+        user: &UserId,
+        bucket: &str,
+        window: RateWindow,
+    ) -> Result<u32, StoreError> {
+        Ok(lock(&self.counters)
+            .get(&(user.as_str().to_owned(), bucket.to_owned(), window.start))
+            .copied()
+            .unwrap_or(0))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::session::{SessionMode, new_session_id};
+    use crate::session::new_session_id;
 
     fn session(hash: &str) -> ChatSession {
         let now = Utc::now();
@@ -277,5 +368,140 @@ mod tests {
             limiter.hit(&alice, "b", 2, 60, next).await.unwrap(),
             RateDecision::Allowed
         );
+    }
+
+    /// A self-hosted session minted at `at`, living `ttl`.
+    fn minted_at(at: DateTime<Utc>, ttl: chrono::Duration) -> ChatSession {
+        ChatSession {
+            id: crate::session::session_id_at(at),
+            mode: SessionMode::SelfHosted,
+            status: SessionStatus::Active,
+            created_at: at,
+            expires_at: at + ttl,
+            max_requests_per_minute: 30,
+            workflow_id: None,
+            secret_hash: None,
+        }
+    }
+
+    fn ids(sessions: &[ChatSession]) -> Vec<&str> {
+        sessions.iter().map(|s| s.id.as_str()).collect()
+    }
+
+    #[tokio::test]
+    async fn active_sessions_are_the_users_usable_recent_ones_oldest_first() {
+        let store = InMemorySessions::default();
+        let (alice, bob) = (UserId::new("alice").unwrap(), UserId::new("bob").unwrap());
+        let now: DateTime<Utc> = "2026-12-02T10:00:00Z".parse().unwrap();
+        let ttl = chrono::Duration::minutes(10);
+        let at = |secs_ago: i64| now - chrono::Duration::seconds(secs_ago);
+        // Inserted out of order: the answer is in creation order.
+        let newest = minted_at(at(1), ttl);
+        let oldest = minted_at(at(540), ttl);
+        let middle = minted_at(at(60), ttl);
+        let cancelled = minted_at(at(30), ttl);
+        let expired = minted_at(at(700), ttl);
+        // Created in the window but already past a shorter expiry.
+        let mut short = minted_at(at(20), ttl);
+        short.expires_at = now;
+        for s in [&newest, &oldest, &middle, &cancelled, &expired, &short] {
+            store.put_session(&alice, s).await.unwrap();
+        }
+        store.cancel_session(&alice, &cancelled.id).await.unwrap();
+        store
+            .put_session(&bob, &minted_at(at(10), ttl))
+            .await
+            .unwrap();
+        // A hosted session (legacy mode) does not count, even with an id in range.
+        let mut hosted = minted_at(at(5), ttl);
+        hosted.mode = SessionMode::Hosted;
+        store.put_session(&alice, &hosted).await.unwrap();
+
+        let active = store.active_sessions(&alice, now - ttl, now).await.unwrap();
+        assert_eq!(
+            ids(&active),
+            [oldest.id.as_str(), middle.id.as_str(), newest.id.as_str()]
+        );
+        // Only ids minted at or after `created_since` are read.
+        let recent = store.active_sessions(&alice, at(60), now).await.unwrap();
+        assert_eq!(ids(&recent), [middle.id.as_str(), newest.id.as_str()]);
+        assert_eq!(
+            store
+                .active_sessions(&UserId::new("carol").unwrap(), now - ttl, now)
+                .await
+                .unwrap(),
+            []
+        );
+    }
+
+    /// What the sessions function does before storing a new session.
+    async fn mint(
+        store: &InMemorySessions,
+        user: &UserId,
+        cap: crate::session::ActiveSessionCap,
+        now: DateTime<Utc>,
+    ) -> (ChatSession, usize) {
+        let active = store
+            .active_sessions(user, cap.created_since(now), now)
+            .await
+            .unwrap();
+        let victims = cap.to_cancel(&active);
+        for s in victims {
+            store.cancel_session(user, &s.id).await.unwrap();
+        }
+        let session = minted_at(now, cap.ttl);
+        store.put_session(user, &session).await.unwrap();
+        (session, victims.len())
+    }
+
+    #[tokio::test]
+    async fn minting_past_the_cap_cancels_the_oldest_sessions() {
+        let store = InMemorySessions::default();
+        let (alice, bob) = (UserId::new("alice").unwrap(), UserId::new("bob").unwrap());
+        let cap = crate::session::ActiveSessionCap {
+            max_active: 2,
+            ttl: chrono::Duration::minutes(10),
+        };
+        let start: DateTime<Utc> = "2026-12-02T10:00:00Z".parse().unwrap();
+        let at = |secs: i64| start + chrono::Duration::seconds(secs);
+        let bobs = mint(&store, &bob, cap, at(0)).await.0;
+        let (first, cancelled) = mint(&store, &alice, cap, at(1)).await;
+        assert_eq!(cancelled, 0);
+        let (second, cancelled) = mint(&store, &alice, cap, at(2)).await;
+        assert_eq!(cancelled, 0);
+        let (third, cancelled) = mint(&store, &alice, cap, at(3)).await;
+        assert_eq!(cancelled, 1, "the third cancels the first");
+        let usable = |user: &UserId, s: &ChatSession| {
+            let (store, user, id) = (&store, user.clone(), s.id.clone());
+            async move {
+                store
+                    .get_session(&user, &id)
+                    .await
+                    .unwrap()
+                    .is_some_and(|s| s.is_usable(at(3)))
+            }
+        };
+        assert!(!usable(&alice, &first).await);
+        assert!(usable(&alice, &second).await && usable(&alice, &third).await);
+        assert!(usable(&bob, &bobs).await, "another user's sessions stay");
+
+        // Over the cap already (concurrent mints): back to the cap at once.
+        for s in [minted_at(at(4), cap.ttl), minted_at(at(5), cap.ttl)] {
+            store.put_session(&alice, &s).await.unwrap();
+        }
+        let (last, cancelled) = mint(&store, &alice, cap, at(6)).await;
+        assert_eq!(cancelled, 3);
+        let active = store
+            .active_sessions(&alice, cap.created_since(at(6)), at(6))
+            .await
+            .unwrap();
+        assert_eq!(active.len(), 2);
+        assert_eq!(active[1].id, last.id);
+
+        // Expired sessions do not count: after a lifetime, nothing is cancelled.
+        let later = |secs: i64| at(6) + cap.ttl + chrono::Duration::seconds(secs);
+        assert_eq!(mint(&store, &alice, cap, later(0)).await.1, 0);
+        assert_eq!(mint(&store, &alice, cap, later(1)).await.1, 0);
+        assert_eq!(mint(&store, &alice, cap, later(2)).await.1, 1);
     }
 }

@@ -70,9 +70,62 @@ impl ChatSession {
     }
 }
 
+/// Prefix of self-hosted session ids: `cksess_<lowercase ULID>`.
+pub const SESSION_ID_PREFIX: &str = "cksess_";
+
 /// A new self-hosted session id.
 pub fn new_session_id() -> String {
-    format!("cksess_{}", ulid::Ulid::new().to_string().to_lowercase())
+    session_id_at(Utc::now())
+}
+
+/// A self-hosted session id created at `at`: `cksess_` and a lowercase ULID
+/// whose time part is `at`, so ids sort by creation time (to the millisecond).
+pub fn session_id_at(at: DateTime<Utc>) -> String {
+    let ulid = ulid::Ulid::from_datetime(std::time::SystemTime::from(at));
+    format!("{SESSION_ID_PREFIX}{}", ulid.to_string().to_lowercase())
+}
+
+/// The smallest self-hosted session id that can have been created at or
+/// after `at` (its ULID's randomness all zeros): every such id sorts at or
+/// after it, every id created earlier before it.
+pub fn first_session_id_since(at: DateTime<Utc>) -> String {
+    let millis = u64::try_from(at.timestamp_millis()).unwrap_or(0);
+    let ulid = ulid::Ulid::from_parts(millis, 0);
+    format!("{SESSION_ID_PREFIX}{}", ulid.to_string().to_lowercase())
+}
+
+/// A bound above every self-hosted session id (`~` sorts after the ULID
+/// alphabet).
+pub fn session_id_ceiling() -> String {
+    format!("{SESSION_ID_PREFIX}~")
+}
+
+/// The cap on a user's active self-hosted sessions
+/// (`CHATKIT_MAX_ACTIVE_SESSIONS`). A new session beyond it cancels the
+/// oldest active ones, so a user who opens (or reloads) the page is never
+/// locked out; only the oldest tabs lose their chat.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ActiveSessionCap {
+    /// Most active sessions per user (at least 1).
+    pub max_active: u32,
+    /// Session lifetime: a session created longer ago has expired.
+    pub ttl: chrono::Duration,
+}
+
+impl ActiveSessionCap {
+    /// The earliest creation time of a session that can still be active at `now`.
+    pub fn created_since(&self, now: DateTime<Utc>) -> DateTime<Utc> {
+        now - self.ttl
+    }
+
+    /// Of `active` (a user's active sessions, oldest first), the ones to
+    /// cancel so that one more session keeps the user within the cap: the
+    /// oldest `active - max + 1`, none while `active < max`.
+    pub fn to_cancel<'a>(&self, active: &'a [ChatSession]) -> &'a [ChatSession] {
+        let max = usize::try_from(self.max_active.max(1)).unwrap_or(usize::MAX);
+        let excess = (active.len() + 1).saturating_sub(max);
+        &active[..excess.min(active.len())]
+    }
 }
 
 /// SHA-256 (hex) of a client secret, so secrets are never stored.
@@ -201,6 +254,22 @@ pub trait SessionStore: Send + Sync {
         user: &UserId,
         hash: &str,
     ) -> impl Future<Output = Result<Option<ChatSession>, StoreError>> + Send;
+
+    /// The self-hosted sessions of `user` still usable at `now` (mode
+    /// self-hosted, status active, `expires_at` after `now`) whose id was
+    /// minted at or after
+    /// `created_since`, oldest first. Creation is read from the id (a
+    /// `cksess_` ULID, [`session_id_at`]), so only the ids in
+    /// `[first_session_id_since(created_since), session_id_ceiling()]` are
+    /// read, never all of a user's records (kept a day past expiry).
+    /// `created_since` is `now` minus the session lifetime: an older session
+    /// cannot be active any more.
+    fn active_sessions(
+        &self,
+        user: &UserId,
+        created_since: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> impl Future<Output = Result<Vec<ChatSession>, StoreError>> + Send;
 }
 
 /// Outcome of a rate-limit check.
@@ -303,6 +372,57 @@ mod tests {
         assert_eq!(
             tokens.verify("cks_x", Utc::now(), false),
             Err(TokenError::Invalid)
+        );
+    }
+
+    #[test]
+    fn session_ids_sort_by_creation_within_their_range() {
+        let t: DateTime<Utc> = "2026-12-02T10:00:00.250Z".parse().unwrap();
+        let ms = chrono::Duration::milliseconds(1);
+        let floor = first_session_id_since(t);
+        assert!(
+            floor.starts_with(SESSION_ID_PREFIX) && floor.len() == SESSION_ID_PREFIX.len() + 26
+        );
+        assert!(floor.ends_with(&"0".repeat(16)), "no randomness: {floor}");
+        for _ in 0..100 {
+            let (before, at, after) = (
+                session_id_at(t - ms),
+                session_id_at(t),
+                session_id_at(t + ms),
+            );
+            assert!(before < floor, "{before} < {floor}");
+            assert!(floor <= at && at < after, "{floor} <= {at} < {after}");
+            assert!(after < session_id_ceiling());
+            assert_eq!(at, at.to_lowercase());
+        }
+        assert!(
+            new_session_id() > first_session_id_since(Utc::now() - chrono::Duration::seconds(1))
+        );
+    }
+
+    #[test]
+    fn the_cap_cancels_the_oldest_to_make_room_for_one() {
+        let active: Vec<ChatSession> = (0..6).map(|_| session(600)).collect();
+        let cap = |max_active| ActiveSessionCap {
+            max_active,
+            ttl: chrono::Duration::seconds(600),
+        };
+        let ids = |s: &[ChatSession]| s.iter().map(|s| s.id.clone()).collect::<Vec<_>>();
+        // Under the cap: nothing.
+        assert!(cap(5).to_cancel(&active[..4]).is_empty());
+        assert!(cap(5).to_cancel(&[]).is_empty());
+        // At the cap: the oldest one.
+        assert_eq!(ids(cap(5).to_cancel(&active[..5])), ids(&active[..1]));
+        // Over it (concurrent mints): back to max - 1, oldest first.
+        assert_eq!(ids(cap(2).to_cancel(&active)), ids(&active[..5]));
+        // One session at a time: every other one goes.
+        assert_eq!(ids(cap(1).to_cancel(&active)), ids(&active));
+        // 0 is read as 1 (the settings refuse it).
+        assert_eq!(cap(0).to_cancel(&active).len(), 6);
+        let now = Utc::now();
+        assert_eq!(
+            cap(5).created_since(now),
+            now - chrono::Duration::seconds(600)
         );
     }
 }

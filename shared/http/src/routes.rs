@@ -14,6 +14,7 @@ pub const ROUTES: &[(&str, &[&str])] = &[
     ("/api/chatkit/sessions/{session_id}/cancel", &["POST"]),
     ("/api/v1/chatkit/sessions/{session_id}/cancel", &["POST"]),
     ("/api/v1/chatkit", &["POST"]),
+    ("/api/v1/chatkit/usage", &["GET"]),
     ("/health", &["GET"]),
     ("/api/v1/chatkit/health", &["GET"]),
 ];
@@ -62,6 +63,10 @@ mod tests {
             Some("POST, OPTIONS")
         );
         assert_eq!(allowed_methods("/health").as_deref(), Some("GET, OPTIONS"));
+        assert_eq!(
+            allowed_methods("/api/v1/chatkit/usage").as_deref(),
+            Some("GET, OPTIONS")
+        );
     }
 
     #[test]

@@ -56,6 +56,14 @@ pub fn rate_sk(bucket: &str, window_start: i64) -> String {
     format!("RATE#{bucket}#{window_start}")
 }
 
+/// Sort-key prefix of a user's daily usage records.
+pub const USAGE_PREFIX: &str = "USAGE#";
+
+/// `USAGE#<yyyy-mm-dd>`: a user's model usage on one UTC day.
+pub fn usage_sk(day: &taskpilot_domain::budget::UsageDay) -> String {
+    format!("{USAGE_PREFIX}{}", day.key())
+}
+
 /// `THREAD#<id>`: a ChatKit thread's metadata.
 pub fn thread_sk(thread_id: &str) -> String {
     format!("{THREAD_PREFIX}{thread_id}")

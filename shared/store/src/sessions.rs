@@ -5,18 +5,26 @@ use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue};
 use tracing::instrument;
 
+use chrono::{DateTime, Utc};
 use taskpilot_domain::StoreError;
 use taskpilot_domain::UserId;
-use taskpilot_domain::session::{ChatSession, SessionStore};
+use taskpilot_domain::session::{
+    ChatSession, SessionMode, SessionStore, first_session_id_since, session_id_ceiling,
+};
 
 use crate::error::classify;
-use crate::keys::{self, PK, TTL};
+use crate::keys::{self, PK, SK, TTL};
 use crate::tasks::{DynamoStore, n, s};
 
 /// Records stay a day past expiry (for support), then TTL removes them.
 const RETENTION_SECS: i64 = 86_400;
 /// Pages a secret lookup may read.
 const LOOKUP_PAGES: usize = 5;
+/// Pages an active-session listing may read. Its key range holds only the
+/// sessions minted within one lifetime (at most `SESSION_CREATE_PER_MINUTE`
+/// × the lifetime in minutes, 200 by default, one page); past this cap the
+/// oldest ones found are returned and a warning logged.
+const ACTIVE_PAGES: usize = 4;
 
 type Item = std::collections::HashMap<String, AttributeValue>;
 
@@ -128,5 +136,60 @@ impl SessionStore for DynamoStore {
             }
         }
         Ok(None)
+    }
+
+    /// One strongly consistent Query over the ids minted since
+    /// `created_since` (ULIDs sort by creation), never the user's whole
+    /// session history; cancelled and hosted sessions are filtered out by
+    /// DynamoDB, expired ones here.
+    #[instrument(skip_all)]
+    async fn active_sessions(
+        &self,
+        user: &UserId,
+        created_since: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<ChatSession>, StoreError> {
+        let from = keys::session_sk(&first_session_id_since(created_since));
+        let to = keys::session_sk(&session_id_ceiling());
+        let mut active = Vec::new();
+        let mut start = None;
+        for _ in 0..ACTIVE_PAGES {
+            let out = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .key_condition_expression("#pk = :pk AND #sk BETWEEN :from AND :to")
+                .filter_expression("#status = :active AND #mode = :mode")
+                .expression_attribute_names("#pk", PK)
+                .expression_attribute_names("#sk", SK)
+                .expression_attribute_names("#status", "status")
+                .expression_attribute_names("#mode", "mode")
+                .expression_attribute_values(":pk", s(keys::user_pk(user)))
+                .expression_attribute_values(":from", s(from.clone()))
+                .expression_attribute_values(":to", s(to.clone()))
+                .expression_attribute_values(":active", s("active"))
+                .expression_attribute_values(":mode", s("self_hosted"))
+                .consistent_read(true)
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .map_err(classify)?;
+            for item in out.items.unwrap_or_default() {
+                let session = from_item(item)?;
+                if session.mode == SessionMode::SelfHosted && session.is_usable(now) {
+                    active.push(session);
+                }
+            }
+            match out.last_evaluated_key {
+                Some(k) => start = Some(k),
+                None => return Ok(active),
+            }
+        }
+        tracing::warn!(
+            pages = ACTIVE_PAGES,
+            found = active.len(),
+            "active sessions: page cap reached, the newest were not read"
+        );
+        Ok(active)
     }
 }
