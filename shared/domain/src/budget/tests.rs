@@ -378,3 +378,62 @@ fn waits_read_as_people_say_them() {
     assert_eq!(human_wait(3_659), "1 h");
     assert_eq!(human_wait(3_660), "1 h 1 min");
 }
+
+#[test]
+fn the_gate_reports_its_own_limits() {
+    let store = Counted::default();
+    assert_eq!(BudgetGate::new(&store, budget(3, 77)).budget(), budget(3, 77));
+}
+
+fn minute_refusal() -> Refusal {
+    Refusal::TurnsPerMinute {
+        limit: 1,
+        retry_after: 30,
+    }
+}
+
+fn user_no(i: usize) -> UserId {
+    UserId::new(format!("user-{i}")).unwrap()
+}
+
+fn remembered_len(r: &Remembered) -> usize {
+    r.0.lock().unwrap().len()
+}
+
+#[test]
+fn remembered_refusals_stay_until_the_map_is_full() {
+    let remembered = Remembered::default();
+    // Expired, but kept while there is room.
+    remembered.remember(&user_no(0), minute_refusal(), at(10, 0, 0));
+    remembered.remember(&user_no(1), minute_refusal(), at(10, 5, 0));
+    assert_eq!(remembered_len(&remembered), 2);
+}
+
+#[test]
+fn a_full_map_drops_expired_refusals_first() {
+    let remembered = Remembered::default();
+    let now = at(10, 0, 30);
+    // Half expire exactly at `now`, half later.
+    for i in 0..REMEMBERED_REFUSALS {
+        let from = if i % 2 == 0 { at(10, 0, 0) } else { now };
+        remembered.remember(&user_no(i), minute_refusal(), from);
+    }
+    remembered.remember(&alice(), minute_refusal(), now);
+    assert_eq!(remembered_len(&remembered), REMEMBERED_REFUSALS / 2 + 1);
+    assert!(remembered.get(&user_no(1), now).is_some(), "a live refusal stays");
+    assert!(remembered.get(&alice(), now).is_some());
+}
+
+#[test]
+fn a_map_full_of_live_refusals_starts_over() {
+    let remembered = Remembered::default();
+    let now = at(10, 0, 0);
+    for i in 0..REMEMBERED_REFUSALS {
+        remembered.remember(&user_no(i), minute_refusal(), now);
+    }
+    assert_eq!(remembered_len(&remembered), REMEMBERED_REFUSALS);
+    remembered.remember(&alice(), minute_refusal(), now);
+    assert_eq!(remembered_len(&remembered), 1);
+    assert!(remembered.get(&alice(), now).is_some());
+    assert_eq!(remembered.get(&user_no(0), now), None);
+}
