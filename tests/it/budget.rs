@@ -351,7 +351,7 @@ async fn counters_survive_a_restart_of_the_function_processes() {
 #[tokio::test]
 async fn refusals_cost_no_dynamodb_request_once_known() {
     let api = Api::start_with(taskpilot_testkit::stack::StackOptions {
-        functions: Some(vec!["chatkit".into()]),
+        functions: Some(vec!["chatkit".into(), "sessions".into()]),
         env: vec![("CHATKIT_USER_TURNS_PER_MINUTE".into(), "1".into())],
         max_instances: 1,
         count_dynamodb: true,
@@ -366,6 +366,21 @@ async fn refusals_cost_no_dynamodb_request_once_known() {
     assert_eq!(status, 200);
     let (status, _, _) = post(&api, &jwt, &create("hi")).await;
     assert_eq!(status, 429);
+    // A cancelled session's secret: refused once from DynamoDB, then from
+    // the process's memory.
+    let minted = api.post("/api/chatkit/sessions", "ivan", json!({})).await;
+    let secret = minted.body["client_secret"].as_str().unwrap().to_owned();
+    let session = minted.body["session_id"].as_str().unwrap().to_owned();
+    let cancelled = api
+        .post(
+            &format!("/api/chatkit/sessions/{session}/cancel"),
+            "ivan",
+            json!({}),
+        )
+        .await;
+    assert_eq!(cancelled.status.as_u16(), 200);
+    let (status, _, _) = post(&api, &secret, &create("hi")).await;
+    assert_eq!(status, 401);
     let total = || proxy.counts().values().sum::<usize>();
     let before = total();
     // No token, a bad token, and a known refusal: none reads DynamoDB.
@@ -379,6 +394,8 @@ async fn refusals_cost_no_dynamodb_request_once_known() {
     assert_eq!(anonymous.status().as_u16(), 401);
     let (status, _, _) = post(&api, "not-a-token", &create("hi")).await;
     assert_eq!(status, 401);
+    let (status, _, body) = post(&api, &secret, &create("hi")).await;
+    assert_eq!(status, 401, "{body}");
     for _ in 0..5 {
         let (status, _, _) = post(&api, &jwt, &create("hi")).await;
         if window() != first_window {

@@ -5,7 +5,8 @@
 //! checked by [`Identity::check_session`], which the endpoint runs
 //! concurrently with the rest of the request's reads.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Utc};
 use lambda_http::Request;
@@ -17,11 +18,18 @@ use taskpilot_http::{ApiError, Authenticator, UpstreamError};
 use taskpilot_secrets::SecretCache;
 use taskpilot_store::DynamoStore;
 
+/// Most refused sessions a process remembers.
+const REMEMBERED_SESSIONS: usize = 4096;
+
 /// Verifies callers.
 pub struct Identity {
     store: DynamoStore,
     secrets: Arc<SecretCache>,
     auth: Authenticator,
+    /// Sessions found cancelled (or gone), until their secret expires: a
+    /// cancelled session never comes back, so its secret is refused again
+    /// with no storage request.
+    refused: Mutex<HashMap<String, i64>>,
 }
 
 /// A caller whose token was verified.
@@ -36,6 +44,8 @@ pub enum Verified {
         user: UserId,
         /// The session it belongs to.
         session_id: String,
+        /// When the secret expires (Unix seconds).
+        expires: i64,
     },
 }
 
@@ -55,7 +65,25 @@ impl Identity {
             store,
             secrets,
             auth,
+            refused: Mutex::default(),
         }
+    }
+
+    fn refused_sessions(&self) -> std::sync::MutexGuard<'_, HashMap<String, i64>> {
+        self.refused.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Remembers that `session_id` (whose secrets expire at `exp`) is no
+    /// longer usable.
+    fn remember_refused(&self, session_id: &str, exp: i64, now: DateTime<Utc>) {
+        let mut refused = self.refused_sessions();
+        if refused.len() >= REMEMBERED_SESSIONS {
+            refused.retain(|_, exp| *exp > now.timestamp());
+            if refused.len() >= REMEMBERED_SESSIONS {
+                refused.clear();
+            }
+        }
+        refused.insert(session_id.to_owned(), exp);
     }
 
     /// The caller, from the token alone (401 when unknown). A client
@@ -100,9 +128,13 @@ impl Identity {
             })?;
         let user = UserId::new(claims.sub)
             .map_err(|_| ApiError::Unauthorized("the client secret is not valid".into()))?;
+        if self.refused_sessions().contains_key(&claims.sid) {
+            return Err(session_gone());
+        }
         Ok(Verified::Session {
             user,
             session_id: claims.sid,
+            expires: claims.exp,
         })
     }
 
@@ -114,7 +146,12 @@ impl Identity {
         caller: &Verified,
         now: DateTime<Utc>,
     ) -> Result<(), ApiError> {
-        let Verified::Session { user, session_id } = caller else {
+        let Verified::Session {
+            user,
+            session_id,
+            expires,
+        } = caller
+        else {
             return Ok(());
         };
         let bucket = format!("chatkit.session.{session_id}");
@@ -125,9 +162,10 @@ impl Identity {
             self.store.count(user, &bucket, 60, now)
         );
         let retry_after = RateWindow::at(now, 60).retry_after(now);
-        let session = session?.filter(|s| s.is_usable(now)).ok_or_else(|| {
-            ApiError::Unauthorized("the session was cancelled or has expired".into())
-        })?;
+        let Some(session) = session?.filter(|s| s.is_usable(now)) else {
+            self.remember_refused(session_id, *expires, now);
+            return Err(session_gone());
+        };
         let count = counted?;
         if count > session.max_requests_per_minute {
             return Err(ApiError::RateLimited {
@@ -140,4 +178,9 @@ impl Identity {
         }
         Ok(())
     }
+}
+
+/// A client secret whose session was cancelled (or is gone).
+fn session_gone() -> ApiError {
+    ApiError::Unauthorized("the session was cancelled or has expired".into())
 }

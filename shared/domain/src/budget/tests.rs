@@ -382,7 +382,10 @@ fn waits_read_as_people_say_them() {
 #[test]
 fn the_gate_reports_its_own_limits() {
     let store = Counted::default();
-    assert_eq!(BudgetGate::new(&store, budget(3, 77)).budget(), budget(3, 77));
+    assert_eq!(
+        BudgetGate::new(&store, budget(3, 77)).budget(),
+        budget(3, 77)
+    );
 }
 
 fn minute_refusal() -> Refusal {
@@ -420,7 +423,10 @@ fn a_full_map_drops_expired_refusals_first() {
     }
     remembered.remember(&alice(), minute_refusal(), now);
     assert_eq!(remembered_len(&remembered), REMEMBERED_REFUSALS / 2 + 1);
-    assert!(remembered.get(&user_no(1), now).is_some(), "a live refusal stays");
+    assert!(
+        remembered.get(&user_no(1), now).is_some(),
+        "a live refusal stays"
+    );
     assert!(remembered.get(&alice(), now).is_some());
 }
 
