@@ -8,7 +8,7 @@ use std::time::Duration;
 use chrono::{Timelike, Utc};
 use serde_json::{Value, json};
 
-use crate::common::{Api, chatkit};
+use crate::common::{Api, chatkit, check_contract};
 use taskpilot_testkit::chatkit_contract;
 use taskpilot_testkit::openai_stub::{OpenAiStub, prompt_tokens};
 
@@ -59,6 +59,12 @@ async fn post(api: &Api, bearer: &str, envelope: &Value) -> (u16, Option<u64>, S
     let kind = envelope["type"].as_str().unwrap_or_default();
     if let Err(e) = chatkit_contract::check_response(kind, status, content_type.as_deref(), &text) {
         panic!("ChatKit contract: {e}");
+    }
+    if !content_type
+        .as_deref()
+        .is_some_and(|t| t.starts_with("text/event-stream"))
+    {
+        check_contract("POST", CHATKIT, status, text.as_bytes());
     }
     (status, retry_after, text)
 }
@@ -163,6 +169,7 @@ async fn a_burst_from_one_user_reaches_the_model_exactly_the_minutes_budget() {
                         &body,
                     )
                     .unwrap();
+                    check_contract("POST", CHATKIT, 429, body.as_bytes());
                 }
                 other => panic!("unexpected {other}: {body}"),
             }

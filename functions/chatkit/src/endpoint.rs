@@ -289,8 +289,10 @@ impl Endpoint {
             if let Ok(Some(admission)) = &admitted {
                 self.give_back(user, admission).await;
             }
-            if matches!(e, ApiError::RateLimited { .. }) {
-                refusal_metric("session_requests_per_minute");
+            match e {
+                ApiError::RateLimited { .. } => refusal_metric("session_requests_per_minute"),
+                ApiError::Unauthorized(_) => refusal_metric("unauthenticated"),
+                _ => {}
             }
             return Err(e);
         }
