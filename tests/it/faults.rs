@@ -617,3 +617,87 @@ async fn a_turn_ends_itself_before_the_function_timeout_when_tools_hang() {
     assert_eq!(function.pids().len(), 1, "the process was restarted");
     assert_eq!(stub.requests_to("/v1/responses").len(), 1);
 }
+
+/// The EMF line in `function`'s output that has `metric` with the
+/// dimension `dimension` = `value`, waited for (output arrives on a pipe).
+async fn emf_line(
+    api: &Api,
+    function: &str,
+    metric: &str,
+    dimension: (&str, &str),
+) -> Option<Value> {
+    let f = api.stack.function(function).unwrap();
+    let line = f
+        .wait_for_log(
+            |l| {
+                serde_json::from_str::<Value>(l).is_ok_and(|v| {
+                    v[metric].is_number()
+                        && v[dimension.0] == dimension.1
+                        && v["_aws"]["CloudWatchMetrics"][0]["Metrics"]
+                            .as_array()
+                            .is_some_and(|m| m.iter().any(|m| m["Name"] == metric))
+                })
+            },
+            Duration::from_secs(30),
+        )
+        .await?;
+    serde_json::from_str(&line).ok()
+}
+
+#[tokio::test]
+async fn openai_failing_is_counted_by_kind_and_the_stream_error_too() {
+    let api = Api::start_env(&["chatkit"], &[("OPENAI_TIMEOUT_MS", "1500")]).await;
+    let stub = api.stack.openai.as_ref().unwrap();
+    // 500s through every retry: a server error, and the turn's stream ends
+    // with a retryable `error`.
+    for _ in 0..3 {
+        stub.push_fault(Fault::Status {
+            status: 500,
+            retry_after: None,
+        });
+    }
+    let (status, events, _, _) = chatkit(
+        &api,
+        "alice",
+        json!({"type": "threads.create", "params": {"input": {"content": [
+            {"type": "input_text", "text": "hello"}], "attachments": [], "inference_options": {}}}}),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert!(events.iter().any(|e| e["type"] == "error"));
+    let failure = emf_line(&api, "chatkit", "OpenAiFailures", ("Kind", "server_error"))
+        .await
+        .expect("an OpenAiFailures line with Kind=server_error");
+    assert_eq!(failure["OpenAiFailures"], 1);
+    assert_eq!(
+        failure["_aws"]["CloudWatchMetrics"][0]["Namespace"],
+        "TaskPilot"
+    );
+    assert_eq!(
+        failure["_aws"]["CloudWatchMetrics"][0]["Dimensions"],
+        json!([["Kind"]])
+    );
+    let stream_error = emf_line(&api, "chatkit", "ChatStreamErrors", ("Function", "chatkit"))
+        .await
+        .expect("a ChatStreamErrors line");
+    assert_eq!(stream_error["code"], "stream.error");
+    // Then OpenAI hangs: a timeout.
+    for _ in 0..3 {
+        stub.push_fault(Fault::Slow(Duration::from_secs(20)));
+    }
+    let (status, events, _, _) = chatkit(
+        &api,
+        "alice",
+        json!({"type": "threads.create", "params": {"input": {"content": [
+            {"type": "input_text", "text": "hello again"}], "attachments": [], "inference_options": {}}}}),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert!(events.iter().any(|e| e["type"] == "error"));
+    assert!(
+        emf_line(&api, "chatkit", "OpenAiFailures", ("Kind", "timeout"))
+            .await
+            .is_some(),
+        "an OpenAiFailures line with Kind=timeout"
+    );
+}

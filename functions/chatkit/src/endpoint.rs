@@ -73,6 +73,9 @@ struct ChannelSink(mpsc::Sender<Result<http_body::Frame<Bytes>, std::io::Error>>
 
 impl EventSink for ChannelSink {
     async fn send(&mut self, event: StreamEvent) -> Result<(), Disconnected> {
+        if let StreamEvent::Error { code, .. } = &event {
+            stream_error_metric(code);
+        }
         let frame = http_body::Frame::data(Bytes::from(sse_frame(&event)));
         self.0.send(Ok(frame)).await.map_err(|_| Disconnected)
     }
@@ -235,6 +238,16 @@ fn usage_metric(user: &UserId, spent: Spent) {
         .metric("CachedInputTokens", "Count", tokens.cached_input)
         .metric("OutputTokens", "Count", tokens.output)
         .metric("ModelRounds", "Count", u64::from(spent.rounds))
+        .print();
+}
+
+/// `TaskPilot` › `ChatStreamErrors` by `Function`: one per stream that ended
+/// with an `error` event (its `code` is logged with it).
+fn stream_error_metric(code: &str) {
+    Emf::new("TaskPilot")
+        .dimension("Function", "chatkit")
+        .metric("ChatStreamErrors", "Count", 1)
+        .property("code", serde_json::Value::String(code.to_owned()))
         .print();
 }
 

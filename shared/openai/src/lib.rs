@@ -143,7 +143,23 @@ impl OpenAi {
         }
     }
 
+    /// One call, retries included; a failure is counted as an EMF line
+    /// ([`failure_metric`]).
     async fn execute(
+        &self,
+        call: &Call<'_>,
+        payload: Payload<'_>,
+        deadline: Instant,
+        want: Want,
+    ) -> Result<Outcome, UpstreamError> {
+        let outcome = self.attempt(call, payload, deadline, want).await;
+        if let Err(e) = &outcome {
+            failure_metric(e);
+        }
+        outcome
+    }
+
+    async fn attempt(
         &self,
         call: &Call<'_>,
         payload: Payload<'_>,
@@ -329,4 +345,58 @@ fn without_url(e: reqwest::Error) -> String {
         "request"
     };
     kind.to_owned()
+}
+
+/// The kind of an OpenAI failure, as the `OpenAiFailures` metric names it.
+pub fn failure_kind(e: &UpstreamError) -> &'static str {
+    match e {
+        UpstreamError::Auth => "auth",
+        UpstreamError::NotFound(_) => "not_found",
+        UpstreamError::RateLimited { .. } => "rate_limited",
+        UpstreamError::Unavailable(_) => "server_error",
+        UpstreamError::Timeout(_) => "timeout",
+        UpstreamError::Rejected(_) => "rejected",
+        UpstreamError::Secret(_) => "secret_unavailable",
+    }
+}
+
+/// `TaskPilot` › `OpenAiFailures` (Count) by `Kind`: one per OpenAI call that
+/// failed after its retries (`server_error`, `rate_limited`, `timeout`,
+/// `auth`, `rejected`, `not_found`, `secret_unavailable`).
+fn failure_metric(e: &UpstreamError) {
+    taskpilot_http::metrics::Emf::new("TaskPilot")
+        .dimension("Kind", failure_kind(e))
+        .metric("OpenAiFailures", "Count", 1)
+        .print();
+}
+
+#[cfg(test)]
+mod failure_tests {
+    use super::*;
+
+    #[test]
+    fn every_failure_has_its_own_kind() {
+        let kinds = [
+            UpstreamError::Auth,
+            UpstreamError::NotFound("x".into()),
+            UpstreamError::RateLimited { retry_after: 1 },
+            UpstreamError::Unavailable("x".into()),
+            UpstreamError::Timeout(1),
+            UpstreamError::Rejected(400),
+            UpstreamError::Secret("x".into()),
+        ]
+        .map(|e| failure_kind(&e));
+        assert_eq!(
+            kinds,
+            [
+                "auth",
+                "not_found",
+                "rate_limited",
+                "server_error",
+                "timeout",
+                "rejected",
+                "secret_unavailable"
+            ]
+        );
+    }
 }
