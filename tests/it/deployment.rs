@@ -307,6 +307,40 @@ fn the_stage_depends_on_every_route_it_configures() {
     }
 }
 
+#[test]
+fn every_function_logs_to_its_own_group_that_expires_with_the_stack() {
+    let template = Template::load().unwrap();
+    let groups: BTreeMap<String, &serde_norway::Value> = template
+        .resources("AWS::Logs::LogGroup")
+        .into_iter()
+        .collect();
+    let functions = template.resources("AWS::Serverless::Function");
+    assert_eq!(functions.len(), 4);
+    let mut used = BTreeSet::new();
+    for (name, function) in functions {
+        let group = emulators::template::intrinsic(
+            &function["Properties"]["LoggingConfig"]["LogGroup"],
+            "Ref",
+        )
+        .unwrap_or_else(|| panic!("{name} has no LoggingConfig.LogGroup: !Ref <group>"));
+        let resource = groups
+            .get(&group)
+            .unwrap_or_else(|| panic!("{name} logs to {group}, which is not a log group"));
+        assert_eq!(
+            emulators::template::intrinsic(&resource["Properties"]["RetentionInDays"], "Ref")
+                .as_deref(),
+            Some("LogRetentionDays"),
+            "{group} keeps logs for the LogRetentionDays parameter"
+        );
+        assert_eq!(
+            resource["DeletionPolicy"].as_str(),
+            Some("Delete"),
+            "{group}"
+        );
+        assert!(used.insert(group.clone()), "{group} is shared");
+    }
+}
+
 /// The variables a running function looked up at start-up (from its
 /// `configuration read` log line).
 fn variables_logged(logs: &[String]) -> BTreeSet<String> {

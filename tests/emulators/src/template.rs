@@ -406,7 +406,9 @@ pub fn properties(resource: &Value) -> &Value {
     }
 }
 
-fn intrinsic(v: &Value, name: &str) -> Option<String> {
+/// The string argument of the intrinsic `name` (`Ref`, `GetAtt`…) in its
+/// short form (`!Ref x`), or in the `Fn::<name>` long form.
+pub fn intrinsic(v: &Value, name: &str) -> Option<String> {
     match v {
         Value::Tagged(t) if t.tag == name => t.value.as_str().map(str::to_owned),
         Value::Mapping(m) => m
