@@ -658,15 +658,18 @@ fn request(input: &[ModelInput]) -> ModelRequest<'_> {
 #[test]
 fn the_estimate_counts_text_at_four_bytes_a_token_and_each_file_flat() {
     let input = request_parts();
-    let meter = RoundMeter::new(&request(&input));
+    let meter = RoundMeter::default();
     // File URLs are not counted as text.
-    assert_eq!(meter.usage(), usage(4 + 2 * FILE_TOKEN_ESTIMATE, 0, 0));
+    assert_eq!(
+        meter.usage(&request(&input)),
+        usage(4 + 2 * FILE_TOKEN_ESTIMATE, 0, 0)
+    );
 }
 
 #[test]
 fn the_estimate_counts_streamed_text_and_function_calls_once() {
     let input = request_parts();
-    let mut meter = RoundMeter::new(&request(&input));
+    let mut meter = RoundMeter::default();
     let item = || "m1".to_owned();
     for event in [
         ModelEvent::MessageStarted { item: item() },
@@ -695,13 +698,13 @@ fn the_estimate_counts_streamed_text_and_function_calls_once() {
         meter.saw(&event);
     }
     // 6 + 10 + 2 = 18 bytes: 5 tokens (rounded up).
-    assert_eq!(meter.usage().output, 5);
+    assert_eq!(meter.usage(&request(&input)).output, 5);
 }
 
 #[test]
 fn reported_usage_wins_over_the_estimate() {
     let input = request_parts();
-    let mut meter = RoundMeter::new(&request(&input));
+    let mut meter = RoundMeter::default();
     meter.saw(&ModelEvent::TextDelta {
         item: "m1".into(),
         part: 0,
@@ -709,5 +712,5 @@ fn reported_usage_wins_over_the_estimate() {
     });
     let reported = usage(7, 3, 2);
     meter.reported = Some(reported);
-    assert_eq!(meter.usage(), reported);
+    assert_eq!(meter.usage(&request(&input)), reported);
 }

@@ -20,7 +20,7 @@ use taskpilot_chatkit::request::{FeedbackKind, Request as ChatRequest, RequestEr
 use taskpilot_chatkit::sink::{Disconnected, EventSink};
 use taskpilot_chatkit::turn::{Meter, Spent};
 use taskpilot_chatkit::types::{StreamEvent, sse_frame};
-use taskpilot_domain::budget::{Admission, BudgetGate, Refusal, UsageStore};
+use taskpilot_domain::budget::{Admission, BudgetGate, Refusal};
 use taskpilot_domain::{DomainError, UserId};
 use taskpilot_files::S3Files;
 use taskpilot_http::json::{MAX_BODY_BYTES, respond};
@@ -277,17 +277,13 @@ impl Endpoint {
         }
     }
 
-    /// Counts a turn against the user's budget: `None` when admitted,
-    /// `Err` with the refusal otherwise.
+    /// Counts a turn against the user's budget; over it, the 429.
     async fn admit(
         &self,
         user: &UserId,
         now: chrono::DateTime<chrono::Utc>,
-    ) -> Result<Option<Admission>, ApiError> {
-        match self.gate.admit(user, now).await? {
-            Ok(admission) => Ok(Some(admission)),
-            Err(refusal) => Err(over_budget(refusal)),
-        }
+    ) -> Result<Admission, ApiError> {
+        self.gate.admit(user, now).await?.map_err(over_budget)
     }
 
     /// The session's verdict first (401 or the session's 429), then the
@@ -347,12 +343,7 @@ impl Endpoint {
                 TranscribeError::Upstream(e) => ApiError::Upstream(e),
             })?;
         if let (Some(admission), Some(tokens)) = (admitted, transcript.usage) {
-            if let Err(e) = self
-                .gate
-                .store()
-                .add_usage(user, admission.day, tokens, true)
-                .await
-            {
+            if let Err(e) = self.gate.charge(user, &admission, tokens).await {
                 tracing::error!(error = %e, "could not charge a dictation");
             }
             usage_metric(user, Spent { tokens, rounds: 1 });
@@ -446,10 +437,10 @@ impl Endpoint {
         {
             // Bad audio is refused before it counts against the budget.
             let audio = decoded_audio(audio_base64, mime_type)?;
-            let (session, admitted) = futures_util::join!(
-                self.identity.check_session(&verified, now),
-                self.admit(&caller.user, now)
-            );
+            let (session, admitted) =
+                futures_util::join!(self.identity.check_session(&verified, now), async {
+                    self.admit(&caller.user, now).await.map(Some)
+                });
             let admitted = self.settle(&caller.user, session, admitted).await?;
             if let Err(e) = self.identity.require_openai_key().await {
                 if let Some(admission) = &admitted {
@@ -485,7 +476,7 @@ impl Endpoint {
             self.identity.check_session(&verified, now),
             async {
                 match asks_model {
-                    true => self.admit(&caller.user, now).await,
+                    true => self.admit(&caller.user, now).await.map(Some),
                     false => Ok(None),
                 }
             },

@@ -5,31 +5,28 @@
 //! checked by [`Identity::check_session`], which the endpoint runs
 //! concurrently with the rest of the request's reads.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use lambda_http::Request;
 
 use taskpilot_domain::UserId;
-use taskpilot_domain::budget::UsageStore;
-use taskpilot_domain::session::{RateWindow, SessionStore, SessionTokens, TokenError};
+use taskpilot_domain::remembered::Remembered;
+use taskpilot_domain::session::{RateLimiter, RateWindow, SessionStore, SessionTokens, TokenError};
 use taskpilot_http::{ApiError, Authenticator, UpstreamError};
 use taskpilot_secrets::SecretCache;
 use taskpilot_store::DynamoStore;
 
-/// Most refused sessions a process remembers.
-const REMEMBERED_SESSIONS: usize = 4096;
+/// The window of a session's request budget, in seconds.
+const SESSION_WINDOW_SECS: u64 = 60;
 
 /// Verifies callers.
 pub struct Identity {
     store: DynamoStore,
     secrets: Arc<SecretCache>,
     auth: Authenticator,
-    /// Sessions found cancelled (or gone), until their secret expires: a
-    /// cancelled session never comes back, so its secret is refused again
-    /// with no storage request.
-    refused: Mutex<HashMap<String, i64>>,
+    /// Sessions found cancelled (or gone), until their secret expires.
+    refused: Remembered<()>,
 }
 
 /// A caller whose token was verified.
@@ -65,25 +62,8 @@ impl Identity {
             store,
             secrets,
             auth,
-            refused: Mutex::default(),
+            refused: Remembered::default(),
         }
-    }
-
-    fn refused_sessions(&self) -> std::sync::MutexGuard<'_, HashMap<String, i64>> {
-        self.refused.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Remembers that `session_id` (whose secrets expire at `exp`) is no
-    /// longer usable.
-    fn remember_refused(&self, session_id: &str, exp: i64, now: DateTime<Utc>) {
-        let mut refused = self.refused_sessions();
-        if refused.len() >= REMEMBERED_SESSIONS {
-            refused.retain(|_, exp| *exp > now.timestamp());
-            if refused.len() >= REMEMBERED_SESSIONS {
-                refused.clear();
-            }
-        }
-        refused.insert(session_id.to_owned(), exp);
     }
 
     /// The caller, from the token alone (401 when unknown). A client
@@ -128,7 +108,7 @@ impl Identity {
             })?;
         let user = UserId::new(claims.sub)
             .map_err(|_| ApiError::Unauthorized("the client secret is not valid".into()))?;
-        if self.refused_sessions().contains_key(&claims.sid) {
+        if self.refused.get(&claims.sid, Utc::now()).is_some() {
             return Err(session_gone());
         }
         Ok(Verified::Session {
@@ -159,11 +139,14 @@ impl Identity {
             self.store.get_session(user, session_id),
             // The limit is the session's own, known once it is read: the
             // request is counted meanwhile and the limit applied after.
-            self.store.count(user, &bucket, 60, now)
+            self.store.count(user, &bucket, SESSION_WINDOW_SECS, now)
         );
-        let retry_after = RateWindow::at(now, 60).retry_after(now);
+        let retry_after = RateWindow::at(now, SESSION_WINDOW_SECS).retry_after(now);
         let Some(session) = session?.filter(|s| s.is_usable(now)) else {
-            self.remember_refused(session_id, *expires, now);
+            // A cancelled session never comes back: until its secret
+            // expires, it is refused again with no storage request.
+            let until = DateTime::from_timestamp(*expires, 0).unwrap_or(now);
+            self.refused.remember(session_id, (), until, now);
             return Err(session_gone());
         };
         let count = counted?;

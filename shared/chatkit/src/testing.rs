@@ -9,7 +9,6 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
 use taskpilot_domain::budget::{DayUsage, TokenUsage, UsageDay, UsageStore};
-use taskpilot_domain::session::RateWindow;
 use taskpilot_domain::{StoreError, UserId};
 
 use crate::attachments::{AttachmentRecord, AttachmentStore, StoredObject};
@@ -162,20 +161,6 @@ fn page_of<T: Clone>(all: Vec<T>, paging: &Paging, id: impl Fn(&T) -> &str) -> P
     }
 }
 
-impl taskpilot_domain::session::RateLimiter for InMemoryChat {
-    async fn hit(
-        &self,
-        user: &UserId,
-        bucket: &str,
-        limit: u32,
-        window_secs: u64,
-        now: chrono::DateTime<chrono::Utc>,
-    ) -> Result<taskpilot_domain::session::RateDecision, StoreError> {
-        self.call("hit").await?;
-        self.usage.hit(user, bucket, limit, window_secs, now).await
-    }
-}
-
 impl UsageStore for InMemoryChat {
     async fn day_usage(&self, user: &UserId, day: UsageDay) -> Result<DayUsage, StoreError> {
         self.call("day_usage").await?;
@@ -191,36 +176,6 @@ impl UsageStore for InMemoryChat {
     ) -> Result<DayUsage, StoreError> {
         self.call("add_usage").await?;
         self.usage.add_usage(user, day, tokens, first_round).await
-    }
-
-    async fn give_back(
-        &self,
-        user: &UserId,
-        bucket: &str,
-        window: RateWindow,
-    ) -> Result<(), StoreError> {
-        self.call("give_back").await?;
-        self.usage.give_back(user, bucket, window).await
-    }
-
-    async fn count(
-        &self,
-        user: &UserId,
-        bucket: &str,
-        window_secs: u64,
-        now: chrono::DateTime<chrono::Utc>,
-    ) -> Result<u32, StoreError> {
-        self.call("count").await?;
-        self.usage.count(user, bucket, window_secs, now).await
-    }
-
-    async fn hits(
-        &self,
-        user: &UserId,
-        bucket: &str,
-        window: RateWindow,
-    ) -> Result<u32, StoreError> {
-        self.usage.hits(user, bucket, window).await
     }
 }
 

@@ -10,14 +10,13 @@
 //! turn is refused. Refusals are remembered in the process until they expire,
 //! so a client hammering an exhausted budget costs no storage request.
 
-use std::collections::HashMap;
 use std::future::Future;
-use std::sync::Mutex;
 
 use chrono::{DateTime, Datelike, Days, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::error::StoreError;
+use crate::remembered::Remembered;
 use crate::session::{RateDecision, RateLimiter, RateWindow};
 use crate::user::UserId;
 
@@ -25,8 +24,6 @@ use crate::user::UserId;
 pub const TURNS_BUCKET: &str = "chatkit.user.turns";
 /// Length of the turn window, in seconds.
 pub const TURN_WINDOW_SECS: u64 = 60;
-/// Most refusals a process remembers (entries past their expiry go first).
-const REMEMBERED_REFUSALS: usize = 4096;
 
 /// The limits (`CHATKIT_USER_TURNS_PER_MINUTE`, `CHATKIT_USER_TOKENS_PER_DAY`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -219,34 +216,6 @@ pub trait UsageStore: Send + Sync {
         tokens: TokenUsage,
         first_round: bool,
     ) -> impl Future<Output = Result<DayUsage, StoreError>> + Send;
-
-    /// Gives back one hit counted on `bucket` in `window` (a turn admitted,
-    /// then refused for another reason); never below zero.
-    fn give_back(
-        &self,
-        user: &UserId,
-        bucket: &str,
-        window: RateWindow,
-    ) -> impl Future<Output = Result<(), StoreError>> + Send;
-
-    /// Counts one hit on `bucket` in the window of `window_secs` holding
-    /// `now`, whatever the count, and returns the count with it (the caller
-    /// applies a limit it learns meanwhile, e.g. a session's own).
-    fn count(
-        &self,
-        user: &UserId,
-        bucket: &str,
-        window_secs: u64,
-        now: DateTime<Utc>,
-    ) -> impl Future<Output = Result<u32, StoreError>> + Send;
-
-    /// Hits counted on `bucket` in `window`.
-    fn hits(
-        &self,
-        user: &UserId,
-        bucket: &str,
-        window: RateWindow,
-    ) -> impl Future<Output = Result<u32, StoreError>> + Send;
 }
 
 /// The budget's state for one user, as the usage route shows it.
@@ -262,48 +231,11 @@ pub struct BudgetStatus {
     pub day_resets_at: DateTime<Utc>,
 }
 
-/// Refusals a process remembers until they expire, per user.
-#[derive(Default)]
-struct Remembered(Mutex<HashMap<String, (Refusal, DateTime<Utc>)>>);
-
-impl Remembered {
-    fn get(&self, user: &UserId, now: DateTime<Utc>) -> Option<Refusal> {
-        let map = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        let (refusal, until) = map.get(user.as_str())?;
-        let left = u64::try_from((*until - now).num_seconds()).ok()?;
-        if left == 0 {
-            return None;
-        }
-        Some(match *refusal {
-            Refusal::TurnsPerMinute { limit, .. } => Refusal::TurnsPerMinute {
-                limit,
-                retry_after: left,
-            },
-            Refusal::TokensPerDay { limit, .. } => Refusal::TokensPerDay {
-                limit,
-                retry_after: left,
-            },
-        })
-    }
-
-    fn remember(&self, user: &UserId, refusal: Refusal, now: DateTime<Utc>) {
-        let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        if map.len() >= REMEMBERED_REFUSALS {
-            map.retain(|_, (_, until)| *until > now);
-            if map.len() >= REMEMBERED_REFUSALS {
-                map.clear();
-            }
-        }
-        let until = now + chrono::Duration::seconds(refusal.retry_after() as i64);
-        map.insert(user.as_str().to_owned(), (refusal, until));
-    }
-}
-
 /// Admits turns within the budget. Built once per process.
 pub struct BudgetGate<S> {
     store: S,
     budget: ChatBudget,
-    remembered: Remembered,
+    remembered: Remembered<Refusal>,
 }
 
 impl<S: UsageStore + RateLimiter> BudgetGate<S> {
@@ -329,7 +261,19 @@ impl<S: UsageStore + RateLimiter> BudgetGate<S> {
     /// A refusal this process already knows holds at `now`: no storage
     /// request is needed to refuse again.
     pub fn known_refusal(&self, user: &UserId, now: DateTime<Utc>) -> Option<Refusal> {
-        self.remembered.get(user, now)
+        let (refusal, until) = self.remembered.get(user.as_str(), now)?;
+        let left = u64::try_from((until - now).num_seconds()).ok()?;
+        Some(match refusal {
+            Refusal::TurnsPerMinute { limit, .. } => Refusal::TurnsPerMinute {
+                limit,
+                retry_after: left,
+            },
+            Refusal::TokensPerDay { limit, .. } => Refusal::TokensPerDay {
+                limit,
+                retry_after: left,
+            },
+        })
+        .filter(|_| left > 0)
     }
 
     /// Counts a turn for `user` when both limits allow it. The minute's
@@ -376,8 +320,22 @@ impl<S: UsageStore + RateLimiter> BudgetGate<S> {
         } else {
             return Ok(Ok(Admission { window, day, used }));
         };
-        self.remembered.remember(user, refusal, now);
+        let until = now + chrono::Duration::seconds(refusal.retry_after() as i64);
+        self.remembered.remember(user.as_str(), refusal, until, now);
         Ok(Err(refusal))
+    }
+
+    /// Charges `tokens` to an admitted turn's day (a call that is a turn of
+    /// its own, such as a dictation); the day's usage after it.
+    pub async fn charge(
+        &self,
+        user: &UserId,
+        admission: &Admission,
+        tokens: TokenUsage,
+    ) -> Result<DayUsage, StoreError> {
+        self.store
+            .add_usage(user, admission.day, tokens, true)
+            .await
     }
 
     /// Gives back an admitted turn that was then refused (unknown thread,

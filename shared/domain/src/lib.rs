@@ -7,6 +7,7 @@ pub mod cursor;
 pub mod error;
 pub mod input;
 pub mod ports;
+pub mod remembered;
 pub mod search;
 pub mod service;
 pub mod session;

@@ -222,30 +222,6 @@ impl RateLimiter for InMemorySessions {
         *count += 1;
         Ok(RateDecision::Allowed)
     }
-}
-
-impl UsageStore for InMemorySessions {
-    async fn day_usage(&self, user: &UserId, day: UsageDay) -> Result<DayUsage, StoreError> {
-        Ok(lock(&self.usage)
-            .get(&(user.as_str().to_owned(), day))
-            .copied()
-            .unwrap_or_default())
-    }
-
-    async fn add_usage(
-        &self,
-        user: &UserId,
-        day: UsageDay,
-        tokens: TokenUsage,
-        first_round: bool,
-    ) -> Result<DayUsage, StoreError> {
-        let mut usage = lock(&self.usage);
-        let day = usage.entry((user.as_str().to_owned(), day)).or_default();
-        day.tokens = day.tokens.plus(tokens);
-        day.rounds += 1;
-        day.turns += u64::from(first_round);
-        Ok(*day)
-    }
 
     async fn give_back(
         &self,
@@ -289,6 +265,30 @@ impl UsageStore for InMemorySessions {
             .get(&(user.as_str().to_owned(), bucket.to_owned(), window.start))
             .copied()
             .unwrap_or(0))
+    }
+}
+
+impl UsageStore for InMemorySessions {
+    async fn day_usage(&self, user: &UserId, day: UsageDay) -> Result<DayUsage, StoreError> {
+        Ok(lock(&self.usage)
+            .get(&(user.as_str().to_owned(), day))
+            .copied()
+            .unwrap_or_default())
+    }
+
+    async fn add_usage(
+        &self,
+        user: &UserId,
+        day: UsageDay,
+        tokens: TokenUsage,
+        first_round: bool,
+    ) -> Result<DayUsage, StoreError> {
+        let mut usage = lock(&self.usage);
+        let day = usage.entry((user.as_str().to_owned(), day)).or_default();
+        day.tokens = day.tokens.plus(tokens);
+        day.rounds += 1;
+        day.turns += u64::from(first_round);
+        Ok(*day)
     }
 }
 

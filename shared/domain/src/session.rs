@@ -318,6 +318,34 @@ pub trait RateLimiter: Send + Sync {
         window_secs: u64,
         now: DateTime<Utc>,
     ) -> impl Future<Output = Result<RateDecision, StoreError>> + Send;
+
+    /// Gives back one hit counted on `bucket` in `window` (a turn admitted,
+    /// then refused for another reason); never below zero.
+    fn give_back(
+        &self,
+        user: &UserId,
+        bucket: &str,
+        window: RateWindow,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Counts one hit on `bucket` in the window of `window_secs` holding
+    /// `now`, whatever the count, and returns the count with it (the caller
+    /// applies a limit it learns meanwhile, e.g. a session's own).
+    fn count(
+        &self,
+        user: &UserId,
+        bucket: &str,
+        window_secs: u64,
+        now: DateTime<Utc>,
+    ) -> impl Future<Output = Result<u32, StoreError>> + Send;
+
+    /// Hits counted on `bucket` in `window`.
+    fn hits(
+        &self,
+        user: &UserId,
+        bucket: &str,
+        window: RateWindow,
+    ) -> impl Future<Output = Result<u32, StoreError>> + Send;
 }
 
 #[cfg(test)]

@@ -1,7 +1,9 @@
-//! [`RateLimiter`] on DynamoDB: one conditional counter update per hit.
+//! [`RateLimiter`] on DynamoDB: fixed-window counters (`RATE#<bucket>#<window
+//! start>`, expiring after two windows), one conditional update per hit.
 
 use aws_sdk_dynamodb::error::SdkError;
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
+use aws_sdk_dynamodb::types::ReturnValue;
 use chrono::{DateTime, Utc};
 
 use taskpilot_domain::session::{RateDecision, RateLimiter, RateWindow};
@@ -52,4 +54,92 @@ impl RateLimiter for DynamoStore {
             Err(e) => Err(classify(e)),
         }
     }
+
+    async fn give_back(
+        &self,
+        user: &UserId,
+        bucket: &str,
+        window: RateWindow,
+    ) -> Result<(), StoreError> {
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(keys::key(
+                keys::user_pk(user),
+                keys::rate_sk(bucket, window.start),
+            )))
+            .update_expression("SET #count = #count - :one")
+            .condition_expression("#count > :zero")
+            .expression_attribute_names("#count", "count")
+            .expression_attribute_values(":one", n(1))
+            .expression_attribute_values(":zero", n(0))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(SdkError::ServiceError(e))
+                if matches!(e.err(), UpdateItemError::ConditionalCheckFailedException(_)) =>
+            {
+                Ok(())
+            }
+            Err(e) => Err(classify(e)),
+        }
+    }
+
+    async fn count(
+        &self,
+        user: &UserId,
+        bucket: &str,
+        window_secs: u64,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<u32, StoreError> {
+        let window = RateWindow::at(now, window_secs);
+        let out = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(keys::key(
+                keys::user_pk(user),
+                keys::rate_sk(bucket, window.start),
+            )))
+            .update_expression("ADD #count :one SET #ttl = :ttl")
+            .expression_attribute_names("#count", "count")
+            .expression_attribute_names("#ttl", TTL)
+            .expression_attribute_values(":one", n(1))
+            .expression_attribute_values(":ttl", n(window.start + 2 * window.secs))
+            .return_values(ReturnValue::UpdatedNew)
+            .send()
+            .await
+            .map_err(classify)?;
+        Ok(out.attributes.as_ref().map_or(1, count_of))
+    }
+
+    async fn hits(
+        &self,
+        user: &UserId,
+        bucket: &str,
+        window: RateWindow,
+    ) -> Result<u32, StoreError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .set_key(Some(keys::key(
+                keys::user_pk(user),
+                keys::rate_sk(bucket, window.start),
+            )))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(classify)?;
+        Ok(out.item.as_ref().map_or(0, count_of))
+    }
+}
+
+/// A counter item's `count`.
+fn count_of(
+    item: &std::collections::HashMap<String, aws_sdk_dynamodb::types::AttributeValue>,
+) -> u32 {
+    u32::try_from(crate::usage::number(item, "count")).unwrap_or(u32::MAX)
 }

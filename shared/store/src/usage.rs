@@ -1,16 +1,12 @@
 //! [`UsageStore`] on DynamoDB: one item per user and UTC day
 //! (`USAGE#<yyyy-mm-dd>`) whose counters grow with atomic `ADD`s and expire
-//! [`USAGE_RETENTION_DAYS`] after the day, and give-backs on the turn counters
-//! of [`crate::rate_limit`].
+//! [`USAGE_RETENTION_DAYS`] after the day.
 
 use std::collections::HashMap;
 
-use aws_sdk_dynamodb::error::SdkError;
-use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue};
 
 use taskpilot_domain::budget::{DayUsage, TokenUsage, UsageDay, UsageStore};
-use taskpilot_domain::session::RateWindow;
 use taskpilot_domain::{StoreError, UserId};
 
 use crate::error::classify;
@@ -29,7 +25,8 @@ const OUTPUT: &str = "output_tokens";
 const ROUNDS: &str = "rounds";
 const TURNS: &str = "turns";
 
-fn number(item: &HashMap<String, AttributeValue>, name: &str) -> u64 {
+/// A number attribute of `item` (0 when absent).
+pub(crate) fn number(item: &HashMap<String, AttributeValue>, name: &str) -> u64 {
     item.get(name)
         .and_then(|v| v.as_n().ok())
         .and_then(|v| v.parse().ok())
@@ -102,90 +99,5 @@ impl UsageStore for DynamoStore {
             .await
             .map_err(classify)?;
         Ok(out.attributes.as_ref().map(from_item).unwrap_or_default())
-    }
-
-    async fn give_back(
-        &self,
-        user: &UserId,
-        bucket: &str,
-        window: RateWindow,
-    ) -> Result<(), StoreError> {
-        let result = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .set_key(Some(keys::key(
-                keys::user_pk(user),
-                keys::rate_sk(bucket, window.start),
-            )))
-            .update_expression("SET #count = #count - :one")
-            .condition_expression("#count > :zero")
-            .expression_attribute_names("#count", "count")
-            .expression_attribute_values(":one", n(1))
-            .expression_attribute_values(":zero", n(0))
-            .send()
-            .await;
-        match result {
-            Ok(_) => Ok(()),
-            Err(SdkError::ServiceError(e))
-                if matches!(e.err(), UpdateItemError::ConditionalCheckFailedException(_)) =>
-            {
-                Ok(())
-            }
-            Err(e) => Err(classify(e)),
-        }
-    }
-
-    async fn count(
-        &self,
-        user: &UserId,
-        bucket: &str,
-        window_secs: u64,
-        now: chrono::DateTime<chrono::Utc>,
-    ) -> Result<u32, StoreError> {
-        let window = RateWindow::at(now, window_secs);
-        let out = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .set_key(Some(keys::key(
-                keys::user_pk(user),
-                keys::rate_sk(bucket, window.start),
-            )))
-            .update_expression("ADD #count :one SET #ttl = :ttl")
-            .expression_attribute_names("#count", "count")
-            .expression_attribute_names("#ttl", TTL)
-            .expression_attribute_values(":one", n(1))
-            .expression_attribute_values(":ttl", n(window.start + 2 * window.secs))
-            .return_values(ReturnValue::UpdatedNew)
-            .send()
-            .await
-            .map_err(classify)?;
-        Ok(out.attributes.as_ref().map_or(1, |item| {
-            u32::try_from(number(item, "count")).unwrap_or(u32::MAX)
-        }))
-    }
-
-    async fn hits(
-        &self,
-        user: &UserId,
-        bucket: &str,
-        window: RateWindow,
-    ) -> Result<u32, StoreError> {
-        let out = self
-            .client
-            .get_item()
-            .table_name(&self.table)
-            .set_key(Some(keys::key(
-                keys::user_pk(user),
-                keys::rate_sk(bucket, window.start),
-            )))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(classify)?;
-        Ok(out.item.as_ref().map_or(0, |item| {
-            u32::try_from(number(item, "count")).unwrap_or(u32::MAX)
-        }))
     }
 }

@@ -232,9 +232,9 @@ impl<R: TaskRepository, M: ModelClient> TaskAgent<R, M> {
                         .await;
                 }
             };
-            let mut meter = RoundMeter::new(&request);
+            let mut meter = RoundMeter::default();
             let outcome = self.round(turn, &mut stream, &mut meter).await;
-            turn.charge(meter.usage()).await;
+            turn.charge(meter.usage(&request)).await;
             let Some(calls) = outcome? else {
                 return Ok(());
             };
@@ -479,18 +479,31 @@ const BYTES_PER_TOKEN: u64 = 4;
 /// What one model round cost: the model's own `usage` when it reported it,
 /// else an estimate from what was sent and what streamed back, so a round
 /// cut off (by the network, or by a client that hangs up) is charged too.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The request is only measured when the estimate is needed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct RoundMeter {
     /// The usage the model reported.
     pub reported: Option<TokenUsage>,
-    sent_bytes: u64,
-    files: u64,
     received_bytes: u64,
 }
 
 impl RoundMeter {
-    /// A meter for `request`, nothing received yet.
-    pub fn new(request: &ModelRequest<'_>) -> Self {
+    /// Counts what an event streamed back.
+    pub fn saw(&mut self, event: &ModelEvent) {
+        let bytes = match event {
+            ModelEvent::TextDelta { delta, .. } => delta.len(),
+            ModelEvent::FunctionCall(call) => call.name.len() + call.arguments.len(),
+            _ => 0,
+        };
+        self.received_bytes += bytes as u64;
+    }
+
+    /// The tokens of the round that sent `request`: as reported, else
+    /// estimated.
+    pub fn usage(&self, request: &ModelRequest<'_>) -> TokenUsage {
+        if let Some(reported) = self.reported {
+            return reported;
+        }
         let mut sent = request.instructions.len();
         let mut files = 0u64;
         for item in request.input {
@@ -502,31 +515,11 @@ impl RoundMeter {
         for tool in request.tools {
             sent += tool.name.len() + tool.description.len() + tool.parameters.to_string().len();
         }
-        Self {
-            reported: None,
-            sent_bytes: sent as u64,
-            files,
-            received_bytes: 0,
-        }
-    }
-
-    /// Counts what an event streamed back.
-    pub fn saw(&mut self, event: &ModelEvent) {
-        let bytes = match event {
-            ModelEvent::TextDelta { delta, .. } => delta.len(),
-            ModelEvent::FunctionCall(call) => call.name.len() + call.arguments.len(),
-            _ => 0,
-        };
-        self.received_bytes += bytes as u64;
-    }
-
-    /// The round's tokens: as reported, else estimated.
-    pub fn usage(&self) -> TokenUsage {
-        self.reported.unwrap_or(TokenUsage {
-            input: self.sent_bytes.div_ceil(BYTES_PER_TOKEN) + self.files * FILE_TOKEN_ESTIMATE,
+        TokenUsage {
+            input: (sent as u64).div_ceil(BYTES_PER_TOKEN) + files * FILE_TOKEN_ESTIMATE,
             cached_input: 0,
             output: self.received_bytes.div_ceil(BYTES_PER_TOKEN),
-        })
+        }
     }
 }
 

@@ -34,6 +34,34 @@ impl RateLimiter for &Counted {
         self.tally();
         self.inner.hit(user, bucket, limit, window_secs, now).await
     }
+
+    async fn give_back(
+        &self,
+        user: &UserId,
+        bucket: &str,
+        window: RateWindow,
+    ) -> Result<(), StoreError> {
+        self.tally();
+        self.inner.give_back(user, bucket, window).await
+    }
+    async fn count(
+        &self,
+        user: &UserId,
+        bucket: &str,
+        window_secs: u64,
+        now: DateTime<Utc>,
+    ) -> Result<u32, StoreError> {
+        self.tally();
+        RateLimiter::count(&self.inner, user, bucket, window_secs, now).await
+    }
+    async fn hits(
+        &self,
+        user: &UserId,
+        bucket: &str,
+        window: RateWindow,
+    ) -> Result<u32, StoreError> {
+        self.inner.hits(user, bucket, window).await
+    }
 }
 
 impl UsageStore for &Counted {
@@ -53,33 +81,6 @@ impl UsageStore for &Counted {
     ) -> Result<DayUsage, StoreError> {
         self.tally();
         self.inner.add_usage(user, day, tokens, first_round).await
-    }
-    async fn give_back(
-        &self,
-        user: &UserId,
-        bucket: &str,
-        window: RateWindow,
-    ) -> Result<(), StoreError> {
-        self.tally();
-        self.inner.give_back(user, bucket, window).await
-    }
-    async fn count(
-        &self,
-        user: &UserId,
-        bucket: &str,
-        window_secs: u64,
-        now: DateTime<Utc>,
-    ) -> Result<u32, StoreError> {
-        self.tally();
-        UsageStore::count(&self.inner, user, bucket, window_secs, now).await
-    }
-    async fn hits(
-        &self,
-        user: &UserId,
-        bucket: &str,
-        window: RateWindow,
-    ) -> Result<u32, StoreError> {
-        self.inner.hits(user, bucket, window).await
     }
 }
 
@@ -388,58 +389,31 @@ fn the_gate_reports_its_own_limits() {
     );
 }
 
-fn minute_refusal() -> Refusal {
-    Refusal::TurnsPerMinute {
-        limit: 1,
-        retry_after: 30,
-    }
-}
-
-fn user_no(i: usize) -> UserId {
-    UserId::new(format!("user-{i}")).unwrap()
-}
-
-fn remembered_len(r: &Remembered) -> usize {
-    r.0.lock().unwrap().len()
-}
-
-#[test]
-fn remembered_refusals_stay_until_the_map_is_full() {
-    let remembered = Remembered::default();
-    // Expired, but kept while there is room.
-    remembered.remember(&user_no(0), minute_refusal(), at(10, 0, 0));
-    remembered.remember(&user_no(1), minute_refusal(), at(10, 5, 0));
-    assert_eq!(remembered_len(&remembered), 2);
-}
-
-#[test]
-fn a_full_map_drops_expired_refusals_first() {
-    let remembered = Remembered::default();
-    let now = at(10, 0, 30);
-    // Half expire exactly at `now`, half later.
-    for i in 0..REMEMBERED_REFUSALS {
-        let from = if i % 2 == 0 { at(10, 0, 0) } else { now };
-        remembered.remember(&user_no(i), minute_refusal(), from);
-    }
-    remembered.remember(&alice(), minute_refusal(), now);
-    assert_eq!(remembered_len(&remembered), REMEMBERED_REFUSALS / 2 + 1);
-    assert!(
-        remembered.get(&user_no(1), now).is_some(),
-        "a live refusal stays"
+#[tokio::test]
+async fn a_charge_goes_to_the_admitted_turns_day_as_one_turn() {
+    let store = Counted::default();
+    let gate = BudgetGate::new(&store, budget(5, 1_000));
+    let now = at(23, 59, 59);
+    let admitted = gate.admit(&alice(), now).await.unwrap().unwrap();
+    let after = gate
+        .charge(&alice(), &admitted, tokens(30, 12))
+        .await
+        .unwrap();
+    assert_eq!(after.tokens.total(), 42);
+    assert_eq!(after.turns, 1);
+    let next_day = now + chrono::Duration::seconds(1);
+    assert_eq!(
+        (&store)
+            .day_usage(&alice(), UsageDay::of(now))
+            .await
+            .unwrap(),
+        after
     );
-    assert!(remembered.get(&alice(), now).is_some());
-}
-
-#[test]
-fn a_map_full_of_live_refusals_starts_over() {
-    let remembered = Remembered::default();
-    let now = at(10, 0, 0);
-    for i in 0..REMEMBERED_REFUSALS {
-        remembered.remember(&user_no(i), minute_refusal(), now);
-    }
-    assert_eq!(remembered_len(&remembered), REMEMBERED_REFUSALS);
-    remembered.remember(&alice(), minute_refusal(), now);
-    assert_eq!(remembered_len(&remembered), 1);
-    assert!(remembered.get(&alice(), now).is_some());
-    assert_eq!(remembered.get(&user_no(0), now), None);
+    assert_eq!(
+        (&store)
+            .day_usage(&alice(), UsageDay::of(next_day))
+            .await
+            .unwrap(),
+        DayUsage::default()
+    );
 }
