@@ -8,7 +8,7 @@ use std::time::Duration;
 use chrono::{Timelike, Utc};
 use serde_json::{Value, json};
 
-use crate::common::{Api, chatkit, check_contract};
+use crate::common::{Api, chatkit, chatkit_with, check_contract, sse_events};
 use taskpilot_testkit::chatkit_contract;
 use taskpilot_testkit::openai_stub::{OpenAiStub, prompt_tokens};
 
@@ -32,54 +32,16 @@ fn add(thread: &str, text: &str) -> Value {
            "params": {"thread_id": thread, "input": message(text)}})
 }
 
-/// One ChatKit request with any bearer; the status, `Retry-After`, and the
-/// body (the events of a stream, or the JSON answer), checked against the
-/// official types.
+/// One ChatKit request with any bearer: the status, `Retry-After`, and the
+/// body, checked against the official types and the spec.
 async fn post(api: &Api, bearer: &str, envelope: &Value) -> (u16, Option<u64>, String) {
-    let resp = api
-        .http
-        .post(format!("{}{CHATKIT}", api.stack.url))
-        .bearer_auth(bearer)
-        .json(envelope)
-        .send()
-        .await
-        .unwrap();
-    let status = resp.status().as_u16();
-    let retry_after = resp
-        .headers()
-        .get("retry-after")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse().ok());
-    let content_type = resp
-        .headers()
-        .get("content-type")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
-    let text = resp.text().await.unwrap();
-    let kind = envelope["type"].as_str().unwrap_or_default();
-    if let Err(e) = chatkit_contract::check_response(kind, status, content_type.as_deref(), &text) {
-        panic!("ChatKit contract: {e}");
-    }
-    if !content_type
-        .as_deref()
-        .is_some_and(|t| t.starts_with("text/event-stream"))
-    {
-        check_contract("POST", CHATKIT, status, text.as_bytes());
-    }
-    (status, retry_after, text)
+    let answer = chatkit_with(api, bearer, envelope).await;
+    (answer.status, answer.retry_after, answer.text)
 }
 
 fn error_code(body: &str) -> String {
     let v: Value = serde_json::from_str(body).unwrap_or_else(|_| panic!("not JSON: {body}"));
     v["error"]["code"].as_str().unwrap_or_default().to_owned()
-}
-
-/// The events of a streamed answer.
-fn events(text: &str) -> Vec<Value> {
-    text.lines()
-        .filter_map(|l| l.strip_prefix("data: "))
-        .map(|d| serde_json::from_str(d).unwrap())
-        .collect()
 }
 
 /// The minute window holding now (epoch seconds of its start).
@@ -300,7 +262,7 @@ async fn the_daily_token_cap_reached_mid_conversation_refuses_the_next_turn() {
 }
 
 fn events_of_type(body: &str, kind: &str) -> Vec<Value> {
-    events(body)
+    sse_events(body)
         .into_iter()
         .filter(|e| e["type"] == kind)
         .collect()
@@ -411,4 +373,37 @@ async fn refusals_cost_no_dynamodb_request_once_known() {
         assert_eq!(status, 429);
     }
     assert_eq!(total(), before, "refusals made DynamoDB requests");
+}
+
+#[tokio::test]
+async fn an_unusable_budget_setting_stops_start_up_naming_it() {
+    for (name, value) in [
+        ("CHATKIT_USER_TURNS_PER_MINUTE", "0"),
+        ("CHATKIT_USER_TOKENS_PER_DAY", "lots"),
+        ("CHATKIT_USER_BUDGET_WARN_PERCENT", "101"),
+    ] {
+        let api = Api::start_env(&["sessions"], &[(name, value)]).await;
+        // The gateway answers for a function that could not start.
+        let reply = api
+            .http
+            .get(format!("{}/api/v1/chatkit/usage", api.stack.url))
+            .bearer_auth(api.token("jo"))
+            .send()
+            .await
+            .unwrap();
+        assert!(
+            reply.status().is_server_error(),
+            "{name}={value}: {}",
+            reply.status()
+        );
+        let f = api.stack.function("sessions").unwrap();
+        let named = f
+            .wait_for_log(|l| l.contains(name), Duration::from_secs(60))
+            .await;
+        assert!(
+            named.is_some(),
+            "{name} not named in: {}",
+            f.logs().join("\n")
+        );
+    }
 }

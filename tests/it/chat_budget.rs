@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 
-use taskpilot_chatkit::agent::{AgentSettings, FILE_TOKEN_ESTIMATE, RoundMeter, TaskAgent, tools};
+use taskpilot_chatkit::agent::{FILE_TOKEN_ESTIMATE, RoundMeter, TaskAgent, tools};
 use taskpilot_chatkit::context::Caller;
 use taskpilot_chatkit::engine::Engine;
 use taskpilot_chatkit::model::{
@@ -20,10 +20,12 @@ use taskpilot_chatkit::testing::{
     InMemoryChat, Journal, Round, ScriptedModel, SeenRequest, VecSink,
 };
 use taskpilot_chatkit::turn::{Meter, Spent};
+use taskpilot_domain::UserId;
 use taskpilot_domain::budget::{ChatBudget, DayUsage, UsageDay, UsageStore};
 use taskpilot_domain::memory::InMemoryTasks;
-use taskpilot_domain::{CursorCodec, TaskService, UserId};
 use taskpilot_testkit::chatkit_contract;
+
+use crate::common::scripted_agent;
 
 type Server = Engine<InMemoryChat, TaskAgent<InMemoryTasks, ScriptedModel>>;
 
@@ -108,18 +110,7 @@ impl Chat {
     fn new() -> Self {
         let journal = Journal::default();
         let model = ScriptedModel::with_journal(journal.clone());
-        let tasks = TaskService::new(
-            InMemoryTasks::default(),
-            CursorCodec::new(&[7u8; 32], chrono::Duration::hours(1)).unwrap(),
-        );
-        let settings = AgentSettings {
-            model: "gpt-test".into(),
-            temperature: 0.2,
-            instructions: "Be brief.".into(),
-            max_tool_steps: 8,
-            max_tool_calls: 20,
-        };
-        let agent = TaskAgent::new(tasks, model.clone(), settings);
+        let agent = scripted_agent(model.clone(), 8);
         Self {
             engine: Engine::new(InMemoryChat::with_journal(journal.clone()), agent),
             model,
@@ -166,6 +157,14 @@ impl Chat {
     async fn turn(&self, who: &str, meter: Meter, rounds: Vec<Round>) -> Ran {
         self.push(rounds);
         self.run_into(who, create("hello"), Some(meter), VecSink::default())
+            .await
+    }
+
+    /// A metered turn of `who` within `limit` tokens a day, starting from
+    /// what the store already holds for today.
+    async fn turn_within(&self, who: &str, limit: u64, rounds: Vec<Round>) -> Ran {
+        let used = self.day(who, today()).await.tokens.total();
+        self.turn(who, meter(today(), used, budget(limit)), rounds)
             .await
     }
 
@@ -449,9 +448,9 @@ async fn a_budget_used_up_in_round_one_runs_its_tools_then_ends_the_turn_with_an
     chat.used_earlier("alice", today(), usage(600, 0, 100))
         .await;
     let ran = chat
-        .turn(
+        .turn_within(
             "alice",
-            meter(today(), 700, budget(1000)),
+            1000,
             vec![
                 Round::calls(&[("create_task", r#"{"title":"Bread"}"#)])
                     .with_usage(usage(280, 0, 20)),
@@ -524,9 +523,9 @@ async fn a_budget_not_used_up_in_round_one_lets_the_turn_go_on() {
     chat.used_earlier("alice", today(), usage(600, 0, 100))
         .await;
     let ran = chat
-        .turn(
+        .turn_within(
             "alice",
-            meter(today(), 700, budget(1000)),
+            1000,
             vec![
                 Round::calls(&[("create_task", r#"{"title":"Bread"}"#)])
                     .with_usage(usage(280, 0, 19)),
@@ -550,9 +549,9 @@ fn last_notice(ran: &Ran) -> &Value {
 async fn a_turn_reaching_the_warning_share_ends_with_a_warning() {
     let chat = Chat::new();
     let ran = chat
-        .turn(
+        .turn_within(
             "alice",
-            meter(today(), 0, budget(1000)),
+            1000,
             vec![Round::text("Hi.").with_usage(usage(750, 0, 50))],
         )
         .await;
@@ -568,9 +567,9 @@ async fn the_warning_counts_what_the_day_held_before_the_turn() {
     let chat = Chat::new();
     chat.used_earlier("alice", today(), usage(800, 0, 0)).await;
     let ran = chat
-        .turn(
+        .turn_within(
             "alice",
-            meter(today(), 800, budget(1000)),
+            1000,
             vec![Round::text("Hi.").with_usage(usage(50, 0, 9))],
         )
         .await;
@@ -586,9 +585,9 @@ async fn the_warning_counts_what_the_day_held_before_the_turn() {
 async fn a_turn_below_the_warning_share_ends_without_a_notice() {
     let chat = Chat::new();
     let ran = chat
-        .turn(
+        .turn_within(
             "alice",
-            meter(today(), 0, budget(1000)),
+            1000,
             vec![Round::text("Hi.").with_usage(usage(750, 0, 49))],
         )
         .await;
@@ -600,9 +599,9 @@ async fn a_turn_below_the_warning_share_ends_without_a_notice() {
 async fn a_turn_using_up_the_budget_in_its_last_round_ends_with_a_danger_notice() {
     let chat = Chat::new();
     let ran = chat
-        .turn(
+        .turn_within(
             "alice",
-            meter(today(), 0, budget(1000)),
+            1000,
             vec![Round::text("Hi.").with_usage(usage(900, 0, 100))],
         )
         .await;
@@ -618,9 +617,9 @@ async fn a_turn_using_up_the_budget_in_its_last_round_ends_with_a_danger_notice(
 async fn a_failed_turn_past_the_warning_share_gets_its_error_and_no_notice() {
     let chat = Chat::new();
     let ran = chat
-        .turn(
+        .turn_within(
             "alice",
-            meter(today(), 0, budget(1000)),
+            1000,
             vec![Round::failed("one two", 1).with_usage(usage(900, 0, 100))],
         )
         .await;

@@ -18,6 +18,8 @@ use taskpilot_domain::memory::InMemoryTasks;
 use taskpilot_domain::{CursorCodec, TaskService, UserId};
 use taskpilot_testkit::chatkit_contract;
 
+use crate::common::scripted_agent;
+
 type Server = Engine<InMemoryChat, TaskAgent<InMemoryTasks, ScriptedModel>, InMemoryFiles>;
 
 struct Files {
@@ -37,23 +39,9 @@ impl Files {
 
     fn with_policy(policy: AttachmentPolicy) -> Self {
         let model = ScriptedModel::default();
-        let tasks = TaskService::new(
-            InMemoryTasks::default(),
-            CursorCodec::new(&[7u8; 32], chrono::Duration::hours(1)).unwrap(),
-        );
-        let settings = AgentSettings {
-            model: "gpt-test".into(),
-            temperature: 0.2,
-            instructions: "Be brief.".into(),
-            max_tool_steps: 4,
-            max_tool_calls: 20,
-        };
         let files = InMemoryFiles::default();
-        let engine = Engine::new(
-            InMemoryChat::default(),
-            TaskAgent::new(tasks, model.clone(), settings),
-        )
-        .with_attachments(files.clone(), policy);
+        let engine = Engine::new(InMemoryChat::default(), scripted_agent(model.clone(), 4))
+            .with_attachments(files.clone(), policy);
         Self {
             engine,
             model,

@@ -189,51 +189,110 @@ impl Api {
     }
 }
 
-/// A ChatKit request as `user`: the status and, for a stream, its events.
-/// The request must be one the official ChatKit types accept, and the answer
-/// must keep to them ([`chatkit_contract::check_response`]).
-pub async fn chatkit(api: &Api, user: &str, envelope: Value) -> (u16, Vec<Value>, Value, Duration) {
-    if let Err(e) = chatkit_contract::check_request(&envelope) {
+/// A ChatKit answer as it came: status, `Retry-After`, content type, body.
+pub struct ChatAnswer {
+    pub status: u16,
+    pub retry_after: Option<u64>,
+    pub stream: bool,
+    pub text: String,
+}
+
+impl ChatAnswer {
+    /// The events of a stream.
+    pub fn events(&self) -> Vec<Value> {
+        sse_events(&self.text)
+    }
+}
+
+/// The events of a streamed body, one per `data:` line.
+pub fn sse_events(text: &str) -> Vec<Value> {
+    text.lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .map(|d| serde_json::from_str(d).unwrap())
+        .collect()
+}
+
+/// A ChatKit request with `bearer` (a user JWT or a client secret). The
+/// request must be one the official ChatKit types accept, and the answer
+/// must keep to them ([`chatkit_contract::check_response`]) and, when it is
+/// JSON, to the OpenAPI spec.
+pub async fn chatkit_with(api: &Api, bearer: &str, envelope: &Value) -> ChatAnswer {
+    if let Err(e) = chatkit_contract::check_request(envelope) {
         panic!("not a ChatKit request: {envelope}\n  {e}");
     }
-    let started = Instant::now();
     let resp = api
         .http
         .post(format!("{}/api/v1/chatkit", api.stack.url))
-        .bearer_auth(api.token(user))
-        .json(&envelope)
+        .bearer_auth(bearer)
+        .json(envelope)
         .send()
         .await
         .unwrap();
     let status = resp.status().as_u16();
-    let content_type = resp
-        .headers()
-        .get("content-type")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
+    let header = |name: &str| {
+        resp.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    let content_type = header("content-type");
+    let retry_after = header("retry-after").and_then(|v| v.parse().ok());
     let stream = content_type
         .as_deref()
         .is_some_and(|v| v.starts_with("text/event-stream"));
     let text = resp.text().await.unwrap();
-    let took = started.elapsed();
     let kind = envelope["type"].as_str().unwrap_or_default();
     if let Err(e) = chatkit_contract::check_response(kind, status, content_type.as_deref(), &text) {
         panic!("ChatKit contract: {e}");
     }
-    if stream {
-        let events = text
-            .lines()
-            .filter_map(|l| l.strip_prefix("data: "))
-            .map(|d| serde_json::from_str(d).unwrap())
-            .collect();
-        (status, events, Value::Null, took)
-    } else {
+    if !stream {
         check_contract("POST", "/api/v1/chatkit", status, text.as_bytes());
+    }
+    ChatAnswer {
+        status,
+        retry_after,
+        stream,
+        text,
+    }
+}
+
+/// A ChatKit request as `user` ([`chatkit_with`]): the status and, for a
+/// stream, its events, else the JSON answer.
+pub async fn chatkit(api: &Api, user: &str, envelope: Value) -> (u16, Vec<Value>, Value, Duration) {
+    let started = Instant::now();
+    let answer = chatkit_with(api, &api.token(user), &envelope).await;
+    let took = started.elapsed();
+    if answer.stream {
+        (answer.status, answer.events(), Value::Null, took)
+    } else {
         (
-            status,
+            answer.status,
             Vec::new(),
-            serde_json::from_str(&text).unwrap(),
+            serde_json::from_str(&answer.text).unwrap(),
             took,
         )
     }
+}
+
+/// The task assistant of the in-process chat tests: in-memory tasks, the
+/// scripted `model`, brief instructions, at most `max_tool_steps` rounds.
+pub fn scripted_agent(
+    model: taskpilot_chatkit::testing::ScriptedModel,
+    max_tool_steps: usize,
+) -> taskpilot_chatkit::agent::TaskAgent<
+    taskpilot_domain::memory::InMemoryTasks,
+    taskpilot_chatkit::testing::ScriptedModel,
+> {
+    let tasks = taskpilot_domain::TaskService::new(
+        taskpilot_domain::memory::InMemoryTasks::default(),
+        taskpilot_domain::CursorCodec::new(&[7u8; 32], chrono::Duration::hours(1)).unwrap(),
+    );
+    let settings = taskpilot_chatkit::agent::AgentSettings {
+        model: "gpt-test".into(),
+        temperature: 0.2,
+        instructions: "Be brief.".into(),
+        max_tool_steps,
+        max_tool_calls: 20,
+    };
+    taskpilot_chatkit::agent::TaskAgent::new(tasks, model, settings)
 }

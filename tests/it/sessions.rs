@@ -435,36 +435,10 @@ async fn the_secret_is_fetched_once_and_again_after_a_401() {
 }
 
 /// Sends a JSON ChatKit request with `bearer` (a client secret or a JWT): the
-/// status and the body, both checked against the ChatKit types.
+/// status and the body, checked against the ChatKit types and the spec.
 async fn chatkit(api: &Api, bearer: &str, envelope: Value) -> (u16, String) {
-    if let Err(e) = taskpilot_testkit::chatkit_contract::check_request(&envelope) {
-        panic!("not a ChatKit request: {envelope}\n  {e}");
-    }
-    let resp = api
-        .http
-        .post(format!("{}/api/v1/chatkit", api.stack.url))
-        .bearer_auth(bearer)
-        .json(&envelope)
-        .send()
-        .await
-        .unwrap();
-    let status = resp.status().as_u16();
-    let content_type = resp
-        .headers()
-        .get("content-type")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
-    let text = resp.text().await.unwrap();
-    let kind = envelope["type"].as_str().unwrap_or_default();
-    if let Err(e) = taskpilot_testkit::chatkit_contract::check_response(
-        kind,
-        status,
-        content_type.as_deref(),
-        &text,
-    ) {
-        panic!("ChatKit contract: {e}");
-    }
-    (status, text)
+    let answer = crate::common::chatkit_with(api, bearer, &envelope).await;
+    (answer.status, answer.text)
 }
 
 /// Whether the ChatKit endpoint accepts `secret` (a cheap `threads.list`).

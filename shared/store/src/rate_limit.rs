@@ -28,10 +28,7 @@ impl RateLimiter for DynamoStore {
             .client
             .update_item()
             .table_name(&self.table)
-            .set_key(Some(keys::key(
-                keys::user_pk(user),
-                keys::rate_sk(bucket, start),
-            )))
+            .set_key(Some(counter_key(user, bucket, start)))
             .update_expression("SET #count = if_not_exists(#count, :zero) + :one, #ttl = :ttl")
             .condition_expression("attribute_not_exists(#count) OR #count < :limit")
             .expression_attribute_names("#count", "count")
@@ -65,10 +62,7 @@ impl RateLimiter for DynamoStore {
             .client
             .update_item()
             .table_name(&self.table)
-            .set_key(Some(keys::key(
-                keys::user_pk(user),
-                keys::rate_sk(bucket, window.start),
-            )))
+            .set_key(Some(counter_key(user, bucket, window.start)))
             .update_expression("SET #count = #count - :one")
             .condition_expression("#count > :zero")
             .expression_attribute_names("#count", "count")
@@ -99,10 +93,7 @@ impl RateLimiter for DynamoStore {
             .client
             .update_item()
             .table_name(&self.table)
-            .set_key(Some(keys::key(
-                keys::user_pk(user),
-                keys::rate_sk(bucket, window.start),
-            )))
+            .set_key(Some(counter_key(user, bucket, window.start)))
             .update_expression("ADD #count :one SET #ttl = :ttl")
             .expression_attribute_names("#count", "count")
             .expression_attribute_names("#ttl", TTL)
@@ -125,10 +116,7 @@ impl RateLimiter for DynamoStore {
             .client
             .get_item()
             .table_name(&self.table)
-            .set_key(Some(keys::key(
-                keys::user_pk(user),
-                keys::rate_sk(bucket, window.start),
-            )))
+            .set_key(Some(counter_key(user, bucket, window.start)))
             .consistent_read(true)
             .send()
             .await
@@ -142,4 +130,13 @@ fn count_of(
     item: &std::collections::HashMap<String, aws_sdk_dynamodb::types::AttributeValue>,
 ) -> u32 {
     u32::try_from(crate::usage::number(item, "count")).unwrap_or(u32::MAX)
+}
+
+/// The key of `user`'s counter on `bucket` for the window starting at `start`.
+fn counter_key(
+    user: &UserId,
+    bucket: &str,
+    start: i64,
+) -> std::collections::HashMap<String, aws_sdk_dynamodb::types::AttributeValue> {
+    keys::key(keys::user_pk(user), keys::rate_sk(bucket, start))
 }
