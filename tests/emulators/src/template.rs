@@ -103,8 +103,8 @@ impl Template {
             .resources("AWS::ApiGatewayV2::Integration")
             .into_iter()
             .filter_map(|(id, r)| {
-                let target = intrinsic(&r["Properties"]["IntegrationUri"], "GetAtt")?;
-                Some((id, target.split('.').next()?.to_owned()))
+                let function = integration_function(&r["Properties"]["IntegrationUri"])?;
+                Some((id, function))
             })
             .collect();
         let routes: Vec<(String, Route)> = self
@@ -406,6 +406,17 @@ pub fn properties(resource: &Value) -> &Value {
     }
 }
 
+/// The function an integration invokes: `!GetAtt <Fn>.Arn`, or one of its
+/// aliases, `!Sub "${<Fn>.Arn}:<alias>"`.
+fn integration_function(uri: &Value) -> Option<String> {
+    if let Some(target) = intrinsic(uri, "GetAtt") {
+        return Some(target.split('.').next()?.to_owned());
+    }
+    let sub = intrinsic(uri, "Sub")?;
+    let (function, alias) = sub.strip_prefix("${")?.split_once(".Arn}:")?;
+    (!alias.is_empty()).then(|| function.to_owned())
+}
+
 /// The string argument of the intrinsic `name` (`Ref`, `GetAtt`…) in its
 /// short form (`!Ref x`), or in the `Fn::<name>` long form.
 pub fn intrinsic(v: &Value, name: &str) -> Option<String> {
@@ -475,6 +486,23 @@ mod tests {
             match_path("/x/{p+}", "/x/a/b"),
             Some(vec![("p".into(), "a/b".into())])
         );
+    }
+
+    #[test]
+    fn an_integration_reaches_its_function_or_an_alias_of_it() {
+        let uri = |yaml: &str| integration_function(&serde_norway::from_str(yaml).unwrap());
+        assert_eq!(uri("!GetAtt TasksFunction.Arn").as_deref(), Some("TasksFunction"));
+        assert_eq!(
+            uri("!Sub \"${TasksFunction.Arn}:live\"").as_deref(),
+            Some("TasksFunction")
+        );
+        assert_eq!(
+            uri("Fn::Sub: \"${TasksFunction.Arn}:live\"").as_deref(),
+            Some("TasksFunction")
+        );
+        assert_eq!(uri("!Sub \"${TasksFunction.Arn}:\"").as_deref(), None);
+        assert_eq!(uri("!Sub \"${TasksFunction.Arn}\"").as_deref(), None);
+        assert_eq!(uri("!Ref TasksFunction").as_deref(), None);
     }
 
     #[test]
