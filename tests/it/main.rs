@@ -9,6 +9,7 @@
 
 mod common;
 
+mod alarms;
 mod attachments;
 mod budget;
 mod chat_budget;

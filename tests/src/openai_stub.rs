@@ -215,6 +215,12 @@ impl OpenAiStub {
         lock(&self.state).faults.push_back(fault);
     }
 
+    /// Drops the faults no request has met yet (a client may give up before
+    /// it used all it was given).
+    pub fn clear_faults(&self) {
+        lock(&self.state).faults.clear();
+    }
+
     /// Scripts the next model turn (turns queue up; an unscripted turn says "OK.").
     pub fn push_turn(&self, turn: Turn) {
         lock(&self.state).turns.push_back(turn);

@@ -1,7 +1,7 @@
 //! `POST /api/v1/chatkit`: one endpoint, JSON or server-sent events.
 
 use std::convert::Infallible;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::StatusCode;
@@ -31,6 +31,7 @@ use taskpilot_openai::{OpenAi, TranscribeError, audio_extension};
 use taskpilot_store::DynamoStore;
 
 use crate::identity::Identity;
+use crate::stream_report::StreamReport;
 
 /// Paths the endpoint answers (a Function URL may also be called at its root).
 const PATHS: [&str; 2] = ["/api/v1/chatkit", "/"];
@@ -68,16 +69,18 @@ pub struct Endpoint {
     dictation: Dictation,
 }
 
-/// Sends events into the response body; a closed body means the client left.
-struct ChannelSink(mpsc::Sender<Result<http_body::Frame<Bytes>, std::io::Error>>);
+/// Sends events into the response body (a closed body means the client
+/// left), noting each in the stream's report.
+struct ChannelSink {
+    tx: mpsc::Sender<Result<http_body::Frame<Bytes>, std::io::Error>>,
+    report: StreamReport,
+}
 
 impl EventSink for ChannelSink {
     async fn send(&mut self, event: StreamEvent) -> Result<(), Disconnected> {
-        if let StreamEvent::Error { code, .. } = &event {
-            stream_error_metric(code);
-        }
+        self.report.observe(&event);
         let frame = http_body::Frame::data(Bytes::from(sse_frame(&event)));
-        self.0.send(Ok(frame)).await.map_err(|_| Disconnected)
+        self.tx.send(Ok(frame)).await.map_err(|_| Disconnected)
     }
 }
 
@@ -241,16 +244,6 @@ fn usage_metric(user: &UserId, spent: Spent) {
         .print();
 }
 
-/// `TaskPilot` › `ChatStreamErrors` by `Function`: one per stream that ended
-/// with an `error` event (its `code` is logged with it).
-fn stream_error_metric(code: &str) {
-    Emf::new("TaskPilot")
-        .dimension("Function", "chatkit")
-        .metric("ChatStreamErrors", "Count", 1)
-        .property("code", serde_json::Value::String(code.to_owned()))
-        .print();
-}
-
 /// `TaskPilot` › `Feedback` by `Kind`: one count per stored rating request.
 fn feedback_metric(kind: FeedbackKind) {
     Emf::new("TaskPilot")
@@ -323,7 +316,7 @@ impl Endpoint {
         admitted: Option<Admission>,
         audio: &[u8],
         mime_type: &str,
-        deadline: std::time::Instant,
+        deadline: Instant,
     ) -> Result<Response<OutBody>, ApiError> {
         let transcript = self
             .dictation
@@ -382,6 +375,7 @@ impl Endpoint {
     }
 
     async fn answer(&'static self, req: Request) -> Result<Response<OutBody>, ApiError> {
+        let started = Instant::now();
         let path = req.uri().path();
         if !PATHS.contains(&path) {
             return Err(ApiError::RouteNotFound {
@@ -507,8 +501,12 @@ impl Endpoint {
         let (tx, rx) = mpsc::channel(64);
         let server = &self.server;
         tokio::spawn(async move {
-            let mut sink = ChannelSink(tx);
+            let mut sink = ChannelSink {
+                tx,
+                report: StreamReport::new(started),
+            };
             let spent = server.run(&caller, prepared, &mut sink, deadline).await;
+            sink.report.line().print();
             usage_metric(&caller.user, spent);
         });
         let stream =

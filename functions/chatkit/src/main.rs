@@ -1,8 +1,10 @@
 //! The `chatkit` Lambda: the self-hosted ChatKit protocol behind a Function URL
 //! with response streaming, so tokens reach the browser as they arrive.
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
 mod endpoint;
 mod identity;
+mod stream_report;
 
 use lambda_http::{Request, service_fn};
 

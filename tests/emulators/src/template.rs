@@ -491,7 +491,10 @@ mod tests {
     #[test]
     fn an_integration_reaches_its_function_or_an_alias_of_it() {
         let uri = |yaml: &str| integration_function(&serde_norway::from_str(yaml).unwrap());
-        assert_eq!(uri("!GetAtt TasksFunction.Arn").as_deref(), Some("TasksFunction"));
+        assert_eq!(
+            uri("!GetAtt TasksFunction.Arn").as_deref(),
+            Some("TasksFunction")
+        );
         assert_eq!(
             uri("!Sub \"${TasksFunction.Arn}:live\"").as_deref(),
             Some("TasksFunction")
