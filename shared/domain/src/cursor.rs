@@ -231,4 +231,31 @@ mod tests {
     fn short_keys_are_refused() {
         assert!(CursorCodec::new(b"short", chrono::Duration::hours(1)).is_none());
     }
+
+    #[test]
+    fn a_cursor_lives_until_the_end_of_its_lifetime_second() {
+        let c = codec();
+        let alice = UserId::new("alice").unwrap();
+        let filter = TaskFilter::default();
+        let id = TaskId::generate();
+        let now: DateTime<Utc> = "2026-12-07T10:00:00Z".parse().unwrap();
+        let token = c.encode(&alice, &filter, None, &id, now);
+        let expiry = now + chrono::Duration::hours(1);
+        assert_eq!(c.decode(&alice, &filter, None, &token, expiry).unwrap(), id);
+        assert!(matches!(
+            c.decode(
+                &alice,
+                &filter,
+                None,
+                &token,
+                expiry + chrono::Duration::seconds(1)
+            ),
+            Err(DomainError::InvalidCursor)
+        ));
+    }
+
+    #[test]
+    fn debug_output_shows_no_key() {
+        assert_eq!(format!("{:?}", codec()), "CursorCodec { .. }");
+    }
 }

@@ -376,6 +376,12 @@ mod tests {
     fn tag_rules() {
         let t = input(r#"{"title":"t","tags":[" home ","home","work"]}"#).unwrap();
         assert_eq!(t.tags, vec!["home", "work"]);
+        // Exactly the limits pass; one more fails.
+        let ten: Vec<String> = (0..10).map(|i| format!("\"t{i}\"")).collect();
+        let t = input(&format!(r#"{{"title":"t","tags":[{}]}}"#, ten.join(","))).unwrap();
+        assert_eq!(t.tags.len(), TAGS_MAX);
+        let t = input(&format!(r#"{{"title":"t","tags":["{}"]}}"#, "é".repeat(32))).unwrap();
+        assert_eq!(t.tags[0].chars().count(), TAG_MAX);
         let eleven: Vec<String> = (0..11).map(|i| format!("\"t{i}\"")).collect();
         let err = input(&format!(r#"{{"title":"t","tags":[{}]}}"#, eleven.join(","))).unwrap_err();
         assert_eq!(field_of(err), "tags");

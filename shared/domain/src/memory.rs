@@ -26,7 +26,8 @@ type Key = (String, TaskId);
 #[derive(Default)]
 pub struct InMemoryTasks {
     tasks: Mutex<BTreeMap<Key, Task>>,
-    claims: Mutex<BTreeMap<(String, String), (String, Task)>>,
+    /// (user, key) → (fingerprint, first task, expiry).
+    claims: Mutex<BTreeMap<(String, String), (String, Task, DateTime<Utc>)>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -49,13 +50,20 @@ impl TaskRepository for InMemoryTasks {
         if let Some(claim) = claim {
             let mut claims = lock(&self.claims);
             let key = (user.as_str().to_owned(), claim.key.as_str().to_owned());
-            if let Some((fingerprint, first)) = claims.get(&key) {
+            // As the store's condition: a claim expired by the time of this
+            // create (`created_at`) is replaced.
+            if let Some((fingerprint, first, expires_at)) = claims.get(&key)
+                && *expires_at >= task.created_at
+            {
                 return Ok(InsertOutcome::Replay {
                     fingerprint: fingerprint.clone(),
                     task: Box::new(first.clone()),
                 });
             }
-            claims.insert(key, (claim.fingerprint.clone(), task.clone()));
+            claims.insert(
+                key,
+                (claim.fingerprint.clone(), task.clone(), claim.expires_at),
+            );
         }
         lock(&self.tasks).insert((user.as_str().to_owned(), task.id.clone()), task.clone());
         Ok(InsertOutcome::Created)
@@ -295,7 +303,93 @@ impl UsageStore for InMemorySessions {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::input::IdempotencyKey;
+    use crate::ports::TaskFilter;
     use crate::session::new_session_id;
+    use crate::task::Priority;
+
+    fn task(at: DateTime<Utc>) -> Task {
+        Task {
+            id: TaskId::generate(),
+            title: "t".into(),
+            description: None,
+            completed: false,
+            priority: Priority::Medium,
+            due_date: None,
+            tags: Vec::new(),
+            created_at: at,
+            updated_at: at,
+            completed_at: None,
+            version: 1,
+        }
+    }
+
+    fn page(limit: usize, after: Option<TaskId>) -> ListQuery {
+        ListQuery {
+            filter: TaskFilter::default(),
+            search: None,
+            limit,
+            after,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_page_says_there_is_more_only_when_there_is() {
+        let store = InMemoryTasks::default();
+        let alice = UserId::new("alice").unwrap();
+        let mut ids = Vec::new();
+        for _ in 0..3 {
+            let t = task(Utc::now());
+            ids.push(t.id.clone());
+            store.insert(&alice, &t, None).await.unwrap();
+        }
+        ids.reverse(); // newest first
+        let exactly = store.list(&alice, &page(3, None)).await.unwrap();
+        assert_eq!(exactly.tasks.len(), 3);
+        assert_eq!(exactly.next_after, None, "exactly `limit` rows: no more");
+        let first = store.list(&alice, &page(2, None)).await.unwrap();
+        assert_eq!(first.next_after.as_ref(), Some(&ids[1]));
+        let rest = store.list(&alice, &page(2, first.next_after)).await.unwrap();
+        assert_eq!(
+            (rest.tasks.iter().map(|t| t.id.clone()).collect::<Vec<_>>(), rest.next_after),
+            (vec![ids[2].clone()], None)
+        );
+    }
+
+    #[tokio::test]
+    async fn a_claim_replays_until_it_expires_then_is_replaced() {
+        let store = InMemoryTasks::default();
+        let alice = UserId::new("alice").unwrap();
+        let now = Utc::now();
+        let claim = |expires_at| IdempotencyClaim {
+            key: IdempotencyKey::parse("key-1").unwrap(),
+            fingerprint: "f".into(),
+            expires_at,
+        };
+        let day = chrono::Duration::hours(24);
+        let first = task(now);
+        let created = store
+            .insert(&alice, &first, Some(&claim(now + day)))
+            .await
+            .unwrap();
+        assert!(matches!(created, InsertOutcome::Created));
+        // Up to and at its expiry: the first task again.
+        let at_expiry = store
+            .insert(&alice, &task(now + day), Some(&claim(now + day + day)))
+            .await
+            .unwrap();
+        assert!(
+            matches!(&at_expiry, InsertOutcome::Replay { task, .. } if task.id == first.id),
+            "{at_expiry:?}"
+        );
+        // After it: a new claim and a new task.
+        let later = now + day + chrono::Duration::seconds(1);
+        let after = store
+            .insert(&alice, &task(later), Some(&claim(later + day)))
+            .await
+            .unwrap();
+        assert!(matches!(after, InsertOutcome::Created), "{after:?}");
+    }
 
     fn session(hash: &str) -> ChatSession {
         let now = Utc::now();
@@ -331,6 +425,12 @@ mod tests {
                 .unwrap()
                 .map(|s| s.id),
             Some(s.id.clone())
+        );
+        // Another user's secret, or another secret, finds nothing.
+        assert_eq!(store.find_session_by_secret(&bob, "h1").await.unwrap(), None);
+        assert_eq!(
+            store.find_session_by_secret(&alice, "h2").await.unwrap(),
+            None
         );
         let cancelled = store.cancel_session(&alice, &s.id).await.unwrap().unwrap();
         assert_eq!(cancelled.status, SessionStatus::Cancelled);

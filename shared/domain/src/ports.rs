@@ -221,3 +221,109 @@ impl TaskChange {
         task.version += 1;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn task(completed: bool, due: Option<&str>, tags: &[&str]) -> Task {
+        let now = Utc::now();
+        Task {
+            id: TaskId::generate(),
+            title: "t".into(),
+            description: None,
+            completed,
+            priority: Priority::Medium,
+            due_date: due.map(|d| d.parse::<DueDate>().unwrap()),
+            tags: tags.iter().map(|t| (*t).to_owned()).collect(),
+            created_at: now,
+            updated_at: now,
+            completed_at: None,
+            version: 1,
+        }
+    }
+
+    fn date(d: &str) -> NaiveDate {
+        d.parse().unwrap()
+    }
+
+    #[test]
+    fn a_filter_is_empty_only_with_nothing_set() {
+        let cases = [
+            (TaskFilter::default(), true),
+            (
+                TaskFilter {
+                    completed: Some(false),
+                    ..TaskFilter::default()
+                },
+                false,
+            ),
+            (
+                TaskFilter {
+                    tag: Some("x".into()),
+                    ..TaskFilter::default()
+                },
+                false,
+            ),
+            (
+                TaskFilter {
+                    due_before: Some(date("2026-12-07")),
+                    ..TaskFilter::default()
+                },
+                false,
+            ),
+        ];
+        for (filter, empty) in cases {
+            assert_eq!(filter.is_empty(), empty, "{filter:?}");
+        }
+    }
+
+    #[test]
+    fn the_completed_filter_keeps_only_that_state() {
+        let (open, done) = (task(false, None, &[]), task(true, None, &[]));
+        let only = |completed| TaskFilter {
+            completed: Some(completed),
+            ..TaskFilter::default()
+        };
+        assert_eq!(
+            [
+                only(true).matches(&open),
+                only(true).matches(&done),
+                only(false).matches(&open),
+                only(false).matches(&done),
+            ],
+            [false, true, true, false]
+        );
+        assert!(TaskFilter::default().matches(&open) && TaskFilter::default().matches(&done));
+    }
+
+    #[test]
+    fn due_before_is_strictly_before_the_start_of_the_day() {
+        let filter = TaskFilter {
+            due_before: Some(date("2026-12-07")),
+            ..TaskFilter::default()
+        };
+        let cases = [
+            (Some("2026-12-06"), true),
+            (Some("2026-12-06T23:59:59Z"), true),
+            (Some("2026-12-07"), false),
+            (Some("2026-12-07T00:00:00Z"), false),
+            (Some("2026-12-08"), false),
+            (None, false),
+        ];
+        for (due, kept) in cases {
+            assert_eq!(filter.matches(&task(false, due, &[])), kept, "{due:?}");
+        }
+    }
+
+    #[test]
+    fn the_tag_filter_keeps_tasks_carrying_that_exact_tag() {
+        let filter = TaskFilter {
+            tag: Some("home".into()),
+            ..TaskFilter::default()
+        };
+        assert!(filter.matches(&task(false, None, &["work", "home"])));
+        assert!(!filter.matches(&task(false, None, &["homework"])));
+        assert!(!filter.matches(&task(false, None, &[])));
+    }
+}

@@ -453,4 +453,44 @@ mod tests {
             now - chrono::Duration::seconds(600)
         );
     }
+
+    #[test]
+    fn a_session_is_usable_while_active_and_strictly_before_it_expires() {
+        let s = session(600);
+        let second = chrono::Duration::seconds(1);
+        assert!(s.is_usable(s.expires_at - second));
+        assert!(!s.is_usable(s.expires_at), "expired at expires_at");
+        assert!(!s.is_usable(s.expires_at + second));
+        let cancelled = ChatSession {
+            status: SessionStatus::Cancelled,
+            ..s.clone()
+        };
+        assert!(!cancelled.is_usable(s.expires_at - second));
+    }
+
+    #[test]
+    fn a_secret_hash_is_the_hex_sha256_of_the_secret() {
+        assert_eq!(
+            secret_hash("abc"),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+        assert_ne!(secret_hash("abd"), secret_hash("abc"));
+    }
+
+    #[test]
+    fn a_new_session_id_is_a_prefixed_ulid_of_now() {
+        let before = first_session_id_since(Utc::now() - chrono::Duration::milliseconds(1));
+        let id = new_session_id();
+        let ulid = id.strip_prefix(SESSION_ID_PREFIX).unwrap();
+        assert!(ulid::Ulid::from_string(ulid).is_ok(), "{id}");
+        assert!(id > before, "{id} sorts after the ids of a moment ago");
+        assert_ne!(new_session_id(), id);
+    }
+
+    #[test]
+    fn the_signing_key_never_shows_in_debug_output() {
+        let tokens = SessionTokens::new(b"very-secret-signing-key").unwrap();
+        let shown = format!("{tokens:?}");
+        assert_eq!(shown, "SessionTokens([redacted])");
+    }
 }

@@ -138,3 +138,15 @@ pub struct Task {
     /// Starts at 1 and grows by one on every change.
     pub version: u64,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_task_id_displays_as_itself() {
+        let id = TaskId::generate();
+        assert_eq!(id.to_string(), id.as_str());
+        assert_eq!(id.as_str().len(), 26);
+    }
+}
