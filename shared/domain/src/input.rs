@@ -471,7 +471,9 @@ mod tests {
 
     #[test]
     fn idempotency_keys() {
-        assert!(IdempotencyKey::parse("6f1c2b1e-7d1f-4c5e-9a55-0c6a1f1f2b3c").is_ok());
+        let key = "6f1c2b1e-7d1f-4c5e-9a55-0c6a1f1f2b3c";
+        assert_eq!(IdempotencyKey::parse(key).unwrap().as_str(), key);
+        assert!(IdempotencyKey::parse(&"k".repeat(255)).is_ok());
         assert!(IdempotencyKey::parse("").is_err());
         assert!(IdempotencyKey::parse("has space").is_err());
         assert!(IdempotencyKey::parse(&"k".repeat(256)).is_err());

@@ -349,9 +349,15 @@ mod tests {
         assert_eq!(exactly.next_after, None, "exactly `limit` rows: no more");
         let first = store.list(&alice, &page(2, None)).await.unwrap();
         assert_eq!(first.next_after.as_ref(), Some(&ids[1]));
-        let rest = store.list(&alice, &page(2, first.next_after)).await.unwrap();
+        let rest = store
+            .list(&alice, &page(2, first.next_after))
+            .await
+            .unwrap();
         assert_eq!(
-            (rest.tasks.iter().map(|t| t.id.clone()).collect::<Vec<_>>(), rest.next_after),
+            (
+                rest.tasks.iter().map(|t| t.id.clone()).collect::<Vec<_>>(),
+                rest.next_after
+            ),
             (vec![ids[2].clone()], None)
         );
     }
@@ -427,7 +433,10 @@ mod tests {
             Some(s.id.clone())
         );
         // Another user's secret, or another secret, finds nothing.
-        assert_eq!(store.find_session_by_secret(&bob, "h1").await.unwrap(), None);
+        assert_eq!(
+            store.find_session_by_secret(&bob, "h1").await.unwrap(),
+            None
+        );
         assert_eq!(
             store.find_session_by_secret(&alice, "h2").await.unwrap(),
             None
@@ -467,6 +476,53 @@ mod tests {
         assert_eq!(
             limiter.hit(&alice, "b", 2, 60, next).await.unwrap(),
             RateDecision::Allowed
+        );
+    }
+
+    #[tokio::test]
+    async fn count_counts_every_call_and_hits_reads_it() {
+        let limiter = InMemorySessions::default();
+        let alice = UserId::new("alice").unwrap();
+        let now: DateTime<Utc> = "2026-12-02T10:00:05Z".parse().unwrap();
+        let counted = [
+            limiter.count(&alice, "b", 60, now).await.unwrap(),
+            limiter.count(&alice, "b", 60, now).await.unwrap(),
+            limiter.count(&alice, "b", 60, now).await.unwrap(),
+        ];
+        assert_eq!(counted, [1, 2, 3]);
+        let window = RateWindow::at(now, 60);
+        assert_eq!(limiter.hits(&alice, "b", window).await.unwrap(), 3);
+        assert_eq!(limiter.hits(&alice, "c", window).await.unwrap(), 0);
+    }
+
+    #[tokio::test]
+    async fn usage_adds_up_per_user_and_day() {
+        let store = InMemorySessions::default();
+        let alice = UserId::new("alice").unwrap();
+        let day = UsageDay::of("2026-12-02T10:00:05Z".parse().unwrap());
+        let tokens = |input, output| TokenUsage {
+            input,
+            output,
+            ..TokenUsage::default()
+        };
+        store
+            .add_usage(&alice, day, tokens(100, 20), true)
+            .await
+            .unwrap();
+        store
+            .add_usage(&alice, day, tokens(50, 5), false)
+            .await
+            .unwrap();
+        let used = store
+            .add_usage(&alice, day, tokens(10, 1), true)
+            .await
+            .unwrap();
+        assert_eq!((used.tokens.total(), used.rounds, used.turns), (186, 3, 2));
+        assert_eq!(store.day_usage(&alice, day).await.unwrap(), used);
+        let bob = UserId::new("bob").unwrap();
+        assert_eq!(
+            store.day_usage(&bob, day).await.unwrap(),
+            DayUsage::default()
         );
     }
 

@@ -72,6 +72,7 @@ mod tests {
     #[test]
     fn a_value_holds_until_its_moment() {
         let r = Remembered::default();
+        assert!(r.is_empty());
         r.remember("a", 7u8, at(10, 0, 30), at(10, 0, 0));
         assert_eq!(r.get("a", at(10, 0, 29)), Some((7, at(10, 0, 30))));
         assert_eq!(r.get("a", at(10, 0, 30)), None);
@@ -82,6 +83,7 @@ mod tests {
     fn expired_values_stay_while_there_is_room() {
         let r = Remembered::default();
         r.remember("a", 1u8, at(10, 0, 0), at(10, 0, 0));
+        assert!(!r.is_empty());
         r.remember("b", 1u8, at(10, 6, 0), at(10, 5, 0));
         assert_eq!(r.len(), 2);
     }

@@ -426,6 +426,11 @@ mod tests {
         assert!(
             new_session_id() > first_session_id_since(Utc::now() - chrono::Duration::seconds(1))
         );
+        // The ceiling bounds self-hosted ids only: anything without the
+        // prefix (a hosted session's id, say) sorts outside the range.
+        let ceiling = session_id_ceiling();
+        assert!(ceiling.starts_with(SESSION_ID_PREFIX));
+        assert!(ceiling.as_str() < "ckset" && ceiling.as_str() < "wf_session");
     }
 
     #[test]

@@ -50,3 +50,42 @@ pub mod option {
         .transpose()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde::Serialize;
+
+    #[derive(Debug, PartialEq, Serialize, serde::Deserialize)]
+    struct Stamped {
+        #[serde(with = "crate::timestamp")]
+        at: DateTime<Utc>,
+        #[serde(default, with = "crate::timestamp::option")]
+        done: Option<DateTime<Utc>>,
+    }
+
+    #[test]
+    fn timestamps_are_utc_to_the_millisecond() {
+        let at: DateTime<Utc> = "2026-11-22T11:00:00.123456+01:00".parse().unwrap();
+        assert_eq!(format(&at), "2026-11-22T10:00:00.123Z");
+        let now = now();
+        assert_eq!(now.timestamp_subsec_nanos() % 1_000_000, 0);
+    }
+
+    #[test]
+    fn timestamps_round_trip_with_and_without_a_value() {
+        let at: DateTime<Utc> = "2026-11-22T10:00:00.123Z".parse().unwrap();
+        let both = Stamped { at, done: Some(at) };
+        let json = serde_json::to_value(&both).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({"at": "2026-11-22T10:00:00.123Z", "done": "2026-11-22T10:00:00.123Z"})
+        );
+        assert_eq!(serde_json::from_value::<Stamped>(json).unwrap(), both);
+        let open = Stamped { at, done: None };
+        let json = serde_json::to_value(&open).unwrap();
+        assert_eq!(json["done"], serde_json::Value::Null);
+        assert_eq!(serde_json::from_value::<Stamped>(json).unwrap(), open);
+        assert!(serde_json::from_value::<Stamped>(serde_json::json!({"at": "yesterday"})).is_err());
+    }
+}

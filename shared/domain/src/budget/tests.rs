@@ -246,6 +246,9 @@ async fn a_known_refusal_expires_with_its_window() {
         .unwrap()
         .unwrap_err();
     assert!(gate.known_refusal(&alice(), at(10, 0, 59)).is_some());
+    // Under a second left: no Retry-After of 0; the store decides.
+    let almost = at(10, 0, 59) + chrono::Duration::milliseconds(500);
+    assert_eq!(gate.known_refusal(&alice(), almost), None);
     assert_eq!(gate.known_refusal(&alice(), at(10, 1, 0)), None);
     assert!(gate.admit(&alice(), at(10, 1, 0)).await.unwrap().is_ok());
 }
