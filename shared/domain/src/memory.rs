@@ -26,8 +26,14 @@ type Key = (String, TaskId);
 #[derive(Default)]
 pub struct InMemoryTasks {
     tasks: Mutex<BTreeMap<Key, Task>>,
-    /// (user, key) → (fingerprint, first task, expiry).
-    claims: Mutex<BTreeMap<(String, String), (String, Task, DateTime<Utc>)>>,
+    claims: Mutex<BTreeMap<(String, String), Claimed>>,
+}
+
+/// An idempotency claim: the request's fingerprint, its task, its expiry.
+struct Claimed {
+    fingerprint: String,
+    task: Task,
+    expires_at: DateTime<Utc>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -52,17 +58,21 @@ impl TaskRepository for InMemoryTasks {
             let key = (user.as_str().to_owned(), claim.key.as_str().to_owned());
             // As the store's condition: a claim expired by the time of this
             // create (`created_at`) is replaced.
-            if let Some((fingerprint, first, expires_at)) = claims.get(&key)
-                && *expires_at >= task.created_at
+            if let Some(first) = claims.get(&key)
+                && first.expires_at >= task.created_at
             {
                 return Ok(InsertOutcome::Replay {
-                    fingerprint: fingerprint.clone(),
-                    task: Box::new(first.clone()),
+                    fingerprint: first.fingerprint.clone(),
+                    task: Box::new(first.task.clone()),
                 });
             }
             claims.insert(
                 key,
-                (claim.fingerprint.clone(), task.clone(), claim.expires_at),
+                Claimed {
+                    fingerprint: claim.fingerprint.clone(),
+                    task: task.clone(),
+                    expires_at: claim.expires_at,
+                },
             );
         }
         lock(&self.tasks).insert((user.as_str().to_owned(), task.id.clone()), task.clone());
