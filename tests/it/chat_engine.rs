@@ -11,7 +11,7 @@ use taskpilot_chatkit::zone::Zone;
 
 use taskpilot_chatkit::agent::{AgentSettings, TaskAgent};
 use taskpilot_chatkit::context::Caller;
-use taskpilot_chatkit::engine::{Answer, ChatError, Engine, HISTORY};
+use taskpilot_chatkit::engine::{Answer, ChatError, Engine, HISTORY, Prepared};
 use taskpilot_chatkit::model::ModelInput;
 use taskpilot_chatkit::request::Request;
 use taskpilot_chatkit::testing::{
@@ -127,6 +127,13 @@ impl Chat {
             chatkit_contract::check_event(&event).unwrap_or_else(|e| panic!("{event}\n{e}"));
         }
         sink
+    }
+
+    /// A streamed request, checked and ready to run (not run).
+    async fn prepared(&self, who: &str, body: Value) -> Prepared {
+        chatkit_contract::check_request(&body).unwrap();
+        let request = Request::parse(body.to_string().as_bytes()).unwrap();
+        self.engine.prepare(&user(who), request).await.unwrap()
     }
 
     /// What a streamed request is refused with before its first event.
@@ -421,9 +428,25 @@ mod rules {
         Replace(&'static str, &'static str),
         Hidden(&'static str),
         Remove(&'static str),
+        /// Names the thread.
+        Title(&'static str),
+        /// Notes what the next model round would see and what still streams.
+        Look,
     }
 
-    pub struct Replay(pub Vec<Step>);
+    /// What the turn held at a [`Step::Look`]: its history as
+    /// `label=text` (`user` for the user's message), and the labels of the
+    /// items still streaming.
+    #[derive(Debug, Default, Clone, PartialEq)]
+    pub struct Seen {
+        pub history: Vec<String>,
+        pub pending: Vec<&'static str>,
+    }
+
+    pub struct Replay {
+        steps: Vec<Step>,
+        seen: std::sync::Mutex<Vec<Seen>>,
+    }
 
     fn widget(text: &str) -> WidgetRoot {
         Card::new(vec![Text::new(text).into()]).into()
@@ -435,32 +458,59 @@ mod rules {
             turn: &mut Turn<'_, S, K>,
             _input: Option<&ThreadItem>,
         ) -> Result<(), Interrupted> {
-            let mut ids: HashMap<&str, String> = HashMap::new();
-            let mut id = |label: &'static str, prefix: &str| {
+            let mut ids: HashMap<&'static str, String> = HashMap::new();
+            fn id(
+                ids: &mut HashMap<&'static str, String>,
+                label: &'static str,
+                prefix: &str,
+            ) -> String {
                 ids.entry(label).or_insert_with(|| ids::new(prefix)).clone()
-            };
-            for step in &self.0 {
+            }
+            for step in &self.steps {
                 let event = match *step {
+                    Step::Title(title) => {
+                        turn.thread_mut().title = Some(title.into());
+                        continue;
+                    }
+                    Step::Look => {
+                        let label = |id: &str| {
+                            ids.iter()
+                                .find(|(_, i)| i.as_str() == id)
+                                .map_or("user", |(l, _)| *l)
+                        };
+                        let history = turn
+                            .history()
+                            .iter()
+                            .map(|h| format!("{}={}", label(&h.id), text(h)))
+                            .collect();
+                        let pending = ids
+                            .iter()
+                            .filter(|(_, id)| turn.pending(id).is_some())
+                            .map(|(l, _)| *l)
+                            .collect();
+                        self.seen.lock().unwrap().push(Seen { history, pending });
+                        continue;
+                    }
                     Step::Add(label) => StreamEvent::ItemAdded {
                         item: turn.item(
-                            id(label, "msg"),
+                            id(&mut ids, label, "msg"),
                             ItemKind::AssistantMessage { content: vec![] },
                         ),
                     },
                     Step::Delta(label, delta) => StreamEvent::ItemUpdated {
-                        item_id: id(label, "msg"),
+                        item_id: id(&mut ids, label, "msg"),
                         update: ItemUpdate::TextDelta {
                             content_index: 0,
                             delta: delta.into(),
                         },
                     },
                     Step::Finish(label) => {
-                        turn.finish(&id(label, "msg")).await?;
+                        turn.finish(&id(&mut ids, label, "msg")).await?;
                         continue;
                     }
                     Step::Widget(label, text) | Step::Replace(label, text) => {
                         let item = turn.item(
-                            id(label, "wdg"),
+                            id(&mut ids, label, "wdg"),
                             ItemKind::Widget {
                                 widget: widget(text),
                                 copy_text: Some(text.into()),
@@ -474,14 +524,14 @@ mod rules {
                     }
                     Step::Hidden(label) => StreamEvent::ItemDone {
                         item: turn.item(
-                            id(label, "hcx"),
+                            id(&mut ids, label, "hcx"),
                             ItemKind::HiddenContextItem {
                                 content: json!({"note": label}),
                             },
                         ),
                     },
                     Step::Remove(label) => StreamEvent::ItemRemoved {
-                        item_id: id(label, "msg"),
+                        item_id: id(&mut ids, label, "msg"),
                     },
                 };
                 turn.emit(event).await?;
@@ -512,7 +562,28 @@ mod rules {
     /// Runs `threads.create` through `steps`: the stored items after the
     /// user's message, and the events.
     pub async fn replay(steps: Vec<Step>) -> (Vec<ThreadItem>, Vec<Value>) {
-        let engine = Engine::new(InMemoryChat::default(), Replay(steps));
+        let run = replay_into(steps, VecSink::default()).await;
+        (run.items, run.events)
+    }
+
+    /// What a replay left behind.
+    pub struct Replayed {
+        /// The stored items after the user's message.
+        pub items: Vec<ThreadItem>,
+        pub events: Vec<Value>,
+        /// What each [`Step::Look`] saw.
+        pub seen: Vec<Seen>,
+        /// The stored thread.
+        pub thread: ThreadMetadata,
+    }
+
+    /// Runs `threads.create` through `steps` into `sink`.
+    pub async fn replay_into(steps: Vec<Step>, mut sink: VecSink) -> Replayed {
+        let replay = Replay {
+            steps,
+            seen: Default::default(),
+        };
+        let engine = Engine::new(InMemoryChat::default(), replay);
         let body = json!({"type": "threads.create", "params": {"input": message("go")}});
         let prepared = engine
             .prepare(
@@ -521,7 +592,6 @@ mod rules {
             )
             .await
             .unwrap();
-        let mut sink = VecSink::default();
         let deadline = Instant::now() + Duration::from_secs(60);
         engine
             .run(&Caller::new(user("alice")), prepared, &mut sink, deadline)
@@ -533,7 +603,15 @@ mod rules {
         let thread = events[0]["thread"]["id"].as_str().unwrap();
         let mut items = engine.store().stored_items(&user("alice"), thread);
         items.remove(0);
-        (items, events)
+        Replayed {
+            items,
+            seen: engine.responder().seen.lock().unwrap().clone(),
+            thread: engine
+                .store()
+                .stored_thread(&user("alice"), thread)
+                .unwrap(),
+            events,
+        }
     }
 
     pub fn text(item: &ThreadItem) -> String {
@@ -594,6 +672,90 @@ async fn removed_items_are_deleted() {
     .await;
     assert!(items.is_empty(), "{items:?}");
     assert_eq!(of_type(&events, "thread.item.removed").len(), 1);
+}
+
+#[tokio::test]
+async fn a_replaced_item_is_what_the_next_round_sees() {
+    let run = rules::replay_into(
+        vec![
+            Step::Widget("w", "before"),
+            Step::Replace("w", "after"),
+            Step::Look,
+        ],
+        VecSink::default(),
+    )
+    .await;
+    assert_eq!(run.seen[0].history, ["user=", "w=after"]);
+}
+
+#[tokio::test]
+async fn replacing_a_streamed_item_ends_its_streaming() {
+    let run = rules::replay_into(
+        vec![
+            Step::Add("a"),
+            Step::Delta("a", "draft"),
+            Step::Add("b"),
+            Step::Delta("b", "still going"),
+            Step::Replace("a", "final"),
+            Step::Look,
+        ],
+        VecSink::default(),
+    )
+    .await;
+    assert_eq!(run.seen[0].pending, ["b"]);
+    assert_eq!(rules::text(&run.items[0]), "final");
+}
+
+#[tokio::test]
+async fn a_removed_item_leaves_the_next_rounds_history() {
+    let run = rules::replay_into(
+        vec![
+            Step::Add("a"),
+            Step::Delta("a", "x"),
+            Step::Finish("a"),
+            Step::Add("b"),
+            Step::Delta("b", "y"),
+            Step::Finish("b"),
+            Step::Remove("a"),
+            Step::Look,
+        ],
+        VecSink::default(),
+    )
+    .await;
+    assert_eq!(run.seen[0].history, ["user=", "b=y"]);
+}
+
+#[tokio::test]
+async fn removing_a_streamed_item_ends_its_streaming() {
+    let run = rules::replay_into(
+        vec![
+            Step::Add("a"),
+            Step::Delta("a", "x"),
+            Step::Add("b"),
+            Step::Delta("b", "y"),
+            Step::Remove("a"),
+            Step::Look,
+        ],
+        VecSink::default(),
+    )
+    .await;
+    assert_eq!(run.seen[0].pending, ["b"]);
+}
+
+#[tokio::test]
+async fn a_disconnect_right_after_a_rename_still_saves_the_title() {
+    // Every event the engine sends before the responder's first.
+    let before = rules::replay(vec![]).await.1.len();
+    let run = rules::replay_into(
+        vec![
+            Step::Title("Groceries"),
+            Step::Add("a"),
+            Step::Delta("a", "x"),
+        ],
+        VecSink::disconnecting_after(before),
+    )
+    .await;
+    assert_eq!(run.thread.title.as_deref(), Some("Groceries"));
 }
 
 #[tokio::test]
@@ -1043,6 +1205,22 @@ async fn an_action_on_an_item_that_is_not_a_widget_is_one_error_event() {
 // Other users.
 
 #[tokio::test]
+async fn a_renamed_thread_answers_and_keeps_its_new_title() {
+    let chat = Chat::new();
+    let thread = chat.thread("alice", "Hi.").await;
+    let answer = chat
+        .json(
+            "alice",
+            json!({"type": "threads.update", "params": {"thread_id": thread, "title": "Groceries"}}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(answer["title"], "Groceries");
+    let stored = chat.store().stored_thread(&user("alice"), &thread).unwrap();
+    assert_eq!(stored.title.as_deref(), Some("Groceries"));
+}
+
+#[tokio::test]
 async fn another_users_thread_is_not_found_for_every_operation() {
     let chat = Chat::new();
     let thread = chat.thread("alice", "Hi.").await;
@@ -1179,6 +1357,79 @@ async fn a_client_tool_output_completes_the_pending_call_and_the_assistant_goes_
     assert_eq!(rules::text(&stored[3]), "Got it.");
 }
 
+/// A client tool call of `thread`, still waiting for its output.
+fn pending_call(thread: &str, call_id: &str) -> ThreadItem {
+    use taskpilot_chatkit::types::ToolCallStatus;
+    ThreadItem {
+        id: taskpilot_chatkit::ids::new("tc"),
+        thread_id: thread.to_owned(),
+        created_at: taskpilot_domain::timestamp::now(),
+        kind: ItemKind::ClientToolCall {
+            status: ToolCallStatus::Pending,
+            call_id: call_id.into(),
+            name: "get_selection".into(),
+            arguments: json!({}),
+            output: None,
+        },
+    }
+}
+
+#[tokio::test]
+async fn a_client_tool_output_drops_older_calls_left_pending() {
+    use taskpilot_chatkit::store::ChatStore;
+    let chat = Chat::new();
+    let thread = chat.thread("alice", "Hi.").await;
+    let older = pending_call(&thread, "call_1");
+    let newest = pending_call(&thread, "call_2");
+    chat.store()
+        .save_item(&user("alice"), &older)
+        .await
+        .unwrap();
+    chat.store()
+        .save_item(&user("alice"), &newest)
+        .await
+        .unwrap();
+    chat.model.push(Round::text("Got it."));
+    chat.stream(
+        "alice",
+        json!({"type": "threads.add_client_tool_output",
+               "params": {"thread_id": thread, "result": {"selected": 1}}}),
+    )
+    .await;
+    let ids: Vec<String> = chat
+        .items("alice", &thread)
+        .into_iter()
+        .map(|i| i.id)
+        .collect();
+    assert!(
+        !ids.contains(&older.id),
+        "the stale call was deleted: {ids:?}"
+    );
+    assert!(ids.contains(&newest.id), "the answered call stays: {ids:?}");
+}
+
+#[tokio::test]
+async fn a_client_tool_output_with_nothing_stale_deletes_nothing() {
+    use taskpilot_chatkit::store::ChatStore;
+    let chat = Chat::new();
+    let thread = chat.thread("alice", "Hi.").await;
+    let call = pending_call(&thread, "call_1");
+    chat.store().save_item(&user("alice"), &call).await.unwrap();
+    chat.model.push(Round::text("Got it."));
+    let mark = chat.journal.calls().len();
+    chat.stream(
+        "alice",
+        json!({"type": "threads.add_client_tool_output",
+               "params": {"thread_id": thread, "result": {}}}),
+    )
+    .await;
+    let calls = chat.journal.calls()[mark..].to_vec();
+    assert!(
+        !calls.iter().any(|c| c.starts_with("store.delete")),
+        "{calls:?}"
+    );
+}
+
 #[tokio::test]
 async fn a_client_tool_output_without_a_pending_call_is_refused() {
     let chat = Chat::new();
@@ -1246,6 +1497,60 @@ async fn retry_reaches_back_past_the_history_window() {
         chat.model.requests().pop().unwrap().input,
         [ModelInput::user("hello")]
     );
+}
+
+#[tokio::test]
+async fn retry_past_the_window_sends_the_model_a_whole_window_ending_at_the_retried_message() {
+    let chat = Chat::new();
+    // Question `n` (item 2n) lies before the last HISTORY items, with more
+    // than HISTORY items before it.
+    let n = HISTORY / 2;
+    let thread = long_thread(&chat, 2 * HISTORY).await;
+    let question = chat.items("alice", &thread)[2 * n].id.clone();
+    chat.model.push(Round::text("Again."));
+    chat.stream(
+        "alice",
+        json!({"type": "threads.retry_after_item",
+               "params": {"thread_id": thread, "item_id": question}}),
+    )
+    .await;
+    let input = chat.model.requests().pop().unwrap().input;
+    assert_eq!(input.len(), HISTORY, "the window, the retried message last");
+    assert_eq!(input.last().unwrap(), &ModelInput::user(&format!("q{n}")));
+}
+
+#[tokio::test]
+async fn only_requests_that_ask_the_model_are_counted_as_turns() {
+    let chat = Chat::new();
+    let task = chat.task("alice", "Buy milk").await;
+    let (thread, widget) = chat.listed("alice").await;
+    let first = chat.items("alice", &thread)[0].id.clone();
+    let turns = [
+        json!({"type": "threads.create", "params": {"input": message("hi")}}),
+        json!({"type": "threads.add_user_message",
+               "params": {"thread_id": thread, "input": message("more")}}),
+        json!({"type": "threads.retry_after_item",
+               "params": {"thread_id": thread, "item_id": first}}),
+    ];
+    for body in turns {
+        assert!(
+            chat.prepared("alice", body.clone()).await.reaches_model(),
+            "{body}"
+        );
+    }
+    let no_turns = [
+        json!({"type": "threads.retry_after_item",
+               "params": {"thread_id": thread, "item_id": "msg_01kbnotthere0000000000000"}}),
+        json!({"type": "threads.custom_action", "params": {"thread_id": thread,
+               "item_id": widget["id"],
+               "action": {"type": "task.complete", "payload": {"task_id": task.id}}}}),
+    ];
+    for body in no_turns {
+        assert!(
+            !chat.prepared("alice", body.clone()).await.reaches_model(),
+            "{body}"
+        );
+    }
 }
 
 // Synchronous actions and misuse.
@@ -2171,6 +2476,39 @@ async fn an_answer_whose_write_timed_out_but_landed_is_not_kept() {
     use taskpilot_chatkit::store::ChatStore;
     assert!(!chat.store().save_item(&user("alice"), &late).await.unwrap());
     assert_eq!(chat.items("alice", &thread).len(), 1);
+}
+
+fn fail_once(
+    store: &InMemoryChat,
+    _thread: String,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + '_>> {
+    Box::pin(async move { store.fail_next_calls(1) })
+}
+
+#[tokio::test]
+async fn a_fence_that_fails_once_is_tried_again_until_the_failed_write_is_gone() {
+    let chat = Chat::new();
+    // The user's message times out although it lands; then, as the client
+    // is told so, storage fails once more.
+    chat.store().set_landing_late(true);
+    let mut sink = Meddling::new(chat.store(), "error", fail_once);
+    chat.stream_to(
+        json!({"type": "threads.create", "params": {"input": message("hello")}}),
+        &mut sink,
+    )
+    .await;
+    chat.store().set_landing_late(false);
+    let fences = chat
+        .journal
+        .calls()
+        .iter()
+        .filter(|c| *c == "store.fence_item")
+        .count();
+    assert_eq!(fences, 2, "the fence was tried again");
+    let thread = sink.thread.clone().unwrap();
+    let stored = chat.items("alice", &thread);
+    assert!(stored.is_empty(), "{stored:?}");
+    assert_eq!(types_of(&sink.events).last(), Some(&"error"));
 }
 
 fn freeze(

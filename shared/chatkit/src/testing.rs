@@ -65,6 +65,7 @@ pub struct InMemoryChat {
     attachments: Mutex<BTreeMap<(String, String), AttachmentRecord>>,
     usage: taskpilot_domain::memory::InMemorySessions,
     failing: AtomicBool,
+    failing_calls: std::sync::atomic::AtomicUsize,
     hanging: AtomicBool,
     landing_late: AtomicBool,
     journal: Journal,
@@ -82,6 +83,11 @@ impl InMemoryChat {
     /// From now on every call fails (`true`) or works again (`false`).
     pub fn set_failing(&self, failing: bool) {
         self.failing.store(failing, Ordering::SeqCst);
+    }
+
+    /// The next `n` calls fail, then calls work again.
+    pub fn fail_next_calls(&self, n: usize) {
+        self.failing_calls.store(n, Ordering::SeqCst);
     }
 
     /// From now on every call never answers (`true`), as a frozen service;
@@ -126,7 +132,11 @@ impl InMemoryChat {
         if self.hanging.load(Ordering::SeqCst) {
             std::future::pending::<()>().await;
         }
-        if self.failing.load(Ordering::SeqCst) {
+        let one_of_the_next = self
+            .failing_calls
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok();
+        if one_of_the_next || self.failing.load(Ordering::SeqCst) {
             return Err(StoreError::Unavailable("the fake store is failing".into()));
         }
         Ok(())
