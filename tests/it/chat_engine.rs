@@ -1516,7 +1516,7 @@ async fn retry_past_the_window_sends_the_model_a_whole_window_ending_at_the_retr
     .await;
     let input = chat.model.requests().pop().unwrap().input;
     assert_eq!(input.len(), HISTORY, "the window, the retried message last");
-    assert_eq!(input.last().unwrap(), &ModelInput::user(&format!("q{n}")));
+    assert_eq!(input.last().unwrap(), &ModelInput::user(format!("q{n}")));
 }
 
 #[tokio::test]
