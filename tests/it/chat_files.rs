@@ -13,7 +13,9 @@ use taskpilot_chatkit::engine::{ChatError, Engine};
 use taskpilot_chatkit::model::ModelInput;
 use taskpilot_chatkit::request::Request;
 use taskpilot_chatkit::store::ChatStore;
-use taskpilot_chatkit::testing::{InMemoryChat, InMemoryFiles, Round, ScriptedModel, VecSink};
+use taskpilot_chatkit::testing::{
+    InMemoryChat, InMemoryFiles, Journal, Round, ScriptedModel, VecSink,
+};
 use taskpilot_domain::memory::InMemoryTasks;
 use taskpilot_domain::{CursorCodec, TaskService, UserId};
 use taskpilot_testkit::chatkit_contract;
@@ -26,6 +28,8 @@ struct Files {
     engine: Server,
     model: ScriptedModel,
     files: InMemoryFiles,
+    /// The store's and the files' calls, in order.
+    journal: Journal,
 }
 
 fn user(name: &str) -> UserId {
@@ -39,13 +43,16 @@ impl Files {
 
     fn with_policy(policy: AttachmentPolicy) -> Self {
         let model = ScriptedModel::default();
-        let files = InMemoryFiles::default();
-        let engine = Engine::new(InMemoryChat::default(), scripted_agent(model.clone(), 4))
+        let journal = Journal::default();
+        let files = InMemoryFiles::with_journal(journal.clone());
+        let store = InMemoryChat::with_journal(journal.clone());
+        let engine = Engine::new(store, scripted_agent(model.clone(), 4))
             .with_attachments(files.clone(), policy);
         Self {
             engine,
             model,
             files,
+            journal,
         }
     }
 
@@ -210,6 +217,31 @@ async fn the_quota_counts_what_the_user_keeps() {
     f.create("bob", "b.png", 2 * 1024 * 1024, "image/png")
         .await
         .unwrap();
+}
+
+#[tokio::test]
+async fn the_quota_counts_files_too_and_names_its_size_in_whole_megabytes() {
+    use taskpilot_chatkit::attachments::MAX_PER_USER;
+    let f = Files::with_policy(AttachmentPolicy {
+        quota_bytes: 3 * 1024 * 1024 + 5,
+        ..AttachmentPolicy::default()
+    });
+    for i in 0..MAX_PER_USER {
+        f.create("alice", &format!("{i}.png"), 1, "image/png")
+            .await
+            .unwrap();
+    }
+    let refused = f
+        .create("alice", "one-more.png", 1, "image/png")
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            refused,
+            ChatError::Attachment(AttachmentError::Quota { limit_mb: 3 })
+        ),
+        "{refused:?}"
+    );
 }
 
 #[tokio::test]
@@ -403,6 +435,56 @@ async fn deleting_a_thread_deletes_its_files() {
     assert!(f.record("alice", &photo).await.is_none());
     // An upload no message used is not the thread's.
     assert!(f.files.object(&unused).is_some());
+}
+
+impl Files {
+    /// How many times the files were asked to delete since the journal's
+    /// entry `mark`.
+    fn file_deletes(&self, mark: usize) -> usize {
+        self.journal.calls()[mark..]
+            .iter()
+            .filter(|c| *c == "files.delete")
+            .count()
+    }
+
+    async fn delete_thread(&self, who: &str, thread: &str) {
+        self.json(
+            who,
+            json!({"type": "threads.delete", "params": {"thread_id": thread}}),
+        )
+        .await
+        .unwrap();
+    }
+}
+
+#[tokio::test]
+async fn a_threads_files_are_deleted_in_one_call() {
+    let f = Files::new();
+    let photo = f.uploaded("alice", "a.png", 5, "image/png").await;
+    let pdf = f.uploaded("alice", "b.pdf", 5, "application/pdf").await;
+    f.model.push(Round::text("ok"));
+    let events = f.message("alice", "look", &[&photo, &pdf]).await.unwrap();
+    let thread = events[0]["thread"]["id"].as_str().unwrap();
+    let mark = f.journal.calls().len();
+    f.delete_thread("alice", thread).await;
+    assert_eq!(f.file_deletes(mark), 1);
+}
+
+#[tokio::test]
+async fn a_thread_without_files_deletes_no_files() {
+    let f = Files::new();
+    f.model.push(Round::text("ok"));
+    let events = f.message("alice", "hello", &[]).await.unwrap();
+    let thread = events[0]["thread"]["id"].as_str().unwrap();
+    let mark = f.journal.calls().len();
+    f.delete_thread("alice", thread).await;
+    assert_eq!(f.file_deletes(mark), 0);
+    assert!(
+        f.engine
+            .store()
+            .stored_thread(&user("alice"), thread)
+            .is_none()
+    );
 }
 
 #[tokio::test]
