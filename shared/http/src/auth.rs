@@ -53,8 +53,18 @@ impl Authenticator {
     pub fn from_env(
         http: impl FnOnce() -> Result<reqwest::Client, ConfigError>,
     ) -> Result<Self, ConfigError> {
-        let secret = config::optional("AUTH_JWT_SECRET");
-        let jwks_url = config::optional("AUTH_JWKS_URL");
+        Self::from_lookup(config::optional, http)
+    }
+
+    /// [`Authenticator::from_env`] with `var` reading the variables (`None`
+    /// when unset or blank).
+    fn from_lookup(
+        var: impl Fn(&'static str) -> Option<String>,
+        http: impl FnOnce() -> Result<reqwest::Client, ConfigError>,
+    ) -> Result<Self, ConfigError> {
+        let required = |name| var(name).ok_or(ConfigError::Missing(name));
+        let secret = var("AUTH_JWT_SECRET");
+        let jwks_url = var("AUTH_JWKS_URL");
         let keys = match (secret, jwks_url) {
             (Some(_), Some(_)) => {
                 return Err(ConfigError::Invalid {
@@ -83,7 +93,7 @@ impl Authenticator {
             (None, Some(url)) => (Keys::Jwks(JwksCache::new(url, http()?)), Algorithm::RS256),
         };
         let (keys, default_alg) = keys;
-        let algorithm = match config::optional("AUTH_JWT_ALGORITHM") {
+        let algorithm = match var("AUTH_JWT_ALGORITHM") {
             None => default_alg,
             Some(raw) => raw.parse::<Algorithm>().map_err(|_| ConfigError::Invalid {
                 name: "AUTH_JWT_ALGORITHM",
@@ -105,8 +115,8 @@ impl Authenticator {
                 ),
             });
         }
-        let issuer = config::required("AUTH_ISSUER")?;
-        let audience = config::required("AUTH_AUDIENCE")?;
+        let issuer = required("AUTH_ISSUER")?;
+        let audience = required("AUTH_AUDIENCE")?;
         let mut validation = Validation::new(algorithm);
         validation.set_issuer(&[issuer]);
         validation.set_audience(&[audience]);
@@ -203,3 +213,244 @@ fn bearer(req: &Request) -> Result<&str, ApiError> {
 
 /// Timeout for fetching a JWKS document.
 pub(crate) const JWKS_TIMEOUT: Duration = Duration::from_secs(3);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use jsonwebtoken::{EncodingKey, Header, encode};
+    use lambda_http::Body;
+    use serde_json::json;
+
+    const SECRET: &str = "0123456789abcdef0123456789abcdef";
+
+    fn vars(
+        set: &[(&'static str, &'static str)],
+    ) -> impl Fn(&'static str) -> Option<String> + use<> {
+        let set = set.to_vec();
+        move |name| {
+            set.iter()
+                .find(|(n, _)| *n == name)
+                .map(|(_, v)| (*v).to_owned())
+        }
+    }
+
+    fn no_http() -> Result<reqwest::Client, ConfigError> {
+        panic!("only a JWKS URL needs an HTTP client")
+    }
+
+    fn shared_secret(secret: &'static str) -> Result<Authenticator, ConfigError> {
+        Authenticator::from_lookup(
+            vars(&[
+                ("AUTH_JWT_SECRET", secret),
+                ("AUTH_ISSUER", "https://issuer.example"),
+                ("AUTH_AUDIENCE", "taskpilot"),
+            ]),
+            no_http,
+        )
+    }
+
+    fn refused(built: Result<Authenticator, ConfigError>) -> ConfigError {
+        match built {
+            Ok(_) => panic!("the configuration was accepted"),
+            Err(e) => e,
+        }
+    }
+
+    fn now() -> u64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+    }
+
+    fn token(alg: Algorithm, exp: u64) -> String {
+        let claims = json!({
+            "sub": "user-1",
+            "iss": "https://issuer.example",
+            "aud": "taskpilot",
+            "exp": exp,
+        });
+        encode(
+            &Header::new(alg),
+            &claims,
+            &EncodingKey::from_secret(SECRET.as_bytes()),
+        )
+        .unwrap()
+    }
+
+    fn with_authorization(value: &str) -> Request {
+        let mut req = Request::new(Body::Empty);
+        req.headers_mut()
+            .insert(http::header::AUTHORIZATION, value.parse().unwrap());
+        req
+    }
+
+    fn unauthorized(result: Result<UserId, ApiError>) -> String {
+        match result {
+            Err(ApiError::Unauthorized(message)) => message,
+            other => panic!("expected a 401, got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_valid_token_names_its_subject() {
+        let auth = shared_secret(SECRET).unwrap_or_else(|e| panic!("{e}"));
+        let req = with_authorization(&format!("Bearer {}", token(Algorithm::HS256, now() + 600)));
+        assert_eq!(
+            auth.authenticate(&req).await.unwrap(),
+            UserId::new("user-1").unwrap()
+        );
+    }
+
+    #[tokio::test]
+    async fn a_token_with_another_algorithm_is_refused() {
+        let auth = shared_secret(SECRET).unwrap_or_else(|e| panic!("{e}"));
+        let req = with_authorization(&format!("Bearer {}", token(Algorithm::HS384, now() + 600)));
+        unauthorized(auth.authenticate(&req).await);
+    }
+
+    #[tokio::test]
+    async fn an_expired_token_is_refused() {
+        let auth = shared_secret(SECRET).unwrap_or_else(|e| panic!("{e}"));
+        let expired = now() - 2 * LEEWAY_SECS;
+        let req = with_authorization(&format!("Bearer {}", token(Algorithm::HS256, expired)));
+        unauthorized(auth.authenticate(&req).await);
+    }
+
+    #[tokio::test]
+    async fn api_gateway_claims_are_trusted_without_a_token() {
+        let auth = Authenticator { verifier: None };
+        let payload = json!({
+            "version": "2.0",
+            "routeKey": "$default",
+            "rawPath": "/api/v1/tasks",
+            "rawQueryString": "",
+            "headers": {},
+            "isBase64Encoded": false,
+            "requestContext": {
+                "accountId": "123456789012",
+                "apiId": "api",
+                "stage": "$default",
+                "requestId": "id",
+                "authorizer": { "jwt": { "claims": { "sub": "user-7" }, "scopes": [] } },
+                "http": {
+                    "method": "GET",
+                    "path": "/api/v1/tasks",
+                    "protocol": "HTTP/1.1",
+                    "sourceIp": "192.0.2.1",
+                    "userAgent": "test"
+                }
+            }
+        });
+        let req = crate::events::to_request(payload, lambda_http::Context::default()).unwrap();
+        assert_eq!(
+            auth.authenticate(&req).await.unwrap(),
+            UserId::new("user-7").unwrap()
+        );
+    }
+
+    #[tokio::test]
+    async fn without_a_key_source_a_bearer_token_is_refused() {
+        let auth = Authenticator::from_lookup(vars(&[]), no_http).unwrap_or_else(|e| panic!("{e}"));
+        let req = with_authorization(&format!("Bearer {}", token(Algorithm::HS256, now() + 600)));
+        let message = unauthorized(auth.authenticate(&req).await);
+        assert!(message.contains("API Gateway"), "{message}");
+    }
+
+    #[test]
+    fn the_bearer_scheme_is_case_insensitive_and_the_token_trimmed() {
+        let req = with_authorization("bearer  abc.def ");
+        assert_eq!(bearer(&req).unwrap(), "abc.def");
+    }
+
+    #[test]
+    fn another_scheme_is_refused() {
+        let req = with_authorization("Basic abc");
+        assert!(matches!(bearer(&req), Err(ApiError::Unauthorized(_))));
+    }
+
+    #[test]
+    fn an_empty_bearer_token_is_refused() {
+        let req = with_authorization("Bearer   ");
+        assert!(matches!(bearer(&req), Err(ApiError::Unauthorized(_))));
+    }
+
+    #[test]
+    fn a_missing_authorization_header_is_refused() {
+        let req = Request::new(Body::Empty);
+        assert!(matches!(bearer(&req), Err(ApiError::Unauthorized(_))));
+    }
+
+    #[test]
+    fn a_32_byte_secret_is_enough() {
+        assert!(shared_secret(SECRET).is_ok());
+    }
+
+    #[test]
+    fn a_secret_under_32_bytes_is_refused() {
+        let err = refused(shared_secret(&SECRET[1..]));
+        assert!(
+            matches!(
+                err,
+                ConfigError::Invalid {
+                    name: "AUTH_JWT_SECRET",
+                    ..
+                }
+            ),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_secret_and_a_jwks_url_together_are_refused() {
+        let err = refused(Authenticator::from_lookup(
+            vars(&[
+                ("AUTH_JWT_SECRET", SECRET),
+                ("AUTH_JWKS_URL", "https://issuer.example/jwks"),
+            ]),
+            no_http,
+        ));
+        assert!(
+            matches!(
+                err,
+                ConfigError::Invalid {
+                    name: "AUTH_JWKS_URL",
+                    ..
+                }
+            ),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn an_algorithm_that_does_not_fit_the_key_source_is_refused() {
+        let err = refused(Authenticator::from_lookup(
+            vars(&[
+                ("AUTH_JWT_SECRET", SECRET),
+                ("AUTH_JWT_ALGORITHM", "RS256"),
+                ("AUTH_ISSUER", "https://issuer.example"),
+                ("AUTH_AUDIENCE", "taskpilot"),
+            ]),
+            no_http,
+        ));
+        assert!(
+            matches!(
+                err,
+                ConfigError::Invalid {
+                    name: "AUTH_JWT_ALGORITHM",
+                    ..
+                }
+            ),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn the_issuer_is_required() {
+        let err = refused(Authenticator::from_lookup(
+            vars(&[("AUTH_JWT_SECRET", SECRET), ("AUTH_AUDIENCE", "taskpilot")]),
+            no_http,
+        ));
+        assert!(matches!(err, ConfigError::Missing("AUTH_ISSUER")), "{err}");
+    }
+}

@@ -84,3 +84,84 @@ pub fn chat_budget() -> Result<taskpilot_domain::budget::ChatBudget, ConfigError
     }
     Ok(budget)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Set by Cargo for every test process.
+    const SET: &str = "CARGO_PKG_NAME";
+    /// Set by Cargo, blank: this package has no homepage.
+    const BLANK: &str = "CARGO_PKG_HOMEPAGE";
+    const UNSET: &str = "TASKPILOT_HTTP_TEST_NEVER_SET";
+
+    #[test]
+    fn a_set_variable_is_read() {
+        assert_eq!(optional(SET).as_deref(), Some(env!("CARGO_PKG_NAME")));
+    }
+
+    #[test]
+    fn an_unset_variable_is_none() {
+        assert_eq!(optional(UNSET), None);
+    }
+
+    #[test]
+    fn a_blank_variable_is_none() {
+        assert_eq!(std::env::var(BLANK).as_deref(), Ok(""), "precondition");
+        assert_eq!(optional(BLANK), None);
+    }
+
+    #[test]
+    fn a_required_variable_is_read() {
+        assert_eq!(required(SET).unwrap(), env!("CARGO_PKG_NAME"));
+    }
+
+    #[test]
+    fn a_missing_required_variable_is_named() {
+        assert!(matches!(required(UNSET), Err(ConfigError::Missing(UNSET))));
+    }
+
+    #[test]
+    fn an_unset_parsed_variable_takes_the_default() {
+        assert_eq!(parsed(UNSET, 7u32).unwrap(), 7);
+    }
+
+    #[test]
+    fn a_set_parsed_variable_is_parsed() {
+        let patch: u32 = env!("CARGO_PKG_VERSION_PATCH").parse().unwrap();
+        assert_eq!(parsed("CARGO_PKG_VERSION_PATCH", patch + 1).unwrap(), patch);
+    }
+
+    #[test]
+    fn an_unparsable_variable_is_invalid() {
+        let err = parsed::<u32>(SET, 7).unwrap_err();
+        assert!(
+            matches!(err, ConfigError::Invalid { name: SET, .. }),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn what_was_looked_up_is_listed() {
+        optional("TASKPILOT_HTTP_TEST_LOOKED_UP");
+        assert!(variables_read().contains(&"TASKPILOT_HTTP_TEST_LOOKED_UP"));
+    }
+
+    #[test]
+    fn an_unset_chat_budget_is_the_default() {
+        for name in [
+            "CHATKIT_USER_TURNS_PER_MINUTE",
+            "CHATKIT_USER_TOKENS_PER_DAY",
+            "CHATKIT_USER_BUDGET_WARN_PERCENT",
+        ] {
+            assert!(
+                std::env::var(name).is_err(),
+                "precondition: {name} is unset"
+            );
+        }
+        assert_eq!(
+            chat_budget().unwrap(),
+            taskpilot_domain::budget::ChatBudget::default()
+        );
+    }
+}

@@ -21,8 +21,12 @@ pub struct Cors {
 impl Cors {
     /// Reads `ALLOWED_ORIGINS` (comma-separated, exact origins). `*` is refused.
     pub fn from_env() -> Result<Self, config::ConfigError> {
-        let origins: Vec<String> = config::optional("ALLOWED_ORIGINS")
-            .unwrap_or_default()
+        Self::parse(&config::optional("ALLOWED_ORIGINS").unwrap_or_default())
+    }
+
+    /// The policy for an `ALLOWED_ORIGINS` value.
+    fn parse(raw: &str) -> Result<Self, config::ConfigError> {
+        let origins: Vec<String> = raw
             .split(',')
             .map(|o| o.trim().trim_end_matches('/').to_owned())
             .filter(|o| !o.is_empty())
@@ -84,5 +88,109 @@ impl Cors {
                 HeaderValue::from_static(EXPOSE_HEADERS),
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const APP: &str = "https://app.example";
+
+    fn request(method: Method, origin: Option<&str>) -> Request {
+        let mut req = Request::new(Body::Empty);
+        *req.method_mut() = method;
+        if let Some(o) = origin {
+            req.headers_mut()
+                .insert(http::header::ORIGIN, o.parse().unwrap());
+        }
+        req
+    }
+
+    fn cors() -> Cors {
+        Cors::new(vec![APP.into()])
+    }
+
+    #[test]
+    fn origins_are_trimmed_without_a_trailing_slash_or_blanks() {
+        let cors = Cors::parse(" https://app.example/ ,, https://admin.example").unwrap();
+        assert_eq!(
+            cors.origins,
+            ["https://app.example", "https://admin.example"]
+        );
+    }
+
+    #[test]
+    fn an_empty_setting_allows_no_origin() {
+        assert!(Cors::parse("").unwrap().origins.is_empty());
+    }
+
+    #[test]
+    fn a_wildcard_is_refused() {
+        let err = Cors::parse("https://app.example, *").unwrap_err();
+        assert!(
+            matches!(
+                err,
+                config::ConfigError::Invalid {
+                    name: "ALLOWED_ORIGINS",
+                    ..
+                }
+            ),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn options_is_a_preflight() {
+        assert!(Cors::is_preflight(&request(Method::OPTIONS, Some(APP))));
+    }
+
+    #[test]
+    fn other_methods_are_not_preflights() {
+        assert!(!Cors::is_preflight(&request(Method::GET, Some(APP))));
+    }
+
+    #[test]
+    fn a_preflight_from_an_allowed_origin_gets_the_policy() {
+        let resp = cors().preflight(&request(Method::OPTIONS, Some(APP)));
+        assert_eq!(resp.status(), 204);
+        let h = resp.headers();
+        assert_eq!(h["access-control-allow-origin"], APP);
+        assert_eq!(h["access-control-allow-methods"], ALLOW_METHODS);
+        assert_eq!(h["access-control-allow-headers"], ALLOW_HEADERS);
+        assert_eq!(h["access-control-max-age"], "600");
+        assert_eq!(h["vary"], "Origin");
+    }
+
+    #[test]
+    fn a_preflight_from_another_origin_is_forbidden() {
+        let resp = cors().preflight(&request(Method::OPTIONS, Some("https://evil.example")));
+        assert_eq!(resp.status(), 403);
+        assert!(resp.headers().get("access-control-allow-origin").is_none());
+        let body: serde_json::Value = serde_json::from_slice(resp.body().as_ref()).unwrap();
+        assert_eq!(body["error"]["code"], "origin_not_allowed");
+    }
+
+    #[test]
+    fn a_response_to_an_allowed_origin_names_it_and_the_exposed_headers() {
+        let mut resp = Response::new(Body::Empty);
+        cors().decorate(&request(Method::GET, Some(APP)), &mut resp);
+        let h = resp.headers();
+        assert_eq!(h["access-control-allow-origin"], APP);
+        assert_eq!(h["access-control-expose-headers"], EXPOSE_HEADERS);
+        assert_eq!(h["vary"], "Origin");
+    }
+
+    #[test]
+    fn a_response_to_another_origin_only_varies_by_origin() {
+        let mut resp = Response::new(Body::Empty);
+        cors().decorate(
+            &request(Method::GET, Some("https://evil.example")),
+            &mut resp,
+        );
+        let h = resp.headers();
+        assert!(h.get("access-control-allow-origin").is_none());
+        assert!(h.get("access-control-expose-headers").is_none());
+        assert_eq!(h["vary"], "Origin");
     }
 }

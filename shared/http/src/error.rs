@@ -361,6 +361,254 @@ mod tests {
     }
 
     #[test]
+    fn each_error_has_its_status_and_code() {
+        let text = || "x".to_owned();
+        let cases = vec![
+            (
+                ApiError::Domain(DomainError::validation("title", "is empty")),
+                422,
+                "validation_failed",
+            ),
+            (
+                ApiError::Domain(DomainError::NotFound("task")),
+                404,
+                "not_found",
+            ),
+            (
+                ApiError::Domain(DomainError::IdempotencyMismatch),
+                422,
+                "idempotency_key_reused",
+            ),
+            (
+                ApiError::Domain(DomainError::IdempotencyInFlight),
+                409,
+                "idempotency_in_flight",
+            ),
+            (
+                ApiError::Domain(DomainError::InvalidCursor),
+                400,
+                "invalid_cursor",
+            ),
+            (
+                ApiError::from(StoreError::Unavailable(text())),
+                503,
+                "service_unavailable",
+            ),
+            (
+                ApiError::from(StoreError::Internal(text())),
+                500,
+                "internal",
+            ),
+            (ApiError::Unauthorized(text()), 401, "unauthorized"),
+            (ApiError::MalformedJson(text()), 400, "malformed_json"),
+            (ApiError::UnknownField(text()), 400, "unknown_field"),
+            (
+                ApiError::BadParameter {
+                    name: text(),
+                    message: text(),
+                },
+                400,
+                "invalid_parameter",
+            ),
+            (
+                ApiError::PayloadTooLarge { limit: 1 },
+                413,
+                "payload_too_large",
+            ),
+            (
+                ApiError::UnsupportedMediaType(text()),
+                415,
+                "unsupported_media_type",
+            ),
+            (
+                ApiError::RouteNotFound {
+                    method: text(),
+                    path: text(),
+                },
+                404,
+                "route_not_found",
+            ),
+            (
+                ApiError::MethodNotAllowed {
+                    method: text(),
+                    allowed: text(),
+                },
+                405,
+                "method_not_allowed",
+            ),
+            (
+                ApiError::OriginNotAllowed(text()),
+                403,
+                "origin_not_allowed",
+            ),
+            (ApiError::NotSupported(text()), 400, "not_supported"),
+            (
+                ApiError::FileTypeNotAllowed(text()),
+                415,
+                "file_type_not_allowed",
+            ),
+            (ApiError::FileTooLarge(text()), 413, "file_too_large"),
+            (ApiError::QuotaExceeded(text()), 403, "quota_exceeded"),
+            (
+                ApiError::Conflict {
+                    code: "attachment_in_use",
+                    message: text(),
+                },
+                409,
+                "attachment_in_use",
+            ),
+            (
+                ApiError::Unprocessable {
+                    code: "silent_recording",
+                    message: text(),
+                },
+                422,
+                "silent_recording",
+            ),
+            (ApiError::Internal(text()), 500, "internal"),
+        ];
+        for (error, status, code) in cases {
+            let what = format!("{error:?}");
+            assert_eq!(
+                (error.status().as_u16(), error.code()),
+                (status, code),
+                "{what}"
+            );
+            let r = error.into_response();
+            assert_eq!(r.status(), status, "{what}");
+            assert_eq!(body(&r)["error"]["code"], code, "{what}");
+        }
+    }
+
+    #[test]
+    fn upstream_failures_are_gateway_errors() {
+        let cases = [
+            (UpstreamError::Auth, 502, "upstream_auth", None),
+            (
+                UpstreamError::NotFound("x".into()),
+                502,
+                "upstream_not_found",
+                None,
+            ),
+            (
+                UpstreamError::RateLimited { retry_after: 9 },
+                503,
+                "upstream_rate_limited",
+                Some("9"),
+            ),
+            (
+                UpstreamError::Unavailable("x".into()),
+                502,
+                "upstream_unavailable",
+                None,
+            ),
+            (UpstreamError::Timeout(10), 504, "upstream_timeout", None),
+            (UpstreamError::Rejected(400), 502, "upstream_rejected", None),
+            (
+                UpstreamError::Secret("x".into()),
+                503,
+                "secret_unavailable",
+                Some("5"),
+            ),
+        ];
+        for (upstream, status, code, retry_after) in cases {
+            let what = format!("{upstream:?}");
+            let r = ApiError::Upstream(upstream).into_response();
+            assert_eq!(r.status(), status, "{what}");
+            assert_eq!(body(&r)["error"]["code"], code, "{what}");
+            assert_eq!(
+                r.headers().get("retry-after").map(|v| v.to_str().unwrap()),
+                retry_after,
+                "{what}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_rate_limit_is_a_429_with_its_retry_after() {
+        let r = ApiError::RateLimited {
+            message: "slow down".into(),
+            retry_after: 7,
+        }
+        .into_response();
+        assert_eq!(r.status(), 429);
+        assert_eq!(r.headers()["retry-after"], "7");
+        assert_eq!(body(&r)["error"]["code"], "rate_limited");
+        assert_eq!(body(&r)["error"]["message"], "slow down");
+    }
+
+    #[test]
+    fn a_spent_minute_budget_is_rate_limited() {
+        let refusal = taskpilot_domain::budget::Refusal::TurnsPerMinute {
+            limit: 10,
+            retry_after: 12,
+        };
+        let r = ApiError::OverBudget(refusal).into_response();
+        assert_eq!(r.status(), 429);
+        assert_eq!(r.headers()["retry-after"], "12");
+        assert_eq!(body(&r)["error"]["code"], "rate_limited");
+    }
+
+    #[test]
+    fn a_spent_day_budget_is_budget_exhausted() {
+        let refusal = taskpilot_domain::budget::Refusal::TokensPerDay {
+            limit: 1000,
+            retry_after: 3600,
+        };
+        let r = ApiError::OverBudget(refusal).into_response();
+        assert_eq!(r.status(), 429);
+        assert_eq!(r.headers()["retry-after"], "3600");
+        assert_eq!(body(&r)["error"]["code"], "budget_exhausted");
+        assert_eq!(body(&r)["error"]["message"], refusal.message());
+    }
+
+    #[test]
+    fn a_client_error_has_no_retry_after() {
+        let r = ApiError::Domain(DomainError::NotFound("task")).into_response();
+        assert!(r.headers().get("retry-after").is_none());
+    }
+
+    #[test]
+    fn a_401_asks_for_a_bearer_token() {
+        let r = ApiError::Unauthorized("no token".into()).into_response();
+        assert_eq!(r.headers()["www-authenticate"], "Bearer");
+    }
+
+    #[test]
+    fn other_errors_do_not_ask_for_a_token() {
+        let r = ApiError::OriginNotAllowed("https://evil.example".into()).into_response();
+        assert!(r.headers().get("www-authenticate").is_none());
+    }
+
+    #[test]
+    fn a_405_names_the_allowed_methods() {
+        let r = ApiError::MethodNotAllowed {
+            method: "PUT".into(),
+            allowed: "GET, OPTIONS".into(),
+        }
+        .into_response();
+        assert_eq!(r.headers()["allow"], "GET, OPTIONS");
+    }
+
+    #[test]
+    fn a_validation_error_names_the_field() {
+        let r = ApiError::Domain(DomainError::validation("title", "is empty")).into_response();
+        let b = body(&r);
+        assert_eq!(b["error"]["details"]["field"], "title");
+        assert_eq!(b["error"]["message"], "title: is empty");
+    }
+
+    #[test]
+    fn a_bad_parameter_names_the_parameter() {
+        let r = ApiError::BadParameter {
+            name: "limit".into(),
+            message: "must be a number".into(),
+        }
+        .into_response();
+        assert_eq!(body(&r)["error"]["details"]["parameter"], "limit");
+    }
+
+    #[test]
     fn unavailable_storage_is_a_retryable_503() {
         let r =
             ApiError::Domain(StoreError::Unavailable("throttled".into()).into()).into_response();

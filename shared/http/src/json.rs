@@ -206,6 +206,42 @@ mod tests {
         }
     }
 
+    /// `{"title":"aaa…"}` of exactly `len` bytes.
+    fn body_of(len: usize) -> Vec<u8> {
+        let frame = br#"{"title":""}"#.len();
+        format!(r#"{{"title":"{}"}}"#, "a".repeat(len - frame)).into_bytes()
+    }
+
+    #[test]
+    fn a_body_at_the_limit_is_read() {
+        let body = body_of(16 * 1024);
+        assert!(parse_body::<T>(&request(None, &body)).is_ok());
+    }
+
+    #[test]
+    fn a_body_over_the_limit_is_413() {
+        let body = body_of(16 * 1024 + 1);
+        let err = parse_body::<T>(&request(None, &body)).unwrap_err();
+        assert_eq!(
+            (err.status().as_u16(), err.code()),
+            (413, "payload_too_large")
+        );
+    }
+
+    #[test]
+    fn media_type_parameters_other_than_charset_are_ignored() {
+        let ct = Some("application/json; profile=\"https://example.com\"");
+        assert!(parse_body::<T>(&request(ct, br#"{"title":"a"}"#)).is_ok());
+    }
+
+    #[test]
+    fn respond_sends_json_with_the_status() {
+        let resp = respond(StatusCode::CREATED, &serde_json::json!({ "id": 1 }));
+        assert_eq!(resp.status(), 201);
+        assert_eq!(resp.headers()["content-type"], "application/json");
+        assert_eq!(resp.body().as_ref(), br#"{"id":1}"#);
+    }
+
     #[test]
     fn a_body_is_an_object() {
         // serde's derive would read `T` from an array by position.

@@ -81,4 +81,11 @@ mod tests {
             assert_eq!(allowed_methods(path), None, "{path}");
         }
     }
+
+    #[test]
+    fn a_parameter_is_a_whole_braced_segment() {
+        assert!(matches("/files/{name}", "/files/a.txt"));
+        assert!(!matches("/files/{name", "/files/a.txt"));
+        assert!(!matches("/files/name}", "/files/a.txt"));
+    }
 }

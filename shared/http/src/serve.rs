@@ -124,4 +124,30 @@ mod tests {
         assert_eq!(ok.status(), 200);
         assert!(ok.headers().get("access-control-allow-origin").is_none());
     }
+
+    #[tokio::test]
+    async fn a_preflight_is_answered_without_the_handler() {
+        let cors = Cors::new(vec!["https://app.example".into()]);
+        let mut req = request(Some("https://app.example"));
+        *req.method_mut() = http::Method::OPTIONS;
+        let resp = dispatch(&cors, req, |_| async {
+            panic!("the handler is not called for a preflight")
+        })
+        .await;
+        assert_eq!(resp.status(), 204);
+    }
+
+    #[tokio::test]
+    async fn a_handler_error_is_rendered_with_cors_headers() {
+        let cors = Cors::new(vec!["https://app.example".into()]);
+        let resp = dispatch(&cors, request(Some("https://app.example")), |_| async {
+            Err(ApiError::Unauthorized("no token".into()))
+        })
+        .await;
+        assert_eq!(resp.status(), 401);
+        assert_eq!(
+            resp.headers()["access-control-allow-origin"],
+            "https://app.example"
+        );
+    }
 }
