@@ -537,6 +537,22 @@ async fn a_budget_not_used_up_in_round_one_lets_the_turn_go_on() {
     assert!(ran.of_type("error").is_empty(), "{:?}", ran.types());
 }
 
+#[tokio::test]
+async fn an_admitted_turn_asks_the_model_even_if_the_day_filled_up_meanwhile() {
+    let chat = Chat::new();
+    // Admitted, then other turns of the day used it all before this one ran.
+    let full = meter(today(), 1000, budget(1000));
+    let ran = chat
+        .turn(
+            "alice",
+            full,
+            vec![Round::text("Hello.").with_usage(usage(5, 0, 5))],
+        )
+        .await;
+    assert_eq!(chat.model.requests().len(), 1, "{:?}", ran.types());
+    assert!(ran.of_type("error").is_empty(), "{:?}", ran.types());
+}
+
 /// The one notice of `ran`, which must be its last event.
 fn last_notice(ran: &Ran) -> &Value {
     let notices = ran.of_type("notice");

@@ -1728,6 +1728,27 @@ async fn a_turn_that_changes_tasks_ends_with_one_tasks_changed_effect() {
 }
 
 #[tokio::test]
+async fn a_task_deleted_after_it_was_listed_leaves_the_turns_widget() {
+    let chat = Chat::new();
+    chat.task("alice", "Buy milk").await;
+    let old = chat.task("alice", "Old plan").await;
+    let (_, events) = chat
+        .create(
+            "alice",
+            "what's left? drop the old plan",
+            vec![
+                Round::calls(&[("list_tasks", "{}")]),
+                Round::calls(&[("delete_task", &format!(r#"{{"task_id":"{}"}}"#, old.id))]),
+                Round::text("Done."),
+            ],
+        )
+        .await;
+    let widget = widget_of(&events).to_string();
+    assert!(widget.contains("Buy milk"), "{widget}");
+    assert!(!widget.contains("Old plan"), "{widget}");
+}
+
+#[tokio::test]
 async fn listing_or_failing_tools_change_nothing_and_send_no_effect() {
     let chat = Chat::new();
     chat.task("alice", "Buy milk").await;

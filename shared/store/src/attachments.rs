@@ -20,6 +20,27 @@ fn encoding(e: impl std::fmt::Display) -> StoreError {
     StoreError::Internal(format!("attachment record: {e}"))
 }
 
+/// The stored row of `user`'s record: its attributes, its key and, while
+/// pending, its expiry.
+fn to_item(
+    user: &UserId,
+    record: &AttachmentRecord,
+) -> Result<std::collections::HashMap<String, AttributeValue>, StoreError> {
+    let mut row: std::collections::HashMap<String, AttributeValue> =
+        serde_dynamo::to_item(record).map_err(encoding)?;
+    row.extend(keys::key(
+        keys::user_pk(user),
+        keys::attachment_sk(&record.id),
+    ));
+    if record.status == taskpilot_chatkit::attachments::AttachmentStatus::Pending {
+        row.insert(
+            TTL.into(),
+            AttributeValue::N(record.expires_at().timestamp().to_string()),
+        );
+    }
+    Ok(row)
+}
+
 impl DynamoStore {
     /// Stores a record (pending ones with their expiry).
     pub(crate) async fn put_attachment(
@@ -27,22 +48,10 @@ impl DynamoStore {
         user: &UserId,
         record: &AttachmentRecord,
     ) -> Result<(), StoreError> {
-        let mut row: std::collections::HashMap<String, AttributeValue> =
-            serde_dynamo::to_item(record).map_err(encoding)?;
-        row.extend(keys::key(
-            keys::user_pk(user),
-            keys::attachment_sk(&record.id),
-        ));
-        if record.status == taskpilot_chatkit::attachments::AttachmentStatus::Pending {
-            row.insert(
-                TTL.into(),
-                AttributeValue::N(record.expires_at().timestamp().to_string()),
-            );
-        }
         self.client
             .put_item()
             .table_name(&self.table)
-            .set_item(Some(row))
+            .set_item(Some(to_item(user, record)?))
             .send()
             .await
             .map_err(classify)?;
@@ -125,5 +134,59 @@ impl DynamoStore {
             .build()
             .map_err(|e| StoreError::Internal(e.to_string()))?;
         Ok(TransactWriteItem::builder().update(update).build())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use taskpilot_chatkit::attachments::AttachmentStatus;
+
+    fn record(status: AttachmentStatus) -> AttachmentRecord {
+        AttachmentRecord {
+            id: "atc_1".into(),
+            name: "plan.png".into(),
+            mime_type: "image/png".into(),
+            size: 2_048,
+            image: true,
+            status,
+            created_at: "2026-03-07T10:00:00Z".parse().unwrap(),
+            thread_id: None,
+            item_id: None,
+        }
+    }
+
+    fn user() -> UserId {
+        UserId::new("u").unwrap()
+    }
+
+    #[test]
+    fn an_attachment_row_is_keyed_in_its_owners_partition() {
+        let row = to_item(&user(), &record(AttachmentStatus::Pending)).unwrap();
+        assert_eq!(row[PK], s("USER#u"));
+        assert_eq!(row["sk"], s("ATTACHMENT#atc_1"));
+    }
+
+    #[test]
+    fn a_pending_attachment_row_expires_with_the_record() {
+        let pending = record(AttachmentStatus::Pending);
+        let row = to_item(&user(), &pending).unwrap();
+        assert_eq!(
+            row[TTL],
+            AttributeValue::N(pending.expires_at().timestamp().to_string())
+        );
+    }
+
+    #[test]
+    fn an_attached_attachment_row_never_expires() {
+        let row = to_item(&user(), &record(AttachmentStatus::Attached)).unwrap();
+        assert!(!row.contains_key(TTL));
+    }
+
+    #[test]
+    fn an_attachment_row_reads_back_as_its_record() {
+        let row = to_item(&user(), &record(AttachmentStatus::Pending)).unwrap();
+        let read: AttachmentRecord = serde_dynamo::from_item(row).unwrap();
+        assert_eq!(read, record(AttachmentStatus::Pending));
     }
 }

@@ -87,6 +87,23 @@ fn from_record<T: DeserializeOwned>(item: &Item) -> Result<T, StoreError> {
         .map_err(|e| StoreError::Internal(format!("unreadable chat record: {e}")))
 }
 
+/// The page of the first `limit` of `data` (read with one row more than a
+/// page, to tell whether more follow), continuing after its last row's id.
+fn page_of<T>(mut data: Vec<T>, limit: usize, id_of: impl Fn(&T) -> String) -> Page<T> {
+    let has_more = data.len() > limit;
+    data.truncate(limit);
+    let after = if has_more {
+        data.last().map(id_of)
+    } else {
+        None
+    };
+    Page {
+        data,
+        has_more,
+        after,
+    }
+}
+
 impl DynamoStore {
     /// A Query for a thread's items (its head excluded).
     fn items_query(&self, pk: String, thread_id: &str) -> QueryFluentBuilder {
@@ -139,18 +156,7 @@ impl DynamoStore {
                 _ => break,
             }
         }
-        let has_more = data.len() > paging.limit;
-        data.truncate(paging.limit);
-        let after = if has_more {
-            data.last().map(&id_of)
-        } else {
-            None
-        };
-        Ok(Page {
-            data,
-            has_more,
-            after,
-        })
+        Ok(page_of(data, paging.limit, id_of))
     }
 
     async fn get_record<T: DeserializeOwned>(
@@ -655,5 +661,168 @@ impl ChatStore for DynamoStore {
                 .collect(),
         )
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aws_sdk_dynamodb::error::ErrorMetadata;
+    use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
+    use taskpilot_chatkit::types::ThreadStatus;
+
+    fn thread(title: Option<&str>) -> ThreadMetadata {
+        ThreadMetadata {
+            id: "thr_1".into(),
+            title: title.map(str::to_owned),
+            created_at: "2026-03-07T10:00:00Z".parse().unwrap(),
+            status: ThreadStatus::Active,
+            metadata: serde_json::Map::new(),
+        }
+    }
+
+    fn row(extra: &str) -> Item {
+        let mut row = keys::key("USER#u".into(), "ITEM#thr_1#01AB#msg".into());
+        row.insert(extra.into(), AttributeValue::Bool(true));
+        row
+    }
+
+    fn failure(code: &str) -> SdkError<UpdateItemError, ()> {
+        let meta = ErrorMetadata::builder().code(code).build();
+        SdkError::service_error(UpdateItemError::generic(meta), ())
+    }
+
+    fn ids(n: usize) -> Vec<String> {
+        (1..=n).map(|i| format!("id{i}")).collect()
+    }
+
+    #[test]
+    fn a_record_holds_its_key_and_the_exact_json() {
+        let item = record("USER#u".into(), "FEEDBACK#t#i".into(), &vec![1, 2]).unwrap();
+        assert_eq!(
+            item,
+            HashMap::from([
+                ("pk".to_owned(), AttributeValue::S("USER#u".into())),
+                ("sk".to_owned(), AttributeValue::S("FEEDBACK#t#i".into())),
+                ("data".to_owned(), AttributeValue::S("[1,2]".into())),
+            ])
+        );
+    }
+
+    #[test]
+    fn a_titled_threads_record_carries_its_title_apart() {
+        let item = thread_record(
+            "USER#u".into(),
+            "THREAD#thr_1".into(),
+            &thread(Some("Plans")),
+        )
+        .unwrap();
+        assert_eq!(item[TITLE], AttributeValue::S("Plans".into()));
+    }
+
+    #[test]
+    fn an_untitled_threads_record_has_no_title_attribute() {
+        let item = thread_record("USER#u".into(), "THREAD#thr_1".into(), &thread(None)).unwrap();
+        assert!(!item.contains_key(TITLE));
+    }
+
+    #[test]
+    fn a_threads_record_reads_back_as_the_thread() {
+        let item = thread_record(
+            "USER#u".into(),
+            "THREAD#thr_1".into(),
+            &thread(Some("Plans")),
+        )
+        .unwrap();
+        assert_eq!(
+            from_record::<ThreadMetadata>(&item).unwrap(),
+            thread(Some("Plans"))
+        );
+    }
+
+    #[test]
+    fn a_record_without_data_is_an_internal_error() {
+        let item = keys::key("USER#u".into(), "THREAD#thr_1".into());
+        assert!(matches!(
+            from_record::<ThreadMetadata>(&item),
+            Err(StoreError::Internal(_))
+        ));
+    }
+
+    #[test]
+    fn a_record_with_unreadable_json_is_an_internal_error() {
+        let mut item = keys::key("USER#u".into(), "THREAD#thr_1".into());
+        item.insert("data".into(), AttributeValue::S("{\"id\":".into()));
+        assert!(matches!(
+            from_record::<ThreadMetadata>(&item),
+            Err(StoreError::Internal(_))
+        ));
+    }
+
+    #[test]
+    fn a_fenced_key_is_a_fence() {
+        assert!(is_fence(&row(FENCED)));
+    }
+
+    #[test]
+    fn a_stored_record_is_no_fence() {
+        assert!(!is_fence(&row("data")));
+    }
+
+    #[test]
+    fn a_fenced_key_reads_as_absent() {
+        assert!(is_absent(&row(FENCED)));
+    }
+
+    #[test]
+    fn a_thread_being_deleted_reads_as_absent() {
+        assert!(is_absent(&row(DELETING)));
+    }
+
+    #[test]
+    fn a_stored_record_is_present() {
+        assert!(!is_absent(&row("data")));
+    }
+
+    #[test]
+    fn a_failed_condition_is_a_condition_failure() {
+        assert!(is_condition_failure(&failure(
+            "ConditionalCheckFailedException"
+        )));
+    }
+
+    #[test]
+    fn another_service_error_is_no_condition_failure() {
+        assert!(!is_condition_failure(&failure("ValidationException")));
+    }
+
+    #[test]
+    fn a_timeout_is_no_condition_failure() {
+        let err: SdkError<UpdateItemError, ()> = SdkError::timeout_error("slow");
+        assert!(!is_condition_failure(&err));
+    }
+
+    #[test]
+    fn a_row_more_than_the_page_means_more_follow_after_its_last_id() {
+        let page = page_of(ids(3), 2, String::clone);
+        assert_eq!(page.data, ids(2));
+        assert!(page.has_more);
+        assert_eq!(page.after.as_deref(), Some("id2"));
+    }
+
+    #[test]
+    fn a_full_page_read_to_the_end_is_the_last() {
+        let page = page_of(ids(2), 2, String::clone);
+        assert_eq!(page.data, ids(2));
+        assert!(!page.has_more);
+        assert_eq!(page.after, None);
+    }
+
+    #[test]
+    fn a_short_page_is_the_last() {
+        let page = page_of(ids(1), 2, String::clone);
+        assert_eq!(page.data, ids(1));
+        assert!(!page.has_more);
+        assert_eq!(page.after, None);
     }
 }

@@ -191,4 +191,126 @@ mod tests {
         legacy.remove(SEARCH_TITLE);
         assert_eq!(task_from_item(legacy).unwrap(), task);
     }
+
+    fn sample_task() -> Task {
+        let at = "2026-03-07T10:00:00Z".parse().unwrap();
+        Task {
+            id: TaskId::parse("01ARZ3NDEKTSV4RRFFQ69G5FAV").unwrap(),
+            title: "Pay rent".into(),
+            description: Some("by transfer".into()),
+            completed: true,
+            priority: Priority::Medium,
+            due_date: None,
+            tags: vec![],
+            created_at: at,
+            updated_at: at,
+            completed_at: Some(at),
+            version: 3,
+        }
+    }
+
+    fn idempotency_record(task: &Task) -> Item {
+        let row = task_to_item("USER#u".into(), task).unwrap();
+        idempotency_to_item(
+            "USER#u".into(),
+            "IDEMPOTENCY#TASK#k".into(),
+            "fp-1",
+            row,
+            1_700_000_000,
+        )
+    }
+
+    #[test]
+    fn a_task_row_is_keyed_by_the_given_partition_and_its_task_sort_key() {
+        let task = sample_task();
+        let item = task_to_item("USER#u".into(), &task).unwrap();
+        assert_eq!(item["pk"], AttributeValue::S("USER#u".into()));
+        assert_eq!(item["sk"], AttributeValue::S(keys::task_sk(&task.id)));
+    }
+
+    #[test]
+    fn no_tags_have_no_search_tags() {
+        assert_eq!(search_tags(&[]), None);
+    }
+
+    #[test]
+    fn search_tags_are_the_folded_tags_one_per_line() {
+        let tags = vec!["Home".to_owned(), "ΟΔΟΣ".to_owned()];
+        assert_eq!(search_tags(&tags), Some("home\nοδοσ".to_owned()));
+    }
+
+    #[test]
+    fn a_row_with_an_unreadable_timestamp_is_an_internal_error() {
+        let mut item = task_to_item("USER#u".into(), &sample_task()).unwrap();
+        item.insert("updated_at".into(), AttributeValue::S("yesterday".into()));
+        assert!(matches!(task_from_item(item), Err(StoreError::Internal(_))));
+    }
+
+    #[test]
+    fn an_idempotency_record_holds_its_key_fingerprint_task_row_and_expiry() {
+        let task = sample_task();
+        let row = task_to_item("USER#u".into(), &task).unwrap();
+        let item = idempotency_record(&task);
+        assert_eq!(
+            item,
+            HashMap::from([
+                ("pk".to_owned(), AttributeValue::S("USER#u".into())),
+                (
+                    "sk".to_owned(),
+                    AttributeValue::S("IDEMPOTENCY#TASK#k".into())
+                ),
+                ("fingerprint".to_owned(), AttributeValue::S("fp-1".into())),
+                ("task".to_owned(), AttributeValue::M(row)),
+                ("ttl".to_owned(), AttributeValue::N("1700000000".into())),
+            ])
+        );
+    }
+
+    #[test]
+    fn an_idempotency_record_reads_back_as_its_fingerprint_and_task() {
+        let task = sample_task();
+        let (fingerprint, read) = idempotency_from_item(idempotency_record(&task)).unwrap();
+        assert_eq!(fingerprint, "fp-1");
+        assert_eq!(read, task);
+    }
+
+    #[test]
+    fn an_idempotency_record_without_fingerprint_is_an_internal_error() {
+        let mut item = idempotency_record(&sample_task());
+        item.remove("fingerprint");
+        assert!(matches!(
+            idempotency_from_item(item),
+            Err(StoreError::Internal(_))
+        ));
+    }
+
+    #[test]
+    fn an_idempotency_record_whose_fingerprint_is_no_string_is_an_internal_error() {
+        let mut item = idempotency_record(&sample_task());
+        item.insert("fingerprint".into(), AttributeValue::N("1".into()));
+        assert!(matches!(
+            idempotency_from_item(item),
+            Err(StoreError::Internal(_))
+        ));
+    }
+
+    #[test]
+    fn an_idempotency_record_without_task_is_an_internal_error() {
+        let mut item = idempotency_record(&sample_task());
+        item.remove("task");
+        assert!(matches!(
+            idempotency_from_item(item),
+            Err(StoreError::Internal(_))
+        ));
+    }
+
+    #[test]
+    fn an_idempotency_record_whose_task_is_unreadable_is_an_internal_error() {
+        let mut item = idempotency_record(&sample_task());
+        item.insert("task".into(), AttributeValue::M(HashMap::new()));
+        assert!(matches!(
+            idempotency_from_item(item),
+            Err(StoreError::Internal(_))
+        ));
+    }
 }

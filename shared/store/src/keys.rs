@@ -116,3 +116,145 @@ pub fn item_sk(thread_id: &str, item_id: &str) -> String {
         None => format!("{}{item_id}", items_prefix(thread_id)),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ULID: &str = "01ARZ3NDEKTSV4RRFFQ69G5FAV";
+
+    fn task_id() -> TaskId {
+        TaskId::parse(ULID).unwrap()
+    }
+
+    #[test]
+    fn a_users_partition_is_user_and_their_sub() {
+        let user = UserId::new("auth0|abc").unwrap();
+        assert_eq!(user_pk(&user), "USER#auth0|abc");
+    }
+
+    #[test]
+    fn a_task_sort_key_is_the_task_prefix_and_its_id() {
+        assert_eq!(task_sk(&task_id()), format!("TASK#{ULID}"));
+    }
+
+    #[test]
+    fn an_idempotency_sort_key_is_outside_the_task_prefix() {
+        let sk = idempotency_sk("key-1");
+        assert_eq!(sk, "IDEMPOTENCY#TASK#key-1");
+        assert!(
+            !sk.starts_with(TASK_PREFIX),
+            "a task listing must not read it"
+        );
+    }
+
+    #[test]
+    fn a_task_sort_key_gives_its_id_back() {
+        assert_eq!(task_id_from_sk(&task_sk(&task_id())), Some(task_id()));
+    }
+
+    #[test]
+    fn a_sort_key_without_the_task_prefix_has_no_task_id() {
+        assert_eq!(task_id_from_sk(ULID), None);
+        assert_eq!(task_id_from_sk(&idempotency_sk(ULID)), None);
+    }
+
+    #[test]
+    fn a_task_sort_key_whose_id_is_no_ulid_has_no_task_id() {
+        assert_eq!(task_id_from_sk("TASK#not-a-ulid"), None);
+    }
+
+    #[test]
+    fn a_key_holds_exactly_the_partition_and_sort_keys() {
+        let key = key("USER#u".into(), "TASK#t".into());
+        assert_eq!(
+            key,
+            HashMap::from([
+                ("pk".to_owned(), AttributeValue::S("USER#u".into())),
+                ("sk".to_owned(), AttributeValue::S("TASK#t".into())),
+            ])
+        );
+    }
+
+    #[test]
+    fn a_session_sort_key_is_the_session_prefix_and_its_id() {
+        assert_eq!(session_sk("cksess_01"), "SESSION#cksess_01");
+    }
+
+    #[test]
+    fn a_rate_sort_key_names_the_bucket_and_the_window_start() {
+        assert_eq!(rate_sk("chat", 1_700_000_040), "RATE#chat#1700000040");
+    }
+
+    #[test]
+    fn a_usage_sort_key_is_the_usage_prefix_and_the_utc_day() {
+        let day = taskpilot_domain::budget::UsageDay::of("2026-03-07T23:59:59Z".parse().unwrap());
+        assert_eq!(usage_sk(&day), "USAGE#2026-03-07");
+    }
+
+    #[test]
+    fn a_thread_sort_key_is_the_thread_prefix_and_its_id() {
+        assert_eq!(thread_sk("thr_1"), "THREAD#thr_1");
+    }
+
+    #[test]
+    fn a_threads_items_share_a_prefix_ending_in_a_separator() {
+        assert_eq!(items_prefix("thr_1"), "ITEM#thr_1#");
+    }
+
+    #[test]
+    fn a_thread_head_is_its_item_prefix_and_a_tilde() {
+        assert_eq!(thread_head_sk("thr_1"), "ITEM#thr_1#~");
+    }
+
+    #[test]
+    fn a_threads_item_range_ends_at_its_prefix_and_a_closing_brace() {
+        assert_eq!(items_end("thr_1"), "ITEM#thr_1#}");
+    }
+
+    #[test]
+    fn item_keys_sort_inside_their_range_and_before_the_head() {
+        let item = item_sk("thr_1", "msg_01ARZ3NDEKTSV4RRFFQ69G5FAV");
+        let last_of_every_kind = item_sk("thr_1", "zzz_zzzzzzzzzzzzzzzzzzzzzzzzzz");
+        assert!(items_prefix("thr_1") < item);
+        assert!(last_of_every_kind < items_end("thr_1"));
+        assert!(items_end("thr_1") < thread_head_sk("thr_1"));
+    }
+
+    #[test]
+    fn an_attachment_sort_key_is_the_attachment_prefix_and_its_id() {
+        assert_eq!(attachment_sk("atc_1"), "ATTACHMENT#atc_1");
+    }
+
+    #[test]
+    fn a_threads_feedback_shares_a_prefix_ending_in_a_separator() {
+        assert_eq!(feedback_prefix("thr_1"), "FEEDBACK#thr_1#");
+    }
+
+    #[test]
+    fn a_feedback_sort_key_is_its_threads_prefix_and_the_item_id() {
+        assert_eq!(feedback_sk("thr_1", "msg_2"), "FEEDBACK#thr_1#msg_2");
+    }
+
+    #[test]
+    fn an_item_sort_key_puts_the_ulid_before_the_kind() {
+        assert_eq!(item_sk("thr_1", "msg_01AB"), "ITEM#thr_1#01AB#msg");
+    }
+
+    #[test]
+    fn an_item_sort_key_splits_the_id_at_its_first_underscore() {
+        assert_eq!(item_sk("thr_1", "wdg_01AB_x"), "ITEM#thr_1#01AB_x#wdg");
+    }
+
+    #[test]
+    fn an_item_sort_key_keeps_an_id_without_underscore_as_it_is() {
+        assert_eq!(item_sk("thr_1", "legacy"), "ITEM#thr_1#legacy");
+    }
+
+    #[test]
+    fn items_of_different_kinds_sort_by_creation() {
+        let older_widget = item_sk("thr_1", "wdg_01ARZ3NDEKTSV4RRFFQ69G5FAA");
+        let newer_message = item_sk("thr_1", "msg_01ARZ3NDEKTSV4RRFFQ69G5FAB");
+        assert!(older_widget < newer_message);
+    }
+}

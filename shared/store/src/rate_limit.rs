@@ -36,7 +36,7 @@ impl RateLimiter for DynamoStore {
             .expression_attribute_values(":zero", n(0))
             .expression_attribute_values(":one", n(1))
             .expression_attribute_values(":limit", n(limit))
-            .expression_attribute_values(":ttl", n(start + 2 * window.secs))
+            .expression_attribute_values(":ttl", n(expiry(window)))
             .send()
             .await;
         match result {
@@ -98,7 +98,7 @@ impl RateLimiter for DynamoStore {
             .expression_attribute_names("#count", "count")
             .expression_attribute_names("#ttl", TTL)
             .expression_attribute_values(":one", n(1))
-            .expression_attribute_values(":ttl", n(window.start + 2 * window.secs))
+            .expression_attribute_values(":ttl", n(expiry(window)))
             .return_values(ReturnValue::UpdatedNew)
             .send()
             .await
@@ -125,6 +125,11 @@ impl RateLimiter for DynamoStore {
     }
 }
 
+/// When TTL removes a counter: two windows after its window starts.
+fn expiry(window: RateWindow) -> i64 {
+    window.start + 2 * window.secs
+}
+
 /// A counter item's `count`.
 fn count_of(
     item: &std::collections::HashMap<String, aws_sdk_dynamodb::types::AttributeValue>,
@@ -139,4 +144,43 @@ fn counter_key(
     start: i64,
 ) -> std::collections::HashMap<String, aws_sdk_dynamodb::types::AttributeValue> {
     keys::key(keys::user_pk(user), keys::rate_sk(bucket, start))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aws_sdk_dynamodb::types::AttributeValue;
+    use std::collections::HashMap;
+
+    fn counter(count: &str) -> HashMap<String, AttributeValue> {
+        HashMap::from([("count".to_owned(), AttributeValue::N(count.into()))])
+    }
+
+    #[test]
+    fn a_counter_reads_as_its_count() {
+        assert_eq!(count_of(&counter("7")), 7);
+    }
+
+    #[test]
+    fn a_count_past_u32_reads_as_the_largest_u32() {
+        assert_eq!(count_of(&counter("4294967296")), u32::MAX);
+    }
+
+    #[test]
+    fn a_counter_is_keyed_by_user_bucket_and_window_start() {
+        let user = UserId::new("u").unwrap();
+        assert_eq!(
+            counter_key(&user, "chat", 1_700_000_040),
+            keys::key("USER#u".into(), "RATE#chat#1700000040".into())
+        );
+    }
+
+    #[test]
+    fn a_counter_expires_two_windows_after_its_window_starts() {
+        let window = RateWindow {
+            start: 1_000,
+            secs: 60,
+        };
+        assert_eq!(expiry(window), 1_120);
+    }
 }

@@ -47,6 +47,11 @@ fn from_item(item: Item) -> Result<ChatSession, StoreError> {
         .map_err(|e| StoreError::Internal(format!("unreadable session: {e}")))
 }
 
+/// Whether a session counts as active at `now`: self-hosted and usable.
+fn is_active(session: &ChatSession, now: DateTime<Utc>) -> bool {
+    session.mode == SessionMode::SelfHosted && session.is_usable(now)
+}
+
 impl SessionStore for DynamoStore {
     #[instrument(skip_all, fields(session_id = %session.id))]
     async fn put_session(&self, user: &UserId, session: &ChatSession) -> Result<(), StoreError> {
@@ -176,7 +181,7 @@ impl SessionStore for DynamoStore {
                 .map_err(classify)?;
             for item in out.items.unwrap_or_default() {
                 let session = from_item(item)?;
-                if session.mode == SessionMode::SelfHosted && session.is_usable(now) {
+                if is_active(&session, now) {
                     active.push(session);
                 }
             }
@@ -191,5 +196,84 @@ impl SessionStore for DynamoStore {
             "active sessions: page cap reached, the newest were not read"
         );
         Ok(active)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use taskpilot_domain::session::SessionStatus;
+
+    fn at(raw: &str) -> DateTime<Utc> {
+        raw.parse().unwrap()
+    }
+
+    fn session(mode: SessionMode, status: SessionStatus) -> ChatSession {
+        ChatSession {
+            id: "cksess_01arz3ndektsv4rrffq69g5fav".into(),
+            mode,
+            status,
+            created_at: at("2026-03-07T10:00:00Z"),
+            expires_at: at("2026-03-07T11:00:00Z"),
+            max_requests_per_minute: 10,
+            workflow_id: None,
+            secret_hash: None,
+        }
+    }
+
+    fn active() -> ChatSession {
+        session(SessionMode::SelfHosted, SessionStatus::Active)
+    }
+
+    fn user() -> UserId {
+        UserId::new("u").unwrap()
+    }
+
+    #[test]
+    fn a_session_row_is_keyed_in_its_users_partition() {
+        let item = to_item(&user(), &active()).unwrap();
+        assert_eq!(item[PK], s("USER#u"));
+        assert_eq!(item[SK], s("SESSION#cksess_01arz3ndektsv4rrffq69g5fav"));
+    }
+
+    #[test]
+    fn a_session_row_expires_a_day_after_the_session() {
+        let item = to_item(&user(), &active()).unwrap();
+        let expected = at("2026-03-08T11:00:00Z").timestamp();
+        assert_eq!(item[TTL], n(expected));
+    }
+
+    #[test]
+    fn a_session_row_reads_back_as_the_session() {
+        let item = to_item(&user(), &active()).unwrap();
+        assert_eq!(from_item(item).unwrap(), active());
+    }
+
+    #[test]
+    fn a_row_that_is_no_session_is_an_internal_error() {
+        let item = keys::key("USER#u".into(), "SESSION#x".into());
+        assert!(matches!(from_item(item), Err(StoreError::Internal(_))));
+    }
+
+    #[test]
+    fn a_usable_self_hosted_session_is_active() {
+        assert!(is_active(&active(), at("2026-03-07T10:30:00Z")));
+    }
+
+    #[test]
+    fn a_hosted_session_is_never_active() {
+        let hosted = session(SessionMode::Hosted, SessionStatus::Active);
+        assert!(!is_active(&hosted, at("2026-03-07T10:30:00Z")));
+    }
+
+    #[test]
+    fn a_cancelled_session_is_not_active() {
+        let cancelled = session(SessionMode::SelfHosted, SessionStatus::Cancelled);
+        assert!(!is_active(&cancelled, at("2026-03-07T10:30:00Z")));
+    }
+
+    #[test]
+    fn an_expired_session_is_not_active() {
+        assert!(!is_active(&active(), at("2026-03-07T11:00:00Z")));
     }
 }

@@ -45,6 +45,11 @@ fn from_item(item: &HashMap<String, AttributeValue>) -> DayUsage {
     }
 }
 
+/// When TTL removes `day`'s record: [`USAGE_RETENTION_DAYS`] after the day.
+fn expiry(day: UsageDay) -> i64 {
+    day.resets_at().timestamp() + USAGE_RETENTION_DAYS * 86_400
+}
+
 impl UsageStore for DynamoStore {
     async fn day_usage(&self, user: &UserId, day: UsageDay) -> Result<DayUsage, StoreError> {
         let out = self
@@ -71,7 +76,6 @@ impl UsageStore for DynamoStore {
         tokens: TokenUsage,
         first_round: bool,
     ) -> Result<DayUsage, StoreError> {
-        let expires = day.resets_at().timestamp() + USAGE_RETENTION_DAYS * 86_400;
         let out = self
             .client
             .update_item()
@@ -93,11 +97,75 @@ impl UsageStore for DynamoStore {
             .expression_attribute_values(":o", n(tokens.output))
             .expression_attribute_values(":one", n(1))
             .expression_attribute_values(":turn", n(u8::from(first_round)))
-            .expression_attribute_values(":ttl", n(expires))
+            .expression_attribute_values(":ttl", n(expiry(day)))
             .return_values(ReturnValue::AllNew)
             .send()
             .await
             .map_err(classify)?;
         Ok(out.attributes.as_ref().map(from_item).unwrap_or_default())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn item(pairs: &[(&str, &str)]) -> HashMap<String, AttributeValue> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), AttributeValue::N((*v).to_owned())))
+            .collect()
+    }
+
+    #[test]
+    fn a_number_attribute_reads_as_its_value() {
+        assert_eq!(number(&item(&[("count", "42")]), "count"), 42);
+    }
+
+    #[test]
+    fn an_absent_number_attribute_reads_as_zero() {
+        assert_eq!(number(&item(&[("count", "42")]), "other"), 0);
+    }
+
+    #[test]
+    fn a_string_attribute_reads_as_zero() {
+        let row = HashMap::from([("count".to_owned(), AttributeValue::S("42".into()))]);
+        assert_eq!(number(&row, "count"), 0);
+    }
+
+    #[test]
+    fn a_negative_number_attribute_reads_as_zero() {
+        assert_eq!(number(&item(&[("count", "-1")]), "count"), 0);
+    }
+
+    #[test]
+    fn a_usage_row_reads_as_each_counter() {
+        let row = item(&[
+            (TOKENS, "99"),
+            (INPUT, "1"),
+            (CACHED, "2"),
+            (OUTPUT, "3"),
+            (ROUNDS, "4"),
+            (TURNS, "5"),
+        ]);
+        assert_eq!(
+            from_item(&row),
+            DayUsage {
+                tokens: TokenUsage {
+                    input: 1,
+                    cached_input: 2,
+                    output: 3,
+                },
+                rounds: 4,
+                turns: 5,
+            }
+        );
+    }
+
+    #[test]
+    fn a_days_usage_expires_the_retention_after_the_day_ends() {
+        let day = UsageDay::of("2026-03-07T23:59:59Z".parse().unwrap());
+        let expected: chrono::DateTime<chrono::Utc> = "2026-04-08T00:00:00Z".parse().unwrap();
+        assert_eq!(expiry(day), expected.timestamp());
     }
 }
