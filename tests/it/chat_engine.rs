@@ -1749,6 +1749,26 @@ async fn a_task_deleted_after_it_was_listed_leaves_the_turns_widget() {
 }
 
 #[tokio::test]
+async fn tool_calls_within_the_cap_count_no_refusal() {
+    let chat = Chat::new();
+    chat.create(
+        "alice",
+        "add bread",
+        vec![
+            Round::calls(&[("create_task", r#"{"title":"Bread"}"#)]),
+            Round::text("Added."),
+        ],
+    )
+    .await;
+    assert_eq!(chat.task_list("alice").await.len(), 1);
+    assert!(
+        !chat
+            .metrics
+            .counted(taskpilot_chatkit::agent::REFUSED_TOOL_CALLS)
+    );
+}
+
+#[tokio::test]
 async fn listing_or_failing_tools_change_nothing_and_send_no_effect() {
     let chat = Chat::new();
     chat.task("alice", "Buy milk").await;

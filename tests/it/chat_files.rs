@@ -7,7 +7,9 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use taskpilot_chatkit::agent::{AgentSettings, TaskAgent};
-use taskpilot_chatkit::attachments::{AttachmentError, AttachmentPolicy, AttachmentStatus};
+use taskpilot_chatkit::attachments::{
+    AttachmentError, AttachmentPolicy, AttachmentRecord, AttachmentStatus,
+};
 use taskpilot_chatkit::context::Caller;
 use taskpilot_chatkit::engine::{ChatError, Engine};
 use taskpilot_chatkit::model::ModelInput;
@@ -222,15 +224,22 @@ async fn the_quota_counts_what_the_user_keeps() {
 #[tokio::test]
 async fn the_quota_counts_files_too_and_names_its_size_in_whole_megabytes() {
     use taskpilot_chatkit::attachments::MAX_PER_USER;
-    let f = Files::with_policy(AttachmentPolicy {
+    let policy = AttachmentPolicy {
         quota_bytes: 3 * 1024 * 1024 + 5,
         ..AttachmentPolicy::default()
-    });
-    for i in 0..MAX_PER_USER {
-        f.create("alice", &format!("{i}.png"), 1, "image/png")
+    };
+    let f = Files::with_policy(policy.clone());
+    // All but one as the engine records them, the last one through it.
+    for i in 1..MAX_PER_USER {
+        let declared = policy.check(&format!("{i}.png"), 1, "image/png").unwrap();
+        let record = AttachmentRecord::new(taskpilot_chatkit::ids::attachment(), declared);
+        f.engine
+            .store()
+            .save_attachment(&user("alice"), &record)
             .await
             .unwrap();
     }
+    f.create("alice", "last.png", 1, "image/png").await.unwrap();
     let refused = f
         .create("alice", "one-more.png", 1, "image/png")
         .await

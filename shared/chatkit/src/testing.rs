@@ -708,6 +708,11 @@ impl RecordedMetrics {
     pub fn get(&self, name: &str) -> u64 {
         lock(&self.0).get(name).copied().unwrap_or(0)
     }
+
+    /// Whether `name` was counted at all (a count of 0 included).
+    pub fn counted(&self, name: &str) -> bool {
+        lock(&self.0).contains_key(name)
+    }
 }
 
 impl crate::metrics::Metrics for RecordedMetrics {

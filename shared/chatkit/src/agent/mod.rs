@@ -254,10 +254,9 @@ impl<R: TaskRepository, M: ModelClient> TaskAgent<R, M> {
                     });
                     continue;
                 }
+                // Once a call is over the cap so are the rest of the round,
+                // so a refusal never precedes this.
                 if turn.deadline().saturating_duration_since(Instant::now()) < TOOL_RESERVE {
-                    if refused > 0 {
-                        self.metrics.count(REFUSED_TOOL_CALLS, refused);
-                    }
                     return self.out_of_time(turn).await;
                 }
                 calls_run += 1;
