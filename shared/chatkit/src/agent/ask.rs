@@ -184,7 +184,7 @@ fn labels(candidates: &[Task]) -> Vec<(String, TaskId)> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::structured::{Submission, apply};
+    use crate::structured::{Answer, Submission, apply};
     use serde_json::json;
 
     fn task(id: &str, title: &str, due: Option<&str>, completed: bool) -> Task {
@@ -290,5 +290,105 @@ mod tests {
             answered(&hidden, &question, json!({"status": "skipped"})),
             Chosen::Nothing(None)
         );
+    }
+
+    /// The question for [`A`] and [`C`] as `status`, its answer `answer`;
+    /// and the change kept beside it.
+    fn asked_as(status: InputStatus, answer: Answer) -> (PendingChange, ThreadItem) {
+        let tasks = vec![
+            task(A, "Buy milk", None, false),
+            task(C, "Buy oat milk", None, false),
+        ];
+        let (mut question, hidden) = question(&ambiguous(tasks), "sti_1");
+        if let ItemKind::StructuredInput {
+            status: s, inputs, ..
+        } = &mut question
+        {
+            *s = status;
+            if let Question::MultipleChoice { answer: a, .. } = &mut inputs[0] {
+                *a = Some(answer);
+            }
+        }
+        let asked = item("sti_1", question);
+        let pending = pending_for(&[item("shcx_1", hidden)], &asked).unwrap();
+        (pending, asked)
+    }
+
+    fn oat(skipped: bool) -> Answer {
+        Answer {
+            values: vec!["Buy oat milk".into()],
+            skipped,
+        }
+    }
+
+    #[test]
+    fn only_an_answered_question_chooses() {
+        let (pending, asked) = asked_as(InputStatus::Answered, oat(false));
+        assert_eq!(
+            choice(&pending, &asked),
+            Chosen::Task(TaskId::parse(C).unwrap())
+        );
+        let (pending, asked) = asked_as(InputStatus::Pending, oat(false));
+        assert_eq!(choice(&pending, &asked), Chosen::Nothing(None));
+    }
+
+    #[test]
+    fn a_skipped_answer_chooses_nothing_even_with_values() {
+        let (pending, asked) = asked_as(InputStatus::Answered, oat(true));
+        assert_eq!(choice(&pending, &asked), Chosen::Nothing(None));
+    }
+
+    #[test]
+    fn the_question_names_what_the_change_does() {
+        let tasks = || {
+            vec![
+                task(A, "Buy milk", None, false),
+                task(C, "Buy oat milk", None, false),
+            ]
+        };
+        for (tool, verb) in [
+            ("complete_task", "mark done"),
+            ("reopen_task", "reopen"),
+            ("delete_task", "delete"),
+            ("update_task", "change"),
+        ] {
+            let ambiguous = Ambiguous {
+                tool: tool.into(),
+                ..ambiguous(tasks())
+            };
+            let (asked, _) = question(&ambiguous, "sti_1");
+            let ItemKind::StructuredInput { inputs, .. } = asked else {
+                panic!("a question")
+            };
+            let Question::MultipleChoice { question, .. } = &inputs[0] else {
+                panic!("multiple choice")
+            };
+            assert_eq!(
+                question,
+                &format!("Several tasks match. Which one should I {verb}?")
+            );
+        }
+    }
+
+    #[test]
+    fn only_a_pending_change_is_one() {
+        let (_, hidden) = question(&ambiguous(vec![task(A, "Buy milk", None, false)]), "sti_1");
+        let ItemKind::HiddenContextItem { content } = hidden else {
+            panic!("hidden")
+        };
+        assert!(is_pending_change(&content));
+        let mut other = content.clone();
+        other["type"] = json!("note");
+        assert!(!is_pending_change(&other));
+        // A hidden note shaped like a change, but not one, is not taken for it.
+        let asked = item(
+            "sti_1",
+            ItemKind::StructuredInput {
+                status: InputStatus::Pending,
+                inputs: vec![],
+            },
+        );
+        let note = item("shcx_1", ItemKind::HiddenContextItem { content: other });
+        assert_eq!(pending_for(&[note], &asked), None);
     }
 }

@@ -286,4 +286,38 @@ mod tests {
         );
         assert_eq!(day("soon", &honolulu()), None);
     }
+
+    #[test]
+    fn every_relative_day_counts_from_the_users_wednesday() {
+        // Honolulu's today: Wednesday 2026-12-02.
+        for (words, expected) in [
+            ("yesterday", Some("2026-12-01")),
+            ("tonight", Some("2026-12-02")),
+            ("day after tomorrow", Some("2026-12-04")),
+            ("on friday", Some("2026-12-04")),
+            ("fri", Some("2026-12-04")),
+            ("Friday,", Some("2026-12-04")),
+            ("wed", Some("2026-12-09")),
+            ("this wed", Some("2026-12-02")),
+            ("in a month", Some("2027-01-02")),
+            ("in 2 months", Some("2027-02-02")),
+            ("in one week", Some("2026-12-09")),
+            ("in twelve days", Some("2026-12-14")),
+            ("in 366 days", Some("2027-12-03")),
+            ("in 0 days", Some("2026-12-02")),
+            // Too short to tell a weekday by, or not a count we read.
+            ("fr", None),
+            ("in thirteen days", None),
+            ("in 367 days", None),
+            ("in -1 days", None),
+            ("in two hours", None),
+            ("in 2 fortnights", None),
+        ] {
+            assert_eq!(
+                day(words, &honolulu()).map(|d| d.to_string()).as_deref(),
+                expected,
+                "{words}"
+            );
+        }
+    }
 }
