@@ -189,4 +189,61 @@ mod tests {
         ));
         assert!(line.chars().count() < 80, "{line}");
     }
+
+    #[test]
+    fn a_task_created_twice_is_listed_once() {
+        let mut c = TaskChanges::default();
+        c.record(&id(1), Change::Created);
+        c.record(&id(1), Change::Created);
+        assert_eq!(
+            data(&c),
+            json!({"created": [id(1)], "updated": [], "deleted": []})
+        );
+    }
+
+    #[test]
+    fn each_tool_has_its_icon_and_verb() {
+        let known = [serde_json::from_value::<Task>(json!({
+            "id": id(7), "title": "Pay rent", "description": null, "completed": false,
+            "priority": "medium", "due_date": null, "tags": [],
+            "created_at": "2026-12-01T10:00:00Z", "updated_at": "2026-12-01T10:00:00Z",
+            "completed_at": null, "version": 1
+        }))
+        .unwrap()];
+        let by_id = json!({"task_id": id(7)}).to_string();
+        for (tool, arguments, icon, text) in [
+            ("list_tasks", "{}", "search", "Looking at your tasks…"),
+            (
+                "update_task",
+                by_id.as_str(),
+                "write",
+                "Updating “Pay rent”…",
+            ),
+            (
+                "reopen_task",
+                r#"{"task":"rent"}"#,
+                "reload",
+                "Reopening “rent”…",
+            ),
+            ("delete_task", "{}", "lucide:trash-2", "Deleting the task…"),
+            ("dance", "{}", "sparkle", "Working…"),
+        ] {
+            assert_eq!(
+                progress(tool, arguments, &known),
+                StreamEvent::ProgressUpdate {
+                    icon: Some(icon.into()),
+                    text: text.into()
+                },
+                "{tool}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_title_is_cut_to_its_length_with_an_ellipsis() {
+        let fits = "a".repeat(TITLE_CHARS);
+        assert_eq!(quoted(&fits), format!("“{fits}”"));
+        let over = "b".repeat(TITLE_CHARS + 1);
+        assert_eq!(quoted(&over), format!("“{}…”", "b".repeat(TITLE_CHARS - 1)));
+    }
 }

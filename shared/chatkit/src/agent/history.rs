@@ -204,6 +204,14 @@ mod tests {
     }
 
     #[test]
+    fn a_history_of_exactly_the_budget_is_kept_whole() {
+        let input = vec![ModelInput::user("ab"), ModelInput::user("cd")];
+        let exactly: usize = input.iter().map(ModelInput::bytes).sum();
+        assert_eq!(within_budget(input.clone(), exactly), input);
+        assert_eq!(within_budget(input.clone(), exactly - 1), input[1..]);
+    }
+
+    #[test]
     fn titles_are_short() {
         assert_eq!(
             title_from("add buy milk due tomorrow"),
