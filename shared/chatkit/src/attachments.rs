@@ -403,6 +403,43 @@ mod tests {
     }
 
     #[test]
+    fn the_default_limits_are_10_mb_a_photo_20_a_document_500_in_all() {
+        let p = AttachmentPolicy::default();
+        assert_eq!(
+            (p.max_image_bytes, p.max_document_bytes, p.quota_bytes),
+            (10_485_760, 20_971_520, 524_288_000)
+        );
+    }
+
+    #[test]
+    fn refusals_name_their_limits_in_whole_megabytes() {
+        let p = AttachmentPolicy {
+            max_image_bytes: 3 * MB + 5,
+            max_document_bytes: 7 * MB + 5,
+            quota_bytes: 9 * MB + 5,
+            ..AttachmentPolicy::default()
+        };
+        assert_eq!(
+            p.check("a.png", 3 * MB + 6, "image/png"),
+            Err(AttachmentError::TooLarge {
+                kind: "images",
+                limit_mb: 3
+            })
+        );
+        assert_eq!(
+            p.check("a.pdf", 7 * MB + 6, "application/pdf"),
+            Err(AttachmentError::TooLarge {
+                kind: "documents",
+                limit_mb: 7
+            })
+        );
+        assert_eq!(
+            p.within_quota(9 * MB, 6),
+            Err(AttachmentError::Quota { limit_mb: 9 })
+        );
+    }
+
+    #[test]
     fn pending_records_expire_and_attached_ones_do_not() {
         let p = AttachmentPolicy::default();
         let mut r =

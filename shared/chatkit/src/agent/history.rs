@@ -225,6 +225,39 @@ mod tests {
     }
 
     #[test]
+    fn a_title_takes_whole_words_up_to_47_characters_then_an_ellipsis() {
+        let (x, y6, y7) = ("x".repeat(40), "y".repeat(6), "y".repeat(7));
+        // 40 + a space + 6 is exactly 47: the word fits.
+        assert_eq!(title_from(&format!("{x} {y6} zzz")), format!("{x} {y6}…"));
+        // One more character and it does not.
+        assert_eq!(title_from(&format!("{x} {y7} zzz")), format!("{x}…"));
+        // A first word too long for a title is cut.
+        let w = "w".repeat(60);
+        assert_eq!(title_from(&w), format!("{}…", "w".repeat(47)));
+    }
+
+    #[test]
+    fn a_pending_change_stays_out_of_the_conversation_other_hidden_items_go_in() {
+        let pending = serde_json::json!({"type": "pending_change", "question_item": "sti_1",
+            "tool": "complete_task", "arguments": {}, "options": []});
+        assert!(ask::is_pending_change(&pending));
+        let note = serde_json::json!({"type": "note", "text": "the user prefers mornings"});
+        let input = to_model_input(
+            &[
+                item("hcx_1", ItemKind::HiddenContextItem { content: pending }),
+                item(
+                    "hcx_2",
+                    ItemKind::HiddenContextItem {
+                        content: note.clone(),
+                    },
+                ),
+            ],
+            &FileUrls::new(),
+        );
+        assert_eq!(input, [ModelInput::user(note.to_string())]);
+    }
+
+    #[test]
     fn items_become_the_conversation() {
         let items = [
             item(
