@@ -2181,6 +2181,84 @@ async fn a_title_that_matches_one_task_changes_it_without_asking() {
     );
 }
 
+/// One turn of alice's in which the model runs `tool` on the task titled
+/// `title`; it must not end with a question.
+async fn by_title(chat: &Chat, tool: &str, title: &str) {
+    let arguments = json!({"task": title}).to_string();
+    let (_, events) = chat
+        .create(
+            "alice",
+            "do it",
+            vec![Round::calls(&[(tool, &arguments)]), Round::text("Done.")],
+        )
+        .await;
+    assert!(
+        !events
+            .iter()
+            .any(|e| e["item"]["type"] == "structured_input"),
+        "no question: {events:?}"
+    );
+}
+
+async fn completed(chat: &Chat, task: &Task) -> bool {
+    chat.tasks()
+        .get(&user("alice"), &task.id)
+        .await
+        .unwrap()
+        .completed
+}
+
+#[tokio::test]
+async fn an_exact_title_wins_over_longer_ones_that_contain_it() {
+    let chat = Chat::new();
+    let milk = chat.task("alice", "Buy milk").await;
+    let more = chat.task("alice", "Buy milk and eggs").await;
+    by_title(&chat, "complete_task", "buy milk").await;
+    assert!(completed(&chat, &milk).await);
+    assert!(!completed(&chat, &more).await);
+}
+
+#[tokio::test]
+async fn a_title_that_matches_no_task_is_not_found_and_asks_nothing() {
+    let chat = Chat::new();
+    chat.task("alice", "Buy milk").await;
+    by_title(&chat, "complete_task", "ghost").await;
+    let input = chat.model.requests().pop().unwrap().input;
+    assert!(
+        matches!(input.last(), Some(ModelInput::FunctionOutput { output, .. }) if output.contains("not_found")),
+        "{input:?}"
+    );
+}
+
+/// Two tasks titled "Water plants", the first one done.
+async fn twins(chat: &Chat) -> (Task, Task) {
+    let done = chat.task("alice", "Water plants").await;
+    let open = chat.task("alice", "Water plants").await;
+    chat.tasks()
+        .set_completed(&user("alice"), &done.id, true)
+        .await
+        .unwrap();
+    (done, open)
+}
+
+#[tokio::test]
+async fn completing_by_title_takes_the_open_one_of_two() {
+    let chat = Chat::new();
+    let (done, open) = twins(&chat).await;
+    by_title(&chat, "complete_task", "water plants").await;
+    assert!(completed(&chat, &open).await);
+    assert!(completed(&chat, &done).await);
+}
+
+#[tokio::test]
+async fn reopening_by_title_takes_the_done_one_of_two() {
+    let chat = Chat::new();
+    let (done, open) = twins(&chat).await;
+    by_title(&chat, "reopen_task", "water plants").await;
+    assert!(!completed(&chat, &done).await);
+    assert!(!completed(&chat, &open).await);
+}
+
 // Mentions.
 
 fn tagged(text: &str, tags: &[Value]) -> Value {

@@ -47,3 +47,34 @@ pub fn plausible(id: &str) -> bool {
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_kind_of_id_has_its_prefix_and_a_lower_case_ulid() {
+        for (id, prefix) in [
+            (thread(), "thr_"),
+            (message(), "msg_"),
+            (widget(), "wdg_"),
+            (question(), "sti_"),
+            (attachment(), "atc_"),
+            (hidden(), "shcx_"),
+        ] {
+            let ulid = id.strip_prefix(prefix).unwrap_or_else(|| panic!("{id}"));
+            assert_eq!(ulid.len(), 26, "{id}");
+            assert_eq!(ulid, ulid.to_lowercase(), "{id}");
+            assert!(plausible(&id), "{id}");
+        }
+    }
+
+    #[test]
+    fn plausible_ids_are_short_and_plain() {
+        assert!(plausible(&"a".repeat(64)));
+        assert!(!plausible(&"a".repeat(65)));
+        assert!(!plausible(""));
+        assert!(!plausible("thr_1/../x"));
+        assert!(plausible("thr_01-ab_C"));
+    }
+}

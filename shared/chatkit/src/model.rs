@@ -196,3 +196,18 @@ pub trait ModelClient: Send + Sync {
         deadline: Instant,
     ) -> impl Future<Output = Result<Self::Stream, ModelError>> + Send;
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_function_call_weighs_its_name_and_arguments() {
+        let call = ModelInput::FunctionCall(FunctionCall {
+            call_id: "call_123456".into(),
+            name: "list_tasks".into(),
+            arguments: r#"{"a":1}"#.into(),
+        });
+        assert_eq!(call.bytes(), 10 + 7);
+    }
+}
