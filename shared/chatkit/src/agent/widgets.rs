@@ -249,6 +249,17 @@ mod tests {
     }
 
     #[test]
+    fn the_badge_counts_the_open_tasks() {
+        let tasks = [
+            task(A, "Buy milk", false, None),
+            task(B, "Call mom", true, None),
+            task(C, "File taxes", false, None),
+        ];
+        let json = serde_json::to_value(task_list(&tasks).0).unwrap();
+        assert_eq!(json["children"][0]["children"][2]["label"], "2 open");
+    }
+
+    #[test]
     fn buttons_carry_the_task_ids() {
         let tasks = [
             task(A, "Buy milk", false, None),
