@@ -461,6 +461,124 @@ mod tests {
     }
 
     #[test]
+    fn only_requests_the_assistant_answers_and_dictation_ask_a_model() {
+        let input = json!({"content":[{"type":"input_text","text":"hi"}],"attachments":[],"inference_options":{}});
+        let cases = [
+            (
+                json!({"type":"threads.create","params":{"input":input}}),
+                true,
+            ),
+            (
+                json!({"type":"threads.add_user_message","params":{"thread_id":"thr_1","input":input}}),
+                true,
+            ),
+            (
+                json!({"type":"threads.add_client_tool_output","params":{"thread_id":"thr_1","result":{}}}),
+                true,
+            ),
+            (
+                json!({"type":"threads.retry_after_item","params":{"thread_id":"thr_1","item_id":"msg_1"}}),
+                true,
+            ),
+            (
+                json!({"type":"threads.add_structured_input","params":{"thread_id":"thr_1","item_id":"sti_1","input":{}}}),
+                true,
+            ),
+            (
+                json!({"type":"input.transcribe","params":{"audio_base64":"AAAA","mime_type":"audio/webm"}}),
+                true,
+            ),
+            (
+                json!({"type":"threads.custom_action","params":{"thread_id":"thr_1","item_id":"wdg_1","action":{"type":"task.complete"}}}),
+                false,
+            ),
+            (json!({"type":"threads.list"}), false),
+            (
+                json!({"type":"threads.delete","params":{"thread_id":"thr_1"}}),
+                false,
+            ),
+        ];
+        for (body, asks) in cases {
+            let r = req(body.clone()).unwrap_or_else(|e| panic!("{body}: {e}"));
+            assert_eq!(r.asks_model(), asks, "{body}");
+        }
+    }
+
+    /// `threads.create` with `content` and `attachments`.
+    fn create_with(content: Value, attachments: Value) -> Result<Request, RequestError> {
+        req(json!({"type":"threads.create","params":{"input":{
+            "content": content, "attachments": attachments, "inference_options": {}}}}))
+    }
+
+    fn text(chars: usize) -> Value {
+        json!([{"type":"input_text","text":"x".repeat(chars)}])
+    }
+
+    fn tag(id: usize, text: usize, group: usize, data: usize) -> Value {
+        // `{"k":"…"}` is 8 bytes of JSON around the value.
+        json!([{"type":"input_tag","id":"i".repeat(id),"text":"t".repeat(text),
+                "group":"g".repeat(group),"data":{"k":"d".repeat(data - 8)},
+                "interactive":false}])
+    }
+
+    #[test]
+    fn every_message_limit_holds_at_its_value_and_refuses_one_more() {
+        let ids = |n: usize| json!((0..n).map(|i| format!("atc_{i}")).collect::<Vec<_>>());
+        let parts = |n: usize| {
+            json!(
+                (0..n)
+                    .map(|_| json!({"type":"input_text","text":"a"}))
+                    .collect::<Vec<_>>()
+            )
+        };
+        let at_and_over = [
+            (
+                create_with(text(1), ids(MAX_PER_MESSAGE)),
+                create_with(text(1), ids(MAX_PER_MESSAGE + 1)),
+            ),
+            (
+                create_with(text(MAX_MESSAGE_CHARS), json!([])),
+                create_with(text(MAX_MESSAGE_CHARS + 1), json!([])),
+            ),
+            (
+                create_with(parts(MAX_PARTS), json!([])),
+                create_with(parts(MAX_PARTS + 1), json!([])),
+            ),
+            (
+                create_with(tag(MAX_TAG_ID_CHARS, 1, 1, 9), json!([])),
+                create_with(tag(MAX_TAG_ID_CHARS + 1, 1, 1, 9), json!([])),
+            ),
+            (
+                create_with(tag(1, MAX_TAG_TEXT_CHARS, 1, 9), json!([])),
+                create_with(tag(1, MAX_TAG_TEXT_CHARS + 1, 1, 9), json!([])),
+            ),
+            (
+                create_with(tag(1, 1, MAX_TAG_TEXT_CHARS, 9), json!([])),
+                create_with(tag(1, 1, MAX_TAG_TEXT_CHARS + 1, 9), json!([])),
+            ),
+            (
+                create_with(tag(1, 1, 1, MAX_TAG_DATA_BYTES), json!([])),
+                create_with(tag(1, 1, 1, MAX_TAG_DATA_BYTES + 1), json!([])),
+            ),
+        ];
+        for (i, (at, over)) in at_and_over.into_iter().enumerate() {
+            assert!(at.is_ok(), "case {i}: {at:?}");
+            assert!(
+                matches!(over, Err(RequestError::InvalidParams { ref field, .. }) if field.starts_with("input.")),
+                "case {i}: {over:?}"
+            );
+        }
+        let feedback = |n: usize| {
+            req(
+                json!({"type":"items.feedback","params":{"thread_id":"thr_1",
+                "item_ids": (0..n).map(|i| format!("msg_{i}")).collect::<Vec<_>>(), "kind":"positive"}}),
+            )
+        };
+        assert!(feedback(MAX_FEEDBACK_ITEMS).is_ok());
+        assert!(feedback(MAX_FEEDBACK_ITEMS + 1).is_err());
+    }
+
+    #[test]
     fn pages_are_clamped_and_zero_means_the_default() {
         let paging =
             |params: Value| match req(json!({"type":"threads.list","params":params})).unwrap() {

@@ -237,6 +237,44 @@ mod tests {
     }
 
     #[test]
+    fn a_question_is_what_the_assistant_asked_then_what_the_user_answered() {
+        use crate::structured::{Answer, Choice, InputStatus, Question};
+        let asked = |answer: Option<Answer>| {
+            item(
+                "sti_1",
+                ItemKind::StructuredInput {
+                    status: InputStatus::Answered,
+                    inputs: vec![Question::MultipleChoice {
+                        id: "task".into(),
+                        question: "Which one?".into(),
+                        options: vec![Choice { value: "A".into() }, Choice { value: "B".into() }],
+                        multiple: false,
+                        answer,
+                    }],
+                },
+            )
+        };
+        let said = ModelInput::assistant("I asked the user: Which one? Options: A; B.");
+        let chose = Answer {
+            values: vec!["B".into()],
+            skipped: false,
+        };
+        assert_eq!(
+            to_model_input(&[asked(Some(chose))], &FileUrls::new()),
+            [said.clone(), ModelInput::user("My answer: B")]
+        );
+        let skipped = Answer {
+            values: vec![],
+            skipped: true,
+        };
+        assert_eq!(
+            to_model_input(&[asked(Some(skipped))], &FileUrls::new()),
+            [said.clone(), ModelInput::user("I skipped that question.")]
+        );
+        assert_eq!(to_model_input(&[asked(None)], &FileUrls::new()), [said]);
+    }
+
+    #[test]
     fn a_pending_change_stays_out_of_the_conversation_other_hidden_items_go_in() {
         let pending = serde_json::json!({"type": "pending_change", "question_item": "sti_1",
             "tool": "complete_task", "arguments": {}, "options": []});
