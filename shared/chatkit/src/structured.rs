@@ -125,14 +125,7 @@ pub struct Submission {
 
 /// Records `submission` on `inputs`; returns the item's new status.
 pub fn apply(inputs: &mut [Question], submission: &Submission) -> InputStatus {
-    let unknown: Vec<&String> = submission
-        .answers
-        .keys()
-        .filter(|id| !inputs.iter().any(|q| q.id() == id.as_str()))
-        .collect();
-    if !unknown.is_empty() {
-        tracing::warn!(?unknown, "answers to unknown questions ignored");
-    }
+    log_unknown_answers(inputs, submission);
     for question in inputs.iter_mut() {
         let given = submission.answers.get(question.id());
         let recorded = match given {
@@ -167,6 +160,18 @@ pub fn apply(inputs: &mut [Question], submission: &Submission) -> InputStatus {
     match submission.status {
         SubmissionStatus::Answered => InputStatus::Answered,
         SubmissionStatus::Skipped => InputStatus::Skipped,
+    }
+}
+
+/// Logs the answers to questions `inputs` does not hold (they are ignored).
+fn log_unknown_answers(inputs: &[Question], submission: &Submission) {
+    let unknown: Vec<&String> = submission
+        .answers
+        .keys()
+        .filter(|id| !inputs.iter().any(|q| q.id() == id.as_str()))
+        .collect();
+    if !unknown.is_empty() {
+        tracing::warn!(?unknown, "answers to unknown questions ignored");
     }
 }
 
