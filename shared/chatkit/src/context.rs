@@ -219,6 +219,27 @@ mod tests {
     }
 
     #[test]
+    fn the_first_of_equally_preferred_languages_wins() {
+        assert_eq!(locale_from("en-GB, en-US"), Some("en-GB".into()));
+        assert_eq!(
+            locale_from("de;q=0.7, fr;q=0.7, it;q=0.3"),
+            Some("de".into())
+        );
+    }
+
+    #[test]
+    fn only_plain_language_tags_are_taken() {
+        let longest = format!("a{}", "-abcdefgh".repeat((MAX_LOCALE_CHARS - 1) / 9));
+        assert!(longest.len() <= MAX_LOCALE_CHARS);
+        assert_eq!(locale_from(&longest), Some(longest.clone()));
+        let too_long = format!("{longest}-abcdefgh");
+        assert!(too_long.len() > MAX_LOCALE_CHARS);
+        for bad in [too_long.as_str(), "en_US", "1en", "en--US", "abcdefghi"] {
+            assert_eq!(locale_from(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
     fn the_envelope_zone_is_read_from_metadata() {
         let body =
             br#"{"type":"threads.list","params":{},"metadata":{"timezone":"Asia/Tokyo","x":1}}"#;

@@ -127,6 +127,34 @@ mod tests {
             .naive_utc()
     }
 
+    /// The offset of `zone` at the start of `year` (UTC), in seconds.
+    fn offset_in_year(zone: &str, year: i32) -> i32 {
+        let utc = NaiveDate::from_ymd_opt(year, 1, 1)
+            .unwrap()
+            .and_time(chrono::NaiveTime::MIN);
+        Zone::named(zone)
+            .unwrap()
+            .offset_from_utc_datetime(&utc)
+            .fix()
+            .local_minus_utc()
+    }
+
+    #[test]
+    fn instants_beyond_the_tz_range_take_its_nearest_end() {
+        // Paris before railway time: local mean time, +00:09:21.
+        assert_eq!(offset_in_year("Europe/Paris", -100_000), 9 * 60 + 21);
+        // Far ahead: the rule of today's winters, +01:00.
+        assert_eq!(offset_in_year("Europe/Paris", 100_000), 3600);
+    }
+
+    #[test]
+    fn an_offset_shows_as_hours_and_minutes() {
+        let offset = Zone::named("Asia/Kolkata")
+            .unwrap()
+            .offset_from_utc_datetime(&at("2026-12-07T00:00:00Z"));
+        assert_eq!(offset.to_string(), "+05:30");
+    }
+
     fn offset(zone: &str, utc: &str) -> i32 {
         Zone::named(zone)
             .unwrap()
