@@ -450,4 +450,39 @@ mod tests {
         r.status = AttachmentStatus::Attached;
         assert!(r.is_live(later));
     }
+
+    fn record() -> AttachmentRecord {
+        let p = AttachmentPolicy::default();
+        AttachmentRecord::new("atc_1".into(), p.check("a.png", 5, "image/png").unwrap())
+    }
+
+    #[test]
+    fn a_pending_record_expires_at_its_expiry_exactly() {
+        let r = record();
+        let end = r.expires_at();
+        assert_eq!(end, r.created_at + Duration::hours(24));
+        assert!(r.is_live(end - Duration::milliseconds(1)));
+        assert!(!r.is_live(end));
+    }
+
+    #[test]
+    fn a_record_is_attached_once_and_only_to_its_own_message_again() {
+        let attached = record().attached_to("thr_1", "msg_1").unwrap();
+        assert_eq!(
+            (
+                attached.status,
+                attached.thread_id.as_deref(),
+                attached.item_id.as_deref()
+            ),
+            (AttachmentStatus::Attached, Some("thr_1"), Some("msg_1"))
+        );
+        // A retried write of the same message finds it its own.
+        assert_eq!(
+            attached.attached_to("thr_1", "msg_1"),
+            Some(attached.clone())
+        );
+        // Any other message, in this thread or another, does not get it.
+        assert_eq!(attached.attached_to("thr_1", "msg_2"), None);
+        assert_eq!(attached.attached_to("thr_2", "msg_1"), None);
+    }
 }

@@ -352,7 +352,8 @@ impl<'a, S: ChatStore, K: EventSink> Turn<'a, S, K> {
                     .await;
                 match fenced {
                     Ok(()) => break,
-                    Err(e) if Instant::now() + PAUSE < give_up => {
+                    // Another try only while a pause still leaves time for it.
+                    Err(e) if give_up.saturating_duration_since(Instant::now()) > PAUSE => {
                         tracing::warn!(error = %e, %item_id, "could not fence a failed write yet; retrying");
                         tokio::time::sleep(PAUSE).await;
                     }
