@@ -2251,6 +2251,32 @@ async fn completing_by_title_takes_the_open_one_of_two() {
 }
 
 #[tokio::test]
+async fn completing_by_title_when_both_twins_are_done_asks_which() {
+    let chat = Chat::new();
+    let (_, open) = twins(&chat).await;
+    chat.tasks()
+        .set_completed(&user("alice"), &open.id, true)
+        .await
+        .unwrap();
+    let (_, events) = chat
+        .create(
+            "alice",
+            "do it",
+            vec![Round::calls(&[(
+                "complete_task",
+                r#"{"task":"water plants"}"#,
+            )])],
+        )
+        .await;
+    assert!(
+        events
+            .iter()
+            .any(|e| e["item"]["type"] == "structured_input"),
+        "{events:?}"
+    );
+}
+
+#[tokio::test]
 async fn reopening_by_title_takes_the_done_one_of_two() {
     let chat = Chat::new();
     let (done, open) = twins(&chat).await;
