@@ -451,6 +451,15 @@ mod tests {
         assert!(r.is_live(later));
     }
 
+    #[tokio::test]
+    async fn without_an_attachment_store_nothing_is_offered_or_read() {
+        let none = NoAttachments;
+        assert!(!none.enabled());
+        assert!(none.read_url("atc_1", "image/png").await.is_err());
+        assert!(none.upload(&record()).await.is_err());
+        assert_eq!(none.stored("atc_1").await.unwrap(), None);
+    }
+
     fn record() -> AttachmentRecord {
         let p = AttachmentPolicy::default();
         AttachmentRecord::new("atc_1".into(), p.check("a.png", 5, "image/png").unwrap())

@@ -135,17 +135,6 @@ pub struct UserMessageInput {
     pub inference_options: Option<InferenceOptions>,
 }
 
-impl UserMessageInput {
-    /// The message as one text: tags as their text, a quote first.
-    pub fn text(&self) -> String {
-        let text = content_text(&self.content);
-        match &self.quoted_text {
-            Some(q) => format!("> {q}\n{text}"),
-            None => text,
-        }
-    }
-}
-
 /// The text of user content parts, joined by spaces.
 pub fn content_text(content: &[UserContent]) -> String {
     content
