@@ -559,11 +559,9 @@ mod rules {
         }
     }
 
-    /// Runs `threads.create` through `steps`: the stored items after the
-    /// user's message, and the events.
-    pub async fn replay(steps: Vec<Step>) -> (Vec<ThreadItem>, Vec<Value>) {
-        let run = replay_into(steps, VecSink::default()).await;
-        (run.items, run.events)
+    /// Runs `threads.create` through `steps` to a client that stays.
+    pub async fn replay(steps: Vec<Step>) -> Replayed {
+        replay_into(steps, VecSink::default()).await
     }
 
     /// What a replay left behind.
@@ -630,7 +628,7 @@ use rules::Step;
 
 #[tokio::test]
 async fn finished_items_are_saved_with_their_streamed_text() {
-    let (items, events) = rules::replay(vec![
+    let rules::Replayed { items, events, .. } = rules::replay(vec![
         Step::Add("a"),
         Step::Delta("a", "Hel"),
         Step::Delta("a", "lo"),
@@ -645,13 +643,14 @@ async fn finished_items_are_saved_with_their_streamed_text() {
 
 #[tokio::test]
 async fn an_item_that_is_only_added_is_not_saved() {
-    let (items, _) = rules::replay(vec![Step::Add("a"), Step::Delta("a", "Hel")]).await;
+    let rules::Replayed { items, .. } =
+        rules::replay(vec![Step::Add("a"), Step::Delta("a", "Hel")]).await;
     assert!(items.is_empty(), "{items:?}");
 }
 
 #[tokio::test]
 async fn replaced_items_are_saved_in_place() {
-    let (items, events) = rules::replay(vec![
+    let rules::Replayed { items, events, .. } = rules::replay(vec![
         Step::Widget("w", "before"),
         Step::Replace("w", "after"),
     ])
@@ -663,7 +662,7 @@ async fn replaced_items_are_saved_in_place() {
 
 #[tokio::test]
 async fn removed_items_are_deleted() {
-    let (items, events) = rules::replay(vec![
+    let rules::Replayed { items, events, .. } = rules::replay(vec![
         Step::Add("a"),
         Step::Delta("a", "x"),
         Step::Finish("a"),
@@ -676,31 +675,25 @@ async fn removed_items_are_deleted() {
 
 #[tokio::test]
 async fn a_replaced_item_is_what_the_next_round_sees() {
-    let run = rules::replay_into(
-        vec![
-            Step::Widget("w", "before"),
-            Step::Replace("w", "after"),
-            Step::Look,
-        ],
-        VecSink::default(),
-    )
+    let run = rules::replay(vec![
+        Step::Widget("w", "before"),
+        Step::Replace("w", "after"),
+        Step::Look,
+    ])
     .await;
     assert_eq!(run.seen[0].history, ["user=", "w=after"]);
 }
 
 #[tokio::test]
 async fn replacing_a_streamed_item_ends_its_streaming() {
-    let run = rules::replay_into(
-        vec![
-            Step::Add("a"),
-            Step::Delta("a", "draft"),
-            Step::Add("b"),
-            Step::Delta("b", "still going"),
-            Step::Replace("a", "final"),
-            Step::Look,
-        ],
-        VecSink::default(),
-    )
+    let run = rules::replay(vec![
+        Step::Add("a"),
+        Step::Delta("a", "draft"),
+        Step::Add("b"),
+        Step::Delta("b", "still going"),
+        Step::Replace("a", "final"),
+        Step::Look,
+    ])
     .await;
     assert_eq!(run.seen[0].pending, ["b"]);
     assert_eq!(rules::text(&run.items[0]), "final");
@@ -708,36 +701,30 @@ async fn replacing_a_streamed_item_ends_its_streaming() {
 
 #[tokio::test]
 async fn a_removed_item_leaves_the_next_rounds_history() {
-    let run = rules::replay_into(
-        vec![
-            Step::Add("a"),
-            Step::Delta("a", "x"),
-            Step::Finish("a"),
-            Step::Add("b"),
-            Step::Delta("b", "y"),
-            Step::Finish("b"),
-            Step::Remove("a"),
-            Step::Look,
-        ],
-        VecSink::default(),
-    )
+    let run = rules::replay(vec![
+        Step::Add("a"),
+        Step::Delta("a", "x"),
+        Step::Finish("a"),
+        Step::Add("b"),
+        Step::Delta("b", "y"),
+        Step::Finish("b"),
+        Step::Remove("a"),
+        Step::Look,
+    ])
     .await;
     assert_eq!(run.seen[0].history, ["user=", "b=y"]);
 }
 
 #[tokio::test]
 async fn removing_a_streamed_item_ends_its_streaming() {
-    let run = rules::replay_into(
-        vec![
-            Step::Add("a"),
-            Step::Delta("a", "x"),
-            Step::Add("b"),
-            Step::Delta("b", "y"),
-            Step::Remove("a"),
-            Step::Look,
-        ],
-        VecSink::default(),
-    )
+    let run = rules::replay(vec![
+        Step::Add("a"),
+        Step::Delta("a", "x"),
+        Step::Add("b"),
+        Step::Delta("b", "y"),
+        Step::Remove("a"),
+        Step::Look,
+    ])
     .await;
     assert_eq!(run.seen[0].pending, ["b"]);
 }
@@ -745,7 +732,7 @@ async fn removing_a_streamed_item_ends_its_streaming() {
 #[tokio::test]
 async fn a_disconnect_right_after_a_rename_still_saves_the_title() {
     // Every event the engine sends before the responder's first.
-    let before = rules::replay(vec![]).await.1.len();
+    let before = rules::replay(vec![]).await.events.len();
     let run = rules::replay_into(
         vec![
             Step::Title("Groceries"),
@@ -760,7 +747,7 @@ async fn a_disconnect_right_after_a_rename_still_saves_the_title() {
 
 #[tokio::test]
 async fn hidden_items_are_saved_but_never_sent() {
-    let (items, events) = rules::replay(vec![Step::Hidden("h")]).await;
+    let rules::Replayed { items, events, .. } = rules::replay(vec![Step::Hidden("h")]).await;
     assert_eq!(kinds(&items), ["hidden_context_item"]);
     assert!(
         !events
@@ -1327,18 +1314,7 @@ async fn a_client_tool_output_completes_the_pending_call_and_the_assistant_goes_
     use taskpilot_chatkit::types::ToolCallStatus;
     let chat = Chat::new();
     let thread = chat.thread("alice", "Hi.").await;
-    let call = ThreadItem {
-        id: taskpilot_chatkit::ids::new("tc"),
-        thread_id: thread.clone(),
-        created_at: taskpilot_domain::timestamp::now(),
-        kind: ItemKind::ClientToolCall {
-            status: ToolCallStatus::Pending,
-            call_id: "call_1".into(),
-            name: "get_selection".into(),
-            arguments: json!({}),
-            output: None,
-        },
-    };
+    let call = pending_call(&thread, "call_1");
     chat.store().save_item(&user("alice"), &call).await.unwrap();
     chat.model.push(Round::text("Got it."));
     let sink = chat

@@ -132,6 +132,32 @@ impl Files {
             .await
             .unwrap()
     }
+
+    /// A new thread of alice's whose first message shows `files` (the
+    /// model answers "ok"): its id.
+    async fn thread_showing(&self, files: &[&str]) -> String {
+        self.model.push(Round::text("ok"));
+        let events = self.message("alice", "look", files).await.unwrap();
+        events[0]["thread"]["id"].as_str().unwrap().to_owned()
+    }
+
+    /// How many times the files were asked to delete since the journal's
+    /// entry `mark`.
+    fn file_deletes(&self, mark: usize) -> usize {
+        self.journal.calls()[mark..]
+            .iter()
+            .filter(|c| *c == "files.delete")
+            .count()
+    }
+
+    async fn delete_thread(&self, who: &str, thread: &str) {
+        self.json(
+            who,
+            json!({"type": "threads.delete", "params": {"thread_id": thread}}),
+        )
+        .await
+        .unwrap();
+    }
 }
 
 fn user_message(events: &[Value]) -> Value {
@@ -383,9 +409,7 @@ async fn an_attachment_is_used_by_one_message_only() {
 async fn every_read_gets_a_fresh_preview() {
     let f = Files::new();
     let photo = f.uploaded("alice", "a.png", 5, "image/png").await;
-    f.model.push(Round::text("ok"));
-    let events = f.message("alice", "look", &[&photo]).await.unwrap();
-    let thread = events[0]["thread"]["id"].as_str().unwrap();
+    let thread = f.thread_showing(&[&photo]).await;
     let list = json!({"type": "items.list", "params": {"thread_id": thread, "order": "asc"}});
     let first = f.json("alice", list.clone()).await.unwrap();
     let second = f.json("alice", list).await.unwrap();
@@ -399,9 +423,7 @@ async fn deleting_a_used_attachment_takes_it_off_its_message() {
     let f = Files::new();
     let photo = f.uploaded("alice", "a.png", 5, "image/png").await;
     let pdf = f.uploaded("alice", "b.pdf", 5, "application/pdf").await;
-    f.model.push(Round::text("ok"));
-    let events = f.message("alice", "look", &[&photo, &pdf]).await.unwrap();
-    let thread = events[0]["thread"]["id"].as_str().unwrap();
+    let thread = f.thread_showing(&[&photo, &pdf]).await;
     f.json(
         "alice",
         json!({"type": "attachments.delete", "params": {"attachment_id": photo}}),
@@ -431,39 +453,12 @@ async fn deleting_a_thread_deletes_its_files() {
     let f = Files::new();
     let photo = f.uploaded("alice", "a.png", 5, "image/png").await;
     let unused = f.uploaded("alice", "b.png", 5, "image/png").await;
-    f.model.push(Round::text("ok"));
-    let events = f.message("alice", "look", &[&photo]).await.unwrap();
-    let thread = events[0]["thread"]["id"].as_str().unwrap();
-    f.json(
-        "alice",
-        json!({"type": "threads.delete", "params": {"thread_id": thread}}),
-    )
-    .await
-    .unwrap();
+    let thread = f.thread_showing(&[&photo]).await;
+    f.delete_thread("alice", &thread).await;
     assert!(f.files.object(&photo).is_none());
     assert!(f.record("alice", &photo).await.is_none());
     // An upload no message used is not the thread's.
     assert!(f.files.object(&unused).is_some());
-}
-
-impl Files {
-    /// How many times the files were asked to delete since the journal's
-    /// entry `mark`.
-    fn file_deletes(&self, mark: usize) -> usize {
-        self.journal.calls()[mark..]
-            .iter()
-            .filter(|c| *c == "files.delete")
-            .count()
-    }
-
-    async fn delete_thread(&self, who: &str, thread: &str) {
-        self.json(
-            who,
-            json!({"type": "threads.delete", "params": {"thread_id": thread}}),
-        )
-        .await
-        .unwrap();
-    }
 }
 
 #[tokio::test]
@@ -471,27 +466,23 @@ async fn a_threads_files_are_deleted_in_one_call() {
     let f = Files::new();
     let photo = f.uploaded("alice", "a.png", 5, "image/png").await;
     let pdf = f.uploaded("alice", "b.pdf", 5, "application/pdf").await;
-    f.model.push(Round::text("ok"));
-    let events = f.message("alice", "look", &[&photo, &pdf]).await.unwrap();
-    let thread = events[0]["thread"]["id"].as_str().unwrap();
+    let thread = f.thread_showing(&[&photo, &pdf]).await;
     let mark = f.journal.calls().len();
-    f.delete_thread("alice", thread).await;
+    f.delete_thread("alice", &thread).await;
     assert_eq!(f.file_deletes(mark), 1);
 }
 
 #[tokio::test]
 async fn a_thread_without_files_deletes_no_files() {
     let f = Files::new();
-    f.model.push(Round::text("ok"));
-    let events = f.message("alice", "hello", &[]).await.unwrap();
-    let thread = events[0]["thread"]["id"].as_str().unwrap();
+    let thread = f.thread_showing(&[]).await;
     let mark = f.journal.calls().len();
-    f.delete_thread("alice", thread).await;
+    f.delete_thread("alice", &thread).await;
     assert_eq!(f.file_deletes(mark), 0);
     assert!(
         f.engine
             .store()
-            .stored_thread(&user("alice"), thread)
+            .stored_thread(&user("alice"), &thread)
             .is_none()
     );
 }

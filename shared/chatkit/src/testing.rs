@@ -157,18 +157,7 @@ fn page_of<T: Clone>(all: Vec<T>, paging: &Paging, id: impl Fn(&T) -> &str) -> P
         None => 0,
     };
     let rest: Vec<T> = all.into_iter().skip(start).collect();
-    let has_more = rest.len() > paging.limit;
-    let data: Vec<T> = rest.into_iter().take(paging.limit).collect();
-    let after = if has_more {
-        data.last().map(|x| id(x).to_owned())
-    } else {
-        None
-    };
-    Page {
-        data,
-        has_more,
-        after,
-    }
+    Page::first(rest, paging.limit, |x| id(x).to_owned())
 }
 
 impl UsageStore for InMemoryChat {

@@ -32,6 +32,23 @@ impl<T> Page<T> {
             after: None,
         }
     }
+
+    /// The page of the first `limit` of `rows` (read with one row more than
+    /// a page, to tell whether more follow), continuing after its last id.
+    pub fn first(mut rows: Vec<T>, limit: usize, id_of: impl Fn(&T) -> String) -> Self {
+        let has_more = rows.len() > limit;
+        rows.truncate(limit);
+        let after = if has_more {
+            rows.last().map(id_of)
+        } else {
+            None
+        };
+        Self {
+            data: rows,
+            has_more,
+            after,
+        }
+    }
 }
 
 /// Whether the composer is usable.
@@ -386,6 +403,36 @@ pub fn sse_frame(event: &StreamEvent) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn ids(n: usize) -> Vec<String> {
+        (1..=n).map(|i| format!("id{i}")).collect()
+    }
+
+    #[test]
+    fn a_row_more_than_the_page_means_more_follow_after_its_last_id() {
+        let page = Page::first(ids(3), 2, String::clone);
+        assert_eq!(page.data, ids(2));
+        assert!(page.has_more);
+        assert_eq!(page.after.as_deref(), Some("id2"));
+    }
+
+    #[test]
+    fn a_full_page_read_to_the_end_is_the_last() {
+        let page = Page::first(ids(2), 2, String::clone);
+        assert_eq!(
+            (page.data, page.has_more, page.after),
+            (ids(2), false, None)
+        );
+    }
+
+    #[test]
+    fn a_short_page_is_the_last() {
+        let page = Page::first(ids(1), 2, String::clone);
+        assert_eq!(
+            (page.data, page.has_more, page.after),
+            (ids(1), false, None)
+        );
+    }
     use serde_json::json;
 
     fn at() -> DateTime<Utc> {

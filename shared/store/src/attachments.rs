@@ -6,6 +6,8 @@
 use aws_sdk_dynamodb::types::{AttributeValue, TransactWriteItem, Update};
 
 use taskpilot_chatkit::attachments::AttachmentRecord;
+
+use crate::item::Item;
 use taskpilot_domain::{StoreError, UserId};
 
 use crate::error::classify;
@@ -22,12 +24,8 @@ fn encoding(e: impl std::fmt::Display) -> StoreError {
 
 /// The stored row of `user`'s record: its attributes, its key and, while
 /// pending, its expiry.
-fn to_item(
-    user: &UserId,
-    record: &AttachmentRecord,
-) -> Result<std::collections::HashMap<String, AttributeValue>, StoreError> {
-    let mut row: std::collections::HashMap<String, AttributeValue> =
-        serde_dynamo::to_item(record).map_err(encoding)?;
+fn to_item(user: &UserId, record: &AttachmentRecord) -> Result<Item, StoreError> {
+    let mut row: Item = serde_dynamo::to_item(record).map_err(encoding)?;
     row.extend(keys::key(
         keys::user_pk(user),
         keys::attachment_sk(&record.id),

@@ -5,7 +5,6 @@
 //! and its latest items, the chat turn's only read. Records hold the exact wire
 //! JSON.
 
-use std::collections::HashMap;
 use std::time::Duration;
 
 use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
@@ -25,10 +24,9 @@ use taskpilot_chatkit::types::{Page, ThreadItem, ThreadMetadata};
 use taskpilot_domain::{StoreError, UserId};
 
 use crate::error::classify;
+use crate::item::Item;
 use crate::keys::{self, PK, SK};
 use crate::tasks::{DynamoStore, s};
-
-type Item = HashMap<String, AttributeValue>;
 
 /// Most deletes in one BatchWriteItem.
 const BATCH: usize = 25;
@@ -87,23 +85,6 @@ fn from_record<T: DeserializeOwned>(item: &Item) -> Result<T, StoreError> {
         .map_err(|e| StoreError::Internal(format!("unreadable chat record: {e}")))
 }
 
-/// The page of the first `limit` of `data` (read with one row more than a
-/// page, to tell whether more follow), continuing after its last row's id.
-fn page_of<T>(mut data: Vec<T>, limit: usize, id_of: impl Fn(&T) -> String) -> Page<T> {
-    let has_more = data.len() > limit;
-    data.truncate(limit);
-    let after = if has_more {
-        data.last().map(id_of)
-    } else {
-        None
-    };
-    Page {
-        data,
-        has_more,
-        after,
-    }
-}
-
 impl DynamoStore {
     /// A Query for a thread's items (its head excluded).
     fn items_query(&self, pk: String, thread_id: &str) -> QueryFluentBuilder {
@@ -156,7 +137,7 @@ impl DynamoStore {
                 _ => break,
             }
         }
-        Ok(page_of(data, paging.limit, id_of))
+        Ok(Page::first(data, paging.limit, id_of))
     }
 
     async fn get_record<T: DeserializeOwned>(
@@ -692,16 +673,12 @@ mod tests {
         SdkError::service_error(UpdateItemError::generic(meta), ())
     }
 
-    fn ids(n: usize) -> Vec<String> {
-        (1..=n).map(|i| format!("id{i}")).collect()
-    }
-
     #[test]
     fn a_record_holds_its_key_and_the_exact_json() {
         let item = record("USER#u".into(), "FEEDBACK#t#i".into(), &vec![1, 2]).unwrap();
         assert_eq!(
             item,
-            HashMap::from([
+            Item::from([
                 ("pk".to_owned(), AttributeValue::S("USER#u".into())),
                 ("sk".to_owned(), AttributeValue::S("FEEDBACK#t#i".into())),
                 ("data".to_owned(), AttributeValue::S("[1,2]".into())),
@@ -800,29 +777,5 @@ mod tests {
     fn a_timeout_is_no_condition_failure() {
         let err: SdkError<UpdateItemError, ()> = SdkError::timeout_error("slow");
         assert!(!is_condition_failure(&err));
-    }
-
-    #[test]
-    fn a_row_more_than_the_page_means_more_follow_after_its_last_id() {
-        let page = page_of(ids(3), 2, String::clone);
-        assert_eq!(page.data, ids(2));
-        assert!(page.has_more);
-        assert_eq!(page.after.as_deref(), Some("id2"));
-    }
-
-    #[test]
-    fn a_full_page_read_to_the_end_is_the_last() {
-        let page = page_of(ids(2), 2, String::clone);
-        assert_eq!(page.data, ids(2));
-        assert!(!page.has_more);
-        assert_eq!(page.after, None);
-    }
-
-    #[test]
-    fn a_short_page_is_the_last() {
-        let page = page_of(ids(1), 2, String::clone);
-        assert_eq!(page.data, ids(1));
-        assert!(!page.has_more);
-        assert_eq!(page.after, None);
     }
 }

@@ -1,9 +1,10 @@
 //! Key builders: the only place that knows the key layout.
 
 use aws_sdk_dynamodb::types::AttributeValue;
-use std::collections::HashMap;
 
 use taskpilot_domain::{TaskId, UserId};
+
+use crate::item::Item;
 
 /// Partition key attribute.
 pub const PK: &str = "pk";
@@ -36,8 +37,8 @@ pub fn task_id_from_sk(sk: &str) -> Option<TaskId> {
 }
 
 /// A full primary key.
-pub fn key(pk: String, sk: String) -> HashMap<String, AttributeValue> {
-    HashMap::from([
+pub fn key(pk: String, sk: String) -> Item {
+    Item::from([
         (PK.to_owned(), AttributeValue::S(pk)),
         (SK.to_owned(), AttributeValue::S(sk)),
     ])
@@ -128,14 +129,35 @@ mod tests {
     }
 
     #[test]
-    fn a_users_partition_is_user_and_their_sub() {
+    fn every_key_is_spelled_as_the_stored_rows_spell_it() {
         let user = UserId::new("auth0|abc").unwrap();
-        assert_eq!(user_pk(&user), "USER#auth0|abc");
-    }
-
-    #[test]
-    fn a_task_sort_key_is_the_task_prefix_and_its_id() {
-        assert_eq!(task_sk(&task_id()), format!("TASK#{ULID}"));
+        let day = taskpilot_domain::budget::UsageDay::of("2026-03-07T23:59:59Z".parse().unwrap());
+        for (built, stored) in [
+            (user_pk(&user), "USER#auth0|abc".to_owned()),
+            (task_sk(&task_id()), format!("TASK#{ULID}")),
+            (session_sk("cksess_01"), "SESSION#cksess_01".into()),
+            (
+                rate_sk("chat", 1_700_000_040),
+                "RATE#chat#1700000040".into(),
+            ),
+            (usage_sk(&day), "USAGE#2026-03-07".into()),
+            (thread_sk("thr_1"), "THREAD#thr_1".into()),
+            (items_prefix("thr_1"), "ITEM#thr_1#".into()),
+            (thread_head_sk("thr_1"), "ITEM#thr_1#~".into()),
+            (items_end("thr_1"), "ITEM#thr_1#}".into()),
+            (attachment_sk("atc_1"), "ATTACHMENT#atc_1".into()),
+            (feedback_prefix("thr_1"), "FEEDBACK#thr_1#".into()),
+            (feedback_sk("thr_1", "msg_2"), "FEEDBACK#thr_1#msg_2".into()),
+            // An item's ULID comes before its kind, split at the first `_`.
+            (item_sk("thr_1", "msg_01AB"), "ITEM#thr_1#01AB#msg".into()),
+            (
+                item_sk("thr_1", "wdg_01AB_x"),
+                "ITEM#thr_1#01AB_x#wdg".into(),
+            ),
+            (item_sk("thr_1", "legacy"), "ITEM#thr_1#legacy".into()),
+        ] {
+            assert_eq!(built, stored);
+        }
     }
 
     #[test]
@@ -169,47 +191,11 @@ mod tests {
         let key = key("USER#u".into(), "TASK#t".into());
         assert_eq!(
             key,
-            HashMap::from([
+            Item::from([
                 ("pk".to_owned(), AttributeValue::S("USER#u".into())),
                 ("sk".to_owned(), AttributeValue::S("TASK#t".into())),
             ])
         );
-    }
-
-    #[test]
-    fn a_session_sort_key_is_the_session_prefix_and_its_id() {
-        assert_eq!(session_sk("cksess_01"), "SESSION#cksess_01");
-    }
-
-    #[test]
-    fn a_rate_sort_key_names_the_bucket_and_the_window_start() {
-        assert_eq!(rate_sk("chat", 1_700_000_040), "RATE#chat#1700000040");
-    }
-
-    #[test]
-    fn a_usage_sort_key_is_the_usage_prefix_and_the_utc_day() {
-        let day = taskpilot_domain::budget::UsageDay::of("2026-03-07T23:59:59Z".parse().unwrap());
-        assert_eq!(usage_sk(&day), "USAGE#2026-03-07");
-    }
-
-    #[test]
-    fn a_thread_sort_key_is_the_thread_prefix_and_its_id() {
-        assert_eq!(thread_sk("thr_1"), "THREAD#thr_1");
-    }
-
-    #[test]
-    fn a_threads_items_share_a_prefix_ending_in_a_separator() {
-        assert_eq!(items_prefix("thr_1"), "ITEM#thr_1#");
-    }
-
-    #[test]
-    fn a_thread_head_is_its_item_prefix_and_a_tilde() {
-        assert_eq!(thread_head_sk("thr_1"), "ITEM#thr_1#~");
-    }
-
-    #[test]
-    fn a_threads_item_range_ends_at_its_prefix_and_a_closing_brace() {
-        assert_eq!(items_end("thr_1"), "ITEM#thr_1#}");
     }
 
     #[test]
@@ -219,36 +205,6 @@ mod tests {
         assert!(items_prefix("thr_1") < item);
         assert!(last_of_every_kind < items_end("thr_1"));
         assert!(items_end("thr_1") < thread_head_sk("thr_1"));
-    }
-
-    #[test]
-    fn an_attachment_sort_key_is_the_attachment_prefix_and_its_id() {
-        assert_eq!(attachment_sk("atc_1"), "ATTACHMENT#atc_1");
-    }
-
-    #[test]
-    fn a_threads_feedback_shares_a_prefix_ending_in_a_separator() {
-        assert_eq!(feedback_prefix("thr_1"), "FEEDBACK#thr_1#");
-    }
-
-    #[test]
-    fn a_feedback_sort_key_is_its_threads_prefix_and_the_item_id() {
-        assert_eq!(feedback_sk("thr_1", "msg_2"), "FEEDBACK#thr_1#msg_2");
-    }
-
-    #[test]
-    fn an_item_sort_key_puts_the_ulid_before_the_kind() {
-        assert_eq!(item_sk("thr_1", "msg_01AB"), "ITEM#thr_1#01AB#msg");
-    }
-
-    #[test]
-    fn an_item_sort_key_splits_the_id_at_its_first_underscore() {
-        assert_eq!(item_sk("thr_1", "wdg_01AB_x"), "ITEM#thr_1#01AB_x#wdg");
-    }
-
-    #[test]
-    fn an_item_sort_key_keeps_an_id_without_underscore_as_it_is() {
-        assert_eq!(item_sk("thr_1", "legacy"), "ITEM#thr_1#legacy");
     }
 
     #[test]

@@ -10,6 +10,7 @@ use taskpilot_domain::session::{RateDecision, RateLimiter, RateWindow};
 use taskpilot_domain::{StoreError, UserId};
 
 use crate::error::classify;
+use crate::item::Item;
 use crate::keys::{self, TTL};
 use crate::tasks::{DynamoStore, n};
 
@@ -131,18 +132,12 @@ fn expiry(window: RateWindow) -> i64 {
 }
 
 /// A counter item's `count`.
-fn count_of(
-    item: &std::collections::HashMap<String, aws_sdk_dynamodb::types::AttributeValue>,
-) -> u32 {
+fn count_of(item: &Item) -> u32 {
     u32::try_from(crate::usage::number(item, "count")).unwrap_or(u32::MAX)
 }
 
 /// The key of `user`'s counter on `bucket` for the window starting at `start`.
-fn counter_key(
-    user: &UserId,
-    bucket: &str,
-    start: i64,
-) -> std::collections::HashMap<String, aws_sdk_dynamodb::types::AttributeValue> {
+fn counter_key(user: &UserId, bucket: &str, start: i64) -> Item {
     keys::key(keys::user_pk(user), keys::rate_sk(bucket, start))
 }
 
@@ -152,7 +147,7 @@ mod tests {
     use aws_sdk_dynamodb::types::AttributeValue;
     use std::collections::HashMap;
 
-    fn counter(count: &str) -> HashMap<String, AttributeValue> {
+    fn counter(count: &str) -> Item {
         HashMap::from([("count".to_owned(), AttributeValue::N(count.into()))])
     }
 

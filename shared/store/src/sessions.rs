@@ -2,7 +2,7 @@
 
 use aws_sdk_dynamodb::error::SdkError;
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
-use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue};
+use aws_sdk_dynamodb::types::ReturnValue;
 use tracing::instrument;
 
 use chrono::{DateTime, Utc};
@@ -13,6 +13,7 @@ use taskpilot_domain::session::{
 };
 
 use crate::error::classify;
+use crate::item::Item;
 use crate::keys::{self, PK, SK, TTL};
 use crate::tasks::{DynamoStore, n, s};
 
@@ -25,8 +26,6 @@ const LOOKUP_PAGES: usize = 5;
 /// × the lifetime in minutes, 200 by default, one page); past this cap the
 /// oldest ones found are returned and a warning logged.
 const ACTIVE_PAGES: usize = 4;
-
-type Item = std::collections::HashMap<String, AttributeValue>;
 
 fn to_item(user: &UserId, session: &ChatSession) -> Result<Item, StoreError> {
     let mut item: Item = serde_dynamo::to_item(session)

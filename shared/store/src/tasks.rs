@@ -20,13 +20,12 @@ use taskpilot_domain::{
 };
 
 use crate::error::classify;
+use crate::item::Item;
 use crate::item::{
     SEARCH_TAGS, SEARCH_TITLE, idempotency_from_item, idempotency_to_item, search_tags,
     task_from_item, task_to_item,
 };
 use crate::keys::{self, PK, SK, TTL};
-
-type Item = HashMap<String, AttributeValue>;
 
 /// The longest the start-up warm-up ([`DynamoStore::warm_up`]) may take.
 pub const WARM_UP_BUDGET: Duration = Duration::from_millis(250);

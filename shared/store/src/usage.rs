@@ -2,14 +2,13 @@
 //! (`USAGE#<yyyy-mm-dd>`) whose counters grow with atomic `ADD`s and expire
 //! [`USAGE_RETENTION_DAYS`] after the day.
 
-use std::collections::HashMap;
-
-use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue};
+use aws_sdk_dynamodb::types::ReturnValue;
 
 use taskpilot_domain::budget::{DayUsage, TokenUsage, UsageDay, UsageStore};
 use taskpilot_domain::{StoreError, UserId};
 
 use crate::error::classify;
+use crate::item::Item;
 use crate::keys::{self, TTL};
 use crate::tasks::{DynamoStore, n};
 
@@ -26,14 +25,14 @@ const ROUNDS: &str = "rounds";
 const TURNS: &str = "turns";
 
 /// A number attribute of `item` (0 when absent).
-pub(crate) fn number(item: &HashMap<String, AttributeValue>, name: &str) -> u64 {
+pub(crate) fn number(item: &Item, name: &str) -> u64 {
     item.get(name)
         .and_then(|v| v.as_n().ok())
         .and_then(|v| v.parse().ok())
         .unwrap_or(0)
 }
 
-fn from_item(item: &HashMap<String, AttributeValue>) -> DayUsage {
+fn from_item(item: &Item) -> DayUsage {
     DayUsage {
         tokens: TokenUsage {
             input: number(item, INPUT),
@@ -109,8 +108,9 @@ impl UsageStore for DynamoStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use aws_sdk_dynamodb::types::AttributeValue;
 
-    fn item(pairs: &[(&str, &str)]) -> HashMap<String, AttributeValue> {
+    fn item(pairs: &[(&str, &str)]) -> Item {
         pairs
             .iter()
             .map(|(k, v)| ((*k).to_owned(), AttributeValue::N((*v).to_owned())))
@@ -129,7 +129,7 @@ mod tests {
 
     #[test]
     fn a_string_attribute_reads_as_zero() {
-        let row = HashMap::from([("count".to_owned(), AttributeValue::S("42".into()))]);
+        let row = Item::from([("count".to_owned(), AttributeValue::S("42".into()))]);
         assert_eq!(number(&row, "count"), 0);
     }
 
