@@ -612,6 +612,32 @@ async fn client_secrets_are_checked_and_budgeted() {
     }
 }
 
+/// The README's limits: 64 KB for a chat request, checked before the body is
+/// parsed (a 100 KB `threads.create` whose text alone would be refused is a
+/// 413, not a 400); only a dictation may be larger.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_chat_body_over_64_kb_is_413_before_it_is_parsed() {
+    let api = start(&[]).await;
+    let bearer = api.token("big-body");
+    let huge = json!({
+        "type": "threads.create",
+        "params": { "input": message(&"x".repeat(100 * 1024)) },
+    });
+    let answer = Answer::read(
+        "threads.create",
+        post(&api, &bearer, huge.to_string()).await,
+    )
+    .await;
+    assert_eq!(answer.status, 413, "{}", answer.text);
+    assert_eq!(answer.json()["error"]["code"], "payload_too_large");
+    let garbled = format!(
+        "{{\"type\":\"threads.create\",\"params\":\"{}",
+        "x".repeat(100 * 1024)
+    );
+    let answer = Answer::read("threads.create", post(&api, &bearer, garbled).await).await;
+    assert_eq!(answer.status, 413, "{}", answer.text);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn every_request_type_answers_and_bad_envelopes_are_400() {
     let api = start(&[]).await;

@@ -7,32 +7,9 @@ use std::process::Command;
 use emulators::runtime_api::InvokeError;
 use emulators::template::{Template, match_path};
 use serde_json::Value;
+use taskpilot_testkit::settings::NOT_IN_TEMPLATE;
 use taskpilot_testkit::stack::{LocalStack, StackOptions};
 use taskpilot_testkit::{events, repo_root};
-
-/// Variables a binary may read that the template deliberately does not set.
-const NOT_IN_TEMPLATE: &[(&str, &str)] = &[
-    (
-        "OPENAI_API_KEY",
-        "local development override; deployments read OPENAI_SECRET_ARN",
-    ),
-    (
-        "AUTH_JWT_SECRET",
-        "HS256 dev secret; deployments use the authorizer or AUTH_JWKS_URL",
-    ),
-    (
-        "CURSOR_SIGNING_KEY",
-        "local development override; deployments read the key from APP_KEYS_SECRET_ARN",
-    ),
-    (
-        "CHATKIT_URL",
-        "defaults to the request's host; set once the ChatKit function exists",
-    ),
-    (
-        "SSL_CERT_FILE",
-        "optional extra trusted roots (a private CA); unset, the compiled-in Mozilla roots",
-    ),
-];
 
 #[test]
 fn events_and_env_json_are_current() {

@@ -192,7 +192,9 @@ fn env_json(template: &Template, auth: &DevAuth) -> Value {
             "AWS_ENDPOINT_URL_DYNAMODB".into(),
             json!("http://host.docker.internal:8000"),
         );
-        vars.insert("AUTH_JWT_SECRET".into(), json!(auth.secret));
+        if vars.contains_key("AUTH_ISSUER") {
+            vars.insert("AUTH_JWT_SECRET".into(), json!(auth.secret));
+        }
         if vars.contains_key("APP_KEYS_SECRET_ARN") {
             vars.insert("CURSOR_SIGNING_KEY".into(), json!(DEV_CURSOR_KEY));
         }

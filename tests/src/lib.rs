@@ -8,9 +8,11 @@
 pub mod chatkit_contract;
 pub mod contract;
 pub mod events;
+pub mod handler;
 pub mod improvise;
 pub mod openai_stub;
 pub mod schemathesis;
+pub mod settings;
 pub mod stack;
 
 pub use emulators::{Error, Result, free_port, http_client, workspace_root as repo_root};

@@ -392,19 +392,20 @@ impl Endpoint {
         let verified = self.identity.verify(&req).await.inspect_err(|_| {
             refusal_metric("unauthenticated");
         })?;
+        // The size limits come before parsing: only a dictation may carry
+        // more than a chat request's limit.
         let body: &[u8] = req.body().as_ref();
         if body.len() > MAX_TRANSCRIBE_BODY {
             return Err(ApiError::PayloadTooLarge {
                 limit: MAX_TRANSCRIBE_BODY,
             });
         }
-        let request = ChatRequest::parse(body).map_err(request_error)?;
-        let dictation = matches!(request, ChatRequest::Transcribe { .. });
-        if body.len() > MAX_CHAT_BODY && !dictation {
+        if body.len() > MAX_CHAT_BODY && !ChatRequest::is_dictation(body) {
             return Err(ApiError::PayloadTooLarge {
                 limit: MAX_CHAT_BODY,
             });
         }
+        let request = ChatRequest::parse(body).map_err(request_error)?;
         let header = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok());
         let envelope_zone = envelope_zone(body);
         let caller = Caller::from_client(

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use tokio::sync::Mutex;
 
+use taskpilot_domain::StoreError;
 use taskpilot_openai::{Call, OpenAi};
 use taskpilot_store::DynamoStore;
 
@@ -68,9 +69,21 @@ pub struct Report {
     pub cached: bool,
 }
 
+/// The table's state, as DescribeTable reports it (`ACTIVE`, …).
+pub trait TableStatus: Send + Sync {
+    /// The status, or why it could not be read.
+    fn table_status(&self) -> impl Future<Output = Result<String, StoreError>> + Send;
+}
+
+impl TableStatus for DynamoStore {
+    async fn table_status(&self) -> Result<String, StoreError> {
+        DynamoStore::table_status(self).await
+    }
+}
+
 /// The checks and their dependencies.
-pub struct Checks {
-    store: DynamoStore,
+pub struct Checks<T> {
+    store: T,
     openai: OpenAi,
     mode: &'static str,
     last_deep: Mutex<Option<(Instant, Report)>>,
@@ -84,9 +97,9 @@ fn timed(started: Instant, status: &'static str, message: impl Into<String>) -> 
     }
 }
 
-impl Checks {
+impl<T: TableStatus> Checks<T> {
     /// Wires the dependencies.
-    pub fn new(store: DynamoStore, openai: OpenAi, hosted: bool) -> Self {
+    pub fn new(store: T, openai: OpenAi, hosted: bool) -> Self {
         Self {
             store,
             openai,

@@ -4,13 +4,13 @@
 use serde_json::{Value, json};
 use taskpilot_http::metrics::Emf;
 
-use crate::checks::{Checks, Status};
+use crate::checks::{Checks, Status, TableStatus};
 
 /// CloudWatch namespace of the metrics.
 const NAMESPACE: &str = "TaskPilot";
 
 /// Runs the probe.
-pub async fn run(checks: &Checks) -> Result<Value, lambda_runtime::Error> {
+pub async fn run<T: TableStatus>(checks: &Checks<T>) -> Result<Value, lambda_runtime::Error> {
     let report = checks.deep().await;
     let failed = u8::from(report.status == Status::Unhealthy);
     let deep = report.checks.as_ref();

@@ -8,12 +8,15 @@ use taskpilot_http::ApiError;
 use taskpilot_http::json::respond;
 use taskpilot_http::request::Query;
 
-use crate::checks::{Checks, Status};
+use crate::checks::{Checks, Status, TableStatus};
 
 const PATHS: [&str; 2] = ["/health", "/api/v1/chatkit/health"];
 
 /// Answers a health request: 200, or 503 when unhealthy.
-pub async fn handle(checks: &Checks, req: Request) -> Result<Response<Body>, ApiError> {
+pub async fn handle<T: TableStatus>(
+    checks: &Checks<T>,
+    req: Request,
+) -> Result<Response<Body>, ApiError> {
     let path = req.uri().path();
     if !PATHS.contains(&path) {
         // As the `$default` route: another route's path with a method it lacks.

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use taskpilot_domain::UserId;
-use taskpilot_domain::budget::{BudgetGate, BudgetStatus, ChatBudget};
+use taskpilot_domain::budget::{BudgetGate, BudgetStatus, ChatBudget, UsageStore};
 use taskpilot_domain::session::{
     ActiveSessionCap, ChatSession, RateDecision, RateLimiter, SessionMode, SessionStatus,
     SessionStore, SessionTokens, secret_hash, session_id_at,
@@ -17,9 +17,8 @@ use taskpilot_http::json::{parse_body, respond};
 use taskpilot_http::request::deadline;
 use taskpilot_http::{ApiError, Authenticator, UpstreamError};
 use taskpilot_openai::{CHATKIT_BETA, Call, OpenAi};
-use taskpilot_store::DynamoStore;
 
-use crate::settings::{Settings, Workflow};
+use crate::settings::{SessionRules, Workflow};
 
 const PREFIXES: [&str; 2] = ["/api/chatkit/sessions", "/api/v1/chatkit/sessions"];
 /// The caller's chat budget.
@@ -27,13 +26,14 @@ const USAGE: &str = "/api/v1/chatkit/usage";
 /// Rate-limit bucket of session creation.
 const CREATE_BUCKET: &str = "sessions.create";
 
-/// The handlers with their dependencies.
-pub struct SessionsApi {
-    settings: Settings,
-    store: DynamoStore,
+/// The handlers over a session store (DynamoDB in `main`, the in-memory fake
+/// in the tests), built once.
+pub struct SessionsApi<S> {
+    settings: SessionRules,
+    store: S,
     openai: OpenAi,
     auth: Authenticator,
-    budget: BudgetGate<DynamoStore>,
+    budget: BudgetGate<S>,
 }
 
 #[derive(Deserialize)]
@@ -151,15 +151,15 @@ fn route(path: &str) -> Option<Route> {
     }))
 }
 
-impl SessionsApi {
+impl<S: SessionStore + RateLimiter + UsageStore> SessionsApi<S> {
     /// Wires the dependencies; `budget` is the per-user chat budget the
     /// `chatkit` function enforces, read here to show it.
     pub fn new(
-        settings: Settings,
-        store: DynamoStore,
+        settings: SessionRules,
+        store: S,
         openai: OpenAi,
         auth: Authenticator,
-        budget: BudgetGate<DynamoStore>,
+        budget: BudgetGate<S>,
     ) -> Self {
         Self {
             settings,

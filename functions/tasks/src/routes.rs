@@ -7,19 +7,19 @@ use serde::Serialize;
 
 use taskpilot_domain::{
     DomainError, IdempotencyKey, NewTaskInput, SearchText, Task, TaskFilter, TaskId,
-    TaskPatchInput, TaskService, UserId,
+    TaskPatchInput, TaskRepository, TaskService, UserId,
 };
 use taskpilot_http::json::{parse_body, respond};
 use taskpilot_http::request::{Query, header, if_match_version};
 use taskpilot_http::{ApiError, Authenticator};
-use taskpilot_store::DynamoStore;
 
 /// The collection path.
 pub const BASE: &str = "/api/v1/tasks";
 
-/// The handlers with their dependencies, built once in `main`.
-pub struct TasksApi {
-    service: TaskService<DynamoStore>,
+/// The handlers over a task repository (DynamoDB in `main`, the in-memory
+/// fake in the tests), built once.
+pub struct TasksApi<R> {
+    service: TaskService<R>,
     auth: Authenticator,
 }
 
@@ -61,9 +61,9 @@ struct Listing {
     next_cursor: Option<String>,
 }
 
-impl TasksApi {
+impl<R: TaskRepository> TasksApi<R> {
     /// Wires the service and the authenticator.
-    pub fn new(service: TaskService<DynamoStore>, auth: Authenticator) -> Self {
+    pub fn new(service: TaskService<R>, auth: Authenticator) -> Self {
         Self { service, auth }
     }
 

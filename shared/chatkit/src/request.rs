@@ -170,6 +170,19 @@ pub enum Request {
 }
 
 impl Request {
+    /// Whether `body` is a dictation (`"type": "input.transcribe"`), read
+    /// without building the request: the endpoint applies the chat size
+    /// limit to everything else before parsing anything.
+    pub fn is_dictation(body: &[u8]) -> bool {
+        #[derive(Deserialize)]
+        struct Kind<'a> {
+            #[serde(rename = "type", borrow)]
+            kind: Option<std::borrow::Cow<'a, str>>,
+        }
+        serde_json::from_slice::<Kind<'_>>(body)
+            .is_ok_and(|k| k.kind.as_deref() == Some("input.transcribe"))
+    }
+
     /// Parses and validates a request body.
     pub fn parse(body: &[u8]) -> Result<Self, RequestError> {
         let error = match deserialize(body) {
@@ -386,6 +399,25 @@ fn checked(input: UserMessageInput) -> Result<UserMessageInput, RequestError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_dictation_is_told_apart_without_parsing_its_params() {
+        let dictation = br#"{"params":{"audio_base64":"AAAA"},"type":"input.transcribe"}"#;
+        assert!(Request::is_dictation(dictation));
+        for other in [
+            &br#"{"type":"threads.create","params":{"input":{}}}"#[..],
+            br#"{"type":"input.transcribe.not"}"#,
+            br#"{"params":{"type":"input.transcribe"}}"#,
+            br#"{"type":7}"#,
+            b"not json",
+        ] {
+            assert!(
+                !Request::is_dictation(other),
+                "{}",
+                String::from_utf8_lossy(other)
+            );
+        }
+    }
     use serde_json::json;
 
     fn req(v: Value) -> Result<Request, RequestError> {

@@ -22,8 +22,6 @@ use taskpilot_chatkit::attachments::{AttachmentRecord, AttachmentStore, StoredOb
 use taskpilot_chatkit::types::UploadDescriptor;
 use taskpilot_domain::StoreError;
 
-/// The S3 endpoint override variable (as the AWS SDKs name it).
-pub const S3_ENDPOINT: &str = "AWS_ENDPOINT_URL_S3";
 /// How long an upload URL works.
 pub const UPLOAD_EXPIRY: Duration = Duration::from_secs(5 * 60);
 /// How long a read URL (a preview, the model's copy) works.

@@ -14,9 +14,9 @@ use serde::Deserialize;
 
 use taskpilot_domain::UserId;
 
-use crate::config::{self, ConfigError};
 use crate::error::ApiError;
 use crate::jwks::JwksCache;
+use taskpilot_config::{ConfigError, Vars};
 
 /// Clock skew tolerated on `exp` and `nbf`.
 const LEEWAY_SECS: u64 = 30;
@@ -44,82 +44,120 @@ struct Claims {
     sub: String,
 }
 
-impl Authenticator {
-    /// Reads `AUTH_JWT_SECRET` or `AUTH_JWKS_URL` (not both), `AUTH_ISSUER`,
-    /// `AUTH_AUDIENCE` and `AUTH_JWT_ALGORITHM` (default `HS256` with a secret,
-    /// `RS256` with a JWKS URL; `ES256` and `EdDSA` are also accepted). With
-    /// neither key source, only API Gateway authorizer claims are accepted.
-    /// `http` gives the HTTP client for the JWKS; it is only called with a JWKS URL.
-    pub fn from_env(
-        http: impl FnOnce() -> Result<reqwest::Client, ConfigError>,
-    ) -> Result<Self, ConfigError> {
-        Self::from_lookup(config::optional, http)
-    }
+/// How callers are verified: `AUTH_JWT_SECRET` or `AUTH_JWKS_URL` (not both),
+/// `AUTH_ISSUER`, `AUTH_AUDIENCE` and `AUTH_JWT_ALGORITHM` (default `HS256`
+/// with a secret, `RS256` with a JWKS URL; `ES256` and `EdDSA` are also
+/// accepted). With neither key source, only API Gateway authorizer claims are
+/// accepted.
+#[derive(Clone)]
+pub struct AuthSettings {
+    verification: Option<Verification>,
+}
 
-    /// [`Authenticator::from_env`] with `var` reading the variables (`None`
-    /// when unset or blank).
-    fn from_lookup(
-        var: impl Fn(&'static str) -> Option<String>,
-        http: impl FnOnce() -> Result<reqwest::Client, ConfigError>,
-    ) -> Result<Self, ConfigError> {
-        let required = |name| var(name).ok_or(ConfigError::Missing(name));
-        let secret = var("AUTH_JWT_SECRET");
-        let jwks_url = var("AUTH_JWKS_URL");
-        let keys = match (secret, jwks_url) {
+#[derive(Clone)]
+struct Verification {
+    keys: KeySource,
+    algorithm: Algorithm,
+    issuer: String,
+    audience: String,
+}
+
+#[derive(Clone)]
+enum KeySource {
+    Secret(String),
+    Jwks(String),
+}
+
+impl AuthSettings {
+    /// Reads and checks the variables above.
+    pub fn from_vars(vars: &Vars) -> Result<Self, ConfigError> {
+        let secret = vars.optional("AUTH_JWT_SECRET");
+        let jwks_url = vars.optional("AUTH_JWKS_URL");
+        let algorithm = vars.optional("AUTH_JWT_ALGORITHM");
+        let (keys, default_alg) = match (secret, jwks_url) {
             (Some(_), Some(_)) => {
-                return Err(ConfigError::Invalid {
-                    name: "AUTH_JWKS_URL",
-                    reason: "set either AUTH_JWT_SECRET or AUTH_JWKS_URL, not both".into(),
-                });
+                return Err(ConfigError::invalid(
+                    "AUTH_JWKS_URL",
+                    "set either AUTH_JWT_SECRET or AUTH_JWKS_URL, not both",
+                ));
             }
-            (None, None) => {
-                tracing::warn!(
-                    "neither AUTH_JWT_SECRET nor AUTH_JWKS_URL is set: only API Gateway authorizer claims are accepted"
-                );
-                return Ok(Self { verifier: None });
-            }
+            (None, None) => return Ok(Self { verification: None }),
             (Some(secret), None) => {
                 if secret.len() < 32 {
-                    return Err(ConfigError::Invalid {
-                        name: "AUTH_JWT_SECRET",
-                        reason: "must be at least 32 bytes".into(),
-                    });
+                    return Err(ConfigError::invalid(
+                        "AUTH_JWT_SECRET",
+                        "must be at least 32 bytes",
+                    ));
                 }
-                (
-                    Keys::Shared(DecodingKey::from_secret(secret.as_bytes())),
-                    Algorithm::HS256,
-                )
+                (KeySource::Secret(secret), Algorithm::HS256)
             }
-            (None, Some(url)) => (Keys::Jwks(JwksCache::new(url, http()?)), Algorithm::RS256),
+            (None, Some(url)) => (KeySource::Jwks(url), Algorithm::RS256),
         };
-        let (keys, default_alg) = keys;
-        let algorithm = match var("AUTH_JWT_ALGORITHM") {
+        let algorithm = match algorithm {
             None => default_alg,
-            Some(raw) => raw.parse::<Algorithm>().map_err(|_| ConfigError::Invalid {
-                name: "AUTH_JWT_ALGORITHM",
-                reason: format!("`{raw}` is not a JWT algorithm"),
+            Some(raw) => raw.parse::<Algorithm>().map_err(|_| {
+                ConfigError::invalid(
+                    "AUTH_JWT_ALGORITHM",
+                    format!("`{raw}` is not a JWT algorithm"),
+                )
             })?,
         };
         let allowed = match keys {
-            Keys::Shared(_) => matches!(algorithm, Algorithm::HS256),
-            Keys::Jwks(_) => matches!(
+            KeySource::Secret(_) => matches!(algorithm, Algorithm::HS256),
+            KeySource::Jwks(_) => matches!(
                 algorithm,
                 Algorithm::RS256 | Algorithm::ES256 | Algorithm::EdDSA
             ),
         };
         if !allowed {
-            return Err(ConfigError::Invalid {
-                name: "AUTH_JWT_ALGORITHM",
-                reason: format!(
+            return Err(ConfigError::invalid(
+                "AUTH_JWT_ALGORITHM",
+                format!(
                     "{algorithm:?} does not fit the key source (HS256 with AUTH_JWT_SECRET; RS256, ES256 or EdDSA with AUTH_JWKS_URL)"
                 ),
-            });
+            ));
         }
-        let issuer = required("AUTH_ISSUER")?;
-        let audience = required("AUTH_AUDIENCE")?;
-        let mut validation = Validation::new(algorithm);
-        validation.set_issuer(&[issuer]);
-        validation.set_audience(&[audience]);
+        Ok(Self {
+            verification: Some(Verification {
+                keys,
+                algorithm,
+                issuer: vars.required("AUTH_ISSUER")?,
+                audience: vars.required("AUTH_AUDIENCE")?,
+            }),
+        })
+    }
+
+    /// HS256 tokens signed with `secret` (at least 32 bytes) for `issuer` and
+    /// `audience`, as the local stack and the tests mint them.
+    pub fn shared_secret(secret: &str, issuer: &str, audience: &str) -> Result<Self, ConfigError> {
+        Self::from_vars(&Vars::from_pairs([
+            ("AUTH_JWT_SECRET", secret),
+            ("AUTH_ISSUER", issuer),
+            ("AUTH_AUDIENCE", audience),
+        ]))
+    }
+}
+
+impl Authenticator {
+    /// The verifier `settings` describe. `http` gives the HTTP client for the
+    /// JWKS; it is only called with a JWKS URL.
+    pub fn new(
+        settings: AuthSettings,
+        http: impl FnOnce() -> Result<reqwest::Client, ConfigError>,
+    ) -> Result<Self, ConfigError> {
+        let Some(v) = settings.verification else {
+            tracing::warn!(
+                "neither AUTH_JWT_SECRET nor AUTH_JWKS_URL is set: only API Gateway authorizer claims are accepted"
+            );
+            return Ok(Self { verifier: None });
+        };
+        let keys = match v.keys {
+            KeySource::Secret(secret) => Keys::Shared(DecodingKey::from_secret(secret.as_bytes())),
+            KeySource::Jwks(url) => Keys::Jwks(JwksCache::new(url, http()?)),
+        };
+        let mut validation = Validation::new(v.algorithm);
+        validation.set_issuer(&[v.issuer]);
+        validation.set_audience(&[v.audience]);
         validation.set_required_spec_claims(&["exp", "sub", "iss", "aud"]);
         validation.validate_nbf = true;
         validation.leeway = LEEWAY_SECS;
@@ -223,15 +261,11 @@ mod tests {
 
     const SECRET: &str = "0123456789abcdef0123456789abcdef";
 
-    fn vars(
-        set: &[(&'static str, &'static str)],
-    ) -> impl Fn(&'static str) -> Option<String> + use<> {
-        let set = set.to_vec();
-        move |name| {
-            set.iter()
-                .find(|(n, _)| *n == name)
-                .map(|(_, v)| (*v).to_owned())
-        }
+    fn from_pairs(set: &[(&'static str, &'static str)]) -> Result<Authenticator, ConfigError> {
+        Authenticator::new(
+            AuthSettings::from_vars(&Vars::from_pairs(set.iter().copied()))?,
+            no_http,
+        )
     }
 
     fn no_http() -> Result<reqwest::Client, ConfigError> {
@@ -239,14 +273,11 @@ mod tests {
     }
 
     fn shared_secret(secret: &'static str) -> Result<Authenticator, ConfigError> {
-        Authenticator::from_lookup(
-            vars(&[
-                ("AUTH_JWT_SECRET", secret),
-                ("AUTH_ISSUER", "https://issuer.example"),
-                ("AUTH_AUDIENCE", "taskpilot"),
-            ]),
-            no_http,
-        )
+        from_pairs(&[
+            ("AUTH_JWT_SECRET", secret),
+            ("AUTH_ISSUER", "https://issuer.example"),
+            ("AUTH_AUDIENCE", "taskpilot"),
+        ])
     }
 
     fn refused(built: Result<Authenticator, ConfigError>) -> ConfigError {
@@ -351,7 +382,7 @@ mod tests {
 
     #[tokio::test]
     async fn without_a_key_source_a_bearer_token_is_refused() {
-        let auth = Authenticator::from_lookup(vars(&[]), no_http).unwrap_or_else(|e| panic!("{e}"));
+        let auth = from_pairs(&[]).unwrap_or_else(|e| panic!("{e}"));
         let req = with_authorization(&format!("Bearer {}", token(Algorithm::HS256, now() + 600)));
         let message = unauthorized(auth.authenticate(&req).await);
         assert!(message.contains("API Gateway"), "{message}");
@@ -403,13 +434,10 @@ mod tests {
 
     #[test]
     fn a_secret_and_a_jwks_url_together_are_refused() {
-        let err = refused(Authenticator::from_lookup(
-            vars(&[
-                ("AUTH_JWT_SECRET", SECRET),
-                ("AUTH_JWKS_URL", "https://issuer.example/jwks"),
-            ]),
-            no_http,
-        ));
+        let err = refused(from_pairs(&[
+            ("AUTH_JWT_SECRET", SECRET),
+            ("AUTH_JWKS_URL", "https://issuer.example/jwks"),
+        ]));
         assert!(
             matches!(
                 err,
@@ -424,15 +452,12 @@ mod tests {
 
     #[test]
     fn an_algorithm_that_does_not_fit_the_key_source_is_refused() {
-        let err = refused(Authenticator::from_lookup(
-            vars(&[
-                ("AUTH_JWT_SECRET", SECRET),
-                ("AUTH_JWT_ALGORITHM", "RS256"),
-                ("AUTH_ISSUER", "https://issuer.example"),
-                ("AUTH_AUDIENCE", "taskpilot"),
-            ]),
-            no_http,
-        ));
+        let err = refused(from_pairs(&[
+            ("AUTH_JWT_SECRET", SECRET),
+            ("AUTH_JWT_ALGORITHM", "RS256"),
+            ("AUTH_ISSUER", "https://issuer.example"),
+            ("AUTH_AUDIENCE", "taskpilot"),
+        ]));
         assert!(
             matches!(
                 err,
@@ -447,10 +472,10 @@ mod tests {
 
     #[test]
     fn the_issuer_is_required() {
-        let err = refused(Authenticator::from_lookup(
-            vars(&[("AUTH_JWT_SECRET", SECRET), ("AUTH_AUDIENCE", "taskpilot")]),
-            no_http,
-        ));
+        let err = refused(from_pairs(&[
+            ("AUTH_JWT_SECRET", SECRET),
+            ("AUTH_AUDIENCE", "taskpilot"),
+        ]));
         assert!(matches!(err, ConfigError::Missing("AUTH_ISSUER")), "{err}");
     }
 }

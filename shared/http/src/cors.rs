@@ -3,8 +3,8 @@
 use http::{HeaderValue, Method};
 use lambda_http::{Body, Request, Response};
 
-use crate::config;
 use crate::error::ApiError;
+use taskpilot_config::{ConfigError, Vars};
 
 const ALLOW_METHODS: &str = "GET, POST, PATCH, DELETE, OPTIONS";
 const ALLOW_HEADERS: &str =
@@ -20,22 +20,22 @@ pub struct Cors {
 
 impl Cors {
     /// Reads `ALLOWED_ORIGINS` (comma-separated, exact origins). `*` is refused.
-    pub fn from_env() -> Result<Self, config::ConfigError> {
-        Self::parse(&config::optional("ALLOWED_ORIGINS").unwrap_or_default())
+    pub fn from_vars(vars: &Vars) -> Result<Self, ConfigError> {
+        Self::parse(&vars.optional("ALLOWED_ORIGINS").unwrap_or_default())
     }
 
     /// The policy for an `ALLOWED_ORIGINS` value.
-    fn parse(raw: &str) -> Result<Self, config::ConfigError> {
+    fn parse(raw: &str) -> Result<Self, ConfigError> {
         let origins: Vec<String> = raw
             .split(',')
             .map(|o| o.trim().trim_end_matches('/').to_owned())
             .filter(|o| !o.is_empty())
             .collect();
         if origins.iter().any(|o| o == "*") {
-            return Err(config::ConfigError::Invalid {
-                name: "ALLOWED_ORIGINS",
-                reason: "`*` is not allowed; list the exact origins".into(),
-            });
+            return Err(ConfigError::invalid(
+                "ALLOWED_ORIGINS",
+                "`*` is not allowed; list the exact origins",
+            ));
         }
         Ok(Self { origins })
     }
@@ -131,7 +131,7 @@ mod tests {
         assert!(
             matches!(
                 err,
-                config::ConfigError::Invalid {
+                ConfigError::Invalid {
                     name: "ALLOWED_ORIGINS",
                     ..
                 }

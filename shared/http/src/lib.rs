@@ -1,10 +1,10 @@
 //! HTTP glue shared by every TaskPilot Lambda: identity, the one error→response
-//! mapping, JSON helpers, CORS, tracing set-up, configuration and the runner
+//! mapping, JSON helpers, CORS, tracing set-up, the chat budget's settings and the runner
 //! that keeps a process serving after a panic.
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod auth;
-pub mod config;
+pub mod budget;
 pub mod cors;
 pub mod cpu;
 pub mod error;
@@ -18,7 +18,6 @@ pub mod serve;
 pub mod telemetry;
 
 pub use auth::Authenticator;
-pub use config::ConfigError;
 pub use cors::Cors;
 pub use error::{ApiError, UpstreamError};
 pub use lambda_http::{Body, Request, Response};

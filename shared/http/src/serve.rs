@@ -7,6 +7,7 @@ use std::time::Instant;
 
 use futures_util::FutureExt;
 use lambda_http::{Body, Request, Response, service_fn};
+use taskpilot_config::{ConfigError, Vars};
 
 use crate::cors::Cors;
 use crate::error::ApiError;
@@ -59,13 +60,14 @@ where
 /// configuration error is logged and ends the process (Lambda reports it as an
 /// init error).
 pub async fn boot<T>(
-    init: impl Future<Output = Result<T, crate::ConfigError>>,
-) -> Result<T, crate::ConfigError> {
-    crate::telemetry::init();
+    vars: &Vars,
+    init: impl Future<Output = Result<T, ConfigError>>,
+) -> Result<T, ConfigError> {
+    crate::telemetry::init(vars);
     let ready = init
         .await
         .inspect_err(|e| tracing::error!(error = %e, "start-up failed"))?;
-    tracing::info!(variables = ?crate::config::variables_read(), "configuration read");
+    tracing::info!(variables = ?vars.read(), "configuration read");
     Ok(ready)
 }
 

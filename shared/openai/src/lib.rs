@@ -13,15 +13,18 @@ use std::time::{Duration, Instant};
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
 
+use taskpilot_config::{ConfigError, Vars};
 use taskpilot_http::UpstreamError;
-use taskpilot_http::config::{self, ConfigError};
-use taskpilot_secrets::{SecretCache, Secrets};
+use taskpilot_secrets::{SecretCache, SecretSettings, Secrets};
 
+#[cfg(feature = "chat")]
 pub mod responses;
 pub mod sse;
+#[cfg(feature = "chat")]
 pub mod transcribe;
 
 pub use sse::EventStream;
+#[cfg(feature = "chat")]
 pub use transcribe::{DEFAULT_TRANSCRIBE_MODEL, TranscribeError, Transcript, audio_extension};
 
 /// `OPENAI_BASE_URL` when unset.
@@ -34,6 +37,7 @@ const MAX_RETRIES: u32 = 2;
 const BACKOFF: Duration = Duration::from_millis(200);
 
 /// The client; built once in `main`.
+#[derive(Clone)]
 pub struct OpenAi {
     http: reqwest::Client,
     base_url: String,
@@ -55,6 +59,34 @@ pub struct Call<'a> {
     pub not_found: &'a str,
 }
 
+/// Where OpenAI is and how long a call may take: `OPENAI_BASE_URL` (an
+/// http(s) URL, default the public API) and `OPENAI_TIMEOUT_MS` (default
+/// 10000).
+#[derive(Clone, Debug)]
+pub struct OpenAiSettings {
+    base_url: String,
+    timeout: Duration,
+}
+
+impl OpenAiSettings {
+    /// Reads and checks the variables above.
+    pub fn from_vars(vars: &Vars) -> Result<Self, ConfigError> {
+        let base_url = vars
+            .optional("OPENAI_BASE_URL")
+            .unwrap_or_else(|| DEFAULT_BASE_URL.to_owned())
+            .trim_end_matches('/')
+            .to_owned();
+        if !(base_url.starts_with("https://") || base_url.starts_with("http://")) {
+            return Err(ConfigError::invalid(
+                "OPENAI_BASE_URL",
+                "must be an http(s) URL",
+            ));
+        }
+        let timeout = Duration::from_millis(vars.parsed("OPENAI_TIMEOUT_MS", 10_000u64)?);
+        Ok(Self { base_url, timeout })
+    }
+}
+
 impl OpenAi {
     /// A client for `base_url` with a time budget per call.
     pub fn new(
@@ -71,25 +103,16 @@ impl OpenAi {
         }
     }
 
-    /// Reads `OPENAI_BASE_URL` and `OPENAI_TIMEOUT_MS` (default 10000).
-    pub fn from_env(http: reqwest::Client, secrets: Arc<SecretCache>) -> Result<Self, ConfigError> {
-        let base_url = config::optional("OPENAI_BASE_URL")
-            .unwrap_or_else(|| DEFAULT_BASE_URL.to_owned())
-            .trim_end_matches('/')
-            .to_owned();
-        if !(base_url.starts_with("https://") || base_url.starts_with("http://")) {
-            return Err(ConfigError::Invalid {
-                name: "OPENAI_BASE_URL",
-                reason: "must be an http(s) URL".into(),
-            });
-        }
-        let timeout = Duration::from_millis(config::parsed("OPENAI_TIMEOUT_MS", 10_000u64)?);
-        Ok(Self {
-            http,
-            base_url,
-            timeout,
-            secrets,
-        })
+    /// The client `settings` describe, with its key cache as `secrets`
+    /// describes it (`sdk` reaches Secrets Manager).
+    pub fn connect(
+        settings: &OpenAiSettings,
+        secrets: &SecretSettings,
+        sdk: &aws_types::SdkConfig,
+        http: reqwest::Client,
+    ) -> Self {
+        let cache = Arc::new(SecretCache::new(secrets, sdk));
+        Self::new(http, &settings.base_url, settings.timeout, cache)
     }
 
     /// The configured time budget of one call.
@@ -200,6 +223,7 @@ impl OpenAi {
             req = match payload {
                 Payload::Empty => req,
                 Payload::Json(body) => req.json(body),
+                #[cfg(feature = "chat")]
                 Payload::Encoded {
                     content_type,
                     bytes,
@@ -305,7 +329,9 @@ pub(crate) enum Payload<'a> {
     Empty,
     /// JSON.
     Json(&'a Value),
-    /// Already encoded, with its `Content-Type` (e.g. `multipart/form-data`).
+    /// Already encoded, with its `Content-Type` (dictation's
+    /// `multipart/form-data`).
+    #[cfg(feature = "chat")]
     Encoded {
         content_type: &'a str,
         bytes: &'a [u8],

@@ -1,56 +1,76 @@
 //! What every function builds once at start-up: the SDK configuration, the
-//! DynamoDB table, the outbound HTTP client and, for those that talk to
-//! OpenAI, the secret cache and the OpenAI client. Requests borrow them.
+//! DynamoDB table and the outbound HTTP client. Requests borrow them.
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
-use std::sync::{Arc, OnceLock};
+use std::sync::OnceLock;
 
 pub mod aws;
 pub mod tls;
 
+use taskpilot_config::{ConfigError, Vars};
 use taskpilot_domain::CursorCodec;
-use taskpilot_http::config::{self, ConfigError};
-use taskpilot_openai::OpenAi;
-use taskpilot_secrets::SecretCache;
+use taskpilot_secrets::CursorKey;
 use taskpilot_store::{DynamoStore, dynamodb_client};
+
+use aws::{AwsSettings, Service};
 
 /// How long a listing cursor stays valid.
 pub const CURSOR_LIFETIME: chrono::Duration = chrono::Duration::hours(1);
 
+/// What every function needs to reach AWS: the table (`TABLE_NAME`), extra
+/// trusted roots (`SSL_CERT_FILE`, optional) and Lambda's region,
+/// credentials and endpoint overrides ([`AwsSettings`]).
+#[derive(Clone)]
+pub struct BackendSettings {
+    table: String,
+    roots: tls::ExtraRoots,
+    aws: AwsSettings,
+}
+
+impl BackendSettings {
+    /// Reads and checks the variables above.
+    pub fn from_vars(vars: &Vars) -> Result<Self, ConfigError> {
+        Ok(Self {
+            table: vars.required("TABLE_NAME")?,
+            roots: tls::ExtraRoots::from_vars(vars)?,
+            aws: AwsSettings::from_vars(vars)?,
+        })
+    }
+}
+
 /// The clients of one process.
 pub struct Backend {
-    /// AWS SDK configuration (region, credentials, endpoints).
+    /// AWS SDK configuration (region, credentials, the global endpoint).
     pub sdk: aws_types::SdkConfig,
-    /// The table (`TABLE_NAME`).
+    /// The table.
     pub store: DynamoStore,
-    /// Extra trusted roots (`SSL_CERT_FILE`).
+    aws: AwsSettings,
     roots: tls::ExtraRoots,
     /// The one outbound HTTP client (rustls), built when first asked for.
     http: OnceLock<reqwest::Client>,
 }
 
-/// The OpenAI side: the secret cache and the client that uses it.
-pub struct OpenAiSide {
-    /// The secret cache (`OPENAI_SECRET_ARN` or `OPENAI_API_KEY`).
-    pub secrets: Arc<SecretCache>,
-    /// The client (`OPENAI_BASE_URL`, `OPENAI_TIMEOUT_MS`).
-    pub openai: OpenAi,
-}
-
 impl Backend {
-    /// Reads `TABLE_NAME` and loads the SDK configuration.
-    pub async fn from_env() -> Result<Self, ConfigError> {
-        let table = config::required("TABLE_NAME")?;
-        let roots = tls::ExtraRoots::from_env()?;
-        let sdk = aws::sdk_config(tls::aws_http_client(&roots)?)?;
-        let dynamodb = dynamodb_client(&aws::for_service(&sdk, aws::DYNAMODB_ENDPOINT));
-        let store = DynamoStore::new(dynamodb, table);
+    /// The SDK configuration and the table client `settings` describe.
+    pub fn new(settings: BackendSettings) -> Result<Self, ConfigError> {
+        let BackendSettings { table, roots, aws } = settings;
+        let sdk = aws.sdk_config(tls::aws_http_client(&roots)?);
+        let store = DynamoStore::new(
+            dynamodb_client(&aws.for_service(&sdk, Service::DynamoDb)),
+            table,
+        );
         Ok(Self {
             sdk,
             store,
+            aws,
             roots,
             http: OnceLock::new(),
         })
+    }
+
+    /// The SDK configuration for `service` (its endpoint override applied).
+    pub fn sdk_for(&self, service: Service) -> aws_types::SdkConfig {
+        self.aws.for_service(&self.sdk, service)
     }
 
     /// The one outbound HTTP client (JWKS, OpenAI), built on the first call:
@@ -63,39 +83,19 @@ impl Backend {
         Ok(self.http.get_or_init(|| client).clone())
     }
 
-    /// The secret cache and OpenAI client.
-    pub fn openai(&self) -> Result<OpenAiSide, ConfigError> {
-        let sdk = aws::for_service(&self.sdk, aws::SECRETS_MANAGER_ENDPOINT);
-        let secrets = Arc::new(SecretCache::from_env(&sdk)?);
-        let openai = OpenAi::from_env(self.http()?, secrets.clone())?;
-        Ok(OpenAiSide { secrets, openai })
-    }
-
-    /// Opens the DynamoDB connection and fetches the secret during init, so the
-    /// first request does not pay for either.
-    pub async fn warm_up(&self, openai: Option<&OpenAiSide>) {
-        match openai {
-            Some(side) => {
-                tokio::join!(self.store.warm_up(), side.secrets.prefetch());
-            }
-            None => self.store.warm_up().await,
-        }
-    }
-}
-
-impl Backend {
-    /// The listing-cursor codec, its key (at least 32 bytes) from the
-    /// `APP_KEYS_SECRET_ARN` secret (or `CURSOR_SIGNING_KEY` locally), read
-    /// while the DynamoDB connection warms up.
-    pub async fn cursors_and_warm_up(&self) -> Result<CursorCodec, ConfigError> {
-        let sdk = aws::for_service(&self.sdk, aws::SECRETS_MANAGER_ENDPOINT);
+    /// The listing-cursor codec, its key (at least 32 bytes) from `key`,
+    /// read while the DynamoDB connection warms up.
+    pub async fn cursors_and_warm_up(&self, key: &CursorKey) -> Result<CursorCodec, ConfigError> {
+        let sdk = self.sdk_for(Service::SecretsManager);
         let (key, ()) = tokio::join!(
-            taskpilot_secrets::cursor_signing_key(&sdk),
+            taskpilot_secrets::cursor_signing_key(key, &sdk),
             self.store.warm_up()
         );
-        CursorCodec::new(key?.expose().as_bytes(), CURSOR_LIFETIME).ok_or(ConfigError::Invalid {
-            name: "CURSOR_SIGNING_KEY",
-            reason: format!("must be at least {} bytes", CursorCodec::MIN_KEY_LEN),
+        CursorCodec::new(key?.expose().as_bytes(), CURSOR_LIFETIME).ok_or_else(|| {
+            ConfigError::invalid(
+                "CURSOR_SIGNING_KEY",
+                format!("must be at least {} bytes", CursorCodec::MIN_KEY_LEN),
+            )
         })
     }
 }

@@ -13,7 +13,7 @@ use aws_smithy_runtime_api::client::http::{
 use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
 use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
-use taskpilot_http::config::{self, ConfigError};
+use taskpilot_config::{ConfigError, Vars};
 
 /// Mozilla's roots as one PEM bundle (the AWS SDK's trust store takes PEM),
 /// written by `build.rs` from `webpki-root-certs`.
@@ -29,14 +29,14 @@ pub struct ExtraRoots(Option<Vec<u8>>);
 impl ExtraRoots {
     /// The PEM bundle `SSL_CERT_FILE` names, if set; an unreadable file or one
     /// without a certificate is a configuration error (never silently ignored).
-    pub fn from_env() -> Result<Self, ConfigError> {
-        match config::optional(EXTRA_ROOTS_VAR) {
+    pub fn from_vars(vars: &Vars) -> Result<Self, ConfigError> {
+        match vars.optional(EXTRA_ROOTS_VAR) {
             Some(path) => Self::from_file(std::path::Path::new(&path)),
             None => Ok(Self(None)),
         }
     }
 
-    /// The PEM bundle at `path` (see [`ExtraRoots::from_env`]).
+    /// The PEM bundle at `path` (see [`ExtraRoots::from_vars`]).
     pub fn from_file(path: &std::path::Path) -> Result<Self, ConfigError> {
         let invalid = |reason: String| ConfigError::Invalid {
             name: EXTRA_ROOTS_VAR,

@@ -6,7 +6,7 @@
 use aws_sdk_secretsmanager::Client;
 use serde::Deserialize;
 
-use taskpilot_http::config::{self, ConfigError};
+use taskpilot_config::{ConfigError, Vars};
 
 use crate::Redacted;
 
@@ -16,15 +16,38 @@ struct AppKeys {
     cursor_signing_key: String,
 }
 
-/// The pagination-cursor HMAC key: `CURSOR_SIGNING_KEY`, else the one in the
-/// `APP_KEYS_SECRET_ARN` secret (one `GetSecretValue`). Failing to read it
-/// fails start-up with a message naming the variable (Lambda retries the
-/// init on the next request), never with the value.
-pub async fn cursor_signing_key(sdk: &aws_types::SdkConfig) -> Result<Redacted, ConfigError> {
-    if let Some(key) = config::optional("CURSOR_SIGNING_KEY") {
-        return Ok(Redacted::new(key));
+/// Where the pagination-cursor HMAC key comes from: `CURSOR_SIGNING_KEY`
+/// (wins; local development only), else the `APP_KEYS_SECRET_ARN` secret.
+#[derive(Clone)]
+pub enum CursorKey {
+    /// The key itself.
+    Fixed(Redacted),
+    /// The secret holding it.
+    Secret(String),
+}
+
+impl CursorKey {
+    /// Reads the variables above.
+    pub fn from_vars(vars: &Vars) -> Result<Self, ConfigError> {
+        match vars.optional("CURSOR_SIGNING_KEY") {
+            Some(key) => Ok(Self::Fixed(Redacted::new(key))),
+            None => Ok(Self::Secret(vars.required("APP_KEYS_SECRET_ARN")?)),
+        }
     }
-    let secret_id = config::required("APP_KEYS_SECRET_ARN")?;
+}
+
+/// The pagination-cursor HMAC key `source` names (one `GetSecretValue` for a
+/// secret). Failing to read it fails start-up with a message naming the
+/// variable (Lambda retries the init on the next request), never with the
+/// value.
+pub async fn cursor_signing_key(
+    source: &CursorKey,
+    sdk: &aws_types::SdkConfig,
+) -> Result<Redacted, ConfigError> {
+    let secret_id = match source {
+        CursorKey::Fixed(key) => return Ok(key.clone()),
+        CursorKey::Secret(arn) => arn.clone(),
+    };
     let unreadable = |reason: String| ConfigError::Invalid {
         name: "APP_KEYS_SECRET_ARN",
         reason,

@@ -17,9 +17,9 @@ use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use tokio::sync::{Mutex, RwLock};
 
-use taskpilot_http::config::{self, ConfigError};
+use taskpilot_config::{ConfigError, Vars};
 
-pub use app_keys::cursor_signing_key;
+pub use app_keys::{CursorKey, cursor_signing_key};
 pub use redacted::Redacted;
 
 /// The key the local stack seeds when no real key is given; health reports it
@@ -122,6 +122,36 @@ impl From<SecretError> for taskpilot_http::UpstreamError {
     }
 }
 
+/// Where the OpenAI key comes from: `OPENAI_API_KEY` (wins; local
+/// development) or the `OPENAI_SECRET_ARN` secret, cached for
+/// `SECRET_TTL_SECONDS` (default 900).
+#[derive(Clone)]
+pub struct SecretSettings {
+    key: KeySetting,
+    ttl: Duration,
+}
+
+#[derive(Clone)]
+enum KeySetting {
+    Fixed(Arc<Secrets>),
+    Arn(String),
+}
+
+impl SecretSettings {
+    /// Reads and checks the variables above.
+    pub fn from_vars(vars: &Vars) -> Result<Self, ConfigError> {
+        let ttl = Duration::from_secs(vars.parsed("SECRET_TTL_SECONDS", 900u64)?);
+        let key = match vars.optional("OPENAI_API_KEY") {
+            Some(key) => KeySetting::Fixed(Arc::new(
+                Secrets::parse(&key)
+                    .map_err(|e| ConfigError::invalid("OPENAI_API_KEY", e.to_string()))?,
+            )),
+            None => KeySetting::Arn(vars.required("OPENAI_SECRET_ARN")?),
+        };
+        Ok(Self { key, ttl })
+    }
+}
+
 enum Source {
     /// `OPENAI_API_KEY` from the environment.
     Fixed(Arc<Secrets>),
@@ -143,32 +173,24 @@ pub struct SecretCache {
 }
 
 impl SecretCache {
-    /// From `OPENAI_API_KEY` (wins) or `OPENAI_SECRET_ARN`, with `SECRET_TTL_SECONDS`.
-    pub fn from_env(sdk: &aws_types::SdkConfig) -> Result<Self, ConfigError> {
-        let ttl = Duration::from_secs(config::parsed("SECRET_TTL_SECONDS", 900u64)?);
-        if let Some(key) = config::optional("OPENAI_API_KEY") {
-            let secrets = Secrets::parse(&key).map_err(|e| ConfigError::Invalid {
-                name: "OPENAI_API_KEY",
-                reason: e.to_string(),
-            })?;
-            return Ok(Self::new(Source::Fixed(Arc::new(secrets)), ttl));
-        }
-        let secret_id = config::required("OPENAI_SECRET_ARN")?;
-        Ok(Self::new(
-            Source::Manager {
+    /// The cache `settings` describe; `sdk` reaches Secrets Manager.
+    pub fn new(settings: &SecretSettings, sdk: &aws_types::SdkConfig) -> Self {
+        let source = match &settings.key {
+            KeySetting::Fixed(secrets) => Source::Fixed(secrets.clone()),
+            KeySetting::Arn(secret_id) => Source::Manager {
                 client: Client::new(sdk),
-                secret_id,
+                secret_id: secret_id.clone(),
             },
-            ttl,
-        ))
+        };
+        Self::with_source(source, settings.ttl)
     }
 
     /// A cache that always answers `secrets` (tests, local tools).
     pub fn fixed(secrets: Secrets) -> Self {
-        Self::new(Source::Fixed(Arc::new(secrets)), Duration::MAX)
+        Self::with_source(Source::Fixed(Arc::new(secrets)), Duration::MAX)
     }
 
-    fn new(source: Source, ttl: Duration) -> Self {
+    fn with_source(source: Source, ttl: Duration) -> Self {
         Self {
             source,
             ttl,

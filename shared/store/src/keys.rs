@@ -65,56 +65,63 @@ pub fn usage_sk(day: &taskpilot_domain::budget::UsageDay) -> String {
     format!("{USAGE_PREFIX}{}", day.key())
 }
 
-/// `THREAD#<id>`: a ChatKit thread's metadata.
-pub fn thread_sk(thread_id: &str) -> String {
-    format!("{THREAD_PREFIX}{thread_id}")
-}
+#[cfg(feature = "chat")]
+pub use chat::*;
 
-/// Sort-key prefix of threads.
-pub const THREAD_PREFIX: &str = "THREAD#";
+/// The ChatKit adapter's keys (threads, items, attachments, feedback).
+#[cfg(feature = "chat")]
+mod chat {
+    /// `THREAD#<id>`: a ChatKit thread's metadata.
+    pub fn thread_sk(thread_id: &str) -> String {
+        format!("{THREAD_PREFIX}{thread_id}")
+    }
 
-/// `ITEM#<thread id>#`: the prefix of a thread's items.
-pub fn items_prefix(thread_id: &str) -> String {
-    format!("ITEM#{thread_id}#")
-}
+    /// Sort-key prefix of threads.
+    pub const THREAD_PREFIX: &str = "THREAD#";
 
-/// `ITEM#<thread id>#~`: a copy of the thread's metadata that sorts after all
-/// its items, so one descending Query reads the thread and its latest items.
-pub fn thread_head_sk(thread_id: &str) -> String {
-    format!("{}~", items_prefix(thread_id))
-}
+    /// `ITEM#<thread id>#`: the prefix of a thread's items.
+    pub fn items_prefix(thread_id: &str) -> String {
+        format!("ITEM#{thread_id}#")
+    }
 
-/// The upper bound of a thread's item keys (below its head): item ids are
-/// `[0-9A-Za-z_-]`, all before `}` and `~`.
-pub fn items_end(thread_id: &str) -> String {
-    format!("{}}}", items_prefix(thread_id))
-}
+    /// `ITEM#<thread id>#~`: a copy of the thread's metadata that sorts after all
+    /// its items, so one descending Query reads the thread and its latest items.
+    pub fn thread_head_sk(thread_id: &str) -> String {
+        format!("{}~", items_prefix(thread_id))
+    }
 
-/// `ATTACHMENT#`: the prefix of a user's attachment records.
-pub const ATTACHMENT_PREFIX: &str = "ATTACHMENT#";
+    /// The upper bound of a thread's item keys (below its head): item ids are
+    /// `[0-9A-Za-z_-]`, all before `}` and `~`.
+    pub fn items_end(thread_id: &str) -> String {
+        format!("{}}}", items_prefix(thread_id))
+    }
 
-/// `ATTACHMENT#<id>`: one attachment's record.
-pub fn attachment_sk(attachment_id: &str) -> String {
-    format!("{ATTACHMENT_PREFIX}{attachment_id}")
-}
+    /// `ATTACHMENT#`: the prefix of a user's attachment records.
+    pub const ATTACHMENT_PREFIX: &str = "ATTACHMENT#";
 
-/// `FEEDBACK#<thread id>#`: the prefix of a thread's ratings.
-pub fn feedback_prefix(thread_id: &str) -> String {
-    format!("FEEDBACK#{thread_id}#")
-}
+    /// `ATTACHMENT#<id>`: one attachment's record.
+    pub fn attachment_sk(attachment_id: &str) -> String {
+        format!("{ATTACHMENT_PREFIX}{attachment_id}")
+    }
 
-/// `FEEDBACK#<thread id>#<item id>`: one rating per item.
-pub fn feedback_sk(thread_id: &str, item_id: &str) -> String {
-    format!("{}{item_id}", feedback_prefix(thread_id))
-}
+    /// `FEEDBACK#<thread id>#`: the prefix of a thread's ratings.
+    pub fn feedback_prefix(thread_id: &str) -> String {
+        format!("FEEDBACK#{thread_id}#")
+    }
 
-/// `ITEM#<thread id>#<ulid>#<prefix>` for an item id `<prefix>_<ulid>`: the
-/// time-sortable part comes first, so items of every kind (`msg_`, `wdg_`…)
-/// sort by creation.
-pub fn item_sk(thread_id: &str, item_id: &str) -> String {
-    match item_id.split_once('_') {
-        Some((prefix, rest)) => format!("{}{rest}#{prefix}", items_prefix(thread_id)),
-        None => format!("{}{item_id}", items_prefix(thread_id)),
+    /// `FEEDBACK#<thread id>#<item id>`: one rating per item.
+    pub fn feedback_sk(thread_id: &str, item_id: &str) -> String {
+        format!("{}{item_id}", feedback_prefix(thread_id))
+    }
+
+    /// `ITEM#<thread id>#<ulid>#<prefix>` for an item id `<prefix>_<ulid>`: the
+    /// time-sortable part comes first, so items of every kind (`msg_`, `wdg_`…)
+    /// sort by creation.
+    pub fn item_sk(thread_id: &str, item_id: &str) -> String {
+        match item_id.split_once('_') {
+            Some((prefix, rest)) => format!("{}{rest}#{prefix}", items_prefix(thread_id)),
+            None => format!("{}{item_id}", items_prefix(thread_id)),
+        }
     }
 }
 
@@ -141,20 +148,26 @@ mod tests {
                 "RATE#chat#1700000040".into(),
             ),
             (usage_sk(&day), "USAGE#2026-03-07".into()),
-            (thread_sk("thr_1"), "THREAD#thr_1".into()),
-            (items_prefix("thr_1"), "ITEM#thr_1#".into()),
-            (thread_head_sk("thr_1"), "ITEM#thr_1#~".into()),
-            (items_end("thr_1"), "ITEM#thr_1#}".into()),
-            (attachment_sk("atc_1"), "ATTACHMENT#atc_1".into()),
-            (feedback_prefix("thr_1"), "FEEDBACK#thr_1#".into()),
-            (feedback_sk("thr_1", "msg_2"), "FEEDBACK#thr_1#msg_2".into()),
+        ] {
+            assert_eq!(built, stored);
+        }
+    }
+
+    #[cfg(feature = "chat")]
+    #[test]
+    fn every_chat_key_is_spelled_as_the_stored_rows_spell_it() {
+        for (built, stored) in [
+            (thread_sk("thr_1"), "THREAD#thr_1"),
+            (items_prefix("thr_1"), "ITEM#thr_1#"),
+            (thread_head_sk("thr_1"), "ITEM#thr_1#~"),
+            (items_end("thr_1"), "ITEM#thr_1#}"),
+            (attachment_sk("atc_1"), "ATTACHMENT#atc_1"),
+            (feedback_prefix("thr_1"), "FEEDBACK#thr_1#"),
+            (feedback_sk("thr_1", "msg_2"), "FEEDBACK#thr_1#msg_2"),
             // An item's ULID comes before its kind, split at the first `_`.
-            (item_sk("thr_1", "msg_01AB"), "ITEM#thr_1#01AB#msg".into()),
-            (
-                item_sk("thr_1", "wdg_01AB_x"),
-                "ITEM#thr_1#01AB_x#wdg".into(),
-            ),
-            (item_sk("thr_1", "legacy"), "ITEM#thr_1#legacy".into()),
+            (item_sk("thr_1", "msg_01AB"), "ITEM#thr_1#01AB#msg"),
+            (item_sk("thr_1", "wdg_01AB_x"), "ITEM#thr_1#01AB_x#wdg"),
+            (item_sk("thr_1", "legacy"), "ITEM#thr_1#legacy"),
         ] {
             assert_eq!(built, stored);
         }
@@ -198,6 +211,7 @@ mod tests {
         );
     }
 
+    #[cfg(feature = "chat")]
     #[test]
     fn item_keys_sort_inside_their_range_and_before_the_head() {
         let item = item_sk("thr_1", "msg_01ARZ3NDEKTSV4RRFFQ69G5FAV");
@@ -207,6 +221,7 @@ mod tests {
         assert!(items_end("thr_1") < thread_head_sk("thr_1"));
     }
 
+    #[cfg(feature = "chat")]
     #[test]
     fn items_of_different_kinds_sort_by_creation() {
         let older_widget = item_sk("thr_1", "wdg_01ARZ3NDEKTSV4RRFFQ69G5FAA");

@@ -5,7 +5,9 @@
 //! depends on anything but the verified user id and a server-made id.
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
+#[cfg(feature = "chat")]
 mod attachments;
+#[cfg(feature = "chat")]
 mod chat;
 mod client;
 mod error;
