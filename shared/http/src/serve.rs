@@ -56,9 +56,10 @@ where
     resp
 }
 
-/// Start-up: installs logging, then builds the function's state once. A
-/// configuration error is logged and ends the process (Lambda reports it as an
-/// init error).
+/// Start-up: installs logging (configured from `vars`), then builds the
+/// function's state once with `init`, which reads its settings from the same
+/// `vars`; the names it read are logged. A configuration error is logged and
+/// ends the process (Lambda reports it as an init error).
 pub async fn boot<T>(
     vars: &Vars,
     init: impl Future<Output = Result<T, ConfigError>>,
