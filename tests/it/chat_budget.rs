@@ -11,13 +11,14 @@ use serde_json::{Value, json};
 
 use taskpilot_chatkit::agent::{FILE_TOKEN_ESTIMATE, RoundMeter, TaskAgent, tools};
 use taskpilot_chatkit::context::Caller;
-use taskpilot_chatkit::engine::Engine;
+use taskpilot_chatkit::engine::{Engine, OpenGate};
 use taskpilot_chatkit::model::{
     FunctionCall, ModelEvent, ModelFile, ModelInput, ModelRequest, TokenUsage,
 };
 use taskpilot_chatkit::request::Request;
 use taskpilot_chatkit::testing::{
     InMemoryChat, Journal, Round, ScriptedModel, SeenRequest, VecSink,
+    drive::{self, MeteredGate},
 };
 use taskpilot_chatkit::turn::{Meter, Spent};
 use taskpilot_domain::UserId;
@@ -25,7 +26,7 @@ use taskpilot_domain::budget::{ChatBudget, DayUsage, UsageDay, UsageStore};
 use taskpilot_domain::memory::InMemoryTasks;
 use taskpilot_testkit::chatkit_contract;
 
-use crate::common::scripted_agent;
+use taskpilot_chatkit::testing::scripted_agent;
 
 type Server = Engine<InMemoryChat, TaskAgent<InMemoryTasks, ScriptedModel>>;
 
@@ -133,19 +134,18 @@ impl Chat {
     async fn run_into(&self, who: &str, body: Value, meter: Option<Meter>, sink: VecSink) -> Ran {
         chatkit_contract::check_request(&body).unwrap();
         let request = Request::parse(body.to_string().as_bytes()).unwrap();
-        let prepared = self.engine.prepare(&user(who), request).await.unwrap();
-        assert!(prepared.reaches_model(), "{body}");
-        let prepared = match meter {
-            Some(meter) => prepared.metered(meter),
-            None => prepared,
-        };
         let caller = Caller::new(user(who)).at(at(NOW));
         let deadline = Instant::now() + Duration::from_secs(60);
+        let streaming = match meter {
+            Some(meter) => {
+                drive::streaming(&self.engine, caller, request, &MeteredGate(meter), deadline).await
+            }
+            None => drive::streaming(&self.engine, caller, request, &OpenGate, deadline).await,
+        }
+        .unwrap();
+        assert!(streaming.reaches_model(), "{body}");
         let mut sink = sink;
-        let spent = self
-            .engine
-            .run(&caller, prepared, &mut sink, deadline)
-            .await;
+        let spent = streaming.run(&mut sink).await;
         let events = sink.json();
         for event in &events {
             chatkit_contract::check_event(event).unwrap_or_else(|e| panic!("{event}\n{e}"));

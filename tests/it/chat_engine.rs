@@ -11,17 +11,22 @@ use taskpilot_chatkit::zone::Zone;
 
 use taskpilot_chatkit::agent::{AgentSettings, TaskAgent};
 use taskpilot_chatkit::context::Caller;
-use taskpilot_chatkit::engine::{Answer, ChatError, Engine, HISTORY, Prepared};
+use taskpilot_chatkit::engine::{Answer, ChatError, Engine, HISTORY, OpenGate};
 use taskpilot_chatkit::model::ModelInput;
 use taskpilot_chatkit::request::Request;
 use taskpilot_chatkit::testing::{
-    InMemoryChat, Journal, RecordedMetrics, Round, ScriptedModel, VecSink,
+    InMemoryChat, Journal, RecordedMetrics, Round, ScriptedModel, VecSink, drive,
 };
 use taskpilot_chatkit::turn::CANCELLED_NOTE;
 use taskpilot_chatkit::types::{ItemKind, ThreadItem};
 use taskpilot_domain::memory::InMemoryTasks;
 use taskpilot_domain::{CursorCodec, Task, TaskService, UserId};
 use taskpilot_testkit::chatkit_contract;
+
+/// A deadline no test reaches.
+fn far() -> Instant {
+    Instant::now() + Duration::from_secs(60)
+}
 
 type Server = Engine<InMemoryChat, TaskAgent<InMemoryTasks, ScriptedModel>>;
 
@@ -118,10 +123,11 @@ impl Chat {
         chatkit_contract::check_request(&body).unwrap();
         let request = Request::parse(body.to_string().as_bytes()).unwrap();
         assert!(request.is_streaming(), "{body}");
-        let prepared = self.engine.prepare(&user(who), request).await.unwrap();
         let deadline = Instant::now() + self.time;
-        self.engine
-            .run(&self.caller(who), prepared, &mut sink, deadline)
+        drive::streaming(&self.engine, self.caller(who), request, &OpenGate, deadline)
+            .await
+            .unwrap()
+            .run(&mut sink)
             .await;
         for event in sink.json() {
             chatkit_contract::check_event(&event).unwrap_or_else(|e| panic!("{event}\n{e}"));
@@ -129,20 +135,24 @@ impl Chat {
         sink
     }
 
-    /// A streamed request, checked and ready to run (not run).
-    async fn prepared(&self, who: &str, body: Value) -> Prepared {
+    /// Whether a streamed request, checked and ready to run (not run),
+    /// would ask the model.
+    async fn reaches_model(&self, who: &str, body: Value) -> bool {
         chatkit_contract::check_request(&body).unwrap();
         let request = Request::parse(body.to_string().as_bytes()).unwrap();
-        self.engine.prepare(&user(who), request).await.unwrap()
+        drive::streaming(&self.engine, self.caller(who), request, &OpenGate, far())
+            .await
+            .unwrap()
+            .reaches_model()
     }
 
     /// What a streamed request is refused with before its first event.
     async fn refused(&self, who: &str, body: Value) -> ChatError {
         let request = Request::parse(body.to_string().as_bytes()).unwrap();
-        self.engine
-            .prepare(&user(who), request)
-            .await
-            .expect_err("refused before streaming")
+        match drive::streaming(&self.engine, self.caller(who), request, &OpenGate, far()).await {
+            Ok(_) => panic!("not refused before streaming"),
+            Err(e) => e,
+        }
     }
 
     /// A JSON request; the answer passes the contract.
@@ -150,7 +160,7 @@ impl Chat {
         chatkit_contract::check_request(&body).unwrap();
         let kind = body["type"].as_str().unwrap().to_owned();
         let request = Request::parse(body.to_string().as_bytes()).unwrap();
-        let answer: Answer = self.engine.json(&user(who), request).await?;
+        let answer: Answer = drive::json(&self.engine, &user(who), request).await?;
         let value = serde_json::to_value(answer).unwrap();
         chatkit_contract::check_answer(&kind, &value).unwrap_or_else(|e| panic!("{value}\n{e}"));
         Ok(value)
@@ -583,17 +593,18 @@ mod rules {
         };
         let engine = Engine::new(InMemoryChat::default(), replay);
         let body = json!({"type": "threads.create", "params": {"input": message("go")}});
-        let prepared = engine
-            .prepare(
-                &user("alice"),
-                Request::parse(body.to_string().as_bytes()).unwrap(),
-            )
-            .await
-            .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(60);
-        engine
-            .run(&Caller::new(user("alice")), prepared, &mut sink, deadline)
-            .await;
+        let request = Request::parse(body.to_string().as_bytes()).unwrap();
+        drive::streaming(
+            &engine,
+            Caller::new(user("alice")),
+            request,
+            &OpenGate,
+            far(),
+        )
+        .await
+        .unwrap()
+        .run(&mut sink)
+        .await;
         let events = sink.json();
         for event in &events {
             chatkit_contract::check_event(event).unwrap_or_else(|e| panic!("{event}\n{e}"));
@@ -1083,21 +1094,20 @@ async fn a_storage_failure_mid_stream_is_a_retryable_error() {
     let thread = chat.thread("alice", "Hi.").await;
     let body = json!({"type": "threads.add_user_message",
                       "params": {"thread_id": thread, "input": message("more")}});
-    let prepared = chat
-        .engine
-        .prepare(
-            &user("alice"),
-            Request::parse(body.to_string().as_bytes()).unwrap(),
-        )
-        .await
-        .unwrap();
+    let request = Request::parse(body.to_string().as_bytes()).unwrap();
+    let streaming = drive::streaming(
+        &chat.engine,
+        Caller::new(user("alice")),
+        request,
+        &OpenGate,
+        far(),
+    )
+    .await
+    .unwrap();
     chat.store().set_failing(true);
     // Storage is back once the client has been told: the failed write is fenced.
     let mut sink = Meddling::new(chat.store(), "error", recover);
-    let deadline = Instant::now() + Duration::from_secs(60);
-    chat.engine
-        .run(&Caller::new(user("alice")), prepared, &mut sink, deadline)
-        .await;
+    streaming.run(&mut sink).await;
     assert_eq!(types_of(&sink.events), ["error"]);
     assert_eq!(sink.events[0]["allow_retry"], true);
     assert!(
@@ -1509,10 +1519,7 @@ async fn only_requests_that_ask_the_model_are_counted_as_turns() {
                "params": {"thread_id": thread, "item_id": first}}),
     ];
     for body in turns {
-        assert!(
-            chat.prepared("alice", body.clone()).await.reaches_model(),
-            "{body}"
-        );
+        assert!(chat.reaches_model("alice", body.clone()).await, "{body}");
     }
     let no_turns = [
         json!({"type": "threads.retry_after_item",
@@ -1522,10 +1529,7 @@ async fn only_requests_that_ask_the_model_are_counted_as_turns() {
                "action": {"type": "task.complete", "payload": {"task_id": task.id}}}}),
     ];
     for body in no_turns {
-        assert!(
-            !chat.prepared("alice", body.clone()).await.reaches_model(),
-            "{body}"
-        );
+        assert!(!chat.reaches_model("alice", body.clone()).await, "{body}");
     }
 }
 
@@ -1563,30 +1567,6 @@ async fn a_sync_action_on_an_item_that_is_not_a_widget_is_refused() {
         .await
         .expect_err("refused");
     assert!(matches!(err, ChatError::NotAWidget(id) if id == answer));
-}
-
-#[tokio::test]
-async fn a_request_sent_down_the_wrong_path_is_an_internal_error() {
-    let chat = Chat::new();
-    let list = Request::parse(br#"{"type":"threads.list","params":{}}"#).unwrap();
-    let err = chat
-        .engine
-        .prepare(&user("alice"), list)
-        .await
-        .expect_err("not streamed");
-    assert!(matches!(err, ChatError::Misrouted(_)), "{err:?}");
-    let create = Request::parse(
-        json!({"type": "threads.create", "params": {"input": message("hi")}})
-            .to_string()
-            .as_bytes(),
-    )
-    .unwrap();
-    let err = chat
-        .engine
-        .json(&user("alice"), create)
-        .await
-        .expect_err("streamed");
-    assert!(matches!(err, ChatError::Misrouted(_)), "{err:?}");
 }
 
 #[tokio::test]
@@ -2407,11 +2387,18 @@ impl Chat {
         // contract's validator, which on a busy machine takes a while.
         chatkit_contract::check_request(&body).unwrap();
         let request = Request::parse(body.to_string().as_bytes()).unwrap();
-        let prepared = self.engine.prepare(&user("alice"), request).await.unwrap();
         let deadline = Instant::now() + self.time;
-        self.engine
-            .run(&self.caller("alice"), prepared, sink, deadline)
-            .await;
+        drive::streaming(
+            &self.engine,
+            self.caller("alice"),
+            request,
+            &OpenGate,
+            deadline,
+        )
+        .await
+        .unwrap()
+        .run(sink)
+        .await;
     }
 }
 

@@ -11,18 +11,18 @@ use taskpilot_chatkit::attachments::{
     AttachmentError, AttachmentPolicy, AttachmentRecord, AttachmentStatus,
 };
 use taskpilot_chatkit::context::Caller;
-use taskpilot_chatkit::engine::{ChatError, Engine};
+use taskpilot_chatkit::engine::{ChatError, Engine, OpenGate};
 use taskpilot_chatkit::model::ModelInput;
 use taskpilot_chatkit::request::Request;
 use taskpilot_chatkit::store::ChatStore;
 use taskpilot_chatkit::testing::{
-    InMemoryChat, InMemoryFiles, Journal, Round, ScriptedModel, VecSink,
+    InMemoryChat, InMemoryFiles, Journal, Round, ScriptedModel, VecSink, drive,
 };
 use taskpilot_domain::memory::InMemoryTasks;
 use taskpilot_domain::{CursorCodec, TaskService, UserId};
 use taskpilot_testkit::chatkit_contract;
 
-use crate::common::scripted_agent;
+use taskpilot_chatkit::testing::scripted_agent;
 
 type Server = Engine<InMemoryChat, TaskAgent<InMemoryTasks, ScriptedModel>, InMemoryFiles>;
 
@@ -63,7 +63,7 @@ impl Files {
         chatkit_contract::check_request(&body).unwrap();
         let kind = body["type"].as_str().unwrap().to_owned();
         let request = Request::parse(body.to_string().as_bytes()).unwrap();
-        let answer = self.engine.json(&user(who), request).await?;
+        let answer = drive::json(&self.engine, &user(who), request).await?;
         let answer = serde_json::to_value(answer).unwrap();
         chatkit_contract::check_response(&kind, 200, Some("application/json"), &answer.to_string())
             .unwrap_or_else(|e| panic!("{answer}\n{e}"));
@@ -108,12 +108,17 @@ impl Files {
             "attachments": attachments, "inference_options": {}}}});
         chatkit_contract::check_request(&body).unwrap();
         let request = Request::parse(body.to_string().as_bytes()).unwrap();
-        let prepared = self.engine.prepare(&user(who), request).await?;
-        let mut sink = VecSink::default();
         let deadline = Instant::now() + Duration::from_secs(60);
-        self.engine
-            .run(&Caller::new(user(who)), prepared, &mut sink, deadline)
-            .await;
+        let streaming = drive::streaming(
+            &self.engine,
+            Caller::new(user(who)),
+            request,
+            &OpenGate,
+            deadline,
+        )
+        .await?;
+        let mut sink = VecSink::default();
+        streaming.run(&mut sink).await;
         let events = sink.json();
         for event in &events {
             chatkit_contract::check_event(event).unwrap_or_else(|e| panic!("{event}\n{e}"));
@@ -508,6 +513,8 @@ async fn without_an_attachment_store_attachments_are_not_offered() {
         br#"{"type":"attachments.create","params":{"name":"a.png","size":5,"mime_type":"image/png"}}"#,
     )
     .unwrap();
-    let refused = engine.json(&user("alice"), request).await.unwrap_err();
+    let refused = drive::json(&engine, &user("alice"), request)
+        .await
+        .unwrap_err();
     assert!(matches!(refused, ChatError::AttachmentsDisabled));
 }

@@ -273,26 +273,3 @@ pub async fn chatkit(api: &Api, user: &str, envelope: Value) -> (u16, Vec<Value>
         )
     }
 }
-
-/// The task assistant of the in-process chat tests: in-memory tasks, the
-/// scripted `model`, brief instructions, at most `max_tool_steps` rounds.
-pub fn scripted_agent(
-    model: taskpilot_chatkit::testing::ScriptedModel,
-    max_tool_steps: usize,
-) -> taskpilot_chatkit::agent::TaskAgent<
-    taskpilot_domain::memory::InMemoryTasks,
-    taskpilot_chatkit::testing::ScriptedModel,
-> {
-    let tasks = taskpilot_domain::TaskService::new(
-        taskpilot_domain::memory::InMemoryTasks::default(),
-        taskpilot_domain::CursorCodec::new(&[7u8; 32], chrono::Duration::hours(1)).unwrap(),
-    );
-    let settings = taskpilot_chatkit::agent::AgentSettings {
-        model: "gpt-test".into(),
-        temperature: 0.2,
-        instructions: "Be brief.".into(),
-        max_tool_steps,
-        max_tool_calls: 20,
-    };
-    taskpilot_chatkit::agent::TaskAgent::new(tasks, model, settings)
-}

@@ -12,17 +12,19 @@ use lambda_http::Request;
 
 use taskpilot_domain::UserId;
 use taskpilot_domain::remembered::Remembered;
-use taskpilot_domain::session::{RateLimiter, RateWindow, SessionStore, SessionTokens, TokenError};
+use taskpilot_domain::session::{
+    RateLimiter, RateWindow, SessionStore, SessionTokens, TOKEN_PREFIX, TokenError,
+};
+use taskpilot_http::auth::bearer;
 use taskpilot_http::{ApiError, Authenticator, UpstreamError};
 use taskpilot_secrets::SecretCache;
-use taskpilot_store::DynamoStore;
 
 /// The window of a session's request budget, in seconds.
 const SESSION_WINDOW_SECS: u64 = 60;
 
 /// Verifies callers.
-pub struct Identity {
-    store: DynamoStore,
+pub struct Identity<S> {
+    store: S,
     secrets: Arc<SecretCache>,
     auth: Authenticator,
     /// Sessions found cancelled (or gone), until their secret expires.
@@ -55,9 +57,9 @@ impl Verified {
     }
 }
 
-impl Identity {
+impl<S: SessionStore + RateLimiter> Identity<S> {
     /// Wires the dependencies.
-    pub fn new(store: DynamoStore, secrets: Arc<SecretCache>, auth: Authenticator) -> Self {
+    pub fn new(store: S, secrets: Arc<SecretCache>, auth: Authenticator) -> Self {
         Self {
             store,
             secrets,
@@ -70,17 +72,8 @@ impl Identity {
     /// secret's signature is checked with the cached signing key: no
     /// storage request.
     pub async fn verify(&self, req: &Request) -> Result<Verified, ApiError> {
-        let bearer = req
-            .headers()
-            .get(http::header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| {
-                v.strip_prefix("Bearer ")
-                    .or_else(|| v.strip_prefix("bearer "))
-            })
-            .map(str::trim);
-        match bearer {
-            Some(token) if token.starts_with("cks_") => self.client_secret(token).await,
+        match bearer(req) {
+            Ok(token) if token.starts_with(TOKEN_PREFIX) => self.client_secret(token).await,
             _ => self.auth.authenticate(req).await.map(Verified::User),
         }
     }

@@ -3,11 +3,12 @@
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
 mod endpoint;
+mod gate;
 mod identity;
 mod settings;
 mod stream_report;
-
-use lambda_http::{Request, service_fn};
+#[cfg(test)]
+mod tests;
 
 use taskpilot_chatkit::agent::TaskAgent;
 use taskpilot_chatkit::engine::Engine;
@@ -15,25 +16,31 @@ use taskpilot_config::{ConfigError, Vars};
 use taskpilot_domain::TaskService;
 use taskpilot_domain::budget::BudgetGate;
 use taskpilot_files::S3Files;
-use taskpilot_http::{Authenticator, serve};
-use taskpilot_openai::OpenAi;
+use taskpilot_http::{Authenticator, Cors, serve};
+use taskpilot_openai::{Dictation, OpenAi};
 use taskpilot_runtime::Backend;
 use taskpilot_runtime::aws::Service;
+use taskpilot_store::DynamoStore;
 
-use endpoint::{Dictation, Endpoint};
+use endpoint::Endpoint;
 use identity::Identity;
 use settings::Settings;
+
+/// The endpoint on DynamoDB, OpenAI and S3.
+type Server =
+    Endpoint<DynamoStore, TaskAgent<DynamoStore, OpenAi>, S3Files, Dictation, DynamoStore>;
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), lambda_http::Error> {
     let vars = Vars::from_env();
-    // Built once and kept for the life of the process; requests borrow it.
-    let endpoint: &'static Endpoint = Box::leak(Box::new(serve::boot(&vars, init(&vars)).await?));
-    lambda_http::run_with_streaming_response(service_fn(move |req: Request| endpoint.handle(req)))
-        .await
+    let (server, cors) = serve::boot(&vars, init(&vars)).await?;
+    // Built once and kept for the life of the process: a stream's task
+    // borrows it after the handler has returned.
+    let server: &'static Server = Box::leak(Box::new(server));
+    serve::run_streaming(cors, move |req| server.answer(req)).await
 }
 
-async fn init(vars: &Vars) -> Result<Endpoint, ConfigError> {
+async fn init(vars: &Vars) -> Result<(Server, Cors), ConfigError> {
     let settings = Settings::from_vars(vars)?;
     let backend = Backend::new(settings.backend)?;
     let auth = Authenticator::new(settings.auth, || backend.http())?;
@@ -60,13 +67,12 @@ async fn init(vars: &Vars) -> Result<Endpoint, ConfigError> {
     )
     .with_metrics(endpoint::EmfMetrics);
     let files = S3Files::new(&backend.sdk_for(Service::S3), settings.bucket);
-    let server = Engine::new(store.clone(), agent).with_attachments(files, settings.attachments);
-    let gate = BudgetGate::new(store.clone(), settings.budget);
-    Ok(Endpoint::new(
-        server,
-        Identity::new(store, secrets, auth),
-        gate,
+    let engine = Engine::new(store.clone(), agent)
+        .with_attachments(files, settings.attachments)
+        .with_dictation(dictation);
+    let budget = BudgetGate::new(store.clone(), settings.budget);
+    Ok((
+        Endpoint::new(engine, Identity::new(store, secrets, auth), budget),
         settings.cors,
-        dictation,
     ))
 }

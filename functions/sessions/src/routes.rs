@@ -11,7 +11,7 @@ use taskpilot_domain::UserId;
 use taskpilot_domain::budget::{BudgetGate, BudgetStatus, ChatBudget, UsageStore};
 use taskpilot_domain::session::{
     ActiveSessionCap, ChatSession, RateDecision, RateLimiter, SessionMode, SessionStatus,
-    SessionStore, SessionTokens, secret_hash, session_id_at,
+    SessionStore, SessionTokens, TOKEN_PREFIX, secret_hash, session_id_at,
 };
 use taskpilot_http::json::{parse_body, respond};
 use taskpilot_http::request::deadline;
@@ -377,7 +377,7 @@ impl<S: SessionStore + RateLimiter + UsageStore> SessionsApi<S> {
             name: "current_client_secret".into(),
             message: "current_client_secret was not issued to you by this service".into(),
         };
-        let session_id = if current.starts_with("cks_") {
+        let session_id = if current.starts_with(TOKEN_PREFIX) {
             let claims = self
                 .tokens()
                 .await?

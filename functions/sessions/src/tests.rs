@@ -85,7 +85,7 @@ async fn a_self_hosted_session_is_minted_with_the_chatkit_url() {
             a.body["client_secret"]
                 .as_str()
                 .unwrap()
-                .starts_with("cks_")
+                .starts_with(taskpilot_domain::session::TOKEN_PREFIX)
         );
         assert_eq!(a.body["chatkit_url"], "https://chat.example/api/v1/chatkit");
     }

@@ -5,7 +5,6 @@
 //! language of `Accept-Language`, which ChatKit sends on every request.
 
 use chrono::{DateTime, NaiveDate, Utc};
-use serde::Deserialize;
 
 use taskpilot_domain::UserId;
 
@@ -142,30 +141,6 @@ fn plausible_tag(tag: &str) -> bool {
         && tag.chars().next().is_some_and(|c| c.is_ascii_alphabetic())
 }
 
-/// The part of the envelope's `metadata` this server reads.
-#[derive(Debug, Default, Deserialize)]
-struct Envelope {
-    #[serde(default)]
-    metadata: Option<Metadata>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-struct Metadata {
-    #[serde(default)]
-    timezone: Option<serde_json::Value>,
-}
-
-/// `metadata.timezone` of a request body, when it is there. A value that is
-/// not a string is returned as its JSON text (and then refused as a zone).
-pub fn envelope_zone(body: &[u8]) -> Option<String> {
-    let envelope: Envelope = serde_json::from_slice(body).ok()?;
-    match envelope.metadata?.timezone? {
-        serde_json::Value::Null => None,
-        serde_json::Value::String(name) => Some(name),
-        other => Some(other.to_string()),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -237,18 +212,6 @@ mod tests {
         for bad in [too_long.as_str(), "en_US", "1en", "en--US", "abcdefghi"] {
             assert_eq!(locale_from(bad), None, "{bad}");
         }
-    }
-
-    #[test]
-    fn the_envelope_zone_is_read_from_metadata() {
-        let body =
-            br#"{"type":"threads.list","params":{},"metadata":{"timezone":"Asia/Tokyo","x":1}}"#;
-        assert_eq!(envelope_zone(body), Some("Asia/Tokyo".into()));
-        assert_eq!(envelope_zone(br#"{"type":"threads.list"}"#), None);
-        assert_eq!(
-            envelope_zone(br#"{"type":"t","metadata":{"timezone":5}}"#),
-            Some("5".into())
-        );
     }
 
     #[test]

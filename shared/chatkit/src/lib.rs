@@ -10,6 +10,7 @@
 pub mod agent;
 pub mod attachments;
 pub mod context;
+pub mod dictation;
 pub mod engine;
 pub mod ids;
 pub mod metrics;

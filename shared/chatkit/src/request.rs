@@ -169,6 +169,54 @@ pub enum Request {
     },
 }
 
+/// A request body as the endpoint receives it: the request, and the time
+/// zone the envelope's `metadata.timezone` names (the page's, when its
+/// `api.fetch` adds it).
+#[derive(Debug)]
+pub struct Envelope {
+    /// The request.
+    pub request: Request,
+    /// `metadata.timezone`, unchecked (a non-string as its JSON text).
+    pub zone: Option<String>,
+}
+
+impl Envelope {
+    /// Parses and validates a request body and reads its metadata. (The
+    /// request and the metadata are two serde passes over the body: the
+    /// request's enum is adjacently tagged, which leaves no room for a
+    /// sibling field.)
+    pub fn parse(body: &[u8]) -> Result<Self, RequestError> {
+        Ok(Self {
+            request: Request::parse(body)?,
+            zone: envelope_zone(body),
+        })
+    }
+}
+
+/// The part of the envelope's `metadata` this server reads.
+#[derive(Debug, Default, Deserialize)]
+struct EnvelopeMetadata {
+    #[serde(default)]
+    metadata: Option<Metadata>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct Metadata {
+    #[serde(default)]
+    timezone: Option<serde_json::Value>,
+}
+
+/// `metadata.timezone` of a request body, when it is there. A value that is
+/// not a string is returned as its JSON text (and then refused as a zone).
+fn envelope_zone(body: &[u8]) -> Option<String> {
+    let envelope: EnvelopeMetadata = serde_json::from_slice(body).ok()?;
+    match envelope.metadata?.timezone? {
+        serde_json::Value::Null => None,
+        serde_json::Value::String(name) => Some(name),
+        other => Some(other.to_string()),
+    }
+}
+
 impl Request {
     /// Whether `body` is a dictation (`"type": "input.transcribe"`), read
     /// without building the request: the endpoint applies the chat size
@@ -399,6 +447,18 @@ fn checked(input: UserMessageInput) -> Result<UserMessageInput, RequestError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_envelope_zone_is_read_from_metadata() {
+        let body =
+            br#"{"type":"threads.list","params":{},"metadata":{"timezone":"Asia/Tokyo","x":1}}"#;
+        assert_eq!(envelope_zone(body), Some("Asia/Tokyo".into()));
+        assert_eq!(envelope_zone(br#"{"type":"threads.list"}"#), None);
+        assert_eq!(
+            envelope_zone(br#"{"type":"t","metadata":{"timezone":5}}"#),
+            Some("5".into())
+        );
+    }
 
     #[test]
     fn a_dictation_is_told_apart_without_parsing_its_params() {

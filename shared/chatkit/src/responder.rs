@@ -8,7 +8,7 @@ use std::future::Future;
 
 use taskpilot_domain::UserId;
 
-use crate::request::Action;
+use crate::request::{Action, FeedbackKind};
 use crate::sink::EventSink;
 use crate::store::ChatStore;
 use crate::turn::{Interrupted, Turn};
@@ -50,4 +50,16 @@ pub trait Responder: Send + Sync {
         action: &Action,
         sender: Option<&ThreadItem>,
     ) -> impl Future<Output = Result<Option<ThreadItem>, ActionRefused>> + Send;
+
+    /// Hears ratings the engine has just stored (the reference SDK's
+    /// `add_feedback`): `kind` on the items `item_ids` of `thread_id`.
+    fn add_feedback(
+        &self,
+        _user: &UserId,
+        _thread_id: &str,
+        _item_ids: &[String],
+        _kind: FeedbackKind,
+    ) -> impl Future<Output = ()> + Send {
+        async {}
+    }
 }

@@ -806,3 +806,142 @@ impl AttachmentStore for InMemoryFiles {
         Ok(())
     }
 }
+
+/// The task assistant of the in-process chat tests: in-memory tasks, the
+/// scripted `model`, brief instructions, at most `max_tool_steps` rounds.
+pub fn scripted_agent(
+    model: ScriptedModel,
+    max_tool_steps: usize,
+) -> crate::agent::TaskAgent<taskpilot_domain::memory::InMemoryTasks, ScriptedModel> {
+    let cursors = taskpilot_domain::CursorCodec::new(&[7u8; 32], chrono::Duration::hours(1))
+        .unwrap_or_else(|| panic!("a 32-byte key is long enough"));
+    let tasks = taskpilot_domain::TaskService::new(
+        taskpilot_domain::memory::InMemoryTasks::default(),
+        cursors,
+    );
+    let settings = crate::agent::AgentSettings {
+        model: "gpt-test".into(),
+        temperature: 0.2,
+        instructions: "Be brief.".into(),
+        max_tool_steps,
+        max_tool_calls: 20,
+    };
+    crate::agent::TaskAgent::new(tasks, model, settings)
+}
+
+/// Driving the engine's one entry point as the tests do: its own refusals
+/// as [`ChatError`]s (a gate's or a transcriber's fail the test).
+pub mod drive {
+    use std::fmt::Debug;
+    use std::time::{Duration, Instant};
+
+    use taskpilot_domain::UserId;
+
+    use crate::attachments::AttachmentStore;
+    use crate::context::Caller;
+    use crate::dictation::Transcriber;
+    use crate::engine::{
+        Answer, ChatError, Engine, Gate, Need, OpenGate, Outcome, ProcessError, Streaming,
+    };
+    use crate::model::TokenUsage;
+    use crate::request::Request;
+    use crate::responder::Responder;
+    use crate::store::ChatStore;
+    use crate::turn::Meter;
+
+    /// `engine.process(caller, request, gate, deadline)`.
+    pub async fn process<'e, S, R, A, D, G>(
+        engine: &'e Engine<S, R, A, D>,
+        caller: Caller,
+        request: Request,
+        gate: &G,
+        deadline: Instant,
+    ) -> Result<Outcome<'e, S, R, A, D>, ChatError>
+    where
+        S: ChatStore,
+        R: Responder,
+        A: AttachmentStore,
+        D: Transcriber,
+        D::Error: Debug,
+        G: Gate,
+        G::Error: Debug,
+    {
+        match engine.process(caller, request, gate, deadline).await {
+            Ok(outcome) => Ok(outcome),
+            Err(ProcessError::Chat(e)) => Err(e),
+            Err(other) => panic!("not the engine's refusal: {other:?}"),
+        }
+    }
+
+    /// The JSON answer to `request` of `user`, through an [`OpenGate`].
+    pub async fn json<S, R, A, D>(
+        engine: &Engine<S, R, A, D>,
+        user: &UserId,
+        request: Request,
+    ) -> Result<Answer, ChatError>
+    where
+        S: ChatStore,
+        R: Responder,
+        A: AttachmentStore,
+        D: Transcriber,
+        D::Error: Debug,
+    {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        match process(
+            engine,
+            Caller::new(user.clone()),
+            request,
+            &OpenGate,
+            deadline,
+        )
+        .await?
+        {
+            Outcome::Json(answer) => Ok(answer),
+            Outcome::Stream(_) => panic!("a JSON request was answered with a stream"),
+        }
+    }
+
+    /// The stream `request` of `caller` would run, through `gate`.
+    pub async fn streaming<'e, S, R, A, D, G>(
+        engine: &'e Engine<S, R, A, D>,
+        caller: Caller,
+        request: Request,
+        gate: &G,
+        deadline: Instant,
+    ) -> Result<Streaming<'e, S, R, A, D>, ChatError>
+    where
+        S: ChatStore,
+        R: Responder,
+        A: AttachmentStore,
+        D: Transcriber,
+        D::Error: Debug,
+        G: Gate,
+        G::Error: Debug,
+    {
+        match process(engine, caller, request, gate, deadline).await? {
+            Outcome::Stream(streaming) => Ok(*streaming),
+            Outcome::Json(_) => panic!("a streamed request was answered whole"),
+        }
+    }
+
+    /// A gate that admits every turn on one meter, and counts nothing.
+    #[derive(Debug, Clone, Copy)]
+    pub struct MeteredGate(pub Meter);
+
+    impl Gate for MeteredGate {
+        type Ticket = Meter;
+        type Error = std::convert::Infallible;
+
+        async fn admit(&self, need: Need) -> Result<Option<Meter>, Self::Error> {
+            Ok(need.turn.then_some(self.0))
+        }
+
+        fn meter(&self, ticket: &Meter) -> Meter {
+            *ticket
+        }
+
+        async fn give_back(&self, _ticket: Meter) {}
+
+        async fn charge(&self, _ticket: Meter, _tokens: TokenUsage) {}
+    }
+}

@@ -16,7 +16,7 @@ use crate::user::UserId;
 type HmacSha256 = Hmac<Sha256>;
 
 /// Prefix of self-hosted client secrets.
-const TOKEN_PREFIX: &str = "cks_";
+pub const TOKEN_PREFIX: &str = "cks_";
 
 /// Who serves the ChatKit conversation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

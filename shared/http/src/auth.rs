@@ -229,7 +229,9 @@ fn authorizer_sub(req: &Request) -> Option<String> {
 }
 
 /// The token from `Authorization: Bearer <token>`.
-fn bearer(req: &Request) -> Result<&str, ApiError> {
+/// The token of `Authorization: Bearer <token>` (any case of the scheme,
+/// trimmed); 401 when absent or malformed.
+pub fn bearer(req: &Request) -> Result<&str, ApiError> {
     let header = req
         .headers()
         .get(http::header::AUTHORIZATION)

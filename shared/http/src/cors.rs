@@ -1,6 +1,6 @@
 //! CORS for the origins in `ALLOWED_ORIGINS`; never `*`.
 
-use http::{HeaderValue, Method};
+use http::{HeaderMap, HeaderValue, Method};
 use lambda_http::{Body, Request, Response};
 
 use crate::error::ApiError;
@@ -46,7 +46,12 @@ impl Cors {
     }
 
     fn allowed<'r>(&self, req: &'r Request) -> Option<&'r HeaderValue> {
-        let origin = req.headers().get(http::header::ORIGIN)?;
+        self.allows(req.headers().get(http::header::ORIGIN))
+    }
+
+    /// `origin`, when it is one of the allowed origins.
+    fn allows<'o>(&self, origin: Option<&'o HeaderValue>) -> Option<&'o HeaderValue> {
+        let origin = origin?;
         let text = origin.to_str().ok()?;
         self.origins.iter().any(|o| o == text).then_some(origin)
     }
@@ -77,11 +82,11 @@ impl Cors {
             .unwrap_or_else(|_| Response::new(Body::Empty))
     }
 
-    /// Adds the CORS headers to a response for an allowed origin.
-    pub fn decorate(&self, req: &Request, resp: &mut Response<Body>) {
-        let headers = resp.headers_mut();
+    /// Adds the CORS headers of a response to a request from `origin` (its
+    /// `Origin` header) when the origin is allowed.
+    pub fn decorate(&self, origin: Option<&HeaderValue>, headers: &mut HeaderMap) {
         headers.append(http::header::VARY, HeaderValue::from_static("Origin"));
-        if let Some(origin) = self.allowed(req) {
+        if let Some(origin) = self.allows(origin) {
             headers.insert("access-control-allow-origin", origin.clone());
             headers.insert(
                 "access-control-expose-headers",
@@ -173,9 +178,8 @@ mod tests {
 
     #[test]
     fn a_response_to_an_allowed_origin_names_it_and_the_exposed_headers() {
-        let mut resp = Response::new(Body::Empty);
-        cors().decorate(&request(Method::GET, Some(APP)), &mut resp);
-        let h = resp.headers();
+        let mut h = HeaderMap::new();
+        cors().decorate(Some(&HeaderValue::from_static(APP)), &mut h);
         assert_eq!(h["access-control-allow-origin"], APP);
         assert_eq!(h["access-control-expose-headers"], EXPOSE_HEADERS);
         assert_eq!(h["vary"], "Origin");
@@ -183,14 +187,21 @@ mod tests {
 
     #[test]
     fn a_response_to_another_origin_only_varies_by_origin() {
-        let mut resp = Response::new(Body::Empty);
+        let mut h = HeaderMap::new();
         cors().decorate(
-            &request(Method::GET, Some("https://evil.example")),
-            &mut resp,
+            Some(&HeaderValue::from_static("https://evil.example")),
+            &mut h,
         );
-        let h = resp.headers();
         assert!(h.get("access-control-allow-origin").is_none());
         assert!(h.get("access-control-expose-headers").is_none());
+        assert_eq!(h["vary"], "Origin");
+    }
+
+    #[test]
+    fn a_response_without_an_origin_only_varies_by_origin() {
+        let mut h = HeaderMap::new();
+        cors().decorate(None, &mut h);
+        assert_eq!(h.len(), 1);
         assert_eq!(h["vary"], "Origin");
     }
 }

@@ -5,44 +5,72 @@ use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::time::Instant;
 
+use bytes::Bytes;
 use futures_util::FutureExt;
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full};
 use lambda_http::{Body, Request, Response, service_fn};
 use taskpilot_config::{ConfigError, Vars};
 
 use crate::cors::Cors;
 use crate::error::ApiError;
 
+/// A response body the runner can also answer preflights and errors with:
+/// a whole [`Body`], or a streamed [`StreamBody`].
+pub trait ResponseBody: Sized {
+    /// `body` as this kind of body.
+    fn from_body(body: Body) -> Self;
+}
+
+impl ResponseBody for Body {
+    fn from_body(body: Body) -> Self {
+        body
+    }
+}
+
+/// A streamed response body (Lambda response streaming).
+pub type StreamBody = BoxBody<Bytes, std::io::Error>;
+
+impl ResponseBody for StreamBody {
+    fn from_body(body: Body) -> Self {
+        Full::new(Bytes::copy_from_slice(body.as_ref()))
+            .map_err(|never| match never {})
+            .boxed()
+    }
+}
+
 /// Answers one request: preflight, then the handler, with errors and panics
-/// rendered as JSON and CORS headers added.
-pub async fn dispatch<F, Fut>(cors: &Cors, req: Request, handler: F) -> Response<Body>
+/// rendered as JSON, CORS headers added and one `request` log line.
+pub async fn dispatch<B, F, Fut>(cors: &Cors, req: Request, handler: F) -> Response<B>
 where
+    B: ResponseBody,
     F: FnOnce(Request) -> Fut,
-    Fut: Future<Output = Result<Response<Body>, ApiError>>,
+    Fut: Future<Output = Result<Response<B>, ApiError>>,
 {
     if Cors::is_preflight(&req) {
-        return cors.preflight(&req);
+        return cors.preflight(&req).map(B::from_body);
     }
     let started = Instant::now();
     let cpu_started = crate::cpu::thread_time();
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
-    let headers = req.headers().clone();
+    let origin = req.headers().get(http::header::ORIGIN).cloned();
     let outcome = AssertUnwindSafe(handler(req)).catch_unwind().await;
     let mut resp = match outcome {
         Ok(Ok(resp)) => resp,
-        Ok(Err(err)) => err.into_response(),
+        Ok(Err(err)) => err.into_response().map(B::from_body),
         Err(panic) => {
             let what = panic
                 .downcast_ref::<&str>()
                 .map(|s| (*s).to_owned())
                 .or_else(|| panic.downcast_ref::<String>().cloned())
                 .unwrap_or_else(|| "unknown panic".into());
-            ApiError::Internal(format!("handler panicked: {what}")).into_response()
+            ApiError::Internal(format!("handler panicked: {what}"))
+                .into_response()
+                .map(B::from_body)
         }
     };
-    let mut origin_req = Request::default();
-    *origin_req.headers_mut() = headers;
-    cors.decorate(&origin_req, &mut resp);
+    cors.decorate(origin.as_ref(), resp.headers_mut());
     tracing::info!(
         %method,
         %path,
@@ -81,6 +109,21 @@ where
     let cors = &cors;
     let handler = &handler;
     lambda_http::run(service_fn(move |req: Request| async move {
+        Ok::<_, std::convert::Infallible>(dispatch(cors, req, handler).await)
+    }))
+    .await
+}
+
+/// Runs `handler`, whose responses stream, on the Lambda runtime (response
+/// streaming) until the runtime stops.
+pub async fn run_streaming<F, Fut>(cors: Cors, handler: F) -> Result<(), lambda_http::Error>
+where
+    F: Fn(Request) -> Fut + Sync,
+    Fut: Future<Output = Result<Response<StreamBody>, ApiError>> + Send,
+{
+    let cors = &cors;
+    let handler = &handler;
+    lambda_http::run_with_streaming_response(service_fn(move |req: Request| async move {
         Ok::<_, std::convert::Infallible>(dispatch(cors, req, handler).await)
     }))
     .await
@@ -133,7 +176,7 @@ mod tests {
         let cors = Cors::new(vec!["https://app.example".into()]);
         let mut req = request(Some("https://app.example"));
         *req.method_mut() = http::Method::OPTIONS;
-        let resp = dispatch(&cors, req, |_| async {
+        let resp: Response<Body> = dispatch(&cors, req, |_| async {
             panic!("the handler is not called for a preflight")
         })
         .await;
@@ -143,14 +186,33 @@ mod tests {
     #[tokio::test]
     async fn a_handler_error_is_rendered_with_cors_headers() {
         let cors = Cors::new(vec!["https://app.example".into()]);
-        let resp = dispatch(&cors, request(Some("https://app.example")), |_| async {
-            Err(ApiError::Unauthorized("no token".into()))
-        })
-        .await;
+        let resp: Response<Body> =
+            dispatch(&cors, request(Some("https://app.example")), |_| async {
+                Err(ApiError::Unauthorized("no token".into()))
+            })
+            .await;
         assert_eq!(resp.status(), 401);
         assert_eq!(
             resp.headers()["access-control-allow-origin"],
             "https://app.example"
         );
+    }
+
+    #[tokio::test]
+    async fn a_streamed_answer_gets_the_same_errors_and_cors_headers() {
+        let cors = Cors::new(vec!["https://app.example".into()]);
+        let resp: Response<StreamBody> =
+            dispatch(&cors, request(Some("https://app.example")), |_| async {
+                Err(ApiError::PayloadTooLarge { limit: 10 })
+            })
+            .await;
+        assert_eq!(resp.status(), 413);
+        assert_eq!(
+            resp.headers()["access-control-allow-origin"],
+            "https://app.example"
+        );
+        let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+        let body: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(body["error"]["code"], "payload_too_large");
     }
 }

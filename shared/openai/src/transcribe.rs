@@ -11,6 +11,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use serde::Deserialize;
 
+use taskpilot_chatkit::dictation::{Transcriber, Transcript};
 use taskpilot_chatkit::model::TokenUsage;
 use taskpilot_http::UpstreamError;
 
@@ -80,16 +81,6 @@ struct Transcription {
     usage: Option<serde_json::Value>,
 }
 
-/// A transcription: the text, and its tokens when the model bills by token
-/// (`gpt-4o-*-transcribe`; `whisper-1` bills by duration and reports none).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Transcript {
-    /// What was said, trimmed.
-    pub text: String,
-    /// Input (audio) plus output (text) tokens, as reported.
-    pub usage: Option<TokenUsage>,
-}
-
 /// Tokens of a `usage` of type `tokens`.
 fn token_usage(usage: &serde_json::Value) -> Option<TokenUsage> {
     if usage["type"] != "tokens" {
@@ -156,6 +147,39 @@ impl OpenAi {
             text: text.to_owned(),
             usage: usage.as_ref().and_then(token_usage),
         })
+    }
+}
+
+/// Dictation for the ChatKit engine: this client and the transcription model
+/// (`CHATKIT_TRANSCRIBE_MODEL`).
+pub struct Dictation {
+    /// The client (sharing the assistant's key cache).
+    pub openai: OpenAi,
+    /// The model.
+    pub model: String,
+}
+
+impl Transcriber for Dictation {
+    type Error = TranscribeError;
+
+    fn check_type(&self, mime: &str) -> Result<(), TranscribeError> {
+        match audio_type(mime) {
+            Some(_) => Ok(()),
+            None => Err(TranscribeError::UnsupportedType(
+                mime.chars().take(MAX_ECHOED_TYPE).collect(),
+            )),
+        }
+    }
+
+    async fn transcribe(
+        &self,
+        audio: &[u8],
+        mime: &str,
+        deadline: Instant,
+    ) -> Result<Transcript, TranscribeError> {
+        self.openai
+            .transcribe(audio, mime, &self.model, deadline)
+            .await
     }
 }
 

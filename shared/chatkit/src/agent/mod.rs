@@ -22,6 +22,7 @@ use crate::model::{
     FunctionCall, ModelClient, ModelEvent, ModelInput, ModelRequest, ModelStream, TokenUsage,
 };
 use crate::request::Action;
+use crate::request::FeedbackKind;
 use crate::responder::{ActionRefused, Responder};
 use crate::sink::EventSink;
 use crate::store::ChatStore;
@@ -624,5 +625,15 @@ impl<R: TaskRepository, M: ModelClient> Responder for TaskAgent<R, M> {
         // No stream to carry an effect: the page refreshes after its own
         // non-streaming action.
         Ok(self.apply_action(user, sender, action).await?.0)
+    }
+
+    async fn add_feedback(
+        &self,
+        _user: &UserId,
+        _thread_id: &str,
+        _item_ids: &[String],
+        kind: FeedbackKind,
+    ) {
+        self.metrics.feedback(kind);
     }
 }

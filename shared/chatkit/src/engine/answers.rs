@@ -32,13 +32,18 @@ pub enum Answer {
     },
     /// `attachments.create`.
     Attachment(Attachment),
+    /// `input.transcribe`: `{"text"}`.
+    Transcript {
+        /// What was said.
+        text: String,
+    },
     /// `threads.delete`, `items.feedback`, `attachments.delete`: `{}`.
     Empty {},
 }
 
-impl<S: ChatStore, R: Responder, A: AttachmentStore> Engine<S, R, A> {
+impl<S: ChatStore, R: Responder, A: AttachmentStore, D> Engine<S, R, A, D> {
     /// Answers a JSON (non-streamed) request.
-    pub async fn json(&self, user: &UserId, request: Request) -> Result<Answer, ChatError> {
+    pub(crate) async fn json(&self, user: &UserId, request: Request) -> Result<Answer, ChatError> {
         let view = |t: &ThreadMetadata| Thread::view(t, Page::empty());
         Ok(match request {
             Request::GetThread { thread_id } => {
@@ -108,6 +113,10 @@ impl<S: ChatStore, R: Responder, A: AttachmentStore> Engine<S, R, A> {
                     self.store.save_feedback(user, &ratings).await?;
                 }
                 tracing::info!(%thread_id, items = ratings.len(), kind = kind.as_str(), "feedback stored");
+                let rated: Vec<String> = ratings.into_iter().map(|r| r.item_id).collect();
+                self.responder
+                    .add_feedback(user, &thread.id, &rated, kind)
+                    .await;
                 Answer::Empty {}
             }
             Request::SyncCustomAction(ActionParams {

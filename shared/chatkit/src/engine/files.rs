@@ -17,7 +17,7 @@ use crate::store::ChatStore;
 use crate::turn::FileUrls;
 use crate::types::{Attachment, AttachmentKind, ItemKind, ThreadItem};
 
-impl<S: ChatStore, R: Responder, A: AttachmentStore> Engine<S, R, A> {
+impl<S: ChatStore, R: Responder, A: AttachmentStore, D> Engine<S, R, A, D> {
     /// `attachments.create`: checks the declared file against the policy and
     /// the user's quota, records it as pending and answers where to upload
     /// it (and, for an image, where its preview will be).

@@ -9,6 +9,7 @@ use taskpilot_domain::{StoreError, UserId};
 
 use crate::attachments::{AttachmentError, AttachmentPolicy, AttachmentStore, NoAttachments};
 use crate::context::Caller;
+use crate::dictation::{NoDictation, Transcriber};
 use crate::ids;
 use crate::request::{
     Action, ActionParams, DEFAULT_LIMIT, Order, Paging, Request, UserMessageInput,
@@ -25,8 +26,10 @@ use crate::types::{
 
 mod answers;
 mod files;
+mod process;
 
 pub use answers::Answer;
+pub use process::{Gate, Need, OpenGate, Outcome, ProcessError, Streaming};
 
 /// How many of a thread's latest items a turn loads (the model's context).
 pub const HISTORY: usize = 40;
@@ -65,6 +68,9 @@ pub enum ChatError {
     /// Attachments are not offered by this deployment.
     #[error("attachments are not enabled on this server")]
     AttachmentsDisabled,
+    /// Dictation is not offered by this deployment.
+    #[error("dictation is not enabled on this server")]
+    DictationDisabled,
     /// Storage failed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -126,39 +132,53 @@ enum Kind {
     Nothing,
 }
 
-/// The engine: a thread store, a responder and an attachment store, built
-/// once per process.
-pub struct Engine<S, R, A = NoAttachments> {
+/// The engine: a thread store, a responder, an attachment store and a
+/// transcriber, built once per process.
+pub struct Engine<S, R, A = NoAttachments, D = NoDictation> {
     store: S,
     responder: R,
     files: A,
     policy: AttachmentPolicy,
+    dictation: D,
 }
 
 impl<S: ChatStore, R: Responder> Engine<S, R> {
-    /// Wires the store and the responder (no attachments).
+    /// Wires the store and the responder (no attachments, no dictation).
     pub fn new(store: S, responder: R) -> Self {
         Self {
             store,
             responder,
             files: NoAttachments,
             policy: AttachmentPolicy::default(),
+            dictation: NoDictation,
         }
     }
 }
 
-impl<S: ChatStore, R: Responder, A: AttachmentStore> Engine<S, R, A> {
+impl<S: ChatStore, R: Responder, A: AttachmentStore, D> Engine<S, R, A, D> {
     /// The same engine, offering attachments kept in `files` under `policy`.
     pub fn with_attachments<B: AttachmentStore>(
         self,
         files: B,
         policy: AttachmentPolicy,
-    ) -> Engine<S, R, B> {
+    ) -> Engine<S, R, B, D> {
         Engine {
             store: self.store,
             responder: self.responder,
             files,
             policy,
+            dictation: self.dictation,
+        }
+    }
+
+    /// The same engine, offering dictation through `dictation`.
+    pub fn with_dictation<T: Transcriber>(self, dictation: T) -> Engine<S, R, A, T> {
+        Engine {
+            store: self.store,
+            responder: self.responder,
+            files: self.files,
+            policy: self.policy,
+            dictation,
         }
     }
 
@@ -246,7 +266,11 @@ impl<S: ChatStore, R: Responder, A: AttachmentStore> Engine<S, R, A> {
 
     /// Checks a streamed request before any event: 404 and 400 here are HTTP
     /// errors.
-    pub async fn prepare(&self, user: &UserId, request: Request) -> Result<Prepared, ChatError> {
+    pub(crate) async fn prepare(
+        &self,
+        user: &UserId,
+        request: Request,
+    ) -> Result<Prepared, ChatError> {
         let mut prepared = self.checked(user, request).await?;
         self.present(&mut prepared.history).await?;
         let mut used: Vec<&Attachment> = Vec::new();
@@ -470,7 +494,7 @@ impl<S: ChatStore, R: Responder, A: AttachmentStore> Engine<S, R, A> {
     /// model cost. Failures from here on are `error` events; a disconnect
     /// keeps what was said. A metered run ends with a notice once the user's
     /// daily tokens pass the warning share.
-    pub async fn run<K: EventSink>(
+    pub(crate) async fn run<K: EventSink>(
         &self,
         caller: &Caller,
         prepared: Prepared,

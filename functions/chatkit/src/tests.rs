@@ -1,0 +1,390 @@
+//! The endpoint in process, on the in-memory fakes (chat store, tasks,
+//! sessions and budget, attachments, a scripted model, a scripted
+//! transcriber): routing, identity, the size limits, the one parse, the gate,
+//! JSON answers and event streams, each request an API Gateway v2 event
+//! through the shared runner, each answer checked against the official
+//! ChatKit types.
+
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use bytes::Bytes;
+use http_body_util::BodyExt;
+use serde_json::{Value, json};
+
+use taskpilot_chatkit::agent::TaskAgent;
+use taskpilot_chatkit::dictation::{Transcriber, Transcript};
+use taskpilot_chatkit::engine::Engine;
+use taskpilot_chatkit::testing::{
+    InMemoryChat, InMemoryFiles, Round, ScriptedModel, scripted_agent,
+};
+use taskpilot_domain::UserId;
+use taskpilot_domain::budget::{BudgetGate, ChatBudget};
+use taskpilot_domain::memory::{InMemorySessions, InMemoryTasks};
+use taskpilot_domain::session::{
+    ChatSession, SessionMode, SessionStatus, SessionStore, SessionTokens, session_id_at,
+};
+use taskpilot_http::serve::{self, StreamBody};
+use taskpilot_http::{Cors, UpstreamError};
+use taskpilot_openai::TranscribeError;
+use taskpilot_secrets::{SecretCache, Secrets};
+use taskpilot_testkit::chatkit_contract;
+use taskpilot_testkit::handler::{Call, call, dev_authenticator};
+
+use crate::endpoint::Endpoint;
+use crate::identity::Identity;
+
+const PATH: &str = "/api/v1/chatkit";
+const KEY: &str = "sk-test-chatkit";
+
+type Agent = TaskAgent<InMemoryTasks, ScriptedModel>;
+type Ep = Endpoint<InMemoryChat, Agent, InMemoryFiles, Scribe, InMemorySessions>;
+
+/// A transcriber that answers what it was given, in order.
+#[derive(Clone, Default)]
+struct Scribe(Arc<Mutex<Vec<Result<Transcript, TranscribeError>>>>);
+
+impl Scribe {
+    fn push(&self, answer: Result<Transcript, TranscribeError>) {
+        self.0.lock().unwrap().push(answer);
+    }
+}
+
+impl Transcriber for Scribe {
+    type Error = TranscribeError;
+
+    fn check_type(&self, mime: &str) -> Result<(), TranscribeError> {
+        match mime.starts_with("audio/") {
+            true => Ok(()),
+            false => Err(TranscribeError::UnsupportedType(mime.into())),
+        }
+    }
+
+    async fn transcribe(
+        &self,
+        _audio: &[u8],
+        _mime: &str,
+        _deadline: Instant,
+    ) -> Result<Transcript, TranscribeError> {
+        self.0.lock().unwrap().remove(0)
+    }
+}
+
+struct Fixture {
+    endpoint: &'static Ep,
+    model: ScriptedModel,
+    scribe: Scribe,
+}
+
+fn fixture_with(budget: ChatBudget, sessions: InMemorySessions) -> Fixture {
+    let model = ScriptedModel::default();
+    let scribe = Scribe::default();
+    let engine = Engine::new(InMemoryChat::default(), scripted_agent(model.clone(), 4))
+        .with_attachments(InMemoryFiles::default(), Default::default())
+        .with_dictation(scribe.clone());
+    let secrets = Arc::new(SecretCache::fixed(Secrets::parse(KEY).unwrap()));
+    let identity = Identity::new(sessions, secrets, dev_authenticator());
+    let endpoint = Endpoint::new(
+        engine,
+        identity,
+        BudgetGate::new(InMemorySessions::default(), budget),
+    );
+    Fixture {
+        endpoint: Box::leak(Box::new(endpoint)),
+        model,
+        scribe,
+    }
+}
+
+fn fixture() -> Fixture {
+    fixture_with(ChatBudget::default(), InMemorySessions::default())
+}
+
+/// An answer, its body read whole.
+#[derive(Debug)]
+struct Answer {
+    status: u16,
+    headers: http::HeaderMap,
+    text: String,
+}
+
+impl Answer {
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.text).unwrap_or_else(|_| panic!("not JSON: {}", self.text))
+    }
+
+    fn code(&self) -> String {
+        self.json()["error"]["code"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    }
+
+    /// The events of a stream.
+    fn events(&self) -> Vec<Value> {
+        self.text
+            .split("\n\n")
+            .filter_map(|frame| frame.strip_prefix("data: "))
+            .map(|data| serde_json::from_str(data).unwrap())
+            .collect()
+    }
+}
+
+impl Fixture {
+    /// Sends `c` through the shared runner as `main` does; a ChatKit answer
+    /// (`kind` set) must keep to the official types.
+    async fn send(&self, kind: Option<&str>, c: Call) -> Answer {
+        let endpoint = self.endpoint;
+        let resp: http::Response<StreamBody> =
+            serve::dispatch(&Cors::default(), c.request(), |req| endpoint.answer(req)).await;
+        let (parts, body) = resp.into_parts();
+        let bytes: Bytes = body.collect().await.unwrap().to_bytes();
+        let text = String::from_utf8(bytes.to_vec()).unwrap();
+        let content_type = parts
+            .headers
+            .get("content-type")
+            .and_then(|v| v.to_str().ok());
+        if let Some(kind) = kind
+            && let Err(e) =
+                chatkit_contract::check_response(kind, parts.status.as_u16(), content_type, &text)
+        {
+            panic!("ChatKit contract: {e}");
+        }
+        Answer {
+            status: parts.status.as_u16(),
+            headers: parts.headers,
+            text,
+        }
+    }
+
+    /// `envelope` as `user`, with a dev JWT.
+    async fn post(&self, user: &str, envelope: Value) -> Answer {
+        chatkit_contract::check_request(&envelope).unwrap();
+        let kind = envelope["type"].as_str().unwrap().to_owned();
+        self.send(Some(&kind), call("POST", PATH).user(user).json(&envelope))
+            .await
+    }
+}
+
+fn message(text: &str) -> Value {
+    json!({"content": [{"type": "input_text", "text": text}], "attachments": [],
+           "inference_options": {}})
+}
+
+fn create(text: &str) -> Value {
+    json!({"type": "threads.create", "params": {"input": message(text)}})
+}
+
+#[tokio::test]
+async fn a_new_thread_streams_its_events_and_the_list_shows_it() {
+    let f = fixture();
+    f.model.push(Round::text("Hello!"));
+    let a = f.post("alice", create("hi")).await;
+    assert_eq!(a.status, 200, "{}", a.text);
+    assert_eq!(
+        a.headers["content-type"], "text/event-stream",
+        "{:?}",
+        a.headers
+    );
+    assert_eq!(a.headers["x-accel-buffering"], "no");
+    let events = a.events();
+    assert_eq!(events[0]["type"], "thread.created");
+    let thread = events[0]["thread"]["id"].as_str().unwrap().to_owned();
+    let listed = f
+        .post("alice", json!({"type": "threads.list", "params": {}}))
+        .await;
+    assert_eq!(listed.status, 200);
+    assert_eq!(listed.json()["data"][0]["id"], thread);
+    let others = f
+        .post(
+            "bob",
+            json!({"type": "threads.get_by_id", "params": {"thread_id": thread}}),
+        )
+        .await;
+    assert_eq!((others.status, others.code().as_str()), (404, "not_found"));
+}
+
+#[tokio::test]
+async fn other_paths_methods_and_callers_are_refused_before_the_body_is_read() {
+    let f = fixture();
+    let a = f
+        .send(None, call("POST", "/api/v1/chatkit/x").user("alice"))
+        .await;
+    assert_eq!((a.status, a.code().as_str()), (404, "route_not_found"));
+    let a = f.send(None, call("GET", PATH).user("alice")).await;
+    assert_eq!(a.status, 405);
+    assert_eq!(a.headers["allow"], "POST, OPTIONS");
+    let a = f
+        .send(
+            None,
+            call("POST", PATH).raw_body("application/json", b"{".to_vec()),
+        )
+        .await;
+    assert_eq!((a.status, a.code().as_str()), (401, "unauthorized"));
+}
+
+#[tokio::test]
+async fn a_chat_body_over_64_kb_is_413_but_a_dictation_may_be_larger() {
+    let f = fixture();
+    let huge = create(&"x".repeat(100 * 1024));
+    let a = f
+        .send(None, call("POST", PATH).user("alice").json(&huge))
+        .await;
+    assert_eq!((a.status, a.code().as_str()), (413, "payload_too_large"));
+    let garbled = format!("{{\"type\":\"threads.create\",{}", " ".repeat(100 * 1024));
+    let a = f
+        .send(
+            None,
+            call("POST", PATH)
+                .user("alice")
+                .raw_body("application/json", garbled.into_bytes()),
+        )
+        .await;
+    assert_eq!(a.status, 413);
+    use base64::Engine as _;
+    let audio = base64::engine::general_purpose::STANDARD.encode(vec![1u8; 100 * 1024]);
+    f.scribe.push(Ok(Transcript {
+        text: "buy milk".into(),
+        usage: None,
+    }));
+    let a = f
+        .post(
+            "alice",
+            json!({"type": "input.transcribe", "params": {"audio_base64": audio, "mime_type": "audio/webm"}}),
+        )
+        .await;
+    assert_eq!((a.status, a.json()), (200, json!({"text": "buy milk"})));
+}
+
+#[tokio::test]
+async fn a_bad_envelope_is_400_naming_what_is_wrong() {
+    let f = fixture();
+    let a = f
+        .send(
+            None,
+            call("POST", PATH)
+                .user("alice")
+                .raw_body("application/json", b"{".to_vec()),
+        )
+        .await;
+    assert_eq!((a.status, a.code().as_str()), (400, "malformed_json"));
+    let a = f
+        .send(
+            None,
+            call("POST", PATH)
+                .user("alice")
+                .json(&json!({"type": "threads.explode", "params": {}})),
+        )
+        .await;
+    assert_eq!((a.status, a.code().as_str()), (400, "invalid_parameter"));
+    let a = f
+        .send(
+            None,
+            call("POST", PATH)
+                .user("alice")
+                .header("x-timezone", "Mars/Olympus")
+                .json(&json!({"type": "threads.list", "params": {}})),
+        )
+        .await;
+    assert_eq!(a.status, 400, "{}", a.text);
+}
+
+#[tokio::test]
+async fn the_turn_budget_is_429_and_json_requests_are_not_counted() {
+    let budget = ChatBudget {
+        turns_per_minute: 1,
+        ..ChatBudget::default()
+    };
+    let f = fixture_with(budget, InMemorySessions::default());
+    for _ in 0..3 {
+        let a = f
+            .post("alice", json!({"type": "threads.list", "params": {}}))
+            .await;
+        assert_eq!(a.status, 200);
+    }
+    f.model.push(Round::text("One."));
+    assert_eq!(f.post("alice", create("one")).await.status, 200);
+    let a = f.post("alice", create("two")).await;
+    assert_eq!(
+        (a.status, a.code().as_str()),
+        (429, "rate_limited"),
+        "{}",
+        a.text
+    );
+    assert!(a.headers.get("retry-after").is_some());
+}
+
+/// A client secret for `user`'s session, stored as `status`.
+async fn client_secret(sessions: &InMemorySessions, user: &str, status: SessionStatus) -> String {
+    let now = chrono::Utc::now();
+    let session = ChatSession {
+        id: session_id_at(now),
+        mode: SessionMode::SelfHosted,
+        status,
+        created_at: now,
+        expires_at: now + chrono::Duration::minutes(10),
+        max_requests_per_minute: 2,
+        workflow_id: None,
+        secret_hash: None,
+    };
+    let user = UserId::new(user).unwrap();
+    sessions.put_session(&user, &session).await.unwrap();
+    let secrets = Secrets::parse(KEY).unwrap();
+    SessionTokens::new(secrets.session_signing_key.expose().as_bytes())
+        .unwrap()
+        .sign(&session, &user)
+}
+
+#[tokio::test]
+async fn a_client_secret_is_held_to_its_session_and_its_budget() {
+    let sessions = InMemorySessions::default();
+    let active = client_secret(&sessions, "alice", SessionStatus::Active).await;
+    let cancelled = client_secret(&sessions, "alice", SessionStatus::Cancelled).await;
+    let f = fixture_with(ChatBudget::default(), sessions);
+    let list = json!({"type": "threads.list", "params": {}});
+    let with = |secret: &str| {
+        call("POST", PATH)
+            .header("authorization", &format!("Bearer {secret}"))
+            .json(&list)
+    };
+    for _ in 0..2 {
+        assert_eq!(
+            f.send(Some("threads.list"), with(&active)).await.status,
+            200
+        );
+    }
+    let a = f.send(Some("threads.list"), with(&active)).await;
+    assert_eq!((a.status, a.code().as_str()), (429, "rate_limited"));
+    let a = f.send(Some("threads.list"), with(&cancelled)).await;
+    assert_eq!((a.status, a.code().as_str()), (401, "unauthorized"));
+    let a = f.send(Some("threads.list"), with("cks_forged.sig")).await;
+    assert_eq!(a.status, 401);
+}
+
+#[tokio::test]
+async fn dictation_failures_keep_their_statuses() {
+    let f = fixture();
+    let transcribe = |audio: &str, mime: &str| json!({"type": "input.transcribe", "params": {"audio_base64": audio, "mime_type": mime}});
+    let a = f.post("alice", transcribe("AAAA", "video/mp4")).await;
+    assert_eq!(
+        (a.status, a.code().as_str()),
+        (415, "file_type_not_allowed")
+    );
+    let a = f
+        .post("alice", transcribe("not base64!", "audio/webm"))
+        .await;
+    assert_eq!((a.status, a.code().as_str()), (400, "invalid_parameter"));
+    f.scribe.push(Err(TranscribeError::NoSpeech));
+    let a = f.post("alice", transcribe("AAAA", "audio/webm")).await;
+    assert_eq!((a.status, a.code().as_str()), (422, "no_speech"));
+    f.scribe
+        .push(Err(TranscribeError::Upstream(UpstreamError::RateLimited {
+            retry_after: 3,
+        })));
+    let a = f.post("alice", transcribe("AAAA", "audio/webm")).await;
+    assert_eq!(
+        (a.status, a.code().as_str()),
+        (503, "upstream_rate_limited")
+    );
+    assert_eq!(a.headers["retry-after"], "3");
+}
