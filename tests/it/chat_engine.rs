@@ -1095,6 +1095,9 @@ async fn a_storage_failure_mid_stream_is_a_retryable_error() {
     let body = json!({"type": "threads.add_user_message",
                       "params": {"thread_id": thread, "input": message("more")}});
     let request = Request::parse(body.to_string().as_bytes()).unwrap();
+    chat.model.push(Round::text("Sure."));
+    // The user's message is saved before the stream starts; storage fails
+    // after, at the answer's write.
     let streaming = drive::streaming(
         &chat.engine,
         Caller::new(user("alice")),
@@ -1108,17 +1111,41 @@ async fn a_storage_failure_mid_stream_is_a_retryable_error() {
     // Storage is back once the client has been told: the failed write is fenced.
     let mut sink = Meddling::new(chat.store(), "error", recover);
     streaming.run(&mut sink).await;
-    assert_eq!(types_of(&sink.events), ["error"]);
-    assert_eq!(sink.events[0]["allow_retry"], true);
+    let error = sink.events.last().unwrap();
+    assert_eq!(
+        (error["type"].as_str(), &error["allow_retry"]),
+        (Some("error"), &json!(true))
+    );
     assert!(
         chat.journal
             .calls()
             .contains(&"store.fence_item".to_owned())
     );
     assert_eq!(
-        chat.items("alice", &thread).len(),
-        2,
-        "nothing half-written"
+        kinds(&chat.items("alice", &thread)),
+        ["user_message", "assistant_message", "user_message"],
+        "the answer is not half-written"
+    );
+}
+
+#[tokio::test]
+async fn a_message_whose_write_fails_before_the_stream_is_refused_and_fenced() {
+    let chat = Chat::new();
+    let thread = chat.thread("alice", "Hi.").await;
+    // The write times out although it lands.
+    chat.store().set_landing_late(true);
+    let err = chat
+        .refused(
+            "alice",
+            json!({"type": "threads.add_user_message",
+                   "params": {"thread_id": thread, "input": message("more")}}),
+        )
+        .await;
+    chat.store().set_landing_late(false);
+    assert!(matches!(err, ChatError::Store(_)), "{err:?}");
+    assert_eq!(
+        kinds(&chat.items("alice", &thread)),
+        ["user_message", "assistant_message"]
     );
 }
 
@@ -2357,9 +2384,12 @@ fn delete_it(
     store: &InMemoryChat,
     thread: String,
 ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + '_>> {
-    use taskpilot_chatkit::store::ChatStore;
+    use taskpilot_chatkit::store::{ChatStore, Write};
     Box::pin(async move {
-        assert!(store.delete_thread(&user("alice"), &thread).await.unwrap());
+        assert_eq!(
+            store.delete_thread(&user("alice"), &thread).await.unwrap(),
+            Write::Done
+        );
     })
 }
 
@@ -2367,15 +2397,16 @@ fn rename_it(
     store: &InMemoryChat,
     thread: String,
 ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + '_>> {
-    use taskpilot_chatkit::store::ChatStore;
+    use taskpilot_chatkit::store::{ChatStore, Write};
     Box::pin(async move {
         let mut t = store.stored_thread(&user("alice"), &thread).unwrap();
         t.title = Some("Mine".into());
-        assert!(
+        assert_eq!(
             store
                 .update_thread(&user("alice"), &t, false)
                 .await
-                .unwrap()
+                .unwrap(),
+            Write::Done
         );
     })
 }
@@ -2584,8 +2615,11 @@ async fn an_answer_whose_write_timed_out_but_landed_is_not_kept() {
         .unwrap()["item"]
         .clone();
     let late: ThreadItem = serde_json::from_value(answer).unwrap();
-    use taskpilot_chatkit::store::ChatStore;
-    assert!(!chat.store().save_item(&user("alice"), &late).await.unwrap());
+    use taskpilot_chatkit::store::{ChatStore, Write};
+    assert_eq!(
+        chat.store().save_item(&user("alice"), &late).await.unwrap(),
+        Write::Refused
+    );
     assert_eq!(chat.items("alice", &thread).len(), 1);
 }
 
@@ -2599,15 +2633,23 @@ fn fail_once(
 #[tokio::test]
 async fn a_fence_that_fails_once_is_tried_again_until_the_failed_write_is_gone() {
     let chat = Chat::new();
-    // The user's message times out although it lands; then, as the client
+    chat.model.push(Round::text("Hello."));
+    let body = json!({"type": "threads.create", "params": {"input": message("hello")}});
+    let request = Request::parse(body.to_string().as_bytes()).unwrap();
+    let streaming = drive::streaming(
+        &chat.engine,
+        chat.caller("alice"),
+        request,
+        &OpenGate,
+        far(),
+    )
+    .await
+    .unwrap();
+    // The answer's write times out although it lands; then, as the client
     // is told so, storage fails once more.
     chat.store().set_landing_late(true);
     let mut sink = Meddling::new(chat.store(), "error", fail_once);
-    chat.stream_to(
-        json!({"type": "threads.create", "params": {"input": message("hello")}}),
-        &mut sink,
-    )
-    .await;
+    streaming.run(&mut sink).await;
     chat.store().set_landing_late(false);
     let fences = chat
         .journal
@@ -2617,8 +2659,7 @@ async fn a_fence_that_fails_once_is_tried_again_until_the_failed_write_is_gone()
         .count();
     assert_eq!(fences, 2, "the fence was tried again");
     let thread = sink.thread.clone().unwrap();
-    let stored = chat.items("alice", &thread);
-    assert!(stored.is_empty(), "{stored:?}");
+    assert_eq!(kinds(&chat.items("alice", &thread)), ["user_message"]);
     assert_eq!(types_of(&sink.events).last(), Some(&"error"));
 }
 

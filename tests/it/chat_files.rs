@@ -11,13 +11,16 @@ use taskpilot_chatkit::attachments::{
     AttachmentError, AttachmentPolicy, AttachmentRecord, AttachmentStatus,
 };
 use taskpilot_chatkit::context::Caller;
-use taskpilot_chatkit::engine::{ChatError, Engine, OpenGate};
+use taskpilot_chatkit::engine::{ChatError, Engine, Gate, Need, OpenGate};
 use taskpilot_chatkit::model::ModelInput;
+use taskpilot_chatkit::model::TokenUsage;
 use taskpilot_chatkit::request::Request;
 use taskpilot_chatkit::store::ChatStore;
 use taskpilot_chatkit::testing::{
     InMemoryChat, InMemoryFiles, Journal, Round, ScriptedModel, VecSink, drive,
 };
+use taskpilot_chatkit::turn::Meter;
+use taskpilot_domain::budget::{ChatBudget, UsageDay};
 use taskpilot_domain::memory::InMemoryTasks;
 use taskpilot_domain::{CursorCodec, TaskService, UserId};
 use taskpilot_testkit::chatkit_contract;
@@ -408,6 +411,92 @@ async fn an_attachment_is_used_by_one_message_only() {
         refused,
         ChatError::Attachment(AttachmentError::InUse(_))
     ));
+}
+
+/// A gate that, while the engine reads the request, lets another message
+/// take `photo`: the race between the checks and the write.
+struct Racing<'a> {
+    store: &'a InMemoryChat,
+    photo: String,
+    given_back: std::sync::atomic::AtomicBool,
+}
+
+impl Gate for Racing<'_> {
+    type Ticket = ();
+    type Error = std::convert::Infallible;
+
+    async fn admit(&self, need: Need) -> Result<Option<()>, Self::Error> {
+        // The engine's reads run meanwhile (they never wait on the fake).
+        tokio::task::yield_now().await;
+        let alice = user("alice");
+        let record = self
+            .store
+            .load_attachment(&alice, &self.photo)
+            .await
+            .unwrap();
+        let taken = record
+            .unwrap()
+            .attached_to("thr_other", "msg_other")
+            .unwrap();
+        self.store.save_attachment(&alice, &taken).await.unwrap();
+        Ok(need.turn.then_some(()))
+    }
+
+    fn meter(&self, _ticket: &()) -> Meter {
+        Meter {
+            day: UsageDay::of(chrono::Utc::now()),
+            used: 0,
+            budget: ChatBudget::default(),
+        }
+    }
+
+    async fn give_back(&self, _ticket: ()) {
+        self.given_back
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    async fn charge(&self, _ticket: (), _tokens: TokenUsage) {}
+}
+
+#[tokio::test]
+async fn an_attachment_taken_between_the_checks_and_the_write_is_a_conflict_leaving_nothing() {
+    let f = Files::new();
+    let photo = f.uploaded("alice", "a.png", 5, "image/png").await;
+    let gate = Racing {
+        store: f.engine.store(),
+        photo: photo.clone(),
+        given_back: Default::default(),
+    };
+    let body = json!({"type": "threads.create", "params": {"input": {
+        "content": [{"type": "input_text", "text": "look"}],
+        "attachments": [photo], "inference_options": {}}}});
+    let request = Request::parse(body.to_string().as_bytes()).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let refused = match drive::streaming(
+        &f.engine,
+        Caller::new(user("alice")),
+        request,
+        &gate,
+        deadline,
+    )
+    .await
+    {
+        Ok(_) => panic!("the race was not noticed"),
+        Err(e) => e,
+    };
+    assert!(
+        matches!(refused, ChatError::Attachment(AttachmentError::Taken)),
+        "{refused:?}"
+    );
+    assert!(
+        gate.given_back.load(std::sync::atomic::Ordering::SeqCst),
+        "the turn is given back"
+    );
+    let threads = f
+        .json("alice", json!({"type": "threads.list", "params": {}}))
+        .await
+        .unwrap();
+    assert_eq!(threads["data"], json!([]), "no thread is left half-made");
 }
 
 #[tokio::test]

@@ -2,7 +2,7 @@
 use serde_json::Map;
 use taskpilot_chatkit::ids;
 use taskpilot_chatkit::request::{Order, Paging};
-use taskpilot_chatkit::store::ChatStore;
+use taskpilot_chatkit::store::{ChatStore, Write};
 use taskpilot_chatkit::types::{
     AssistantContent, ItemKind, ThreadItem, ThreadMetadata, ThreadStatus,
 };
@@ -120,7 +120,10 @@ async fn threads_and_items_page_in_both_orders_exactly_once() {
             .data
             .is_empty()
     );
-    assert!(!store.delete_thread(&bob, &t.id).await.unwrap());
+    assert_eq!(
+        store.delete_thread(&bob, &t.id).await.unwrap(),
+        Write::Refused
+    );
     assert_eq!(
         store.load_item(&alice, &t.id, &items[3].id).await.unwrap(),
         Some(items[3].clone())
@@ -154,7 +157,10 @@ async fn threads_and_items_page_in_both_orders_exactly_once() {
             .await
             .unwrap();
     }
-    assert!(store.delete_thread(&alice, &t.id).await.unwrap());
+    assert_eq!(
+        store.delete_thread(&alice, &t.id).await.unwrap(),
+        Write::Done
+    );
     assert!(store.load_thread(&alice, &t.id).await.unwrap().is_none());
     assert!(
         store
@@ -324,7 +330,10 @@ async fn ratings_replace_each_other_stay_out_of_item_reads_and_go_with_the_threa
         .unwrap();
     assert_eq!(page.data.len(), 30);
     // Deleting the thread deletes its ratings.
-    assert!(store.delete_thread(&alice, &t.id).await.unwrap());
+    assert_eq!(
+        store.delete_thread(&alice, &t.id).await.unwrap(),
+        Write::Done
+    );
     assert!(rows("FEEDBACK#").await.is_empty());
     assert!(rows("ITEM#").await.is_empty());
 }
@@ -340,7 +349,7 @@ async fn pages_read_past_dynamodbs_one_megabyte_stop() {
         .map(|i| message(&t.id, &format!("{i:02}{}", "x".repeat(60_000))))
         .collect();
     for item in &items {
-        assert!(store.save_item(&alice, item).await.unwrap());
+        assert_eq!(store.save_item(&alice, item).await.unwrap(), Write::Done);
     }
     let all = store
         .list_items(&alice, &t.id, &paging(100, Order::Asc, None))
@@ -376,20 +385,30 @@ async fn nothing_is_written_into_a_thread_that_is_gone_or_going() {
     let alice = UserId::new("alice").unwrap();
     let t = thread();
     store.save_thread(&alice, &t).await.unwrap();
-    assert!(
+    assert_eq!(
         store
             .save_item(&alice, &message(&t.id, "one"))
             .await
-            .unwrap()
+            .unwrap(),
+        Write::Done
     );
     // An automatic title only lands on an untitled thread; a rename always.
     let mut titled = t.clone();
     titled.title = Some("Auto".into());
-    assert!(store.update_thread(&alice, &titled, true).await.unwrap());
+    assert_eq!(
+        store.update_thread(&alice, &titled, true).await.unwrap(),
+        Write::Done
+    );
     titled.title = Some("Again".into());
-    assert!(!store.update_thread(&alice, &titled, true).await.unwrap());
+    assert_eq!(
+        store.update_thread(&alice, &titled, true).await.unwrap(),
+        Write::Refused
+    );
     titled.title = Some("Mine".into());
-    assert!(store.update_thread(&alice, &titled, false).await.unwrap());
+    assert_eq!(
+        store.update_thread(&alice, &titled, false).await.unwrap(),
+        Write::Done
+    );
     let recent = store.load_recent(&alice, &t.id, 40).await.unwrap().unwrap();
     assert_eq!(
         recent.thread.title.as_deref(),
@@ -415,24 +434,35 @@ async fn nothing_is_written_into_a_thread_that_is_gone_or_going() {
         .await
         .unwrap();
     assert!(listed.data.is_empty());
-    assert!(
-        !store
+    assert_eq!(
+        store
             .save_item(&alice, &message(&t.id, "late"))
             .await
-            .unwrap()
+            .unwrap(),
+        Write::Refused
     );
-    assert!(!store.update_thread(&alice, &titled, false).await.unwrap());
-    assert!(store.delete_thread(&alice, &t.id).await.unwrap());
+    assert_eq!(
+        store.update_thread(&alice, &titled, false).await.unwrap(),
+        Write::Refused
+    );
+    assert_eq!(
+        store.delete_thread(&alice, &t.id).await.unwrap(),
+        Write::Done
+    );
     let left = alices_rows(&client, &table).await;
     assert!(left.is_empty(), "{left:?}");
     // Gone for good: nothing can be written into it, nothing deleted twice.
-    assert!(
-        !store
+    assert_eq!(
+        store
             .save_item(&alice, &message(&t.id, "later"))
             .await
-            .unwrap()
+            .unwrap(),
+        Write::Refused
     );
-    assert!(!store.delete_thread(&alice, &t.id).await.unwrap());
+    assert_eq!(
+        store.delete_thread(&alice, &t.id).await.unwrap(),
+        Write::Refused
+    );
 }
 
 #[tokio::test]
@@ -443,8 +473,8 @@ async fn a_fenced_item_is_gone_and_stays_gone() {
     store.save_thread(&alice, &t).await.unwrap();
     let kept = message(&t.id, "kept");
     let failed = message(&t.id, "its write timed out but landed");
-    assert!(store.save_item(&alice, &kept).await.unwrap());
-    assert!(store.save_item(&alice, &failed).await.unwrap());
+    assert_eq!(store.save_item(&alice, &kept).await.unwrap(), Write::Done);
+    assert_eq!(store.save_item(&alice, &failed).await.unwrap(), Write::Done);
     store.fence_item(&alice, &t.id, &failed.id).await.unwrap();
     assert_eq!(
         store.load_item(&alice, &t.id, &failed.id).await.unwrap(),
@@ -458,13 +488,19 @@ async fn a_fenced_item_is_gone_and_stays_gone() {
         .unwrap();
     assert_eq!(page.data, vec![kept.clone()]);
     // The write arriving later still is refused.
-    assert!(!store.save_item(&alice, &failed).await.unwrap());
+    assert_eq!(
+        store.save_item(&alice, &failed).await.unwrap(),
+        Write::Refused
+    );
     assert_eq!(
         store.load_item(&alice, &t.id, &failed.id).await.unwrap(),
         None
     );
     // Fencing in a thread that is gone writes nothing.
-    assert!(store.delete_thread(&alice, &t.id).await.unwrap());
+    assert_eq!(
+        store.delete_thread(&alice, &t.id).await.unwrap(),
+        Write::Done
+    );
     store.fence_item(&alice, &t.id, &kept.id).await.unwrap();
     let left = alices_rows(&client, &table).await;
     assert!(left.is_empty(), "{left:?}");

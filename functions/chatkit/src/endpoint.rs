@@ -261,7 +261,7 @@ fn attachment_error(e: AttachmentError) -> ApiError {
             code: "attachment_not_uploaded",
             message,
         },
-        AttachmentError::InUse(_) => ApiError::Conflict {
+        AttachmentError::InUse(_) | AttachmentError::Taken => ApiError::Conflict {
             code: "attachment_in_use",
             message,
         },

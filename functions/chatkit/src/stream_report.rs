@@ -4,12 +4,12 @@
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use taskpilot_chatkit::types::{ItemUpdate, StreamEvent};
+use taskpilot_chatkit::types::{ItemUpdate, StreamError, StreamEvent};
 use taskpilot_http::metrics::Emf;
 
 /// The `error` code of a failure (OpenAI unavailable, out of time, a store
 /// error); `custom` errors are answers (the day's budget, a refused action).
-const FAILURE_CODE: &str = "stream.error";
+const FAILURE_CODE: &str = StreamError::STREAM;
 
 /// Watches the events of one stream.
 #[derive(Debug)]

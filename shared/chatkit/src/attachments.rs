@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use taskpilot_domain::StoreError;
 
-use crate::types::{Attachment, AttachmentKind, ItemKind, ThreadItem, UploadDescriptor};
+use crate::types::{Attachment, AttachmentKind, UploadDescriptor};
 
 /// An upload never attached to a message is forgotten after this long (its
 /// record expires; the bucket's lifecycle rule removes its object).
@@ -52,6 +52,10 @@ pub enum AttachmentError {
     /// The attachment already belongs to another thread.
     #[error("attachment {0} is already part of another conversation")]
     InUse(String),
+    /// An attachment was deleted or used by another message while this one
+    /// was being sent.
+    #[error("an attachment was deleted or used by another message meanwhile; attach it again")]
+    Taken,
     /// More attachments on a message than allowed.
     #[error("at most {MAX_PER_MESSAGE} attachments per message")]
     TooMany,
@@ -266,21 +270,6 @@ impl AttachmentRecord {
             thread_id: self.thread_id.clone(),
         }
     }
-}
-
-/// The ids of the attachments a stored item uses.
-pub fn used_by(item: &ThreadItem) -> Vec<&str> {
-    match &item.kind {
-        ItemKind::UserMessage { attachments, .. } => {
-            attachments.iter().map(|a| a.id.as_str()).collect()
-        }
-        _ => Vec::new(),
-    }
-}
-
-/// A write that would attach a file already gone or used elsewhere.
-pub fn claim_refused() -> StoreError {
-    StoreError::Internal("an attachment was deleted or used by another message meanwhile".into())
 }
 
 /// What the object store holds under an attachment.

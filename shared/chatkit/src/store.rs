@@ -37,6 +37,19 @@ pub struct Feedback {
     pub at: DateTime<Utc>,
 }
 
+/// What a conditional write did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Write {
+    /// Written.
+    Done,
+    /// Not written: the thread is gone (or, for a rename, its rule refused
+    /// it; for an item, the item is fenced).
+    Refused,
+    /// Not written: an attachment the item uses was deleted or used by
+    /// another message meanwhile.
+    AttachmentTaken,
+}
+
 /// Threads and their items, always scoped to one user: another user's thread
 /// is simply absent. A chat store also keeps what the model cost
 /// ([`UsageStore`]), charged by each turn.
@@ -73,33 +86,33 @@ pub trait ChatStore: UsageStore + Send + Sync {
 
     /// Changes a thread's metadata, only while the thread exists and, with
     /// `untitled_only`, only while it has no title (an automatic title never
-    /// overwrites a rename). `false` when the rule refused the write.
+    /// overwrites a rename). [`Write::Refused`] when the rule refused it.
     fn update_thread(
         &self,
         user: &UserId,
         thread: &ThreadMetadata,
         untitled_only: bool,
-    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+    ) -> impl Future<Output = Result<Write, StoreError>> + Send;
 
-    /// Deletes a thread and all its items; `false` when there was no such
-    /// thread. From its first step on, the thread reads as absent and no item
+    /// Deletes a thread and all its items; [`Write::Refused`] when there was
+    /// no such thread. From its first step on, the thread reads as absent and no item
     /// can be written to it, so nothing of it can come back or remain.
     fn delete_thread(
         &self,
         user: &UserId,
         thread_id: &str,
-    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+    ) -> impl Future<Output = Result<Write, StoreError>> + Send;
 
-    /// Inserts or replaces an item, only while its thread exists: `false`
-    /// (and nothing written) when the thread is gone. A user message's
-    /// attachments are marked as used by it in the same write; when one of
-    /// them is gone or used by another message, nothing is written and the
-    /// error says so.
+    /// Inserts or replaces an item, only while its thread exists
+    /// ([`Write::Refused`], nothing written, when it is gone or the item is
+    /// fenced). A user message's attachments are marked as used by it in the
+    /// same write; when one of them is gone or used by another message,
+    /// nothing is written ([`Write::AttachmentTaken`]).
     fn save_item(
         &self,
         user: &UserId,
         item: &ThreadItem,
-    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+    ) -> impl Future<Output = Result<Write, StoreError>> + Send;
 
     /// Makes sure an item whose write failed never exists, even if that
     /// write lands late: it is removed and no later write of it is accepted.

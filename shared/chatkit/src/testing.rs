@@ -17,7 +17,7 @@ use crate::model::{
 };
 use crate::request::{Order, Paging};
 use crate::sink::{Disconnected, EventSink};
-use crate::store::{ChatStore, Feedback, RecentThread};
+use crate::store::{ChatStore, Feedback, RecentThread, Write};
 use crate::types::{Page, StreamEvent, ThreadItem, ThreadMetadata, UploadDescriptor};
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -227,13 +227,14 @@ impl ChatStore for InMemoryChat {
         Ok(page_of(all, paging, |t| &t.id))
     }
 
-    async fn delete_thread(&self, user: &UserId, thread_id: &str) -> Result<bool, StoreError> {
+    async fn delete_thread(&self, user: &UserId, thread_id: &str) -> Result<Write, StoreError> {
         self.call("delete_thread").await?;
         lock(&self.items).retain(|(u, t, _), _| !(u == user.as_str() && t == thread_id));
         lock(&self.feedback).retain(|(u, t, _), _| !(u == user.as_str() && t == thread_id));
-        Ok(lock(&self.threads)
+        let removed = lock(&self.threads)
             .remove(&(user.as_str().to_owned(), thread_id.to_owned()))
-            .is_some())
+            .is_some();
+        Ok(if removed { Write::Done } else { Write::Refused })
     }
 
     async fn update_thread(
@@ -241,21 +242,21 @@ impl ChatStore for InMemoryChat {
         user: &UserId,
         thread: &ThreadMetadata,
         untitled_only: bool,
-    ) -> Result<bool, StoreError> {
+    ) -> Result<Write, StoreError> {
         self.call("update_thread").await?;
         let mut threads = lock(&self.threads);
         let key = (user.as_str().to_owned(), thread.id.clone());
         match threads.get(&key) {
-            None => Ok(false),
-            Some(stored) if untitled_only && stored.title.is_some() => Ok(false),
+            None => Ok(Write::Refused),
+            Some(stored) if untitled_only && stored.title.is_some() => Ok(Write::Refused),
             Some(_) => {
                 threads.insert(key, thread.clone());
-                Ok(true)
+                Ok(Write::Done)
             }
         }
     }
 
-    async fn save_item(&self, user: &UserId, item: &ThreadItem) -> Result<bool, StoreError> {
+    async fn save_item(&self, user: &UserId, item: &ThreadItem) -> Result<Write, StoreError> {
         self.call("save_item").await?;
         let key = (
             user.as_str().to_owned(),
@@ -264,17 +265,19 @@ impl ChatStore for InMemoryChat {
         );
         if self.stored_thread(user, &item.thread_id).is_none() || lock(&self.fenced).contains(&key)
         {
-            return Ok(false);
+            return Ok(Write::Refused);
         }
         // The attachments are claimed with the item, or nothing is written.
         let mut records = lock(&self.attachments);
         let mut claimed = Vec::new();
-        for id in crate::attachments::used_by(item) {
+        for id in item.attachment_ids() {
             let record_key = (user.as_str().to_owned(), id.to_owned());
-            let record = records
+            let Some(record) = records
                 .get(&record_key)
                 .and_then(|r| r.attached_to(&item.thread_id, &item.id))
-                .ok_or_else(crate::attachments::claim_refused)?;
+            else {
+                return Ok(Write::AttachmentTaken);
+            };
             claimed.push((record_key, record));
         }
         records.extend(claimed);
@@ -292,7 +295,7 @@ impl ChatStore for InMemoryChat {
                 "timed out (but the write landed)".into(),
             ));
         }
-        Ok(true)
+        Ok(Write::Done)
     }
 
     async fn fence_item(

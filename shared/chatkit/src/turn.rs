@@ -14,9 +14,10 @@ use crate::context::Caller;
 
 use crate::ids;
 use crate::sink::{Disconnected, EventSink};
-use crate::store::ChatStore;
+use crate::store::{ChatStore, Write};
 use crate::types::{
-    AssistantContent, ItemKind, ItemUpdate, Page, StreamEvent, Thread, ThreadItem, ThreadMetadata,
+    AssistantContent, ItemKind, ItemUpdate, Page, StreamError, StreamEvent, Thread, ThreadItem,
+    ThreadMetadata,
 };
 
 /// Note stored when the user stops a stream.
@@ -169,13 +170,12 @@ impl<'a, S: ChatStore, K: EventSink> Turn<'a, S, K> {
         let limit = self.meter.map_or(0, |m| m.budget.tokens_per_day);
         tracing::info!(limit, "the daily token budget ran out during the turn");
         self.settle_pending().await?;
-        self.error(
-            "custom",
-            Some(format!(
+        self.error(StreamError::Custom {
+            message: format!(
                 "You have reached today's assistant budget ({limit} tokens). It resets at 00:00 UTC."
-            )),
-            false,
-        )
+            ),
+            allow_retry: false,
+        })
         .await
     }
 
@@ -277,6 +277,13 @@ impl<'a, S: ChatStore, K: EventSink> Turn<'a, S, K> {
         ThreadItem::new(id, self.thread.id.clone(), kind)
     }
 
+    /// Shows an item the engine has already saved (the user's new message):
+    /// it joins the history and is sent as done.
+    pub(crate) async fn show_saved(&mut self, item: ThreadItem) -> Result<(), Interrupted> {
+        self.history.push(item.clone());
+        self.send(StreamEvent::ItemDone { item }).await
+    }
+
     /// Sends an event without the persistence rules (stream options, the
     /// initial `thread.created`).
     pub(crate) async fn send(&mut self, event: StreamEvent) -> Result<(), Interrupted> {
@@ -325,8 +332,13 @@ impl<'a, S: ChatStore, K: EventSink> Turn<'a, S, K> {
             .in_time(self.store.save_item(&self.caller.user, item))
             .await
         {
-            Ok(true) => Ok(()),
-            Ok(false) => Err(Interrupted::ThreadGone),
+            Ok(Write::Done) => Ok(()),
+            Ok(Write::Refused) => Err(Interrupted::ThreadGone),
+            // Only a user message claims attachments, and the engine saves
+            // it before the stream starts.
+            Ok(Write::AttachmentTaken) => Err(Interrupted::Store(StoreError::Internal(
+                "an attachment was taken meanwhile".into(),
+            ))),
             Err(e) => {
                 self.unsure.push(item.id.clone());
                 Err(e.into())
@@ -381,7 +393,7 @@ impl<'a, S: ChatStore, K: EventSink> Turn<'a, S, K> {
                     .update_thread(&self.caller.user, &self.thread, untitled_only),
             )
             .await?;
-        if !saved {
+        if saved != Write::Done {
             tracing::info!("the thread was renamed or deleted meanwhile; its title stands");
             self.thread = self.saved_thread.clone();
             return Ok(());
@@ -422,19 +434,9 @@ impl<'a, S: ChatStore, K: EventSink> Turn<'a, S, K> {
     }
 
     /// Sends a user-visible error.
-    pub async fn error(
-        &mut self,
-        code: &str,
-        message: Option<String>,
-        allow_retry: bool,
-    ) -> Result<(), Interrupted> {
+    pub async fn error(&mut self, error: StreamError) -> Result<(), Interrupted> {
         self.failed = true;
-        self.send(StreamEvent::Error {
-            code: code.to_owned(),
-            message,
-            allow_retry,
-        })
-        .await
+        self.send(error.into()).await
     }
 
     /// After a disconnect (ck-py's `handle_stream_cancelled`): keep the

@@ -136,6 +136,16 @@ pub struct ThreadItem {
 }
 
 impl ThreadItem {
+    /// The ids of the attachments it uses (a user message's).
+    pub fn attachment_ids(&self) -> Vec<&str> {
+        match &self.kind {
+            ItemKind::UserMessage { attachments, .. } => {
+                attachments.iter().map(|a| a.id.as_str()).collect()
+            }
+            _ => Vec::new(),
+        }
+    }
+
     /// A new item of `thread_id`, created now.
     pub fn new(id: impl Into<String>, thread_id: impl Into<String>, kind: ItemKind) -> Self {
         Self {
@@ -400,6 +410,62 @@ pub fn sse_frame(event: &StreamEvent) -> Vec<u8> {
     frame
 }
 
+/// A user-visible error of a stream, as the reference SDK types them
+/// (`StreamError` and `CustomStreamError`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StreamError {
+    /// Something failed on the server's side (`stream.error`); `message`
+    /// says what the user is told, if anything.
+    Stream {
+        /// The text shown.
+        message: Option<String>,
+        /// Whether the client offers a retry.
+        allow_retry: bool,
+    },
+    /// The application's own message (`custom`).
+    Custom {
+        /// The text shown.
+        message: String,
+        /// Whether the client offers a retry.
+        allow_retry: bool,
+    },
+}
+
+impl StreamError {
+    /// The code of a server-side failure.
+    pub const STREAM: &str = "stream.error";
+    /// The code of an application's own message.
+    pub const CUSTOM: &str = "custom";
+
+    /// A server-side failure the user may retry, saying `message`.
+    pub fn retryable(message: impl Into<String>) -> Self {
+        Self::Stream {
+            message: Some(message.into()),
+            allow_retry: true,
+        }
+    }
+}
+
+impl From<StreamError> for StreamEvent {
+    fn from(e: StreamError) -> Self {
+        let (code, message, allow_retry) = match e {
+            StreamError::Stream {
+                message,
+                allow_retry,
+            } => (StreamError::STREAM, message, allow_retry),
+            StreamError::Custom {
+                message,
+                allow_retry,
+            } => (StreamError::CUSTOM, Some(message), allow_retry),
+        };
+        StreamEvent::Error {
+            code: code.into(),
+            message,
+            allow_retry,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -490,14 +556,25 @@ mod tests {
             json!({"id":"thr_1","created_at":"2026-11-22T03:28:55.219Z","status":{"type":"active"},
                    "metadata":{},"items":{"data":[],"has_more":false}})
         );
-        let error = StreamEvent::Error {
-            code: "stream.error".into(),
+        let error = StreamEvent::from(StreamError::Stream {
             message: None,
             allow_retry: true,
-        };
+        });
         assert_eq!(
             serde_json::to_value(error).unwrap(),
             json!({"type":"error","code":"stream.error","allow_retry":true})
+        );
+    }
+
+    #[test]
+    fn a_custom_error_carries_its_message_and_code() {
+        let error = StreamEvent::from(StreamError::Custom {
+            message: "over budget".into(),
+            allow_retry: false,
+        });
+        assert_eq!(
+            serde_json::to_value(&error).unwrap(),
+            json!({"type":"error","code":"custom","message":"over budget","allow_retry":false})
         );
     }
 }

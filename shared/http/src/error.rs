@@ -4,6 +4,7 @@ use http::StatusCode;
 use lambda_http::{Body, Response};
 use serde_json::{Value, json};
 
+use taskpilot_domain::budget::Refusal;
 use taskpilot_domain::{DomainError, StoreError};
 
 /// Every way a request can fail. [`ApiError::into_response`] is the only
@@ -103,152 +104,156 @@ pub enum UpstreamError {
 
 /// Seconds a client should wait before retrying a 503.
 const RETRY_AFTER_SECS: u64 = 1;
+/// Seconds before retrying when the OpenAI key cannot be read.
+const SECRET_RETRY_AFTER_SECS: u64 = 5;
 
-/// Status, stable machine-readable code, message, details and `Retry-After`.
-type Parts = (StatusCode, &'static str, String, Option<Value>, Option<u64>);
+/// An error as the client sees it: status, stable code, message, details
+/// and `Retry-After`.
+struct ErrorBody {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+    details: Option<Value>,
+    retry_after: Option<u64>,
+}
 
-impl ApiError {
-    fn parts(&self) -> Parts {
-        let (status, code, message, details) = match self {
-            ApiError::RateLimited { retry_after, .. } => {
-                return (
-                    StatusCode::TOO_MANY_REQUESTS,
-                    "rate_limited",
-                    self.to_string(),
-                    None,
-                    Some(*retry_after),
-                );
-            }
-            ApiError::OverBudget(refusal) => {
-                let code = match refusal {
-                    taskpilot_domain::budget::Refusal::TurnsPerMinute { .. } => "rate_limited",
-                    taskpilot_domain::budget::Refusal::TokensPerDay { .. } => "budget_exhausted",
-                };
-                return (
-                    StatusCode::TOO_MANY_REQUESTS,
-                    code,
-                    self.to_string(),
-                    None,
-                    Some(refusal.retry_after()),
-                );
-            }
-            ApiError::Upstream(e) => return upstream_parts(e),
-            _ => self.plain_parts(),
-        };
-        let retry_after = (status == StatusCode::SERVICE_UNAVAILABLE).then_some(RETRY_AFTER_SECS);
-        (status, code, message, details, retry_after)
+impl ErrorBody {
+    fn new(status: StatusCode, code: &'static str, message: String) -> Self {
+        Self {
+            status,
+            code,
+            message,
+            details: None,
+            retry_after: None,
+        }
     }
 
-    fn plain_parts(&self) -> (StatusCode, &'static str, String, Option<Value>) {
+    fn details(self, details: Value) -> Self {
+        Self {
+            details: Some(details),
+            ..self
+        }
+    }
+
+    fn retry_after(self, seconds: u64) -> Self {
+        Self {
+            retry_after: Some(seconds),
+            ..self
+        }
+    }
+}
+
+impl ApiError {
+    /// The one mapping from an error to what the client is told.
+    fn body(&self) -> ErrorBody {
         use ApiError as E;
-        let msg = self.to_string();
-        match self {
-            E::Domain(d) => match d {
-                DomainError::Validation { field, message } => (
-                    StatusCode::UNPROCESSABLE_ENTITY,
-                    "validation_failed",
-                    format!("{field}: {message}"),
-                    Some(json!({ "field": field })),
-                ),
-                DomainError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found", msg, None),
-                DomainError::VersionConflict { current } => (
-                    StatusCode::CONFLICT,
-                    "version_conflict",
-                    format!(
-                        "the task was changed by someone else and is now at version {}; \
-                         re-apply your change to the current task",
-                        current.version
-                    ),
-                    Some(json!({ "current": current })),
-                ),
-                DomainError::IdempotencyMismatch => (
-                    StatusCode::UNPROCESSABLE_ENTITY,
-                    "idempotency_key_reused",
-                    msg,
-                    None,
-                ),
-                DomainError::IdempotencyInFlight => {
-                    (StatusCode::CONFLICT, "idempotency_in_flight", msg, None)
-                }
-                DomainError::InvalidCursor => {
-                    (StatusCode::BAD_REQUEST, "invalid_cursor", msg, None)
-                }
-                DomainError::Store(StoreError::Unavailable(_)) => (
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "service_unavailable",
-                    "storage is temporarily unavailable; retry shortly".into(),
-                    None,
-                ),
-                DomainError::Store(StoreError::Internal(_)) => (
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "internal",
-                    "something went wrong on our side".into(),
-                    None,
-                ),
-            },
-            E::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized", msg, None),
-            E::MalformedJson(_) => (StatusCode::BAD_REQUEST, "malformed_json", msg, None),
-            E::UnknownField(_) => (StatusCode::BAD_REQUEST, "unknown_field", msg, None),
-            E::BadParameter { name, .. } => (
-                StatusCode::BAD_REQUEST,
-                "invalid_parameter",
-                msg,
-                Some(json!({ "parameter": name })),
-            ),
-            E::PayloadTooLarge { .. } => (
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "payload_too_large",
-                msg,
-                None,
-            ),
-            E::UnsupportedMediaType(_) => (
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "unsupported_media_type",
-                msg,
-                None,
-            ),
-            E::RouteNotFound { .. } => (StatusCode::NOT_FOUND, "route_not_found", msg, None),
-            E::MethodNotAllowed { .. } => (
-                StatusCode::METHOD_NOT_ALLOWED,
-                "method_not_allowed",
-                msg,
-                None,
-            ),
-            E::OriginNotAllowed(_) => (StatusCode::FORBIDDEN, "origin_not_allowed", msg, None),
-            E::NotSupported(_) => (StatusCode::BAD_REQUEST, "not_supported", msg, None),
-            E::FileTypeNotAllowed(_) => (
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "file_type_not_allowed",
-                msg,
-                None,
-            ),
-            E::FileTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "file_too_large", msg, None),
-            E::QuotaExceeded(_) => (StatusCode::FORBIDDEN, "quota_exceeded", msg, None),
-            E::Conflict { code, .. } => (StatusCode::CONFLICT, code, msg, None),
-            E::Unprocessable { code, .. } => (StatusCode::UNPROCESSABLE_ENTITY, code, msg, None),
-            E::Internal(_) | E::RateLimited { .. } | E::OverBudget(_) | E::Upstream(_) => (
-                StatusCode::INTERNAL_SERVER_ERROR,
+        use StatusCode as S;
+        let message = self.to_string();
+        let plain = |status, code| ErrorBody::new(status, code, message.clone());
+        let internal = || {
+            ErrorBody::new(
+                S::INTERNAL_SERVER_ERROR,
                 "internal",
                 "something went wrong on our side".into(),
-                None,
-            ),
+            )
+        };
+        match self {
+            E::Domain(DomainError::Validation { field, message }) => ErrorBody::new(
+                S::UNPROCESSABLE_ENTITY,
+                "validation_failed",
+                format!("{field}: {message}"),
+            )
+            .details(json!({ "field": field })),
+            E::Domain(DomainError::NotFound(_)) => plain(S::NOT_FOUND, "not_found"),
+            E::Domain(DomainError::VersionConflict { current }) => ErrorBody::new(
+                S::CONFLICT,
+                "version_conflict",
+                format!(
+                    "the task was changed by someone else and is now at version {}; \
+                     re-apply your change to the current task",
+                    current.version
+                ),
+            )
+            .details(json!({ "current": current })),
+            E::Domain(DomainError::IdempotencyMismatch) => {
+                plain(S::UNPROCESSABLE_ENTITY, "idempotency_key_reused")
+            }
+            E::Domain(DomainError::IdempotencyInFlight) => {
+                plain(S::CONFLICT, "idempotency_in_flight")
+            }
+            E::Domain(DomainError::InvalidCursor) => plain(S::BAD_REQUEST, "invalid_cursor"),
+            E::Domain(DomainError::Store(StoreError::Unavailable(_))) => ErrorBody::new(
+                S::SERVICE_UNAVAILABLE,
+                "service_unavailable",
+                "storage is temporarily unavailable; retry shortly".into(),
+            )
+            .retry_after(RETRY_AFTER_SECS),
+            E::Domain(DomainError::Store(StoreError::Internal(_))) | E::Internal(_) => internal(),
+            E::Unauthorized(_) => plain(S::UNAUTHORIZED, "unauthorized"),
+            E::MalformedJson(_) => plain(S::BAD_REQUEST, "malformed_json"),
+            E::UnknownField(_) => plain(S::BAD_REQUEST, "unknown_field"),
+            E::BadParameter { name, .. } => {
+                plain(S::BAD_REQUEST, "invalid_parameter").details(json!({ "parameter": name }))
+            }
+            E::PayloadTooLarge { .. } => plain(S::PAYLOAD_TOO_LARGE, "payload_too_large"),
+            E::UnsupportedMediaType(_) => {
+                plain(S::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")
+            }
+            E::RouteNotFound { .. } => plain(S::NOT_FOUND, "route_not_found"),
+            E::MethodNotAllowed { .. } => plain(S::METHOD_NOT_ALLOWED, "method_not_allowed"),
+            E::OriginNotAllowed(_) => plain(S::FORBIDDEN, "origin_not_allowed"),
+            E::NotSupported(_) => plain(S::BAD_REQUEST, "not_supported"),
+            E::FileTypeNotAllowed(_) => plain(S::UNSUPPORTED_MEDIA_TYPE, "file_type_not_allowed"),
+            E::FileTooLarge(_) => plain(S::PAYLOAD_TOO_LARGE, "file_too_large"),
+            E::QuotaExceeded(_) => plain(S::FORBIDDEN, "quota_exceeded"),
+            E::Conflict { code, .. } => plain(S::CONFLICT, code),
+            E::Unprocessable { code, .. } => plain(S::UNPROCESSABLE_ENTITY, code),
+            E::RateLimited { retry_after, .. } => {
+                plain(S::TOO_MANY_REQUESTS, "rate_limited").retry_after(*retry_after)
+            }
+            E::OverBudget(refusal @ Refusal::TurnsPerMinute { .. }) => {
+                plain(S::TOO_MANY_REQUESTS, "rate_limited").retry_after(refusal.retry_after())
+            }
+            E::OverBudget(refusal @ Refusal::TokensPerDay { .. }) => {
+                plain(S::TOO_MANY_REQUESTS, "budget_exhausted").retry_after(refusal.retry_after())
+            }
+            E::Upstream(UpstreamError::Auth) => plain(S::BAD_GATEWAY, "upstream_auth"),
+            E::Upstream(UpstreamError::NotFound(_)) => plain(S::BAD_GATEWAY, "upstream_not_found"),
+            E::Upstream(UpstreamError::RateLimited { retry_after }) => {
+                plain(S::SERVICE_UNAVAILABLE, "upstream_rate_limited").retry_after(*retry_after)
+            }
+            E::Upstream(UpstreamError::Unavailable(_)) => {
+                plain(S::BAD_GATEWAY, "upstream_unavailable")
+            }
+            E::Upstream(UpstreamError::Timeout(_)) => plain(S::GATEWAY_TIMEOUT, "upstream_timeout"),
+            E::Upstream(UpstreamError::Rejected(_)) => plain(S::BAD_GATEWAY, "upstream_rejected"),
+            E::Upstream(UpstreamError::Secret(_)) => {
+                plain(S::SERVICE_UNAVAILABLE, "secret_unavailable")
+                    .retry_after(SECRET_RETRY_AFTER_SECS)
+            }
         }
     }
 
     /// The HTTP status of this error.
     pub fn status(&self) -> StatusCode {
-        self.parts().0
+        self.body().status
     }
 
     /// The stable error code.
     pub fn code(&self) -> &'static str {
-        self.parts().1
+        self.body().code
     }
 
     /// Renders `{"error":{"code","message","details"?}}`, with `Retry-After` on 503
     /// and `WWW-Authenticate` on 401.
     pub fn into_response(self) -> Response<Body> {
-        let (status, code, message, details, retry_after) = self.parts();
+        let ErrorBody {
+            status,
+            code,
+            message,
+            details,
+            retry_after,
+        } = self.body();
         if status.is_server_error() {
             tracing::error!(error = %self, code, "request failed");
         } else {
@@ -280,55 +285,6 @@ impl ApiError {
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         ApiError::Domain(e.into())
-    }
-}
-
-fn upstream_parts(e: &UpstreamError) -> Parts {
-    let msg = e.to_string();
-    match e {
-        UpstreamError::Auth => (StatusCode::BAD_GATEWAY, "upstream_auth", msg, None, None),
-        UpstreamError::NotFound(_) => (
-            StatusCode::BAD_GATEWAY,
-            "upstream_not_found",
-            msg,
-            None,
-            None,
-        ),
-        UpstreamError::RateLimited { retry_after } => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "upstream_rate_limited",
-            msg,
-            None,
-            Some(*retry_after),
-        ),
-        UpstreamError::Unavailable(_) => (
-            StatusCode::BAD_GATEWAY,
-            "upstream_unavailable",
-            msg,
-            None,
-            None,
-        ),
-        UpstreamError::Timeout(_) => (
-            StatusCode::GATEWAY_TIMEOUT,
-            "upstream_timeout",
-            msg,
-            None,
-            None,
-        ),
-        UpstreamError::Rejected(_) => (
-            StatusCode::BAD_GATEWAY,
-            "upstream_rejected",
-            msg,
-            None,
-            None,
-        ),
-        UpstreamError::Secret(_) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "secret_unavailable",
-            msg,
-            None,
-            Some(5),
-        ),
     }
 }
 

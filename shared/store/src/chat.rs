@@ -17,9 +17,9 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tracing::instrument;
 
-use taskpilot_chatkit::attachments::{AttachmentRecord, claim_refused, used_by};
+use taskpilot_chatkit::attachments::AttachmentRecord;
 use taskpilot_chatkit::request::{Order, Paging};
-use taskpilot_chatkit::store::{ChatStore, Feedback, RecentThread};
+use taskpilot_chatkit::store::{ChatStore, Feedback, RecentThread, Write};
 use taskpilot_chatkit::types::{Page, ThreadItem, ThreadMetadata};
 use taskpilot_domain::{StoreError, UserId};
 
@@ -162,27 +162,27 @@ impl DynamoStore {
     }
 
     /// `put` in one transaction with a check that its thread is live (exists,
-    /// not being deleted): `Ok(false)` when a condition refused it.
+    /// not being deleted): [`Write::Refused`] when a condition refused it.
     async fn put_in_live_thread(
         &self,
         pk: String,
         thread_id: &str,
         put: aws_sdk_dynamodb::types::builders::PutBuilder,
-    ) -> Result<bool, StoreError> {
+    ) -> Result<Write, StoreError> {
         self.put_in_live_thread_with(pk, thread_id, put, Vec::new())
             .await
     }
 
     /// [`Self::put_in_live_thread`] with more writes in the same transaction
     /// (attachment claims): when one of those is refused, nothing is written
-    /// and the error says so.
+    /// ([`Write::AttachmentTaken`]).
     pub(crate) async fn put_in_live_thread_with(
         &self,
         pk: String,
         thread_id: &str,
         put: aws_sdk_dynamodb::types::builders::PutBuilder,
         claims: Vec<TransactWriteItem>,
-    ) -> Result<bool, StoreError> {
+    ) -> Result<Write, StoreError> {
         let check = ConditionCheck::builder()
             .table_name(&self.table)
             .set_key(Some(keys::key(pk, keys::thread_sk(thread_id))))
@@ -200,16 +200,20 @@ impl DynamoStore {
         ];
         writes.extend(claims);
         match self.transact(writes).await? {
-            Ok(()) => Ok(true),
+            Ok(()) => Ok(Write::Done),
             // The thread's check or the item's own condition.
-            Err(refused) if refused.iter().any(|at| *at < 2) => Ok(false),
-            Err(_) => Err(claim_refused()),
+            Err(refused) if refused.iter().any(|at| *at < 2) => Ok(Write::Refused),
+            Err(_) => Ok(Write::AttachmentTaken),
         }
     }
 
-    /// A transaction whose conditions may refuse it: `Ok(false)` when one did.
-    async fn transact_if(&self, writes: Vec<TransactWriteItem>) -> Result<bool, StoreError> {
-        Ok(self.transact(writes).await?.is_ok())
+    /// A transaction whose conditions may refuse it: [`Write::Refused`] when
+    /// one did.
+    async fn transact_if(&self, writes: Vec<TransactWriteItem>) -> Result<Write, StoreError> {
+        Ok(match self.transact(writes).await? {
+            Ok(()) => Write::Done,
+            Err(_) => Write::Refused,
+        })
     }
 
     /// A transaction: `Ok(Err(positions))` when conditions refused it, with
@@ -340,7 +344,7 @@ impl ChatStore for DynamoStore {
         user: &UserId,
         thread: &ThreadMetadata,
         untitled_only: bool,
-    ) -> Result<bool, StoreError> {
+    ) -> Result<Write, StoreError> {
         // The listed record carries the rule; the head follows it atomically
         // (threads saved before heads existed have none to check).
         let pk = keys::user_pk(user);
@@ -451,7 +455,7 @@ impl ChatStore for DynamoStore {
     }
 
     #[instrument(skip_all, fields(thread_id = %thread_id))]
-    async fn delete_thread(&self, user: &UserId, thread_id: &str) -> Result<bool, StoreError> {
+    async fn delete_thread(&self, user: &UserId, thread_id: &str) -> Result<Write, StoreError> {
         // First the mark: from here on the thread reads as absent and no item
         // can be written to it (item writes check the listed record in the
         // same transaction). Then its ratings and items, the listed record
@@ -471,7 +475,7 @@ impl ChatStore for DynamoStore {
             .await;
         match marked {
             Ok(_) => {}
-            Err(e) if is_condition_failure(&e) => return Ok(false),
+            Err(e) if is_condition_failure(&e) => return Ok(Write::Refused),
             Err(e) => return Err(classify(e)),
         }
         for prefix in [
@@ -496,11 +500,11 @@ impl ChatStore for DynamoStore {
         }
         self.delete_keys(vec![keys::key(pk, keys::thread_sk(thread_id))])
             .await?;
-        Ok(true)
+        Ok(Write::Done)
     }
 
     #[instrument(skip_all, fields(item_id = %item.id))]
-    async fn save_item(&self, user: &UserId, item: &ThreadItem) -> Result<bool, StoreError> {
+    async fn save_item(&self, user: &UserId, item: &ThreadItem) -> Result<Write, StoreError> {
         let pk = keys::user_pk(user);
         let row = record(pk.clone(), keys::item_sk(&item.thread_id, &item.id), item)?;
         let put = Put::builder()
@@ -508,7 +512,8 @@ impl ChatStore for DynamoStore {
             .set_item(Some(row))
             .condition_expression("attribute_not_exists(#fenced)")
             .expression_attribute_names("#fenced", FENCED);
-        let claims = used_by(item)
+        let claims = item
+            .attachment_ids()
             .into_iter()
             .map(|id| self.claim(&pk, id, &item.thread_id, &item.id))
             .collect::<Result<_, _>>()?;

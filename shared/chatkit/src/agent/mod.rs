@@ -28,7 +28,7 @@ use crate::sink::EventSink;
 use crate::store::ChatStore;
 use crate::turn::{Interrupted, Turn};
 use crate::types::{
-    AssistantContent, ItemKind, ItemUpdate, StreamEvent, ThreadItem, ThreadMetadata,
+    AssistantContent, ItemKind, ItemUpdate, StreamError, StreamEvent, ThreadItem, ThreadMetadata,
 };
 use ask::Chosen;
 use effects::{Change, TaskChanges};
@@ -228,9 +228,7 @@ impl<R: TaskRepository, M: ModelClient> TaskAgent<R, M> {
                 Ok(stream) => stream,
                 Err(e) => {
                     tracing::warn!(error = %e, "the model could not start");
-                    return turn
-                        .error("stream.error", Some(UNAVAILABLE.into()), true)
-                        .await;
+                    return turn.error(StreamError::retryable(UNAVAILABLE)).await;
                 }
             };
             let mut meter = RoundMeter::default();
@@ -405,8 +403,7 @@ impl<R: TaskRepository, M: ModelClient> TaskAgent<R, M> {
     ) -> Result<(), Interrupted> {
         tracing::warn!("the turn ran out of time");
         turn.settle_pending().await?;
-        turn.error("stream.error", Some(OUT_OF_TIME.into()), true)
-            .await
+        turn.error(StreamError::retryable(OUT_OF_TIME)).await
     }
 
     /// A round broke off: keep what was said, then a retryable error.
@@ -415,8 +412,7 @@ impl<R: TaskRepository, M: ModelClient> TaskAgent<R, M> {
         turn: &mut Turn<'_, S, K>,
     ) -> Result<(), Interrupted> {
         turn.settle_pending().await?;
-        turn.error("stream.error", Some(INTERRUPTED.into()), true)
-            .await
+        turn.error(StreamError::retryable(INTERRUPTED)).await
     }
 
     /// `task.complete` / `task.reopen` from a task-list widget: the task
@@ -604,7 +600,12 @@ impl<R: TaskRepository, M: ModelClient> Responder for TaskAgent<R, M> {
         let (item, task_id) = match self.apply_action(turn.user(), sender, action).await {
             Ok(done) => done,
             Err(ActionRefused(message)) => {
-                return turn.error("custom", Some(message), false).await;
+                return turn
+                    .error(StreamError::Custom {
+                        message,
+                        allow_retry: false,
+                    })
+                    .await;
             }
         };
         if let Some(item) = item {

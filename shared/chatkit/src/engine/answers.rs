@@ -11,7 +11,7 @@ use crate::attachments::AttachmentStore;
 use crate::ids;
 use crate::request::{ActionParams, DEFAULT_LIMIT, ItemsQuery, Order, Paging, Request};
 use crate::responder::Responder;
-use crate::store::{ChatStore, Feedback};
+use crate::store::{ChatStore, Feedback, Write};
 use crate::types::{Attachment, ItemKind, Page, Thread, ThreadItem, ThreadMetadata};
 
 /// The answer of a JSON operation, serialized as ck-py does.
@@ -69,7 +69,7 @@ impl<S: ChatStore, R: Responder, A: AttachmentStore, D> Engine<S, R, A, D> {
                 let mut thread = self.thread(user, &thread_id).await?;
                 thread.title = Some(title);
                 // Deleted meanwhile: it stays deleted.
-                if !self.store.update_thread(user, &thread, false).await? {
+                if self.store.update_thread(user, &thread, false).await? != Write::Done {
                     return Err(ChatError::NotFound("thread"));
                 }
                 Answer::Thread(view(&thread))
@@ -135,7 +135,7 @@ impl<S: ChatStore, R: Responder, A: AttachmentStore, D> Engine<S, R, A, D> {
                     .sync_action(user, &thread, &action, sender.as_ref())
                     .await?;
                 if let Some(item) = &updated
-                    && !self.store.save_item(user, item).await?
+                    && self.store.save_item(user, item).await? != Write::Done
                 {
                     return Err(ChatError::NotFound("thread"));
                 }

@@ -13,7 +13,7 @@ use crate::attachments::{
 use crate::ids;
 use crate::request::UserMessageInput;
 use crate::responder::Responder;
-use crate::store::ChatStore;
+use crate::store::{ChatStore, Write};
 use crate::turn::FileUrls;
 use crate::types::{Attachment, AttachmentKind, ItemKind, ThreadItem};
 
@@ -194,13 +194,13 @@ impl<S: ChatStore, R: Responder, A: AttachmentStore, D> Engine<S, R, A, D> {
         thread_id: &str,
     ) -> Result<bool, ChatError> {
         if !self.files.enabled() {
-            return Ok(self.store.delete_thread(user, thread_id).await?);
+            return Ok(self.store.delete_thread(user, thread_id).await? == Write::Done);
         }
         let used = self.thread_files(user, thread_id).await?;
         if !used.is_empty() {
             self.files.delete(&used).await?;
         }
-        if !self.store.delete_thread(user, thread_id).await? {
+        if self.store.delete_thread(user, thread_id).await? != Write::Done {
             return Ok(false);
         }
         self.store.delete_attachments(user, &used).await?;

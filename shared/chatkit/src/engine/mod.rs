@@ -16,12 +16,12 @@ use crate::request::{
 };
 use crate::responder::{ActionRefused, Responder};
 use crate::sink::EventSink;
-use crate::store::ChatStore;
+use crate::store::{ChatStore, Write};
 use crate::structured::{self, InputStatus, Submission};
 use crate::turn::{FileUrls, Interrupted, Meter, Spent, Turn};
 use crate::types::{
-    Attachment, ItemKind, Page, StreamEvent, StreamOptions, Thread, ThreadItem, ThreadMetadata,
-    ThreadStatus, ToolCallStatus,
+    Attachment, ItemKind, Page, StreamError, StreamEvent, StreamOptions, Thread, ThreadItem,
+    ThreadMetadata, ThreadStatus, ToolCallStatus,
 };
 
 mod answers;
@@ -91,11 +91,7 @@ impl Prepared {
     pub fn reaches_model(&self) -> bool {
         matches!(
             self.kind,
-            Kind::Create(..)
-                | Kind::Message(..)
-                | Kind::Retry { .. }
-                | Kind::ToolOutput { .. }
-                | Kind::Answered(_)
+            Kind::Say { .. } | Kind::Retry { .. } | Kind::ToolOutput { .. } | Kind::Answered(_)
         )
     }
 
@@ -110,8 +106,9 @@ impl Prepared {
 
 #[derive(Debug)]
 enum Kind {
-    Create(UserMessageInput, Vec<Attachment>),
-    Message(UserMessageInput, Vec<Attachment>),
+    /// A new user message, saved by [`Engine::commit`] before the stream
+    /// starts (with its thread when `created`).
+    Say { created: bool, message: ThreadItem },
     Retry {
         target: ThreadItem,
         later: Vec<String>,
@@ -126,8 +123,8 @@ enum Kind {
     },
     /// A structured-input item, as answered.
     Answered(ThreadItem),
-    /// A stream of this one event (ck-py answers some misuse so).
-    Refuse(StreamEvent),
+    /// A stream of this one error (ck-py answers some misuse so).
+    Refuse(StreamError),
     /// An empty stream.
     Nothing,
 }
@@ -279,8 +276,10 @@ impl<S: ChatStore, R: Responder, A: AttachmentStore, D> Engine<S, R, A, D> {
                 used.extend(attachments);
             }
         }
-        if let Kind::Create(_, new) | Kind::Message(_, new) = &prepared.kind {
-            used.extend(new);
+        if let Kind::Say { message, .. } = &prepared.kind
+            && let ItemKind::UserMessage { attachments, .. } = &message.kind
+        {
+            used.extend(attachments);
         }
         let files = self.model_files(used).await?;
         prepared.files = files;
@@ -298,12 +297,28 @@ impl<S: ChatStore, R: Responder, A: AttachmentStore, D> Engine<S, R, A, D> {
                     metadata: Default::default(),
                 };
                 let files = self.attachments_for(user, &thread.id, &input).await?;
-                (thread, Vec::new(), Kind::Create(input, files))
+                let message = user_message(&thread, input, files);
+                (
+                    thread,
+                    Vec::new(),
+                    Kind::Say {
+                        created: true,
+                        message,
+                    },
+                )
             }
             Request::AddUserMessage { thread_id, input } => {
                 let (thread, history) = self.recent(user, &thread_id).await?;
                 let files = self.attachments_for(user, &thread.id, &input).await?;
-                (thread, history, Kind::Message(input, files))
+                let message = user_message(&thread, input, files);
+                (
+                    thread,
+                    history,
+                    Kind::Say {
+                        created: false,
+                        message,
+                    },
+                )
             }
             Request::RetryAfterItem { thread_id, item_id } => {
                 let (thread, history) = self.recent(user, &thread_id).await?;
@@ -347,8 +362,7 @@ impl<S: ChatStore, R: Responder, A: AttachmentStore, D> Engine<S, R, A, D> {
                 let kind = match sender {
                     // ck-py: one error event, not retryable.
                     Some(item) if !matches!(item.kind, ItemKind::Widget { .. }) => {
-                        Kind::Refuse(StreamEvent::Error {
-                            code: "stream.error".into(),
+                        Kind::Refuse(StreamError::Stream {
                             message: None,
                             allow_retry: false,
                         })
@@ -523,7 +537,12 @@ impl<S: ChatStore, R: Responder, A: AttachmentStore, D> Engine<S, R, A, D> {
                 // One error per stream: a run that already failed (out of
                 // time, say) has told the client so.
                 if !turn.failed() {
-                    let _ = turn.error("stream.error", None, true).await;
+                    let _ = turn
+                        .error(StreamError::Stream {
+                            message: None,
+                            allow_retry: true,
+                        })
+                        .await;
                 }
                 turn.fence_unsure().await;
             }
@@ -544,16 +563,17 @@ impl<S: ChatStore, R: Responder, A: AttachmentStore, D> Engine<S, R, A, D> {
             stream_options: StreamOptions { allow_cancel: true },
         };
         match kind {
-            Kind::Create(input, files) => {
-                turn.in_time(self.store.save_thread(turn.user(), turn.thread()))
+            Kind::Say { created, message } => {
+                if created {
+                    turn.send(StreamEvent::ThreadCreated {
+                        thread: Thread::view(turn.thread(), Page::empty()),
+                    })
                     .await?;
-                turn.send(StreamEvent::ThreadCreated {
-                    thread: Thread::view(turn.thread(), Page::empty()),
-                })
-                .await?;
-                self.user_message(turn, input, files, options).await?;
+                }
+                turn.show_saved(message.clone()).await?;
+                turn.send(options).await?;
+                self.responder.respond(turn, Some(&message)).await?;
             }
-            Kind::Message(input, files) => self.user_message(turn, input, files, options).await?,
             Kind::Retry { target, later } => {
                 if !later.is_empty() {
                     turn.in_time(
@@ -566,9 +586,10 @@ impl<S: ChatStore, R: Responder, A: AttachmentStore, D> Engine<S, R, A, D> {
                 self.responder.respond(turn, Some(&target)).await?;
             }
             Kind::ToolOutput { call, stale } => {
-                if !turn
+                if turn
                     .in_time(self.store.save_item(turn.user(), &call))
                     .await?
+                    != Write::Done
                 {
                     return Err(Interrupted::ThreadGone);
                 }
@@ -595,40 +616,67 @@ impl<S: ChatStore, R: Responder, A: AttachmentStore, D> Engine<S, R, A, D> {
                     .await?;
                 self.responder.respond(turn, Some(&item)).await?;
             }
-            Kind::Refuse(event) => turn.send(event).await?,
+            Kind::Refuse(error) => turn.send(error.into()).await?,
             Kind::Nothing => {}
         }
         turn.save_thread_if_changed().await
     }
 
-    /// Saves and sends the user's message, then lets the responder answer.
-    async fn user_message<K: EventSink>(
-        &self,
-        turn: &mut Turn<'_, S, K>,
-        input: UserMessageInput,
-        files: Vec<Attachment>,
-        options: StreamEvent,
-    ) -> Result<(), Interrupted> {
-        // Used files are kept by the clean-up of unused uploads.
-        for file in &files {
-            turn.in_time(self.files.keep(&file.id)).await?;
+    /// Writes what a streamed request adds before its stream starts: a new
+    /// user message (with its new thread), its files kept. A thread deleted
+    /// meanwhile is a 404 and an attachment taken meanwhile a 409, with
+    /// nothing left half-written.
+    pub(crate) async fn commit(&self, user: &UserId, prepared: &Prepared) -> Result<(), ChatError> {
+        let Kind::Say { created, message } = &prepared.kind else {
+            return Ok(());
+        };
+        if *created {
+            self.store.save_thread(user, &prepared.thread).await?;
         }
-        let message = turn.item(
-            ids::message(),
-            ItemKind::UserMessage {
-                content: input.content,
-                attachments: files,
-                quoted_text: input.quoted_text,
-                inference_options: input.inference_options.unwrap_or_default(),
-            },
-        );
-        turn.emit(StreamEvent::ItemDone {
-            item: message.clone(),
-        })
-        .await?;
-        turn.send(options).await?;
-        self.responder.respond(turn, Some(&message)).await
+        // Used files are kept by the clean-up of unused uploads.
+        for id in message.attachment_ids() {
+            self.files.keep(id).await?;
+        }
+        let refused = match self.store.save_item(user, message).await {
+            Ok(Write::Done) => return Ok(()),
+            Ok(Write::Refused) => ChatError::NotFound("thread"),
+            Ok(Write::AttachmentTaken) => AttachmentError::Taken.into(),
+            Err(e) => {
+                // The write may still land: the message is fenced off so the
+                // client, told it failed, never finds it.
+                if let Err(fence) = self
+                    .store
+                    .fence_item(user, &message.thread_id, &message.id)
+                    .await
+                {
+                    tracing::error!(error = %fence, "could not fence a failed message");
+                }
+                e.into()
+            }
+        };
+        if *created && let Err(e) = self.store.delete_thread(user, &prepared.thread.id).await {
+            tracing::error!(error = %e, "could not remove a thread whose first message was refused");
+        }
+        Err(refused)
     }
+}
+
+/// A user's new message in `thread`, showing `files`.
+fn user_message(
+    thread: &ThreadMetadata,
+    input: UserMessageInput,
+    files: Vec<Attachment>,
+) -> ThreadItem {
+    ThreadItem::new(
+        ids::message(),
+        thread.id.clone(),
+        ItemKind::UserMessage {
+            content: input.content,
+            attachments: files,
+            quoted_text: input.quoted_text,
+            inference_options: input.inference_options.unwrap_or_default(),
+        },
+    )
 }
 
 fn is_pending_call(item: &ThreadItem) -> bool {

@@ -166,7 +166,12 @@ impl<S: ChatStore, R: Responder, A: AttachmentStore, D: Transcriber> Engine<S, R
                 let (admitted, prepared) =
                     futures_util::join!(gate.admit(need), self.prepare(&caller.user, request));
                 let ticket = admitted.map_err(ProcessError::Refused)?;
-                let prepared = match (prepared, ticket) {
+                // Nothing is written until the gate has let the request in.
+                let committed = match prepared {
+                    Ok(p) => self.commit(&caller.user, &p).await.map(|()| p),
+                    Err(e) => Err(e),
+                };
+                let prepared = match (committed, ticket) {
                     (Err(e), Some(ticket)) => {
                         gate.give_back(ticket).await;
                         return Err(e.into());
