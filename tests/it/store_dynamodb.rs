@@ -6,7 +6,7 @@ use emulators::aws::dynamodb_client;
 use emulators::proxy::{CountingProxy, ProxyFault};
 use taskpilot_domain::{
     CursorCodec, DomainError, IdempotencyClaim, IdempotencyKey, InsertOutcome, NewTask, Priority,
-    SearchText, Task, TaskFilter, TaskId, TaskPatch, TaskRepository, TaskService, UserId,
+    SearchText, Task, TaskChange, TaskFilter, TaskId, TaskRepository, TaskService, UserId,
 };
 use taskpilot_store::DynamoStore;
 use taskpilot_testkit::stack::fresh_table;
@@ -268,10 +268,10 @@ async fn text_search_ignores_case_covers_tags_and_pages_one_query_at_a_time() {
         .iter()
         .find(|t| t.title.starts_with("Milkshake"))
         .unwrap();
-    let patch = |title: Option<&str>, tags: Option<Vec<String>>| TaskPatch {
+    let patch = |title: Option<&str>, tags: Option<Vec<String>>| TaskChange {
         title: title.map(str::to_owned),
         tags,
-        ..TaskPatch::default()
+        ..TaskChange::default()
     };
     db.service
         .update(
@@ -337,9 +337,9 @@ async fn rows_written_before_search_match_when_the_case_agrees() {
         .update(
             &alice,
             &legacy.id,
-            TaskPatch {
+            TaskChange {
                 title: Some("Legacy Milk v2".into()),
-                ..TaskPatch::default()
+                ..TaskChange::default()
             },
             None,
         )

@@ -18,24 +18,10 @@ pub async fn handle<T: TableStatus>(
     req: Request,
 ) -> Result<Response<Body>, ApiError> {
     let path = req.uri().path();
-    if !PATHS.contains(&path) {
-        // As the `$default` route: another route's path with a method it lacks.
-        return Err(match taskpilot_http::routes::allowed_methods(path) {
-            Some(allowed) => ApiError::MethodNotAllowed {
-                method: req.method().to_string(),
-                allowed,
-            },
-            None => ApiError::RouteNotFound {
-                method: req.method().to_string(),
-                path: path.to_owned(),
-            },
-        });
-    }
-    if req.method() != Method::GET {
-        return Err(ApiError::MethodNotAllowed {
-            method: req.method().to_string(),
-            allowed: "GET, OPTIONS".into(),
-        });
+    if !PATHS.contains(&path) || req.method() != Method::GET {
+        // As the `$default` route: another route's path, or this one with
+        // another method.
+        return Err(taskpilot_http::routes::refused(req.method(), path));
     }
     let q = Query::new(&req, &["deep"])?;
     let deep = q

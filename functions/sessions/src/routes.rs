@@ -177,12 +177,8 @@ impl<S: SessionStore + RateLimiter + UsageStore> SessionsApi<S> {
             method: req.method().to_string(),
             path: path.clone(),
         })?;
-        let allowed = route.method();
-        if req.method() != allowed {
-            return Err(ApiError::MethodNotAllowed {
-                method: req.method().to_string(),
-                allowed: format!("{allowed}, OPTIONS"),
-            });
+        if req.method() != route.method() {
+            return Err(taskpilot_http::routes::refused(req.method(), &path));
         }
         let user = self.auth.authenticate(&req).await?;
         match route {

@@ -11,6 +11,7 @@ use taskpilot_domain::{
 };
 use taskpilot_http::json::{parse_body, respond};
 use taskpilot_http::request::{Query, header, if_match_version};
+use taskpilot_http::routes;
 use taskpilot_http::{ApiError, Authenticator};
 
 /// The collection path.
@@ -43,14 +44,6 @@ impl Route {
             [id, "complete"] => Some(Route::Complete((*id).to_owned())),
             [id, "reopen"] => Some(Route::Reopen((*id).to_owned())),
             _ => None,
-        }
-    }
-
-    fn allowed(&self) -> &'static str {
-        match self {
-            Route::Collection => "GET, POST, OPTIONS",
-            Route::Item(_) => "GET, PATCH, DELETE, OPTIONS",
-            Route::Complete(_) | Route::Reopen(_) => "POST, OPTIONS",
         }
     }
 }
@@ -94,10 +87,7 @@ impl<R: TaskRepository> TasksApi<R> {
             }
             (Route::Complete(id), &Method::POST) => self.set_completed(&user, id, true).await,
             (Route::Reopen(id), &Method::POST) => self.set_completed(&user, id, false).await,
-            _ => Err(ApiError::MethodNotAllowed {
-                method: method.to_string(),
-                allowed: route.allowed().to_owned(),
-            }),
+            _ => Err(routes::refused(&method, &path)),
         }
     }
 

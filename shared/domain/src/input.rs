@@ -4,6 +4,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::error::DomainError;
+use crate::ports::TaskChange;
 use crate::task::{DueDate, Priority};
 
 /// Longest title, in characters, after trimming.
@@ -74,7 +75,7 @@ impl NewTask {
     /// A stable fingerprint of the request, used to match idempotent retries.
     pub fn fingerprint(&self) -> String {
         let canonical = serde_json::to_vec(self).unwrap_or_default();
-        hex(&Sha256::digest(canonical))
+        hex::encode(Sha256::digest(canonical))
     }
 }
 
@@ -106,27 +107,11 @@ pub struct TaskPatchInput {
     pub version: Option<u64>,
 }
 
-/// A validated partial update.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct TaskPatch {
-    /// New title.
-    pub title: Option<String>,
-    /// `Some(None)` clears.
-    pub description: Option<Option<String>>,
-    /// New completion state.
-    pub completed: Option<bool>,
-    /// New priority.
-    pub priority: Option<Priority>,
-    /// `Some(None)` clears.
-    pub due_date: Option<Option<DueDate>>,
-    /// New tags.
-    pub tags: Option<Vec<String>>,
-}
-
 impl TaskPatchInput {
-    /// Applies the validation rules; returns the patch and the expected version.
-    pub fn validate(self) -> Result<(TaskPatch, Option<u64>), DomainError> {
-        let patch = TaskPatch {
+    /// Applies the validation rules; returns the change and the expected
+    /// version.
+    pub fn validate(self) -> Result<(TaskChange, Option<u64>), DomainError> {
+        let patch = TaskChange {
             title: self.title.as_deref().map(validate_title).transpose()?,
             description: self.description.map(validate_description).transpose()?,
             completed: self.completed,
@@ -134,7 +119,7 @@ impl TaskPatchInput {
             due_date: self.due_date,
             tags: self.tags.map(validate_tags).transpose()?,
         };
-        if patch == TaskPatch::default() {
+        if patch == TaskChange::default() {
             return Err(DomainError::validation(
                 "body",
                 "name at least one of title, description, completed, priority, due_date, tags",
@@ -272,10 +257,6 @@ where
 {
     let raw = String::deserialize(d)?;
     Priority::deserialize(serde::de::value::StrDeserializer::<D::Error>::new(&raw)).map(Some)
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 #[cfg(test)]

@@ -20,7 +20,7 @@ pub mod memory;
 
 pub use cursor::CursorCodec;
 pub use error::{DomainError, StoreError};
-pub use input::{IdempotencyKey, NewTask, NewTaskInput, TaskPatch, TaskPatchInput};
+pub use input::{IdempotencyKey, NewTask, NewTaskInput, TaskPatchInput};
 pub use ports::{
     IdempotencyClaim, InsertOutcome, ListPage, ListQuery, TaskChange, TaskFilter, TaskRepository,
     UpdateOutcome, WriteGuard,

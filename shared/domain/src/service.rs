@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 
 use crate::cursor::CursorCodec;
 use crate::error::DomainError;
-use crate::input::{IdempotencyKey, NewTask, TaskPatch};
+use crate::input::{IdempotencyKey, NewTask};
 use crate::ports::{
     IdempotencyClaim, InsertOutcome, ListQuery, TaskChange, TaskFilter, TaskRepository,
     UpdateOutcome, WriteGuard,
@@ -104,22 +104,15 @@ impl<R: TaskRepository> TaskService<R> {
             .ok_or(DomainError::NotFound("task"))
     }
 
-    /// Applies a validated patch, optionally only if the task is at `expected_version`.
+    /// Applies a validated change, optionally only if the task is at
+    /// `expected_version`.
     pub async fn update(
         &self,
         user: &UserId,
         id: &TaskId,
-        patch: TaskPatch,
+        change: TaskChange,
         expected_version: Option<u64>,
     ) -> Result<Task, DomainError> {
-        let change = TaskChange {
-            title: patch.title,
-            description: patch.description,
-            completed: patch.completed,
-            priority: patch.priority,
-            due_date: patch.due_date,
-            tags: patch.tags,
-        };
         let guard = WriteGuard {
             version: expected_version,
             unless_completed_is: None,
@@ -277,9 +270,9 @@ mod tests {
         assert_eq!(again, done, "repeating complete changes nothing");
         let open = s.set_completed(&u, &t.id, false).await.unwrap();
         assert_eq!((open.version, open.completed_at), (3, None));
-        let patch = TaskPatch {
+        let patch = TaskChange {
             title: Some("b".into()),
-            ..TaskPatch::default()
+            ..TaskChange::default()
         };
         let err = s
             .update(&u, &t.id, patch.clone(), Some(1))

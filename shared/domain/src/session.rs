@@ -130,10 +130,7 @@ impl ActiveSessionCap {
 
 /// SHA-256 (hex) of a client secret, so secrets are never stored.
 pub fn secret_hash(secret: &str) -> String {
-    Sha256::digest(secret.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    hex::encode(Sha256::digest(secret.as_bytes()))
 }
 
 /// What a self-hosted client secret asserts.

@@ -30,6 +30,21 @@ pub fn allowed_methods(path: &str) -> Option<String> {
     Some(allow.join(", "))
 }
 
+/// The answer to `method` on `path` when the handler has no such route: 405
+/// with the path's `Allow` for a known path, 404 otherwise.
+pub fn refused(method: &http::Method, path: &str) -> crate::ApiError {
+    match allowed_methods(path) {
+        Some(allowed) => crate::ApiError::MethodNotAllowed {
+            method: method.to_string(),
+            allowed,
+        },
+        None => crate::ApiError::RouteNotFound {
+            method: method.to_string(),
+            path: path.to_owned(),
+        },
+    }
+}
+
 /// Whether `path` fits `template`, a parameter matching one non-empty segment.
 fn matches(template: &str, path: &str) -> bool {
     let mut want = template.split('/');
@@ -51,6 +66,20 @@ fn matches(template: &str, path: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_refused_request_is_405_on_a_known_path_and_404_elsewhere() {
+        let err = refused(&http::Method::PUT, "/api/v1/tasks");
+        assert!(
+            matches!(&err, crate::ApiError::MethodNotAllowed { allowed, .. } if allowed == "GET, POST, OPTIONS"),
+            "{err:?}"
+        );
+        let err = refused(&http::Method::GET, "/api/v1/nowhere");
+        assert!(
+            matches!(&err, crate::ApiError::RouteNotFound { path, .. } if path == "/api/v1/nowhere"),
+            "{err:?}"
+        );
+    }
 
     #[test]
     fn known_paths_name_their_methods() {

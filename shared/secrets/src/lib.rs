@@ -85,11 +85,7 @@ fn derive_signing_key(api_key: &str) -> String {
         Err(_) => return api_key.to_owned(),
     };
     mac.update(b"taskpilot/chatkit-session-signing/v1");
-    mac.finalize()
-        .into_bytes()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    hex::encode(mac.finalize().into_bytes())
 }
 
 /// What a failed Secrets Manager call says, without anything of the secret.

@@ -12,7 +12,7 @@ use taskpilot_domain::{StoreError, UserId};
 
 use crate::error::classify;
 use crate::keys::{self, PK, TTL};
-use crate::tasks::{DynamoStore, s};
+use crate::table::{DynamoStore, s};
 
 const STATUS: &str = "status";
 const THREAD: &str = "thread_id";

@@ -26,7 +26,7 @@ use taskpilot_domain::{StoreError, UserId};
 use crate::error::classify;
 use crate::item::Item;
 use crate::keys::{self, PK, SK};
-use crate::tasks::{DynamoStore, s};
+use crate::table::{DynamoStore, s};
 
 /// Most deletes in one BatchWriteItem.
 const BATCH: usize = 25;

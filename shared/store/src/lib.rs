@@ -15,9 +15,10 @@ mod item;
 mod keys;
 mod rate_limit;
 mod sessions;
+mod table;
 mod tasks;
 mod usage;
 
 pub use client::dynamodb_client;
-pub use tasks::{DynamoStore, WARM_UP_BUDGET};
+pub use table::{DynamoStore, WARM_UP_BUDGET};
 pub use usage::USAGE_RETENTION_DAYS;

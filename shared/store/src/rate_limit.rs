@@ -12,7 +12,7 @@ use taskpilot_domain::{StoreError, UserId};
 use crate::error::classify;
 use crate::item::Item;
 use crate::keys::{self, TTL};
-use crate::tasks::{DynamoStore, n};
+use crate::table::{DynamoStore, n};
 
 impl RateLimiter for DynamoStore {
     async fn hit(

@@ -15,7 +15,7 @@ use taskpilot_domain::session::{
 use crate::error::classify;
 use crate::item::Item;
 use crate::keys::{self, PK, SK, TTL};
-use crate::tasks::{DynamoStore, n, s};
+use crate::table::{DynamoStore, n, s};
 
 /// Records stay a day past expiry (for support), then TTL removes them.
 const RETENTION_SECS: i64 = 86_400;

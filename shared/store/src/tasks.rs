@@ -2,7 +2,6 @@
 
 use std::collections::HashMap;
 
-use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::SdkError;
 use aws_sdk_dynamodb::operation::delete_item::DeleteItemError;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
@@ -11,7 +10,6 @@ use aws_sdk_dynamodb::types::{
     AttributeValue, Put, ReturnValue, ReturnValuesOnConditionCheckFailure, TransactWriteItem,
 };
 use chrono::{DateTime, Utc};
-use std::time::Duration;
 use tracing::instrument;
 
 use taskpilot_domain::{
@@ -26,29 +24,10 @@ use crate::item::{
     task_from_item, task_to_item,
 };
 use crate::keys::{self, PK, SK, TTL};
-
-/// The longest the start-up warm-up ([`DynamoStore::warm_up`]) may take.
-pub const WARM_UP_BUDGET: Duration = Duration::from_millis(250);
+use crate::table::{DynamoStore, n, s};
 
 /// How many rows one filtered list request may read to fill a page.
 const FILTERED_READ_BUDGET: i32 = 200;
-
-/// TaskPilot's DynamoDB table: tasks, sessions, rate-limit counters.
-#[derive(Clone, Debug)]
-pub struct DynamoStore {
-    pub(crate) client: Client,
-    pub(crate) table: String,
-}
-
-impl DynamoStore {
-    /// An adapter over `table`, borrowing a client built once at start-up.
-    pub fn new(client: Client, table: impl Into<String>) -> Self {
-        Self {
-            client,
-            table: table.into(),
-        }
-    }
-}
 
 /// An expression being assembled: text plus its names and values.
 #[derive(Default)]
@@ -77,14 +56,6 @@ impl Expr {
     fn values(&self) -> Option<HashMap<String, AttributeValue>> {
         (!self.values.is_empty()).then(|| self.values.clone())
     }
-}
-
-pub(crate) fn s(v: impl Into<String>) -> AttributeValue {
-    AttributeValue::S(v.into())
-}
-
-pub(crate) fn n(v: impl ToString) -> AttributeValue {
-    AttributeValue::N(v.to_string())
 }
 
 /// The condition shared by updates and deletes.
@@ -541,72 +512,6 @@ impl TaskRepository for DynamoStore {
             .collect::<Result<Vec<_>, _>>()?;
         let next_after = next_after(&mut tasks, query.limit, out.last_evaluated_key.as_ref());
         Ok(ListPage { tasks, next_after })
-    }
-}
-
-impl DynamoStore {
-    /// A Query for the rows of `pk` whose sort key starts with `prefix`.
-    pub(crate) fn prefix_query(
-        &self,
-        pk: String,
-        prefix: String,
-    ) -> aws_sdk_dynamodb::operation::query::builders::QueryFluentBuilder {
-        self.client
-            .query()
-            .table_name(&self.table)
-            .key_condition_expression("#pk = :pk AND begins_with(#sk, :prefix)")
-            .expression_attribute_names("#pk", PK)
-            .expression_attribute_names("#sk", SK)
-            .expression_attribute_values(":pk", s(pk))
-            .expression_attribute_values(":prefix", s(prefix))
-    }
-
-    /// The table's status (`ACTIVE` when usable), with one DescribeTable.
-    pub async fn table_status(&self) -> Result<String, StoreError> {
-        let out = self
-            .client
-            .describe_table()
-            .table_name(&self.table)
-            .send()
-            .await
-            .map_err(classify)?;
-        Ok(out
-            .table
-            .and_then(|t| t.table_status)
-            .map(|s| s.as_str().to_owned())
-            .unwrap_or_else(|| "UNKNOWN".into()))
-    }
-
-    /// Opens the connection (TLS handshake included) during init, so the first
-    /// request does not pay for it: one attempt, no retries, given up after
-    /// [`WARM_UP_BUDGET`]. It never fails: a DynamoDB that is slow or down at
-    /// start-up must not hold every new sandbox up (the SDK's retries took
-    /// 1.3-1.7 s); the first real request connects and reports errors as usual.
-    pub async fn warm_up(&self) {
-        self.warm_up_within(WARM_UP_BUDGET).await;
-    }
-
-    /// [`DynamoStore::warm_up`] with another time budget.
-    pub async fn warm_up_within(&self, budget: Duration) {
-        let attempt = self
-            .client
-            .get_item()
-            .table_name(&self.table)
-            .set_key(Some(keys::key("WARMUP".into(), "WARMUP".into())))
-            .customize()
-            .config_override(
-                aws_sdk_dynamodb::config::Builder::default()
-                    .retry_config(aws_sdk_dynamodb::config::retry::RetryConfig::disabled()),
-            )
-            .send();
-        match tokio::time::timeout(budget, attempt).await {
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) => tracing::warn!(error = %classify(e), "DynamoDB warm-up failed"),
-            Err(_) => tracing::warn!(
-                budget_ms = budget.as_millis() as u64,
-                "DynamoDB warm-up gave up"
-            ),
-        }
     }
 }
 

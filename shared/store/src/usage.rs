@@ -10,7 +10,7 @@ use taskpilot_domain::{StoreError, UserId};
 use crate::error::classify;
 use crate::item::Item;
 use crate::keys::{self, TTL};
-use crate::tasks::{DynamoStore, n};
+use crate::table::{DynamoStore, n};
 
 /// Days a usage record is kept after its day, for the operator, then TTL
 /// removes it.

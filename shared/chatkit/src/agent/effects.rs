@@ -9,6 +9,8 @@ use taskpilot_domain::{Task, TaskId};
 
 use crate::types::StreamEvent;
 
+use super::tools::Tool;
+
 /// The effect's name (ChatKit's `onEffect` receives it).
 pub const TASKS_CHANGED: &str = "tasks.changed";
 
@@ -102,14 +104,14 @@ pub fn progress(name: &str, arguments: &str, known: &[Task]) -> StreamEvent {
         Some(title) => format!("{verb} {title}…"),
         None => format!("{verb} the task…"),
     };
-    let (icon, text) = match name {
-        "list_tasks" => ("search", "Looking at your tasks…".to_owned()),
-        "create_task" => ("plus", named("Creating")),
-        "update_task" => ("write", named("Updating")),
-        "complete_task" => ("check-circle", named("Completing")),
-        "reopen_task" => ("reload", named("Reopening")),
-        "delete_task" => ("lucide:trash-2", named("Deleting")),
-        _ => ("sparkle", "Working…".to_owned()),
+    let (icon, text) = match Tool::parse(name) {
+        Some(Tool::ListTasks) => ("search", "Looking at your tasks…".to_owned()),
+        Some(Tool::CreateTask) => ("plus", named("Creating")),
+        Some(Tool::UpdateTask) => ("write", named("Updating")),
+        Some(Tool::CompleteTask) => ("check-circle", named("Completing")),
+        Some(Tool::ReopenTask) => ("reload", named("Reopening")),
+        Some(Tool::DeleteTask) => ("lucide:trash-2", named("Deleting")),
+        None => ("sparkle", "Working…".to_owned()),
     };
     StreamEvent::ProgressUpdate {
         icon: Some(icon.into()),

@@ -45,7 +45,7 @@ fn build_specs() -> Vec<ToolSpec> {
     };
     vec![
         tool(
-            "list_tasks",
+            Tool::ListTasks.name(),
             "List the user's tasks, newest first. Use it before answering any question about tasks.",
             json!({"completed": {"type": "boolean", "description": "Only done (true) or open (false) tasks."},
                     "tag": {"type": "string"},
@@ -54,13 +54,13 @@ fn build_specs() -> Vec<ToolSpec> {
             &[],
         ),
         tool(
-            "create_task",
+            Tool::CreateTask.name(),
             "Create a task for the user.",
             fields.clone(),
             &["title"],
         ),
         tool(
-            "update_task",
+            Tool::UpdateTask.name(),
             "Change fields of a task. Pass version to avoid overwriting someone else's change.",
             with(
                 fields,
@@ -70,24 +70,70 @@ fn build_specs() -> Vec<ToolSpec> {
             &[],
         ),
         tool(
-            "complete_task",
+            Tool::CompleteTask.name(),
             "Mark a task done.",
             json!({"task_id": task_id, "task": task}),
             &[],
         ),
         tool(
-            "reopen_task",
+            Tool::ReopenTask.name(),
             "Mark a done task open again.",
             json!({"task_id": task_id, "task": task}),
             &[],
         ),
         tool(
-            "delete_task",
+            Tool::DeleteTask.name(),
             "Delete a task for good.",
             json!({"task_id": task_id, "task": task}),
             &[],
         ),
     ]
+}
+
+/// The assistant's tools, by the names the model calls them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tool {
+    /// `list_tasks`.
+    ListTasks,
+    /// `create_task`.
+    CreateTask,
+    /// `update_task`.
+    UpdateTask,
+    /// `complete_task`.
+    CompleteTask,
+    /// `reopen_task`.
+    ReopenTask,
+    /// `delete_task`.
+    DeleteTask,
+}
+
+impl Tool {
+    /// Every tool, in the order they are offered.
+    pub const ALL: [Tool; 6] = [
+        Tool::ListTasks,
+        Tool::CreateTask,
+        Tool::UpdateTask,
+        Tool::CompleteTask,
+        Tool::ReopenTask,
+        Tool::DeleteTask,
+    ];
+
+    /// The name the model calls it by.
+    pub fn name(self) -> &'static str {
+        match self {
+            Tool::ListTasks => "list_tasks",
+            Tool::CreateTask => "create_task",
+            Tool::UpdateTask => "update_task",
+            Tool::CompleteTask => "complete_task",
+            Tool::ReopenTask => "reopen_task",
+            Tool::DeleteTask => "delete_task",
+        }
+    }
+
+    /// The tool named `name`.
+    pub fn parse(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|tool| tool.name() == name)
+    }
 }
 
 /// The result of one tool call.
@@ -227,9 +273,9 @@ async fn target<R: TaskRepository>(
             })
             .collect()
     };
-    let preferred = match tool {
-        "complete_task" => Some(false),
-        "reopen_task" => Some(true),
+    let preferred = match Tool::parse(tool) {
+        Some(Tool::CompleteTask) => Some(false),
+        Some(Tool::ReopenTask) => Some(true),
         _ => None,
     };
     if let Some(done) = preferred
@@ -325,8 +371,14 @@ async fn execute<R: TaskRepository>(
     arguments: &str,
 ) -> Result<ToolResult, DomainError> {
     let user: &UserId = &caller.user;
-    match name {
-        "list_tasks" => {
+    let Some(tool) = Tool::parse(name) else {
+        return Err(DomainError::validation(
+            "name",
+            format!("unknown tool `{name}`"),
+        ));
+    };
+    match tool {
+        Tool::ListTasks => {
             let a: ListArgs = args(arguments)?;
             let due_before = a
                 .due_before
@@ -351,12 +403,12 @@ async fn execute<R: TaskRepository>(
                 ask: None,
             })
         }
-        "create_task" => {
+        Tool::CreateTask => {
             let input: NewTaskInput = from_value(with_local_due_date(arguments, caller)?)?;
             let created = service.create(user, input.validate()?, None).await?;
             Ok(one(created.task, Change::Created))
         }
-        "update_task" => {
+        Tool::UpdateTask => {
             let mut value = with_local_due_date(arguments, caller)?;
             let mut take = |key: &str| {
                 value
@@ -375,9 +427,9 @@ async fn execute<R: TaskRepository>(
                 Target::Several(candidates) => Ok(ask(name, value, candidates)),
             }
         }
-        "complete_task" | "reopen_task" => {
+        Tool::CompleteTask | Tool::ReopenTask => {
             let a: IdArgs = args(arguments)?;
-            let done = name == "complete_task";
+            let done = tool == Tool::CompleteTask;
             match target(service, user, name, a.task_id.as_deref(), a.task.as_deref()).await? {
                 Target::One(task_id) => {
                     let task = service.set_completed(user, &task_id, done).await?;
@@ -386,7 +438,7 @@ async fn execute<R: TaskRepository>(
                 Target::Several(candidates) => Ok(ask(name, json!({}), candidates)),
             }
         }
-        "delete_task" => {
+        Tool::DeleteTask => {
             let a: IdArgs = args(arguments)?;
             let task_id =
                 match target(service, user, name, a.task_id.as_deref(), a.task.as_deref()).await? {
@@ -401,16 +453,34 @@ async fn execute<R: TaskRepository>(
                 ask: None,
             })
         }
-        other => Err(DomainError::validation(
-            "name",
-            format!("unknown tool `{other}`"),
-        )),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_tool_is_offered_under_its_name_in_order() {
+        let offered: Vec<&str> = specs().iter().map(|spec| spec.name).collect();
+        let names: Vec<&str> = Tool::ALL.into_iter().map(Tool::name).collect();
+        assert_eq!(offered, names);
+        assert_eq!(
+            names,
+            [
+                "list_tasks",
+                "create_task",
+                "update_task",
+                "complete_task",
+                "reopen_task",
+                "delete_task"
+            ]
+        );
+        for tool in Tool::ALL {
+            assert_eq!(Tool::parse(tool.name()), Some(tool));
+        }
+        assert_eq!(Tool::parse("drop_tables"), None);
+    }
     use taskpilot_domain::CursorCodec;
     use taskpilot_domain::memory::InMemoryTasks;
 
