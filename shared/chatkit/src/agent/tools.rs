@@ -558,18 +558,6 @@ mod tests {
                 .output
                 .contains("unknown tool")
         );
-        let names: Vec<&str> = specs().iter().map(|t| t.name).collect();
-        assert_eq!(
-            names,
-            [
-                "list_tasks",
-                "create_task",
-                "update_task",
-                "complete_task",
-                "reopen_task",
-                "delete_task"
-            ]
-        );
     }
 
     #[tokio::test]
