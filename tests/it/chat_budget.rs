@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 
-use taskpilot_chatkit::agent::{FILE_TOKEN_ESTIMATE, RoundMeter, TaskAgent, tools};
+use taskpilot_assistant::{FILE_TOKEN_ESTIMATE, RoundMeter, TaskAgent, tools};
 use taskpilot_chatkit::context::Caller;
 use taskpilot_chatkit::engine::{Engine, OpenGate};
 use taskpilot_chatkit::model::{
@@ -26,7 +26,7 @@ use taskpilot_domain::budget::{ChatBudget, DayUsage, UsageDay, UsageStore};
 use taskpilot_domain::memory::InMemoryTasks;
 use taskpilot_testkit::chatkit_contract;
 
-use taskpilot_chatkit::testing::scripted_agent;
+use taskpilot_assistant::testing::scripted_agent;
 
 type Server = Engine<InMemoryChat, TaskAgent<InMemoryTasks, ScriptedModel>>;
 

@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use chrono::{DateTime, Utc};
 use taskpilot_chatkit::zone::Zone;
 
-use taskpilot_chatkit::agent::{AgentSettings, TaskAgent};
+use taskpilot_assistant::{AgentSettings, TaskAgent};
 use taskpilot_chatkit::context::Caller;
 use taskpilot_chatkit::engine::{Answer, ChatError, Engine, HISTORY, OpenGate};
 use taskpilot_chatkit::model::ModelInput;
@@ -1747,7 +1747,7 @@ async fn tool_calls_within_the_cap_count_no_refusal() {
     assert!(
         !chat
             .metrics
-            .counted(taskpilot_chatkit::agent::REFUSED_TOOL_CALLS)
+            .counted(taskpilot_assistant::REFUSED_TOOL_CALLS)
     );
 }
 
@@ -2527,11 +2527,7 @@ async fn tool_calls_over_the_per_turn_cap_are_refused_to_the_model_and_counted()
     )
     .await;
     assert_eq!(chat.task_list("alice").await.len(), 20);
-    assert_eq!(
-        chat.metrics
-            .get(taskpilot_chatkit::agent::REFUSED_TOOL_CALLS),
-        5
-    );
+    assert_eq!(chat.metrics.get(taskpilot_assistant::REFUSED_TOOL_CALLS), 5);
     let input = chat.model.requests().pop().unwrap().input;
     let refused = input
         .iter()

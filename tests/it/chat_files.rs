@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use taskpilot_chatkit::agent::{AgentSettings, TaskAgent};
+use taskpilot_assistant::{AgentSettings, TaskAgent};
 use taskpilot_chatkit::attachments::{
     AttachmentError, AttachmentPolicy, AttachmentRecord, AttachmentStatus,
 };
@@ -25,7 +25,7 @@ use taskpilot_domain::memory::InMemoryTasks;
 use taskpilot_domain::{CursorCodec, TaskService, UserId};
 use taskpilot_testkit::chatkit_contract;
 
-use taskpilot_chatkit::testing::scripted_agent;
+use taskpilot_assistant::testing::scripted_agent;
 
 type Server = Engine<InMemoryChat, TaskAgent<InMemoryTasks, ScriptedModel>, InMemoryFiles>;
 

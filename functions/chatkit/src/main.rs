@@ -10,7 +10,7 @@ mod stream_report;
 #[cfg(test)]
 mod tests;
 
-use taskpilot_chatkit::agent::TaskAgent;
+use taskpilot_assistant::TaskAgent;
 use taskpilot_chatkit::engine::Engine;
 use taskpilot_config::{ConfigError, Vars};
 use taskpilot_domain::TaskService;

@@ -1,7 +1,7 @@
 //! The chatkit function's configuration: every variable it reads, read once
 //! at start-up (each part documents its variables, defaults and checks).
 
-use taskpilot_chatkit::agent::{AgentSettings, DEFAULT_INSTRUCTIONS};
+use taskpilot_assistant::{AgentSettings, DEFAULT_INSTRUCTIONS};
 use taskpilot_chatkit::attachments::AttachmentPolicy;
 use taskpilot_config::{ConfigError, Vars};
 use taskpilot_domain::budget::ChatBudget;

@@ -12,12 +12,11 @@ use bytes::Bytes;
 use http_body_util::BodyExt;
 use serde_json::{Value, json};
 
-use taskpilot_chatkit::agent::TaskAgent;
+use taskpilot_assistant::TaskAgent;
+use taskpilot_assistant::testing::scripted_agent;
 use taskpilot_chatkit::dictation::{Transcriber, Transcript};
 use taskpilot_chatkit::engine::Engine;
-use taskpilot_chatkit::testing::{
-    InMemoryChat, InMemoryFiles, Round, ScriptedModel, scripted_agent,
-};
+use taskpilot_chatkit::testing::{InMemoryChat, InMemoryFiles, Round, ScriptedModel};
 use taskpilot_domain::UserId;
 use taskpilot_domain::budget::{BudgetGate, ChatBudget};
 use taskpilot_domain::memory::{InMemorySessions, InMemoryTasks};

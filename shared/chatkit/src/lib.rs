@@ -2,12 +2,12 @@
 //! SDK (chatkit-python): wire types (`types`, `widget`), requests (`request`),
 //! the engine that runs them (`engine`, with the persistence rules of a stream
 //! in `turn`), and the ports it drives: the thread store (`store`), the event
-//! sink (`sink`) and the responder (`responder`). The task assistant is one
-//! responder (`agent`), talking to a model through the typed `model` port.
+//! sink (`sink`) and the responder (`responder`). The task assistant, one
+//! responder, is its own crate (`taskpilot-assistant`), talking to a model
+//! through the typed `model` port.
 //! No AWS, HTTP or vendor wire types live here.
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
-pub mod agent;
 pub mod attachments;
 pub mod context;
 pub mod dictation;

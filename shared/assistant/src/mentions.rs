@@ -8,8 +8,8 @@ use serde_json::json;
 
 use taskpilot_domain::{DomainError, TaskId, TaskRepository, TaskService, UserId};
 
-use crate::model::ModelInput;
-use crate::types::{ItemKind, ThreadItem, UserContent};
+use taskpilot_chatkit::model::ModelInput;
+use taskpilot_chatkit::types::{ItemKind, ThreadItem, UserContent};
 
 /// Most mentions resolved in one message.
 const MAX_MENTIONS: usize = 10;

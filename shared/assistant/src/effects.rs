@@ -7,7 +7,7 @@ use serde_json::{Map, Value, json};
 
 use taskpilot_domain::{Task, TaskId};
 
-use crate::types::StreamEvent;
+use taskpilot_chatkit::types::StreamEvent;
 
 use super::tools::Tool;
 

@@ -5,10 +5,10 @@
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::agent::dates;
-use crate::agent::effects::Change;
-use crate::context::Caller;
-use crate::model::ToolSpec;
+use crate::dates;
+use crate::effects::Change;
+use taskpilot_chatkit::context::Caller;
+use taskpilot_chatkit::model::ToolSpec;
 
 use taskpilot_domain::{
     DomainError, NewTaskInput, SearchText, Task, TaskFilter, TaskId, TaskPatchInput,
@@ -565,7 +565,7 @@ mod tests {
         let s = service();
         // 22:00 on 2 December in Honolulu is 08:00 on 3 December in UTC.
         let late = Caller::new(UserId::new("alice").unwrap())
-            .in_zone(crate::zone::Zone::named("Pacific/Honolulu").unwrap())
+            .in_zone(taskpilot_chatkit::zone::Zone::named("Pacific/Honolulu").unwrap())
             .at("2026-12-03T08:00:00Z".parse().unwrap());
         let milk = run(
             &s,
@@ -607,7 +607,7 @@ mod tests {
         assert!(bad.output.contains("validation_failed"), "{}", bad.output);
         // 00:30 on 3 December on Kiritimati is still 2 December in UTC.
         let early = Caller::new(UserId::new("alice").unwrap())
-            .in_zone(crate::zone::Zone::named("Pacific/Kiritimati").unwrap())
+            .in_zone(taskpilot_chatkit::zone::Zone::named("Pacific/Kiritimati").unwrap())
             .at("2026-12-02T10:30:00Z".parse().unwrap());
         let due = run(&s, &early, "list_tasks", r#"{"due_before":"tomorrow"}"#).await;
         let titles: Vec<&str> = due.shown.iter().map(|t| t.title.as_str()).collect();

@@ -1,12 +1,14 @@
 //! A thread's items as the model's conversation (ck-py's
 //! `ThreadItemConverter`), and the title a thread gets from its first message.
 
-use crate::agent::ask;
-use crate::model::{ModelFile, ModelInput};
-use crate::request::content_text;
-use crate::structured::Question;
-use crate::turn::FileUrls;
-use crate::types::{AssistantContent, AttachmentKind, ItemKind, ThreadItem, UserContent};
+use crate::ask;
+use taskpilot_chatkit::model::{ModelFile, ModelInput};
+use taskpilot_chatkit::request::content_text;
+use taskpilot_chatkit::structured::Question;
+use taskpilot_chatkit::turn::FileUrls;
+use taskpilot_chatkit::types::{
+    AssistantContent, AttachmentKind, ItemKind, ThreadItem, UserContent,
+};
 
 /// Longest generated title.
 const TITLE_CHARS: usize = 48;
@@ -164,7 +166,7 @@ pub fn title_from(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::types::InferenceOptions;
+    use taskpilot_chatkit::types::InferenceOptions;
 
     fn item(id: &str, kind: ItemKind) -> ThreadItem {
         ThreadItem::new(id, "thr_1", kind)
@@ -238,7 +240,7 @@ mod tests {
 
     #[test]
     fn a_question_is_what_the_assistant_asked_then_what_the_user_answered() {
-        use crate::structured::{Answer, Choice, InputStatus, Question};
+        use taskpilot_chatkit::structured::{Answer, Choice, InputStatus, Question};
         let asked = |answer: Option<Answer>| {
             item(
                 "sti_1",

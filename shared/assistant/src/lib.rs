@@ -1,37 +1,43 @@
-//! The task assistant, a [`Responder`]: model rounds with the task tools until
+//! The task assistant, the application behind the ChatKit engine (a
+//! [`Responder`], as chatkit-python keeps the application outside the SDK):
+//! model rounds with the task tools until
 //! the model answers (at most `CHATKIT_MAX_TOOL_STEPS` rounds), the answer
 //! streamed as it comes, a task-list widget when tasks were listed or
 //! changed, the Done/Undo buttons of that widget, and the thread's title.
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
-pub mod ask;
-pub mod dates;
-pub mod effects;
-pub mod history;
-pub mod mentions;
+mod ask;
+mod dates;
+mod effects;
+mod history;
+mod mentions;
 pub mod tools;
-pub mod widgets;
+mod widgets;
+
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use taskpilot_domain::{DomainError, Task, TaskId, TaskRepository, TaskService, UserId};
 
-use crate::ids;
-use crate::metrics::{Metrics, NoMetrics};
-use crate::model::{
-    FunctionCall, ModelClient, ModelEvent, ModelInput, ModelRequest, ModelStream, TokenUsage,
-};
-use crate::request::Action;
-use crate::request::FeedbackKind;
-use crate::responder::{ActionRefused, Responder};
-use crate::sink::EventSink;
-use crate::store::ChatStore;
-use crate::turn::{Interrupted, Turn};
-use crate::types::{
-    AssistantContent, ItemKind, ItemUpdate, StreamError, StreamEvent, ThreadItem, ThreadMetadata,
-};
 use ask::Chosen;
 use effects::{Change, TaskChanges};
+use taskpilot_chatkit::ids;
+use taskpilot_chatkit::metrics::{Metrics, NoMetrics};
+use taskpilot_chatkit::model::{
+    FunctionCall, ModelClient, ModelEvent, ModelInput, ModelRequest, ModelStream, TokenUsage,
+};
+use taskpilot_chatkit::request::Action;
+use taskpilot_chatkit::request::FeedbackKind;
+use taskpilot_chatkit::responder::{ActionRefused, Responder};
+use taskpilot_chatkit::sink::EventSink;
+use taskpilot_chatkit::store::ChatStore;
+use taskpilot_chatkit::turn::{Interrupted, Turn};
+use taskpilot_chatkit::types::{
+    AssistantContent, ItemKind, ItemUpdate, StreamError, StreamEvent, ThreadItem, ThreadMetadata,
+};
 
 /// The default instructions.
 pub const DEFAULT_INSTRUCTIONS: &str = "You are TaskPilot, a concise and friendly assistant that manages the user's to-do list. \

@@ -6,7 +6,7 @@ use serde_json::json;
 
 use taskpilot_domain::Task;
 
-use crate::widget::{
+use taskpilot_chatkit::widget::{
     ActionConfig, Align, Badge, BadgeColor, BadgeVariant, Button, Caption, Card, CardSize, Col,
     ControlSize, ControlVariant, Divider, Icon, LoadingBehavior, Row, Spacer, Text, Title,
     TitleSize, Weight, WidgetNode, WidgetRoot,

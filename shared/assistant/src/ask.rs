@@ -10,9 +10,9 @@ use serde_json::Value;
 
 use taskpilot_domain::{Task, TaskId};
 
-use crate::agent::tools::Ambiguous;
-use crate::structured::{Choice, InputStatus, Question};
-use crate::types::{ItemKind, ThreadItem};
+use crate::tools::Ambiguous;
+use taskpilot_chatkit::structured::{Choice, InputStatus, Question};
+use taskpilot_chatkit::types::{ItemKind, ThreadItem};
 
 /// The hidden content's `type`.
 const PENDING_CHANGE: &str = "pending_change";
@@ -184,8 +184,8 @@ fn labels(candidates: &[Task]) -> Vec<(String, TaskId)> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::structured::{Answer, Submission, apply};
     use serde_json::json;
+    use taskpilot_chatkit::structured::{Answer, Submission, apply};
 
     fn task(id: &str, title: &str, due: Option<&str>, completed: bool) -> Task {
         serde_json::from_value(json!({

@@ -10,7 +10,7 @@ use chrono::{
     Datelike, Duration, LocalResult, Months, NaiveDate, NaiveDateTime, TimeZone, Weekday,
 };
 
-use crate::context::Caller;
+use taskpilot_chatkit::context::Caller;
 
 /// What the model is told about the moment and place of the conversation.
 pub fn context_note(caller: &Caller) -> String {
@@ -172,7 +172,7 @@ mod tests {
     use taskpilot_domain::UserId;
 
     /// A user in `zone` at the UTC instant `at`.
-    fn caller(zone: crate::zone::Zone, at: &str) -> Caller {
+    fn caller(zone: taskpilot_chatkit::zone::Zone, at: &str) -> Caller {
         Caller::new(UserId::new("alice").unwrap())
             .in_zone(zone)
             .at(at.parse().unwrap())
@@ -181,7 +181,7 @@ mod tests {
     /// 22:00 on Wednesday 2 December in Honolulu (UTC-10): already Thursday in UTC.
     fn honolulu() -> Caller {
         caller(
-            crate::zone::Zone::named("Pacific/Honolulu").unwrap(),
+            taskpilot_chatkit::zone::Zone::named("Pacific/Honolulu").unwrap(),
             "2026-12-03T08:00:00Z",
         )
     }
@@ -189,7 +189,7 @@ mod tests {
     /// 00:30 on Thursday 3 December on Kiritimati (UTC+14): still Wednesday in UTC.
     fn kiritimati() -> Caller {
         caller(
-            crate::zone::Zone::named("Pacific/Kiritimati").unwrap(),
+            taskpilot_chatkit::zone::Zone::named("Pacific/Kiritimati").unwrap(),
             "2026-12-02T10:30:00Z",
         )
     }
@@ -240,7 +240,7 @@ mod tests {
         assert_eq!(due_date("2026-12-24", &honolulu()).unwrap(), "2026-12-24");
         // A time the clocks skip is refused, not moved.
         let paris = caller(
-            crate::zone::Zone::named("Europe/Paris").unwrap(),
+            taskpilot_chatkit::zone::Zone::named("Europe/Paris").unwrap(),
             "2027-03-20T12:00:00Z",
         );
         assert!(due_date("2027-03-28T02:30", &paris).is_err());
