@@ -1089,6 +1089,39 @@ async fn a_stream_cut_before_any_text_removes_the_empty_message() {
 }
 
 #[tokio::test]
+async fn only_a_turn_that_reaches_the_model_keeps_its_admission() {
+    let chat = Chat::new();
+    let thread = chat.thread("alice", "Hi.").await;
+    let gate = drive::CountingGate::default();
+    let streaming = |body: Value| {
+        let request = Request::parse(body.to_string().as_bytes()).unwrap();
+        drive::streaming(&chat.engine, chat.caller("alice"), request, &gate, far())
+    };
+    // A retry of an item the thread does not hold is an empty stream.
+    let retry = streaming(json!({"type": "threads.retry_after_item",
+        "params": {"thread_id": thread, "item_id": "msg_01ARZ3NDEKTSV4RRFFQ69G5FAV"}}))
+    .await
+    .unwrap();
+    assert!(!retry.reaches_model());
+    assert_eq!(gate.counts(), (1, 1, 0), "admitted, then given back");
+    // A message to a thread that is not there is refused, its turn given back.
+    let gone = streaming(json!({"type": "threads.add_user_message",
+        "params": {"thread_id": "thr_01ARZ3NDEKTSV4RRFFQ69G5FAV", "input": message("hi")}}))
+    .await;
+    assert!(matches!(gone, Err(ChatError::NotFound("thread"))));
+    assert_eq!(gate.counts(), (2, 2, 0));
+    // A new message keeps its turn.
+    chat.model.push(Round::text("ok"));
+    let said = streaming(json!({"type": "threads.add_user_message",
+        "params": {"thread_id": thread, "input": message("more")}}))
+    .await
+    .unwrap();
+    assert!(said.reaches_model());
+    said.run(&mut VecSink::default()).await;
+    assert_eq!(gate.counts(), (3, 2, 0));
+}
+
+#[tokio::test]
 async fn a_storage_failure_mid_stream_is_a_retryable_error() {
     let chat = Chat::new();
     let thread = chat.thread("alice", "Hi.").await;

@@ -76,12 +76,40 @@ struct Fixture {
 }
 
 fn fixture_with(budget: ChatBudget, sessions: InMemorySessions) -> Fixture {
+    let secrets = SecretCache::fixed(Secrets::parse(KEY).unwrap());
+    fixture_of(budget, sessions, secrets)
+}
+
+/// An endpoint whose OpenAI key cannot be read: Secrets Manager refuses
+/// every connection.
+fn fixture_without_key() -> Fixture {
+    let vars = taskpilot_config::Vars::from_pairs([
+        ("AWS_REGION", "us-east-1"),
+        ("AWS_ACCESS_KEY_ID", "AKIDEXAMPLE"),
+        ("AWS_SECRET_ACCESS_KEY", "example"),
+        ("AWS_ENDPOINT_URL", "http://127.0.0.1:9"),
+        (
+            "OPENAI_SECRET_ARN",
+            "arn:aws:secretsmanager:us-east-1:123456789012:secret:x",
+        ),
+    ]);
+    let aws = taskpilot_runtime::aws::AwsSettings::from_vars(&vars).unwrap();
+    let sdk = aws.sdk_config(taskpilot_runtime::tls::aws_http_client(&Default::default()).unwrap());
+    let settings = taskpilot_secrets::SecretSettings::from_vars(&vars).unwrap();
+    fixture_of(
+        ChatBudget::default(),
+        InMemorySessions::default(),
+        SecretCache::new(&settings, &sdk),
+    )
+}
+
+fn fixture_of(budget: ChatBudget, sessions: InMemorySessions, secrets: SecretCache) -> Fixture {
     let model = ScriptedModel::default();
     let scribe = Scribe::default();
     let engine = Engine::new(InMemoryChat::default(), scripted_agent(model.clone(), 4))
         .with_attachments(InMemoryFiles::default(), Default::default())
         .with_dictation(scribe.clone());
-    let secrets = Arc::new(SecretCache::fixed(Secrets::parse(KEY).unwrap()));
+    let secrets = Arc::new(secrets);
     let identity = Identity::new(sessions, secrets, dev_authenticator());
     let endpoint = Endpoint::new(
         engine,
@@ -386,4 +414,136 @@ async fn dictation_failures_keep_their_statuses() {
         (503, "upstream_rate_limited")
     );
     assert_eq!(a.headers["retry-after"], "3");
+}
+
+fn dictation(audio: &[u8]) -> Value {
+    use base64::Engine as _;
+    let audio_base64 = base64::engine::general_purpose::STANDARD.encode(audio);
+    json!({"type": "input.transcribe", "params": {"audio_base64": audio_base64, "mime_type": "audio/webm"}})
+}
+
+#[tokio::test]
+async fn a_dictation_may_carry_4_mb_of_audio_in_a_body_of_at_most_6_mb() {
+    let f = fixture();
+    f.scribe.push(Ok(Transcript {
+        text: "a long note".into(),
+        usage: None,
+    }));
+    let four_mb = vec![1u8; 4 * 1024 * 1024];
+    let a = f.post("alice", dictation(&four_mb)).await;
+    assert_eq!(a.status, 200, "{}", a.text);
+    let a = f
+        .post("alice", dictation(&vec![1u8; 4 * 1024 * 1024 + 1]))
+        .await;
+    assert_eq!((a.status, a.code().as_str()), (413, "file_too_large"));
+    // A body of exactly 6 MB is read; one byte more is refused before it is.
+    let mut body = dictation(&four_mb).to_string().into_bytes();
+    let padding = 6 * 1024 * 1024 - body.len();
+    body.truncate(body.len() - 1);
+    body.extend(std::iter::repeat_n(b' ', padding));
+    body.push(b'}');
+    assert_eq!(body.len(), 6 * 1024 * 1024);
+    let exactly = |body: Vec<u8>| {
+        call("POST", PATH)
+            .user("alice")
+            .raw_body("application/json", body)
+    };
+    f.scribe.push(Ok(Transcript {
+        text: "padded".into(),
+        usage: None,
+    }));
+    let a = f.send(None, exactly(body.clone())).await;
+    assert_eq!((a.status, a.json()), (200, json!({"text": "padded"})));
+    body.insert(body.len() - 1, b' ');
+    let a = f.send(None, exactly(body)).await;
+    assert_eq!((a.status, a.code().as_str()), (413, "payload_too_large"));
+}
+
+#[tokio::test]
+async fn a_chat_body_of_exactly_64_kb_is_read() {
+    let f = fixture();
+    let mut body = br#"{"type":"threads.list","params":{}"#.to_vec();
+    body.extend(std::iter::repeat_n(b' ', 64 * 1024 - body.len() - 1));
+    body.push(b'}');
+    assert_eq!(body.len(), 64 * 1024);
+    let list = |body: Vec<u8>| {
+        call("POST", PATH)
+            .user("alice")
+            .raw_body("application/json", body)
+    };
+    assert_eq!(
+        f.send(Some("threads.list"), list(body.clone()))
+            .await
+            .status,
+        200
+    );
+    body.insert(body.len() - 1, b' ');
+    let a = f.send(None, list(body)).await;
+    assert_eq!((a.status, a.code().as_str()), (413, "payload_too_large"));
+}
+
+#[tokio::test]
+async fn a_turn_refused_by_its_session_is_given_back_to_the_budget() {
+    let sessions = InMemorySessions::default();
+    let cancelled = client_secret(&sessions, "alice", SessionStatus::Cancelled).await;
+    let budget = ChatBudget {
+        turns_per_minute: 1,
+        ..ChatBudget::default()
+    };
+    let f = fixture_with(budget, sessions);
+    let refused = f
+        .send(
+            Some("threads.create"),
+            call("POST", PATH)
+                .header("authorization", &format!("Bearer {cancelled}"))
+                .json(&create("hi")),
+        )
+        .await;
+    assert_eq!(refused.status, 401);
+    f.model.push(Round::text("Hello."));
+    let a = f.post("alice", create("hi")).await;
+    assert_eq!(a.status, 200, "the refused turn was given back: {}", a.text);
+}
+
+#[tokio::test]
+async fn what_a_dictation_cost_is_charged_to_the_day() {
+    let budget = ChatBudget {
+        tokens_per_day: 100,
+        ..ChatBudget::default()
+    };
+    let f = fixture_with(budget, InMemorySessions::default());
+    f.scribe.push(Ok(Transcript {
+        text: "buy milk".into(),
+        usage: Some(taskpilot_chatkit::model::TokenUsage {
+            input: 150,
+            cached_input: 0,
+            output: 10,
+        }),
+    }));
+    assert_eq!(f.post("alice", dictation(b"voice")).await.status, 200);
+    let a = f.post("alice", create("hi")).await;
+    assert_eq!(
+        (a.status, a.code().as_str()),
+        (429, "budget_exhausted"),
+        "{}",
+        a.text
+    );
+}
+
+#[tokio::test]
+async fn without_the_openai_key_streams_and_dictations_are_503_but_reads_answer() {
+    let f = fixture_without_key();
+    let list = f
+        .post("alice", json!({"type": "threads.list", "params": {}}))
+        .await;
+    assert_eq!(list.status, 200, "a read needs no key: {}", list.text);
+    for request in [create("hi"), dictation(b"voice")] {
+        let a = f.post("alice", request).await;
+        assert_eq!(
+            (a.status, a.code().as_str()),
+            (503, "secret_unavailable"),
+            "{}",
+            a.text
+        );
+    }
 }

@@ -120,4 +120,10 @@ mod tests {
             Err(DictationError::TooLarge)
         ));
     }
+
+    #[test]
+    fn without_dictation_every_type_is_refused() {
+        assert!(!NoDictation.enabled());
+        assert!(NoDictation.check_type("audio/webm").is_err());
+    }
 }

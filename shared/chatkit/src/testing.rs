@@ -905,6 +905,60 @@ pub mod drive {
         }
     }
 
+    /// A gate that admits every turn and counts what happens to the tickets.
+    #[derive(Debug, Default)]
+    pub struct CountingGate {
+        /// Turns admitted.
+        pub admitted: std::sync::atomic::AtomicU32,
+        /// Turns given back.
+        pub given_back: std::sync::atomic::AtomicU32,
+        /// Dictations charged.
+        pub charged: std::sync::atomic::AtomicU32,
+    }
+
+    impl CountingGate {
+        /// (admitted, given back, charged) so far.
+        pub fn counts(&self) -> (u32, u32, u32) {
+            use std::sync::atomic::Ordering::SeqCst;
+            (
+                self.admitted.load(SeqCst),
+                self.given_back.load(SeqCst),
+                self.charged.load(SeqCst),
+            )
+        }
+    }
+
+    impl Gate for CountingGate {
+        type Ticket = ();
+        type Error = std::convert::Infallible;
+
+        async fn admit(&self, need: Need) -> Result<Option<()>, Self::Error> {
+            if need.turn {
+                self.admitted
+                    .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            }
+            Ok(need.turn.then_some(()))
+        }
+
+        fn meter(&self, _ticket: &()) -> Meter {
+            Meter {
+                day: taskpilot_domain::budget::UsageDay::of(chrono::Utc::now()),
+                used: 0,
+                budget: taskpilot_domain::budget::ChatBudget::default(),
+            }
+        }
+
+        async fn give_back(&self, _ticket: ()) {
+            self.given_back
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+
+        async fn charge(&self, _ticket: (), _tokens: TokenUsage) {
+            self.charged
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+
     /// A gate that admits every turn on one meter, and counts nothing.
     #[derive(Debug, Clone, Copy)]
     pub struct MeteredGate(pub Meter);

@@ -126,6 +126,15 @@ mod tests {
     }
 
     #[test]
+    fn the_setting_is_read_from_allowed_origins() {
+        let vars =
+            Vars::from_pairs([("ALLOWED_ORIGINS", "https://app.example, https://b.example/")]);
+        let cors = Cors::from_vars(&vars).unwrap();
+        assert_eq!(cors.origins, ["https://app.example", "https://b.example"]);
+        assert_eq!(vars.read(), ["ALLOWED_ORIGINS"]);
+    }
+
+    #[test]
     fn an_empty_setting_allows_no_origin() {
         assert!(Cors::parse("").unwrap().origins.is_empty());
     }
