@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 
 use taskpilot_assistant::{AgentSettings, TaskAgent};
 use taskpilot_chatkit::attachments::{
-    AttachmentError, AttachmentPolicy, AttachmentRecord, AttachmentStatus,
+    AttachmentError, AttachmentPolicy, AttachmentRecord, AttachmentStatus, AttachmentStore,
 };
 use taskpilot_chatkit::context::Caller;
 use taskpilot_chatkit::engine::{ChatError, Engine, Gate, Need, OpenGate};
@@ -413,11 +413,21 @@ async fn an_attachment_is_used_by_one_message_only() {
     ));
 }
 
-/// A gate that, while the engine reads the request, lets another message
-/// take `photo`: the race between the checks and the write.
+/// What happens to `photo` while the engine reads a request.
+#[derive(Clone, Copy)]
+enum Meanwhile {
+    /// Another message takes it.
+    Taken,
+    /// Its object vanishes from the object store.
+    Vanished,
+}
+
+/// A gate that, while the engine reads the request, lets something happen
+/// to `photo`: the race between the checks and the write.
 struct Racing<'a> {
-    store: &'a InMemoryChat,
+    files: &'a Files,
     photo: String,
+    meanwhile: Meanwhile,
     given_back: std::sync::atomic::AtomicBool,
 }
 
@@ -429,16 +439,21 @@ impl Gate for Racing<'_> {
         // The engine's reads run meanwhile (they never wait on the fake).
         tokio::task::yield_now().await;
         let alice = user("alice");
-        let record = self
-            .store
-            .load_attachment(&alice, &self.photo)
-            .await
-            .unwrap();
-        let taken = record
-            .unwrap()
-            .attached_to("thr_other", "msg_other")
-            .unwrap();
-        self.store.save_attachment(&alice, &taken).await.unwrap();
+        match self.meanwhile {
+            Meanwhile::Taken => {
+                let store = self.files.engine.store();
+                let record = store.load_attachment(&alice, &self.photo).await.unwrap();
+                let taken = record
+                    .unwrap()
+                    .attached_to("thr_other", "msg_other")
+                    .unwrap();
+                store.save_attachment(&alice, &taken).await.unwrap();
+            }
+            Meanwhile::Vanished => {
+                let ids = [self.photo.clone()];
+                self.files.files.delete(&ids).await.unwrap();
+            }
+        }
         Ok(need.turn.then_some(()))
     }
 
@@ -458,13 +473,16 @@ impl Gate for Racing<'_> {
     async fn charge(&self, _ticket: (), _tokens: TokenUsage) {}
 }
 
-#[tokio::test]
-async fn an_attachment_taken_between_the_checks_and_the_write_is_a_conflict_leaving_nothing() {
+/// A new thread showing a photo to which `meanwhile` happens between the
+/// engine's checks and its write: the refusal, once the turn was given back
+/// and no thread was left behind.
+async fn raced(meanwhile: Meanwhile) -> ChatError {
     let f = Files::new();
     let photo = f.uploaded("alice", "a.png", 5, "image/png").await;
     let gate = Racing {
-        store: f.engine.store(),
+        files: &f,
         photo: photo.clone(),
+        meanwhile,
         given_back: Default::default(),
     };
     let body = json!({"type": "threads.create", "params": {"input": {
@@ -485,10 +503,6 @@ async fn an_attachment_taken_between_the_checks_and_the_write_is_a_conflict_leav
         Err(e) => e,
     };
     assert!(
-        matches!(refused, ChatError::Attachment(AttachmentError::Taken)),
-        "{refused:?}"
-    );
-    assert!(
         gate.given_back.load(std::sync::atomic::Ordering::SeqCst),
         "the turn is given back"
     );
@@ -497,6 +511,22 @@ async fn an_attachment_taken_between_the_checks_and_the_write_is_a_conflict_leav
         .await
         .unwrap();
     assert_eq!(threads["data"], json!([]), "no thread is left half-made");
+    refused
+}
+
+#[tokio::test]
+async fn an_attachment_taken_between_the_checks_and_the_write_is_a_conflict_leaving_nothing() {
+    let refused = raced(Meanwhile::Taken).await;
+    assert!(
+        matches!(refused, ChatError::Attachment(AttachmentError::Taken)),
+        "{refused:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_file_gone_between_the_checks_and_the_write_leaves_nothing() {
+    let refused = raced(Meanwhile::Vanished).await;
+    assert!(matches!(refused, ChatError::Store(_)), "{refused:?}");
 }
 
 #[tokio::test]

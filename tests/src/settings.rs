@@ -112,11 +112,12 @@ pub fn check(logical_id: &str, build: impl Fn(&Vars) -> Result<(), ConfigError>)
         "{logical_id} reads variables template.yaml does not set: {unset:?}"
     );
     let binary = function.binary.as_str();
+    let rows = readme_rows();
     let mut wrong = Vec::new();
-    for (names, functions) in readme_rows() {
+    for (names, functions) in &rows {
         let listed = functions.iter().any(|f| f == "all" || f == binary);
         for name in names {
-            if listed != read.contains(&name) {
+            if listed != read.contains(name) {
                 wrong.push(format!(
                     "{name}: {}",
                     if listed {
@@ -128,10 +129,10 @@ pub fn check(logical_id: &str, build: impl Fn(&Vars) -> Result<(), ConfigError>)
             }
         }
     }
-    let documented: BTreeSet<String> = readme_rows().into_iter().flat_map(|(n, _)| n).collect();
+    let documented: BTreeSet<&String> = rows.iter().flat_map(|(n, _)| n).collect();
     wrong.extend(
         read.iter()
-            .filter(|name| !documented.contains(*name))
+            .filter(|name| !documented.contains(name))
             .map(|name| format!("{name}: not in the table")),
     );
     assert!(

@@ -25,7 +25,7 @@ pub mod transcribe;
 
 pub use sse::EventStream;
 #[cfg(feature = "chat")]
-pub use transcribe::{DEFAULT_TRANSCRIBE_MODEL, Dictation, TranscribeError, audio_extension};
+pub use transcribe::{DEFAULT_TRANSCRIBE_MODEL, Dictation, TranscribeError};
 
 /// `OPENAI_BASE_URL` when unset.
 pub const DEFAULT_BASE_URL: &str = "https://api.openai.com/v1";

@@ -56,14 +56,9 @@ pub enum TranscribeError {
     Upstream(#[from] UpstreamError),
 }
 
-/// The upload file extension for the media type `mime` (parameters such as
-/// `;codecs=opus` ignored, case-insensitive), or `None` if OpenAI cannot
-/// transcribe it.
-pub fn audio_extension(mime: &str) -> Option<&'static str> {
-    audio_type(mime).map(|(_, extension)| extension)
-}
-
-/// The canonical (media type, extension) of `mime`.
+/// The canonical (media type, upload file extension) of `mime`
+/// (parameters such as `;codecs=opus` ignored, case-insensitive), or `None`
+/// if OpenAI cannot transcribe it.
 fn audio_type(mime: &str) -> Option<(&'static str, &'static str)> {
     let essence = mime.split_once(';').map_or(mime, |(essence, _)| essence);
     let essence = essence.trim();
@@ -263,6 +258,10 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn audio_extension(mime: &str) -> Option<&'static str> {
+        audio_type(mime).map(|(_, extension)| extension)
+    }
 
     #[test]
     fn token_usage_is_read_from_a_tokens_usage_only() {

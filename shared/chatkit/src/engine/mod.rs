@@ -630,12 +630,13 @@ impl<S: ChatStore, R: Responder, A: AttachmentStore, D> Engine<S, R, A, D> {
         let Kind::Say { created, message } = &prepared.kind else {
             return Ok(());
         };
-        if *created {
-            self.store.save_thread(user, &prepared.thread).await?;
-        }
-        // Used files are kept by the clean-up of unused uploads.
+        // Used files are kept by the clean-up of unused uploads; first, so a
+        // failure here leaves no thread behind.
         for id in message.attachment_ids() {
             self.files.keep(id).await?;
+        }
+        if *created {
+            self.store.save_thread(user, &prepared.thread).await?;
         }
         let refused = match self.store.save_item(user, message).await {
             Ok(Write::Done) => return Ok(()),
