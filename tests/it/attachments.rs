@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use crate::common::{Api, chatkit};
 use emulators::s3_front::Signer;
 use taskpilot_testkit::openai_stub::{Fault, OpenAiStub};
-use taskpilot_testkit::stack::FilesSide;
+use taskpilot_testkit::stack::{FilesSide, LOCAL_ORIGINS};
 
 async fn start(env: &[(&str, &str)]) -> Api {
     Api::start_env(&["chatkit"], env).await
@@ -165,6 +165,87 @@ async fn a_photo_goes_up_by_its_presigned_url_and_the_model_sees_it() {
     .await;
     assert_eq!(status, 200);
     assert_eq!(page["data"][0]["attachments"][0]["id"], id(&photo));
+}
+
+/// The browser's CORS preflight for `attachment`'s upload, from `origin`,
+/// naming the descriptor's headers and `extra`: status and answer headers.
+async fn preflight(
+    api: &Api,
+    attachment: &Value,
+    origin: &str,
+    extra: &[&str],
+) -> (u16, reqwest::header::HeaderMap) {
+    let descriptor = &attachment["upload_descriptor"];
+    let mut names: Vec<&str> = descriptor["headers"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    names.extend(extra);
+    let answer = api
+        .http
+        .request(
+            reqwest::Method::OPTIONS,
+            descriptor["url"].as_str().unwrap(),
+        )
+        .header("origin", origin)
+        .header(
+            "access-control-request-method",
+            descriptor["method"].as_str().unwrap(),
+        )
+        .header("access-control-request-headers", names.join(","))
+        .send()
+        .await
+        .unwrap();
+    (answer.status().as_u16(), answer.headers().clone())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_browser_may_send_the_upload_attachments_create_describes() {
+    let api = start(&[]).await;
+    let origin = LOCAL_ORIGINS[0];
+    for (name, bytes, mime) in [
+        ("list.png", PNG, "image/png"),
+        ("notes.pdf", &b"%PDF-1.4 fake"[..], "application/pdf"),
+    ] {
+        let (status, attachment) = create(&api, "alice", name, bytes.len(), mime).await;
+        assert_eq!(status, 200, "{attachment}");
+        // Only what the signature binds, and nothing the browser sets itself.
+        let headers = attachment["upload_descriptor"]["headers"]
+            .as_object()
+            .unwrap();
+        let mut names: Vec<&str> = headers.keys().map(String::as_str).collect();
+        names.sort_unstable();
+        assert_eq!(
+            names,
+            ["content-disposition", "content-type", "x-amz-tagging"],
+            "{mime}"
+        );
+        // The preflight is allowed by the bucket's CORS rule (from the template).
+        let (status, allowed) = preflight(&api, &attachment, origin, &[]).await;
+        assert_eq!(status, 200, "{mime}: {allowed:?}");
+        assert_eq!(allowed["access-control-allow-origin"], origin);
+        // The front judges the headers as S3 does: one more is refused.
+        let (status, _) = preflight(&api, &attachment, origin, &["x-amzn-trace-id"]).await;
+        assert_eq!(status, 403, "{mime}");
+        let (status, _) = preflight(&api, &attachment, "https://evil.example", &[]).await;
+        assert_eq!(status, 403, "{mime}");
+        // Then the upload itself, with the page's origin.
+        let descriptor = &attachment["upload_descriptor"];
+        let mut put = api
+            .http
+            .put(descriptor["url"].as_str().unwrap())
+            .header("origin", origin)
+            .body(bytes.to_vec());
+        for (name, value) in headers {
+            put = put.header(name, value.as_str().unwrap());
+        }
+        let answer = put.send().await.unwrap();
+        assert_eq!(answer.status(), 200, "{mime}");
+        assert_eq!(answer.headers()["access-control-allow-origin"], origin);
+        assert_eq!(files(&api).object(id(&attachment)).await.unwrap().0, bytes);
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -116,17 +116,53 @@ fn presigning(expiry: Duration) -> Result<PresigningConfig, StoreError> {
 }
 
 fn descriptor(request: &PresignedRequest) -> UploadDescriptor {
-    let headers: BTreeMap<String, String> = request
-        .headers()
-        // The browser sets the length itself (and may not set it by hand).
-        .filter(|(name, _)| !name.eq_ignore_ascii_case("content-length"))
-        .map(|(name, value)| (name.to_owned(), value.to_owned()))
+    upload_descriptor(request.uri(), request.method(), request.headers())
+}
+
+/// What a browser sends an upload with: the URL, the method and the headers
+/// the signature binds, less `host` and `content-length` (the browser sets
+/// both, and may not set them by hand). Headers the SDK added unsigned (such
+/// as `x-amzn-trace-id` inside Lambda) are left out: the bucket's CORS rule
+/// allows only the signed ones, so a preflight naming another would fail.
+fn upload_descriptor<'a>(
+    url: &str,
+    method: &str,
+    headers: impl Iterator<Item = (&'a str, &'a str)>,
+) -> UploadDescriptor {
+    let signed = signed_headers(url);
+    let headers: BTreeMap<String, String> = headers
+        .filter(|(name, _)| {
+            !name.eq_ignore_ascii_case("host")
+                && !name.eq_ignore_ascii_case("content-length")
+                && signed.iter().any(|s| s.eq_ignore_ascii_case(name))
+        })
+        .map(|(name, value)| (name.to_ascii_lowercase(), value.to_owned()))
         .collect();
     UploadDescriptor {
-        url: request.uri().to_owned(),
-        method: request.method().to_owned(),
+        url: url.to_owned(),
+        method: method.to_owned(),
         headers,
     }
+}
+
+/// The header names a presigned URL's `X-Amz-SignedHeaders` lists
+/// (`;`-separated, percent-encoded in the query).
+fn signed_headers(url: &str) -> Vec<String> {
+    let query = url.split_once('?').map_or("", |(_, q)| q);
+    query
+        .split('&')
+        .filter_map(|pair| pair.split_once('='))
+        .find(|(name, _)| *name == "X-Amz-SignedHeaders")
+        .map(|(_, value)| {
+            value
+                .replace("%3B", ";")
+                .replace("%3b", ";")
+                .split(';')
+                .filter(|name| !name.is_empty())
+                .map(str::to_owned)
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 impl AttachmentStore for S3Files {
@@ -253,6 +289,54 @@ mod tests {
         assert_eq!(disposition("image/png"), "inline");
         assert_eq!(disposition("application/pdf"), "attachment");
         assert_eq!(disposition("text/plain"), "attachment");
+    }
+
+    const URL: &str = "https://b.s3.amazonaws.com/attachments/atc_1?X-Amz-Algorithm=AWS4-HMAC-SHA256\
+        &X-Amz-SignedHeaders=content-disposition%3Bcontent-length%3Bcontent-type%3Bhost%3Bx-amz-tagging\
+        &X-Amz-Signature=00";
+
+    #[test]
+    fn an_upload_descriptor_holds_only_the_signed_headers_a_browser_may_set() {
+        let headers = [
+            ("content-type", "image/png"),
+            ("content-length", "12"),
+            ("content-disposition", "inline"),
+            ("x-amz-tagging", "taskpilot-attachment=pending"),
+            ("host", "b.s3.amazonaws.com"),
+            // Added by the SDK's recursion detection inside Lambda, unsigned.
+            (
+                "x-amzn-trace-id",
+                "Root=1-00000000-000000000000000000000000;Sampled=0",
+            ),
+        ];
+        let d = upload_descriptor(URL, "PUT", headers.into_iter());
+        assert_eq!(d.url, URL);
+        assert_eq!(d.method, "PUT");
+        assert_eq!(
+            d.headers.keys().map(String::as_str).collect::<Vec<_>>(),
+            ["content-disposition", "content-type", "x-amz-tagging"]
+        );
+        assert_eq!(d.headers["content-type"], "image/png");
+    }
+
+    #[test]
+    fn signed_header_names_come_from_the_url() {
+        assert_eq!(
+            signed_headers(URL),
+            [
+                "content-disposition",
+                "content-length",
+                "content-type",
+                "host",
+                "x-amz-tagging"
+            ]
+        );
+        assert_eq!(
+            signed_headers("https://b/k?X-Amz-SignedHeaders=host"),
+            ["host"]
+        );
+        assert!(signed_headers("https://b/k").is_empty());
+        assert!(signed_headers("https://b/k?X-Amz-Signature=0").is_empty());
     }
 
     #[test]

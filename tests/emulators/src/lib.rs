@@ -3,7 +3,8 @@
 //! and moto (PyPI) installed on first use and supervised, a Lambda Runtime API
 //! that runs unmodified function binaries, an API Gateway (HTTP API v2) front
 //! serving the routes a SAM template declares, an S3 front that checks
-//! presigned URLs as S3 does, counting proxies and a TCP switch for outages.
+//! presigned URLs and answers CORS preflights as S3 does, counting proxies
+//! and a TCP switch for outages.
 //!
 //! Nothing here knows the product: it reads the workspace's `template.yaml`,
 //! builds the binaries it names and installs pinned tools from `tests/tools/`.
@@ -18,6 +19,7 @@ pub mod moto;
 pub mod outage;
 pub mod proxy;
 pub mod runtime_api;
+pub mod s3_cors;
 pub mod s3_front;
 pub mod supervised;
 pub mod template;

@@ -58,7 +58,7 @@ pub struct Refusal {
 }
 
 impl Refusal {
-    fn new(status: u16, code: &'static str, message: impl Into<String>) -> Self {
+    pub(crate) fn new(status: u16, code: &'static str, message: impl Into<String>) -> Self {
         Self {
             status,
             code,
@@ -508,7 +508,10 @@ impl S3Front {
                     .map(|b| b.to_bytes())
                     .unwrap_or_default();
                 let query = parts.uri.query().unwrap_or("");
-                // A CORS preflight carries the URL's query but is not the signed request.
+                if let Some(preflight) = cors_preflight(&parts) {
+                    return answer_preflight(&client, &upstream, preflight).await;
+                }
+                // Any other OPTIONS carries the URL's query but is not the signed request.
                 if parts.method != Method::OPTIONS && is_presigned(query) {
                     let secret_for = |akid: &str| (akid == key_pair.0).then(|| key_pair.1.clone());
                     let checked = verify_presigned(
@@ -578,6 +581,80 @@ fn check_body_length(
         return Err(Refusal::mismatch());
     }
     Ok(())
+}
+
+/// A browser's CORS preflight: the bucket, `Origin`, the requested method
+/// and the raw `Access-Control-Request-Headers`.
+struct Preflight {
+    bucket: String,
+    origin: String,
+    method: String,
+    headers: String,
+}
+
+fn cors_preflight(parts: &http::request::Parts) -> Option<Preflight> {
+    let header = |name: &str| {
+        parts
+            .headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    if parts.method != Method::OPTIONS {
+        return None;
+    }
+    Some(Preflight {
+        bucket: parts
+            .uri
+            .path()
+            .trim_start_matches('/')
+            .split('/')
+            .next()?
+            .to_owned(),
+        origin: header("origin")?,
+        method: header("access-control-request-method")?,
+        headers: header("access-control-request-headers").unwrap_or_default(),
+    })
+}
+
+/// Answers a preflight as S3 does, from the bucket's CORS rules in moto.
+async fn answer_preflight(
+    client: &reqwest::Client,
+    upstream: &str,
+    preflight: Preflight,
+) -> Response<Body> {
+    let rules = match client
+        .get(format!("{upstream}/{}?cors", preflight.bucket))
+        .send()
+        .await
+    {
+        Ok(resp) if resp.status().is_success() => {
+            crate::s3_cors::parse_rules(&resp.text().await.unwrap_or_default())
+        }
+        Ok(_) => Vec::new(),
+        Err(_) => {
+            let mut out = Response::new(full(Bytes::from_static(b"upstream down")));
+            *out.status_mut() = StatusCode::BAD_GATEWAY;
+            return out;
+        }
+    };
+    match crate::s3_cors::preflight(
+        &rules,
+        &preflight.origin,
+        &preflight.method,
+        &preflight.headers,
+    ) {
+        Ok(headers) => {
+            let mut out = Response::new(full(Bytes::new()));
+            for (name, value) in headers {
+                if let Ok(value) = http::HeaderValue::from_str(&value) {
+                    out.headers_mut().insert(name, value);
+                }
+            }
+            out
+        }
+        Err(refusal) => refusal_response(&refusal),
+    }
 }
 
 fn refusal_response(refusal: &Refusal) -> Response<Body> {
