@@ -667,6 +667,7 @@ fn request(input: &[ModelInput]) -> ModelRequest<'_> {
         temperature: 0.2,
         input,
         tools: &[],
+        tool_choice: None,
     }
 }
 

@@ -44,6 +44,7 @@ struct Chat {
 fn settings(max_tool_steps: usize) -> AgentSettings {
     AgentSettings {
         model: "gpt-test".into(),
+        models: vec![],
         temperature: 0.2,
         instructions: "Be brief.".into(),
         max_tool_steps,
@@ -66,6 +67,18 @@ impl Chat {
     }
 
     fn with_steps(max_tool_steps: usize) -> Self {
+        Self::with_settings(settings(max_tool_steps))
+    }
+
+    /// A chat whose model picker also offers `models`.
+    fn with_models(models: &[&str]) -> Self {
+        Self::with_settings(AgentSettings {
+            models: models.iter().map(|m| (*m).to_owned()).collect(),
+            ..settings(8)
+        })
+    }
+
+    fn with_settings(settings: AgentSettings) -> Self {
         let journal = Journal::default();
         let model = ScriptedModel::with_journal(journal.clone());
         let tasks = TaskService::new(
@@ -73,8 +86,7 @@ impl Chat {
             CursorCodec::new(&[7u8; 32], chrono::Duration::hours(1)).unwrap(),
         );
         let metrics = RecordedMetrics::default();
-        let agent = TaskAgent::new(tasks, model.clone(), settings(max_tool_steps))
-            .with_metrics(metrics.clone());
+        let agent = TaskAgent::new(tasks, model.clone(), settings).with_metrics(metrics.clone());
         Self {
             metrics,
             engine: Engine::new(InMemoryChat::with_journal(journal.clone()), agent),
@@ -1870,6 +1882,188 @@ async fn each_tool_call_shows_progress_before_it_runs() {
     let thread = events[0]["thread"]["id"].as_str().unwrap();
     let stored = serde_json::to_string(&chat.items("alice", thread)).unwrap();
     assert!(!stored.contains("Looking at your tasks"), "{stored}");
+}
+
+// The composer's model picker and tool menu.
+
+fn chosen(text: &str, options: Value) -> Value {
+    json!({"content": [{"type": "input_text", "text": text}], "attachments": [],
+           "inference_options": options})
+}
+
+#[tokio::test]
+async fn a_picked_model_answers_its_turn_and_the_retry_of_it() {
+    let chat = Chat::with_models(&["o4-mini"]);
+    chat.model.push(Round::text("Hi."));
+    let sink = chat
+        .stream(
+            "alice",
+            json!({"type": "threads.create",
+                   "params": {"input": chosen("hello", json!({"model": "o4-mini"}))}}),
+        )
+        .await;
+    let events = sink.json();
+    let thread = events[0]["thread"]["id"].as_str().unwrap().to_owned();
+    let said = events[1]["item"].clone();
+    assert_eq!(said["inference_options"]["model"], "o4-mini");
+    chat.model.push(Round::text("Hi again."));
+    chat.stream(
+        "alice",
+        json!({"type": "threads.retry_after_item",
+               "params": {"thread_id": thread, "item_id": said["id"]}}),
+    )
+    .await;
+    // A message that picks nothing gets the default model.
+    chat.model.push(Round::text("Sure."));
+    chat.say("alice", &thread, "and then?").await;
+    let models: Vec<String> = chat.model.requests().into_iter().map(|r| r.model).collect();
+    assert_eq!(models, ["o4-mini", "o4-mini", "gpt-test"]);
+}
+
+#[tokio::test]
+async fn a_model_off_the_list_is_refused_naming_the_allowed_ones_and_nothing_is_stored() {
+    let chat = Chat::with_models(&["o4-mini"]);
+    let refused = chat
+        .refused(
+            "alice",
+            json!({"type": "threads.create",
+                   "params": {"input": chosen("hello", json!({"model": "gpt-4o"}))}}),
+        )
+        .await;
+    let ChatError::Options(invalid) = refused else {
+        panic!("{refused:?}");
+    };
+    assert_eq!(
+        invalid.0,
+        "model `gpt-4o` is not offered; choose one of: gpt-test, o4-mini"
+    );
+    let threads = chat
+        .json("alice", json!({"type": "threads.list", "params": {}}))
+        .await
+        .unwrap();
+    assert_eq!(threads["data"], json!([]));
+    assert!(chat.model.requests().is_empty());
+}
+
+#[tokio::test]
+async fn a_tool_menu_choice_forces_its_tool_in_the_first_round_only() {
+    let chat = Chat::new();
+    chat.model
+        .push(Round::calls(&[("create_task", r#"{"title":"buy milk"}"#)]))
+        .push(Round::text("Added."));
+    let sink = chat
+        .stream(
+            "alice",
+            json!({"type": "threads.create",
+                   "params": {"input": chosen("buy milk", json!({"tool_choice": {"id": "add_task"}}))}}),
+        )
+        .await;
+    let thread = sink.json()[0]["thread"]["id"].as_str().unwrap().to_owned();
+    // The next message chose nothing: the model chooses.
+    chat.model.push(Round::text("Fine."));
+    chat.say("alice", &thread, "thanks").await;
+    let forced: Vec<Option<String>> = chat
+        .model
+        .requests()
+        .into_iter()
+        .map(|r| r.tool_choice)
+        .collect();
+    assert_eq!(forced, [Some("create_task".to_owned()), None, None]);
+    assert_eq!(chat.task_list("alice").await[0].title, "buy milk");
+    // Every tool stays offered.
+    assert_eq!(chat.model.requests()[0].tools.len(), 6);
+}
+
+#[tokio::test]
+async fn plan_my_day_lists_the_tasks_first_and_says_what_to_do_with_them() {
+    let chat = Chat::new();
+    chat.model
+        .push(Round::calls(&[("list_tasks", "{}")]))
+        .push(Round::text("First this, then that."));
+    chat.stream(
+        "alice",
+        json!({"type": "threads.create",
+               "params": {"input": chosen("today", json!({"tool_choice": {"id": "plan_day"}}))}}),
+    )
+    .await;
+    let requests = chat.model.requests();
+    assert_eq!(requests[0].tool_choice.as_deref(), Some("list_tasks"));
+    assert!(
+        requests[0].instructions.contains("\"Plan my day\""),
+        "{}",
+        requests[0].instructions
+    );
+    // The note lasts the turn: every round of it carries it.
+    assert!(requests[1].instructions.contains("\"Plan my day\""));
+}
+
+#[tokio::test]
+async fn a_retried_message_is_forced_again_but_a_tool_output_turn_is_not() {
+    let chat = Chat::new();
+    chat.model
+        .push(Round::calls(&[("complete_task", r#"{"task":"milk"}"#)]));
+    chat.model.push(Round::text("Nothing matched."));
+    let sink = chat
+        .stream(
+            "alice",
+            json!({"type": "threads.create",
+                   "params": {"input": chosen("milk", json!({"tool_choice": {"id": "complete_task"}}))}}),
+        )
+        .await;
+    let events = sink.json();
+    let thread = events[0]["thread"]["id"].as_str().unwrap().to_owned();
+    chat.model.push(Round::text("Still nothing."));
+    chat.stream(
+        "alice",
+        json!({"type": "threads.retry_after_item",
+               "params": {"thread_id": thread, "item_id": events[1]["item"]["id"]}}),
+    )
+    .await;
+    use taskpilot_chatkit::store::ChatStore;
+    chat.store()
+        .save_item(&user("alice"), &pending_call(&thread, "call_9"))
+        .await
+        .unwrap();
+    chat.model.push(Round::text("Got it."));
+    chat.stream(
+        "alice",
+        json!({"type": "threads.add_client_tool_output",
+               "params": {"thread_id": thread, "result": {"shown": true}}}),
+    )
+    .await;
+    let forced: Vec<Option<String>> = chat
+        .model
+        .requests()
+        .into_iter()
+        .map(|r| r.tool_choice)
+        .collect();
+    let complete = Some("complete_task".to_owned());
+    assert_eq!(forced, [complete.clone(), None, complete, None]);
+}
+
+#[tokio::test]
+async fn an_unknown_tool_id_is_refused_naming_the_menu() {
+    let chat = Chat::new();
+    let thread = chat.thread("alice", "Hi.").await;
+    let refused = chat
+        .refused(
+            "alice",
+            json!({"type": "threads.add_user_message",
+                   "params": {"thread_id": thread,
+                              "input": chosen("x", json!({"tool_choice": {"id": "search"}}))}}),
+        )
+        .await;
+    let ChatError::Options(invalid) = refused else {
+        panic!("{refused:?}");
+    };
+    assert!(
+        invalid
+            .0
+            .ends_with("the tool menu offers: add_task, complete_task, plan_day"),
+        "{}",
+        invalid.0
+    );
+    assert_eq!(chat.items("alice", &thread).len(), 2, "nothing was added");
 }
 
 // Feedback.

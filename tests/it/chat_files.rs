@@ -619,6 +619,7 @@ async fn without_an_attachment_store_attachments_are_not_offered() {
     );
     let settings = AgentSettings {
         model: "m".into(),
+        models: vec![],
         temperature: 0.2,
         instructions: String::new(),
         max_tool_steps: 1,

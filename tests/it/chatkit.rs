@@ -1217,3 +1217,78 @@ async fn a_thread_deleted_or_renamed_mid_answer_stays_as_the_user_left_it() {
     assert_eq!(got["title"], "Mine");
     assert_eq!(got["items"]["data"].as_array().unwrap().len(), 2, "{got}");
 }
+
+fn choosing(text: &str, model: Value, tool: Value) -> Value {
+    json!({"content": [{"type": "input_text", "text": text}], "attachments": [],
+           "inference_options": {"tool_choice": tool, "model": model}})
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_model_picker_and_the_tool_menu_choose_the_model_and_the_first_tool() {
+    let api = start(&[("CHATKIT_MODELS", "gpt-4.1, o4-mini")]).await;
+    // A reasoning model with "Add a task": the stub refuses a temperature for
+    // it, as the Responses API does, and makes the forced call.
+    let first = stream(
+        &api,
+        "alice",
+        json!({"type": "threads.create", "params": {"input":
+            choosing("buy oat milk", json!("o4-mini"), json!({"id": "add_task"}))}}),
+    )
+    .await;
+    assert!(first.of_type("error").is_empty(), "{:?}", first.events);
+    let tasks = api.get("/api/v1/tasks", "alice").await;
+    assert_eq!(tasks.body["tasks"][0]["title"], "buy oat milk");
+    let requests = stub(&api).requests_to("/v1/responses");
+    assert_eq!(requests.len(), 2);
+    assert_eq!(requests[0].body["model"], "o4-mini");
+    assert!(requests[0].body.get("temperature").is_none());
+    assert_eq!(
+        requests[0].body["tool_choice"],
+        json!({"type": "function", "name": "create_task"})
+    );
+    assert_eq!(requests[1].body["model"], "o4-mini");
+    assert!(requests[1].body.get("tool_choice").is_none());
+    // No choice: the default model, with its temperature.
+    let thread = first.events[0]["thread"]["id"].as_str().unwrap();
+    stream(
+        &api,
+        "alice",
+        json!({"type": "threads.add_user_message",
+               "params": {"thread_id": thread, "input": message("what day is it?")}}),
+    )
+    .await;
+    let last = stub(&api).requests_to("/v1/responses").pop().unwrap();
+    assert_eq!(
+        (&last.body["model"], &last.body["temperature"]),
+        (&json!("gpt-4.1"), &json!(0.7))
+    );
+
+    // Off the lists: 400 naming what is offered, and nothing is stored.
+    for (model, tool, named) in [
+        (
+            json!("gpt-4o"),
+            Value::Null,
+            "choose one of: gpt-4.1, o4-mini",
+        ),
+        (
+            Value::Null,
+            json!({"id": "search"}),
+            "the tool menu offers: add_task, complete_task, plan_day",
+        ),
+    ] {
+        let (status, body) = json_call(
+            &api,
+            "alice",
+            json!({"type": "threads.create", "params": {"input": choosing("hi", model, tool)}}),
+        )
+        .await;
+        assert_eq!(status, 400, "{body}");
+        assert_eq!(body["error"]["code"], "invalid_parameter");
+        let message = body["error"]["message"].as_str().unwrap();
+        assert!(message.contains(named), "{message}");
+    }
+    let (_, threads) =
+        json_call(&api, "alice", json!({"type": "threads.list", "params": {}})).await;
+    assert_eq!(threads["data"].as_array().unwrap().len(), 1);
+    assert_eq!(stub(&api).requests_to("/v1/responses").len(), 3);
+}

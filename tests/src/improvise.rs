@@ -11,6 +11,9 @@
 //!   tool with `task: <title>` (the server asks when several tasks match);
 //!   with an @-mentioned task, its id;
 //! - "what's left?" → `list_tasks`;
+//! - with a forced `tool_choice` (the tool menu), that tool: the message is
+//!   the new task's title ("add a task"), the task to complete, or nothing
+//!   (`list_tasks`, "plan my day");
 //! - after a tool's result, a one-line summary; after a skipped question,
 //!   an acknowledgement. Anything else gets a hint.
 
@@ -59,7 +62,30 @@ pub fn turn(body: &Value) -> Turn {
     if said == "I skipped that question." {
         return Turn::Text("All right, I left your tasks as they are.".into());
     }
+    if let Some(forced) = body["tool_choice"]["name"].as_str() {
+        return forced_call(forced, &said, instructions, &mentioned);
+    }
     answer(&said, instructions, &mentioned)
+}
+
+/// The call a forced `tool_choice` makes of what the user said.
+fn forced_call(tool: &str, said: &str, instructions: &str, mentioned: &[Value]) -> Turn {
+    let args = match tool {
+        "create_task" => {
+            let (title, due) = split_due(said, instructions);
+            let mut args = json!({"title": title});
+            if let Some(due) = due {
+                args["due_date"] = json!(due);
+            }
+            args
+        }
+        "list_tasks" => json!({}),
+        _ => mentioned
+            .iter()
+            .find_map(|m| m["task"]["id"].as_str())
+            .map_or_else(|| json!({"task": said}), |id| json!({"task_id": id})),
+    };
+    Turn::Calls(vec![(tool.to_owned(), args)])
 }
 
 fn answer(said: &str, instructions: &str, mentioned: &[Value]) -> Turn {

@@ -439,6 +439,34 @@ fn error(status: u16, message: &str) -> Response<Body> {
     )
 }
 
+/// What the Responses API refuses in a well-formed body: `temperature` for
+/// a reasoning model (o-series, GPT-5 but its chat models), a `tool_choice`
+/// naming a function the request does not offer.
+fn refused_parameters(body: &Value) -> Option<Response<Body>> {
+    let model = body["model"].as_str().unwrap_or_default();
+    let reasoning = (model.starts_with('o')
+        && model[1.min(model.len())..].starts_with(|c: char| c.is_ascii_digit()))
+        || (model.starts_with("gpt-5") && !model.starts_with("gpt-5-chat"));
+    if reasoning && body.get("temperature").is_some() {
+        return Some(raw(
+            StatusCode::BAD_REQUEST,
+            &json!({"error": {"message": "Unsupported parameter: 'temperature' is not supported with this model.",
+                "type": "invalid_request_error", "param": "temperature", "code": "unsupported_parameter"}})
+            .to_string(),
+        ));
+    }
+    let forced = body["tool_choice"]["name"].as_str()?;
+    let offered = body["tools"]
+        .as_array()
+        .is_some_and(|tools| tools.iter().any(|t| t["name"] == forced));
+    (!offered).then(|| {
+        error(
+            400,
+            &format!("Tool choice '{forced}' not found in 'tools' parameter."),
+        )
+    })
+}
+
 /// The normal answers of the endpoints the product uses.
 fn answer(
     state: &Arc<Mutex<State>>,
@@ -468,6 +496,9 @@ fn answer(
                     400,
                     "This stub serves streamed responses with a model only.",
                 );
+            }
+            if let Some(refusal) = refused_parameters(&req.body) {
+                return refusal;
             }
             let (turn, delay) = {
                 let mut s = lock(state);

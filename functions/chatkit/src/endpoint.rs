@@ -209,6 +209,7 @@ fn chat_error(e: ChatError) -> ApiError {
             bad("params.item_id", e.to_string())
         }
         ChatError::Refused(refused) => bad("params.action", refused.to_string()),
+        ChatError::Options(invalid) => bad("params.input.inference_options", invalid.to_string()),
         ChatError::Attachment(e) => attachment_error(e),
         e @ (ChatError::AttachmentsDisabled | ChatError::DictationDisabled) => {
             ApiError::NotSupported(e.to_string())

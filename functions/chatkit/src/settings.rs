@@ -58,7 +58,9 @@ impl Settings {
     }
 }
 
-/// The assistant: `CHATKIT_MODEL` (default `gpt-4.1`), `CHATKIT_TEMPERATURE`
+/// The assistant: `CHATKIT_MODEL` (default `gpt-4.1`), `CHATKIT_MODELS` (the
+/// models the composer's picker may choose, comma-separated; default just
+/// `CHATKIT_MODEL`, which a set list must hold), `CHATKIT_TEMPERATURE`
 /// (0 to 2, default 0.7), `CHATKIT_INSTRUCTIONS` (default the built-in
 /// prompt), `CHATKIT_MAX_TOOL_STEPS` (default 8) and `CHATKIT_MAX_TOOL_CALLS`
 /// (default 20).
@@ -67,6 +69,7 @@ fn agent(vars: &Vars) -> Result<AgentSettings, ConfigError> {
         model: vars
             .optional("CHATKIT_MODEL")
             .unwrap_or_else(|| "gpt-4.1".into()),
+        models: vars.list("CHATKIT_MODELS").unwrap_or_default(),
         temperature: vars.parsed("CHATKIT_TEMPERATURE", 0.7f64)?,
         instructions: vars
             .optional("CHATKIT_INSTRUCTIONS")
@@ -74,6 +77,12 @@ fn agent(vars: &Vars) -> Result<AgentSettings, ConfigError> {
         max_tool_steps: vars.parsed("CHATKIT_MAX_TOOL_STEPS", 8usize)?,
         max_tool_calls: vars.parsed("CHATKIT_MAX_TOOL_CALLS", 20usize)?,
     };
+    if !settings.models.is_empty() && !settings.models.contains(&settings.model) {
+        return Err(ConfigError::invalid(
+            "CHATKIT_MODELS",
+            "must include CHATKIT_MODEL (the model of turns that pick none)",
+        ));
+    }
     if !(0.0..=2.0).contains(&settings.temperature) {
         return Err(ConfigError::invalid(
             "CHATKIT_TEMPERATURE",
@@ -119,6 +128,26 @@ mod tests {
         taskpilot_testkit::settings::check("ChatKitFunction", |vars| {
             Settings::from_vars(vars).map(drop)
         });
+    }
+
+    #[test]
+    fn the_model_list_must_hold_the_default_model() {
+        let vars = Vars::from_pairs([("CHATKIT_MODELS", "o4-mini, gpt-4.1-mini")]);
+        assert!(matches!(
+            agent(&vars),
+            Err(ConfigError::Invalid {
+                name: "CHATKIT_MODELS",
+                ..
+            })
+        ));
+        let vars = Vars::from_pairs([("CHATKIT_MODELS", "o4-mini, gpt-4.1")]);
+        assert_eq!(agent(&vars).unwrap().models, ["o4-mini", "gpt-4.1"]);
+        assert!(
+            agent(&Vars::from_pairs([("CHATKIT_MODELS", "")]))
+                .unwrap()
+                .models
+                .is_empty()
+        );
     }
 
     #[test]

@@ -7,6 +7,7 @@
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
 mod ask;
+pub mod choices;
 mod dates;
 mod effects;
 mod history;
@@ -23,6 +24,7 @@ use std::time::{Duration, Instant};
 use taskpilot_domain::{DomainError, Task, TaskId, TaskRepository, TaskService, UserId};
 
 use ask::Chosen;
+use choices::{Choice, Models};
 use effects::{Change, TaskChanges};
 use taskpilot_chatkit::ids;
 use taskpilot_chatkit::metrics::{Metrics, NoMetrics};
@@ -31,12 +33,13 @@ use taskpilot_chatkit::model::{
 };
 use taskpilot_chatkit::request::Action;
 use taskpilot_chatkit::request::FeedbackKind;
-use taskpilot_chatkit::responder::{ActionRefused, Responder};
+use taskpilot_chatkit::responder::{ActionRefused, InvalidOptions, Responder};
 use taskpilot_chatkit::sink::EventSink;
 use taskpilot_chatkit::store::ChatStore;
 use taskpilot_chatkit::turn::{Interrupted, Turn};
 use taskpilot_chatkit::types::{
-    AssistantContent, ItemKind, ItemUpdate, StreamError, StreamEvent, ThreadItem, ThreadMetadata,
+    AssistantContent, InferenceOptions, ItemKind, ItemUpdate, StreamError, StreamEvent, ThreadItem,
+    ThreadMetadata,
 };
 
 /// The default instructions.
@@ -44,12 +47,14 @@ pub const DEFAULT_INSTRUCTIONS: &str = "You are TaskPilot, a concise and friendl
 Always use the tools to read or change tasks; never invent tasks, ids or their state. \
 After changing tasks, say briefly what you did. Dates are ISO 8601, on the user's calendar given below.";
 
-/// Agent settings (`CHATKIT_MODEL`, `CHATKIT_TEMPERATURE`, `CHATKIT_INSTRUCTIONS`,
-/// `CHATKIT_MAX_TOOL_STEPS`, `CHATKIT_MAX_TOOL_CALLS`).
+/// Agent settings (`CHATKIT_MODEL`, `CHATKIT_MODELS`, `CHATKIT_TEMPERATURE`,
+/// `CHATKIT_INSTRUCTIONS`, `CHATKIT_MAX_TOOL_STEPS`, `CHATKIT_MAX_TOOL_CALLS`).
 #[derive(Debug, Clone)]
 pub struct AgentSettings {
-    /// Model name.
+    /// The model of turns that picked none.
     pub model: String,
+    /// The other models the composer's model picker may choose.
+    pub models: Vec<String>,
     /// Sampling temperature.
     pub temperature: f64,
     /// System instructions.
@@ -80,6 +85,7 @@ const END_RESERVE: Duration = Duration::from_secs(1);
 pub struct TaskAgent<R, M> {
     tasks: TaskService<R>,
     model: M,
+    models: Models,
     settings: AgentSettings,
     metrics: Box<dyn Metrics>,
 }
@@ -97,6 +103,7 @@ impl<R: TaskRepository, M: ModelClient> TaskAgent<R, M> {
         Self {
             tasks,
             model,
+            models: Models::new(settings.model.clone(), settings.models.clone()),
             settings,
             metrics: Box::new(NoMetrics),
         }
@@ -125,6 +132,7 @@ impl<R: TaskRepository, M: ModelClient> TaskAgent<R, M> {
         message: Option<&ThreadItem>,
         answered: Option<&ThreadItem>,
     ) -> Result<(), Interrupted> {
+        let choice = self.models.for_turn(turn.history(), message);
         let mut changes = TaskChanges::default();
         let mut shown = Shown::default();
         let mut done = Vec::new();
@@ -161,7 +169,8 @@ impl<R: TaskRepository, M: ModelClient> TaskAgent<R, M> {
                 output: result.output,
             });
         }
-        self.tool_loop(turn, &mut changes, done, shown).await?;
+        self.tool_loop(turn, choice, &mut changes, done, shown)
+            .await?;
         announce(turn, &changes).await
     }
 
@@ -192,23 +201,28 @@ impl<R: TaskRepository, M: ModelClient> TaskAgent<R, M> {
     }
 
     /// Rounds until the model answers without calling tools (`done`: calls
-    /// already made this turn); the task-list widget when tasks were listed
+    /// already made this turn) with the `choice`'s model, its mode's tool
+    /// forced in the first round; the task-list widget when tasks were listed
     /// or changed. A change that matched several tasks ends the turn with a
     /// question instead.
     async fn tool_loop<S: ChatStore, K: EventSink>(
         &self,
         turn: &mut Turn<'_, S, K>,
+        choice: Choice<'_>,
         changes: &mut TaskChanges,
         done: Vec<ModelInput>,
         mut shown: Shown,
     ) -> Result<(), Interrupted> {
         let mut input = history::to_model_input(turn.history(), turn.files());
         input.extend(done);
-        let instructions = format!(
+        let mut instructions = format!(
             "{}\n\n{}",
             self.settings.instructions,
             dates::context_note(turn.caller())
         );
+        if let Some(note) = choice.mode.and_then(|m| m.note()) {
+            instructions = format!("{instructions}\n\n{note}");
+        }
         let mut calls_run = 0usize;
         for round in 0..self.settings.max_tool_steps.max(1) {
             if round > 0 && turn.over_budget() {
@@ -217,11 +231,15 @@ impl<R: TaskRepository, M: ModelClient> TaskAgent<R, M> {
                 return turn.budget_spent().await;
             }
             let request = ModelRequest {
-                model: &self.settings.model,
+                model: choice.model,
                 instructions: &instructions,
                 temperature: self.settings.temperature,
                 input: &input,
                 tools: tools::specs(),
+                tool_choice: choice
+                    .mode
+                    .filter(|_| round == 0)
+                    .map(|m| m.forced().name()),
             };
             let model_deadline = turn
                 .deadline()
@@ -563,6 +581,10 @@ async fn announce<S: ChatStore, K: EventSink>(
 }
 
 impl<R: TaskRepository, M: ModelClient> Responder for TaskAgent<R, M> {
+    fn check_options(&self, options: &InferenceOptions) -> Result<(), InvalidOptions> {
+        self.models.check(options)
+    }
+
     async fn respond<S: ChatStore, K: EventSink>(
         &self,
         turn: &mut Turn<'_, S, K>,

@@ -16,6 +16,7 @@ pub fn scripted_agent(
     );
     let settings = crate::AgentSettings {
         model: "gpt-test".into(),
+        models: vec![],
         temperature: 0.2,
         instructions: "Be brief.".into(),
         max_tool_steps,

@@ -121,6 +121,8 @@ pub struct ModelRequest<'a> {
     pub input: &'a [ModelInput],
     /// The tools offered.
     pub tools: &'a [ToolSpec],
+    /// A tool the model must call this round (`None`: the model chooses).
+    pub tool_choice: Option<&'a str>,
 }
 
 /// What a streamed round reports, in order. `item` names the model's own

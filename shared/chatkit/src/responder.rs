@@ -12,15 +12,27 @@ use crate::request::{Action, FeedbackKind};
 use crate::sink::EventSink;
 use crate::store::ChatStore;
 use crate::turn::{Interrupted, Turn};
-use crate::types::{ThreadItem, ThreadMetadata};
+use crate::types::{InferenceOptions, ThreadItem, ThreadMetadata};
 
 /// An action the responder refuses, with a message for the user.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]
 pub struct ActionRefused(pub String);
 
+/// Composer choices (`inference_options`) the responder does not offer,
+/// with a message naming what it does.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct InvalidOptions(pub String);
+
 /// Answers users and widget actions.
 pub trait Responder: Send + Sync {
+    /// Checks a new user message's `inference_options` (the model picker's
+    /// model, the tool menu's `tool_choice`) before anything is stored.
+    fn check_options(&self, _options: &InferenceOptions) -> Result<(), InvalidOptions> {
+        Ok(())
+    }
+
     /// Answers the thread: after a new or retried user message (`input`, the
     /// last item of the turn's history), after an answered structured input
     /// (`input`, the item as answered, also in the history), or after a

@@ -552,6 +552,8 @@ pub struct SeenRequest {
     pub input: Vec<ModelInput>,
     /// The tool names.
     pub tools: Vec<String>,
+    /// The tool the round had to call.
+    pub tool_choice: Option<String>,
 }
 
 #[derive(Default)]
@@ -630,6 +632,7 @@ impl ModelClient for ScriptedModel {
                 instructions: request.instructions.to_owned(),
                 input: request.input.to_vec(),
                 tools: request.tools.iter().map(|t| t.name.to_owned()).collect(),
+                tool_choice: request.tool_choice.map(str::to_owned),
             });
             state.rounds.pop_front()
         };

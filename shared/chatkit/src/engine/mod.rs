@@ -14,7 +14,7 @@ use crate::ids;
 use crate::request::{
     Action, ActionParams, DEFAULT_LIMIT, Order, Paging, Request, UserMessageInput,
 };
-use crate::responder::{ActionRefused, Responder};
+use crate::responder::{ActionRefused, InvalidOptions, Responder};
 use crate::sink::EventSink;
 use crate::store::{ChatStore, Write};
 use crate::structured::{self, InputStatus, Submission};
@@ -62,6 +62,9 @@ pub enum ChatError {
     /// The responder refused a synchronous action.
     #[error(transparent)]
     Refused(#[from] ActionRefused),
+    /// The responder does not offer a model or tool the message chose.
+    #[error(transparent)]
+    Options(#[from] InvalidOptions),
     /// An attachment was refused.
     #[error(transparent)]
     Attachment(#[from] AttachmentError),
@@ -287,6 +290,11 @@ impl<S: ChatStore, R: Responder, A: AttachmentStore, D> Engine<S, R, A, D> {
     }
 
     async fn checked(&self, user: &UserId, request: Request) -> Result<Prepared, ChatError> {
+        if let Request::CreateThread { input } | Request::AddUserMessage { input, .. } = &request
+            && let Some(options) = &input.inference_options
+        {
+            self.responder.check_options(options)?;
+        }
         let (thread, history, kind) = match request {
             Request::CreateThread { input } => {
                 let thread = ThreadMetadata {

@@ -21,9 +21,14 @@ use crate::{Call, OpenAi};
 pub struct ResponsesRequest<'a> {
     model: &'a str,
     instructions: &'a str,
-    temperature: f64,
+    /// Left out for models that refuse it (reasoning models).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    temperature: Option<f64>,
     input: Vec<InputItem<'a>>,
     tools: Vec<FunctionTool<'a>>,
+    /// A function the model must call (`{"type":"function","name"}`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tool_choice: Option<ForcedFunction<'a>>,
     parallel_tool_calls: bool,
     store: bool,
     stream: bool,
@@ -82,6 +87,25 @@ struct FunctionTool<'a> {
     parameters: &'a Value,
 }
 
+/// `tool_choice` naming one function.
+#[derive(Debug, Serialize)]
+struct ForcedFunction<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    name: &'a str,
+}
+
+/// Whether `model` takes a sampling `temperature`: the reasoning models
+/// (the o-series and the GPT-5 family but its chat models) refuse it with a
+/// 400 (`unsupported_parameter`).
+pub fn accepts_temperature(model: &str) -> bool {
+    let reasoning_o = model.len() > 1
+        && model.starts_with('o')
+        && model[1..].starts_with(|c: char| c.is_ascii_digit());
+    let gpt5 = model.starts_with("gpt-5") && !model.starts_with("gpt-5-chat");
+    !(reasoning_o || gpt5)
+}
+
 impl<'a> ResponsesRequest<'a> {
     /// The streamed, unstored request for `request` (parallel tool calls on).
     pub fn new(request: &ModelRequest<'a>) -> Self {
@@ -132,9 +156,13 @@ impl<'a> ResponsesRequest<'a> {
         Self {
             model: request.model,
             instructions: request.instructions,
-            temperature: request.temperature,
+            temperature: accepts_temperature(request.model).then_some(request.temperature),
             input,
             tools,
+            tool_choice: request.tool_choice.map(|name| ForcedFunction {
+                kind: "function",
+                name,
+            }),
             parallel_tool_calls: true,
             store: false,
             stream: true,

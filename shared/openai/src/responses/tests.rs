@@ -36,6 +36,7 @@ fn the_request_is_the_responses_wire_shape() {
         temperature: 0.5,
         input: &input,
         tools: &tools,
+        tool_choice: None,
     };
     assert_eq!(
         serde_json::to_value(ResponsesRequest::new(&request)).unwrap(),
@@ -47,6 +48,51 @@ fn the_request_is_the_responses_wire_shape() {
                        "parameters": {"type": "object"}}],
             "parallel_tool_calls": true, "store": false, "stream": true})
     );
+}
+
+#[test]
+fn a_forced_tool_is_the_tool_choice_and_reasoning_models_get_no_temperature() {
+    let tools = [ToolSpec {
+        name: "create_task",
+        description: "Create.",
+        parameters: json!({"type": "object"}),
+    }];
+    let request = |model| ModelRequest {
+        model,
+        instructions: "",
+        temperature: 0.5,
+        input: &[],
+        tools: &tools,
+        tool_choice: Some("create_task"),
+    };
+    let body = serde_json::to_value(ResponsesRequest::new(&request("gpt-4.1"))).unwrap();
+    assert_eq!(
+        body["tool_choice"],
+        json!({"type": "function", "name": "create_task"})
+    );
+    assert_eq!(body["temperature"], json!(0.5));
+    for reasoning in ["o4-mini", "o3", "o1-preview", "gpt-5", "gpt-5-mini"] {
+        let body = serde_json::to_value(ResponsesRequest::new(&request(reasoning))).unwrap();
+        assert!(body.get("temperature").is_none(), "{reasoning}: {body}");
+        assert_eq!(body["model"], reasoning);
+    }
+}
+
+#[test]
+fn only_reasoning_model_families_refuse_a_temperature() {
+    for takes in [
+        "gpt-4.1",
+        "gpt-4.1-mini",
+        "gpt-4o",
+        "gpt-5-chat-latest",
+        "omni-x",
+        "o",
+    ] {
+        assert!(accepts_temperature(takes), "{takes}");
+    }
+    for refuses in ["o1", "o3-mini", "o4-mini", "gpt-5", "gpt-5.1", "gpt-5-nano"] {
+        assert!(!accepts_temperature(refuses), "{refuses}");
+    }
 }
 
 #[test]
@@ -68,6 +114,7 @@ fn attached_files_are_image_and_file_parts_of_a_user_message() {
         temperature: 0.5,
         input: &input,
         tools: &[],
+        tool_choice: None,
     };
     assert_eq!(
         serde_json::to_value(ResponsesRequest::new(&request)).unwrap()["input"],
