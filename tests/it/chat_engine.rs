@@ -2066,6 +2066,92 @@ async fn an_unknown_tool_id_is_refused_naming_the_menu() {
     assert_eq!(chat.items("alice", &thread).len(), 2, "nothing was added");
 }
 
+// Tasks in answers are entities.
+
+#[tokio::test]
+async fn an_answer_naming_the_tasks_it_listed_annotates_them_where_they_are_named() {
+    let chat = Chat::new();
+    let milk = chat.task("alice", "buy milk").await;
+    let rent = chat.task("alice", "pay rent").await;
+    chat.task("alice", "walk the dog").await;
+    let rounds = vec![
+        Round::calls(&[("list_tasks", "{}")]),
+        Round::text("Start with pay rent, then buy milk."),
+    ];
+    let (thread, events) = chat.create("alice", "what first?", rounds).await;
+    let added: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["update"]["type"] == "assistant_message.content_part.annotation_added")
+        .collect();
+    assert_eq!(added.len(), 2, "only the tasks the answer names");
+    assert_eq!(added[0]["update"]["annotation_index"], 0);
+    assert_eq!(added[1]["update"]["annotation_index"], 1);
+    let done = events
+        .iter()
+        .find(|e| e["type"] == "thread.item.done" && e["item"]["type"] == "assistant_message")
+        .unwrap();
+    let annotations = done["item"]["content"][0]["annotations"].clone();
+    assert_eq!(
+        annotations,
+        json!([
+            {"type": "annotation", "index": "Start with pay rent".len(),
+             "source": {"type": "entity", "id": rent.id.as_str(), "title": "pay rent",
+                        "icon": "empty-circle", "interactive": true,
+                        "data": {"task_id": rent.id.as_str()}}},
+            {"type": "annotation", "index": "Start with pay rent, then buy milk".len(),
+             "source": {"type": "entity", "id": milk.id.as_str(), "title": "buy milk",
+                        "icon": "empty-circle", "interactive": true,
+                        "data": {"task_id": milk.id.as_str()}}}
+        ])
+    );
+    assert_eq!(added[0]["update"]["annotation"], annotations[0]);
+    // Stored with the message: a reload shows them too.
+    let stored = chat.items("alice", &thread);
+    let answer = serde_json::to_value(stored.last().unwrap()).unwrap();
+    let answer = if answer["type"] == "widget" {
+        serde_json::to_value(&stored[stored.len() - 2]).unwrap()
+    } else {
+        answer
+    };
+    assert_eq!(answer["content"][0]["annotations"], annotations);
+}
+
+#[tokio::test]
+async fn a_created_task_the_answer_does_not_name_is_annotated_at_the_end() {
+    let chat = Chat::new();
+    let rounds = vec![
+        Round::calls(&[("create_task", r#"{"title":"buy oat milk"}"#)]),
+        Round::text("Done, added it."),
+    ];
+    let (_, events) = chat.create("alice", "add oat milk", rounds).await;
+    let done = events
+        .iter()
+        .find(|e| e["type"] == "thread.item.done" && e["item"]["type"] == "assistant_message")
+        .unwrap();
+    let annotation = &done["item"]["content"][0]["annotations"][0];
+    assert_eq!(annotation["index"], "Done, added it.".len());
+    assert_eq!(annotation["source"]["title"], "buy oat milk");
+    let created = chat.task_list("alice").await;
+    assert_eq!(
+        annotation["source"]["data"]["task_id"],
+        created[0].id.as_str()
+    );
+}
+
+#[tokio::test]
+async fn an_answer_without_tools_has_no_annotations() {
+    let chat = Chat::new();
+    chat.task("alice", "buy milk").await;
+    let (_, events) = chat
+        .create("alice", "hi", vec![Round::text("Say buy milk.")])
+        .await;
+    assert!(
+        events
+            .iter()
+            .all(|e| e["update"]["type"] != "assistant_message.content_part.annotation_added")
+    );
+}
+
 // Feedback.
 
 #[tokio::test]

@@ -1292,3 +1292,77 @@ async fn the_model_picker_and_the_tool_menu_choose_the_model_and_the_first_tool(
     assert_eq!(threads["data"].as_array().unwrap().len(), 1);
     assert_eq!(stub(&api).requests_to("/v1/responses").len(), 3);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn tasks_an_answer_names_are_entities_the_page_can_open() {
+    let api = start(&[]).await;
+    let rent = api.create("alice", json!({"title": "pay rent"})).await;
+    let milk = api.create("alice", json!({"title": "buy milk"})).await;
+    let listed = stream(
+        &api,
+        "alice",
+        json!({"type": "threads.create", "params": {"input": message("what's left?")}}),
+    )
+    .await;
+    let done = listed
+        .of_type("thread.item.done")
+        .into_iter()
+        .find(|e| e["item"]["type"] == "assistant_message")
+        .unwrap()
+        .clone();
+    let text = done["item"]["content"][0]["text"].as_str().unwrap();
+    let annotations = done["item"]["content"][0]["annotations"]
+        .as_array()
+        .unwrap();
+    let named: Vec<(&str, usize)> = annotations
+        .iter()
+        .map(|a| {
+            assert_eq!(a["source"]["type"], "entity");
+            assert_eq!(a["source"]["interactive"], true);
+            assert_eq!(a["source"]["data"]["task_id"], a["source"]["id"]);
+            (
+                a["source"]["title"].as_str().unwrap(),
+                a["index"].as_u64().unwrap() as usize,
+            )
+        })
+        .collect();
+    assert_eq!(named.len(), 2, "{text}");
+    for (title, at) in &named {
+        assert!(text[..*at].ends_with(title), "{text} / {title} at {at}");
+    }
+    let ids: Vec<&Value> = annotations.iter().map(|a| &a["source"]["id"]).collect();
+    assert!(ids.contains(&&rent["id"]) && ids.contains(&&milk["id"]));
+    assert_eq!(
+        listed
+            .events
+            .iter()
+            .filter(|e| e["update"]["type"] == "assistant_message.content_part.annotation_added")
+            .count(),
+        2
+    );
+    // A reload shows them; the preview the page asks for is the task's REST answer.
+    let thread = listed.events[0]["thread"]["id"].as_str().unwrap();
+    let (status, page) = json_call(
+        &api,
+        "alice",
+        json!({"type": "items.list", "params": {"thread_id": thread, "order": "asc"}}),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let reloaded = page["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["type"] == "assistant_message")
+        .unwrap();
+    assert_eq!(
+        reloaded["content"][0]["annotations"].as_array().unwrap(),
+        annotations
+    );
+    let id = annotations[0]["source"]["data"]["task_id"]
+        .as_str()
+        .unwrap();
+    let preview = api.get(&format!("/api/v1/tasks/{id}"), "alice").await;
+    assert_eq!(preview.status, 200);
+    assert_eq!(preview.body["title"], annotations[0]["source"]["title"]);
+}

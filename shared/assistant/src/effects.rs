@@ -58,6 +58,11 @@ impl TaskChanges {
         }
     }
 
+    /// Whether the run created or changed task `id` (and did not delete it).
+    pub fn changed(&self, id: &TaskId) -> bool {
+        self.created.contains(id) || self.updated.contains(id)
+    }
+
     /// Whether nothing changed.
     pub fn is_empty(&self) -> bool {
         self.created.is_empty() && self.updated.is_empty() && self.deleted.is_empty()

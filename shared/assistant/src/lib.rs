@@ -10,6 +10,7 @@ mod ask;
 pub mod choices;
 mod dates;
 mod effects;
+mod entities;
 mod history;
 mod mentions;
 pub mod tools;
@@ -256,7 +257,9 @@ impl<R: TaskRepository, M: ModelClient> TaskAgent<R, M> {
                 }
             };
             let mut meter = RoundMeter::default();
-            let outcome = self.round(turn, &mut stream, &mut meter).await;
+            let outcome = self
+                .round(turn, &mut stream, &mut meter, &shown, changes)
+                .await;
             turn.charge(meter.usage(&request)).await;
             let Some(calls) = outcome? else {
                 return Ok(());
@@ -326,13 +329,16 @@ impl<R: TaskRepository, M: ModelClient> TaskAgent<R, M> {
         turn.emit(StreamEvent::ItemDone { item: asked }).await
     }
 
-    /// Streams one model round. `Some(calls)` when it completed (calls may be
-    /// empty), `None` when it failed (an error event was sent).
+    /// Streams one model round; a finished text names the tasks of `shown`
+    /// as entities. `Some(calls)` when it completed (calls may be empty),
+    /// `None` when it failed (an error event was sent).
     async fn round<S: ChatStore, K: EventSink>(
         &self,
         turn: &mut Turn<'_, S, K>,
         stream: &mut M::Stream,
         meter: &mut RoundMeter,
+        shown: &Shown,
+        changes: &TaskChanges,
     ) -> Result<Option<Vec<FunctionCall>>, Interrupted> {
         // The model's message ids → ours.
         let mut ours: HashMap<String, String> = HashMap::new();
@@ -398,13 +404,35 @@ impl<R: TaskRepository, M: ModelClient> TaskAgent<R, M> {
                     item,
                     part,
                     text: whole,
-                } => (
-                    item,
-                    ItemUpdate::ContentPartDone {
-                        content_index: part,
-                        content: text(whole),
-                    },
-                ),
+                } => {
+                    let annotations =
+                        entities::annotate(&whole, &shown.tasks, |t| changes.changed(&t.id));
+                    if let Some(id) = ours.get(&item) {
+                        for (at, annotation) in annotations.iter().enumerate() {
+                            let update = ItemUpdate::AnnotationAdded {
+                                content_index: part,
+                                annotation_index: at,
+                                annotation: annotation.clone(),
+                            };
+                            turn.emit(StreamEvent::ItemUpdated {
+                                item_id: id.clone(),
+                                update,
+                            })
+                            .await?;
+                        }
+                    }
+                    let content = AssistantContent::OutputText {
+                        text: whole,
+                        annotations,
+                    };
+                    (
+                        item,
+                        ItemUpdate::ContentPartDone {
+                            content_index: part,
+                            content,
+                        },
+                    )
+                }
                 ModelEvent::Completed | ModelEvent::Failed { .. } | ModelEvent::Usage(_) => {
                     continue;
                 }

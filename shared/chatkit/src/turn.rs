@@ -488,6 +488,7 @@ impl<'a, S: ChatStore, K: EventSink> Turn<'a, S, K> {
         let index = match update {
             ItemUpdate::ContentPartAdded { content_index, .. }
             | ItemUpdate::TextDelta { content_index, .. }
+            | ItemUpdate::AnnotationAdded { content_index, .. }
             | ItemUpdate::ContentPartDone { content_index, .. } => *content_index,
             ItemUpdate::WidgetRootUpdated { .. } => return,
         };
@@ -504,6 +505,10 @@ impl<'a, S: ChatStore, K: EventSink> Turn<'a, S, K> {
             ItemUpdate::TextDelta { delta, .. } => {
                 let AssistantContent::OutputText { text, .. } = &mut content[index];
                 text.push_str(delta);
+            }
+            ItemUpdate::AnnotationAdded { annotation, .. } => {
+                let AssistantContent::OutputText { annotations, .. } = &mut content[index];
+                annotations.push(annotation.clone());
             }
             ItemUpdate::WidgetRootUpdated { .. } => {}
         }

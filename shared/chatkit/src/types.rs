@@ -295,8 +295,44 @@ pub enum AssistantContent {
     OutputText {
         text: String,
         #[serde(default)]
-        annotations: Vec<Value>,
+        annotations: Vec<Annotation>,
     },
+}
+
+/// A reference attached to assistant text (`{"type":"annotation"}`): the
+/// page shows it as a marker at `index` and hands an entity's `data` to its
+/// `entities.onClick` / `onRequestPreview`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename = "annotation")]
+pub struct Annotation {
+    /// What it refers to.
+    pub source: EntitySource,
+    /// Where the marker goes: an offset into the text in UTF-16 code units
+    /// (a JavaScript string index); `None`, at the end.
+    #[serde(default)]
+    pub index: Option<usize>,
+}
+
+/// An entity of the application (`{"type":"entity"}`), here a task.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename = "entity")]
+pub struct EntitySource {
+    /// The entity's id.
+    pub id: String,
+    /// Its name, shown to the user.
+    pub title: String,
+    /// A line under the title.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// A ChatKit icon name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub icon: Option<String>,
+    /// Whether the page's entity callbacks apply to it.
+    #[serde(default)]
+    pub interactive: bool,
+    /// What the page's callbacks receive.
+    #[serde(default)]
+    pub data: serde_json::Map<String, Value>,
 }
 
 /// Model and tool choices the user made in the composer.
@@ -390,6 +426,13 @@ pub enum ItemUpdate {
     /// More text.
     #[serde(rename = "assistant_message.content_part.text_delta")]
     TextDelta { content_index: usize, delta: String },
+    /// An annotation on a content part.
+    #[serde(rename = "assistant_message.content_part.annotation_added")]
+    AnnotationAdded {
+        content_index: usize,
+        annotation_index: usize,
+        annotation: Annotation,
+    },
     /// A content part is complete.
     #[serde(rename = "assistant_message.content_part.done")]
     ContentPartDone {
