@@ -20,6 +20,7 @@ mod chatkit;
 mod chatkit_contract;
 mod deployment;
 mod faults;
+mod frontend;
 mod fuzz;
 mod health;
 mod hostile;
