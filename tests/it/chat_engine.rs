@@ -1044,7 +1044,8 @@ async fn the_model_gets_the_history_the_tools_and_the_settings() {
             "update_task",
             "complete_task",
             "reopen_task",
-            "delete_task"
+            "delete_task",
+            "show_task"
         ]
     );
 }
@@ -1253,6 +1254,183 @@ async fn done_then_undo_replace_the_widget_in_place() {
     );
 }
 
+/// The actions of a task-list widget as `who`: the streamed events.
+async fn act(
+    chat: &Chat,
+    who: &str,
+    thread: &str,
+    widget: &Value,
+    kind: &str,
+    payload: Value,
+) -> Vec<Value> {
+    chat.stream(
+        who,
+        json!({"type": "threads.custom_action", "params": {"thread_id": thread,
+               "item_id": widget["id"], "action": {"type": kind, "payload": payload}}}),
+    )
+    .await
+    .json()
+}
+
+/// The widget of a `thread.item.replaced` among `events`.
+fn redrawn(events: &[Value]) -> Value {
+    events
+        .iter()
+        .find(|e| e["type"] == "thread.item.replaced")
+        .unwrap_or_else(|| panic!("{events:?}"))["item"]["widget"]
+        .clone()
+}
+
+#[tokio::test]
+async fn edit_shows_a_form_and_save_renames_and_sets_the_due_day() {
+    let chat = Chat::new();
+    let task = chat.task("alice", "Buy milk").await;
+    let (thread, widget) = chat.listed("alice").await;
+    let id = json!({"task_id": task.id});
+    let events = act(&chat, "alice", &thread, &widget, "task.edit", id.clone()).await;
+    let form = &redrawn(&events)["children"][2]["children"][0];
+    assert_eq!(form["type"], "Form");
+    assert_eq!(form["onSubmitAction"]["type"], "task.save");
+    assert_eq!(form["onSubmitAction"]["payload"], id);
+    assert_eq!(form["children"][0]["defaultValue"], "Buy milk");
+    assert_eq!(form["children"][1]["type"], "DatePicker");
+    assert!(
+        of_type(&events, "client_effect").is_empty(),
+        "nothing changed"
+    );
+    // The form's fields come merged into the payload.
+    let saved = json!({"task_id": task.id, "title": "Buy oat milk", "due_date": "2026-12-09T00:00:00.000Z"});
+    let events = act(&chat, "alice", &thread, &widget, "task.save", saved).await;
+    let now = chat.tasks().get(&user("alice"), &task.id).await.unwrap();
+    assert_eq!(now.title, "Buy oat milk");
+    assert_eq!(now.due_date.unwrap().canonical(), "2026-12-09");
+    let row = &redrawn(&events)["children"][2]["children"][0];
+    assert_eq!(row["type"], "Row");
+    assert!(row.to_string().contains("Buy oat milk") && row.to_string().contains("Due 2026-12-09"));
+    assert_eq!(
+        of_type(&events, "client_effect")[0]["data"]["updated"],
+        json!([task.id.as_str()])
+    );
+    // The stored widget is the redrawn one.
+    let stored = chat
+        .items("alice", &thread)
+        .into_iter()
+        .find(|i| i.id == widget["id"].as_str().unwrap())
+        .unwrap();
+    assert_eq!(
+        serde_json::to_value(stored).unwrap()["widget"],
+        redrawn(&events)
+    );
+}
+
+#[tokio::test]
+async fn a_cleared_due_date_is_cleared_and_a_bad_title_changes_nothing() {
+    let chat = Chat::new();
+    let task = chat.task("alice", "Buy milk").await;
+    chat.tasks()
+        .update(
+            &user("alice"),
+            &task.id,
+            taskpilot_domain::TaskChange {
+                due_date: Some(Some("2026-12-24".parse().unwrap())),
+                ..Default::default()
+            },
+            None,
+        )
+        .await
+        .unwrap();
+    let (thread, widget) = chat.listed("alice").await;
+    let bad = json!({"task_id": task.id, "title": "  ", "due_date": ""});
+    let events = act(&chat, "alice", &thread, &widget, "task.save", bad).await;
+    let error = of_type(&events, "error");
+    assert!(
+        error[0]["message"].as_str().unwrap().starts_with("title"),
+        "{events:?}"
+    );
+    assert_eq!(error[0]["allow_retry"], false);
+    let unchanged = chat.tasks().get(&user("alice"), &task.id).await.unwrap();
+    assert_eq!(unchanged.version, 2);
+    let cleared = json!({"task_id": task.id, "title": "Buy milk", "due_date": ""});
+    act(&chat, "alice", &thread, &widget, "task.save", cleared).await;
+    let now = chat.tasks().get(&user("alice"), &task.id).await.unwrap();
+    assert_eq!((now.due_date, now.title.as_str()), (None, "Buy milk"));
+}
+
+#[tokio::test]
+async fn delete_asks_first_then_deletes_and_cancel_puts_the_row_back() {
+    let chat = Chat::new();
+    let task = chat.task("alice", "Buy milk").await;
+    chat.task("alice", "Pay rent").await;
+    let (thread, widget) = chat.listed("alice").await;
+    let id = json!({"task_id": task.id});
+    let events = act(
+        &chat,
+        "alice",
+        &thread,
+        &widget,
+        "task.delete.ask",
+        id.clone(),
+    )
+    .await;
+    let asked = redrawn(&events).to_string();
+    assert!(asked.contains("Delete “Buy milk”?") && asked.contains("\"task.delete\""));
+    assert!(
+        chat.tasks().get(&user("alice"), &task.id).await.is_ok(),
+        "not yet"
+    );
+    let events = act(&chat, "alice", &thread, &widget, "task.cancel", id.clone()).await;
+    assert!(!redrawn(&events).to_string().contains("Delete “Buy milk”?"));
+    let events = act(&chat, "alice", &thread, &widget, "task.delete", id).await;
+    assert!(chat.tasks().get(&user("alice"), &task.id).await.is_err());
+    let left = redrawn(&events).to_string();
+    assert!(!left.contains("Buy milk") && left.contains("Pay rent"));
+    assert_eq!(
+        of_type(&events, "client_effect")[0]["data"]["deleted"],
+        json!([task.id.as_str()])
+    );
+}
+
+#[tokio::test]
+async fn another_users_task_id_in_a_widget_action_changes_nothing() {
+    let chat = Chat::new();
+    chat.task("alice", "Mine").await;
+    let bobs = chat.task("bob", "Bob's").await;
+    let (thread, widget) = chat.listed("alice").await;
+    for (kind, payload) in [
+        ("task.save", json!({"task_id": bobs.id, "title": "pwned"})),
+        ("task.delete", json!({"task_id": bobs.id})),
+        ("task.edit", json!({"task_id": bobs.id})),
+    ] {
+        let events = act(&chat, "alice", &thread, &widget, kind, payload).await;
+        assert_eq!(of_type(&events, "error").len(), 1, "{kind}");
+        assert!(
+            of_type(&events, "thread.item.replaced").is_empty(),
+            "{kind}"
+        );
+    }
+    let still = chat.tasks().get(&user("bob"), &bobs.id).await.unwrap();
+    assert_eq!((still.title.as_str(), still.version), ("Bob's", 1));
+}
+
+#[tokio::test]
+async fn a_synchronous_edit_answers_the_form() {
+    let chat = Chat::new();
+    let task = chat.task("alice", "Buy milk").await;
+    let (thread, widget) = chat.listed("alice").await;
+    let answer = chat
+        .json(
+            "alice",
+            json!({"type": "threads.sync_custom_action", "params": {"thread_id": thread,
+                   "item_id": widget["id"], "action": {"type": "task.edit", "payload": {"task_id": task.id}}}}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        answer["updated_item"]["widget"]["children"][2]["children"][0]["type"],
+        "Form"
+    );
+}
+
 #[tokio::test]
 async fn an_action_on_an_item_that_is_not_a_widget_is_one_error_event() {
     let chat = Chat::new();
@@ -1355,8 +1533,17 @@ async fn another_users_item_and_task_are_not_found() {
     let error = &sink.json()[1];
     assert_eq!(
         (error["type"].clone(), error["message"].clone()),
-        (json!("error"), json!("that task no longer exists"))
+        (json!("error"), json!("that task is not in this list"))
     );
+    // Without a widget, the task service finds no such task of Alice's.
+    let sink = chat
+        .stream(
+            "alice",
+            json!({"type": "threads.custom_action", "params": {"thread_id": thread,
+                   "action": {"type": "task.complete", "payload": {"task_id": bobs_task.id}}}}),
+        )
+        .await;
+    assert_eq!(sink.json()[1]["message"], "that task no longer exists");
     assert!(
         !chat
             .tasks()
@@ -1971,7 +2158,7 @@ async fn a_tool_menu_choice_forces_its_tool_in_the_first_round_only() {
     assert_eq!(forced, [Some("create_task".to_owned()), None, None]);
     assert_eq!(chat.task_list("alice").await[0].title, "buy milk");
     // Every tool stays offered.
-    assert_eq!(chat.model.requests()[0].tools.len(), 6);
+    assert_eq!(chat.model.requests()[0].tools.len(), 7);
 }
 
 #[tokio::test]
@@ -2150,6 +2337,98 @@ async fn an_answer_without_tools_has_no_annotations() {
             .iter()
             .all(|e| e["update"]["type"] != "assistant_message.content_part.annotation_added")
     );
+}
+
+// The client tool.
+
+#[tokio::test]
+async fn show_task_asks_the_page_and_its_answer_lets_the_assistant_go_on() {
+    let chat = Chat::new();
+    let milk = chat.task("alice", "buy milk").await;
+    let args = json!({"task_id": milk.id.as_str()}).to_string();
+    chat.model.push(Round::calls(&[("show_task", &args)]));
+    let (thread, events) = chat.create("alice", "where is milk?", vec![]).await;
+    let last = events.last().unwrap();
+    let call = events
+        .iter()
+        .find(|e| e["item"]["type"] == "client_tool_call")
+        .unwrap_or_else(|| panic!("{events:?}"));
+    assert_eq!(call["type"], "thread.item.done");
+    assert_eq!(call["item"]["status"], "pending");
+    assert_eq!(call["item"]["name"], "show_task");
+    assert_eq!(
+        call["item"]["arguments"],
+        json!({"task_id": milk.id.as_str()})
+    );
+    assert_eq!(
+        last["type"], "thread.updated",
+        "the turn ends there (its title)"
+    );
+    assert_eq!(chat.model.requests().len(), 1, "no round after the call");
+
+    chat.model.push(Round::text("There it is."));
+    let sink = chat
+        .stream(
+            "alice",
+            json!({"type": "threads.add_client_tool_output",
+                   "params": {"thread_id": thread, "result": {"shown": true}}}),
+        )
+        .await;
+    assert!(
+        sink.json()
+            .iter()
+            .any(|e| e["item"]["type"] == "assistant_message")
+    );
+    let input = &chat.model.requests()[1].input;
+    let n = input.len();
+    assert!(
+        matches!(&input[n - 2], ModelInput::FunctionCall(c) if c.name == "show_task" && c.arguments == args),
+        "{input:?}"
+    );
+    assert!(
+        matches!(&input[n - 1], ModelInput::FunctionOutput { output, .. } if output == r#"{"shown":true}"#),
+        "{input:?}"
+    );
+}
+
+#[tokio::test]
+async fn show_task_for_a_task_the_user_does_not_have_never_reaches_the_page() {
+    let chat = Chat::new();
+    let theirs = chat.task("bob", "bob's task").await;
+    let args = json!({"task_id": theirs.id.as_str()}).to_string();
+    chat.model
+        .push(Round::calls(&[("show_task", &args)]))
+        .push(Round::text("I cannot find it."));
+    let (_, events) = chat.create("alice", "show it", vec![]).await;
+    assert!(
+        events
+            .iter()
+            .all(|e| e["item"]["type"] != "client_tool_call")
+    );
+    let input = &chat.model.requests()[1].input;
+    assert!(
+        matches!(input.last(), Some(ModelInput::FunctionOutput { output, .. }) if output.contains("not_found")),
+        "{input:?}"
+    );
+}
+
+#[tokio::test]
+async fn only_the_first_show_task_of_a_round_reaches_the_page() {
+    let chat = Chat::new();
+    let (a, b) = (chat.task("alice", "a").await, chat.task("alice", "b").await);
+    let first = json!({"task_id": a.id.as_str()}).to_string();
+    let second = json!({"task_id": b.id.as_str()}).to_string();
+    chat.model.push(Round::calls(&[
+        ("show_task", &first),
+        ("show_task", &second),
+    ]));
+    let (_, events) = chat.create("alice", "show both", vec![]).await;
+    let calls: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["item"]["type"] == "client_tool_call")
+        .collect();
+    assert_eq!(calls.len(), 1);
+    assert_eq!(calls[0]["item"]["arguments"]["task_id"], a.id.as_str());
 }
 
 // Feedback.

@@ -1366,3 +1366,180 @@ async fn tasks_an_answer_names_are_entities_the_page_can_open() {
     assert_eq!(preview.status, 200);
     assert_eq!(preview.body["title"], annotations[0]["source"]["title"]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_show_task_client_tool_round_trips_through_the_page() {
+    let api = start(&[]).await;
+    let milk = api.create("alice", json!({"title": "buy milk"})).await;
+    let first = stream(
+        &api,
+        "alice",
+        json!({"type": "threads.create", "params": {"input": {
+            "content": [{"type": "input_text", "text": "show"},
+                        {"type": "input_tag", "id": milk["id"], "text": "@buy milk",
+                         "data": {"task_id": milk["id"]}, "interactive": false}],
+            "attachments": [], "inference_options": {}}}}),
+    )
+    .await;
+    let call = first
+        .of_type("thread.item.done")
+        .into_iter()
+        .find(|e| e["item"]["type"] == "client_tool_call")
+        .unwrap_or_else(|| panic!("{:?}", first.events))
+        .clone();
+    assert_eq!(call["item"]["name"], "show_task");
+    assert_eq!(call["item"]["status"], "pending");
+    assert_eq!(call["item"]["arguments"]["task_id"], milk["id"]);
+    assert!(first.of_type("error").is_empty());
+    // The page's onClientTool answer.
+    let thread = first.events[0]["thread"]["id"].as_str().unwrap();
+    let next = stream(
+        &api,
+        "alice",
+        json!({"type": "threads.add_client_tool_output",
+               "params": {"thread_id": thread, "result": {"shown": true}}}),
+    )
+    .await;
+    assert_eq!(next.types()[0], "stream_options");
+    assert_eq!(
+        answer_text(&next.events),
+        "There it is, highlighted in your list."
+    );
+    // The model was given the call and the page's output.
+    let last = stub(&api).requests_to("/v1/responses").pop().unwrap();
+    let input = last.body["input"].as_array().unwrap();
+    let n = input.len();
+    assert_eq!(input[n - 2]["type"], "function_call");
+    assert_eq!(input[n - 2]["name"], "show_task");
+    assert_eq!(
+        input[n - 1],
+        json!({"type": "function_call_output", "call_id": input[n - 2]["call_id"],
+               "output": "{\"shown\":true}"})
+    );
+    // Stored as answered: a reload shows the completed call.
+    let (_, page) = json_call(
+        &api,
+        "alice",
+        json!({"type": "items.list", "params": {"thread_id": thread, "order": "asc"}}),
+    )
+    .await;
+    let stored = page["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["type"] == "client_tool_call")
+        .unwrap();
+    assert_eq!(stored["status"], "completed");
+    assert_eq!(stored["output"], json!({"shown": true}));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_task_list_widget_renames_sets_the_due_day_and_deletes_after_asking() {
+    let api = start(&[]).await;
+    let milk = api.create("alice", json!({"title": "buy milk"})).await;
+    let bobs = api.create("bob", json!({"title": "bob's"})).await;
+    let listed = stream(
+        &api,
+        "alice",
+        json!({"type": "threads.create", "params": {"input": message("what's left?")}}),
+    )
+    .await;
+    let thread = listed.events[0]["thread"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let widget = listed
+        .of_type("thread.item.done")
+        .into_iter()
+        .find(|e| e["item"]["type"] == "widget")
+        .unwrap()["item"]["id"]
+        .clone();
+    let act = |kind: &str, payload: Value| {
+        json!({"type": "threads.custom_action", "params": {"thread_id": thread,
+               "item_id": widget, "action": {"type": kind, "payload": payload}}})
+    };
+    let replaced = |sse: &Sse| sse.of_type("thread.item.replaced")[0]["item"]["widget"].clone();
+
+    let edit = stream(
+        &api,
+        "alice",
+        act("task.edit", json!({"task_id": milk["id"]})),
+    )
+    .await;
+    assert_eq!(
+        replaced(&edit)["children"][2]["children"][0]["type"],
+        "Form"
+    );
+    let save = stream(
+        &api,
+        "alice",
+        act(
+            "task.save",
+            json!({"task_id": milk["id"], "title": "buy oat milk", "due_date": "2026-12-24"}),
+        ),
+    )
+    .await;
+    assert!(replaced(&save).to_string().contains("buy oat milk"));
+    assert_eq!(
+        save.of_type("client_effect")[0]["data"]["updated"],
+        json!([milk["id"]])
+    );
+    let now = api
+        .get(
+            &format!("/api/v1/tasks/{}", milk["id"].as_str().unwrap()),
+            "alice",
+        )
+        .await;
+    assert_eq!(
+        (&now.body["title"], &now.body["due_date"]),
+        (&json!("buy oat milk"), &json!("2026-12-24"))
+    );
+
+    // Bob's task through Alice's widget: an error, and Bob's task unchanged.
+    for (kind, payload) in [
+        (
+            "task.save",
+            json!({"task_id": bobs["id"], "title": "pwned"}),
+        ),
+        ("task.delete", json!({"task_id": bobs["id"]})),
+    ] {
+        let refused = stream(&api, "alice", act(kind, payload)).await;
+        assert_eq!(refused.of_type("error").len(), 1, "{kind}");
+    }
+    let theirs = api
+        .get(
+            &format!("/api/v1/tasks/{}", bobs["id"].as_str().unwrap()),
+            "bob",
+        )
+        .await;
+    assert_eq!(theirs.body["title"], "bob's");
+
+    let ask = stream(
+        &api,
+        "alice",
+        act("task.delete.ask", json!({"task_id": milk["id"]})),
+    )
+    .await;
+    assert!(
+        replaced(&ask)
+            .to_string()
+            .contains("Delete “buy oat milk”?")
+    );
+    let gone = stream(
+        &api,
+        "alice",
+        act("task.delete", json!({"task_id": milk["id"]})),
+    )
+    .await;
+    assert_eq!(
+        gone.of_type("client_effect")[0]["data"]["deleted"],
+        json!([milk["id"]])
+    );
+    let after = api
+        .get(
+            &format!("/api/v1/tasks/{}", milk["id"].as_str().unwrap()),
+            "alice",
+        )
+        .await;
+    assert_eq!(after.status, 404);
+}

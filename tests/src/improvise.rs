@@ -11,6 +11,8 @@
 //!   tool with `task: <title>` (the server asks when several tasks match);
 //!   with an @-mentioned task, its id;
 //! - "what's left?" → `list_tasks`;
+//! - "show @task" → the page's `show_task` client tool, then a word on
+//!   what the page answered;
 //! - with a forced `tool_choice` (the tool menu), that tool: the message is
 //!   the new task's title ("add a task"), the task to complete, or nothing
 //!   (`list_tasks`, "plan my day");
@@ -118,6 +120,11 @@ fn answer(said: &str, instructions: &str, mentioned: &[Value]) -> Turn {
             json!({"task": from.trim(), "title": to.trim()}),
         );
     }
+    if rest("show ").is_some()
+        && let Some(id) = mentioned.iter().find_map(|m| m["task"]["id"].as_str())
+    {
+        return calls("show_task", json!({"task_id": id}));
+    }
     for (verbs, tool) in [
         (&["complete ", "done ", "finish "][..], "complete_task"),
         (&["reopen ", "undo "][..], "reopen_task"),
@@ -217,6 +224,12 @@ fn summary(items: &[Value], last: &Value) -> String {
         .find(|i| i["type"] == "function_call" && i["call_id"] == last["call_id"])
         .and_then(|i| i["name"].as_str())
         .unwrap_or_default();
+    if tool == "show_task" {
+        return match output["shown"].as_bool() {
+            Some(true) => "There it is, highlighted in your list.".to_owned(),
+            _ => "I could not show it on your page.".to_owned(),
+        };
+    }
     if let Some(tasks) = output["tasks"].as_array() {
         let open: Vec<&str> = tasks
             .iter()

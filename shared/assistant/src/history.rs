@@ -2,12 +2,12 @@
 //! `ThreadItemConverter`), and the title a thread gets from its first message.
 
 use crate::ask;
-use taskpilot_chatkit::model::{ModelFile, ModelInput};
+use taskpilot_chatkit::model::{FunctionCall, ModelFile, ModelInput};
 use taskpilot_chatkit::request::content_text;
 use taskpilot_chatkit::structured::Question;
 use taskpilot_chatkit::turn::FileUrls;
 use taskpilot_chatkit::types::{
-    AssistantContent, AttachmentKind, ItemKind, ThreadItem, UserContent,
+    AssistantContent, AttachmentKind, ItemKind, ThreadItem, ToolCallStatus, UserContent,
 };
 
 /// Longest generated title.
@@ -32,12 +32,16 @@ pub fn to_model_input(items: &[ThreadItem], files: &FileUrls) -> Vec<ModelInput>
 }
 
 /// Drops the oldest inputs until the rest weigh at most `budget` bytes
-/// (the last input stays whatever it weighs).
+/// (the last input stays whatever it weighs); a function output whose call
+/// was dropped goes too (the model refuses an output without its call).
 pub fn within_budget(mut input: Vec<ModelInput>, budget: usize) -> Vec<ModelInput> {
     let mut total: usize = input.iter().map(ModelInput::bytes).sum();
     let mut drop = 0;
     while total > budget && drop + 1 < input.len() {
         total -= input[drop].bytes();
+        drop += 1;
+    }
+    while drop + 1 < input.len() && matches!(input[drop], ModelInput::FunctionOutput { .. }) {
         drop += 1;
     }
     input.drain(..drop);
@@ -49,6 +53,24 @@ fn conversation(items: &[ThreadItem], files: &FileUrls) -> Vec<ModelInput> {
     for item in items {
         if let ItemKind::StructuredInput { inputs, .. } = &item.kind {
             input.extend(questions(inputs));
+        } else if let ItemKind::ClientToolCall {
+            status: ToolCallStatus::Completed,
+            call_id,
+            name,
+            arguments,
+            output: Some(output),
+        } = &item.kind
+        {
+            // The page's answer to a client tool: the call, then its output.
+            input.push(ModelInput::FunctionCall(FunctionCall {
+                call_id: call_id.clone(),
+                name: name.clone(),
+                arguments: arguments.to_string(),
+            }));
+            input.push(ModelInput::FunctionOutput {
+                call_id: call_id.clone(),
+                output: output.to_string(),
+            });
         } else if let Some(one) = to_input(item) {
             input.push(one);
         }
@@ -134,6 +156,7 @@ fn to_input(item: &ThreadItem) -> Option<ModelInput> {
         ItemKind::HiddenContextItem { content } if ask::is_pending_change(content) => None,
         ItemKind::HiddenContextItem { content } => Some(ModelInput::user(content.to_string())),
         ItemKind::SdkHiddenContext { content } => Some(ModelInput::user(content.clone())),
+        // A call the page has not answered: not the model's business yet.
         ItemKind::ClientToolCall { .. }
         | ItemKind::EndOfTurn
         | ItemKind::StructuredInput { .. } => None,
@@ -211,6 +234,65 @@ mod tests {
         let exactly: usize = input.iter().map(ModelInput::bytes).sum();
         assert_eq!(within_budget(input.clone(), exactly), input);
         assert_eq!(within_budget(input.clone(), exactly - 1), input[1..]);
+    }
+
+    #[test]
+    fn a_function_output_whose_call_was_dropped_goes_too() {
+        use taskpilot_chatkit::model::FunctionCall;
+        let call = ModelInput::FunctionCall(FunctionCall {
+            call_id: "c1".into(),
+            name: "show_task".into(),
+            arguments: "x".repeat(100),
+        });
+        let output = ModelInput::FunctionOutput {
+            call_id: "c1".into(),
+            output: "{}".into(),
+        };
+        let last = ModelInput::user("ok");
+        let input = vec![call, output.clone(), last.clone()];
+        // Dropping the call alone would leave its output first.
+        assert_eq!(within_budget(input.clone(), 10), [last]);
+        assert_eq!(within_budget(input.clone(), 1_000), input);
+        // The last input stays, even an output.
+        assert_eq!(within_budget(vec![output.clone()], 0), [output]);
+    }
+
+    #[test]
+    fn an_answered_client_tool_call_is_the_call_then_its_output_and_a_pending_one_is_left_out() {
+        use taskpilot_chatkit::model::FunctionCall;
+        use taskpilot_chatkit::types::ToolCallStatus;
+        let call = |status, output| {
+            item(
+                "ctc_1",
+                ItemKind::ClientToolCall {
+                    status,
+                    call_id: "call_1".into(),
+                    name: "show_task".into(),
+                    arguments: serde_json::json!({"task_id": "t"}),
+                    output,
+                },
+            )
+        };
+        let answered = call(
+            ToolCallStatus::Completed,
+            Some(serde_json::json!({"shown": true})),
+        );
+        assert_eq!(
+            to_model_input(&[answered], &FileUrls::new()),
+            [
+                ModelInput::FunctionCall(FunctionCall {
+                    call_id: "call_1".into(),
+                    name: "show_task".into(),
+                    arguments: r#"{"task_id":"t"}"#.into(),
+                }),
+                ModelInput::FunctionOutput {
+                    call_id: "call_1".into(),
+                    output: r#"{"shown":true}"#.into(),
+                }
+            ]
+        );
+        let pending = call(ToolCallStatus::Pending, None);
+        assert!(to_model_input(&[pending], &FileUrls::new()).is_empty());
     }
 
     #[test]

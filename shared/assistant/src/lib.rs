@@ -6,6 +6,7 @@
 //! changed, the Done/Undo buttons of that widget, and the thread's title.
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
+mod actions;
 mod ask;
 pub mod choices;
 mod dates;
@@ -20,6 +21,8 @@ mod widgets;
 pub mod testing;
 
 use std::collections::HashMap;
+
+use serde_json::{Value, json};
 use std::time::{Duration, Instant};
 
 use taskpilot_domain::{DomainError, Task, TaskId, TaskRepository, TaskService, UserId};
@@ -40,7 +43,7 @@ use taskpilot_chatkit::store::ChatStore;
 use taskpilot_chatkit::turn::{Interrupted, Turn};
 use taskpilot_chatkit::types::{
     AssistantContent, InferenceOptions, ItemKind, ItemUpdate, StreamError, StreamEvent, ThreadItem,
-    ThreadMetadata,
+    ThreadMetadata, ToolCallStatus,
 };
 
 /// The default instructions.
@@ -269,7 +272,33 @@ impl<R: TaskRepository, M: ModelClient> TaskAgent<R, M> {
             }
             let mut question = None;
             let mut refused = 0u64;
+            let mut for_the_page = None;
             for call in calls {
+                if call.name == tools::SHOW_TASK {
+                    // The page's to run: asked once the server's calls ran;
+                    // a task the user cannot see is the model's to hear of.
+                    match self.showable(turn.user(), &call).await {
+                        Ok(arguments) if for_the_page.is_none() => {
+                            for_the_page = Some((call, arguments));
+                        }
+                        Ok(_) => {
+                            let call_id = call.call_id.clone();
+                            input.push(ModelInput::FunctionCall(call));
+                            input.push(ModelInput::FunctionOutput {
+                                call_id,
+                                output: json!({"error": {"code": "one_at_a_time",
+                                    "message": "the page shows one task at a time"}})
+                                .to_string(),
+                            });
+                        }
+                        Err(output) => {
+                            let call_id = call.call_id.clone();
+                            input.push(ModelInput::FunctionCall(call));
+                            input.push(ModelInput::FunctionOutput { call_id, output });
+                        }
+                    }
+                    continue;
+                }
                 if calls_run >= self.settings.max_tool_calls {
                     refused += 1;
                     let call_id = call.call_id.clone();
@@ -308,8 +337,31 @@ impl<R: TaskRepository, M: ModelClient> TaskAgent<R, M> {
             if let Some(ambiguous) = question {
                 return self.ask(turn, &ambiguous).await;
             }
+            if let Some((call, arguments)) = for_the_page {
+                show_tasks(turn, &shown).await?;
+                return ask_the_page(turn, call, arguments).await;
+            }
         }
         show_tasks(turn, &shown).await
+    }
+
+    /// The arguments of a `show_task` call whose task the user has, else the
+    /// tool output telling the model why not.
+    async fn showable(&self, user: &UserId, call: &FunctionCall) -> Result<Value, String> {
+        let arguments: Value = serde_json::from_str(&call.arguments).unwrap_or(Value::Null);
+        let found = match arguments["task_id"].as_str().and_then(TaskId::parse) {
+            Some(id) => self.tasks.get(user, &id).await.map(drop),
+            None => Err(DomainError::NotFound("task")),
+        };
+        match found {
+            Ok(()) => Ok(arguments),
+            Err(DomainError::NotFound(_)) => Err(json!({"error": {"code": "not_found",
+                "message": "no such task; list_tasks gives the ids"}})
+            .to_string()),
+            Err(e) => {
+                Err(json!({"error": {"code": "unavailable", "message": e.to_string()}}).to_string())
+            }
+        }
     }
 
     /// Asks which task was meant: the change is kept in a hidden item, then
@@ -466,56 +518,6 @@ impl<R: TaskRepository, M: ModelClient> TaskAgent<R, M> {
         turn.settle_pending().await?;
         turn.error(StreamError::retryable(INTERRUPTED)).await
     }
-
-    /// `task.complete` / `task.reopen` from a task-list widget: the task
-    /// changes and the widget is drawn again from the current tasks. Returns
-    /// the redrawn widget, if any, and the changed task.
-    async fn apply_action(
-        &self,
-        user: &UserId,
-        sender: Option<&ThreadItem>,
-        action: &Action,
-    ) -> Result<(Option<ThreadItem>, TaskId), ActionRefused> {
-        let completed = match action.kind.as_str() {
-            widgets::COMPLETE => true,
-            widgets::REOPEN => false,
-            other => return Err(ActionRefused(format!("unknown action `{other}`"))),
-        };
-        let task_id = action.payload["task_id"]
-            .as_str()
-            .and_then(TaskId::parse)
-            .ok_or_else(|| ActionRefused("the action needs payload.task_id".into()))?;
-        self.tasks
-            .set_completed(user, &task_id, completed)
-            .await
-            .map_err(|e| match e {
-                DomainError::NotFound(_) => ActionRefused("that task no longer exists".into()),
-                other => ActionRefused(other.to_string()),
-            })?;
-        let Some(sender) = sender else {
-            return Ok((None, task_id));
-        };
-        let ItemKind::Widget { widget: tree, .. } = &sender.kind else {
-            return Ok((None, task_id));
-        };
-        let mut tasks = Vec::new();
-        for id in widgets::task_ids(tree) {
-            if let Some(id) = TaskId::parse(&id)
-                && let Ok(task) = self.tasks.get(user, &id).await
-            {
-                tasks.push(task);
-            }
-        }
-        let (widget, copy_text) = widgets::task_list(&tasks);
-        let item = ThreadItem {
-            kind: ItemKind::Widget {
-                widget,
-                copy_text: Some(copy_text),
-            },
-            ..sender.clone()
-        };
-        Ok((Some(item), task_id))
-    }
 }
 
 /// Tokens counted for a file the model was shown when the model did not
@@ -597,6 +599,25 @@ async fn show_tasks<S: ChatStore, K: EventSink>(
     turn.emit(StreamEvent::ItemDone { item }).await
 }
 
+/// Ends the turn with a pending `client_tool_call` for the page to run.
+async fn ask_the_page<S: ChatStore, K: EventSink>(
+    turn: &mut Turn<'_, S, K>,
+    call: FunctionCall,
+    arguments: Value,
+) -> Result<(), Interrupted> {
+    let item = turn.item(
+        ids::tool_call(),
+        ItemKind::ClientToolCall {
+            status: ToolCallStatus::Pending,
+            call_id: call.call_id,
+            name: call.name,
+            arguments,
+            output: None,
+        },
+    );
+    turn.emit(StreamEvent::ItemDone { item }).await
+}
+
 /// Sends the `tasks.changed` effect when tasks changed.
 async fn announce<S: ChatStore, K: EventSink>(
     turn: &mut Turn<'_, S, K>,
@@ -653,8 +674,8 @@ impl<R: TaskRepository, M: ModelClient> Responder for TaskAgent<R, M> {
         action: &Action,
         sender: Option<&ThreadItem>,
     ) -> Result<(), Interrupted> {
-        let (item, task_id) = match self.apply_action(turn.user(), sender, action).await {
-            Ok(done) => done,
+        let applied = match actions::apply(&self.tasks, turn.user(), sender, action).await {
+            Ok(applied) => applied,
             Err(ActionRefused(message)) => {
                 return turn
                     .error(StreamError::Custom {
@@ -664,11 +685,13 @@ impl<R: TaskRepository, M: ModelClient> Responder for TaskAgent<R, M> {
                     .await;
             }
         };
-        if let Some(item) = item {
+        if let Some(item) = applied.item {
             turn.emit(StreamEvent::ItemReplaced { item }).await?;
         }
         let mut changes = TaskChanges::default();
-        changes.record(&task_id, Change::Updated);
+        if let Some((task_id, change)) = &applied.change {
+            changes.record(task_id, *change);
+        }
         announce(turn, &changes).await
     }
 
@@ -681,7 +704,9 @@ impl<R: TaskRepository, M: ModelClient> Responder for TaskAgent<R, M> {
     ) -> Result<Option<ThreadItem>, ActionRefused> {
         // No stream to carry an effect: the page refreshes after its own
         // non-streaming action.
-        Ok(self.apply_action(user, sender, action).await?.0)
+        Ok(actions::apply(&self.tasks, user, sender, action)
+            .await?
+            .item)
     }
 
     async fn add_feedback(

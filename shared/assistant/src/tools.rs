@@ -15,7 +15,13 @@ use taskpilot_domain::{
     TaskRepository, TaskService, UserId,
 };
 
-/// The tools offered to the model (built once per process).
+/// The client tool: the page shows a task (its `onClientTool` handler).
+/// A call ends the turn with a pending `client_tool_call` item; the page's
+/// output (`threads.add_client_tool_output`) starts the rest of the answer.
+pub const SHOW_TASK: &str = "show_task";
+
+/// The tools offered to the model (built once per process): the task tools,
+/// then the client tool.
 pub fn specs() -> &'static [ToolSpec] {
     static SPECS: std::sync::LazyLock<Vec<ToolSpec>> = std::sync::LazyLock::new(build_specs);
     &SPECS
@@ -86,6 +92,14 @@ fn build_specs() -> Vec<ToolSpec> {
             "Delete a task for good.",
             json!({"task_id": task_id, "task": task}),
             &[],
+        ),
+        tool(
+            SHOW_TASK,
+            "Show a task to the user in the task list on their page (scrolls to it and \
+             highlights it), when they ask to see, open or find one. The page answers whether \
+             it could.",
+            json!({"task_id": task_id}),
+            &["task_id"],
         ),
     ]
 }
@@ -461,10 +475,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn every_tool_is_offered_under_its_name_in_order() {
+    fn every_tool_is_offered_under_its_name_in_order_then_the_client_tool() {
         let offered: Vec<&str> = specs().iter().map(|spec| spec.name).collect();
-        let names: Vec<&str> = Tool::ALL.into_iter().map(Tool::name).collect();
+        let mut names: Vec<&str> = Tool::ALL.into_iter().map(Tool::name).collect();
+        names.push(SHOW_TASK);
         assert_eq!(offered, names);
+        names.pop();
         assert_eq!(
             names,
             [

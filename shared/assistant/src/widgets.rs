@@ -1,24 +1,69 @@
-//! The task-list widget: a Card listing tasks with Done / Undo buttons whose
-//! actions (`task.complete` / `task.reopen`, payload `{"task_id"}`) come back
-//! as `threads.custom_action`.
+//! The task-list widget: a Card listing tasks, each row with Done / Undo and
+//! Edit. Edit turns the row into a small form (rename, set or clear the due
+//! date, Save / Cancel / Delete); Delete asks for a confirmation in the row.
+//! Every button's action carries `{"task_id"}` and comes back as
+//! `threads.custom_action`; a form's fields are merged into its payload.
 
 use serde_json::json;
 
-use taskpilot_domain::Task;
+use taskpilot_domain::{Task, TaskId};
 
 use taskpilot_chatkit::widget::{
-    ActionConfig, Align, Badge, BadgeColor, BadgeVariant, Button, Caption, Card, CardSize, Col,
-    ControlSize, ControlVariant, Divider, Icon, LoadingBehavior, Row, Spacer, Text, Title,
-    TitleSize, Weight, WidgetNode, WidgetRoot,
+    ActionConfig, Align, Badge, BadgeColor, BadgeVariant, Button, ButtonColor, ButtonStyle,
+    Caption, Card, CardSize, Col, ControlSize, ControlVariant, DatePicker, Direction, Divider,
+    Form, Icon, Input, LoadingBehavior, Row, Spacer, Text, Title, TitleSize, Weight, WidgetNode,
+    WidgetRoot,
 };
 
 /// Action that completes a task.
 pub const COMPLETE: &str = "task.complete";
 /// Action that reopens a task.
 pub const REOPEN: &str = "task.reopen";
+/// Action that shows a task's row as a form.
+pub const EDIT: &str = "task.edit";
+/// Action of the form: `title` and `due_date` (a day, empty to clear).
+pub const SAVE: &str = "task.save";
+/// Action that asks to confirm a deletion.
+pub const ASK_DELETE: &str = "task.delete.ask";
+/// Action that deletes a task (the confirmation's button).
+pub const DELETE: &str = "task.delete";
+/// Action that puts a row back as it was.
+pub const CANCEL: &str = "task.cancel";
 
-fn row(task: &Task) -> WidgetNode {
-    let (icon, color, label, action, variant) = if task.completed {
+/// How one row is drawn.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RowMode {
+    /// The task with Done / Undo and Edit.
+    Shown,
+    /// The form: title, due date, Save, Cancel, Delete.
+    Editing,
+    /// "Delete …?" with Delete and Cancel.
+    ConfirmingDelete,
+}
+
+fn action(kind: &str, task: &Task) -> ActionConfig {
+    ActionConfig::new(kind)
+        .payload(json!({"task_id": task.id}))
+        .loading_behavior(LoadingBehavior::Itself)
+}
+
+fn small(label: &str, variant: ControlVariant, on_click: ActionConfig) -> Button {
+    Button::new(label)
+        .size(ControlSize::Sm)
+        .variant(variant)
+        .on_click(on_click)
+}
+
+fn row(task: &Task, mode: RowMode) -> WidgetNode {
+    match mode {
+        RowMode::Shown => shown_row(task),
+        RowMode::Editing => edit_form(task),
+        RowMode::ConfirmingDelete => confirm_row(task),
+    }
+}
+
+fn shown_row(task: &Task) -> WidgetNode {
+    let (icon, color, label, toggle, variant) = if task.completed {
         (
             "check-circle-filled",
             "success",
@@ -43,18 +88,74 @@ fn row(task: &Task) -> WidgetNode {
     if let Some(due) = task.due_date {
         col.push(Caption::new(format!("Due {}", due.canonical())).into());
     }
-    let done = ActionConfig::new(action)
-        .payload(json!({"task_id": task.id}))
-        .loading_behavior(LoadingBehavior::Itself);
     Row::new(vec![
         Icon::new(icon).color(color).into(),
         Col::new(col).gap(0).into(),
         Spacer::new().into(),
-        Button::new(label)
+        small(label, variant, action(toggle, task)).into(),
+        small("Edit", ControlVariant::Ghost, action(EDIT, task)).into(),
+    ])
+    .key(task.id.to_string())
+    .gap(2)
+    .align(Align::Center)
+    .into()
+}
+
+fn edit_form(task: &Task) -> WidgetNode {
+    let mut due = DatePicker::new("due_date")
+        .placeholder("Due date")
+        .size(ControlSize::Sm)
+        .clearable(true);
+    if let Some(date) = task.due_date {
+        // The picker's value is a date-time; a day is its midnight.
+        let canonical = date.canonical();
+        due = due.default_value(if canonical.len() == 10 {
+            format!("{canonical}T00:00:00")
+        } else {
+            canonical
+        });
+    }
+    Form::new(vec![
+        Input::new("title")
+            .default_value(task.title.clone())
+            .required(true)
+            .auto_focus(true)
             .size(ControlSize::Sm)
-            .variant(variant)
-            .on_click(done)
             .into(),
+        due.into(),
+        Row::new(vec![
+            Button::new("Save")
+                .submit(true)
+                .style(ButtonStyle::Primary)
+                .size(ControlSize::Sm)
+                .into(),
+            small("Cancel", ControlVariant::Ghost, action(CANCEL, task)).into(),
+            Spacer::new().into(),
+            small("Delete", ControlVariant::Ghost, action(ASK_DELETE, task))
+                .color(ButtonColor::Danger)
+                .into(),
+        ])
+        .gap(2)
+        .into(),
+    ])
+    .on_submit(action(SAVE, task))
+    .direction(Direction::Col)
+    .gap(2)
+    .key(task.id.to_string())
+    .into()
+}
+
+fn confirm_row(task: &Task) -> WidgetNode {
+    Row::new(vec![
+        Icon::new("empty-circle").color("danger").into(),
+        Text::new(format!("Delete “{}”?", task.title))
+            .weight(Weight::Medium)
+            .into(),
+        Spacer::new().into(),
+        small("Delete", ControlVariant::Solid, action(DELETE, task))
+            .color(ButtonColor::Danger)
+            .into(),
+        small("Cancel", ControlVariant::Ghost, action(CANCEL, task)).into(),
     ])
     .key(task.id.to_string())
     .gap(2)
@@ -64,11 +165,26 @@ fn row(task: &Task) -> WidgetNode {
 
 /// The Card for `tasks`, and its clipboard text.
 pub fn task_list(tasks: &[Task]) -> (WidgetRoot, String) {
+    task_list_with(tasks, None)
+}
+
+/// The Card for `tasks` with the row of `focus` drawn in its mode (the
+/// others as shown), and its clipboard text.
+pub fn task_list_with(tasks: &[Task], focus: Option<(&TaskId, RowMode)>) -> (WidgetRoot, String) {
     let open = tasks.iter().filter(|t| !t.completed).count();
     let body = if tasks.is_empty() {
         vec![Text::new("No tasks.").color("secondary").into()]
     } else {
-        tasks.iter().map(row).collect()
+        tasks
+            .iter()
+            .map(|t| {
+                let mode = match focus {
+                    Some((id, mode)) if *id == t.id => mode,
+                    _ => RowMode::Shown,
+                };
+                row(t, mode)
+            })
+            .collect()
     };
     let header = Row::new(vec![
         Title::new("Tasks").size(TitleSize::Sm).into(),
@@ -93,16 +209,18 @@ pub fn task_list(tasks: &[Task]) -> (WidgetRoot, String) {
     (widget.into(), format!("Tasks:\n{copy}"))
 }
 
-/// The task ids a task-list widget shows, in order: each Button's
-/// `onClickAction.payload.task_id`.
+/// The task ids a task-list widget shows, in order, each once: the
+/// `task_id` of its buttons' and forms' actions.
 pub fn task_ids(widget: &WidgetRoot) -> Vec<String> {
-    let mut ids = Vec::new();
+    let mut ids: Vec<String> = Vec::new();
     widget.walk(&mut |node| {
-        if let WidgetNode::Button(button) = node
-            && let Some(id) = button
-                .on_click
-                .as_ref()
-                .and_then(|a| a.payload.as_ref()?.get("task_id")?.as_str())
+        let action = match node {
+            WidgetNode::Button(button) => button.on_click.as_ref(),
+            WidgetNode::Form(form) => form.on_submit.as_ref(),
+            _ => None,
+        };
+        if let Some(id) = action.and_then(|a| a.payload.as_ref()?.get("task_id")?.as_str())
+            && !ids.iter().any(|known| known == id)
         {
             ids.push(id.to_owned());
         }
@@ -190,7 +308,9 @@ mod tests {
             {"type": "Col", "gap": 0, "children": col},
             {"type": "Spacer"},
             {"type": "Button", "label": label, "size": "sm", "variant": variant,
-             "onClickAction": {"type": action, "payload": {"task_id": id}, "loadingBehavior": "self"}}]})
+             "onClickAction": {"type": action, "payload": {"task_id": id}, "loadingBehavior": "self"}},
+            {"type": "Button", "label": "Edit", "size": "sm", "variant": "ghost",
+             "onClickAction": {"type": "task.edit", "payload": {"task_id": id}, "loadingBehavior": "self"}}]})
     }
 
     fn card(open: &str, body: Value) -> Value {
@@ -246,6 +366,70 @@ mod tests {
             let back: WidgetRoot = serde_json::from_value(fixture).unwrap();
             assert_eq!(back, widget, "{name} round trip");
         }
+    }
+
+    #[test]
+    fn an_edited_row_is_a_form_with_the_title_and_the_due_day() {
+        let tasks = [
+            task(C, "File taxes", false, Some("2026-04-15")),
+            task(D, "Dentist", false, Some("2026-05-01T15:30:00Z")),
+        ];
+        let c = TaskId::parse(C).unwrap();
+        let (widget, _) = task_list_with(&tasks, Some((&c, RowMode::Editing)));
+        let json = serde_json::to_value(&widget).unwrap();
+        let rows = &json["children"][2]["children"];
+        let form = &rows[0];
+        assert_eq!(form["type"], "Form");
+        assert_eq!(form["key"], C);
+        assert_eq!(form["direction"], "col");
+        assert_eq!(
+            form["onSubmitAction"],
+            json!({"type": "task.save", "payload": {"task_id": C}, "loadingBehavior": "self"})
+        );
+        assert_eq!(
+            form["children"][0],
+            json!({"type": "Input", "name": "title", "defaultValue": "File taxes",
+                   "required": true, "autoFocus": true, "size": "sm"})
+        );
+        assert_eq!(form["children"][1]["name"], "due_date");
+        assert_eq!(form["children"][1]["defaultValue"], "2026-04-15T00:00:00");
+        assert_eq!(form["children"][1]["clearable"], true);
+        let buttons = &form["children"][2]["children"];
+        assert_eq!(buttons[0]["submit"], true);
+        assert_eq!(buttons[1]["onClickAction"]["type"], "task.cancel");
+        assert_eq!(buttons[3]["onClickAction"]["type"], "task.delete.ask");
+        assert_eq!(buttons[3]["color"], "danger");
+        // The other row is as shown.
+        assert_eq!(rows[1]["type"], "Row");
+        // A timed due is the picker's value as it is.
+        let d = TaskId::parse(D).unwrap();
+        let json =
+            serde_json::to_value(task_list_with(&tasks, Some((&d, RowMode::Editing))).0).unwrap();
+        assert_eq!(
+            json["children"][2]["children"][1]["children"][1]["defaultValue"],
+            "2026-05-01T15:30:00Z"
+        );
+        // Its ids are still found, once each.
+        assert_eq!(task_ids(&widget), [C, D]);
+    }
+
+    #[test]
+    fn a_row_asking_to_delete_names_the_task_with_delete_and_cancel() {
+        let tasks = [task(A, "Buy milk", false, None)];
+        let a = TaskId::parse(A).unwrap();
+        let (widget, copy) = task_list_with(&tasks, Some((&a, RowMode::ConfirmingDelete)));
+        let json = serde_json::to_value(&widget).unwrap();
+        let row = &json["children"][2]["children"][0];
+        assert_eq!(row["children"][1]["value"], "Delete “Buy milk”?");
+        assert_eq!(row["children"][3]["onClickAction"]["type"], "task.delete");
+        assert_eq!(row["children"][3]["variant"], "solid");
+        assert_eq!(row["children"][4]["onClickAction"]["type"], "task.cancel");
+        assert_eq!(copy, "Tasks:\n[ ] Buy milk");
+        // Shown mode is the plain list.
+        assert_eq!(
+            task_list_with(&tasks, Some((&a, RowMode::Shown))),
+            task_list(&tasks)
+        );
     }
 
     #[test]

@@ -34,6 +34,11 @@ pub fn attachment() -> String {
     new("atc")
 }
 
+/// A new client tool call item id.
+pub fn tool_call() -> String {
+    new("ctc")
+}
+
 /// A new hidden-context item id.
 pub fn hidden() -> String {
     new("shcx")

@@ -343,12 +343,18 @@ impl<S: ChatStore, R: Responder, A: AttachmentStore, D> Engine<S, R, A, D> {
                     *status = ToolCallStatus::Completed;
                     *output = Some(result);
                 }
-                let stale = history
+                let stale: Vec<String> = history
                     .iter()
                     .filter(|i| i.id != call.id)
                     .filter(|i| is_pending_call(i))
                     .map(|i| i.id.clone())
                     .collect();
+                // The responder sees the call answered and the stale ones gone.
+                let mut history = history;
+                history.retain(|i| !stale.contains(&i.id));
+                if let Some(last) = history.last_mut() {
+                    *last = call.clone();
+                }
                 (thread, history, Kind::ToolOutput { call, stale })
             }
             Request::AddStructuredInput {

@@ -264,6 +264,11 @@ layout! {
     Col {}
     /// Flex container with a direction (`"Box"` on the wire).
     FlexBox { direction: Direction }
+    /// A form: its fields' values are merged into the submit action's
+    /// payload, keyed by field name.
+    Form {
+        #[serde(rename = "onSubmitAction")] on_submit: ActionConfig, direction: Direction,
+    }
 }
 widget! {
     /// Body text.
@@ -326,6 +331,23 @@ widget! {
     }
 }
 
+widget! {
+    /// A text field of a [`Form`].
+    Input(name: String) {
+        input_type: String, default_value: String, required: bool, pattern: String,
+        placeholder: String, auto_select: bool, auto_focus: bool, disabled: bool,
+        variant: String, size: ControlSize, pill: bool,
+    }
+}
+widget! {
+    /// A date field (a day picker); `default_value` is an ISO 8601 date-time.
+    DatePicker(name: String) {
+        #[serde(rename = "onChangeAction")] on_change: ActionConfig, placeholder: String,
+        default_value: String, min: String, max: String, variant: ControlVariant,
+        size: ControlSize, pill: bool, block: bool, clearable: bool, disabled: bool,
+    }
+}
+
 impl Button {
     /// A button with this label.
     pub fn new(label: impl Into<String>) -> Self {
@@ -376,7 +398,7 @@ tagged! {
     WidgetNode {
         Row(Row), Col(Col), Box(FlexBox), Text(Text), Title(Title), Caption(Caption), Badge(Badge),
         Markdown(Markdown), Button(Button), Icon(Icon), Spacer(Spacer), Divider(Divider),
-        Checkbox(Checkbox), Image(Image),
+        Checkbox(Checkbox), Image(Image), Form(Form), Input(Input), DatePicker(DatePicker),
     }
 }
 
@@ -387,6 +409,7 @@ impl WidgetNode {
             Self::Row(n) => &n.children,
             Self::Col(n) => &n.children,
             Self::Box(n) => &n.children,
+            Self::Form(n) => &n.children,
             _ => &[],
         }
     }
