@@ -226,10 +226,11 @@ fn the_configuration_names_what_the_server_serves() {
     let config = config();
     // The tool menu: exactly the ids the server accepts in inference_options.tool_choice.id.
     let tools = const_block(&config, "TOOLS");
-    assert_eq!(
-        quoted_after(tools, "{ id: "),
-        ["add_task", "complete_task", "plan_day"]
-    );
+    let served: Vec<&str> = taskpilot_assistant::choices::Mode::ALL
+        .into_iter()
+        .map(|m| m.id())
+        .collect();
+    assert_eq!(quoted_after(tools, "{ id: "), served);
     assert_eq!(
         quoted_after(tools, "label: "),
         ["Add a task", "Complete a task", "Plan my day"]
@@ -259,7 +260,7 @@ fn the_configuration_names_what_the_server_serves() {
     // The one client tool.
     assert_eq!(
         quoted_after(&config, "name !== "),
-        ["show_task", "tasks.changed"]
+        [taskpilot_assistant::tools::SHOW_TASK, "tasks.changed"]
     );
     assert!(config.contains("params.task_id"));
     // Uploads: the direct strategy posts to the ChatKit function's /attachments.
