@@ -2326,6 +2326,51 @@ async fn a_created_task_the_answer_does_not_name_is_annotated_at_the_end() {
 }
 
 #[tokio::test]
+async fn a_disconnect_after_an_annotation_keeps_it_with_the_partial_answer() {
+    let annotated = |sink: &VecSink| {
+        sink.json()
+            .iter()
+            .position(|e| e["update"]["type"] == "assistant_message.content_part.annotation_added")
+    };
+    let rounds = || {
+        vec![
+            Round::calls(&[("list_tasks", "{}")]),
+            Round::text("Do buy milk, then pay rent."),
+        ]
+    };
+    let body = json!({"type": "threads.create", "params": {"input": message("what now?")}});
+    // Where the annotation comes in a whole stream...
+    let whole = Chat::new();
+    whole.task("alice", "buy milk").await;
+    whole.task("alice", "pay rent").await;
+    rounds().into_iter().for_each(|r| {
+        whole.model.push(r);
+    });
+    let at = annotated(&whole.stream("alice", body.clone()).await).unwrap();
+    // ...then a client that leaves right after the first (before the part is done).
+    let chat = Chat::new();
+    chat.task("alice", "buy milk").await;
+    chat.task("alice", "pay rent").await;
+    rounds().into_iter().for_each(|r| {
+        chat.model.push(r);
+    });
+    let sink = chat
+        .stream_into("alice", body, VecSink::disconnecting_after(at + 1))
+        .await;
+    let thread = sink.json()[0]["thread"]["id"].as_str().unwrap().to_owned();
+    let kept = chat
+        .items("alice", &thread)
+        .into_iter()
+        .map(|i| serde_json::to_value(i).unwrap())
+        .find(|i| i["type"] == "assistant_message")
+        .unwrap();
+    assert_eq!(
+        kept["content"][0]["annotations"][0]["source"]["title"],
+        "buy milk"
+    );
+}
+
+#[tokio::test]
 async fn an_answer_without_tools_has_no_annotations() {
     let chat = Chat::new();
     chat.task("alice", "buy milk").await;
