@@ -1,13 +1,16 @@
 //! Attachments and dictation through the whole stack: the real `chatkit`
 //! binary, DynamoDB Local, S3 in moto (the bucket made from the template)
 //! behind a front that checks presigned URLs as S3 does, and the OpenAI stub.
-//! Uploads go to the URL the server handed out, as a browser's would.
+//! Two-phase uploads go to the URL the server handed out, as a browser's
+//! would; direct uploads are posted to `<ChatKit URL>/attachments` as a
+//! browser's `FormData`.
 use base64::Engine as _;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 use crate::common::{Api, chatkit};
 use emulators::s3_front::Signer;
+use taskpilot_testkit::chatkit_contract;
 use taskpilot_testkit::openai_stub::{Fault, OpenAiStub};
 use taskpilot_testkit::stack::{FilesSide, LOCAL_ORIGINS};
 
@@ -523,5 +526,297 @@ async fn dictation_is_transcribed_and_each_failure_is_clear() {
     );
     // And the function keeps serving.
     let (status, _) = transcribe(&api, voice, "audio/webm").await;
+    assert_eq!(status, 200);
+}
+
+const BOUNDARY: &str = "----WebKitFormBoundaryx8ZbQfKJ3dHk2Wq9";
+
+/// The body a browser's `FormData` with one file in `file` sends.
+fn form_data(name: &str, mime: &str, bytes: &[u8]) -> Vec<u8> {
+    let mut body = format!(
+        "--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{name}\"\r\n\
+         Content-Type: {mime}\r\n\r\n"
+    )
+    .into_bytes();
+    body.extend(bytes);
+    body.extend(format!("\r\n--{BOUNDARY}--\r\n").bytes());
+    body
+}
+
+/// A direct upload of `bytes` as `user`, from the page's origin, as ChatKit
+/// sends it to its `uploadUrl`: status, answer (an `Attachment` or the error
+/// envelope, checked) and the answer's CORS origin.
+async fn direct(
+    api: &Api,
+    user: &str,
+    name: &str,
+    mime: &str,
+    bytes: &[u8],
+) -> (u16, Value, Option<String>) {
+    let answer = api
+        .http
+        .post(format!("{}/api/v1/chatkit/attachments", api.stack.url))
+        .bearer_auth(api.token(user))
+        .header("origin", LOCAL_ORIGINS[0])
+        .header(
+            "content-type",
+            format!("multipart/form-data; boundary={BOUNDARY}"),
+        )
+        .body(form_data(name, mime, bytes))
+        .send()
+        .await
+        .unwrap();
+    let status = answer.status().as_u16();
+    let allowed = answer
+        .headers()
+        .get("access-control-allow-origin")
+        .map(|v| v.to_str().unwrap().to_owned());
+    let content_type = answer
+        .headers()
+        .get("content-type")
+        .map(|v| v.to_str().unwrap().to_owned());
+    let text = answer.text().await.unwrap();
+    if let Err(e) = chatkit_contract::check_upload_response(status, content_type.as_deref(), &text)
+    {
+        panic!("ChatKit contract: {e}");
+    }
+    (status, serde_json::from_str(&text).unwrap(), allowed)
+}
+
+/// The keys of every object in the bucket.
+async fn stored_keys(api: &Api) -> Vec<String> {
+    let side = files(api);
+    let listed = side
+        .s3
+        .list_objects_v2()
+        .bucket(&side.bucket)
+        .send()
+        .await
+        .unwrap();
+    listed
+        .contents()
+        .iter()
+        .filter_map(|o| o.key().map(str::to_owned))
+        .collect()
+}
+
+/// An object's content type and disposition, as S3 stored them.
+async fn stored_as(api: &Api, attachment_id: &str) -> (Option<String>, Option<String>) {
+    let side = files(api);
+    let head = side
+        .s3
+        .head_object()
+        .bucket(&side.bucket)
+        .key(format!("attachments/{attachment_id}"))
+        .send()
+        .await
+        .unwrap();
+    (
+        head.content_type().map(str::to_owned),
+        head.content_disposition().map(str::to_owned),
+    )
+}
+
+const PDF: &[u8] = b"%PDF-1.4\n%\xe2\xe3\xcf\xd3 fake document";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_photo_and_a_document_uploaded_directly_are_stored_and_shown_to_the_model() {
+    let api = start(&[]).await;
+    let url = format!("{}/api/v1/chatkit/attachments", api.stack.url);
+    // The browser's preflight for the upload (it sends a bearer token).
+    let preflight = api
+        .http
+        .request(reqwest::Method::OPTIONS, &url)
+        .header("origin", LOCAL_ORIGINS[0])
+        .header("access-control-request-method", "POST")
+        .header("access-control-request-headers", "authorization")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(preflight.status(), 204);
+    assert_eq!(
+        preflight.headers()["access-control-allow-origin"],
+        LOCAL_ORIGINS[0]
+    );
+
+    let (status, photo, allowed) = direct(&api, "alice", "list.png", "image/png", PNG).await;
+    assert_eq!(status, 200, "{photo}");
+    assert_eq!(allowed.as_deref(), Some(LOCAL_ORIGINS[0]));
+    assert_eq!(
+        (&photo["type"], &photo["name"], &photo["mime_type"]),
+        (&json!("image"), &json!("list.png"), &json!("image/png"))
+    );
+    assert!(photo.get("upload_descriptor").is_none());
+    // Stored as a two-phase upload ends up: the bytes, the type, inline, pending.
+    assert_eq!(
+        files(&api).object(id(&photo)).await.unwrap().0,
+        PNG,
+        "the bytes as sent"
+    );
+    assert_eq!(
+        stored_as(&api, id(&photo)).await,
+        (Some("image/png".to_owned()), Some("inline".to_owned()))
+    );
+    assert_eq!(
+        files(&api).tags(id(&photo)).await,
+        [("taskpilot-attachment".to_owned(), "pending".to_owned())]
+    );
+    // Its preview is served inline as the image it is.
+    let preview = api
+        .http
+        .get(photo["preview_url"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(preview.status(), StatusCode::OK);
+    assert_eq!(preview.headers()["content-type"], "image/png");
+    assert_eq!(preview.headers()["content-disposition"], "inline");
+    assert_eq!(preview.bytes().await.unwrap(), PNG);
+
+    let (status, pdf, _) = direct(&api, "alice", "notes.pdf", "application/pdf", PDF).await;
+    assert_eq!(status, 200, "{pdf}");
+    assert_eq!(pdf["type"], "file");
+    assert!(pdf.get("preview_url").is_none());
+    assert_eq!(
+        stored_as(&api, id(&pdf)).await,
+        (
+            Some("application/pdf".to_owned()),
+            Some("attachment".to_owned())
+        )
+    );
+
+    // Then used in a message, exactly as two-phase uploads are.
+    let (status, events, body) = message(&api, "alice", "add these", &[id(&photo), id(&pdf)]).await;
+    assert_eq!(status, 200, "{body}");
+    let item = events
+        .iter()
+        .find(|e| e["type"] == "thread.item.done" && e["item"]["type"] == "user_message")
+        .unwrap()["item"]
+        .clone();
+    let listed: Vec<(&str, &str)> = item["attachments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| (a["id"].as_str().unwrap(), a["type"].as_str().unwrap()))
+        .collect();
+    assert_eq!(listed, [(id(&photo), "image"), (id(&pdf), "file")]);
+    for file in [&photo, &pdf] {
+        assert_eq!(
+            files(&api).tags(id(file)).await,
+            [("taskpilot-attachment".to_owned(), "used".to_owned())]
+        );
+    }
+    // The model was shown the image and the document by URL.
+    let request = stub(&api).requests_to("/v1/responses").pop().unwrap();
+    let last = request.body["input"]
+        .as_array()
+        .unwrap()
+        .last()
+        .unwrap()
+        .clone();
+    let shown = last["content"].as_array().unwrap();
+    let image = shown.iter().find(|c| c["type"] == "input_image").unwrap();
+    assert!(
+        image["image_url"].as_str().unwrap().contains(id(&photo)),
+        "{last}"
+    );
+    let document = shown.iter().find(|c| c["type"] == "input_file").unwrap();
+    let read = api
+        .http
+        .get(document["file_url"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(read.headers()["content-type"], "application/pdf");
+    assert_eq!(read.headers()["content-disposition"], "attachment");
+    assert_eq!(read.bytes().await.unwrap(), PDF);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_direct_upload_over_4_mb_is_413_and_nothing_reaches_s3() {
+    let api = start(&[]).await;
+    // Binary bytes (not UTF-8): the body reaches the function base64-encoded,
+    // as a Function URL sends a multipart body.
+    let mut four_mb = PNG.to_vec();
+    four_mb.resize(4 * 1024 * 1024, 0xff);
+    let mut over = four_mb.clone();
+    over.push(0xff);
+    let (status, body, _) = direct(&api, "alice", "big.png", "image/png", &over).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (413, Some("file_too_large")),
+        "{body}"
+    );
+    assert!(stored_keys(&api).await.is_empty(), "nothing was stored");
+    let (_, _, threads, _) =
+        chatkit(&api, "alice", json!({"type": "threads.list", "params": {}})).await;
+    assert_eq!(threads["data"], json!([]));
+    // Exactly 4 MB fits through the invocation's limit and is stored whole.
+    let (status, big, _) = direct(&api, "alice", "big.png", "image/png", &four_mb).await;
+    assert_eq!(status, 200, "{big}");
+    assert_eq!(
+        stored_keys(&api).await,
+        [format!("attachments/{}", id(&big))]
+    );
+    assert_eq!(files(&api).object(id(&big)).await.unwrap().0, four_mb);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn direct_uploads_meet_the_allow_list_and_the_quota() {
+    let api = start(&[("CHATKIT_ATTACHMENT_QUOTA_MB", "1")]).await;
+    for (name, mime) in [
+        ("page.html", "text/html"),
+        ("script.svg", "image/svg+xml"),
+        ("blob", "application/octet-stream"),
+    ] {
+        let (status, body, _) = direct(&api, "alice", name, mime, b"<html></html>").await;
+        assert_eq!(
+            (status, body["error"]["code"].as_str()),
+            (415, Some("file_type_not_allowed")),
+            "{mime}: {body}"
+        );
+    }
+    let mut photo = PNG.to_vec();
+    photo.resize(700 * 1024, 0xff);
+    let (status, first, _) = direct(&api, "alice", "a.png", "image/png", &photo).await;
+    assert_eq!(status, 200, "{first}");
+    let (status, body, _) = direct(&api, "alice", "b.png", "image/png", &photo).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (403, Some("quota_exceeded")),
+        "{body}"
+    );
+    // Two-phase uploads share the quota.
+    let (status, body) = create(&api, "alice", "c.png", 700 * 1024, "image/png").await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (403, Some("quota_exceeded"))
+    );
+    assert_eq!(
+        stored_keys(&api).await,
+        [format!("attachments/{}", id(&first))],
+        "only the accepted file was stored"
+    );
+    // Another user has their own quota.
+    let (status, _, _) = direct(&api, "bob", "b.png", "image/png", &photo).await;
+    assert_eq!(status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn another_users_message_naming_a_direct_upload_is_not_found() {
+    let api = start(&[]).await;
+    let (status, photo, _) = direct(&api, "bob", "b.png", "image/png", PNG).await;
+    assert_eq!(status, 200);
+    let (status, _, body) = message(&api, "alice", "mine", &[id(&photo)]).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (404, Some("not_found"))
+    );
+    assert_eq!(
+        files(&api).tags(id(&photo)).await,
+        [("taskpilot-attachment".to_owned(), "pending".to_owned())],
+        "left as it was"
+    );
+    let (status, _, _) = message(&api, "bob", "mine", &[id(&photo)]).await;
     assert_eq!(status, 200);
 }

@@ -1,5 +1,6 @@
 //! The engine's attachments, in process on the fakes: `attachments.create`
-//! and its limits, a message naming attachments (each the caller's, uploaded
+//! and its limits, direct uploads (the same limits, what is stored, nothing
+//! half-written), a message naming attachments (each the caller's, uploaded
 //! as declared, used once), what the stored message and the model see,
 //! fresh previews, `attachments.delete`, and a thread's files going with it.
 use std::time::{Duration, Instant};
@@ -9,9 +10,10 @@ use serde_json::{Value, json};
 use taskpilot_assistant::{AgentSettings, TaskAgent};
 use taskpilot_chatkit::attachments::{
     AttachmentError, AttachmentPolicy, AttachmentRecord, AttachmentStatus, AttachmentStore,
+    DirectUpload, MAX_DIRECT_UPLOAD_BYTES,
 };
 use taskpilot_chatkit::context::Caller;
-use taskpilot_chatkit::engine::{ChatError, Engine, Gate, Need, OpenGate};
+use taskpilot_chatkit::engine::{ChatError, Engine, Gate, Need, OpenGate, ProcessError};
 use taskpilot_chatkit::model::ModelInput;
 use taskpilot_chatkit::model::TokenUsage;
 use taskpilot_chatkit::request::Request;
@@ -127,6 +129,57 @@ impl Files {
             chatkit_contract::check_event(event).unwrap_or_else(|e| panic!("{event}\n{e}"));
         }
         Ok(events)
+    }
+
+    /// A direct upload of `bytes` as `who`, through `gate`: the answer
+    /// (checked against the official `Attachment` type), or the engine's
+    /// refusal.
+    async fn direct_through<G: Gate>(
+        &self,
+        gate: &G,
+        who: &str,
+        name: &str,
+        mime: &str,
+        bytes: &[u8],
+    ) -> Result<Value, ChatError>
+    where
+        G::Error: std::fmt::Debug,
+    {
+        let file = DirectUpload {
+            name: name.into(),
+            mime_type: mime.into(),
+            bytes: bytes.to_vec(),
+        };
+        match self.engine.upload(&user(who), file, gate).await {
+            Ok(attachment) => {
+                let answer = serde_json::to_value(attachment).unwrap();
+                chatkit_contract::check_attachment(&answer)
+                    .unwrap_or_else(|e| panic!("{answer}\n{e}"));
+                Ok(answer)
+            }
+            Err(ProcessError::Chat(e)) => Err(e),
+            Err(other) => panic!("not the engine's refusal: {other:?}"),
+        }
+    }
+
+    /// A direct upload of `bytes` as `who`, let in by an open gate.
+    async fn direct(
+        &self,
+        who: &str,
+        name: &str,
+        mime: &str,
+        bytes: &[u8],
+    ) -> Result<Value, ChatError> {
+        self.direct_through(&OpenGate, who, name, mime, bytes).await
+    }
+
+    /// Every attachment record of `who`.
+    async fn records(&self, who: &str) -> Vec<AttachmentRecord> {
+        self.engine
+            .store()
+            .list_attachments(&user(who))
+            .await
+            .unwrap()
     }
 
     async fn record(
@@ -637,4 +690,368 @@ async fn without_an_attachment_store_attachments_are_not_offered() {
         .await
         .unwrap_err();
     assert!(matches!(refused, ChatError::AttachmentsDisabled));
+}
+
+const PNG: &[u8] = b"\x89PNG\r\n\x1a\n fake image bytes";
+const PDF: &[u8] = b"%PDF-1.4 fake document";
+const MB: usize = 1024 * 1024;
+
+#[tokio::test]
+async fn a_direct_upload_stores_the_file_and_its_record_and_answers_the_attachment() {
+    let f = Files::new();
+    let photo = f
+        .direct("alice", "C:\\photos\\list.png", "Image/PNG; x=y", PNG)
+        .await
+        .unwrap();
+    let id = photo["id"].as_str().unwrap().to_owned();
+    assert!(id.starts_with("atc_"), "{id}");
+    assert_eq!(
+        (&photo["type"], &photo["name"], &photo["mime_type"]),
+        (&json!("image"), &json!("list.png"), &json!("image/png"))
+    );
+    assert!(
+        photo["preview_url"]
+            .as_str()
+            .unwrap()
+            .starts_with(&format!("https://files.test/read/{id}?"))
+    );
+    assert!(photo.get("upload_descriptor").is_none());
+    assert!(photo.get("thread_id").is_none());
+    // The bytes as sent, stored as a two-phase upload ends up: its type,
+    // shown inline, pending (the lifecycle rule removes it unless used).
+    let object = f.files.object(&id).unwrap();
+    assert_eq!(object.bytes.as_deref(), Some(PNG));
+    assert_eq!(object.size, PNG.len() as u64);
+    assert_eq!(
+        (
+            object.content_type.as_str(),
+            object.disposition.as_str(),
+            object.used
+        ),
+        ("image/png", "inline", false)
+    );
+    let record = f.record("alice", &id).await.unwrap();
+    assert_eq!(
+        (
+            record.status,
+            record.size,
+            record.image,
+            record.name.as_str()
+        ),
+        (
+            AttachmentStatus::Pending,
+            PNG.len() as u64,
+            true,
+            "list.png"
+        )
+    );
+    // The object is stored before the record that names it.
+    let calls = f.journal.calls();
+    let put = calls.iter().position(|c| c == "files.put").unwrap();
+    let saved = calls
+        .iter()
+        .position(|c| c == "store.save_attachment")
+        .unwrap();
+    assert!(put < saved, "{calls:?}");
+
+    let pdf = f
+        .direct("alice", "notes.pdf", "application/pdf", PDF)
+        .await
+        .unwrap();
+    let pdf_id = pdf["id"].as_str().unwrap().to_owned();
+    assert_eq!(pdf["type"], "file");
+    assert!(pdf.get("preview_url").is_none());
+    let object = f.files.object(&pdf_id).unwrap();
+    assert_eq!(
+        (object.content_type.as_str(), object.disposition.as_str()),
+        ("application/pdf", "attachment")
+    );
+}
+
+#[tokio::test]
+async fn a_directly_uploaded_file_is_used_in_a_message_as_a_two_phase_one_is() {
+    let f = Files::new();
+    let photo = f
+        .direct("alice", "list.png", "image/png", PNG)
+        .await
+        .unwrap();
+    let pdf = f
+        .direct("alice", "notes.pdf", "application/pdf", PDF)
+        .await
+        .unwrap();
+    let (photo, pdf) = (photo["id"].as_str().unwrap(), pdf["id"].as_str().unwrap());
+    // Another user naming it finds nothing, and it stays as it was.
+    let refused = f.message("bob", "mine now", &[photo]).await.unwrap_err();
+    assert!(
+        matches!(refused, ChatError::NotFound("attachment")),
+        "{refused:?}"
+    );
+    assert_eq!(
+        f.record("alice", photo).await.unwrap().status,
+        AttachmentStatus::Pending
+    );
+    f.model.push(Round::text("I see two files."));
+    let events = f
+        .message("alice", "make tasks of these", &[photo, pdf])
+        .await
+        .unwrap();
+    let message = user_message(&events);
+    let listed = message["attachments"].as_array().unwrap();
+    assert_eq!(
+        listed.iter().map(|a| a["type"].clone()).collect::<Vec<_>>(),
+        [json!("image"), json!("file")]
+    );
+    assert!(f.files.object(photo).unwrap().used);
+    assert_eq!(
+        f.record("alice", photo).await.unwrap().status,
+        AttachmentStatus::Attached
+    );
+    let input = &f.model.requests()[0].input;
+    let Some(ModelInput::Files(shown)) = input.last() else {
+        panic!("{input:?}");
+    };
+    assert_eq!(
+        shown.iter().map(|s| s.image).collect::<Vec<_>>(),
+        [true, false]
+    );
+}
+
+#[tokio::test]
+async fn a_direct_upload_is_held_to_the_allow_list_and_the_sizes_and_a_refusal_stores_nothing() {
+    let f = Files::with_policy(AttachmentPolicy {
+        max_image_bytes: MB as u64,
+        ..AttachmentPolicy::default()
+    });
+    let over_4_mb = vec![7u8; 4 * MB + 1];
+    let cases: [(&str, &str, &[u8], AttachmentError); 5] = [
+        (
+            "page.html",
+            "text/html",
+            b"<html></html>",
+            AttachmentError::TypeNotAllowed(
+                "text/html".into(),
+                "image/png, image/jpeg, image/webp, image/gif, application/pdf, text/plain".into(),
+            ),
+        ),
+        (
+            "unknown",
+            "application/octet-stream",
+            b"x",
+            AttachmentError::TypeNotAllowed(
+                "application/octet-stream".into(),
+                "image/png, image/jpeg, image/webp, image/gif, application/pdf, text/plain".into(),
+            ),
+        ),
+        ("empty.pdf", "application/pdf", b"", AttachmentError::Empty),
+        // The policy's limit for images (1 MB here) is the smaller one.
+        (
+            "big.png",
+            "image/png",
+            &over_4_mb[..MB + 1],
+            AttachmentError::TooLarge {
+                kind: "images",
+                limit_mb: 1,
+            },
+        ),
+        // Documents may be 20 MB, a direct upload 4.
+        (
+            "big.pdf",
+            "application/pdf",
+            &over_4_mb,
+            AttachmentError::TooLarge {
+                kind: "direct uploads",
+                limit_mb: 4,
+            },
+        ),
+    ];
+    for (name, mime, bytes, why) in cases {
+        let refused = f.direct("alice", name, mime, bytes).await.unwrap_err();
+        match refused {
+            ChatError::Attachment(e) => assert_eq!(e, why, "{name}"),
+            other => panic!("{name}: {other:?}"),
+        }
+    }
+    assert!(f.files.ids().is_empty());
+    assert!(f.records("alice").await.is_empty());
+    assert!(
+        !f.journal.calls().iter().any(|c| c == "files.put"),
+        "nothing was sent to the object store"
+    );
+    // Exactly the limits pass.
+    let exactly = vec![7u8; MAX_DIRECT_UPLOAD_BYTES as usize];
+    f.direct("alice", "a.pdf", "application/pdf", &exactly)
+        .await
+        .unwrap();
+    f.direct("alice", "a.png", "image/png", &exactly[..MB])
+        .await
+        .unwrap();
+    assert_eq!(f.files.ids().len(), 2);
+}
+
+#[tokio::test]
+async fn direct_uploads_count_against_the_quota_with_two_phase_ones() {
+    let f = Files::with_policy(AttachmentPolicy {
+        quota_bytes: 3 * MB as u64,
+        ..AttachmentPolicy::default()
+    });
+    let two_mb = vec![1u8; 2 * MB];
+    f.direct("alice", "a.pdf", "application/pdf", &two_mb)
+        .await
+        .unwrap();
+    let refused = f
+        .direct("alice", "b.pdf", "application/pdf", &two_mb)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            refused,
+            ChatError::Attachment(AttachmentError::Quota { limit_mb: 3 })
+        ),
+        "{refused:?}"
+    );
+    // A declared upload meets the same quota...
+    let refused = f
+        .create("alice", "c.png", 2 * MB as u64, "image/png")
+        .await
+        .unwrap_err();
+    assert!(matches!(
+        refused,
+        ChatError::Attachment(AttachmentError::Quota { .. })
+    ));
+    assert_eq!(f.files.ids().len(), 1, "the refused one was not stored");
+    assert_eq!(f.records("alice").await.len(), 1);
+    // ... and another user has their own.
+    f.direct("bob", "b.pdf", "application/pdf", &two_mb)
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn an_object_store_failure_leaves_no_record() {
+    let f = Files::new();
+    f.files.set_failing_puts(true);
+    let refused = f
+        .direct("alice", "a.png", "image/png", PNG)
+        .await
+        .unwrap_err();
+    assert!(matches!(refused, ChatError::Store(_)), "{refused:?}");
+    assert!(f.records("alice").await.is_empty());
+    assert!(f.files.ids().is_empty());
+    f.files.set_failing_puts(false);
+    f.direct("alice", "a.png", "image/png", PNG).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_record_that_cannot_be_written_takes_its_object_with_it() {
+    let f: &'static Files = Box::leak(Box::new(Files::new()));
+    // The object is stored, then the record's write fails.
+    f.files.after_put(|| f.engine.store().fail_next_calls(1));
+    let refused = f
+        .direct("alice", "a.png", "image/png", PNG)
+        .await
+        .unwrap_err();
+    assert!(matches!(refused, ChatError::Store(_)), "{refused:?}");
+    let calls = f.journal.calls();
+    assert!(f.files.ids().is_empty(), "the object was removed");
+    assert!(f.records("alice").await.is_empty());
+    let tail: Vec<&str> = calls
+        .iter()
+        .map(String::as_str)
+        .skip_while(|c| *c != "files.put")
+        .collect();
+    assert_eq!(tail, ["files.put", "store.save_attachment", "files.delete"]);
+}
+
+/// A gate that refuses every request, as a cancelled session's secret is.
+struct Closed;
+
+impl Gate for Closed {
+    type Ticket = ();
+    type Error = &'static str;
+
+    async fn admit(&self, _need: Need) -> Result<Option<()>, Self::Error> {
+        Err("the session was cancelled")
+    }
+
+    fn meter(&self, _ticket: &()) -> Meter {
+        unreachable!("nothing is admitted")
+    }
+
+    async fn give_back(&self, _ticket: ()) {}
+
+    async fn charge(&self, _ticket: (), _tokens: TokenUsage) {}
+}
+
+#[tokio::test]
+async fn a_direct_upload_is_let_in_by_the_gate_but_is_not_a_turn() {
+    use taskpilot_chatkit::testing::drive::CountingGate;
+    let f = Files::new();
+    let gate = CountingGate::default();
+    f.direct_through(&gate, "alice", "a.png", "image/png", PNG)
+        .await
+        .unwrap();
+    assert_eq!(gate.counts(), (0, 0, 0), "no turn admitted or charged");
+    // A refusal of the gate comes first: nothing is read or stored.
+    let file = DirectUpload {
+        name: "b.png".into(),
+        mime_type: "image/png".into(),
+        bytes: PNG.to_vec(),
+    };
+    let mark = f.journal.calls().len();
+    let refused = f.engine.upload(&user("alice"), file, &Closed).await;
+    assert!(
+        matches!(
+            refused,
+            Err(ProcessError::Refused("the session was cancelled"))
+        ),
+        "{refused:?}"
+    );
+    assert!(f.journal.calls()[mark..].is_empty());
+    assert_eq!(f.files.ids().len(), 1);
+}
+
+#[tokio::test]
+async fn without_an_attachment_store_direct_uploads_are_not_offered() {
+    let engine = Engine::new(
+        InMemoryChat::default(),
+        scripted_agent(ScriptedModel::default(), 1),
+    );
+    let file = DirectUpload {
+        name: "a.png".into(),
+        mime_type: "image/png".into(),
+        bytes: PNG.to_vec(),
+    };
+    let refused = engine.upload(&user("alice"), file, &OpenGate).await;
+    assert!(
+        matches!(
+            refused,
+            Err(ProcessError::Chat(ChatError::AttachmentsDisabled))
+        ),
+        "{refused:?}"
+    );
+}
+
+#[test]
+fn the_contract_check_of_a_direct_uploads_answer_can_fail() {
+    let image = json!({"id": "atc_1", "name": "a.png", "mime_type": "image/png",
+                       "type": "image", "preview_url": "https://files.test/read/atc_1"});
+    chatkit_contract::check_attachment(&image).unwrap();
+    let file =
+        json!({"id": "atc_2", "name": "a.pdf", "mime_type": "application/pdf", "type": "file"});
+    chatkit_contract::check_attachment(&file).unwrap();
+    let mut no_preview = image.clone();
+    no_preview.as_object_mut().unwrap().remove("preview_url");
+    let mut unnamed = file.clone();
+    unnamed.as_object_mut().unwrap().remove("name");
+    let mut with_descriptor = file.clone();
+    with_descriptor["upload_descriptor"] =
+        json!({"url": "https://s3.test/x", "method": "PUT", "headers": {}});
+    let mut unknown = file.clone();
+    unknown["size"] = json!(5);
+    for wrong in [no_preview, unnamed, with_descriptor, unknown] {
+        assert!(
+            chatkit_contract::check_attachment(&wrong).is_err(),
+            "{wrong}"
+        );
+    }
 }

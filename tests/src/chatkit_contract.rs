@@ -40,6 +40,47 @@ pub fn check_answer(request_type: &str, answer: &Value) -> std::result::Result<(
     ask(&json!({ "kind": "answer", "request": request_type, "value": answer }))
 }
 
+/// A bare `Attachment`, as the SDK's type: what a direct upload
+/// (`uploadStrategy: {type: "direct"}`) answers, and `attachments.create`
+/// too. A direct upload's has no `upload_descriptor`: the file is there.
+pub fn check_attachment(attachment: &Value) -> std::result::Result<(), String> {
+    if attachment.get("upload_descriptor").is_some() {
+        return Err(format!(
+            "a direct upload's attachment has no upload_descriptor: {attachment}"
+        ));
+    }
+    check_answer("attachments.create", attachment)
+}
+
+/// A whole HTTP answer of the direct upload URL: a 200 is a JSON
+/// `Attachment` ([`check_attachment`]), anything else our
+/// `{"error":{"code","message"}}` envelope.
+pub fn check_upload_response(
+    status: u16,
+    content_type: Option<&str>,
+    body: &str,
+) -> std::result::Result<(), String> {
+    if status == 200 && content_type != Some("application/json") {
+        return Err(format!(
+            "a direct upload answers JSON, not {content_type:?}"
+        ));
+    }
+    let json: Value = serde_json::from_str(body)
+        .map_err(|_| format!("upload {status}: the body is not JSON: {body}"))?;
+    if status == 200 {
+        return check_attachment(&json).map_err(|e| format!("upload answered {json}\n  {e}"));
+    }
+    let error = &json["error"];
+    let envelope = json.as_object().is_some_and(|o| o.len() == 1)
+        && error["code"].is_string()
+        && error["message"].is_string();
+    if envelope {
+        Ok(())
+    } else {
+        Err(format!("upload {status}: not an error envelope: {body}"))
+    }
+}
+
 /// A request body, as the SDK's `ChatKitReq` union (what ck-py's server
 /// parses).
 pub fn check_request(body: &Value) -> std::result::Result<(), String> {

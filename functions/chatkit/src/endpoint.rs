@@ -2,8 +2,10 @@
 //! verifies the token, applies the size limits before reading the body,
 //! parses the request once, and hands it to the engine's one entry point
 //! ([`Engine::process`]); a JSON answer is sent whole, a stream as
-//! server-sent events. The shared runner (`serve::run_streaming`) adds CORS,
-//! the panic guard and the request log line.
+//! server-sent events. `POST /api/v1/chatkit/attachments` takes a direct
+//! upload ([`crate::upload`], [`Engine::upload`]) with the same identity and
+//! session checks. The shared runner (`serve::run_streaming`) adds CORS
+//! (preflights included), the panic guard and the request log line.
 
 use std::time::{Duration, Instant};
 
@@ -36,6 +38,7 @@ use taskpilot_openai::TranscribeError;
 use crate::gate::{CallerGate, refusal_metric, usage_metric};
 use crate::identity::Identity;
 use crate::stream_report::StreamReport;
+use crate::upload;
 
 /// Paths the endpoint answers (a Function URL may also be called at its root).
 const PATHS: [&str; 2] = ["/api/v1/chatkit", "/"];
@@ -78,6 +81,9 @@ where
     pub async fn answer(&'static self, req: Request) -> Result<Response<StreamBody>, ApiError> {
         let started = Instant::now();
         let path = req.uri().path();
+        if upload::PATHS.contains(&path) {
+            return self.upload(req).await;
+        }
         if !PATHS.contains(&path) {
             return Err(ApiError::RouteNotFound {
                 method: req.method().to_string(),
@@ -136,6 +142,50 @@ where
             Outcome::Stream(streaming) => event_stream(*streaming, started),
         }
     }
+
+    /// `POST /api/v1/chatkit/attachments`, a direct upload: the caller is
+    /// verified as for the endpoint (a JWT, or a client secret whose session
+    /// is checked), the body is held to Lambda's limit before it is read,
+    /// the form is read, and the engine checks, stores and records the file
+    /// (no turn is counted); the answer is the `Attachment`.
+    async fn upload(&self, req: Request) -> Result<Response<StreamBody>, ApiError> {
+        if req.method() != http::Method::POST {
+            return Err(ApiError::MethodNotAllowed {
+                method: req.method().to_string(),
+                allowed: "POST, OPTIONS".into(),
+            });
+        }
+        let verified = self.identity.verify(&req).await.inspect_err(|_| {
+            refusal_metric("unauthenticated");
+        })?;
+        let body: &[u8] = req.body().as_ref();
+        if body.len() > upload::MAX_UPLOAD_BODY {
+            return Err(ApiError::PayloadTooLarge {
+                limit: upload::MAX_UPLOAD_BODY,
+            });
+        }
+        let content_type = req
+            .headers()
+            .get(http::header::CONTENT_TYPE)
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+            .unwrap_or_default();
+        let file = match upload::read(&content_type, req.into_body()).await {
+            Ok(file) => file,
+            Err(refused) => return Err(refused.into()),
+        };
+        let gate = CallerGate {
+            identity: &self.identity,
+            budget: &self.budget,
+            verified: &verified,
+            now: chrono::Utc::now(),
+        };
+        let attachment = self
+            .server
+            .upload(verified.user(), file, &gate)
+            .await
+            .map_err(upload_error)?;
+        Ok(respond(StatusCode::OK, &attachment).map(StreamBody::from_body))
+    }
 }
 
 /// Runs `streaming` on its own task, its events framed as server-sent events
@@ -192,6 +242,20 @@ fn process_error(e: ProcessError<ApiError, TranscribeError>) -> ApiError {
         ProcessError::Refused(e) => e,
         ProcessError::Chat(e) => chat_error(e),
         ProcessError::Dictation(e) => dictation_error(e),
+    }
+}
+
+/// What a direct upload was refused for: as `attachments.create` for the
+/// same fault, but an empty or nameless file names the form's `file` field.
+fn upload_error(e: ProcessError<ApiError, TranscribeError>) -> ApiError {
+    match e {
+        ProcessError::Chat(ChatError::Attachment(
+            e @ (AttachmentError::Empty | AttachmentError::Unnamed),
+        )) => ApiError::BadParameter {
+            name: "file".into(),
+            message: e.to_string(),
+        },
+        e => process_error(e),
     }
 }
 

@@ -9,6 +9,7 @@ mod settings;
 mod stream_report;
 #[cfg(test)]
 mod tests;
+mod upload;
 
 use taskpilot_assistant::TaskAgent;
 use taskpilot_chatkit::engine::Engine;

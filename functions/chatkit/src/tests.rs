@@ -1,9 +1,9 @@
 //! The endpoint in process, on the in-memory fakes (chat store, tasks,
 //! sessions and budget, attachments, a scripted model, a scripted
 //! transcriber): routing, identity, the size limits, the one parse, the gate,
-//! JSON answers and event streams, each request an API Gateway v2 event
-//! through the shared runner, each answer checked against the official
-//! ChatKit types.
+//! JSON answers and event streams, direct uploads, each request an API
+//! Gateway v2 event through the shared runner, each answer checked against
+//! the official ChatKit types.
 
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -546,4 +546,297 @@ async fn without_the_openai_key_streams_and_dictations_are_503_but_reads_answer(
             a.text
         );
     }
+}
+
+const UPLOAD: &str = "/api/v1/chatkit/attachments";
+const BOUNDARY: &str = "----WebKitFormBoundary7MA4YWxkTrZu0gW";
+const PNG: &[u8] = b"\x89PNG\r\n\x1a\n fake image bytes";
+
+/// A part of a form: field name, file name, content type, bytes.
+type Part<'a> = (&'a str, Option<&'a str>, Option<&'a str>, &'a [u8]);
+
+/// A form as a browser's `FormData` sends it.
+fn form(parts: &[Part<'_>]) -> Vec<u8> {
+    let mut body = Vec::new();
+    for (name, file_name, content_type, bytes) in parts {
+        body.extend(format!("--{BOUNDARY}\r\n").bytes());
+        let file_name = file_name
+            .map(|f| format!("; filename=\"{f}\""))
+            .unwrap_or_default();
+        body.extend(
+            format!("Content-Disposition: form-data; name=\"{name}\"{file_name}\r\n").bytes(),
+        );
+        if let Some(t) = content_type {
+            body.extend(format!("Content-Type: {t}\r\n").bytes());
+        }
+        body.extend(b"\r\n");
+        body.extend(*bytes);
+        body.extend(b"\r\n");
+    }
+    body.extend(format!("--{BOUNDARY}--\r\n").bytes());
+    body
+}
+
+/// One file in the `file` field.
+fn one_file(name: &str, content_type: &str, bytes: &[u8]) -> Vec<u8> {
+    form(&[("file", Some(name), Some(content_type), bytes)])
+}
+
+/// `body` to the upload URL as `multipart/form-data`.
+fn upload_call(body: Vec<u8>) -> Call {
+    call("POST", UPLOAD).raw_body(&format!("multipart/form-data; boundary={BOUNDARY}"), body)
+}
+
+impl Fixture {
+    /// `c` to the upload URL; the answer must be an `Attachment` or the
+    /// error envelope.
+    async fn upload(&self, c: Call) -> Answer {
+        let a = self.send(None, c).await;
+        let content_type = a.headers.get("content-type").and_then(|v| v.to_str().ok());
+        if let Err(e) = chatkit_contract::check_upload_response(a.status, content_type, &a.text) {
+            panic!("ChatKit contract: {e}");
+        }
+        a
+    }
+}
+
+#[tokio::test]
+async fn a_direct_upload_answers_the_attachment_that_a_message_may_then_show() {
+    let f = fixture();
+    let a = f
+        .upload(upload_call(one_file("list.png", "image/png", PNG)).user("alice"))
+        .await;
+    assert_eq!(a.status, 200, "{}", a.text);
+    let photo = a.json();
+    assert_eq!(
+        (&photo["type"], &photo["name"], &photo["mime_type"]),
+        (&json!("image"), &json!("list.png"), &json!("image/png"))
+    );
+    assert!(photo["preview_url"].is_string());
+    // A document, and at the Function URL's root path too.
+    let a = f
+        .upload(call("POST", "/attachments").user("alice").raw_body(
+            &format!("multipart/form-data; boundary={BOUNDARY}"),
+            one_file("notes.pdf", "application/pdf", b"%PDF-1.4"),
+        ))
+        .await;
+    assert_eq!(a.status, 200, "{}", a.text);
+    let pdf = a.json();
+    assert_eq!(pdf["type"], "file");
+    f.model.push(Round::text("Two files."));
+    let ids = [&photo["id"], &pdf["id"]];
+    let envelope = json!({"type": "threads.create", "params": {"input": {
+        "content": [{"type": "input_text", "text": "look"}], "attachments": ids,
+        "inference_options": {}}}});
+    let a = f.post("alice", envelope.clone()).await;
+    assert_eq!(a.status, 200, "{}", a.text);
+    let shown = a
+        .events()
+        .into_iter()
+        .find(|e| e["type"] == "thread.item.done" && e["item"]["type"] == "user_message")
+        .unwrap();
+    assert_eq!(shown["item"]["attachments"][0]["id"], photo["id"]);
+    // Another user naming them finds nothing.
+    let a = f.post("bob", envelope).await;
+    assert_eq!((a.status, a.code().as_str()), (404, "not_found"));
+}
+
+#[tokio::test]
+async fn the_upload_route_refuses_other_methods_and_unknown_callers() {
+    let f = fixture();
+    let a = f.upload(call("GET", UPLOAD).user("alice")).await;
+    assert_eq!((a.status, a.code().as_str()), (405, "method_not_allowed"));
+    assert_eq!(a.headers["allow"], "POST, OPTIONS");
+    let a = f
+        .upload(upload_call(one_file("a.png", "image/png", PNG)))
+        .await;
+    assert_eq!((a.status, a.code().as_str()), (401, "unauthorized"));
+    let a = f
+        .upload(
+            upload_call(one_file("a.png", "image/png", PNG))
+                .header("authorization", "Bearer cks_forged.sig"),
+        )
+        .await;
+    assert_eq!((a.status, a.code().as_str()), (401, "unauthorized"));
+    // A path under it that is not the upload URL.
+    let a = f
+        .send(
+            None,
+            call("POST", "/api/v1/chatkit/attachments/x").user("alice"),
+        )
+        .await;
+    assert_eq!((a.status, a.code().as_str()), (404, "route_not_found"));
+}
+
+#[tokio::test]
+async fn an_upload_that_is_not_a_form_with_a_file_is_415_or_400() {
+    let f = fixture();
+    let as_json = call("POST", UPLOAD)
+        .user("alice")
+        .json(&json!({"file": "x"}));
+    let a = f.upload(as_json).await;
+    assert_eq!(
+        (a.status, a.code().as_str()),
+        (415, "unsupported_media_type")
+    );
+    assert!(
+        a.json()["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("multipart/form-data")
+    );
+    let bare = call("POST", UPLOAD)
+        .user("alice")
+        .raw_body("image/png", PNG.to_vec());
+    assert_eq!(f.upload(bare).await.status, 415);
+    let cases: [(Call, &str); 5] = [
+        (
+            upload_call(form(&[("photo", Some("a.png"), Some("image/png"), PNG)])),
+            "file",
+        ),
+        (
+            upload_call(form(&[("file", None, None, b"just text")])),
+            "file",
+        ),
+        (upload_call(b"not a form at all".to_vec()), "body"),
+        (
+            call("POST", UPLOAD)
+                .raw_body("multipart/form-data", one_file("a.png", "image/png", PNG)),
+            "body",
+        ),
+        (upload_call(one_file("empty.png", "image/png", b"")), "file"),
+    ];
+    for (c, parameter) in cases {
+        let a = f.upload(c.user("alice")).await;
+        assert_eq!(
+            (a.status, a.code().as_str()),
+            (400, "invalid_parameter"),
+            "{}",
+            a.text
+        );
+        assert_eq!(
+            a.json()["error"]["details"]["parameter"],
+            parameter,
+            "{}",
+            a.text
+        );
+    }
+    // A type off the allow-list is the policy's 415.
+    let a = f
+        .upload(upload_call(one_file("x.html", "text/html", b"<html>")).user("alice"))
+        .await;
+    assert_eq!(
+        (a.status, a.code().as_str()),
+        (415, "file_type_not_allowed")
+    );
+}
+
+#[tokio::test]
+async fn a_direct_upload_may_carry_4_mb_of_file_in_a_body_of_at_most_6_mb() {
+    let f = fixture();
+    let four_mb = vec![7u8; 4 * 1024 * 1024];
+    let a = f
+        .upload(upload_call(one_file("big.pdf", "application/pdf", &four_mb)).user("alice"))
+        .await;
+    assert_eq!(a.status, 200, "{}", a.text);
+    let mut over = four_mb.clone();
+    over.push(7);
+    let a = f
+        .upload(upload_call(one_file("big.pdf", "application/pdf", &over)).user("alice"))
+        .await;
+    assert_eq!((a.status, a.code().as_str()), (413, "file_too_large"));
+    assert!(
+        a.json()["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("4 MB allowed for direct uploads"),
+        "{}",
+        a.text
+    );
+    // A body over Lambda's 6 MB is refused before it is read.
+    let huge = one_file("huge.pdf", "application/pdf", &vec![7u8; 6 * 1024 * 1024]);
+    let a = f.upload(upload_call(huge).user("alice")).await;
+    assert_eq!((a.status, a.code().as_str()), (413, "payload_too_large"));
+}
+
+#[tokio::test]
+async fn the_upload_urls_preflight_and_answers_carry_cors() {
+    let f = fixture();
+    let cors = Cors::new(vec!["https://app.example".into()]);
+    let endpoint = f.endpoint;
+    let preflight = |origin: &str| {
+        call("OPTIONS", UPLOAD)
+            .header("origin", origin)
+            .header("access-control-request-method", "POST")
+            .header("access-control-request-headers", "authorization")
+            .request()
+    };
+    let resp: http::Response<StreamBody> =
+        serve::dispatch(&cors, preflight("https://app.example"), |req| {
+            endpoint.answer(req)
+        })
+        .await;
+    assert_eq!(resp.status(), 204);
+    let headers = resp.headers();
+    assert_eq!(
+        headers["access-control-allow-origin"],
+        "https://app.example"
+    );
+    let methods = headers["access-control-allow-methods"].to_str().unwrap();
+    assert!(methods.contains("POST"), "{methods}");
+    let allowed = headers["access-control-allow-headers"].to_str().unwrap();
+    assert!(allowed.contains("authorization"), "{allowed}");
+    let resp: http::Response<StreamBody> =
+        serve::dispatch(&cors, preflight("https://evil.example"), |req| {
+            endpoint.answer(req)
+        })
+        .await;
+    assert_eq!(resp.status(), 403);
+    // The upload itself, from the page's origin.
+    let req = upload_call(one_file("a.png", "image/png", PNG))
+        .user("alice")
+        .header("origin", "https://app.example")
+        .request();
+    let resp: http::Response<StreamBody> =
+        serve::dispatch(&cors, req, |req| endpoint.answer(req)).await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(
+        resp.headers()["access-control-allow-origin"],
+        "https://app.example"
+    );
+}
+
+#[tokio::test]
+async fn a_client_secret_uploads_within_its_session_and_no_turn_is_counted() {
+    let sessions = InMemorySessions::default();
+    let active = client_secret(&sessions, "alice", SessionStatus::Active).await;
+    let cancelled = client_secret(&sessions, "alice", SessionStatus::Cancelled).await;
+    let budget = ChatBudget {
+        turns_per_minute: 1,
+        ..ChatBudget::default()
+    };
+    let f = fixture_with(budget, sessions);
+    let with = |secret: &str| {
+        upload_call(one_file("a.png", "image/png", PNG))
+            .header("authorization", &format!("Bearer {secret}"))
+    };
+    let a = f.upload(with(&cancelled)).await;
+    assert_eq!((a.status, a.code().as_str()), (401, "unauthorized"));
+    // The session allows two requests a minute: uploads count there...
+    for _ in 0..2 {
+        let a = f.upload(with(&active)).await;
+        assert_eq!(a.status, 200, "{}", a.text);
+    }
+    let a = f.upload(with(&active)).await;
+    assert_eq!((a.status, a.code().as_str()), (429, "rate_limited"));
+    // ... but not as turns: the user's one turn of the minute is still there.
+    for _ in 0..2 {
+        let a = f
+            .upload(upload_call(one_file("b.png", "image/png", PNG)).user("alice"))
+            .await;
+        assert_eq!(a.status, 200, "{}", a.text);
+    }
+    f.model.push(Round::text("Hello."));
+    let a = f.post("alice", create("hi")).await;
+    assert_eq!(a.status, 200, "{}", a.text);
 }

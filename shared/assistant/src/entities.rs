@@ -101,7 +101,11 @@ mod tests {
     #[test]
     fn a_named_task_is_annotated_just_after_its_name() {
         let milk = task("buy milk", false);
-        let out = annotate("I added buy milk for you.", std::slice::from_ref(&milk), |_| true);
+        let out = annotate(
+            "I added buy milk for you.",
+            std::slice::from_ref(&milk),
+            |_| true,
+        );
         assert_eq!(out.len(), 1);
         assert_eq!(out[0].index, Some("I added buy milk".len()));
         let s = &out[0].source;

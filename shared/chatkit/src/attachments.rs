@@ -2,9 +2,12 @@
 //! user may upload ([`AttachmentPolicy`]), the record that follows an upload
 //! from `attachments.create` to the message that uses it
 //! ([`AttachmentRecord`]), and the port of the object store that holds the
-//! bytes ([`AttachmentStore`]). Uploads are two-phase: the server answers a
+//! bytes ([`AttachmentStore`]). Uploads are two-phase (the server answers a
 //! presigned upload, the browser sends the bytes there, and a message naming
-//! the attachment is only accepted once the object is there as declared.
+//! the attachment is only accepted once the object is there as declared) or
+//! direct (the browser posts the file to the server, which checks it against
+//! the same policy, stores it as a two-phase upload would have, and answers
+//! the attachment: [`DirectUpload`], at most [`MAX_DIRECT_UPLOAD_BYTES`]).
 
 use std::future::Future;
 
@@ -24,6 +27,15 @@ pub const MAX_PER_MESSAGE: usize = 10;
 pub const MAX_PER_USER: usize = 1_000;
 /// Longest file name kept (in characters).
 pub const MAX_NAME_CHARS: usize = 255;
+/// Most bytes of file one direct upload carries: 4 MiB (4 × 1024 × 1024
+/// bytes). A direct upload reaches the function whole, inside its
+/// invocation: a Lambda Function URL takes at most 6 MB per request, and a
+/// binary body (a multipart upload of a photo) arrives base64-encoded, a
+/// third larger, so 4 MiB of file (about 5.6 MB encoded, with the multipart
+/// framing and the event around it) is what fits. The smaller of this and
+/// the policy's limit for the file's kind applies; larger files go
+/// two-phase, straight to the object store.
+pub const MAX_DIRECT_UPLOAD_BYTES: u64 = 4 * 1024 * 1024;
 
 /// Why an attachment is refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -148,6 +160,24 @@ impl AttachmentPolicy {
         })
     }
 
+    /// Checks a file sent whole ([`DirectUpload`]) as [`Self::check`] does,
+    /// then against [`MAX_DIRECT_UPLOAD_BYTES`]: the smaller limit applies.
+    pub fn check_direct(
+        &self,
+        name: &str,
+        size: u64,
+        mime_type: &str,
+    ) -> Result<Declared, AttachmentError> {
+        let declared = self.check(name, size, mime_type)?;
+        if declared.size > MAX_DIRECT_UPLOAD_BYTES {
+            return Err(AttachmentError::TooLarge {
+                kind: "direct uploads",
+                limit_mb: MAX_DIRECT_UPLOAD_BYTES / MB,
+            });
+        }
+        Ok(declared)
+    }
+
     /// Whether `used` bytes plus `more` stay within the quota.
     pub fn within_quota(&self, used: u64, more: u64) -> Result<(), AttachmentError> {
         if used.saturating_add(more) > self.quota_bytes {
@@ -166,6 +196,17 @@ pub fn normalize_mime(mime: &str) -> String {
         .unwrap_or_default()
         .trim()
         .to_ascii_lowercase()
+}
+
+/// How an object of `mime_type` is served: `inline` for images (shown in
+/// the page), `attachment` for the rest (downloaded, never rendered by the
+/// browser). Uploads of both kinds store it; reads ask for it again.
+pub fn disposition(mime_type: &str) -> &'static str {
+    if normalize_mime(mime_type).starts_with("image/") {
+        "inline"
+    } else {
+        "attachment"
+    }
 }
 
 /// A file name fit to show and to put in a header: its last path segment,
@@ -272,6 +313,29 @@ impl AttachmentRecord {
     }
 }
 
+/// A file the browser sent whole (ChatKit's `uploadStrategy: {type:
+/// "direct"}`): its name and type as the multipart part gave them, and its
+/// bytes.
+#[derive(Clone, PartialEq, Eq)]
+pub struct DirectUpload {
+    /// The file name the browser sent (cleaned before it is kept).
+    pub name: String,
+    /// The content type the browser sent.
+    pub mime_type: String,
+    /// The file.
+    pub bytes: Vec<u8>,
+}
+
+impl std::fmt::Debug for DirectUpload {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DirectUpload")
+            .field("name", &self.name)
+            .field("mime_type", &self.mime_type)
+            .field("bytes", &self.bytes.len())
+            .finish()
+    }
+}
+
 /// What the object store holds under an attachment.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredObject {
@@ -293,6 +357,15 @@ pub trait AttachmentStore: Send + Sync {
         &self,
         record: &AttachmentRecord,
     ) -> impl Future<Output = Result<UploadDescriptor, StoreError>> + Send;
+
+    /// Stores the bytes of a direct upload under `record`, as a two-phase
+    /// upload would have stored them: the record's type and
+    /// [`disposition`], tagged pending until a message uses it.
+    fn put(
+        &self,
+        record: &AttachmentRecord,
+        bytes: Vec<u8>,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
 
     /// A short-lived URL that reads the object (image previews, the
     /// model), served as `mime_type` whatever was uploaded.
@@ -333,6 +406,10 @@ impl AttachmentStore for NoAttachments {
     }
 
     async fn upload(&self, _: &AttachmentRecord) -> Result<UploadDescriptor, StoreError> {
+        Err(unsupported())
+    }
+
+    async fn put(&self, _: &AttachmentRecord, _: Vec<u8>) -> Result<(), StoreError> {
         Err(unsupported())
     }
 
@@ -429,6 +506,59 @@ mod tests {
     }
 
     #[test]
+    fn a_direct_upload_is_held_to_4_mb_or_its_kinds_limit_whichever_is_smaller() {
+        assert_eq!(MAX_DIRECT_UPLOAD_BYTES, 4_194_304);
+        let p = AttachmentPolicy::default();
+        assert!(p.check_direct("a.png", 4 * MB, "image/png").is_ok());
+        assert_eq!(
+            p.check_direct("a.png", 4 * MB + 1, "image/png"),
+            Err(AttachmentError::TooLarge {
+                kind: "direct uploads",
+                limit_mb: 4
+            })
+        );
+        assert_eq!(
+            p.check_direct("a.pdf", 4 * MB + 1, "application/pdf")
+                .unwrap_err()
+                .to_string(),
+            "the file is larger than the 4 MB allowed for direct uploads"
+        );
+        let small = AttachmentPolicy {
+            max_image_bytes: 2 * MB,
+            ..AttachmentPolicy::default()
+        };
+        assert!(small.check_direct("a.png", 2 * MB, "image/png").is_ok());
+        assert_eq!(
+            small.check_direct("a.png", 2 * MB + 1, "image/png"),
+            Err(AttachmentError::TooLarge {
+                kind: "images",
+                limit_mb: 2
+            })
+        );
+        // The same type, emptiness and name rules as a declared upload.
+        assert!(matches!(
+            p.check_direct("a.html", 10, "text/html"),
+            Err(AttachmentError::TypeNotAllowed(..))
+        ));
+        assert_eq!(
+            p.check_direct("a.png", 0, "image/png"),
+            Err(AttachmentError::Empty)
+        );
+        assert_eq!(
+            p.check_direct("..", 1, "image/png"),
+            Err(AttachmentError::Unnamed)
+        );
+    }
+
+    #[test]
+    fn only_images_are_served_inline() {
+        assert_eq!(disposition("image/png"), "inline");
+        assert_eq!(disposition("Image/PNG; x=y"), "inline");
+        assert_eq!(disposition("application/pdf"), "attachment");
+        assert_eq!(disposition("text/plain"), "attachment");
+    }
+
+    #[test]
     fn pending_records_expire_and_attached_ones_do_not() {
         let p = AttachmentPolicy::default();
         let mut r =
@@ -446,6 +576,7 @@ mod tests {
         assert!(!none.enabled());
         assert!(none.read_url("atc_1", "image/png").await.is_err());
         assert!(none.upload(&record()).await.is_err());
+        assert!(none.put(&record(), b"x".to_vec()).await.is_err());
         assert_eq!(none.stored("atc_1").await.unwrap(), None);
     }
 

@@ -723,9 +723,16 @@ pub struct FakeObject {
     pub size: u64,
     /// The content type it was uploaded with.
     pub content_type: String,
-    /// Whether a message uses it (the S3 tag).
+    /// The disposition it is stored with.
+    pub disposition: String,
+    /// Whether a message uses it (the S3 tag; `false` is `pending`).
     pub used: bool,
+    /// Its bytes, when the server stored them (a direct upload).
+    pub bytes: Option<Vec<u8>>,
 }
+
+/// Runs when [`InMemoryFiles`] stores a direct upload.
+type PutHook = Arc<dyn Fn() + Send + Sync>;
 
 /// An [`AttachmentStore`] in a map: the test plays the browser's upload
 /// with [`InMemoryFiles::put`]. URLs are fake but distinct per call, so a
@@ -735,6 +742,8 @@ pub struct InMemoryFiles {
     objects: Arc<Mutex<BTreeMap<String, FakeObject>>>,
     signed: Arc<std::sync::atomic::AtomicU64>,
     journal: Journal,
+    failing_puts: Arc<AtomicBool>,
+    after_put: Arc<Mutex<Option<PutHook>>>,
 }
 
 impl InMemoryFiles {
@@ -753,7 +762,9 @@ impl InMemoryFiles {
             FakeObject {
                 size,
                 content_type: content_type.to_owned(),
+                disposition: crate::attachments::disposition(content_type).to_owned(),
                 used: false,
+                bytes: None,
             },
         );
     }
@@ -761,6 +772,23 @@ impl InMemoryFiles {
     /// What is stored under an attachment.
     pub fn object(&self, attachment_id: &str) -> Option<FakeObject> {
         lock(&self.objects).get(attachment_id).cloned()
+    }
+
+    /// Every stored object's attachment id.
+    pub fn ids(&self) -> Vec<String> {
+        lock(&self.objects).keys().cloned().collect()
+    }
+
+    /// From now on storing a direct upload fails (`true`), as an S3 outage
+    /// would, or works again (`false`).
+    pub fn set_failing_puts(&self, failing: bool) {
+        self.failing_puts.store(failing, Ordering::SeqCst);
+    }
+
+    /// Runs `hook` each time a direct upload has been stored (to make what
+    /// follows fail, say).
+    pub fn after_put(&self, hook: impl Fn() + Send + Sync + 'static) {
+        *lock(&self.after_put) = Some(Arc::new(hook));
     }
 
     fn url(&self, what: &str, id: &str) -> String {
@@ -777,6 +805,30 @@ impl AttachmentStore for InMemoryFiles {
             method: "PUT".into(),
             headers: [("content-type".to_owned(), record.mime_type.clone())].into(),
         })
+    }
+
+    async fn put(&self, record: &AttachmentRecord, bytes: Vec<u8>) -> Result<(), StoreError> {
+        self.journal.record("files.put");
+        if self.failing_puts.load(Ordering::SeqCst) {
+            return Err(StoreError::Unavailable(
+                "the fake object store is failing".into(),
+            ));
+        }
+        lock(&self.objects).insert(
+            record.id.clone(),
+            FakeObject {
+                size: bytes.len() as u64,
+                content_type: record.mime_type.clone(),
+                disposition: crate::attachments::disposition(&record.mime_type).to_owned(),
+                used: false,
+                bytes: Some(bytes),
+            },
+        );
+        let hook = lock(&self.after_put).clone();
+        if let Some(hook) = hook {
+            hook();
+        }
+        Ok(())
     }
 
     async fn read_url(&self, attachment_id: &str, _mime_type: &str) -> Result<String, StoreError> {

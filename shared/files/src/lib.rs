@@ -1,10 +1,12 @@
 //! The ChatKit attachment store on S3. Each attachment is one object,
-//! `attachments/<id>` (never a name the user chose). Uploads and reads go
-//! straight between the browser (or the model) and S3 through presigned
-//! URLs: an upload's signature binds the exact content type, length,
-//! disposition and the `pending` tag, so a browser cannot store anything else
-//! there; a read's signature fixes the type and disposition it is served
-//! with, so an object is never served as HTML. The bucket's lifecycle rule
+//! `attachments/<id>` (never a name the user chose). Two-phase uploads and
+//! reads go straight between the browser (or the model) and S3 through
+//! presigned URLs: an upload's signature binds the exact content type,
+//! length, disposition and the `pending` tag, so a browser cannot store
+//! anything else there; a read's signature fixes the type and disposition it
+//! is served with, so an object is never served as HTML. A direct upload
+//! (the file posted to the function) is stored with one `PutObject` carrying
+//! the same type, disposition and tag. The bucket's lifecycle rule
 //! removes objects still tagged `pending` after a day; a message that uses
 //! an attachment tags it `used`.
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
@@ -16,9 +18,12 @@ use std::time::Duration;
 use aws_sdk_s3::Client;
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::presigning::{PresignedRequest, PresigningConfig};
+use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{Delete, ObjectIdentifier, Tag, Tagging};
 
-use taskpilot_chatkit::attachments::{AttachmentRecord, AttachmentStore, StoredObject};
+use taskpilot_chatkit::attachments::{
+    AttachmentRecord, AttachmentStore, StoredObject, disposition,
+};
 use taskpilot_chatkit::types::UploadDescriptor;
 use taskpilot_domain::StoreError;
 
@@ -89,14 +94,9 @@ impl S3Files {
     }
 }
 
-/// `inline` for images (shown in the page), `attachment` for the rest
-/// (downloaded, never rendered by the browser).
-fn disposition(mime_type: &str) -> &'static str {
-    if mime_type.starts_with("image/") {
-        "inline"
-    } else {
-        "attachment"
-    }
+/// The tagging of a new upload (URL-encoded query form, as S3 takes it).
+fn pending_tag() -> String {
+    format!("{TAG_KEY}={PENDING}")
 }
 
 fn classify<E: ProvideErrorMetadata, R>(err: SdkError<E, R>) -> StoreError {
@@ -182,11 +182,30 @@ impl AttachmentStore for S3Files {
             .content_type(&record.mime_type)
             .content_length(size)
             .content_disposition(disposition(&record.mime_type))
-            .tagging(format!("{TAG_KEY}={PENDING}"))
+            .tagging(pending_tag())
             .presigned(presigning(UPLOAD_EXPIRY)?)
             .await
             .map_err(classify)?;
         Ok(descriptor(&request))
+    }
+
+    async fn put(&self, record: &AttachmentRecord, bytes: Vec<u8>) -> Result<(), StoreError> {
+        let b = self.bucket()?;
+        let size = i64::try_from(bytes.len())
+            .map_err(|_| StoreError::Internal("attachment size out of range".into()))?;
+        b.client()
+            .put_object()
+            .bucket(&b.name)
+            .key(key(&record.id))
+            .content_type(&record.mime_type)
+            .content_length(size)
+            .content_disposition(disposition(&record.mime_type))
+            .tagging(pending_tag())
+            .body(ByteStream::from(bytes))
+            .send()
+            .await
+            .map_err(classify)?;
+        Ok(())
     }
 
     async fn read_url(&self, attachment_id: &str, mime_type: &str) -> Result<String, StoreError> {
@@ -337,6 +356,11 @@ mod tests {
         );
         assert!(signed_headers("https://b/k").is_empty());
         assert!(signed_headers("https://b/k?X-Amz-Signature=0").is_empty());
+    }
+
+    #[test]
+    fn new_uploads_are_tagged_pending() {
+        assert_eq!(pending_tag(), "taskpilot-attachment=pending");
     }
 
     #[test]

@@ -32,6 +32,9 @@ pub enum ApiError {
     /// The body is not JSON by its content type.
     #[error("send the body as UTF-8 application/json (got `{0}`)")]
     UnsupportedMediaType(String),
+    /// An upload is not a form by its content type.
+    #[error("send the file as multipart/form-data with one `file` field (got `{0}`)")]
+    NotAForm(String),
     /// No such route.
     #[error("no route for {method} {path}")]
     RouteNotFound { method: String, path: String },
@@ -196,7 +199,7 @@ impl ApiError {
                 plain(S::BAD_REQUEST, "invalid_parameter").details(json!({ "parameter": name }))
             }
             E::PayloadTooLarge { .. } => plain(S::PAYLOAD_TOO_LARGE, "payload_too_large"),
-            E::UnsupportedMediaType(_) => {
+            E::UnsupportedMediaType(_) | E::NotAForm(_) => {
                 plain(S::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")
             }
             E::RouteNotFound { .. } => plain(S::NOT_FOUND, "route_not_found"),
@@ -376,6 +379,7 @@ mod tests {
                 415,
                 "unsupported_media_type",
             ),
+            (ApiError::NotAForm(text()), 415, "unsupported_media_type"),
             (
                 ApiError::RouteNotFound {
                     method: text(),

@@ -131,6 +131,11 @@ impl Gateway {
         let method = req.method().as_str().to_owned();
         let path = req.uri().path().to_owned();
         // Like API Gateway: a matching route, else `$default` if there is one.
+        // A Function URL (its own host when deployed) sends every path to its
+        // function: here, a path below its route that no route matches (the
+        // ChatKit upload URL, `<ChatKit URL>/attachments`).
+        let below =
+            |b: &&Binding| b.route.function_url && path.starts_with(&format!("{}/", b.route.path));
         let found = self
             .bindings
             .iter()
@@ -140,6 +145,7 @@ impl Gateway {
                 let method_ok = b.route.method == "ANY" || b.route.method == method;
                 (method_ok || method == "OPTIONS").then_some((b, params))
             })
+            .or_else(|| self.bindings.iter().find(below).map(|b| (b, Vec::new())))
             .or_else(|| {
                 self.bindings
                     .iter()

@@ -1,15 +1,17 @@
 //! Attachments in the engine: `attachments.create` and `attachments.delete`,
-//! the checks a message naming attachments passes before its first event,
+//! direct uploads ([`Engine::upload`]), the checks a message naming
+//! attachments passes before its first event,
 //! fresh preview URLs on every read (stored ones expire), the URLs the model
 //! reads a turn's files by, and a thread's files going with it.
 
 use taskpilot_domain::UserId;
 
-use super::{ChatError, Engine};
+use super::{ChatError, Engine, Gate, Need, ProcessError};
 use crate::attachments::{
-    AttachmentError, AttachmentRecord, AttachmentStatus, AttachmentStore, MAX_PER_USER,
-    normalize_mime,
+    AttachmentError, AttachmentRecord, AttachmentStatus, AttachmentStore, DirectUpload,
+    MAX_PER_USER, normalize_mime,
 };
+use crate::dictation::Transcriber;
 use crate::ids;
 use crate::request::UserMessageInput;
 use crate::responder::Responder;
@@ -32,22 +34,7 @@ impl<S: ChatStore, R: Responder, A: AttachmentStore, D> Engine<S, R, A, D> {
             return Err(ChatError::AttachmentsDisabled);
         }
         let declared = self.policy.check(name, size, mime_type)?;
-        let now = taskpilot_domain::timestamp::now();
-        let live: Vec<AttachmentRecord> = self
-            .store
-            .list_attachments(user)
-            .await?
-            .into_iter()
-            .filter(|r| r.is_live(now))
-            .collect();
-        let used: u64 = live.iter().map(|r| r.size).sum();
-        self.policy.within_quota(used, declared.size)?;
-        if live.len() >= MAX_PER_USER {
-            return Err(AttachmentError::Quota {
-                limit_mb: self.policy.quota_bytes / (1024 * 1024),
-            }
-            .into());
-        }
+        self.within_quota(user, declared.size).await?;
         let record = AttachmentRecord::new(ids::attachment(), declared);
         let upload = self.files.upload(&record).await?;
         let preview = self
@@ -58,6 +45,73 @@ impl<S: ChatStore, R: Responder, A: AttachmentStore, D> Engine<S, R, A, D> {
         let mut wire = record.to_wire(preview);
         wire.upload_descriptor = Some(upload);
         Ok(wire)
+    }
+
+    /// Whether `user` may keep `more` bytes in one more file: the bytes and
+    /// the count of what they keep (unused uploads a day old no longer
+    /// count).
+    async fn within_quota(&self, user: &UserId, more: u64) -> Result<(), ChatError> {
+        let now = taskpilot_domain::timestamp::now();
+        let live: Vec<AttachmentRecord> = self
+            .store
+            .list_attachments(user)
+            .await?
+            .into_iter()
+            .filter(|r| r.is_live(now))
+            .collect();
+        let used: u64 = live.iter().map(|r| r.size).sum();
+        self.policy.within_quota(used, more)?;
+        if live.len() >= MAX_PER_USER {
+            return Err(AttachmentError::Quota {
+                limit_mb: self.policy.quota_bytes / (1024 * 1024),
+            }
+            .into());
+        }
+        Ok(())
+    }
+
+    /// A direct upload's file, once let in: checked as `attachments.create`
+    /// checks a declared one (type, size within [`MAX_DIRECT_UPLOAD_BYTES`]
+    /// too, name, quota), stored as a two-phase upload would have been
+    /// (pending), then recorded. Nothing is left half-written: a refused
+    /// file stores nothing, a failed store records nothing, and the object
+    /// of a failed record is deleted (were that to fail too, its `pending`
+    /// tag has the bucket's lifecycle rule remove it within a day, and no
+    /// record names it).
+    ///
+    /// [`MAX_DIRECT_UPLOAD_BYTES`]: crate::attachments::MAX_DIRECT_UPLOAD_BYTES
+    async fn store_upload(
+        &self,
+        user: &UserId,
+        file: DirectUpload,
+    ) -> Result<Attachment, ChatError> {
+        if !self.files.enabled() {
+            return Err(ChatError::AttachmentsDisabled);
+        }
+        let size = u64::try_from(file.bytes.len()).unwrap_or(u64::MAX);
+        let declared = self
+            .policy
+            .check_direct(&file.name, size, &file.mime_type)?;
+        self.within_quota(user, declared.size).await?;
+        let record = AttachmentRecord::new(ids::attachment(), declared);
+        let preview = self
+            .preview(&record.id, &record.mime_type, record.image)
+            .await?;
+        self.files.put(&record, file.bytes).await?;
+        if let Err(e) = self.store.save_attachment(user, &record).await {
+            let ids = [record.id.clone()];
+            match self.files.delete(&ids).await {
+                Ok(()) => {
+                    tracing::warn!(attachment_id = %record.id, error = %e, "upload not recorded; its object was deleted");
+                }
+                Err(undo) => {
+                    tracing::error!(attachment_id = %record.id, error = %e, undo = %undo, "upload not recorded; its object stays tagged pending for the lifecycle rule");
+                }
+            }
+            return Err(e.into());
+        }
+        tracing::info!(attachment_id = %record.id, size = record.size, mime_type = %record.mime_type, "attachment uploaded directly");
+        Ok(record.to_wire(preview))
     }
 
     /// `attachments.delete`: the file and its record go; a message that
@@ -221,5 +275,29 @@ impl<S: ChatStore, R: Responder, A: AttachmentStore, D> Engine<S, R, A, D> {
             .filter(|r| r.thread_id.as_deref() == Some(thread_id))
             .map(|r| r.id)
             .collect())
+    }
+}
+
+impl<S: ChatStore, R: Responder, A: AttachmentStore, D: Transcriber> Engine<S, R, A, D> {
+    /// A direct upload (ChatKit's `uploadStrategy: {type: "direct"}`) by
+    /// `user`: `gate` lets it in as a JSON request is let in (a client
+    /// secret's session is checked), not as a turn (no turn is admitted);
+    /// then the file is checked, stored and recorded, and the answer is the
+    /// `Attachment` (no upload descriptor: it is uploaded), usable in a
+    /// message as a two-phase upload is.
+    pub async fn upload<G: Gate>(
+        &self,
+        user: &UserId,
+        file: DirectUpload,
+        gate: &G,
+    ) -> Result<Attachment, ProcessError<G::Error, D::Error>> {
+        let need = Need {
+            stream: false,
+            turn: false,
+        };
+        if let Some(ticket) = gate.admit(need).await.map_err(ProcessError::Refused)? {
+            gate.give_back(ticket).await;
+        }
+        Ok(self.store_upload(user, file).await?)
     }
 }
