@@ -77,6 +77,17 @@ async fn delete(api: &Api, user: &str, attachment_id: &str) -> (u16, Value) {
     (status, body["error"]["code"].clone())
 }
 
+/// The last input item of the last model request.
+fn last_input(api: &Api) -> Value {
+    let request = stub(api).requests_to("/v1/responses").pop().unwrap();
+    request.body["input"]
+        .as_array()
+        .unwrap()
+        .last()
+        .unwrap()
+        .clone()
+}
+
 fn with_files(text: &str, ids: &[&str]) -> Value {
     json!({"content": [{"type": "input_text", "text": text}], "attachments": ids,
            "inference_options": {}})
@@ -144,13 +155,7 @@ async fn a_photo_goes_up_by_its_presigned_url_and_the_model_sees_it() {
         [("taskpilot-attachment".to_owned(), "used".to_owned())]
     );
     // The model was shown the image by URL.
-    let request = stub(&api).requests_to("/v1/responses").pop().unwrap();
-    let last = request.body["input"]
-        .as_array()
-        .unwrap()
-        .last()
-        .unwrap()
-        .clone();
+    let last = last_input(&api);
     assert_eq!(last["content"][0]["type"], "input_image", "{last}");
     assert!(
         last["content"][0]["image_url"]
@@ -301,13 +306,7 @@ async fn a_file_that_lies_about_its_type_is_never_served_as_html() {
     let pdf = uploaded(&api, "alice", "a.pdf", b"%PDF-1.4 fake", "application/pdf").await;
     let (status, events, _) = message(&api, "alice", "read this", &[id(&pdf)]).await;
     assert_eq!(status, 200);
-    let request = stub(&api).requests_to("/v1/responses").pop().unwrap();
-    let last = request.body["input"]
-        .as_array()
-        .unwrap()
-        .last()
-        .unwrap()
-        .clone();
+    let last = last_input(&api);
     assert_eq!(last["content"][0]["type"], "input_file", "{last}");
     let read = api
         .http
@@ -707,13 +706,7 @@ async fn a_photo_and_a_document_uploaded_directly_are_stored_and_shown_to_the_mo
         );
     }
     // The model was shown the image and the document by URL.
-    let request = stub(&api).requests_to("/v1/responses").pop().unwrap();
-    let last = request.body["input"]
-        .as_array()
-        .unwrap()
-        .last()
-        .unwrap()
-        .clone();
+    let last = last_input(&api);
     let shown = last["content"].as_array().unwrap();
     let image = shown.iter().find(|c| c["type"] == "input_image").unwrap();
     assert!(

@@ -1293,17 +1293,22 @@ async fn the_model_picker_and_the_tool_menu_choose_the_model_and_the_first_tool(
     assert_eq!(stub(&api).requests_to("/v1/responses").len(), 3);
 }
 
+/// A new thread where `user` asks the stub what is left: it lists the tasks.
+async fn whats_left(api: &Api, user: &str) -> Sse {
+    stream(
+        api,
+        user,
+        json!({"type": "threads.create", "params": {"input": message("what's left?")}}),
+    )
+    .await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn tasks_an_answer_names_are_entities_the_page_can_open() {
     let api = start(&[]).await;
     let rent = api.create("alice", json!({"title": "pay rent"})).await;
     let milk = api.create("alice", json!({"title": "buy milk"})).await;
-    let listed = stream(
-        &api,
-        "alice",
-        json!({"type": "threads.create", "params": {"input": message("what's left?")}}),
-    )
-    .await;
+    let listed = whats_left(&api, "alice").await;
     let done = listed
         .of_type("thread.item.done")
         .into_iter()
@@ -1438,12 +1443,7 @@ async fn the_task_list_widget_renames_sets_the_due_day_and_deletes_after_asking(
     let api = start(&[]).await;
     let milk = api.create("alice", json!({"title": "buy milk"})).await;
     let bobs = api.create("bob", json!({"title": "bob's"})).await;
-    let listed = stream(
-        &api,
-        "alice",
-        json!({"type": "threads.create", "params": {"input": message("what's left?")}}),
-    )
-    .await;
+    let listed = whats_left(&api, "alice").await;
     let thread = listed.events[0]["thread"]["id"]
         .as_str()
         .unwrap()

@@ -36,7 +36,7 @@ use taskpilot_http::serve::{ResponseBody, StreamBody};
 use taskpilot_openai::TranscribeError;
 
 use crate::gate::{CallerGate, refusal_metric, usage_metric};
-use crate::identity::Identity;
+use crate::identity::{Identity, Verified};
 use crate::stream_report::StreamReport;
 use crate::upload;
 
@@ -90,15 +90,7 @@ where
                 path: path.to_owned(),
             });
         }
-        if req.method() != http::Method::POST {
-            return Err(ApiError::MethodNotAllowed {
-                method: req.method().to_string(),
-                allowed: "POST, OPTIONS".into(),
-            });
-        }
-        let verified = self.identity.verify(&req).await.inspect_err(|_| {
-            refusal_metric("unauthenticated");
-        })?;
+        let verified = self.caller_of(&req).await?;
         // The size limits come before parsing: only a dictation may carry
         // more than a chat request's limit.
         let body: &[u8] = req.body().as_ref();
@@ -143,21 +135,26 @@ where
         }
     }
 
-    /// `POST /api/v1/chatkit/attachments`, a direct upload: the caller is
-    /// verified as for the endpoint (a JWT, or a client secret whose session
-    /// is checked), the body is held to Lambda's limit before it is read,
-    /// the form is read, and the engine checks, stores and records the file
-    /// (no turn is counted); the answer is the `Attachment`.
-    async fn upload(&self, req: Request) -> Result<Response<StreamBody>, ApiError> {
+    /// Who sends a POST (405 for another method, 401 for an unknown caller).
+    async fn caller_of(&self, req: &Request) -> Result<Verified, ApiError> {
         if req.method() != http::Method::POST {
             return Err(ApiError::MethodNotAllowed {
                 method: req.method().to_string(),
                 allowed: "POST, OPTIONS".into(),
             });
         }
-        let verified = self.identity.verify(&req).await.inspect_err(|_| {
+        self.identity.verify(req).await.inspect_err(|_| {
             refusal_metric("unauthenticated");
-        })?;
+        })
+    }
+
+    /// `POST /api/v1/chatkit/attachments`, a direct upload: the caller is
+    /// verified as for the endpoint (a JWT, or a client secret whose session
+    /// is checked), the body is held to Lambda's limit before it is read,
+    /// the form is read, and the engine checks, stores and records the file
+    /// (no turn is counted); the answer is the `Attachment`.
+    async fn upload(&self, req: Request) -> Result<Response<StreamBody>, ApiError> {
+        let verified = self.caller_of(&req).await?;
         let body: &[u8] = req.body().as_ref();
         if body.len() > upload::MAX_UPLOAD_BODY {
             return Err(ApiError::PayloadTooLarge {

@@ -552,29 +552,11 @@ const UPLOAD: &str = "/api/v1/chatkit/attachments";
 const BOUNDARY: &str = "----WebKitFormBoundary7MA4YWxkTrZu0gW";
 const PNG: &[u8] = b"\x89PNG\r\n\x1a\n fake image bytes";
 
-/// A part of a form: field name, file name, content type, bytes.
-type Part<'a> = (&'a str, Option<&'a str>, Option<&'a str>, &'a [u8]);
+use crate::upload::tests::Part;
 
 /// A form as a browser's `FormData` sends it.
 fn form(parts: &[Part<'_>]) -> Vec<u8> {
-    let mut body = Vec::new();
-    for (name, file_name, content_type, bytes) in parts {
-        body.extend(format!("--{BOUNDARY}\r\n").bytes());
-        let file_name = file_name
-            .map(|f| format!("; filename=\"{f}\""))
-            .unwrap_or_default();
-        body.extend(
-            format!("Content-Disposition: form-data; name=\"{name}\"{file_name}\r\n").bytes(),
-        );
-        if let Some(t) = content_type {
-            body.extend(format!("Content-Type: {t}\r\n").bytes());
-        }
-        body.extend(b"\r\n");
-        body.extend(*bytes);
-        body.extend(b"\r\n");
-    }
-    body.extend(format!("--{BOUNDARY}--\r\n").bytes());
-    body
+    crate::upload::tests::form_with(BOUNDARY, parts)
 }
 
 /// One file in the `file` field.

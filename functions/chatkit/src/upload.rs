@@ -104,18 +104,19 @@ pub async fn read(content_type: &str, body: Body) -> Result<DirectUpload, Refuse
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     const TYPE: &str = "multipart/form-data; boundary=----WebKitFormBoundaryQ7aB";
 
     /// A part: field name, file name, content type, bytes.
-    type Part<'a> = (&'a str, Option<&'a str>, Option<&'a str>, &'a [u8]);
+    pub(crate) type Part<'a> = (&'a str, Option<&'a str>, Option<&'a str>, &'a [u8]);
 
-    fn form(parts: &[Part<'_>]) -> Vec<u8> {
+    /// A form as a browser's `FormData` sends it, with `boundary`.
+    pub(crate) fn form_with(boundary: &str, parts: &[Part<'_>]) -> Vec<u8> {
         let mut body = Vec::new();
         for (name, file_name, content_type, bytes) in parts {
-            body.extend(b"------WebKitFormBoundaryQ7aB\r\n");
+            body.extend(format!("--{boundary}\r\n").bytes());
             let file_name = file_name
                 .map(|f| format!("; filename=\"{f}\""))
                 .unwrap_or_default();
@@ -129,8 +130,12 @@ mod tests {
             body.extend(*bytes);
             body.extend(b"\r\n");
         }
-        body.extend(b"------WebKitFormBoundaryQ7aB--\r\n");
+        body.extend(format!("--{boundary}--\r\n").bytes());
         body
+    }
+
+    fn form(parts: &[Part<'_>]) -> Vec<u8> {
+        form_with("----WebKitFormBoundaryQ7aB", parts)
     }
 
     #[tokio::test]

@@ -60,6 +60,27 @@ struct Bucket {
 }
 
 impl Bucket {
+    /// The `PutObject` of `record`'s object, `size` bytes: its type, its
+    /// disposition and the `pending` tag, for both upload paths.
+    fn put(
+        &self,
+        record: &AttachmentRecord,
+        size: u64,
+    ) -> Result<aws_sdk_s3::operation::put_object::builders::PutObjectFluentBuilder, StoreError>
+    {
+        let size = i64::try_from(size)
+            .map_err(|_| StoreError::Internal("attachment size out of range".into()))?;
+        Ok(self
+            .client()
+            .put_object()
+            .bucket(&self.name)
+            .key(key(&record.id))
+            .content_type(&record.mime_type)
+            .content_length(size)
+            .content_disposition(disposition(&record.mime_type))
+            .tagging(pending_tag()))
+    }
+
     fn client(&self) -> &Client {
         self.client.get_or_init(|| {
             let config = aws_sdk_s3::config::Builder::from(&self.sdk)
@@ -172,17 +193,8 @@ impl AttachmentStore for S3Files {
 
     async fn upload(&self, record: &AttachmentRecord) -> Result<UploadDescriptor, StoreError> {
         let b = self.bucket()?;
-        let size = i64::try_from(record.size)
-            .map_err(|_| StoreError::Internal("attachment size out of range".into()))?;
         let request = b
-            .client()
-            .put_object()
-            .bucket(&b.name)
-            .key(key(&record.id))
-            .content_type(&record.mime_type)
-            .content_length(size)
-            .content_disposition(disposition(&record.mime_type))
-            .tagging(pending_tag())
+            .put(record, record.size)?
             .presigned(presigning(UPLOAD_EXPIRY)?)
             .await
             .map_err(classify)?;
@@ -191,16 +203,7 @@ impl AttachmentStore for S3Files {
 
     async fn put(&self, record: &AttachmentRecord, bytes: Vec<u8>) -> Result<(), StoreError> {
         let b = self.bucket()?;
-        let size = i64::try_from(bytes.len())
-            .map_err(|_| StoreError::Internal("attachment size out of range".into()))?;
-        b.client()
-            .put_object()
-            .bucket(&b.name)
-            .key(key(&record.id))
-            .content_type(&record.mime_type)
-            .content_length(size)
-            .content_disposition(disposition(&record.mime_type))
-            .tagging(pending_tag())
+        b.put(record, bytes.len() as u64)?
             .body(ByteStream::from(bytes))
             .send()
             .await
