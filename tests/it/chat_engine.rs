@@ -944,14 +944,12 @@ async fn threads_page_newest_first_and_a_zero_limit_is_the_default_page() {
         .await
         .unwrap();
     assert_eq!(first["data"][0]["id"], made[2].as_str());
-    assert_eq!(
-        (first["has_more"].clone(), first["after"].clone()),
-        (json!(true), json!(made[1]))
-    );
+    assert_eq!(first["has_more"], true);
+    assert_eq!(first["data"][1]["id"], made[1].as_str());
     let rest = chat
         .json(
             "alice",
-            json!({"type": "threads.list", "params": {"limit": 2, "after": made[1]}}),
+            json!({"type": "threads.list", "params": {"limit": 2, "after": first["after"]}}),
         )
         .await
         .unwrap();

@@ -1,10 +1,12 @@
 //! The ChatKit thread store on DynamoDB Local.
+use aws_sdk_dynamodb::types::AttributeValue;
 use serde_json::Map;
 use taskpilot_chatkit::ids;
 use taskpilot_chatkit::request::{Order, Paging};
 use taskpilot_chatkit::store::{ChatStore, Write};
 use taskpilot_chatkit::types::{
-    AssistantContent, ItemKind, ThreadItem, ThreadMetadata, ThreadStatus,
+    AssistantContent, InferenceOptions, ItemKind, Page, ThreadItem, ThreadMetadata, ThreadStatus,
+    UserContent,
 };
 use taskpilot_domain::UserId;
 use taskpilot_store::DynamoStore;
@@ -32,6 +34,17 @@ async fn alices_rows(
         .unwrap()
         .items
         .unwrap_or_default()
+}
+
+/// Every row of Alice's partition but her listing row (`LISTING#THREADS`,
+/// the user's, not a thread's).
+async fn alices_thread_rows(
+    client: &aws_sdk_dynamodb::Client,
+    table: &str,
+) -> Vec<std::collections::HashMap<String, aws_sdk_dynamodb::types::AttributeValue>> {
+    let mut rows = alices_rows(client, table).await;
+    rows.retain(|r| r["sk"].as_s().unwrap() != "LISTING#THREADS");
+    rows
 }
 
 /// A store on a fresh table, and a raw client and the table's name to look
@@ -380,7 +393,6 @@ async fn pages_read_past_dynamodbs_one_megabyte_stop() {
 
 #[tokio::test]
 async fn nothing_is_written_into_a_thread_that_is_gone_or_going() {
-    use aws_sdk_dynamodb::types::AttributeValue;
     let (store, client, table) = store_and_table().await;
     let alice = UserId::new("alice").unwrap();
     let t = thread();
@@ -449,7 +461,7 @@ async fn nothing_is_written_into_a_thread_that_is_gone_or_going() {
         store.delete_thread(&alice, &t.id).await.unwrap(),
         Write::Done
     );
-    let left = alices_rows(&client, &table).await;
+    let left = alices_thread_rows(&client, &table).await;
     assert!(left.is_empty(), "{left:?}");
     // Gone for good: nothing can be written into it, nothing deleted twice.
     assert_eq!(
@@ -504,4 +516,520 @@ async fn a_fenced_item_is_gone_and_stays_gone() {
     store.fence_item(&alice, &t.id, &kept.id).await.unwrap();
     let left = alices_rows(&client, &table).await;
     assert!(left.is_empty(), "{left:?}");
+}
+
+// The activity index: threads listed by latest activity.
+
+/// A new message of the user in `thread_id`.
+fn said(thread_id: &str, text: &str) -> ThreadItem {
+    ThreadItem::new(
+        ids::message(),
+        thread_id,
+        ItemKind::UserMessage {
+            content: vec![UserContent::InputText { text: text.into() }],
+            attachments: vec![],
+            quoted_text: None,
+            inference_options: InferenceOptions::default(),
+        },
+    )
+}
+
+/// The ids of a page's threads.
+fn ids_of(page: &Page<ThreadMetadata>) -> Vec<String> {
+    page.data.iter().map(|t| t.id.clone()).collect()
+}
+
+/// The ids of `user`'s threads, in one listing of pages of `limit`.
+async fn listing(store: &DynamoStore, user: &UserId, order: Order, limit: usize) -> Vec<String> {
+    let mut all = Vec::new();
+    let mut after = None;
+    loop {
+        let page = store
+            .list_threads(user, &paging(limit, order, after))
+            .await
+            .unwrap();
+        assert!(page.data.len() <= limit);
+        all.extend(ids_of(&page));
+        match (page.has_more, page.after) {
+            (true, Some(next)) => after = Some(next),
+            (false, None) => return all,
+            other => panic!("has_more and after disagree: {other:?}"),
+        }
+    }
+}
+
+/// `n` threads of `user`, each with a first message, oldest first.
+async fn threads(store: &DynamoStore, user: &UserId, n: usize) -> Vec<String> {
+    let mut made = Vec::new();
+    for i in 0..n {
+        let t = thread();
+        store.save_thread(user, &t).await.unwrap();
+        let first = said(&t.id, &format!("first {i}"));
+        assert_eq!(store.save_item(user, &first).await.unwrap(), Write::Done);
+        made.push(t.id);
+    }
+    made
+}
+
+fn reversed(ids: &[String]) -> Vec<String> {
+    ids.iter().rev().cloned().collect()
+}
+
+/// Alice's rows whose sort key starts with `prefix`.
+async fn rows_under(
+    client: &aws_sdk_dynamodb::Client,
+    table: &str,
+    prefix: &str,
+) -> Vec<std::collections::HashMap<String, AttributeValue>> {
+    let mut rows = alices_rows(client, table).await;
+    rows.retain(|r| r["sk"].as_s().unwrap().starts_with(prefix));
+    rows
+}
+
+#[tokio::test]
+async fn threads_list_by_latest_activity_both_ways() {
+    let (store, client, table) = store_and_table().await;
+    let alice = UserId::new("alice").unwrap();
+    let made = threads(&store, &alice, 3).await;
+    assert_eq!(
+        listing(&store, &alice, Order::Desc, 10).await,
+        reversed(&made)
+    );
+    assert_eq!(listing(&store, &alice, Order::Asc, 10).await, made);
+
+    // A new message moves the oldest thread to the top (desc) / bottom (asc).
+    store
+        .save_item(&alice, &said(&made[0], "again"))
+        .await
+        .unwrap();
+    let moved = vec![made[0].clone(), made[2].clone(), made[1].clone()];
+    assert_eq!(listing(&store, &alice, Order::Desc, 10).await, moved);
+    assert_eq!(
+        listing(&store, &alice, Order::Asc, 2).await,
+        reversed(&moved)
+    );
+
+    // The assistant's answers, a rename and a rewritten message (an
+    // attachment deleted) keep the threads' places.
+    store
+        .save_item(&alice, &message(&made[1], "an answer"))
+        .await
+        .unwrap();
+    let mut renamed = store.load_thread(&alice, &made[1]).await.unwrap().unwrap();
+    renamed.title = Some("Renamed".into());
+    assert_eq!(
+        store.update_thread(&alice, &renamed, false).await.unwrap(),
+        Write::Done
+    );
+    let first = store
+        .list_items(&alice, &made[2], &paging(1, Order::Asc, None))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.save_item(&alice, &first.data[0]).await.unwrap(),
+        Write::Done
+    );
+    let page = store
+        .list_threads(&alice, &paging(10, Order::Desc, None))
+        .await
+        .unwrap();
+    assert_eq!(ids_of(&page), moved);
+    assert_eq!(page.data[2].title.as_deref(), Some("Renamed"));
+
+    // One live entry per thread; each move left a superseded one that expires.
+    let entries = rows_under(&client, &table, "ACTIVITY#").await;
+    let live: Vec<_> = entries
+        .iter()
+        .filter(|r| !r.contains_key("superseded"))
+        .collect();
+    assert_eq!(live.len(), 3, "{entries:?}");
+    // Each thread: its creation and first message, made[0] one more.
+    assert_eq!(entries.len(), 3 + 3 + 1, "{entries:?}");
+    for old in entries.iter().filter(|r| r.contains_key("superseded")) {
+        let at: u64 = old["superseded"].as_n().unwrap().parse().unwrap();
+        let ttl: u64 = old["ttl"].as_n().unwrap().parse().unwrap();
+        assert_eq!(ttl, at / 1_000 + 86_400, "{old:?}");
+    }
+}
+
+#[tokio::test]
+async fn a_thread_moved_between_pages_is_neither_skipped_nor_repeated() {
+    let store = store().await;
+    let alice = UserId::new("alice").unwrap();
+    let made = threads(&store, &alice, 5).await;
+    let next = |after: Option<String>, order| {
+        let store = &store;
+        let alice = &alice;
+        async move {
+            store
+                .list_threads(alice, &paging(2, order, after))
+                .await
+                .unwrap()
+        }
+    };
+
+    // Newest first: the bottom thread moves to the top after page 1 and a
+    // shown one moves again; a new thread comes: this listing is as of its
+    // first page.
+    let one = next(None, Order::Desc).await;
+    assert_eq!(ids_of(&one), [made[4].clone(), made[3].clone()]);
+    store
+        .save_item(&alice, &said(&made[0], "up"))
+        .await
+        .unwrap();
+    store
+        .save_item(&alice, &said(&made[3], "up"))
+        .await
+        .unwrap();
+    let newer = threads(&store, &alice, 1).await;
+    let two = next(one.after.clone(), Order::Desc).await;
+    assert_eq!(ids_of(&two), [made[2].clone(), made[1].clone()]);
+    store
+        .save_item(&alice, &said(&made[1], "up"))
+        .await
+        .unwrap();
+    let three = next(two.after.clone(), Order::Desc).await;
+    assert_eq!(ids_of(&three), [made[0].clone()]);
+    assert!(!three.has_more);
+    // A new listing sees the moves.
+    assert_eq!(
+        listing(&store, &alice, Order::Desc, 2).await,
+        [&made[1], &newer[0], &made[3], &made[0], &made[4], &made[2]]
+            .map(String::clone)
+            .to_vec()
+    );
+
+    // Oldest first: a shown thread moves to where the listing is going, an
+    // unseen one to where it has been.
+    let one = next(None, Order::Asc).await;
+    assert_eq!(ids_of(&one), [made[2].clone(), made[4].clone()]);
+    store
+        .save_item(&alice, &said(&made[2], "up"))
+        .await
+        .unwrap();
+    store
+        .save_item(&alice, &said(&made[0], "up"))
+        .await
+        .unwrap();
+    let mut rest = Vec::new();
+    let mut after = one.after;
+    while let Some(cursor) = after {
+        let page = next(Some(cursor), Order::Asc).await;
+        rest.extend(ids_of(&page));
+        after = page.after;
+    }
+    assert_eq!(
+        rest,
+        [&made[0], &made[3], &newer[0], &made[1]]
+            .map(String::clone)
+            .to_vec()
+    );
+
+    // A thread deleted meanwhile is just not shown; the listing goes on
+    // from the place of its last thread, deleted too.
+    let one = next(None, Order::Desc).await;
+    assert_eq!(ids_of(&one), [made[0].clone(), made[2].clone()]);
+    for gone in [&made[1], &made[2]] {
+        assert_eq!(
+            store.delete_thread(&alice, gone).await.unwrap(),
+            Write::Done
+        );
+    }
+    let two = next(one.after, Order::Desc).await;
+    assert_eq!(ids_of(&two), [newer[0].clone(), made[3].clone()]);
+}
+
+#[tokio::test]
+async fn a_page_is_full_behind_many_superseded_entries() {
+    let store = store().await;
+    let alice = UserId::new("alice").unwrap();
+    let made = threads(&store, &alice, 3).await;
+    // 120 superseded entries of made[1] above the other two.
+    for i in 0..120 {
+        store
+            .save_item(&alice, &said(&made[1], &format!("more {i}")))
+            .await
+            .unwrap();
+    }
+    let page = store
+        .list_threads(&alice, &paging(2, Order::Desc, None))
+        .await
+        .unwrap();
+    assert_eq!(ids_of(&page), [made[1].clone(), made[2].clone()]);
+    assert!(page.has_more);
+    assert_eq!(
+        listing(&store, &alice, Order::Desc, 1).await,
+        [&made[1], &made[2], &made[0]].map(String::clone).to_vec()
+    );
+    assert_eq!(
+        listing(&store, &alice, Order::Asc, 1).await,
+        [&made[0], &made[2], &made[1]].map(String::clone).to_vec()
+    );
+}
+
+#[tokio::test]
+async fn concurrent_messages_move_each_thread_once() {
+    let (store, client, table) = store_and_table().await;
+    let alice = UserId::new("alice").unwrap();
+    let made = threads(&store, &alice, 4).await;
+    // Two messages into each thread at once (the same thread's race for its
+    // pointer, the other threads' for the floor), with listings between.
+    let writes = made.iter().flat_map(|id| [said(id, "a"), said(id, "b")]);
+    let saves = writes.map(|item| {
+        let store = store.clone();
+        let alice = alice.clone();
+        tokio::spawn(async move { store.save_item(&alice, &item).await.unwrap() })
+    });
+    let lists = (0..4).map(|_| {
+        let store = store.clone();
+        let alice = alice.clone();
+        tokio::spawn(async move { listing(&store, &alice, Order::Desc, 3).await })
+    });
+    let saves: Vec<_> = saves.collect();
+    let lists: Vec<_> = lists.collect();
+    for save in saves {
+        assert_eq!(save.await.unwrap(), Write::Done);
+    }
+    let mut expected = made.clone();
+    expected.sort();
+    for list in lists {
+        let mut listed = list.await.unwrap();
+        listed.sort();
+        assert_eq!(listed, expected);
+    }
+    let entries = rows_under(&client, &table, "ACTIVITY#").await;
+    let live = entries
+        .iter()
+        .filter(|r| !r.contains_key("superseded"))
+        .count();
+    assert_eq!((live, entries.len()), (4, 4 * 4), "{entries:?}");
+}
+
+#[tokio::test]
+async fn a_move_lands_above_the_listing_floor() {
+    let (store, client, table) = store_and_table().await;
+    let alice = UserId::new("alice").unwrap();
+    let made = threads(&store, &alice, 2).await;
+    store
+        .list_threads(&alice, &Paging::default())
+        .await
+        .unwrap();
+    // A listing whose clock is 5 s ahead took its snapshot: a move at the
+    // writer's own time would land inside it.
+    let floor = taskpilot_domain::timestamp::now().timestamp_millis() + 5_000;
+    client
+        .update_item()
+        .table_name(&table)
+        .key("pk", AttributeValue::S("USER#alice".into()))
+        .key("sk", AttributeValue::S("LISTING#THREADS".into()))
+        .update_expression("SET #floor = :f")
+        .expression_attribute_names("#floor", "floor")
+        .expression_attribute_values(":f", AttributeValue::N(floor.to_string()))
+        .send()
+        .await
+        .unwrap();
+    store
+        .save_item(&alice, &said(&made[0], "now"))
+        .await
+        .unwrap();
+    let pointer = rows_under(&client, &table, &format!("LASTACTIVE#{}", made[0])).await;
+    let at: i64 = pointer[0]["at"].as_n().unwrap().parse().unwrap();
+    assert_eq!(at, floor + 1);
+    let created = thread();
+    store.save_thread(&alice, &created).await.unwrap();
+    let pointer = rows_under(&client, &table, &format!("LASTACTIVE#{}", created.id)).await;
+    let at: i64 = pointer[0]["at"].as_n().unwrap().parse().unwrap();
+    assert!(at > floor, "{at} > {floor}");
+}
+
+#[tokio::test]
+async fn deleting_a_thread_removes_its_index_entries() {
+    let (store, client, table) = store_and_table().await;
+    let alice = UserId::new("alice").unwrap();
+    let made = threads(&store, &alice, 2).await;
+    for i in 0..3 {
+        store
+            .save_item(&alice, &said(&made[0], &format!("more {i}")))
+            .await
+            .unwrap();
+    }
+    let of = |id: &str| {
+        let id = id.to_owned();
+        move |r: &std::collections::HashMap<String, AttributeValue>| {
+            r["sk"].as_s().unwrap().ends_with(&id)
+        }
+    };
+    let before = rows_under(&client, &table, "ACTIVITY#").await;
+    assert_eq!(before.iter().filter(|r| of(&made[0])(r)).count(), 5);
+    assert_eq!(
+        store.delete_thread(&alice, &made[0]).await.unwrap(),
+        Write::Done
+    );
+    let entries = rows_under(&client, &table, "ACTIVITY#").await;
+    assert!(!entries.iter().any(of(&made[0])), "{entries:?}");
+    assert_eq!(entries.len(), 2, "the other thread's stay: {entries:?}");
+    let pointers = rows_under(&client, &table, "LASTACTIVE#").await;
+    assert_eq!(pointers.len(), 1);
+    assert!(of(&made[1])(&pointers[0]));
+    assert_eq!(
+        listing(&store, &alice, Order::Desc, 10).await,
+        [made[1].clone()]
+    );
+}
+
+/// Writes a thread as the store wrote it before the activity index: its
+/// record and its head, no entry.
+async fn legacy_thread(
+    client: &aws_sdk_dynamodb::Client,
+    table: &str,
+    created_at: &str,
+) -> ThreadMetadata {
+    let mut t = thread();
+    t.created_at = created_at.parse().unwrap();
+    let json = serde_json::to_string(&t).unwrap();
+    for sk in [format!("THREAD#{}", t.id), format!("ITEM#{}#~", t.id)] {
+        client
+            .put_item()
+            .table_name(table)
+            .item("pk", AttributeValue::S("USER#alice".into()))
+            .item("sk", AttributeValue::S(sk))
+            .item("data", AttributeValue::S(json.clone()))
+            .send()
+            .await
+            .unwrap();
+    }
+    t
+}
+
+#[tokio::test]
+async fn threads_stored_before_the_index_are_listed_once_and_move_on_their_next_message() {
+    let (store, client, table) = store_and_table().await;
+    let alice = UserId::new("alice").unwrap();
+    let old = legacy_thread(&client, &table, "2026-01-02T10:00:00Z").await;
+    let older = legacy_thread(&client, &table, "2026-01-01T10:00:00Z").await;
+    let going = legacy_thread(&client, &table, "2026-01-03T10:00:00Z").await;
+    client
+        .update_item()
+        .table_name(&table)
+        .key("pk", AttributeValue::S("USER#alice".into()))
+        .key("sk", AttributeValue::S(format!("THREAD#{}", going.id)))
+        .update_expression("SET deleting = :y")
+        .expression_attribute_values(":y", AttributeValue::Bool(true))
+        .send()
+        .await
+        .unwrap();
+    // One continued before any listing: indexed by its message.
+    let continued = legacy_thread(&client, &table, "2025-12-31T10:00:00Z").await;
+    store
+        .save_item(&alice, &said(&continued.id, "back"))
+        .await
+        .unwrap();
+    let new = threads(&store, &alice, 1).await;
+
+    // By creation time, below what moved since; each once, in both orders
+    // and across pages; the thread being deleted not at all.
+    let expected = [&new[0], &continued.id, &old.id, &older.id]
+        .map(String::clone)
+        .to_vec();
+    assert_eq!(listing(&store, &alice, Order::Desc, 1).await, expected);
+    assert_eq!(
+        listing(&store, &alice, Order::Asc, 3).await,
+        reversed(&expected)
+    );
+    assert_eq!(listing(&store, &alice, Order::Desc, 10).await, expected);
+    let pointers = rows_under(&client, &table, "LASTACTIVE#").await;
+    assert_eq!(pointers.len(), 4, "{pointers:?}");
+    let entry = rows_under(&client, &table, "ACTIVITY#").await;
+    let at = old.created_at.timestamp_millis();
+    assert!(
+        entry
+            .iter()
+            .any(|r| r["sk"].as_s().unwrap() == &format!("ACTIVITY#{at:013}#{}", old.id)),
+        "{entry:?}"
+    );
+
+    // Its next message moves it to the top.
+    store
+        .save_item(&alice, &said(&older.id, "hello again"))
+        .await
+        .unwrap();
+    assert_eq!(
+        listing(&store, &alice, Order::Desc, 2).await,
+        [&older.id, &new[0], &continued.id, &old.id]
+            .map(String::clone)
+            .to_vec()
+    );
+    assert_eq!(
+        store.delete_thread(&alice, &older.id).await.unwrap(),
+        Write::Done
+    );
+    assert!(
+        !rows_under(&client, &table, "ACTIVITY#")
+            .await
+            .iter()
+            .any(|r| r["sk"].as_s().unwrap().ends_with(&older.id))
+    );
+}
+
+#[tokio::test]
+async fn an_after_that_is_no_cursor_of_ours_starts_the_listing_over() {
+    let store = store().await;
+    let alice = UserId::new("alice").unwrap();
+    let made = threads(&store, &alice, 3).await;
+    // A thread id: the cursor of a page served before the activity index.
+    let page = store
+        .list_threads(&alice, &paging(2, Order::Desc, Some(made[1].clone())))
+        .await
+        .unwrap();
+    assert_eq!(ids_of(&page), [made[2].clone(), made[1].clone()]);
+    let cursor = page.after.unwrap();
+    assert!(taskpilot_chatkit::ids::plausible(&cursor), "{cursor}");
+    assert_ne!(
+        cursor, made[1],
+        "the cursor is the listing's, not a thread id"
+    );
+}
+
+fn base36(mut v: u64) -> String {
+    let mut digits = Vec::new();
+    loop {
+        digits.push(char::from_digit((v % 36) as u32, 36).unwrap());
+        v /= 36;
+        if v == 0 {
+            return digits.iter().rev().collect();
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_listing_older_than_a_day_goes_on_from_its_place_with_a_new_snapshot() {
+    let store = store().await;
+    let alice = UserId::new("alice").unwrap();
+    let made = threads(&store, &alice, 3).await;
+    let one = store
+        .list_threads(&alice, &paging(1, Order::Desc, None))
+        .await
+        .unwrap();
+    assert_eq!(ids_of(&one), [made[2].clone()]);
+    store
+        .save_item(&alice, &said(&made[0], "up"))
+        .await
+        .unwrap();
+    // The listing as of its first page: made[0] where it was.
+    let cursor = one.after.unwrap();
+    let current = store
+        .list_threads(&alice, &paging(5, Order::Desc, Some(cursor.clone())))
+        .await
+        .unwrap();
+    assert_eq!(ids_of(&current), [made[1].clone(), made[0].clone()]);
+    // The same cursor a day later (its superseded entries may be gone): on
+    // from the same place, as things are now.
+    let (snapshot, place) = cursor.split_once('-').unwrap();
+    let day_before = u64::from_str_radix(snapshot, 36).unwrap() - 86_400_000;
+    let stale = format!("{}-{place}", base36(day_before));
+    let later = store
+        .list_threads(&alice, &paging(5, Order::Desc, Some(stale)))
+        .await
+        .unwrap();
+    assert_eq!(ids_of(&later), [made[1].clone()]);
 }

@@ -15,6 +15,7 @@ mod budget;
 mod chat_budget;
 mod chat_engine;
 mod chat_files;
+mod chat_history;
 mod chat_store;
 mod chatkit;
 mod chatkit_contract;

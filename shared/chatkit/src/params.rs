@@ -30,7 +30,8 @@ pub struct Paging {
     pub limit: usize,
     /// Direction.
     pub order: Order,
-    /// Continue after this id.
+    /// Continue after this: a previous page's `after` (an item's id for
+    /// `items.list`; an opaque listing cursor for `threads.list`).
     pub after: Option<String>,
 }
 
@@ -54,13 +55,14 @@ struct RawPaging {
     after: Option<String>,
 }
 
-/// A cursor is the id of an element of a previous page: anything else could
-/// never match, and a long one would be refused by DynamoDB as a start key.
+/// A cursor is a previous page's `after` (1–64 of `[A-Za-z0-9_-]`): anything
+/// else could never match, and a long one would be refused by DynamoDB as a
+/// start key.
 fn cursor<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
     let after = Option::<String>::deserialize(d)?;
     match after {
         Some(id) if !crate::ids::plausible(&id) => Err(serde::de::Error::custom(
-            "must be the id of an element of a previous page",
+            "must be the `after` of a previous page",
         )),
         other => Ok(other),
     }

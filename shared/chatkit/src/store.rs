@@ -54,7 +54,8 @@ pub enum Write {
 /// is simply absent. A chat store also keeps what the model cost
 /// ([`UsageStore`]), charged by each turn.
 pub trait ChatStore: UsageStore + Send + Sync {
-    /// Inserts or updates a thread's metadata.
+    /// Inserts or updates a thread's metadata; either is activity that moves
+    /// it to the top of [`ChatStore::list_threads`].
     fn save_thread(
         &self,
         user: &UserId,
@@ -77,7 +78,13 @@ pub trait ChatStore: UsageStore + Send + Sync {
         limit: usize,
     ) -> impl Future<Output = Result<Option<RecentThread>, StoreError>> + Send;
 
-    /// A page of threads (ordered by id, which is creation order).
+    /// A page of threads by latest activity: their creation, then each new
+    /// user message ([`ChatStore::save_item`]); `desc`, most recent first.
+    /// A page's `after` is an opaque cursor of its listing, which shows the
+    /// threads as they were at its first page: across the pages of one
+    /// listing no thread is skipped or repeated while others move (one
+    /// deleted meanwhile is left out). An `after` the store did not make
+    /// starts a new listing.
     fn list_threads(
         &self,
         user: &UserId,
@@ -105,7 +112,8 @@ pub trait ChatStore: UsageStore + Send + Sync {
 
     /// Inserts or replaces an item, only while its thread exists
     /// ([`Write::Refused`], nothing written, when it is gone or the item is
-    /// fenced). A user message's attachments are marked as used by it in the
+    /// fenced). A new user message moves its thread to the top of
+    /// [`ChatStore::list_threads`] in the same write. A user message's attachments are marked as used by it in the
     /// same write; when one of them is gone or used by another message,
     /// nothing is written ([`Write::AttachmentTaken`]).
     fn save_item(

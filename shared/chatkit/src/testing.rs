@@ -18,7 +18,7 @@ use crate::model::{
 use crate::request::{Order, Paging};
 use crate::sink::{Disconnected, EventSink};
 use crate::store::{ChatStore, Feedback, RecentThread, Write};
-use crate::types::{Page, StreamEvent, ThreadItem, ThreadMetadata, UploadDescriptor};
+use crate::types::{ItemKind, Page, StreamEvent, ThreadItem, ThreadMetadata, UploadDescriptor};
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
@@ -55,6 +55,59 @@ fn order_key(id: &str) -> (String, String) {
 type ThreadKey = (String, String);
 type ItemKey = (String, String, (String, String));
 
+/// The activity index as the DynamoDB adapter keeps it, on a logical clock:
+/// a thread's creation and each new user message give it a new entry and
+/// supersede its previous one; a listing shows the entries of its snapshot.
+#[derive(Default)]
+struct Activity {
+    /// The latest time given out.
+    clock: u64,
+    /// (user, time, thread) → when the entry was superseded.
+    entries: BTreeMap<(String, u64, String), Option<u64>>,
+    /// (user, thread) → the time of its current entry.
+    latest: BTreeMap<(String, String), u64>,
+}
+
+impl Activity {
+    /// Moves `thread` of `user` to a new time.
+    fn touch(&mut self, user: &str, thread: &str) {
+        self.clock += 1;
+        let at = self.clock;
+        if let Some(previous) = self.latest.insert((user.to_owned(), thread.to_owned()), at) {
+            self.entries
+                .insert((user.to_owned(), previous, thread.to_owned()), Some(at));
+        }
+        self.entries
+            .insert((user.to_owned(), at, thread.to_owned()), None);
+    }
+
+    /// Drops every entry of `thread`.
+    fn forget(&mut self, user: &str, thread: &str) {
+        self.entries
+            .retain(|(u, _, t), _| !(u == user && t == thread));
+        self.latest.remove(&(user.to_owned(), thread.to_owned()));
+    }
+
+    /// The entries a listing at `snapshot` shows, oldest first.
+    fn visible(&self, user: &str, snapshot: u64) -> Vec<(u64, String)> {
+        self.entries
+            .iter()
+            .filter(|((u, at, _), superseded)| {
+                u == user && *at <= snapshot && superseded.is_none_or(|s| s > snapshot)
+            })
+            .map(|((_, at, thread), _)| (*at, thread.clone()))
+            .collect()
+    }
+}
+
+/// A listing's cursor in the fake: `<snapshot>-<time>-<thread id>`.
+fn activity_cursor(after: &str) -> Option<(u64, u64, String)> {
+    let mut parts = after.splitn(3, '-');
+    let snapshot = parts.next()?.parse().ok()?;
+    let at = parts.next()?.parse().ok()?;
+    Some((snapshot, at, parts.next()?.to_owned()))
+}
+
 /// A [`ChatStore`] in maps, ordered as the DynamoDB adapter orders.
 #[derive(Default)]
 pub struct InMemoryChat {
@@ -63,6 +116,7 @@ pub struct InMemoryChat {
     feedback: Mutex<BTreeMap<(String, String, String), Feedback>>,
     fenced: Mutex<std::collections::BTreeSet<(String, String, String)>>,
     attachments: Mutex<BTreeMap<(String, String), AttachmentRecord>>,
+    activity: Mutex<Activity>,
     usage: taskpilot_domain::memory::InMemorySessions,
     failing: AtomicBool,
     failing_calls: std::sync::atomic::AtomicUsize,
@@ -185,6 +239,7 @@ impl ChatStore for InMemoryChat {
             (user.as_str().to_owned(), thread.id.clone()),
             thread.clone(),
         );
+        lock(&self.activity).touch(user.as_str(), &thread.id);
         Ok(())
     }
 
@@ -219,18 +274,47 @@ impl ChatStore for InMemoryChat {
         paging: &Paging,
     ) -> Result<Page<ThreadMetadata>, StoreError> {
         self.call("list_threads").await?;
-        let all: Vec<ThreadMetadata> = lock(&self.threads)
-            .iter()
-            .filter(|((u, _), _)| u == user.as_str())
-            .map(|(_, t)| t.clone())
+        // As the adapter: a snapshot at the first page, carried in the
+        // cursor; anything else as `after` starts the listing over.
+        let cursor = paging.after.as_deref().and_then(activity_cursor);
+        let (snapshot, mut visible) = {
+            let activity = lock(&self.activity);
+            let snapshot = cursor.as_ref().map_or(activity.clock, |c| c.0);
+            (snapshot, activity.visible(user.as_str(), snapshot))
+        };
+        if paging.order == Order::Desc {
+            visible.reverse();
+        }
+        if let Some((_, at, thread)) = cursor {
+            let place = (at, thread);
+            visible.retain(|entry| match paging.order {
+                Order::Asc => *entry > place,
+                Order::Desc => *entry < place,
+            });
+        }
+        let mut found: Vec<(u64, ThreadMetadata)> = visible
+            .into_iter()
+            .filter_map(|(at, id)| self.stored_thread(user, &id).map(|t| (at, t)))
+            .take(paging.limit + 1)
             .collect();
-        Ok(page_of(all, paging, |t| &t.id))
+        let has_more = found.len() > paging.limit;
+        found.truncate(paging.limit);
+        let after = match found.last() {
+            Some((at, t)) if has_more => Some(format!("{snapshot}-{at}-{}", t.id)),
+            _ => None,
+        };
+        Ok(Page {
+            data: found.into_iter().map(|(_, t)| t).collect(),
+            has_more,
+            after,
+        })
     }
 
     async fn delete_thread(&self, user: &UserId, thread_id: &str) -> Result<Write, StoreError> {
         self.call("delete_thread").await?;
         lock(&self.items).retain(|(u, t, _), _| !(u == user.as_str() && t == thread_id));
         lock(&self.feedback).retain(|(u, t, _), _| !(u == user.as_str() && t == thread_id));
+        lock(&self.activity).forget(user.as_str(), thread_id);
         let removed = lock(&self.threads)
             .remove(&(user.as_str().to_owned(), thread_id.to_owned()))
             .is_some();
@@ -282,7 +366,7 @@ impl ChatStore for InMemoryChat {
         }
         records.extend(claimed);
         drop(records);
-        lock(&self.items).insert(
+        let replaced = lock(&self.items).insert(
             (
                 user.as_str().to_owned(),
                 item.thread_id.clone(),
@@ -290,6 +374,10 @@ impl ChatStore for InMemoryChat {
             ),
             item.clone(),
         );
+        // A new user message moves its thread (a rewritten one does not).
+        if replaced.is_none() && matches!(item.kind, ItemKind::UserMessage { .. }) {
+            lock(&self.activity).touch(user.as_str(), &item.thread_id);
+        }
         if self.landing_late.load(Ordering::SeqCst) {
             return Err(StoreError::Unavailable(
                 "timed out (but the write landed)".into(),

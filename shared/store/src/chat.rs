@@ -1,9 +1,11 @@
 //! [`ChatStore`] on DynamoDB. A thread is `THREAD#<id>` in its user's
-//! partition (listed by that prefix), its items `ITEM#<thread id>#<ulid>#<prefix>`
-//! (ordered by creation), and a copy of its metadata, the head, at
-//! `ITEM#<thread id>#~` after its items: one descending Query reads the thread
-//! and its latest items, the chat turn's only read. Records hold the exact wire
-//! JSON.
+//! partition, its items `ITEM#<thread id>#<ulid>#<prefix>` (ordered by
+//! creation), and a copy of its metadata, the head, at `ITEM#<thread id>#~`
+//! after its items: one descending Query reads the thread and its latest
+//! items, the chat turn's only read. Threads are listed by latest activity
+//! through the activity index ([`crate::activity`]): a thread's creation and
+//! each new user message move it, in the same transaction. Records hold the
+//! exact wire JSON.
 
 use std::time::Duration;
 
@@ -11,7 +13,8 @@ use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::operation::query::builders::QueryFluentBuilder;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::types::{
-    AttributeValue, ConditionCheck, DeleteRequest, Put, PutRequest, TransactWriteItem, WriteRequest,
+    AttributeValue, CancellationReason, ConditionCheck, DeleteRequest, Put, PutRequest,
+    TransactWriteItem, WriteRequest,
 };
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -20,9 +23,10 @@ use tracing::instrument;
 use taskpilot_chatkit::attachments::AttachmentRecord;
 use taskpilot_chatkit::request::{Order, Paging};
 use taskpilot_chatkit::store::{ChatStore, Feedback, RecentThread, Write};
-use taskpilot_chatkit::types::{Page, ThreadItem, ThreadMetadata};
+use taskpilot_chatkit::types::{ItemKind, Page, ThreadItem, ThreadMetadata};
 use taskpilot_domain::{StoreError, UserId};
 
+use crate::activity::back_off;
 use crate::error::classify;
 use crate::item::Item;
 use crate::keys::{self, PK, SK};
@@ -30,15 +34,17 @@ use crate::table::{DynamoStore, s};
 
 /// Most deletes in one BatchWriteItem.
 const BATCH: usize = 25;
+/// Times a transaction cancelled by a concurrent one is sent again.
+const CONFLICT_RETRIES: u32 = 6;
 /// Set on a thread's listed record while it is being deleted.
-const DELETING: &str = "deleting";
+pub(crate) const DELETING: &str = "deleting";
 /// Set on an item's key when a write of it failed: the item never exists,
 /// and a late write of it is refused.
 const FENCED: &str = "fenced";
 /// A thread's title, beside its JSON.
 const TITLE: &str = "title";
 /// The condition of every write into a thread: it exists and is not being deleted.
-const LIVE_THREAD: &str = "attribute_exists(#pk) AND attribute_not_exists(#deleting)";
+pub(crate) const LIVE_THREAD: &str = "attribute_exists(#pk) AND attribute_not_exists(#deleting)";
 
 fn record<T: Serialize>(pk: String, sk: String, value: &T) -> Result<Item, StoreError> {
     let json = serde_json::to_string(value)
@@ -65,24 +71,66 @@ fn is_fence(row: &Item) -> bool {
 
 /// Whether a row reads as absent: a fenced item, or a thread being deleted
 /// (already gone for everyone).
-fn is_absent(row: &Item) -> bool {
+pub(crate) fn is_absent(row: &Item) -> bool {
     is_fence(row) || row.contains_key(DELETING)
 }
 
 /// Whether a write was refused by its condition.
-fn is_condition_failure<E: ProvideErrorMetadata, R>(err: &SdkError<E, R>) -> bool {
+pub(crate) fn is_condition_failure<E: ProvideErrorMetadata, R>(err: &SdkError<E, R>) -> bool {
     err.as_service_error()
         .and_then(ProvideErrorMetadata::code)
         .is_some_and(|code| code == "ConditionalCheckFailedException")
 }
 
-fn from_record<T: DeserializeOwned>(item: &Item) -> Result<T, StoreError> {
+pub(crate) fn from_record<T: DeserializeOwned>(item: &Item) -> Result<T, StoreError> {
     let data = item
         .get("data")
         .and_then(|v| v.as_s().ok())
         .ok_or_else(|| StoreError::Internal("chat record without data".into()))?;
     serde_json::from_str(data)
         .map_err(|e| StoreError::Internal(format!("unreadable chat record: {e}")))
+}
+
+/// Why a transaction was cancelled.
+#[derive(Debug, PartialEq, Eq)]
+enum Cancelled {
+    /// Conditions refused it: the positions of their writes.
+    Refused(Vec<usize>),
+    /// A concurrent transaction held one of its items (worth sending again).
+    Conflict,
+    /// Anything else.
+    Other,
+}
+
+/// Reads a cancelled transaction's reasons (one per write, in order).
+fn cancelled(reasons: &[CancellationReason]) -> Cancelled {
+    let refused: Vec<usize> = reasons
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| r.code() == Some("ConditionalCheckFailed"))
+        .map(|(at, _)| at)
+        .collect();
+    if !refused.is_empty() {
+        Cancelled::Refused(refused)
+    } else if reasons
+        .iter()
+        .any(|r| r.code() == Some("TransactionConflict"))
+    {
+        Cancelled::Conflict
+    } else {
+        Cancelled::Other
+    }
+}
+
+/// What an item's transaction ([`DynamoStore::in_live_thread`]) did: a
+/// refusal of the thread's check or of the item's own condition is
+/// [`Write::Refused`], of a claim [`Write::AttachmentTaken`].
+fn written(outcome: Result<(), Vec<usize>>) -> Write {
+    match outcome {
+        Ok(()) => Write::Done,
+        Err(refused) if refused.iter().any(|at| *at < 2) => Write::Refused,
+        Err(_) => Write::AttachmentTaken,
+    }
 }
 
 impl DynamoStore {
@@ -183,9 +231,22 @@ impl DynamoStore {
         put: aws_sdk_dynamodb::types::builders::PutBuilder,
         claims: Vec<TransactWriteItem>,
     ) -> Result<Write, StoreError> {
+        let writes = self.in_live_thread(&pk, thread_id, put, claims)?;
+        Ok(written(self.transact(writes).await?))
+    }
+
+    /// The check that `thread_id` is live, `put`, then `claims`: the writes
+    /// of an item, in the order [`written`] reads refusals in.
+    fn in_live_thread(
+        &self,
+        pk: &str,
+        thread_id: &str,
+        put: aws_sdk_dynamodb::types::builders::PutBuilder,
+        claims: Vec<TransactWriteItem>,
+    ) -> Result<Vec<TransactWriteItem>, StoreError> {
         let check = ConditionCheck::builder()
             .table_name(&self.table)
-            .set_key(Some(keys::key(pk, keys::thread_sk(thread_id))))
+            .set_key(Some(keys::key(pk.to_owned(), keys::thread_sk(thread_id))))
             .condition_expression(LIVE_THREAD)
             .expression_attribute_names("#pk", PK)
             .expression_attribute_names("#deleting", DELETING)
@@ -199,11 +260,41 @@ impl DynamoStore {
             TransactWriteItem::builder().put(put).build(),
         ];
         writes.extend(claims);
-        match self.transact(writes).await? {
-            Ok(()) => Ok(Write::Done),
-            // The thread's check or the item's own condition.
-            Err(refused) if refused.iter().any(|at| *at < 2) => Ok(Write::Refused),
-            Err(_) => Ok(Write::AttachmentTaken),
+        Ok(writes)
+    }
+
+    /// A new user message: written with the move of its thread to the top
+    /// of the activity index, in one transaction. A message that exists
+    /// already (rewritten when one of its attachments is deleted) keeps its
+    /// thread's place.
+    async fn save_user_message(
+        &self,
+        pk: String,
+        item: &ThreadItem,
+        row: Item,
+        claims: Vec<TransactWriteItem>,
+    ) -> Result<Write, StoreError> {
+        let new = Put::builder()
+            .table_name(&self.table)
+            .set_item(Some(row.clone()))
+            .condition_expression("attribute_not_exists(#pk)")
+            .expression_attribute_names("#pk", PK);
+        let writes = self.in_live_thread(&pk, &item.thread_id, new, claims.clone())?;
+        match self
+            .transact_moving(&pk, &item.thread_id, None, writes)
+            .await?
+        {
+            // Stored already (or fenced): written as any other item.
+            Err(refused) if !refused.contains(&0) && refused.contains(&1) => {
+                let put = Put::builder()
+                    .table_name(&self.table)
+                    .set_item(Some(row))
+                    .condition_expression("attribute_not_exists(#fenced)")
+                    .expression_attribute_names("#fenced", FENCED);
+                self.put_in_live_thread_with(pk, &item.thread_id, put, claims)
+                    .await
+            }
+            outcome => Ok(written(outcome)),
         }
     }
 
@@ -217,36 +308,40 @@ impl DynamoStore {
     }
 
     /// A transaction: `Ok(Err(positions))` when conditions refused it, with
-    /// the positions of the writes whose condition failed.
-    async fn transact(
+    /// the positions of the writes whose condition failed. One cancelled by
+    /// a concurrent transaction on one of its items (nothing written) is
+    /// sent again a few times.
+    pub(crate) async fn transact(
         &self,
         writes: Vec<TransactWriteItem>,
     ) -> Result<Result<(), Vec<usize>>, StoreError> {
-        let result = self
-            .client
-            .transact_write_items()
-            .set_transact_items(Some(writes))
-            .send()
-            .await;
-        let err = match result {
-            Ok(_) => return Ok(Ok(())),
-            Err(err) => err,
-        };
-        if let Some(TransactWriteItemsError::TransactionCanceledException(c)) =
-            err.as_service_error()
-        {
-            let refused: Vec<usize> = c
-                .cancellation_reasons()
-                .iter()
-                .enumerate()
-                .filter(|(_, r)| r.code() == Some("ConditionalCheckFailed"))
-                .map(|(at, _)| at)
-                .collect();
-            if !refused.is_empty() {
-                return Ok(Err(refused));
+        let mut attempt = 0;
+        loop {
+            let result = self
+                .client
+                .transact_write_items()
+                .set_transact_items(Some(writes.clone()))
+                .send()
+                .await;
+            let err = match result {
+                Ok(_) => return Ok(Ok(())),
+                Err(err) => err,
+            };
+            if let Some(TransactWriteItemsError::TransactionCanceledException(c)) =
+                err.as_service_error()
+            {
+                match cancelled(c.cancellation_reasons()) {
+                    Cancelled::Refused(refused) => return Ok(Err(refused)),
+                    Cancelled::Conflict if attempt < CONFLICT_RETRIES => {
+                        attempt += 1;
+                        back_off(attempt).await;
+                        continue;
+                    }
+                    Cancelled::Conflict | Cancelled::Other => {}
+                }
             }
+            return Err(classify(err));
         }
-        Err(classify(err))
     }
 
     /// Deletes keys in batches, retrying what DynamoDB leaves unprocessed.
@@ -313,7 +408,8 @@ impl DynamoStore {
 impl ChatStore for DynamoStore {
     #[instrument(skip_all, fields(thread_id = %thread.id))]
     async fn save_thread(&self, user: &UserId, thread: &ThreadMetadata) -> Result<(), StoreError> {
-        // The listed record and the head, in one atomic request.
+        // The listed record, the head and the thread's first place in the
+        // activity index, in one atomic request.
         let pk = keys::user_pk(user);
         let puts = [
             keys::thread_sk(&thread.id),
@@ -329,13 +425,16 @@ impl ChatStore for DynamoStore {
             Ok(TransactWriteItem::builder().put(put).build())
         })
         .collect::<Result<Vec<_>, StoreError>>()?;
-        self.client
-            .transact_write_items()
-            .set_transact_items(Some(puts))
-            .send()
-            .await
-            .map_err(classify)?;
-        Ok(())
+        // A new thread has no place yet (an existing one, saved again, moves).
+        match self
+            .transact_moving(&pk, &thread.id, Some(None), puts)
+            .await?
+        {
+            Ok(()) => Ok(()),
+            Err(_) => Err(StoreError::Internal(
+                "a thread's unconditional save was refused".into(),
+            )),
+        }
     }
 
     #[instrument(skip_all, fields(thread_id = %thread.id, untitled_only))]
@@ -439,27 +538,15 @@ impl ChatStore for DynamoStore {
         user: &UserId,
         paging: &Paging,
     ) -> Result<Page<ThreadMetadata>, StoreError> {
-        let pk = keys::user_pk(user);
-        let live = self
-            .prefix_query(pk.clone(), keys::THREAD_PREFIX.to_owned())
-            .filter_expression("attribute_not_exists(#deleting)")
-            .expression_attribute_names("#deleting", DELETING);
-        self.page(
-            pk,
-            live,
-            paging,
-            |t: &ThreadMetadata| t.id.clone(),
-            keys::thread_sk,
-        )
-        .await
+        self.threads_by_activity(&keys::user_pk(user), paging).await
     }
 
     #[instrument(skip_all, fields(thread_id = %thread_id))]
     async fn delete_thread(&self, user: &UserId, thread_id: &str) -> Result<Write, StoreError> {
         // First the mark: from here on the thread reads as absent and no item
         // can be written to it (item writes check the listed record in the
-        // same transaction). Then its ratings and items, the listed record
-        // last, so a retry after a failure finishes the job.
+        // same transaction). Then its ratings, items and activity entries,
+        // the listed record last, so a retry after a failure finishes the job.
         let pk = keys::user_pk(user);
         let marked = self
             .client
@@ -498,6 +585,7 @@ impl ChatStore for DynamoStore {
                 }
             }
         }
+        self.delete_activity(&pk, thread_id).await?;
         self.delete_keys(vec![keys::key(pk, keys::thread_sk(thread_id))])
             .await?;
         Ok(Write::Done)
@@ -507,16 +595,19 @@ impl ChatStore for DynamoStore {
     async fn save_item(&self, user: &UserId, item: &ThreadItem) -> Result<Write, StoreError> {
         let pk = keys::user_pk(user);
         let row = record(pk.clone(), keys::item_sk(&item.thread_id, &item.id), item)?;
-        let put = Put::builder()
-            .table_name(&self.table)
-            .set_item(Some(row))
-            .condition_expression("attribute_not_exists(#fenced)")
-            .expression_attribute_names("#fenced", FENCED);
         let claims = item
             .attachment_ids()
             .into_iter()
             .map(|id| self.claim(&pk, id, &item.thread_id, &item.id))
             .collect::<Result<_, _>>()?;
+        if matches!(item.kind, ItemKind::UserMessage { .. }) {
+            return self.save_user_message(pk, item, row, claims).await;
+        }
+        let put = Put::builder()
+            .table_name(&self.table)
+            .set_item(Some(row))
+            .condition_expression("attribute_not_exists(#fenced)")
+            .expression_attribute_names("#fenced", FENCED);
         self.put_in_live_thread_with(pk, &item.thread_id, put, claims)
             .await
     }
@@ -776,6 +867,51 @@ mod tests {
     #[test]
     fn another_service_error_is_no_condition_failure() {
         assert!(!is_condition_failure(&failure("ValidationException")));
+    }
+
+    fn reasons(codes: &[&str]) -> Vec<CancellationReason> {
+        codes
+            .iter()
+            .map(|code| CancellationReason::builder().code(*code).build())
+            .collect()
+    }
+
+    #[test]
+    fn a_transaction_refused_by_conditions_names_their_writes() {
+        assert_eq!(
+            cancelled(&reasons(&[
+                "None",
+                "ConditionalCheckFailed",
+                "TransactionConflict",
+                "ConditionalCheckFailed"
+            ])),
+            Cancelled::Refused(vec![1, 3])
+        );
+    }
+
+    #[test]
+    fn a_transaction_cancelled_by_another_is_a_conflict() {
+        assert_eq!(
+            cancelled(&reasons(&["None", "TransactionConflict"])),
+            Cancelled::Conflict
+        );
+    }
+
+    #[test]
+    fn a_transaction_cancelled_otherwise_is_neither() {
+        assert_eq!(
+            cancelled(&reasons(&["None", "ValidationError"])),
+            Cancelled::Other
+        );
+        assert_eq!(cancelled(&[]), Cancelled::Other);
+    }
+
+    #[test]
+    fn what_an_items_transaction_did() {
+        assert_eq!(written(Ok(())), Write::Done);
+        assert_eq!(written(Err(vec![0])), Write::Refused);
+        assert_eq!(written(Err(vec![1, 2])), Write::Refused);
+        assert_eq!(written(Err(vec![2])), Write::AttachmentTaken);
     }
 
     #[test]

@@ -114,6 +114,33 @@ mod chat {
         format!("{}{item_id}", feedback_prefix(thread_id))
     }
 
+    /// `ACTIVITY#`: the prefix of the activity index (threads by latest activity).
+    pub const ACTIVITY_PREFIX: &str = "ACTIVITY#";
+
+    /// `ACTIVITY#<ms, 13 digits>#<thread id>`: one position of a thread in the
+    /// activity index (ms since the epoch, so the keys sort by time, then id).
+    pub fn activity_sk(at_ms: u64, thread_id: &str) -> String {
+        format!("{ACTIVITY_PREFIX}{at_ms:013}#{thread_id}")
+    }
+
+    /// The upper bound of the index entries at `at_ms` or before: ids are
+    /// `[0-9A-Za-z_-]`, all before `~`.
+    pub fn activity_end(at_ms: u64) -> String {
+        format!("{ACTIVITY_PREFIX}{at_ms:013}#~")
+    }
+
+    /// `LASTACTIVE#`: the prefix of the threads' pointers to their entries.
+    pub const LAST_ACTIVE_PREFIX: &str = "LASTACTIVE#";
+
+    /// `LASTACTIVE#<thread id>`: the time of the thread's current index entry.
+    pub fn last_active_sk(thread_id: &str) -> String {
+        format!("{LAST_ACTIVE_PREFIX}{thread_id}")
+    }
+
+    /// `LISTING#THREADS`: the user's listing floor (the latest snapshot a
+    /// listing took) and whether threads older than the index are indexed.
+    pub const LISTING_SK: &str = "LISTING#THREADS";
+
     /// `ITEM#<thread id>#<ulid>#<prefix>` for an item id `<prefix>_<ulid>`: the
     /// time-sortable part comes first, so items of every kind (`msg_`, `wdg_`…)
     /// sort by creation.
@@ -168,6 +195,13 @@ mod tests {
             (item_sk("thr_1", "msg_01AB"), "ITEM#thr_1#01AB#msg"),
             (item_sk("thr_1", "wdg_01AB_x"), "ITEM#thr_1#01AB_x#wdg"),
             (item_sk("thr_1", "legacy"), "ITEM#thr_1#legacy"),
+            (
+                activity_sk(1_772_877_600_000, "thr_1"),
+                "ACTIVITY#1772877600000#thr_1",
+            ),
+            (activity_sk(7, "thr_1"), "ACTIVITY#0000000000007#thr_1"),
+            (activity_end(7), "ACTIVITY#0000000000007#~"),
+            (last_active_sk("thr_1"), "LASTACTIVE#thr_1"),
         ] {
             assert_eq!(built, stored);
         }
@@ -219,6 +253,21 @@ mod tests {
         assert!(items_prefix("thr_1") < item);
         assert!(last_of_every_kind < items_end("thr_1"));
         assert!(items_end("thr_1") < thread_head_sk("thr_1"));
+    }
+
+    #[cfg(feature = "chat")]
+    #[test]
+    fn activity_entries_sort_by_time_then_thread_and_inside_their_bound() {
+        let earlier = activity_sk(999, "thr_z");
+        let later = activity_sk(1_000, "thr_a");
+        let tie = activity_sk(1_000, "thr_b");
+        assert!(ACTIVITY_PREFIX < earlier.as_str());
+        assert!(earlier < later && later < tie);
+        assert!(tie < activity_end(1_000) && activity_end(1_000) < activity_sk(1_001, "thr_0"));
+        assert!(activity_sk(1_000, &"z".repeat(64)) < activity_end(1_000));
+        for other in [LAST_ACTIVE_PREFIX, LISTING_SK, "ATTACHMENT#", "THREAD#"] {
+            assert!(!other.starts_with(ACTIVITY_PREFIX), "{other}");
+        }
     }
 
     #[cfg(feature = "chat")]

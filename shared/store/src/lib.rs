@@ -6,6 +6,8 @@
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
 #[cfg(feature = "chat")]
+mod activity;
+#[cfg(feature = "chat")]
 mod attachments;
 #[cfg(feature = "chat")]
 mod chat;
