@@ -210,16 +210,15 @@ pub fn task_list_with(tasks: &[Task], focus: Option<(&TaskId, RowMode)>) -> (Wid
 }
 
 /// The task ids a task-list widget shows, in order, each once: the
-/// `task_id` of its buttons' and forms' actions.
+/// `task_id` of its buttons' actions (every row has one, in every mode).
 pub fn task_ids(widget: &WidgetRoot) -> Vec<String> {
     let mut ids: Vec<String> = Vec::new();
     widget.walk(&mut |node| {
-        let action = match node {
-            WidgetNode::Button(button) => button.on_click.as_ref(),
-            WidgetNode::Form(form) => form.on_submit.as_ref(),
-            _ => None,
-        };
-        if let Some(id) = action.and_then(|a| a.payload.as_ref()?.get("task_id")?.as_str())
+        if let WidgetNode::Button(button) = node
+            && let Some(id) = button
+                .on_click
+                .as_ref()
+                .and_then(|a| a.payload.as_ref()?.get("task_id")?.as_str())
             && !ids.iter().any(|known| known == id)
         {
             ids.push(id.to_owned());
