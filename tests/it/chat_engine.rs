@@ -2397,6 +2397,7 @@ async fn show_task_asks_the_page_and_its_answer_lets_the_assistant_go_on() {
         .find(|e| e["item"]["type"] == "client_tool_call")
         .unwrap_or_else(|| panic!("{events:?}"));
     assert_eq!(call["type"], "thread.item.done");
+    assert!(call["item"]["id"].as_str().unwrap().starts_with("ctc_"));
     assert_eq!(call["item"]["status"], "pending");
     assert_eq!(call["item"]["name"], "show_task");
     assert_eq!(

@@ -220,7 +220,8 @@ async fn a_conversation_creates_lists_and_completes_tasks() {
             "update_task",
             "complete_task",
             "reopen_task",
-            "delete_task"
+            "delete_task",
+            "show_task"
         ]
     );
     let round_two = sent[1].body["input"].as_array().unwrap();

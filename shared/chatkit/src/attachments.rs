@@ -435,6 +435,19 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_direct_uploads_debug_shows_its_length_not_its_bytes() {
+        let upload = DirectUpload {
+            name: "a.png".into(),
+            mime_type: "image/png".into(),
+            bytes: vec![7; 1000],
+        };
+        assert_eq!(
+            format!("{upload:?}"),
+            r#"DirectUpload { name: "a.png", mime_type: "image/png", bytes: 1000 }"#
+        );
+    }
+
+    #[test]
     fn names_lose_paths_controls_and_quotes() {
         assert_eq!(clean_name("../../etc/passwd").as_deref(), Some("passwd"));
         assert_eq!(clean_name("C:\\x\\list.png").as_deref(), Some("list.png"));

@@ -132,10 +132,16 @@ impl Gateway {
         let path = req.uri().path().to_owned();
         // Like API Gateway: a matching route, else `$default` if there is one.
         // A Function URL (its own host when deployed) sends every path to its
-        // function: here, a path below its route that no route matches (the
-        // ChatKit upload URL, `<ChatKit URL>/attachments`).
-        let below =
-            |b: &&Binding| b.route.function_url && path.starts_with(&format!("{}/", b.route.path));
+        // function: here, a path below its route that no route declares for
+        // any method (the ChatKit upload URL, `<ChatKit URL>/attachments`;
+        // not `/api/v1/chatkit/usage`, an API route).
+        let declared = self
+            .bindings
+            .iter()
+            .any(|b| b.route.path != "$default" && match_path(&b.route.path, &path).is_some());
+        let below = |b: &&Binding| {
+            !declared && b.route.function_url && path.starts_with(&format!("{}/", b.route.path))
+        };
         let found = self
             .bindings
             .iter()
