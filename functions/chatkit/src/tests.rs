@@ -735,8 +735,17 @@ async fn a_direct_upload_may_carry_4_mb_of_file_in_a_body_of_at_most_6_mb() {
         "{}",
         a.text
     );
-    // A body over Lambda's 6 MB is refused before it is read.
-    let huge = one_file("huge.pdf", "application/pdf", &vec![7u8; 6 * 1024 * 1024]);
+    // A body of exactly Lambda's 6 MB is read (its file is then too big)...
+    let overhead = one_file("huge.pdf", "application/pdf", &[]).len();
+    let file = vec![7u8; crate::upload::MAX_UPLOAD_BODY - overhead];
+    let exact = one_file("huge.pdf", "application/pdf", &file);
+    assert_eq!(exact.len(), crate::upload::MAX_UPLOAD_BODY);
+    let a = f.upload(upload_call(exact).user("alice")).await;
+    assert_eq!((a.status, a.code().as_str()), (413, "file_too_large"));
+    // ...and one byte more is refused before it is read.
+    let mut huge = file;
+    huge.push(7);
+    let huge = one_file("huge.pdf", "application/pdf", &huge);
     let a = f.upload(upload_call(huge).user("alice")).await;
     assert_eq!((a.status, a.code().as_str()), (413, "payload_too_large"));
 }

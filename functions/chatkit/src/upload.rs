@@ -69,10 +69,9 @@ pub async fn read(content_type: &str, body: Body) -> Result<DirectUpload, Refuse
     let malformed = |e: multer::Error| Refused::Malformed(format!("the form cannot be read: {e}"));
     let boundary = multer::parse_boundary(content_type).map_err(malformed)?;
     let bytes = match body {
-        Body::Empty => Bytes::new(),
         Body::Text(text) => Bytes::from(text),
         Body::Binary(binary) => Bytes::from(binary),
-        // `Body` is non-exhaustive; an event makes no other.
+        // `Body::Empty` (and, `Body` being non-exhaustive, anything else).
         _ => Bytes::new(),
     };
     let whole = futures_util::stream::once(async move { Ok::<_, std::convert::Infallible>(bytes) });
@@ -106,6 +105,22 @@ pub async fn read(content_type: &str, body: Body) -> Result<DirectUpload, Refuse
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+
+    #[test]
+    fn a_body_that_is_not_a_form_is_415_saying_what_came() {
+        let named = |refused| match ApiError::from(refused) {
+            ApiError::NotAForm(got) => got,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(
+            named(Refused::NotMultipart(String::new())),
+            "no content type"
+        );
+        assert_eq!(
+            named(Refused::NotMultipart("application/json".into())),
+            "application/json"
+        );
+    }
 
     const TYPE: &str = "multipart/form-data; boundary=----WebKitFormBoundaryQ7aB";
 
