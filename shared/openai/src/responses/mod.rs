@@ -99,9 +99,9 @@ struct ForcedFunction<'a> {
 /// (the o-series and the GPT-5 family but its chat models) refuse it with a
 /// 400 (`unsupported_parameter`).
 pub fn accepts_temperature(model: &str) -> bool {
-    let reasoning_o = model.len() > 1
-        && model.starts_with('o')
-        && model[1..].starts_with(|c: char| c.is_ascii_digit());
+    let reasoning_o = model
+        .strip_prefix('o')
+        .is_some_and(|rest| rest.starts_with(|c: char| c.is_ascii_digit()));
     let gpt5 = model.starts_with("gpt-5") && !model.starts_with("gpt-5-chat");
     !(reasoning_o || gpt5)
 }
