@@ -194,9 +194,16 @@ fn is_conflict<E: ProvideErrorMetadata, R>(err: &SdkError<E, R>) -> bool {
 /// Waits before attempt `attempt` (from 1) of a request that met a
 /// conflict: growing, with jitter, so concurrent writers part.
 pub(crate) async fn back_off(attempt: u32) {
-    let jitter = u64::from(chrono::Utc::now().timestamp_subsec_nanos() % 16);
+    tokio::time::sleep(delay(attempt, chrono::Utc::now().timestamp_subsec_nanos())).await;
+}
+
+/// The wait before attempt `attempt`: 8 ms doubled per attempt (at most
+/// 256 ms), plus up to 15/16 of that again, picked by `noise` (any number:
+/// the clock's nanoseconds).
+fn delay(attempt: u32, noise: u32) -> Duration {
+    let jitter = u64::from(noise % 16);
     let base = 8u64 << attempt.min(5);
-    tokio::time::sleep(Duration::from_millis(base + jitter * base / 16)).await;
+    Duration::from_millis(base + jitter * base / 16)
 }
 
 impl DynamoStore {
@@ -592,5 +599,36 @@ mod tests {
     fn the_last_page_has_no_cursor() {
         let page = page_of(vec![(3, meta("a"))], 2, 9);
         assert_eq!((page.has_more, page.after), (false, None));
+        // Exactly a page's worth left: the last page too.
+        let page = page_of(vec![(3, meta("a")), (2, meta("b"))], 2, 9);
+        assert_eq!(
+            (page.has_more, page.after, page.data.len()),
+            (false, None, 2)
+        );
+    }
+
+    #[test]
+    fn a_number_attribute_is_read_only_when_it_is_one() {
+        let mut row = Item::new();
+        row.insert(AT.into(), n(42));
+        row.insert(THREAD.into(), s("thr_1"));
+        row.insert("bad".into(), AttributeValue::N("x".into()));
+        assert_eq!(number(&row, AT), Some(42));
+        assert_eq!(number(&row, THREAD), None);
+        assert_eq!(number(&row, "bad"), None);
+        assert_eq!(number(&row, "missing"), None);
+    }
+
+    #[test]
+    fn waits_double_up_to_a_cap_with_up_to_fifteen_sixteenths_of_jitter() {
+        let ms = |attempt, noise| delay(attempt, noise).as_millis();
+        assert_eq!(ms(1, 0), 16);
+        assert_eq!(ms(2, 0), 32);
+        assert_eq!(ms(5, 0), 256);
+        assert_eq!(ms(9, 0), 256);
+        assert_eq!(ms(1, 15), 16 + 15);
+        assert_eq!(ms(1, 16), 16);
+        assert_eq!(ms(2, 8), 32 + 16);
+        assert_eq!(ms(0, 31), 8 + 7);
     }
 }
