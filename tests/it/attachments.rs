@@ -77,13 +77,15 @@ async fn delete(api: &Api, user: &str, attachment_id: &str) -> (u16, Value) {
     (status, body["error"]["code"].clone())
 }
 
-/// The last input item of the last model request.
+/// The last item of the conversation the last model request carried (the
+/// per-turn context, a developer message, follows it).
 fn last_input(api: &Api) -> Value {
     let request = stub(api).requests_to("/v1/responses").pop().unwrap();
     request.body["input"]
         .as_array()
         .unwrap()
-        .last()
+        .iter()
+        .rfind(|i| i["role"] != "developer")
         .unwrap()
         .clone()
 }

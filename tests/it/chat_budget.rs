@@ -200,7 +200,9 @@ fn estimated_input(seen: &SeenRequest) -> u64 {
         .iter()
         .map(|t| t.name.len() + t.description.len() + t.parameters.to_string().len())
         .sum();
-    let mut bytes = seen.instructions.len() + tool_bytes;
+    // The per-turn context is one message after the conversation.
+    let context = seen.context.as_ref().map_or(0, String::len);
+    let mut bytes = seen.instructions.len() + tool_bytes + context;
     let mut files = 0u64;
     for item in &seen.input {
         match item {
@@ -668,6 +670,7 @@ fn request(input: &[ModelInput]) -> ModelRequest<'_> {
         input,
         tools: &[],
         tool_choice: None,
+        cache_key: None,
     }
 }
 

@@ -1845,24 +1845,57 @@ async fn every_model_request_carries_the_users_day_zone_and_language() {
     .await;
     let requests = chat.model.requests();
     assert_eq!(requests.len(), 2);
-    for seen in requests {
-        assert!(
-            seen.instructions.starts_with("Be brief."),
-            "{}",
-            seen.instructions
-        );
+    for seen in &requests {
+        // The instructions stay the same for everyone: a cacheable prefix.
+        assert_eq!(seen.instructions, "Be brief.");
+        let context = context_of(seen);
         for expected in [
             "Now: Wednesday 2026-12-02 22:00, time zone Pacific/Honolulu (UTC-10:00)",
             "Today: 2026-12-02. Tomorrow: 2026-12-03.",
             "language: fr-FR",
         ] {
-            assert!(
-                seen.instructions.contains(expected),
-                "{}",
-                seen.instructions
-            );
+            assert!(context.contains(expected), "{context}");
         }
     }
+    // The context follows the conversation: the first round ends with it,
+    // the second goes on after it with the tool's call and output.
+    assert_eq!(requests[0].context_at, Some(requests[0].input.len()));
+    assert_eq!(requests[1].context_at, requests[0].context_at);
+    assert_eq!(
+        requests[1].input[..requests[0].input.len()],
+        requests[0].input[..]
+    );
+}
+
+/// The per-turn context a request carries (its developer message).
+fn context_of(seen: &taskpilot_chatkit::testing::SeenRequest) -> String {
+    seen.context.clone().unwrap_or_default()
+}
+
+#[tokio::test]
+async fn the_request_prefix_stays_the_same_from_turn_to_turn() {
+    let chat = Chat::new();
+    let (thread, _) = chat
+        .create("alice", "hello", vec![Round::text("Hi.")])
+        .await;
+    chat.model.push(Round::text("Fine."));
+    chat.say("alice", &thread, "how are you").await;
+    let requests = chat.model.requests();
+    let (one, two) = (&requests[0], &requests[1]);
+    assert_eq!(one.instructions, two.instructions);
+    assert_eq!(one.tools, two.tools);
+    // Turn 2 starts with everything turn 1 sent but its context, which
+    // comes last in both.
+    assert_eq!(two.input[..one.input.len()], one.input[..]);
+    assert_eq!(
+        two.input[one.input.len()..],
+        [
+            ModelInput::assistant("Hi."),
+            ModelInput::user("how are you")
+        ]
+    );
+    assert_eq!(one.context_at, Some(one.input.len()));
+    assert_eq!(two.context_at, Some(two.input.len()));
 }
 
 #[tokio::test]
@@ -2174,12 +2207,12 @@ async fn plan_my_day_lists_the_tasks_first_and_says_what_to_do_with_them() {
     let requests = chat.model.requests();
     assert_eq!(requests[0].tool_choice.as_deref(), Some("list_tasks"));
     assert!(
-        requests[0].instructions.contains("\"Plan my day\""),
-        "{}",
-        requests[0].instructions
+        context_of(&requests[0]).contains("\"Plan my day\""),
+        "{:?}",
+        requests[0].input
     );
     // The note lasts the turn: every round of it carries it.
-    assert!(requests[1].instructions.contains("\"Plan my day\""));
+    assert!(context_of(&requests[1]).contains("\"Plan my day\""));
 }
 
 #[tokio::test]

@@ -909,6 +909,20 @@ async fn call_with(api: &Api, user: &str, envelope: Value, headers: &[(&str, &st
 
 /// The date in `zone` now, read before and after `during` so a test that
 /// straddles midnight there can accept either day.
+/// The per-turn context of a Responses request: its developer message,
+/// after the conversation (the instructions stay the same for everyone).
+fn developer_context(body: &Value) -> String {
+    let input = body["input"].as_array().unwrap();
+    let notes: Vec<&str> = input
+        .iter()
+        .filter(|i| i["role"] == "developer")
+        .filter_map(|i| i["content"].as_str())
+        .collect();
+    assert_eq!(notes.len(), 1, "one context message: {input:?}");
+    assert!(!body["instructions"].as_str().unwrap().contains("Context"));
+    notes[0].to_owned()
+}
+
 fn days_in(zone: taskpilot_chatkit::zone::Zone) -> impl Fn() -> chrono::NaiveDate {
     move || chrono::Utc::now().with_timezone(&zone).date_naive()
 }
@@ -941,7 +955,7 @@ async fn the_users_time_zone_and_language_reach_the_model_and_the_tools() {
     let seen = s.requests_to("/v1/responses");
     assert_eq!(seen.len(), 2);
     for request in &seen {
-        let instructions = request.body["instructions"].as_str().unwrap();
+        let instructions = &developer_context(&request.body);
         assert!(
             instructions.contains("time zone Pacific/Kiritimati (UTC+14:00)"),
             "{instructions}"
@@ -975,7 +989,7 @@ async fn the_users_time_zone_and_language_reach_the_model_and_the_tools() {
     .await;
     assert_eq!(answer.status, 200, "{}", answer.text);
     let last = s.requests_to("/v1/responses").pop().unwrap();
-    let instructions = last.body["instructions"].as_str().unwrap();
+    let instructions = &developer_context(&last.body);
     assert!(
         instructions.contains("time zone America/Adak"),
         "{instructions}"
@@ -1413,12 +1427,18 @@ async fn the_show_task_client_tool_round_trips_through_the_page() {
     );
     // The model was given the call and the page's output.
     let last = stub(&api).requests_to("/v1/responses").pop().unwrap();
-    let input = last.body["input"].as_array().unwrap();
+    // The conversation, less the per-turn context that follows it.
+    let input: Vec<&Value> = last.body["input"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|i| i["role"] != "developer")
+        .collect();
     let n = input.len();
     assert_eq!(input[n - 2]["type"], "function_call");
     assert_eq!(input[n - 2]["name"], "show_task");
     assert_eq!(
-        input[n - 1],
+        *input[n - 1],
         json!({"type": "function_call_output", "call_id": input[n - 2]["call_id"],
                "output": "{\"shown\":true}"})
     );

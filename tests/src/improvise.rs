@@ -1,7 +1,8 @@
 //! The stub model's unscripted answers, so a person (and the whole-stack
 //! tests) can chat with the local stack without an API key and see every
 //! path the assistant has. It reads what a real model reads: the
-//! instructions (the user's date and time zone) and the conversation.
+//! instructions, the application's context (the user's date and time zone)
+//! and the conversation.
 //!
 //! - "what day is it?" → the date and time from the context it was given;
 //! - "add buy milk tomorrow" → `create_task` with tomorrow's date on the
@@ -28,8 +29,22 @@ const MENTIONS: &str = "The tasks I mentioned with @, as they are now: ";
 
 /// The turn for a `POST /v1/responses` body.
 pub fn turn(body: &Value) -> Turn {
-    let instructions = body["instructions"].as_str().unwrap_or_default();
     let items = body["input"].as_array().cloned().unwrap_or_default();
+    // The user's date and zone: in the instructions or a developer message.
+    let mut context = body["instructions"].as_str().unwrap_or_default().to_owned();
+    for note in items
+        .iter()
+        .filter(|i| i["role"] == "developer")
+        .filter_map(|i| i["content"].as_str())
+    {
+        context.push('\n');
+        context.push_str(note);
+    }
+    let instructions = context.as_str();
+    let items: Vec<Value> = items
+        .into_iter()
+        .filter(|i| i["role"] != "developer")
+        .collect();
     let last = items.last().cloned().unwrap_or(Value::Null);
     if last["type"] == "function_call_output" {
         return Turn::Text(summary(&items, &last));

@@ -33,7 +33,7 @@ use effects::{Change, TaskChanges};
 use taskpilot_chatkit::ids;
 use taskpilot_chatkit::metrics::{Metrics, NoMetrics};
 use taskpilot_chatkit::model::{
-    FunctionCall, ModelClient, ModelEvent, ModelInput, ModelRequest, ModelStream, TokenUsage,
+    FunctionCall, ModelClient, ModelEvent, ModelInput, ModelRequest, ModelStream, Role, TokenUsage,
 };
 use taskpilot_chatkit::request::Action;
 use taskpilot_chatkit::request::FeedbackKind;
@@ -217,16 +217,22 @@ impl<R: TaskRepository, M: ModelClient> TaskAgent<R, M> {
         done: Vec<ModelInput>,
         mut shown: Shown,
     ) -> Result<(), Interrupted> {
+        // The instructions and the tools are the same for every turn of
+        // every user, then the thread's history: a prefix the provider can
+        // cache. What changes per turn (the user's date, zone and language,
+        // a mode's note) comes after it.
         let mut input = history::to_model_input(turn.history(), turn.files());
         input.extend(done);
-        let mut instructions = format!(
-            "{}\n\n{}",
-            self.settings.instructions,
-            dates::context_note(turn.caller())
-        );
+        let mut context = dates::context_note(turn.caller());
         if let Some(note) = choice.mode.and_then(|m| m.note()) {
-            instructions = format!("{instructions}\n\n{note}");
+            context = format!("{context}\n\n{note}");
         }
+        input.push(ModelInput::Message {
+            role: Role::Developer,
+            text: context,
+        });
+        let instructions = &self.settings.instructions;
+        let thread_id = turn.thread().id.clone();
         let mut calls_run = 0usize;
         for round in 0..self.settings.max_tool_steps.max(1) {
             if round > 0 && turn.over_budget() {
@@ -236,7 +242,7 @@ impl<R: TaskRepository, M: ModelClient> TaskAgent<R, M> {
             }
             let request = ModelRequest {
                 model: choice.model,
-                instructions: &instructions,
+                instructions,
                 temperature: self.settings.temperature,
                 input: &input,
                 tools: tools::specs(),
@@ -244,6 +250,7 @@ impl<R: TaskRepository, M: ModelClient> TaskAgent<R, M> {
                     .mode
                     .filter(|_| round == 0)
                     .map(|m| m.forced().name()),
+                cache_key: Some(&thread_id),
             };
             let model_deadline = turn
                 .deadline()

@@ -23,6 +23,10 @@ pub enum Role {
     User,
     /// The assistant.
     Assistant,
+    /// The application's per-turn context (the user's date, zone, language,
+    /// a mode's note), sent after the conversation so that what comes
+    /// before it stays the same from turn to turn (a cacheable prefix).
+    Developer,
 }
 
 /// One entry of the conversation the model sees.
@@ -123,6 +127,9 @@ pub struct ModelRequest<'a> {
     pub tools: &'a [ToolSpec],
     /// A tool the model must call this round (`None`: the model chooses).
     pub tool_choice: Option<&'a str>,
+    /// Groups requests that share a prefix (a thread's turns) for the
+    /// provider's prompt cache.
+    pub cache_key: Option<&'a str>,
 }
 
 /// What a streamed round reports, in order. `item` names the model's own

@@ -13,7 +13,7 @@ use taskpilot_domain::{StoreError, UserId};
 
 use crate::attachments::{AttachmentRecord, AttachmentStore, StoredObject};
 use crate::model::{
-    FunctionCall, ModelClient, ModelError, ModelEvent, ModelInput, ModelRequest, ModelStream,
+    FunctionCall, ModelClient, ModelError, ModelEvent, ModelInput, ModelRequest, ModelStream, Role,
 };
 use crate::request::{Order, Paging};
 use crate::sink::{Disconnected, EventSink};
@@ -629,6 +629,16 @@ fn message(item: &str, text: &str, upto: usize) -> Vec<Result<ModelEvent, ModelE
     events
 }
 
+fn is_context(item: &ModelInput) -> bool {
+    matches!(
+        item,
+        ModelInput::Message {
+            role: Role::Developer,
+            ..
+        }
+    )
+}
+
 /// A request the scripted model received.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SeenRequest {
@@ -636,8 +646,12 @@ pub struct SeenRequest {
     pub model: String,
     /// The instructions, with the caller's context.
     pub instructions: String,
-    /// The conversation.
+    /// The conversation, without the application's context notes.
     pub input: Vec<ModelInput>,
+    /// The application's context (developer messages), joined.
+    pub context: Option<String>,
+    /// Where the first context note stood in the whole input.
+    pub context_at: Option<usize>,
     /// The tool names.
     pub tools: Vec<String>,
     /// The tool the round had to call.
@@ -718,7 +732,27 @@ impl ModelClient for ScriptedModel {
             state.seen.push(SeenRequest {
                 model: request.model.to_owned(),
                 instructions: request.instructions.to_owned(),
-                input: request.input.to_vec(),
+                input: request
+                    .input
+                    .iter()
+                    .filter(|i| !is_context(i))
+                    .cloned()
+                    .collect(),
+                context: {
+                    let notes: Vec<&str> = request
+                        .input
+                        .iter()
+                        .filter_map(|i| match i {
+                            ModelInput::Message {
+                                role: Role::Developer,
+                                text,
+                            } => Some(text.as_str()),
+                            _ => None,
+                        })
+                        .collect();
+                    (!notes.is_empty()).then(|| notes.join("\n"))
+                },
+                context_at: request.input.iter().position(is_context),
                 tools: request.tools.iter().map(|t| t.name.to_owned()).collect(),
                 tool_choice: request.tool_choice.map(str::to_owned),
             });

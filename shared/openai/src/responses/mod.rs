@@ -30,6 +30,9 @@ pub struct ResponsesRequest<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     tool_choice: Option<ForcedFunction<'a>>,
     parallel_tool_calls: bool,
+    /// Routes requests with one prefix to one prompt cache.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    prompt_cache_key: Option<&'a str>,
     store: bool,
     stream: bool,
 }
@@ -117,6 +120,7 @@ impl<'a> ResponsesRequest<'a> {
                     role: match role {
                         Role::User => "user",
                         Role::Assistant => "assistant",
+                        Role::Developer => "developer",
                     },
                     content: text,
                 },
@@ -164,6 +168,7 @@ impl<'a> ResponsesRequest<'a> {
                 name,
             }),
             parallel_tool_calls: true,
+            prompt_cache_key: request.cache_key,
             store: false,
             stream: true,
         }

@@ -37,6 +37,7 @@ fn the_request_is_the_responses_wire_shape() {
         input: &input,
         tools: &tools,
         tool_choice: None,
+        cache_key: None,
     };
     assert_eq!(
         serde_json::to_value(ResponsesRequest::new(&request)).unwrap(),
@@ -64,6 +65,7 @@ fn a_forced_tool_is_the_tool_choice_and_reasoning_models_get_no_temperature() {
         input: &[],
         tools: &tools,
         tool_choice: Some("create_task"),
+        cache_key: Some("thr_1"),
     };
     let body = serde_json::to_value(ResponsesRequest::new(&request("gpt-4.1"))).unwrap();
     assert_eq!(
@@ -71,6 +73,7 @@ fn a_forced_tool_is_the_tool_choice_and_reasoning_models_get_no_temperature() {
         json!({"type": "function", "name": "create_task"})
     );
     assert_eq!(body["temperature"], json!(0.5));
+    assert_eq!(body["prompt_cache_key"], "thr_1");
     for reasoning in ["o4-mini", "o3", "o1-preview", "gpt-5", "gpt-5-mini"] {
         let body = serde_json::to_value(ResponsesRequest::new(&request(reasoning))).unwrap();
         assert!(body.get("temperature").is_none(), "{reasoning}: {body}");
@@ -115,6 +118,7 @@ fn attached_files_are_image_and_file_parts_of_a_user_message() {
         input: &input,
         tools: &[],
         tool_choice: None,
+        cache_key: None,
     };
     assert_eq!(
         serde_json::to_value(ResponsesRequest::new(&request)).unwrap()["input"],
