@@ -1564,3 +1564,42 @@ async fn the_task_list_widget_renames_sets_the_due_day_and_deletes_after_asking(
         .await;
     assert_eq!(after.status, 404);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_threads_next_turn_reuses_its_prompt_prefix_and_the_cached_tokens_are_counted() {
+    let api = start(&[]).await;
+    let first = stream(
+        &api,
+        "alice",
+        json!({"type": "threads.create", "params": {"input": message("what day is it?")}}),
+    )
+    .await;
+    let thread = first.events[0]["thread"]["id"].as_str().unwrap();
+    let before = api.get("/api/v1/chatkit/usage", "alice").await.body;
+    assert_eq!(before["today"]["cached_input_tokens"], 0, "{before}");
+    stream(
+        &api,
+        "alice",
+        json!({"type": "threads.add_user_message",
+               "params": {"thread_id": thread, "input": message("and the time?")}}),
+    )
+    .await;
+    let requests = stub(&api).requests_to("/v1/responses");
+    let (one, two) = (&requests[0].body, &requests[1].body);
+    assert_eq!(one["prompt_cache_key"], thread);
+    assert_eq!(two["prompt_cache_key"], thread);
+    // Turn 2 starts with turn 1's request less its context (the last item).
+    let sent = one["input"].as_array().unwrap();
+    let again = two["input"].as_array().unwrap();
+    assert_eq!(sent.last().unwrap()["role"], "developer");
+    assert_eq!(again[..sent.len() - 1], sent[..sent.len() - 1]);
+    assert_eq!(
+        (&one["instructions"], &one["tools"]),
+        (&two["instructions"], &two["tools"])
+    );
+    // The stub caches that prefix as OpenAI does; the day counts it.
+    let after = api.get("/api/v1/chatkit/usage", "alice").await.body;
+    let cached = after["today"]["cached_input_tokens"].as_u64().unwrap();
+    assert!(cached >= 1_024 && cached % 128 == 0, "{after}");
+    assert!(cached < after["today"]["input_tokens"].as_u64().unwrap());
+}

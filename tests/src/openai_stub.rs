@@ -107,6 +107,8 @@ struct State {
     transcripts: VecDeque<String>,
     chunk_delay: Duration,
     first_delta_at: Option<std::time::Instant>,
+    /// The last prompt seen per `prompt_cache_key` (its canonical text).
+    prompts: std::collections::HashMap<String, String>,
 }
 
 /// A running stub.
@@ -278,13 +280,55 @@ pub fn prompt_tokens(body: &Value) -> u64 {
         + 85 * files
 }
 
+/// Shortest prefix OpenAI's prompt caching serves, in tokens.
+const CACHE_MIN_TOKENS: u64 = 1_024;
+/// Its granularity beyond that, in tokens.
+const CACHE_STEP_TOKENS: u64 = 128;
+
+/// A prompt as the cache reads it: the tools, the instructions, then each
+/// input item, as text.
+fn canonical_prompt(body: &Value) -> String {
+    let mut text = body["tools"].to_string();
+    text.push_str(body["instructions"].as_str().unwrap_or_default());
+    for item in body["input"].as_array().into_iter().flatten() {
+        text.push_str(&item.to_string());
+    }
+    text
+}
+
+/// The tokens OpenAI's automatic prompt caching would serve for `body`, as
+/// it documents it: the prefix shared with the previous request of the same
+/// `prompt_cache_key` (~4 bytes a token), from 1,024 tokens on, in steps of
+/// 128; 0 without a key or below that. Remembers `body` for the next one.
+fn cached_tokens(prompts: &mut std::collections::HashMap<String, String>, body: &Value) -> u64 {
+    let Some(key) = body["prompt_cache_key"].as_str() else {
+        return 0;
+    };
+    let prompt = canonical_prompt(body);
+    let shared = prompts.get(key).map_or(0, |previous| {
+        previous
+            .bytes()
+            .zip(prompt.bytes())
+            .take_while(|(a, b)| a == b)
+            .count() as u64
+    });
+    prompts.insert(key.to_owned(), prompt);
+    let tokens = shared / 4;
+    if tokens < CACHE_MIN_TOKENS {
+        0
+    } else {
+        tokens / CACHE_STEP_TOKENS * CACHE_STEP_TOKENS
+    }
+}
+
 /// Streams a turn as Responses API server-sent events; `response.completed`
-/// reports `input_tokens` and the output's tokens (~4 bytes a token).
+/// reports `input_tokens` (of which `cached_tokens` served from the prompt
+/// cache) and the output's tokens (~4 bytes a token).
 fn stream_turn(
     turn: Turn,
     n: u64,
     delay: Duration,
-    input_tokens: u64,
+    (input_tokens, cached_tokens): (u64, u64),
     state: Arc<Mutex<State>>,
 ) -> Response<Body> {
     let (tx, rx) = tokio::sync::mpsc::channel(16);
@@ -370,7 +414,7 @@ fn stream_turn(
                 json!({"type": "response.completed", "response": {"id": response_id,
                 "object": "response", "status": "completed", "output": output,
                 "usage": {"input_tokens": input_tokens,
-                          "input_tokens_details": {"cached_tokens": 0},
+                          "input_tokens_details": {"cached_tokens": cached_tokens},
                           "output_tokens": output_tokens,
                           "output_tokens_details": {"reasoning_tokens": 0},
                           "total_tokens": input_tokens + output_tokens}}}),
@@ -506,7 +550,11 @@ fn answer(
             };
             let turn = turn.unwrap_or_else(|| crate::improvise::turn(&req.body));
             let input_tokens = prompt_tokens(&req.body);
-            stream_turn(turn, n, delay, input_tokens, state.clone())
+            let cached = {
+                let mut s = lock(state);
+                cached_tokens(&mut s.prompts, &req.body).min(input_tokens)
+            };
+            stream_turn(turn, n, delay, (input_tokens, cached), state.clone())
         }
         ("POST", "/v1/audio/transcriptions") => transcription(state, form),
         ("GET", "/v1/models") => ok(json!({
@@ -718,6 +766,30 @@ fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_shared_prefix_is_cached_from_1024_tokens_in_steps_of_128() {
+        let mut prompts = std::collections::HashMap::new();
+        let body = |key: Option<&str>, said: &str| {
+            let mut b = json!({"instructions": "i".repeat(4_600), "tools": [],
+                               "input": [{"role": "user", "content": said}]});
+            if let Some(k) = key {
+                b["prompt_cache_key"] = json!(k);
+            }
+            b
+        };
+        // The first request of a key has nothing cached; no key, never.
+        assert_eq!(cached_tokens(&mut prompts, &body(Some("t"), "a")), 0);
+        assert_eq!(cached_tokens(&mut prompts, &body(None, "a")), 0);
+        // 2 + 4,600 + the item's first bytes are shared: 1,15x tokens, so 1,152.
+        assert_eq!(cached_tokens(&mut prompts, &body(Some("t"), "b")), 1_152);
+        // Another key has its own cache.
+        assert_eq!(cached_tokens(&mut prompts, &body(Some("u"), "b")), 0);
+        // Below 1,024 tokens of shared prefix: nothing.
+        let short = json!({"instructions": "x".repeat(100), "prompt_cache_key": "v", "input": []});
+        cached_tokens(&mut prompts, &short);
+        assert_eq!(cached_tokens(&mut prompts, &short), 0);
+    }
 
     #[test]
     fn a_form_is_parsed_and_summarized() {
