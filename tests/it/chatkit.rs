@@ -1107,13 +1107,7 @@ async fn the_local_stub_model_walks_every_assistant_path() {
     assert_eq!(events[1]["item"]["status"], "answered");
     assert_eq!(effect(&events)["updated"], json!([milk["id"]]));
     assert_eq!(answer_text(&events), "Done: “buy milk” is complete.");
-    let milk_now = api
-        .get(
-            &format!("/api/v1/tasks/{}", milk["id"].as_str().unwrap()),
-            "alice",
-        )
-        .await
-        .body;
+    let milk_now = task_of(&api, "alice", &milk).await.body;
     assert_eq!(milk_now["completed"], true);
     // Another user cannot answer it: the thread is not theirs.
     let pick = json!({"type": "threads.add_structured_input", "params": {"thread_id": thread,
@@ -1306,6 +1300,12 @@ async fn the_model_picker_and_the_tool_menu_choose_the_model_and_the_first_tool(
         json_call(&api, "alice", json!({"type": "threads.list", "params": {}})).await;
     assert_eq!(threads["data"].as_array().unwrap().len(), 1);
     assert_eq!(stub(&api).requests_to("/v1/responses").len(), 3);
+}
+
+/// `GET /api/v1/tasks/{id}` of `task` (a REST answer) as `user`.
+async fn task_of(api: &Api, user: &str, task: &Value) -> crate::common::Reply {
+    let id = task["id"].as_str().unwrap();
+    api.get(&format!("/api/v1/tasks/{id}"), user).await
 }
 
 /// A new thread where `user` asks the stub what is left: it lists the tasks.
@@ -1505,12 +1505,7 @@ async fn the_task_list_widget_renames_sets_the_due_day_and_deletes_after_asking(
         save.of_type("client_effect")[0]["data"]["updated"],
         json!([milk["id"]])
     );
-    let now = api
-        .get(
-            &format!("/api/v1/tasks/{}", milk["id"].as_str().unwrap()),
-            "alice",
-        )
-        .await;
+    let now = task_of(&api, "alice", &milk).await;
     assert_eq!(
         (&now.body["title"], &now.body["due_date"]),
         (&json!("buy oat milk"), &json!("2026-12-24"))
@@ -1527,12 +1522,7 @@ async fn the_task_list_widget_renames_sets_the_due_day_and_deletes_after_asking(
         let refused = stream(&api, "alice", act(kind, payload)).await;
         assert_eq!(refused.of_type("error").len(), 1, "{kind}");
     }
-    let theirs = api
-        .get(
-            &format!("/api/v1/tasks/{}", bobs["id"].as_str().unwrap()),
-            "bob",
-        )
-        .await;
+    let theirs = task_of(&api, "bob", &bobs).await;
     assert_eq!(theirs.body["title"], "bob's");
 
     let ask = stream(
@@ -1556,12 +1546,7 @@ async fn the_task_list_widget_renames_sets_the_due_day_and_deletes_after_asking(
         gone.of_type("client_effect")[0]["data"]["deleted"],
         json!([milk["id"]])
     );
-    let after = api
-        .get(
-            &format!("/api/v1/tasks/{}", milk["id"].as_str().unwrap()),
-            "alice",
-        )
-        .await;
+    let after = task_of(&api, "alice", &milk).await;
     assert_eq!(after.status, 404);
 }
 

@@ -70,11 +70,7 @@ pub fn check_upload_response(
     if status == 200 {
         return check_attachment(&json).map_err(|e| format!("upload answered {json}\n  {e}"));
     }
-    let error = &json["error"];
-    let envelope = json.as_object().is_some_and(|o| o.len() == 1)
-        && error["code"].is_string()
-        && error["message"].is_string();
-    if envelope {
+    if is_error_envelope(&json) {
         Ok(())
     } else {
         Err(format!("upload {status}: not an error envelope: {body}"))
@@ -133,11 +129,7 @@ pub fn check_response(
         return check_answer(request_type, &json)
             .map_err(|e| format!("{request_type} answered {json}\n  {e}"));
     }
-    let error = &json["error"];
-    let envelope = json.as_object().is_some_and(|o| o.len() == 1)
-        && error["code"].is_string()
-        && error["message"].is_string();
-    if envelope {
+    if is_error_envelope(&json) {
         Ok(())
     } else {
         Err(format!(
@@ -267,4 +259,12 @@ fn has_dist(venv: &Path, version: &str) -> bool {
         .flatten()
         .flatten()
         .any(|python| python.path().join("site-packages").join(&dist).is_dir())
+}
+
+/// Whether `json` is exactly `{"error":{"code","message"}}` (strings).
+fn is_error_envelope(json: &Value) -> bool {
+    let error = &json["error"];
+    json.as_object().is_some_and(|o| o.len() == 1)
+        && error["code"].is_string()
+        && error["message"].is_string()
 }

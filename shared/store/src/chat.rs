@@ -267,6 +267,24 @@ impl DynamoStore {
     /// of the activity index, in one transaction. A message that exists
     /// already (rewritten when one of its attachments is deleted) keeps its
     /// thread's place.
+    /// Writes an item's `row` unless its key is fenced, in its live thread,
+    /// with `claims` in the same transaction.
+    async fn put_unfenced(
+        &self,
+        pk: String,
+        thread_id: &str,
+        row: Item,
+        claims: Vec<TransactWriteItem>,
+    ) -> Result<Write, StoreError> {
+        let put = Put::builder()
+            .table_name(&self.table)
+            .set_item(Some(row))
+            .condition_expression("attribute_not_exists(#fenced)")
+            .expression_attribute_names("#fenced", FENCED);
+        self.put_in_live_thread_with(pk, thread_id, put, claims)
+            .await
+    }
+
     async fn save_user_message(
         &self,
         pk: String,
@@ -286,13 +304,7 @@ impl DynamoStore {
         {
             // Stored already (or fenced): written as any other item.
             Err(refused) if !refused.contains(&0) && refused.contains(&1) => {
-                let put = Put::builder()
-                    .table_name(&self.table)
-                    .set_item(Some(row))
-                    .condition_expression("attribute_not_exists(#fenced)")
-                    .expression_attribute_names("#fenced", FENCED);
-                self.put_in_live_thread_with(pk, &item.thread_id, put, claims)
-                    .await
+                self.put_unfenced(pk, &item.thread_id, row, claims).await
             }
             outcome => Ok(written(outcome)),
         }
@@ -603,13 +615,7 @@ impl ChatStore for DynamoStore {
         if matches!(item.kind, ItemKind::UserMessage { .. }) {
             return self.save_user_message(pk, item, row, claims).await;
         }
-        let put = Put::builder()
-            .table_name(&self.table)
-            .set_item(Some(row))
-            .condition_expression("attribute_not_exists(#fenced)")
-            .expression_attribute_names("#fenced", FENCED);
-        self.put_in_live_thread_with(pk, &item.thread_id, put, claims)
-            .await
+        self.put_unfenced(pk, &item.thread_id, row, claims).await
     }
 
     #[instrument(skip_all, fields(item_id = %item_id))]
