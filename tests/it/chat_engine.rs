@@ -14,6 +14,7 @@ use taskpilot_chatkit::context::Caller;
 use taskpilot_chatkit::engine::{Answer, ChatError, Engine, HISTORY, OpenGate};
 use taskpilot_chatkit::model::ModelInput;
 use taskpilot_chatkit::request::Request;
+use taskpilot_chatkit::store::{ChatStore, MessageThread};
 use taskpilot_chatkit::testing::{
     InMemoryChat, Journal, RecordedMetrics, Round, ScriptedModel, VecSink, drive,
 };
@@ -313,6 +314,28 @@ async fn a_new_message_comes_first_then_the_options_and_no_title_change() {
     assert_eq!(&types[..2], ["thread.item.done", "stream_options"]);
     assert_eq!(types.last().unwrap(), "thread.item.done");
     assert!(!types.contains(&"thread.updated".to_owned()), "{types:?}");
+}
+
+#[tokio::test]
+async fn a_new_thread_is_written_together_with_its_first_message() {
+    let chat = Chat::new();
+    chat.thread("alice", "Hi.").await;
+    assert_eq!(chat.store().messages_told(), [MessageThread::New]);
+}
+
+#[tokio::test]
+async fn a_new_message_hands_back_the_mark_its_threads_read_found() {
+    let chat = Chat::new();
+    let thread = chat.thread("alice", "Hi.").await;
+    let read = chat.store().load_recent(&user("alice"), &thread, 1).await;
+    let mark = read.unwrap().unwrap().mark;
+    assert!(mark.is_some());
+    chat.model.push(Round::text("Sure."));
+    chat.say("alice", &thread, "and now?").await;
+    assert_eq!(
+        chat.store().messages_told()[1..],
+        [MessageThread::Stored { mark }]
+    );
 }
 
 #[tokio::test]

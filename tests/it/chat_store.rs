@@ -1,9 +1,10 @@
 //! The ChatKit thread store on DynamoDB Local.
 use aws_sdk_dynamodb::types::AttributeValue;
 use serde_json::Map;
+use taskpilot_chatkit::attachments::{AttachmentRecord, AttachmentStatus};
 use taskpilot_chatkit::ids;
 use taskpilot_chatkit::request::{Order, Paging};
-use taskpilot_chatkit::store::{ChatStore, Write};
+use taskpilot_chatkit::store::{ChatStore, MessageThread, Write};
 use taskpilot_chatkit::types::{
     AssistantContent, InferenceOptions, ItemKind, Page, ThreadItem, ThreadMetadata, ThreadStatus,
     UserContent,
@@ -1032,4 +1033,137 @@ async fn a_listing_older_than_a_day_goes_on_from_its_place_with_a_new_snapshot()
         .await
         .unwrap();
     assert_eq!(ids_of(&later), [made[1].clone()]);
+}
+
+// A new message's write: a new thread with it in one transaction, a stored
+// thread's pointer handed back from the read before it.
+
+/// Alice's activity entries: (all, live).
+async fn entries(client: &aws_sdk_dynamodb::Client, table: &str) -> (usize, usize) {
+    let rows = rows_under(client, table, "ACTIVITY#").await;
+    let live = rows
+        .iter()
+        .filter(|r| !r.contains_key("superseded"))
+        .count();
+    (rows.len(), live)
+}
+
+/// The time in `thread_id`'s activity pointer.
+async fn pointer_at(client: &aws_sdk_dynamodb::Client, table: &str, thread_id: &str) -> u64 {
+    let rows = rows_under(client, table, &format!("LASTACTIVE#{thread_id}")).await;
+    rows[0]["at"].as_n().unwrap().parse().unwrap()
+}
+
+#[tokio::test]
+async fn a_new_thread_is_written_with_its_first_message_and_placed_once() {
+    let (store, client, table) = store_and_table().await;
+    let alice = UserId::new("alice").unwrap();
+    let t = thread();
+    let first = said(&t.id, "first");
+    let written = store
+        .save_message(&alice, &t, &first, MessageThread::New)
+        .await
+        .unwrap();
+    assert_eq!(written, Write::Done);
+    let recent = store.load_recent(&alice, &t.id, 10).await.unwrap().unwrap();
+    assert_eq!((recent.thread, recent.items), (t.clone(), vec![first]));
+    assert_eq!(recent.mark, Some(pointer_at(&client, &table, &t.id).await));
+    assert_eq!(entries(&client, &table).await, (1, 1));
+    assert_eq!(listing(&store, &alice, Order::Desc, 10).await, [t.id]);
+}
+
+#[tokio::test]
+async fn a_message_moves_its_thread_with_the_mark_read_before_it_or_a_stale_one() {
+    let (client, table, endpoint) = fresh_table("chat").await.unwrap();
+    // The store under test talks through a proxy that counts its requests.
+    let proxy = emulators::proxy::CountingProxy::start(&endpoint)
+        .await
+        .unwrap();
+    let counted = emulators::aws::dynamodb_client(&proxy.endpoint).await;
+    let store = DynamoStore::new(counted, table.clone());
+    let alice = UserId::new("alice").unwrap();
+    let made = threads(&store, &alice, 2).await;
+    let mark = store
+        .load_recent(&alice, &made[0], 1)
+        .await
+        .unwrap()
+        .unwrap()
+        .mark;
+    assert!(mark.is_some());
+    let t = store.load_thread(&alice, &made[0]).await.unwrap().unwrap();
+    let known = MessageThread::Stored { mark };
+    let before = proxy.counts();
+    let written = store
+        .save_message(&alice, &t, &said(&t.id, "a"), known)
+        .await;
+    assert_eq!(written.unwrap(), Write::Done);
+    // The pointer is not read again: one transaction is the whole write.
+    assert_eq!(sent_since(&proxy, &before), ["TransactWriteItems"]);
+    assert_eq!(
+        listing(&store, &alice, Order::Desc, 10).await,
+        [made[0].clone(), made[1].clone()]
+    );
+    // The same mark again is stale now: the write reads the pointer and moves.
+    let moved = pointer_at(&client, &table, &t.id).await;
+    let before = proxy.counts();
+    let written = store
+        .save_message(&alice, &t, &said(&t.id, "b"), known)
+        .await;
+    assert_eq!(written.unwrap(), Write::Done);
+    assert_eq!(
+        sent_since(&proxy, &before),
+        ["GetItem", "TransactWriteItems", "TransactWriteItems"]
+    );
+    assert!(pointer_at(&client, &table, &t.id).await > moved);
+    // Two per thread made (its creation, its first message), one per move.
+    assert_eq!(entries(&client, &table).await, (6, 2));
+}
+
+/// The operations `proxy` forwarded since it counted `before`, each once per
+/// request, sorted.
+fn sent_since(
+    proxy: &emulators::proxy::CountingProxy,
+    before: &std::collections::BTreeMap<String, usize>,
+) -> Vec<String> {
+    let mut sent = Vec::new();
+    for (op, n) in proxy.counts() {
+        let short = op.rsplit('.').next().unwrap_or(&op).to_owned();
+        let new = n - before.get(&op).copied().unwrap_or(0);
+        sent.extend(std::iter::repeat_n(short, new));
+    }
+    sent
+}
+
+#[tokio::test]
+async fn a_new_thread_whose_attachment_is_taken_leaves_nothing() {
+    let (store, client, table) = store_and_table().await;
+    let alice = UserId::new("alice").unwrap();
+    let taken = AttachmentRecord {
+        id: "atc_taken".into(),
+        name: "a.png".into(),
+        mime_type: "image/png".into(),
+        size: 10,
+        image: true,
+        status: AttachmentStatus::Attached,
+        created_at: taskpilot_domain::timestamp::now(),
+        thread_id: Some("thr_other".into()),
+        item_id: Some("msg_other".into()),
+    };
+    store.save_attachment(&alice, &taken).await.unwrap();
+    let t = thread();
+    let mut first = said(&t.id, "look");
+    if let ItemKind::UserMessage { attachments, .. } = &mut first.kind {
+        attachments.push(taken.to_wire(None));
+    }
+    let written = store
+        .save_message(&alice, &t, &first, MessageThread::New)
+        .await
+        .unwrap();
+    assert_eq!(written, Write::AttachmentTaken);
+    let rows = alices_thread_rows(&client, &table).await;
+    let keys: Vec<&str> = rows
+        .iter()
+        .map(|r| r["sk"].as_s().unwrap().as_str())
+        .collect();
+    assert_eq!(keys, ["ATTACHMENT#atc_taken"], "{rows:?}");
 }

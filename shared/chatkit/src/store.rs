@@ -20,6 +20,24 @@ pub struct RecentThread {
     pub thread: ThreadMetadata,
     /// Its latest items, hidden ones included, oldest first.
     pub items: Vec<ThreadItem>,
+    /// The store's mark of the thread's latest activity as this read found
+    /// it (opaque to the engine; `None` when the store keeps none): handed
+    /// back with the thread's next message ([`ChatStore::save_message`]) so
+    /// the store need not read it again before that write.
+    pub mark: Option<u64>,
+}
+
+/// What the engine knows of a new user message's thread when it writes the
+/// message ([`ChatStore::save_message`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MessageThread {
+    /// A thread created with this message: both are written together.
+    New,
+    /// A stored thread, with the mark [`ChatStore::load_recent`] found.
+    Stored {
+        /// [`RecentThread::mark`].
+        mark: Option<u64>,
+    },
 }
 
 /// One rating of one item (`items.feedback`): a later rating of the same
@@ -121,6 +139,26 @@ pub trait ChatStore: UsageStore + Send + Sync {
         user: &UserId,
         item: &ThreadItem,
     ) -> impl Future<Output = Result<Write, StoreError>> + Send;
+
+    /// Writes a new user message as [`ChatStore::save_item`] does and, for a
+    /// [`MessageThread::New`] thread, `thread` with it (as
+    /// [`ChatStore::save_thread`] does); a store writes both in one request
+    /// when it can, and uses a stored thread's mark instead of reading it
+    /// again. A store that cannot writes the thread, then the message.
+    fn save_message(
+        &self,
+        user: &UserId,
+        thread: &ThreadMetadata,
+        message: &ThreadItem,
+        known: MessageThread,
+    ) -> impl Future<Output = Result<Write, StoreError>> + Send {
+        async move {
+            if known == MessageThread::New {
+                self.save_thread(user, thread).await?;
+            }
+            self.save_item(user, message).await
+        }
+    }
 
     /// Makes sure an item whose write failed never exists, even if that
     /// write lands late: it is removed and no later write of it is accepted.

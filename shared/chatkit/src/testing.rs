@@ -17,7 +17,7 @@ use crate::model::{
 };
 use crate::request::{Order, Paging};
 use crate::sink::{Disconnected, EventSink};
-use crate::store::{ChatStore, Feedback, RecentThread, Write};
+use crate::store::{ChatStore, Feedback, MessageThread, RecentThread, Write};
 use crate::types::{ItemKind, Page, StreamEvent, ThreadItem, ThreadMetadata, UploadDescriptor};
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -122,6 +122,7 @@ pub struct InMemoryChat {
     failing_calls: std::sync::atomic::AtomicUsize,
     hanging: AtomicBool,
     landing_late: AtomicBool,
+    told: Mutex<Vec<MessageThread>>,
     journal: Journal,
 }
 
@@ -132,6 +133,11 @@ impl InMemoryChat {
             journal,
             ..Self::default()
         }
+    }
+
+    /// What each [`ChatStore::save_message`] was told of its thread, in order.
+    pub fn messages_told(&self) -> Vec<MessageThread> {
+        lock(&self.told).clone()
     }
 
     /// From now on every call fails (`true`) or works again (`false`).
@@ -265,7 +271,16 @@ impl ChatStore for InMemoryChat {
         let mut items = self.stored_items(user, thread_id);
         let skip = items.len().saturating_sub(limit);
         items.drain(..skip);
-        Ok(Some(RecentThread { thread, items }))
+        // The mark: the time of the thread's current activity entry.
+        let mark = lock(&self.activity)
+            .latest
+            .get(&(user.as_str().to_owned(), thread_id.to_owned()))
+            .copied();
+        Ok(Some(RecentThread {
+            thread,
+            items,
+            mark,
+        }))
     }
 
     async fn list_threads(
@@ -338,6 +353,21 @@ impl ChatStore for InMemoryChat {
                 Ok(Write::Done)
             }
         }
+    }
+
+    async fn save_message(
+        &self,
+        user: &UserId,
+        thread: &ThreadMetadata,
+        message: &ThreadItem,
+        known: MessageThread,
+    ) -> Result<Write, StoreError> {
+        // Noted, then written as a store without a single write does.
+        lock(&self.told).push(known);
+        if known == MessageThread::New {
+            self.save_thread(user, thread).await?;
+        }
+        self.save_item(user, message).await
     }
 
     async fn save_item(&self, user: &UserId, item: &ThreadItem) -> Result<Write, StoreError> {

@@ -22,7 +22,7 @@ use tracing::instrument;
 
 use taskpilot_chatkit::attachments::AttachmentRecord;
 use taskpilot_chatkit::request::{Order, Paging};
-use taskpilot_chatkit::store::{ChatStore, Feedback, RecentThread, Write};
+use taskpilot_chatkit::store::{ChatStore, Feedback, MessageThread, RecentThread, Write};
 use taskpilot_chatkit::types::{ItemKind, Page, ThreadItem, ThreadMetadata};
 use taskpilot_domain::{StoreError, UserId};
 
@@ -263,10 +263,6 @@ impl DynamoStore {
         Ok(writes)
     }
 
-    /// A new user message: written with the move of its thread to the top
-    /// of the activity index, in one transaction. A message that exists
-    /// already (rewritten when one of its attachments is deleted) keeps its
-    /// thread's place.
     /// Writes an item's `row` unless its key is fenced, in its live thread,
     /// with `claims` in the same transaction.
     async fn put_unfenced(
@@ -285,12 +281,17 @@ impl DynamoStore {
             .await
     }
 
+    /// A new user message: written with the move of its thread to the top
+    /// of the activity index, in one transaction (`mark`: the thread's
+    /// pointer when the caller read it, else it is read first). A message
+    /// that exists already (rewritten when one of its attachments is
+    /// deleted) keeps its thread's place.
     async fn save_user_message(
         &self,
         pk: String,
         item: &ThreadItem,
-        row: Item,
-        claims: Vec<TransactWriteItem>,
+        (row, claims): (Item, Vec<TransactWriteItem>),
+        mark: Option<Option<u64>>,
     ) -> Result<Write, StoreError> {
         let new = Put::builder()
             .table_name(&self.table)
@@ -299,7 +300,7 @@ impl DynamoStore {
             .expression_attribute_names("#pk", PK);
         let writes = self.in_live_thread(&pk, &item.thread_id, new, claims.clone())?;
         match self
-            .transact_moving(&pk, &item.thread_id, None, writes)
+            .transact_moving(&pk, &item.thread_id, mark, writes)
             .await?
         {
             // Stored already (or fenced): written as any other item.
@@ -308,6 +309,76 @@ impl DynamoStore {
             }
             outcome => Ok(written(outcome)),
         }
+    }
+
+    /// A thread's listed record and its head, as unconditional puts.
+    fn thread_puts(
+        &self,
+        pk: &str,
+        thread: &ThreadMetadata,
+    ) -> Result<Vec<TransactWriteItem>, StoreError> {
+        [
+            keys::thread_sk(&thread.id),
+            keys::thread_head_sk(&thread.id),
+        ]
+        .into_iter()
+        .map(|sk| {
+            let put = Put::builder()
+                .table_name(&self.table)
+                .set_item(Some(thread_record(pk.to_owned(), sk, thread)?))
+                .build()
+                .map_err(|e| StoreError::Internal(e.to_string()))?;
+            Ok(TransactWriteItem::builder().put(put).build())
+        })
+        .collect()
+    }
+
+    /// An item's row and the claims of the attachments it uses.
+    fn item_writes(
+        &self,
+        pk: &str,
+        item: &ThreadItem,
+    ) -> Result<(Item, Vec<TransactWriteItem>), StoreError> {
+        let row = record(
+            pk.to_owned(),
+            keys::item_sk(&item.thread_id, &item.id),
+            item,
+        )?;
+        let claims = item
+            .attachment_ids()
+            .into_iter()
+            .map(|id| self.claim(pk, id, &item.thread_id, &item.id))
+            .collect::<Result<_, _>>()?;
+        Ok((row, claims))
+    }
+
+    /// A new thread and its first message in one transaction, which places
+    /// the thread in the activity index once: only a claim can refuse it
+    /// ([`Write::AttachmentTaken`]).
+    async fn save_new_thread(
+        &self,
+        pk: String,
+        thread: &ThreadMetadata,
+        message: &ThreadItem,
+    ) -> Result<Write, StoreError> {
+        let (row, claims) = self.item_writes(&pk, message)?;
+        let mut writes = self.thread_puts(&pk, thread)?;
+        let put = Put::builder()
+            .table_name(&self.table)
+            .set_item(Some(row))
+            .build()
+            .map_err(|e| StoreError::Internal(e.to_string()))?;
+        writes.push(TransactWriteItem::builder().put(put).build());
+        writes.extend(claims);
+        Ok(
+            match self
+                .transact_moving(&pk, &thread.id, Some(None), writes)
+                .await?
+            {
+                Ok(()) => Write::Done,
+                Err(_) => Write::AttachmentTaken,
+            },
+        )
     }
 
     /// A transaction whose conditions may refuse it: [`Write::Refused`] when
@@ -423,20 +494,7 @@ impl ChatStore for DynamoStore {
         // The listed record, the head and the thread's first place in the
         // activity index, in one atomic request.
         let pk = keys::user_pk(user);
-        let puts = [
-            keys::thread_sk(&thread.id),
-            keys::thread_head_sk(&thread.id),
-        ]
-        .into_iter()
-        .map(|sk| {
-            let put = Put::builder()
-                .table_name(&self.table)
-                .set_item(Some(thread_record(pk.clone(), sk, thread)?))
-                .build()
-                .map_err(|e| StoreError::Internal(e.to_string()))?;
-            Ok(TransactWriteItem::builder().put(put).build())
-        })
-        .collect::<Result<Vec<_>, StoreError>>()?;
+        let puts = self.thread_puts(&pk, thread)?;
         // A new thread has no place yet (an existing one, saved again, moves).
         match self
             .transact_moving(&pk, &thread.id, Some(None), puts)
@@ -511,14 +569,17 @@ impl ChatStore for DynamoStore {
         limit: usize,
     ) -> Result<Option<RecentThread>, StoreError> {
         let head = keys::thread_head_sk(thread_id);
-        let out = self
-            .prefix_query(keys::user_pk(user), keys::items_prefix(thread_id))
+        let pk = keys::user_pk(user);
+        // The thread's activity pointer is read alongside, not after: the
+        // message that follows hands it back instead of reading it again.
+        let query = self
+            .prefix_query(pk.clone(), keys::items_prefix(thread_id))
             .scan_index_forward(false)
             .consistent_read(true)
             .limit(i32::try_from(limit + 1).unwrap_or(i32::MAX))
-            .send()
-            .await
-            .map_err(classify)?;
+            .send();
+        let (out, mark) = tokio::join!(query, self.last_active(&pk, thread_id));
+        let (out, mark) = (out.map_err(classify)?, mark?);
         let mut rows = out.items.unwrap_or_default();
         rows.retain(|row| !is_fence(row));
         let has_head = rows
@@ -541,7 +602,11 @@ impl ChatStore for DynamoStore {
             .map(from_record)
             .collect::<Result<Vec<ThreadItem>, _>>()?;
         items.reverse();
-        Ok(Some(RecentThread { thread, items }))
+        Ok(Some(RecentThread {
+            thread,
+            items,
+            mark,
+        }))
     }
 
     #[instrument(skip_all)]
@@ -606,16 +671,31 @@ impl ChatStore for DynamoStore {
     #[instrument(skip_all, fields(item_id = %item.id))]
     async fn save_item(&self, user: &UserId, item: &ThreadItem) -> Result<Write, StoreError> {
         let pk = keys::user_pk(user);
-        let row = record(pk.clone(), keys::item_sk(&item.thread_id, &item.id), item)?;
-        let claims = item
-            .attachment_ids()
-            .into_iter()
-            .map(|id| self.claim(&pk, id, &item.thread_id, &item.id))
-            .collect::<Result<_, _>>()?;
+        let writes = self.item_writes(&pk, item)?;
         if matches!(item.kind, ItemKind::UserMessage { .. }) {
-            return self.save_user_message(pk, item, row, claims).await;
+            return self.save_user_message(pk, item, writes, None).await;
         }
+        let (row, claims) = writes;
         self.put_unfenced(pk, &item.thread_id, row, claims).await
+    }
+
+    #[instrument(skip_all, fields(item_id = %message.id))]
+    async fn save_message(
+        &self,
+        user: &UserId,
+        thread: &ThreadMetadata,
+        message: &ThreadItem,
+        known: MessageThread,
+    ) -> Result<Write, StoreError> {
+        let pk = keys::user_pk(user);
+        match known {
+            MessageThread::New => self.save_new_thread(pk, thread, message).await,
+            MessageThread::Stored { mark } => {
+                let writes = self.item_writes(&pk, message)?;
+                self.save_user_message(pk, message, writes, Some(mark))
+                    .await
+            }
+        }
     }
 
     #[instrument(skip_all, fields(item_id = %item_id))]

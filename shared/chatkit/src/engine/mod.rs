@@ -16,7 +16,7 @@ use crate::request::{
 };
 use crate::responder::{ActionRefused, InvalidOptions, Responder};
 use crate::sink::EventSink;
-use crate::store::{ChatStore, Write};
+use crate::store::{ChatStore, MessageThread, RecentThread, Write};
 use crate::structured::{self, InputStatus, Submission};
 use crate::turn::{FileUrls, Interrupted, Meter, Spent, Turn};
 use crate::types::{
@@ -111,7 +111,11 @@ impl Prepared {
 enum Kind {
     /// A new user message, saved by [`Engine::commit`] before the stream
     /// starts (with its thread when `created`).
-    Say { created: bool, message: ThreadItem },
+    Say {
+        created: bool,
+        mark: Option<u64>,
+        message: ThreadItem,
+    },
     Retry {
         target: ThreadItem,
         later: Vec<String>,
@@ -236,20 +240,14 @@ impl<S: ChatStore, R: Responder, A: AttachmentStore, D> Engine<S, R, A, D> {
         Ok((thread, sender))
     }
 
-    async fn recent(
-        &self,
-        user: &UserId,
-        thread_id: &str,
-    ) -> Result<(ThreadMetadata, Vec<ThreadItem>), ChatError> {
+    async fn recent(&self, user: &UserId, thread_id: &str) -> Result<RecentThread, ChatError> {
         if !ids::plausible(thread_id) {
             return Err(ChatError::NotFound("thread"));
         }
-        let recent = self
-            .store
+        self.store
             .load_recent(user, thread_id, HISTORY)
             .await?
-            .ok_or(ChatError::NotFound("thread"))?;
-        Ok((recent.thread, recent.items))
+            .ok_or(ChatError::NotFound("thread"))
     }
 
     async fn visible_page(
@@ -311,12 +309,17 @@ impl<S: ChatStore, R: Responder, A: AttachmentStore, D> Engine<S, R, A, D> {
                     Vec::new(),
                     Kind::Say {
                         created: true,
+                        mark: None,
                         message,
                     },
                 )
             }
             Request::AddUserMessage { thread_id, input } => {
-                let (thread, history) = self.recent(user, &thread_id).await?;
+                let RecentThread {
+                    thread,
+                    items: history,
+                    mark,
+                } = self.recent(user, &thread_id).await?;
                 let files = self.attachments_for(user, &thread.id, &input).await?;
                 let message = user_message(&thread, input, files);
                 (
@@ -324,16 +327,25 @@ impl<S: ChatStore, R: Responder, A: AttachmentStore, D> Engine<S, R, A, D> {
                     history,
                     Kind::Say {
                         created: false,
+                        mark,
                         message,
                     },
                 )
             }
             Request::RetryAfterItem { thread_id, item_id } => {
-                let (thread, history) = self.recent(user, &thread_id).await?;
+                let RecentThread {
+                    thread,
+                    items: history,
+                    ..
+                } = self.recent(user, &thread_id).await?;
                 return self.prepare_retry(user, thread, history, &item_id).await;
             }
             Request::AddClientToolOutput { thread_id, result } => {
-                let (thread, history) = self.recent(user, &thread_id).await?;
+                let RecentThread {
+                    thread,
+                    items: history,
+                    ..
+                } = self.recent(user, &thread_id).await?;
                 // ck-py: the last item must be a pending client tool call.
                 let mut call = match history.last() {
                     Some(item) if is_pending_call(item) => item.clone(),
@@ -362,7 +374,11 @@ impl<S: ChatStore, R: Responder, A: AttachmentStore, D> Engine<S, R, A, D> {
                 item_id,
                 input,
             } => {
-                let (thread, history) = self.recent(user, &thread_id).await?;
+                let RecentThread {
+                    thread,
+                    items: history,
+                    ..
+                } = self.recent(user, &thread_id).await?;
                 return self
                     .prepare_answer(user, thread, history, &item_id, &input)
                     .await;
@@ -577,7 +593,9 @@ impl<S: ChatStore, R: Responder, A: AttachmentStore, D> Engine<S, R, A, D> {
             stream_options: StreamOptions { allow_cancel: true },
         };
         match kind {
-            Kind::Say { created, message } => {
+            Kind::Say {
+                created, message, ..
+            } => {
                 if created {
                     turn.send(StreamEvent::ThreadCreated {
                         thread: Thread::view(turn.thread(), Page::empty()),
@@ -641,7 +659,12 @@ impl<S: ChatStore, R: Responder, A: AttachmentStore, D> Engine<S, R, A, D> {
     /// meanwhile is a 404 and an attachment taken meanwhile a 409, with
     /// nothing left half-written.
     pub(crate) async fn commit(&self, user: &UserId, prepared: &Prepared) -> Result<(), ChatError> {
-        let Kind::Say { created, message } = &prepared.kind else {
+        let Kind::Say {
+            created,
+            mark,
+            message,
+        } = &prepared.kind
+        else {
             return Ok(());
         };
         // Used files are kept by the clean-up of unused uploads; first, so a
@@ -649,10 +672,16 @@ impl<S: ChatStore, R: Responder, A: AttachmentStore, D> Engine<S, R, A, D> {
         for id in message.attachment_ids() {
             self.files.keep(id).await?;
         }
-        if *created {
-            self.store.save_thread(user, &prepared.thread).await?;
-        }
-        let refused = match self.store.save_item(user, message).await {
+        let known = if *created {
+            MessageThread::New
+        } else {
+            MessageThread::Stored { mark: *mark }
+        };
+        let saved = self
+            .store
+            .save_message(user, &prepared.thread, message, known)
+            .await;
+        let refused = match saved {
             Ok(Write::Done) => return Ok(()),
             Ok(Write::Refused) => ChatError::NotFound("thread"),
             Ok(Write::AttachmentTaken) => AttachmentError::Taken.into(),

@@ -208,7 +208,11 @@ fn delay(attempt: u32, noise: u32) -> Duration {
 
 impl DynamoStore {
     /// The time of `thread_id`'s current entry (`None`: not indexed).
-    async fn last_active(&self, pk: &str, thread_id: &str) -> Result<Option<u64>, StoreError> {
+    pub(crate) async fn last_active(
+        &self,
+        pk: &str,
+        thread_id: &str,
+    ) -> Result<Option<u64>, StoreError> {
         let row = self.get_row(pk, keys::last_active_sk(thread_id)).await?;
         Ok(row.as_ref().and_then(|r| number(r, AT)))
     }
