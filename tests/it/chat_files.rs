@@ -108,9 +108,24 @@ impl Files {
         text: &str,
         attachments: &[&str],
     ) -> Result<Vec<Value>, ChatError> {
-        let body = json!({"type": "threads.create", "params": {"input": {
-            "content": [{"type": "input_text", "text": text}],
-            "attachments": attachments, "inference_options": {}}}});
+        self.send(who, None, text, attachments).await
+    }
+
+    /// A message of `who` with `attachments`, into `thread` (or a new one).
+    async fn send(
+        &self,
+        who: &str,
+        thread: Option<&str>,
+        text: &str,
+        attachments: &[&str],
+    ) -> Result<Vec<Value>, ChatError> {
+        let input = json!({"content": [{"type": "input_text", "text": text}],
+                           "attachments": attachments, "inference_options": {}});
+        let body = match thread {
+            None => json!({"type": "threads.create", "params": {"input": input}}),
+            Some(id) => json!({"type": "threads.add_user_message",
+                               "params": {"thread_id": id, "input": input}}),
+        };
         chatkit_contract::check_request(&body).unwrap();
         let request = Request::parse(body.to_string().as_bytes()).unwrap();
         let deadline = Instant::now() + Duration::from_secs(60);
@@ -434,6 +449,39 @@ async fn a_message_lists_its_files_and_the_model_sees_them() {
             .iter()
             .all(|s| s.url.starts_with("https://files.test/read/"))
     );
+}
+
+#[tokio::test]
+async fn an_earlier_photo_is_named_not_sent_again_until_the_user_asks_about_it() {
+    let f = Files::new();
+    let photo = f.uploaded("alice", "list.png", 5, "image/png").await;
+    let thread = f.thread_showing(&[&photo]).await;
+    let files_shown = |request: usize| -> usize {
+        let input = &f.model.requests()[request].input;
+        input
+            .iter()
+            .map(|i| match i {
+                ModelInput::Files(shown) => shown.len(),
+                _ => 0,
+            })
+            .sum()
+    };
+    assert_eq!(files_shown(0), 1);
+    // The next turn names it in text only, right after its message.
+    f.model.push(Round::text("Done."));
+    f.send("alice", Some(&thread), "add milk", &[])
+        .await
+        .unwrap();
+    assert_eq!(files_shown(1), 0);
+    let input = &f.model.requests()[1].input;
+    let note = format!("{:?}", input[1]);
+    assert!(note.contains("the image “list.png”"), "{input:?}");
+    // Asked about, it is shown again.
+    f.model.push(Round::text("It lists eggs."));
+    f.send("alice", Some(&thread), "what else is on the photo?", &[])
+        .await
+        .unwrap();
+    assert_eq!(files_shown(2), 1);
 }
 
 #[tokio::test]

@@ -77,8 +77,34 @@ fn conversation(items: &[ThreadItem], files: &FileUrls) -> Vec<ModelInput> {
         if let Some(shown) = attached(item, files) {
             input.push(shown);
         }
+        if let Some(note) = not_shown(item, files) {
+            input.push(note);
+        }
     }
     input
+}
+
+/// A note naming the files a user message carried that this turn does not
+/// show the model (the engine shows earlier files only when asked about).
+fn not_shown(item: &ThreadItem, files: &FileUrls) -> Option<ModelInput> {
+    let ItemKind::UserMessage { attachments, .. } = &item.kind else {
+        return None;
+    };
+    let names: Vec<String> = attachments
+        .iter()
+        .filter(|a| !files.contains_key(&a.id))
+        .map(|a| match a.kind {
+            AttachmentKind::Image { .. } => format!("the image “{}”", a.name),
+            AttachmentKind::File => format!("the file “{}”", a.name),
+        })
+        .collect();
+    (!names.is_empty()).then(|| {
+        ModelInput::user(format!(
+            "[With that message I sent {}; you saw it then and it is not shown again. \
+             To look at it again, ask me to name it.]",
+            names.join(" and ")
+        ))
+    })
 }
 
 /// The files a user message carries, as the model is shown them.
@@ -189,7 +215,7 @@ pub fn title_from(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use taskpilot_chatkit::types::InferenceOptions;
+    use taskpilot_chatkit::types::{Attachment, InferenceOptions};
 
     fn item(id: &str, kind: ItemKind) -> ThreadItem {
         ThreadItem::new(id, "thr_1", kind)
@@ -293,6 +319,60 @@ mod tests {
         );
         let pending = call(ToolCallStatus::Pending, None);
         assert!(to_model_input(&[pending], &FileUrls::new()).is_empty());
+    }
+
+    #[test]
+    fn files_without_a_url_this_turn_are_named_after_their_message() {
+        let file = |id: &str, name: &str, image: bool| Attachment {
+            id: id.into(),
+            name: name.into(),
+            mime_type: "image/png".into(),
+            kind: if image {
+                AttachmentKind::Image {
+                    preview_url: String::new(),
+                }
+            } else {
+                AttachmentKind::File
+            },
+            upload_descriptor: None,
+            thread_id: None,
+        };
+        let message = item(
+            "msg_1",
+            ItemKind::UserMessage {
+                content: vec![UserContent::InputText {
+                    text: "look".into(),
+                }],
+                attachments: vec![
+                    file("atc_1", "a.png", true),
+                    file("atc_2", "b.pdf", false),
+                    file("atc_3", "c.png", true),
+                ],
+                quoted_text: None,
+                inference_options: InferenceOptions::default(),
+            },
+        );
+        let urls = FileUrls::from([("atc_3".to_owned(), "https://c".to_owned())]);
+        let input = to_model_input(std::slice::from_ref(&message), &urls);
+        let [
+            _,
+            ModelInput::Files(shown),
+            ModelInput::Message { text, .. },
+        ] = &input[..]
+        else {
+            panic!("{input:?}");
+        };
+        assert_eq!(shown.len(), 1);
+        assert!(
+            text.contains("I sent the image “a.png” and the file “b.pdf”;"),
+            "{text}"
+        );
+        let all = FileUrls::from([
+            ("atc_1".to_owned(), "https://a".to_owned()),
+            ("atc_2".to_owned(), "https://b".to_owned()),
+            ("atc_3".to_owned(), "https://c".to_owned()),
+        ]);
+        assert_eq!(to_model_input(&[message], &all).len(), 2);
     }
 
     #[test]

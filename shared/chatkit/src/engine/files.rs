@@ -17,7 +17,7 @@ use crate::request::UserMessageInput;
 use crate::responder::Responder;
 use crate::store::{ChatStore, Write};
 use crate::turn::FileUrls;
-use crate::types::{Attachment, AttachmentKind, ItemKind, ThreadItem};
+use crate::types::{Attachment, AttachmentKind, ItemKind, ThreadItem, UserContent};
 
 impl<S: ChatStore, R: Responder, A: AttachmentStore, D> Engine<S, R, A, D> {
     /// `attachments.create`: checks the declared file against the policy and
@@ -299,5 +299,183 @@ impl<S: ChatStore, R: Responder, A: AttachmentStore, D: Transcriber> Engine<S, R
             gate.give_back(ticket).await;
         }
         Ok(self.store_upload(user, file).await?)
+    }
+}
+
+/// Words by which a message without files of its own asks about the files
+/// sent before it (English; a file's name works in every language).
+const EARLIER_FILE_WORDS: [&str; 12] = [
+    "image",
+    "photo",
+    "picture",
+    "pic",
+    "screenshot",
+    "scan",
+    "file",
+    "pdf",
+    "document",
+    "attachment",
+    "attached",
+    "upload",
+];
+
+/// The files the model is shown in a turn whose user messages are
+/// `messages` (oldest first; other items are skipped): the latest message's
+/// own, and earlier ones only when it asks about them: files it names, or,
+/// when it brings none of its own and speaks of an image, a photo, a file…,
+/// those of the latest earlier message that had files. Every other earlier
+/// file is named in text only, so an image is not paid for again on every
+/// turn and the request's prefix stays the same from turn to turn.
+pub(crate) fn shown_files<'a>(
+    messages: impl IntoIterator<Item = &'a ThreadItem>,
+) -> Vec<&'a Attachment> {
+    let mut sent: Vec<(&'a [Attachment], String)> = Vec::new();
+    for item in messages {
+        if let ItemKind::UserMessage {
+            content,
+            attachments,
+            ..
+        } = &item.kind
+        {
+            let text = content
+                .iter()
+                .filter_map(|c| match c {
+                    UserContent::InputText { text } => Some(text.to_lowercase()),
+                    UserContent::InputTag { .. } => None,
+                })
+                .collect::<Vec<_>>()
+                .join(" ");
+            sent.push((attachments, text));
+        }
+    }
+    let Some((own, text)) = sent.pop() else {
+        return Vec::new();
+    };
+    let mut shown: Vec<&Attachment> = own.iter().collect();
+    let speaks_of_files = EARLIER_FILE_WORDS.iter().any(|w| {
+        text.split(|c: char| !c.is_alphanumeric())
+            .any(|word| word == *w || word.strip_suffix('s') == Some(w))
+    });
+    let latest_earlier = sent.iter().rposition(|(files, _)| !files.is_empty());
+    for (i, (files, _)) in sent.iter().enumerate() {
+        for file in *files {
+            let named = file.name.len() >= 3 && text.contains(&file.name.to_lowercase());
+            let asked = own.is_empty() && speaks_of_files && Some(i) == latest_earlier;
+            if named || asked {
+                shown.push(file);
+            }
+        }
+    }
+    shown
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::types::InferenceOptions;
+
+    fn file(name: &str) -> Attachment {
+        Attachment {
+            id: format!("atc_{name}"),
+            name: name.into(),
+            mime_type: "image/png".into(),
+            kind: AttachmentKind::Image {
+                preview_url: String::new(),
+            },
+            upload_descriptor: None,
+            thread_id: None,
+        }
+    }
+
+    fn said(text: &str, files: &[&str]) -> ThreadItem {
+        ThreadItem::new(
+            "msg_1".to_owned(),
+            "thr_1",
+            ItemKind::UserMessage {
+                content: vec![UserContent::InputText { text: text.into() }],
+                attachments: files.iter().map(|n| file(n)).collect(),
+                quoted_text: None,
+                inference_options: InferenceOptions::default(),
+            },
+        )
+    }
+
+    fn names(messages: &[ThreadItem]) -> Vec<&str> {
+        shown_files(messages)
+            .iter()
+            .map(|a| a.name.as_str())
+            .collect()
+    }
+
+    #[test]
+    fn the_latest_message_shows_its_own_files_and_not_earlier_ones() {
+        let turn = [
+            said("look", &["a.png"]),
+            said("and this", &["b.png", "c.png"]),
+        ];
+        assert_eq!(names(&turn), ["b.png", "c.png"]);
+    }
+
+    #[test]
+    fn an_earlier_file_is_shown_again_when_named_in_any_case() {
+        let turn = [
+            said("", &["Kitchen.png"]),
+            said("", &["desk.png"]),
+            said("what was on KITCHEN.PNG again?", &[]),
+        ];
+        assert_eq!(names(&turn), ["Kitchen.png"]);
+    }
+
+    #[test]
+    fn a_name_shorter_than_three_bytes_is_not_matched() {
+        let turn = [said("", &["ab"]), said("ab ab", &[])];
+        assert!(names(&turn).is_empty());
+    }
+
+    #[test]
+    fn a_message_without_files_speaking_of_one_gets_the_latest_earlier_files() {
+        let turn = [
+            said("", &["old.png"]),
+            said("", &["receipt.png", "bill.png"]),
+            said("no files here", &[]),
+            said("Add the photos' totals as tasks", &[]),
+        ];
+        assert_eq!(names(&turn), ["receipt.png", "bill.png"]);
+        let singular = [said("", &["x.png"]), said("what's in the picture?", &[])];
+        assert_eq!(names(&singular), ["x.png"]);
+    }
+
+    #[test]
+    fn a_word_inside_another_word_does_not_ask() {
+        let turn = [said("", &["x.png"]), said("profile the pictured epic", &[])];
+        assert!(names(&turn).is_empty());
+    }
+
+    #[test]
+    fn a_message_with_files_of_its_own_speaking_of_a_photo_shows_only_its_own() {
+        let turn = [said("", &["old.png"]), said("this photo", &["new.png"])];
+        assert_eq!(names(&turn), ["new.png"]);
+    }
+
+    #[test]
+    fn a_tag_is_not_read_as_words_and_other_items_are_skipped() {
+        let mut tagged = said("", &[]);
+        if let ItemKind::UserMessage { content, .. } = &mut tagged.kind {
+            content.push(UserContent::InputTag {
+                id: "t".into(),
+                text: "photo".into(),
+                data: Default::default(),
+                group: None,
+                interactive: false,
+            });
+        }
+        let answer = ThreadItem::new(
+            "msg_2".to_owned(),
+            "thr_1",
+            ItemKind::AssistantMessage { content: vec![] },
+        );
+        assert!(names(&[said("", &["x.png"]), answer.clone(), tagged]).is_empty());
+        assert_eq!(names(&[said("", &["x.png"]), answer]), ["x.png"]);
+        assert!(names(&[]).is_empty());
     }
 }

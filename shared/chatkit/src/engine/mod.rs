@@ -271,18 +271,12 @@ impl<S: ChatStore, R: Responder, A: AttachmentStore, D> Engine<S, R, A, D> {
     ) -> Result<Prepared, ChatError> {
         let mut prepared = self.checked(user, request).await?;
         self.present(&mut prepared.history).await?;
-        let mut used: Vec<&Attachment> = Vec::new();
-        for item in &prepared.history {
-            if let ItemKind::UserMessage { attachments, .. } = &item.kind {
-                used.extend(attachments);
-            }
-        }
-        if let Kind::Say { message, .. } = &prepared.kind
-            && let ItemKind::UserMessage { attachments, .. } = &message.kind
-        {
-            used.extend(attachments);
-        }
-        let files = self.model_files(used).await?;
+        let new = match &prepared.kind {
+            Kind::Say { message, .. } => Some(message),
+            _ => None,
+        };
+        let shown = files::shown_files(prepared.history.iter().chain(new));
+        let files = self.model_files(shown).await?;
         prepared.files = files;
         Ok(prepared)
     }
