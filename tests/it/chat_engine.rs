@@ -10,6 +10,7 @@ use chrono::{DateTime, Utc};
 use taskpilot_chatkit::zone::Zone;
 
 use taskpilot_assistant::{AgentSettings, TaskAgent};
+use taskpilot_assistant::{WINDOW_MIN, window_start};
 use taskpilot_chatkit::context::Caller;
 use taskpilot_chatkit::engine::{Answer, ChatError, Engine, HISTORY, OpenGate};
 use taskpilot_chatkit::model::ModelInput;
@@ -1739,7 +1740,18 @@ async fn a_turn_loads_at_most_the_history_window() {
     chat.model.push(Round::text("ok"));
     chat.say("alice", &thread, "next").await;
     let input = chat.model.requests().pop().unwrap().input;
-    assert_eq!(input.len(), HISTORY + 1, "the window and the new message");
+    // The read's latest HISTORY items and the new message, from the window's
+    // start (an anchor leaving at least WINDOW_MIN items).
+    let mut items = chat.items("alice", &thread);
+    items.truncate(items.len() - 1); // the answer
+    let history = &items[items.len() - HISTORY - 1..];
+    let start = window_start(history, HISTORY);
+    assert!(start <= HISTORY - WINDOW_MIN);
+    assert_eq!(
+        input.len(),
+        HISTORY + 1 - start,
+        "the window and the new message"
+    );
     assert_eq!(input.last().unwrap(), &ModelInput::user("next"));
 }
 
@@ -1781,7 +1793,15 @@ async fn retry_past_the_window_sends_the_model_a_whole_window_ending_at_the_retr
     )
     .await;
     let input = chat.model.requests().pop().unwrap().input;
-    assert_eq!(input.len(), HISTORY, "the window, the retried message last");
+    let read = &chat.items("alice", &thread)[..=2 * n];
+    let read = &read[read.len() - HISTORY..];
+    let start = window_start(read, HISTORY);
+    assert!(start <= HISTORY - WINDOW_MIN);
+    assert_eq!(
+        input.len(),
+        HISTORY - start,
+        "the window, the retried message last"
+    );
     assert_eq!(input.last().unwrap(), &ModelInput::user(format!("q{n}")));
 }
 

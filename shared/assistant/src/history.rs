@@ -2,6 +2,7 @@
 //! `ThreadItemConverter`), and the title a thread gets from its first message.
 
 use crate::ask;
+use taskpilot_chatkit::engine::HISTORY;
 use taskpilot_chatkit::model::{FunctionCall, ModelFile, ModelInput};
 use taskpilot_chatkit::request::content_text;
 use taskpilot_chatkit::structured::Question;
@@ -14,6 +15,12 @@ use taskpilot_chatkit::types::{
 const TITLE_CHARS: usize = 48;
 /// Most bytes of history sent to the model; the oldest items go first.
 pub const HISTORY_BUDGET_BYTES: usize = 96 * 1024;
+/// Fewest items the model is shown of a thread whose read may have cut it
+/// (the engine reads the latest [`HISTORY`] items).
+pub const WINDOW_MIN: usize = 40;
+/// One user message in this many (by its id) is an anchor a window may
+/// start at.
+const ANCHOR_EVERY: u64 = 4;
 
 /// What the user wrote, as one text: a quote first, tags as their text.
 pub fn user_text(content: &[UserContent], quoted_text: Option<&str>) -> String {
@@ -28,7 +35,41 @@ pub fn user_text(content: &[UserContent], quoted_text: Option<&str>) -> String {
 /// [`HISTORY_BUDGET_BYTES`]: the oldest inputs are dropped first, the latest
 /// one is always kept. Items the model does not need are left out.
 pub fn to_model_input(items: &[ThreadItem], files: &FileUrls) -> Vec<ModelInput> {
-    within_budget(conversation(items, files), HISTORY_BUDGET_BYTES)
+    let shown = &items[window_start(items, HISTORY)..];
+    within_budget(conversation(shown, files), HISTORY_BUDGET_BYTES)
+}
+
+/// Where the model's history starts in `items`, read as the latest `read`
+/// items of their thread: at the start when fewer came (the whole thread);
+/// else at the oldest anchor that leaves at least [`WINDOW_MIN`] items, so
+/// the start, and the prompt prefix with it, stays put from turn to turn
+/// until that anchor leaves the read (a start moving with every turn would
+/// change the prefix right after the instructions each time). An anchor is
+/// a user message whose id hashes to 0 modulo [`ANCHOR_EVERY`]: a property
+/// of the message, the same in every turn. Without one in reach, the read's
+/// start.
+pub fn window_start(items: &[ThreadItem], read: usize) -> usize {
+    if items.len() < read {
+        return 0;
+    }
+    let reach = items.len().saturating_sub(WINDOW_MIN);
+    items
+        .iter()
+        .take(reach + 1)
+        .position(is_anchor)
+        .unwrap_or(0)
+}
+
+/// Whether `item` is a user message a window may start at (FNV-1a of its
+/// id, stable across processes and releases).
+fn is_anchor(item: &ThreadItem) -> bool {
+    if !matches!(item.kind, ItemKind::UserMessage { .. }) {
+        return false;
+    }
+    let hash = item.id.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    });
+    hash % ANCHOR_EVERY == 0
 }
 
 /// Drops the oldest inputs until the rest weigh at most `budget` bytes
@@ -373,6 +414,79 @@ mod tests {
             ("atc_3".to_owned(), "https://c".to_owned()),
         ]);
         assert_eq!(to_model_input(&[message], &all).len(), 2);
+    }
+
+    fn said(id: &str) -> ThreadItem {
+        item(
+            id,
+            ItemKind::UserMessage {
+                content: vec![UserContent::InputText { text: "hi".into() }],
+                attachments: vec![],
+                quoted_text: None,
+                inference_options: InferenceOptions::default(),
+            },
+        )
+    }
+
+    /// User messages `msg_<from>` … `msg_<to - 1>` (anchors: msg_3, msg_7, …
+    /// by FNV-1a modulo 4).
+    fn messages(from: usize, to: usize) -> Vec<ThreadItem> {
+        (from..to).map(|n| said(&format!("msg_{n}"))).collect()
+    }
+
+    #[test]
+    fn anchors_are_user_messages_whose_id_hashes_to_zero() {
+        assert!(is_anchor(&said("msg_3")));
+        assert!(is_anchor(&said("msg_7")));
+        for not in ["msg_0", "msg_1", "msg_2", "msg_4", "msg_5", "msg_6"] {
+            assert!(!is_anchor(&said(not)), "{not}");
+        }
+        let answer = item(
+            "msg_3",
+            ItemKind::AssistantMessage {
+                content: vec![AssistantContent::OutputText {
+                    text: "hi".into(),
+                    annotations: vec![],
+                }],
+            },
+        );
+        assert!(!is_anchor(&answer));
+    }
+
+    #[test]
+    fn a_thread_read_whole_is_shown_from_its_start() {
+        assert_eq!(window_start(&messages(0, 59), 60), 0);
+        assert_eq!(window_start(&[], 0), 0);
+    }
+
+    #[test]
+    fn a_full_read_starts_at_its_oldest_anchor_leaving_the_minimum() {
+        // 45 items read of 45: the start may be up to item 5; msg_3 is.
+        assert_eq!(window_start(&messages(0, 45), 45), 3);
+        // 43: up to item 3, msg_3 exactly.
+        assert_eq!(window_start(&messages(0, 43), 43), 3);
+        // 42: up to item 2, no anchor: the read's start.
+        assert_eq!(window_start(&messages(0, 42), 42), 0);
+        assert_eq!(window_start(&messages(4, 50), 46), 3, "msg_7");
+    }
+
+    #[test]
+    fn the_start_stays_put_from_turn_to_turn_until_its_anchor_leaves_the_read() {
+        let thread = messages(0, 200);
+        let mut starts = Vec::new();
+        for len in 60..=200 {
+            let read = &thread[len - 60..len];
+            let start = len - 60 + window_start(read, 60);
+            assert!(len - start >= WINDOW_MIN);
+            starts.push(start);
+        }
+        let moves = starts.windows(2).filter(|w| w[0] != w[1]).count();
+        assert!(
+            moves * 3 < starts.len(),
+            "{moves} moves in {} turns",
+            starts.len()
+        );
+        assert!(starts.iter().all(|s| is_anchor(&thread[*s])));
     }
 
     #[test]

@@ -20,6 +20,8 @@ mod widgets;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 
+pub use history::{WINDOW_MIN, window_start};
+
 use std::collections::HashMap;
 
 use serde_json::{Value, json};

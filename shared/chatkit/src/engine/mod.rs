@@ -31,8 +31,9 @@ mod process;
 pub use answers::Answer;
 pub use process::{Gate, Need, OpenGate, Outcome, ProcessError, Streaming};
 
-/// How many of a thread's latest items a turn loads (the model's context).
-pub const HISTORY: usize = 40;
+/// How many of a thread's latest items a turn loads: the most the model is
+/// shown (a responder may show fewer, to keep its prompt prefix stable).
+pub const HISTORY: usize = 60;
 
 /// Errors answered as HTTP errors, before any event is streamed.
 #[derive(Debug, thiserror::Error)]
