@@ -287,7 +287,7 @@ const CACHE_STEP_TOKENS: u64 = 128;
 
 /// A prompt as the cache reads it: the tools, the instructions, then each
 /// input item, as text.
-fn canonical_prompt(body: &Value) -> String {
+pub fn canonical_prompt(body: &Value) -> String {
     let mut text = body["tools"].to_string();
     text.push_str(body["instructions"].as_str().unwrap_or_default());
     for item in body["input"].as_array().into_iter().flatten() {

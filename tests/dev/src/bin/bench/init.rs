@@ -110,7 +110,7 @@ pub async fn section(functions: &[FunctionConfig], hello: &Path, spawns: usize) 
 /// Waits (up to a minute) until the machine's CPUs are at most 10 % busy over
 /// half a second: the emulators' start-up (the JVM's compiler threads) would
 /// otherwise compete with the processes being timed. Returns what it saw.
-async fn wait_for_quiet_cpu() -> Result<String> {
+pub(crate) async fn wait_for_quiet_cpu() -> Result<String> {
     const BOUND: Duration = Duration::from_secs(60);
     let started = Instant::now();
     let mut before = cpu_times()?;

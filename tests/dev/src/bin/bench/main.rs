@@ -10,8 +10,14 @@
 //! process CPU, latency, DynamoDB and Secrets Manager requests per refusal,
 //! on a second small stack with a budget of one turn a minute), peak RSS and
 //! (with `--zips`) the arm64 zip sizes.
+//! Then each function under the CPU quota of each memory size (`cpushare`).
 
+mod capacity;
+mod cost;
+mod costs;
+mod cpushare;
 mod init;
+mod prefix;
 mod refusals;
 
 use std::collections::BTreeMap;
@@ -28,38 +34,39 @@ use taskpilot_testkit::openai_stub::Turn;
 use taskpilot_testkit::stack::{LocalStack, StackOptions};
 use taskpilot_testkit::{Result, events, repo_root};
 
-const USAGE: &str = "usage: bench [--quick] [--zips] [--init-only]";
+const USAGE: &str =
+    "usage: bench [--quick] [--zips] [--init-only | --cpu-share-only | --prefix-only]";
 
 #[tokio::main]
 async fn main() -> Result<()> {
     let mut quick = false;
     let mut zips = false;
     let mut init_only = false;
+    let mut cpu_share_only = false;
+    let mut prefix_only = false;
     for arg in std::env::args().skip(1) {
         match arg.as_str() {
             "--quick" => quick = true,
             "--zips" => zips = true,
             "--init-only" => init_only = true,
+            "--cpu-share-only" => cpu_share_only = true,
+            "--prefix-only" => prefix_only = true,
             _ => return Err(USAGE.into()),
         }
     }
     let (cold_n, warm_n) = if quick { (5, 100) } else { (20, 1000) };
     let dynamodb = tokio::task::spawn_blocking(DynamoDbLocal::start).await??;
     let moto = tokio::task::spawn_blocking(Moto::start).await??;
-    let stack = LocalStack::start(StackOptions {
-        profile: Profile::Release,
-        max_instances: 1,
-        count_dynamodb: true,
-        dynamodb_endpoint: Some(dynamodb.endpoint.clone()),
-        moto_endpoint: Some(moto.endpoint.clone()),
-        env: vec![
-            ("SESSION_CREATE_PER_MINUTE".into(), "1000000".into()),
-            ("CHATKIT_MAX_REQUESTS_PER_MINUTE".into(), "1000000".into()),
-        ],
-        ..StackOptions::default()
-    })
-    .await?;
+    let stack = LocalStack::start(stack_options(Profile::Release, &dynamodb, &moto)).await?;
     let mut report = String::new();
+    if prefix_only {
+        println!("{}", prefix::section(&stack, quick).await?);
+        return Ok(());
+    }
+    if cpu_share_only {
+        println!("{}", cpushare::section(&stack, quick).await?.0);
+        return Ok(());
+    }
 
     // Init: each function against a hello-world bootstrap.
     let functions = ["tasks", "sessions", "health", "chatkit"]
@@ -117,64 +124,7 @@ async fn main() -> Result<()> {
     let tasks = stack.function("tasks")?;
     let created = invoke_json(tasks, &event_with("create-task.json", None, None)?).await?;
     let task_id = created["id"].as_str().ok_or("no task id")?.to_owned();
-    let routes: Vec<(&str, &str, EventMaker)> = vec![
-        (
-            "tasks",
-            "POST /api/v1/tasks",
-            Box::new(|_| event_with("create-task.json", None, None)),
-        ),
-        (
-            "tasks",
-            "GET /api/v1/tasks",
-            Box::new(|_| event_with("list-tasks.json", None, None)),
-        ),
-        (
-            "tasks",
-            "GET /api/v1/tasks/{id}",
-            Box::new(|_| event_with("get-task.json", Some(&task_id), None)),
-        ),
-        (
-            "tasks",
-            "PATCH /api/v1/tasks/{id}",
-            Box::new(|_| {
-                event_with(
-                    "update-task.json",
-                    Some(&task_id),
-                    Some(json!({"title": "renamed"})),
-                )
-            }),
-        ),
-        (
-            "tasks",
-            "POST …/complete|reopen",
-            Box::new(|i| {
-                event_with(
-                    if i % 2 == 0 {
-                        "complete-task.json"
-                    } else {
-                        "reopen-task.json"
-                    },
-                    Some(&task_id),
-                    None,
-                )
-            }),
-        ),
-        (
-            "sessions",
-            "POST /api/chatkit/sessions",
-            Box::new(|_| event_with("create-session.json", None, None)),
-        ),
-        (
-            "health",
-            "GET /health",
-            Box::new(|_| event_with("health.json", None, None)),
-        ),
-        (
-            "chatkit",
-            "POST /api/v1/chatkit (threads.list)",
-            Box::new(|_| event_with("chat-kit-function-url.json", None, None)),
-        ),
-    ];
+    let routes = warm_routes(&task_id);
     let proxy = stack.dynamodb_proxy.as_ref().ok_or("no DynamoDB proxy")?;
     let secrets = stack.secrets.as_ref().ok_or("no Secrets Manager side")?;
     // GetSecretValue calls made by warm processes: the target is zero.
@@ -342,6 +292,13 @@ async fn main() -> Result<()> {
     report.push_str(&section);
     secret_calls_after_init += secret_calls;
 
+    // DynamoDB units and calls per request, and a turn's model tokens.
+    let capacity = capacity::measure(&stack, if quick { 5 } else { 50 }).await?;
+    report.push_str(&capacity::table(&capacity));
+
+    // The prompt prefix from turn to turn of a long thread.
+    report.push_str(&prefix::section(&stack, quick).await?);
+
     // What a refused ChatKit request costs (on a second stack with a budget
     // of one turn a minute, on the same DynamoDB Local and moto).
     let (section, secret_calls) =
@@ -396,6 +353,9 @@ async fn main() -> Result<()> {
             ))
         )?;
     }
+    let (section, share) = cpushare::section(&stack, quick).await?;
+    report.push_str(&section);
+    report.push_str(&costs::section(&capacity, share.as_ref())?);
     println!("{report}");
     let machine = machine();
     let doc = format!(
@@ -486,15 +446,7 @@ async fn turn_critical_path(stack: &LocalStack, quick: bool) -> Result<(String, 
     for _ in &callers {
         let mut ids = Vec::new();
         for _ in 0..1 + text_n + tool_n {
-            stub.push_turn(Turn::Text("Noted.".into()));
-            let create =
-                json!({"type": "threads.create", "params": {"input": chat_input("remember this")}});
-            let (_, body) = chatkit_request(&http, &url, &jwt, &create).await?;
-            let id = sse_events(&body)
-                .find(|e| e["type"] == "thread.created")
-                .and_then(|e| e["thread"]["id"].as_str().map(str::to_owned))
-                .ok_or("threads.create: no thread.created event")?;
-            ids.push(id);
+            ids.push(new_thread(stub, &http, &url, &jwt).await?);
         }
         threads.push(ids);
     }
@@ -665,6 +617,29 @@ async fn chatkit_request(
     Ok((ClientTurn { sent, ended }, body))
 }
 
+/// A new thread of the bearer's, one exchange long ("remember this" /
+/// "Noted."): its id.
+async fn new_thread(
+    stub: &taskpilot_testkit::openai_stub::OpenAiStub,
+    http: &reqwest::Client,
+    url: &str,
+    bearer: &str,
+) -> Result<String> {
+    stub.push_turn(Turn::Text("Noted.".into()));
+    let create =
+        json!({"type": "threads.create", "params": {"input": chat_input("remember this")}});
+    let (_, body) = chatkit_request(http, url, bearer, &create).await?;
+    created_thread(&body)
+}
+
+/// The id of the thread a `threads.create` answer created.
+fn created_thread(body: &str) -> Result<String> {
+    Ok(sse_events(body)
+        .find(|e| e["type"] == "thread.created")
+        .and_then(|e| e["thread"]["id"].as_str().map(str::to_owned))
+        .ok_or("threads.create: no thread.created event")?)
+}
+
 /// The JSON events of a server-sent-events body.
 fn sse_events(body: &str) -> impl Iterator<Item = Value> + '_ {
     body.lines()
@@ -833,8 +808,88 @@ fn summarize(cells: impl Iterator<Item = String>) -> String {
     parts.join("; ")
 }
 
+/// The bench's stack: one instance per function, DynamoDB requests counted,
+/// on `dynamodb` and `moto`, with limits no run reaches.
+fn stack_options(profile: Profile, dynamodb: &DynamoDbLocal, moto: &Moto) -> StackOptions {
+    StackOptions {
+        profile,
+        max_instances: 1,
+        count_dynamodb: true,
+        dynamodb_endpoint: Some(dynamodb.endpoint.clone()),
+        moto_endpoint: Some(moto.endpoint.clone()),
+        env: vec![
+            ("SESSION_CREATE_PER_MINUTE".into(), "1000000".into()),
+            ("CHATKIT_MAX_REQUESTS_PER_MINUTE".into(), "1000000".into()),
+        ],
+        ..StackOptions::default()
+    }
+}
+
 /// Builds the n-th event of a warm run.
 type EventMaker<'a> = Box<dyn Fn(usize) -> Result<String> + 'a>;
+
+/// The warm table's routes: the function, the route, and each run's n-th
+/// event (`task_id`: a task of the bench user's that exists).
+fn warm_routes(task_id: &str) -> Vec<(&'static str, &'static str, EventMaker<'_>)> {
+    vec![
+        (
+            "tasks",
+            "POST /api/v1/tasks",
+            Box::new(|_| event_with("create-task.json", None, None)),
+        ),
+        (
+            "tasks",
+            "GET /api/v1/tasks",
+            Box::new(|_| event_with("list-tasks.json", None, None)),
+        ),
+        (
+            "tasks",
+            "GET /api/v1/tasks/{id}",
+            Box::new(move |_| event_with("get-task.json", Some(task_id), None)),
+        ),
+        (
+            "tasks",
+            "PATCH /api/v1/tasks/{id}",
+            Box::new(move |_| {
+                event_with(
+                    "update-task.json",
+                    Some(task_id),
+                    Some(json!({"title": "renamed"})),
+                )
+            }),
+        ),
+        (
+            "tasks",
+            "POST …/complete, …/reopen",
+            Box::new(move |i| {
+                event_with(
+                    if i % 2 == 0 {
+                        "complete-task.json"
+                    } else {
+                        "reopen-task.json"
+                    },
+                    Some(task_id),
+                    None,
+                )
+            }),
+        ),
+        (
+            "sessions",
+            "POST /api/chatkit/sessions",
+            Box::new(|_| event_with("create-session.json", None, None)),
+        ),
+        (
+            "health",
+            "GET /health",
+            Box::new(|_| event_with("health.json", None, None)),
+        ),
+        (
+            "chatkit",
+            "POST /api/v1/chatkit (threads.list)",
+            Box::new(|_| event_with("chat-kit-function-url.json", None, None)),
+        ),
+    ]
+}
 
 /// A sample event with the task id and body replaced.
 fn event_with(file: &str, task_id: Option<&str>, body: Option<Value>) -> Result<String> {
