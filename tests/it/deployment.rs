@@ -131,6 +131,26 @@ fn every_template_function_is_a_workspace_binary_and_back() {
 }
 
 #[test]
+fn each_function_has_the_memory_the_bench_chose() {
+    // BENCHMARKS.md's CPU-share section names each function's choice as
+    // "**<binary>** — chosen MemorySize: **<n> MB**".
+    let bench = std::fs::read_to_string(repo_root().join("BENCHMARKS.md")).unwrap();
+    let chosen = |binary: &str| -> u64 {
+        let marker = format!("**{binary}** — chosen MemorySize: **");
+        let at = bench
+            .find(&marker)
+            .unwrap_or_else(|| panic!("BENCHMARKS.md chose no MemorySize for {binary}"));
+        let rest = &bench[at + marker.len()..];
+        rest[..rest.find(" MB**").unwrap()].parse().unwrap()
+    };
+    let functions = Template::load().unwrap().functions();
+    assert_eq!(functions.len(), 4);
+    for f in functions {
+        assert_eq!(f.memory_mb, chosen(&f.binary), "{}", f.logical_id);
+    }
+}
+
+#[test]
 fn the_emulators_depend_on_no_product_crate() {
     let meta = metadata();
     let packages = meta["packages"].as_array().unwrap();

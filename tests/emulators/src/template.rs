@@ -41,6 +41,8 @@ pub struct Function {
     pub binary: String,
     /// Timeout in seconds.
     pub timeout_secs: u64,
+    /// MemorySize in MB (its own, else the Globals', else Lambda's 128).
+    pub memory_mb: u64,
     /// HTTP API routes.
     pub routes: Vec<Route>,
     /// Environment variables it sets (own and global).
@@ -94,6 +96,9 @@ impl Template {
     /// The functions with their binaries and the HTTP API routes that reach them
     /// (`AWS::ApiGatewayV2::Route` → integration → function).
     pub fn functions(&self) -> Vec<Function> {
+        let global_memory = self.root["Globals"]["Function"]["MemorySize"]
+            .as_u64()
+            .unwrap_or(128);
         let global_timeout = self.root["Globals"]["Function"]["Timeout"]
             .as_u64()
             .unwrap_or(3);
@@ -171,6 +176,7 @@ impl Template {
                         .unwrap_or_default()
                         .to_owned(),
                     timeout_secs: props["Timeout"].as_u64().unwrap_or(global_timeout),
+                    memory_mb: props["MemorySize"].as_u64().unwrap_or(global_memory),
                     routes: own_routes,
                     logical_id,
                     env_names,

@@ -468,8 +468,8 @@ async fn turn_critical_path(stack: &LocalStack, quick: bool) -> Result<(String, 
          |---|---|---|---|---|---|"
     )?;
     let secrets_before = secrets.get_secret_value_calls();
-    // The JWT caller's requests and rounds before the model, per turn.
-    let mut jwt_before_model: Option<(Vec<usize>, Vec<usize>)> = None;
+    // Each caller's requests and rounds before the model, per turn.
+    let mut before_model: Vec<(&str, Vec<usize>, Vec<usize>)> = Vec::new();
     for ((label, bearer), ids) in callers.iter().zip(&threads) {
         // Warm this caller's path once, untimed.
         stub.push_turn(Turn::Text(answer.clone()));
@@ -513,14 +513,11 @@ async fn turn_critical_path(stack: &LocalStack, quick: bool) -> Result<(String, 
                 cell
             }))
         };
-        if jwt_before_model.is_none() {
-            jwt_before_model = Some(
-                figures
-                    .iter()
-                    .map(|f| (f.before_model.len(), f.rounds_before_model.len()))
-                    .unzip(),
-            );
-        }
+        let (requests, rounds) = figures
+            .iter()
+            .map(|f| (f.before_model.len(), f.rounds_before_model.len()))
+            .unzip();
+        before_model.push((label, requests, rounds));
         writeln!(
             section,
             "| {label} | {before} | {sequential} | {} / {} | {} | {} |",
@@ -530,29 +527,31 @@ async fn turn_critical_path(stack: &LocalStack, quick: bool) -> Result<(String, 
             whole(tools)
         )?;
     }
-    let (requests, mut rounds) = jwt_before_model.unwrap_or_default();
-    rounds.sort_unstable();
-    let median = rounds
-        .get(rounds.len().saturating_sub(1) / 2)
-        .copied()
-        .unwrap_or(0);
-    let mut per_turn: BTreeMap<usize, usize> = BTreeMap::new();
-    for r in &rounds {
-        *per_turn.entry(*r).or_default() += 1;
+    section.push('\n');
+    for (label, requests, mut rounds) in before_model {
+        rounds.sort_unstable();
+        let median = rounds
+            .get(rounds.len().saturating_sub(1) / 2)
+            .copied()
+            .unwrap_or(0);
+        let mut per_turn: BTreeMap<usize, usize> = BTreeMap::new();
+        for r in &rounds {
+            *per_turn.entry(*r).or_default() += 1;
+        }
+        let per_turn: Vec<String> = per_turn
+            .iter()
+            .map(|(r, turns)| format!("{r} in {turns}"))
+            .collect();
+        writeln!(
+            section,
+            "Target: at most 2 sequential DynamoDB requests before the model request, {label}: **{}** \
+             ({median} sequential round trips in the median turn, {} requests in all; round trips per turn: {} of {} turns).\n",
+            if median <= 2 { "met" } else { "not met" },
+            requests.iter().max().copied().unwrap_or(0),
+            per_turn.join(", "),
+            rounds.len()
+        )?;
     }
-    let per_turn: Vec<String> = per_turn
-        .iter()
-        .map(|(r, turns)| format!("{r} in {turns}"))
-        .collect();
-    writeln!(
-        section,
-        "\nTarget: at most 2 sequential DynamoDB requests before the model request with a user JWT: **{}** \
-         ({median} sequential round trips in the median turn, {} requests in all; round trips per turn: {} of {} turns).\n",
-        if median <= 2 { "met" } else { "not met" },
-        requests.iter().max().copied().unwrap_or(0),
-        per_turn.join(", "),
-        rounds.len()
-    )?;
     section.push_str(
         "- *Request received*: the moment the local Runtime API answers the chatkit process's waiting \
          `GET /runtime/invocation/next` with the event (taken just before the answer is written; the gateway hop before it is not included).\n\
