@@ -151,14 +151,7 @@ pub trait ChatStore: UsageStore + Send + Sync {
         thread: &ThreadMetadata,
         message: &ThreadItem,
         known: MessageThread,
-    ) -> impl Future<Output = Result<Write, StoreError>> + Send {
-        async move {
-            if known == MessageThread::New {
-                self.save_thread(user, thread).await?;
-            }
-            self.save_item(user, message).await
-        }
-    }
+    ) -> impl Future<Output = Result<Write, StoreError>> + Send;
 
     /// Makes sure an item whose write failed never exists, even if that
     /// write lands late: it is removed and no later write of it is accepted.
