@@ -7,16 +7,48 @@
 use emulators::build::Profile;
 use emulators::dynamodb_local::DynamoDbLocal;
 use emulators::moto::Moto;
+use emulators::tokens::DevAuth;
 use taskpilot_testkit::stack::{LocalStack, StackOptions};
 
 const USAGE: &str = "usage: local-stack [--port N] [--release] [--gateway-authorizer] [--stub-openai]\n\
      \x20                  [--dynamodb-port N] [--table NAME]\n\
+     \x20      local-stack token --user ID   (a dev token for any user, valid 12 h)\n\
      (--stub-openai: the local stub model even when OPENAI_API_KEY is set; without a key it is the default;\n\
      \x20--dynamodb-port/--table: DynamoDB Local on a fixed port with a named table, e.g. 8000 and\n\
      \x20taskpilot-local for `sam local` with env.json)";
 
+/// `local-stack token --user ID`: the token of user `ID`, signed with the
+/// local stack's dev secret (the same for every start, so it works against a
+/// running stack).
+fn token_command(args: &[String]) -> Result<String, String> {
+    match args {
+        [flag, user] if flag == "--user" && !user.trim().is_empty() => {
+            Ok(DevAuth::default().token(user))
+        }
+        _ => Err(format!("usage: local-stack token --user ID\n\n{USAGE}")),
+    }
+}
+
+/// Fails, naming the port and the flag that moves it, when `port` on
+/// 127.0.0.1 is taken: checked before anything starts.
+fn port_free(port: u16, flag: &str) -> Result<(), String> {
+    std::net::TcpListener::bind(("127.0.0.1", port))
+        .map(drop)
+        .map_err(|e| {
+            format!(
+                "port {port} on 127.0.0.1 is in use ({e}): is another local-stack running? \
+                 Stop it, or pick another port with {flag} N"
+            )
+        })
+}
+
 #[tokio::main]
 async fn main() -> taskpilot_testkit::Result<()> {
+    let all: Vec<String> = std::env::args().skip(1).collect();
+    if all.first().map(String::as_str) == Some("token") {
+        println!("{}", token_command(&all[1..])?);
+        return Ok(());
+    }
     let mut opts = StackOptions {
         port: 3001,
         echo_logs: true,
@@ -43,6 +75,10 @@ async fn main() -> taskpilot_testkit::Result<()> {
             }
             other => return Err(format!("unknown argument {other}\n{USAGE}").into()),
         }
+    }
+    port_free(opts.port, "--port")?;
+    if let Some(port) = dynamodb_port {
+        port_free(port, "--dynamodb-port")?;
     }
     eprintln!("starting DynamoDB Local and moto (Secrets Manager, S3) ...");
     let dynamodb = tokio::task::spawn_blocking(move || match dynamodb_port {
@@ -101,15 +137,16 @@ async fn main() -> taskpilot_testkit::Result<()> {
          DynamoDB Local: {} (table {})\n\
          attachments: S3 bucket {} (moto, presigned URLs checked at {})\n\
          functions: {}\n\n\
-         Dev token (user `dev-user`, valid 12 h):\n  export TOKEN={token}\n\n\
+         Dev token (user `dev-user`, valid 12 h; another user's: local-stack token --user ID):\n  export TOKEN={token}\n\n\
          Try it:\n\
          \x20 curl -s -X POST {url}/api/v1/tasks -H \"Authorization: Bearer $TOKEN\" \\\n\
          \x20      -H 'Content-Type: application/json' -d '{{\"title\":\"Buy milk\",\"due_date\":\"2026-11-23\"}}'\n\
          \x20 curl -s {url}/api/v1/tasks -H \"Authorization: Bearer $TOKEN\"\n\
-         \x20 curl -s -X POST {url}/api/v1/tasks/<id>/complete -H \"Authorization: Bearer $TOKEN\"\n\
-         \x20 curl -s -X DELETE {url}/api/v1/tasks/<id> -H \"Authorization: Bearer $TOKEN\"\n\
+         \x20 ID=<a task id from the list>\n\
+         \x20 curl -s -X POST {url}/api/v1/tasks/$ID/complete -H \"Authorization: Bearer $TOKEN\"\n\
+         \x20 curl -s -X DELETE {url}/api/v1/tasks/$ID -H \"Authorization: Bearer $TOKEN\"\n\
          \x20 curl -s -X POST {url}/api/chatkit/sessions -H \"Authorization: Bearer $TOKEN\"\n\
-         \x20 curl -s -X POST {url}/api/chatkit/sessions/<session_id>/cancel -H \"Authorization: Bearer $TOKEN\"\n\
+         \x20 curl -s -X POST {url}/api/chatkit/sessions/$SESSION_ID/cancel -H \"Authorization: Bearer $TOKEN\"\n\
          \x20 curl -s '{url}/health?deep=true'\n\n\
          OpenAI key: {key_note}\n\
          Chat budget per user: {} turns a minute, {} tokens a day (CHATKIT_USER_TURNS_PER_MINUTE, \
@@ -137,4 +174,52 @@ async fn main() -> taskpilot_testkit::Result<()> {
     drop(dynamodb);
     drop(moto);
     Ok(())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use taskpilot_http::auth::{AuthSettings, Authenticator};
+
+    #[tokio::test]
+    async fn a_token_is_accepted_as_the_user_named_by_the_stacks_authenticator() {
+        let dev = DevAuth::default();
+        let settings =
+            AuthSettings::shared_secret(&dev.secret, &dev.issuer, &dev.audience).unwrap();
+        let auth = Authenticator::new(settings, || unreachable!("no JWKS")).unwrap();
+        let token = token_command(&["--user".to_owned(), "alice".to_owned()]).unwrap();
+        let request = lambda_http::http::Request::builder()
+            .header("authorization", format!("Bearer {token}"))
+            .body(lambda_http::Body::Empty)
+            .unwrap();
+        let user = auth.authenticate(&request).await.unwrap();
+        assert_eq!(user.as_str(), "alice");
+    }
+
+    #[test]
+    fn a_token_needs_a_user() {
+        for args in [
+            vec![],
+            vec!["--user".to_owned()],
+            vec!["--user".to_owned(), " ".to_owned()],
+        ] {
+            assert!(
+                token_command(&args)
+                    .unwrap_err()
+                    .contains("token --user ID")
+            );
+        }
+    }
+
+    #[test]
+    fn a_busy_port_is_named_with_the_flag_that_moves_it() {
+        let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = taken.local_addr().unwrap().port();
+        let err = port_free(port, "--port").unwrap_err();
+        assert!(err.contains(&format!("port {port}")), "{err}");
+        assert!(err.contains("--port N"), "{err}");
+        drop(taken);
+        assert_eq!(port_free(port, "--port"), Ok(()));
+    }
 }
