@@ -797,3 +797,54 @@ async fn the_cursor_key_is_read_from_secrets_manager_once() {
         "the key reached the logs"
     );
 }
+
+#[tokio::test]
+async fn an_origin_the_local_stack_is_told_to_allow_gets_cors_from_the_functions_and_the_bucket() {
+    let extra = "http://localhost:5173";
+    let api = Api::start_with(taskpilot_testkit::stack::StackOptions {
+        functions: Some(vec!["tasks".into(), "chatkit".into()]),
+        allow_origins: vec![extra.into()],
+        ..Default::default()
+    })
+    .await;
+    let allowed = |origin: &'static str| {
+        let api = &api;
+        async move {
+            let answer = api
+                .http
+                .get(format!("{}/api/v1/tasks", api.stack.url))
+                .bearer_auth(api.token("alice"))
+                .header("origin", origin)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(answer.status(), 200);
+            answer
+                .headers()
+                .get("access-control-allow-origin")
+                .map(|v| v.to_str().unwrap().to_owned())
+        }
+    };
+    assert_eq!(allowed(extra).await.as_deref(), Some(extra));
+    assert_eq!(
+        allowed("http://localhost:3000").await.as_deref(),
+        Some("http://localhost:3000")
+    );
+    assert_eq!(allowed("http://localhost:5174").await, None);
+    // The attachments bucket lets the page upload from there too.
+    let files = api.stack.files.as_ref().unwrap();
+    let cors = files
+        .s3
+        .get_bucket_cors()
+        .bucket(&files.bucket)
+        .send()
+        .await
+        .unwrap();
+    let origins: Vec<&str> = cors
+        .cors_rules()
+        .iter()
+        .flat_map(|r| r.allowed_origins())
+        .map(String::as_str)
+        .collect();
+    assert!(origins.contains(&extra), "{origins:?}");
+}

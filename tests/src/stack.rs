@@ -59,6 +59,9 @@ pub struct StackOptions {
     pub function_timeout: Option<Duration>,
     /// The table's name (default: a fresh `taskpilot-<ulid>`).
     pub table: Option<String>,
+    /// Browser origins allowed besides [`LOCAL_ORIGINS`] (a frontend's dev
+    /// server): the functions' CORS and the attachments bucket's.
+    pub allow_origins: Vec<String>,
 }
 
 impl Default for StackOptions {
@@ -78,6 +81,7 @@ impl Default for StackOptions {
             count_dynamodb: false,
             function_timeout: None,
             table: None,
+            allow_origins: Vec::new(),
         }
     }
 }
@@ -274,6 +278,16 @@ impl LocalStack {
             .as_ref()
             .map_or(dynamodb_endpoint.clone(), |p| p.endpoint.clone());
         let mut env = base_env(&function_dynamodb, &table, &auth);
+        let origins: Vec<&str> = LOCAL_ORIGINS
+            .iter()
+            .copied()
+            .chain(opts.allow_origins.iter().map(String::as_str))
+            .collect();
+        for (name, value) in &mut env {
+            if name == "ALLOWED_ORIGINS" {
+                *value = origins.join(",");
+            }
+        }
         if opts.gateway_authorizer {
             env.retain(|(k, _)| k != "AUTH_JWT_SECRET");
         }
@@ -334,7 +348,7 @@ impl LocalStack {
                 "attachments-{}",
                 ulid::Ulid::new().to_string().to_lowercase()
             );
-            template.create_bucket(&s3, &bucket, &LOCAL_ORIGINS).await?;
+            template.create_bucket(&s3, &bucket, &origins).await?;
             let front = S3Front::start(&moto_endpoint, "test", "test").await?;
             env.push(("AWS_ENDPOINT_URL_S3".into(), front.endpoint.clone()));
             env.push(("ATTACHMENTS_BUCKET".into(), bucket.clone()));

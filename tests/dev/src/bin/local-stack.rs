@@ -11,7 +11,7 @@ use emulators::tokens::DevAuth;
 use taskpilot_testkit::stack::{LocalStack, StackOptions};
 
 const USAGE: &str = "usage: local-stack [--port N] [--release] [--gateway-authorizer] [--stub-openai]\n\
-     \x20                  [--dynamodb-port N] [--table NAME]\n\
+     \x20                  [--dynamodb-port N] [--table NAME] [--allow-origin URL]...\n\
      \x20      local-stack token --user ID   (a dev token for any user, valid 12 h)\n\
      (--stub-openai: the local stub model even when OPENAI_API_KEY is set; without a key it is the default;\n\
      \x20--dynamodb-port/--table: DynamoDB Local on a fixed port with a named table, e.g. 8000 and\n\
@@ -69,6 +69,9 @@ async fn main() -> taskpilot_testkit::Result<()> {
                 dynamodb_port = Some(args.next().and_then(|p| p.parse().ok()).ok_or(USAGE)?);
             }
             "--table" => opts.table = Some(args.next().ok_or(USAGE)?),
+            // A frontend's origin (e.g. http://localhost:5173), besides
+            // localhost:3000 and 127.0.0.1:3000; repeatable.
+            "--allow-origin" => opts.allow_origins.push(args.next().ok_or(USAGE)?),
             "-h" | "--help" => {
                 println!("{USAGE}");
                 return Ok(());
@@ -119,6 +122,11 @@ async fn main() -> taskpilot_testkit::Result<()> {
         value
     });
     eprintln!("building and starting the functions ...");
+    let origins: Vec<String> = taskpilot_testkit::stack::LOCAL_ORIGINS
+        .iter()
+        .map(|o| (*o).to_owned())
+        .chain(opts.allow_origins.iter().cloned())
+        .collect();
     let stack = LocalStack::start(opts).await?;
     for f in stack.functions.values() {
         f.prewarm().await?;
@@ -136,7 +144,8 @@ async fn main() -> taskpilot_testkit::Result<()> {
         "\nTaskPilot API is running at {url}\n\
          DynamoDB Local: {} (table {})\n\
          attachments: S3 bucket {} (moto, presigned URLs checked at {})\n\
-         functions: {}\n\n\
+         functions: {}\n\
+         browser origins allowed (--allow-origin URL adds one): {}\n\n\
          Dev token (user `dev-user`, valid 12 h; another user's: local-stack token --user ID):\n  export TOKEN={token}\n\n\
          Try it:\n\
          \x20 curl -s -X POST {url}/api/v1/tasks -H \"Authorization: Bearer $TOKEN\" \\\n\
@@ -165,6 +174,7 @@ async fn main() -> taskpilot_testkit::Result<()> {
             .cloned()
             .collect::<Vec<_>>()
             .join(", "),
+        origins.join(", "),
         budget[0],
         budget[1],
     );
