@@ -848,3 +848,26 @@ async fn an_origin_the_local_stack_is_told_to_allow_gets_cors_from_the_functions
         .collect();
     assert!(origins.contains(&extra), "{origins:?}");
 }
+
+#[tokio::test]
+async fn the_gateway_logs_each_request_with_its_status_latency_and_function() {
+    let api = Api::start(&["tasks"]).await;
+    assert_eq!(api.get("/api/v1/tasks", "alice").await.status, 200);
+    assert_eq!(api.get("/nowhere", "alice").await.status, 404);
+    let lines = api.stack.responses.lines();
+    let listed = lines
+        .iter()
+        .find(|l| l.path == "/api/v1/tasks")
+        .unwrap_or_else(|| panic!("{lines:?}"));
+    assert_eq!(
+        (
+            listed.method.as_str(),
+            listed.status,
+            listed.function.as_deref()
+        ),
+        ("GET", 200, Some("tasks"))
+    );
+    assert!(listed.to_string().starts_with("GET /api/v1/tasks 200 "));
+    let missing = lines.iter().find(|l| l.path == "/nowhere").unwrap();
+    assert_eq!(missing.status, 404);
+}

@@ -59,6 +59,10 @@ pub struct StackOptions {
     pub function_timeout: Option<Duration>,
     /// The table's name (default: a fresh `taskpilot-<ulid>`).
     pub table: Option<String>,
+    /// Whether the gateway prints one line per request to stderr (method,
+    /// path, status, latency, function); the lines are kept either way
+    /// ([`StatusTally::lines`]).
+    pub log_requests: bool,
     /// Browser origins allowed besides [`LOCAL_ORIGINS`] (a frontend's dev
     /// server): the functions' CORS and the attachments bucket's.
     pub allow_origins: Vec<String>,
@@ -82,6 +86,7 @@ impl Default for StackOptions {
             function_timeout: None,
             table: None,
             allow_origins: Vec::new(),
+            log_requests: false,
         }
     }
 }
@@ -383,7 +388,7 @@ impl LocalStack {
             issuer: auth.issuer.clone(),
             audience: auth.audience.clone(),
         });
-        let responses = gateway::serve(listener, bindings, authorizer)?;
+        let responses = gateway::serve(listener, bindings, authorizer, opts.log_requests)?;
         Ok(Self {
             url,
             table,

@@ -28,23 +28,73 @@ pub const MAX_PAYLOAD: usize = 10 * 1024 * 1024;
 /// answers 413 itself.
 pub const MAX_INVOKE_PAYLOAD: usize = 6 * 1024 * 1024;
 
-/// How many answers of each status the gateway has given.
+/// One request as the gateway's log line tells it: method, path, status,
+/// the time to the answer's head, and the function that answered.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AccessLine {
+    /// `GET`…
+    pub method: String,
+    /// The path, without the query.
+    pub path: String,
+    /// The answer's status.
+    pub status: u16,
+    /// From the request's head to the answer's head (a stream's first bytes).
+    pub latency: std::time::Duration,
+    /// The function invoked (`None`: the gateway answered itself).
+    pub function: Option<String>,
+}
+
+impl std::fmt::Display for AccessLine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} {} {} {:.1} ms {}",
+            self.method,
+            self.path,
+            self.status,
+            self.latency.as_secs_f64() * 1e3,
+            self.function.as_deref().unwrap_or("(gateway)")
+        )
+    }
+}
+
+/// Most access lines a tally keeps (the latest).
+const KEPT_LINES: usize = 1_000;
+
+#[derive(Default)]
+struct Tallied {
+    by_status: BTreeMap<u16, usize>,
+    lines: std::collections::VecDeque<AccessLine>,
+}
+
+/// How many answers of each status the gateway has given, and its latest
+/// access lines.
 #[derive(Clone, Default)]
-pub struct StatusTally(Arc<std::sync::Mutex<BTreeMap<u16, usize>>>);
+pub struct StatusTally(Arc<std::sync::Mutex<Tallied>>);
 
 impl StatusTally {
-    fn record(&self, status: StatusCode) {
-        *self
-            .0
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .entry(status.as_u16())
-            .or_default() += 1;
+    fn record(&self, line: AccessLine) {
+        let mut tallied = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        *tallied.by_status.entry(line.status).or_default() += 1;
+        if tallied.lines.len() == KEPT_LINES {
+            tallied.lines.pop_front();
+        }
+        tallied.lines.push_back(line);
     }
 
     /// Answers given so far, by status.
     pub fn by_status(&self) -> BTreeMap<u16, usize> {
-        self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .by_status
+            .clone()
+    }
+
+    /// The latest access lines, oldest first.
+    pub fn lines(&self) -> Vec<AccessLine> {
+        let tallied = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        tallied.lines.iter().cloned().collect()
     }
 
     /// Answers given so far.
@@ -91,11 +141,13 @@ struct Gateway {
     addr: SocketAddr,
 }
 
-/// Serves the gateway on a bound listener; the tally counts its answers.
+/// Serves the gateway on a bound listener; the tally counts its answers and
+/// keeps their access lines, which `echo` also prints to stderr.
 pub fn serve(
     listener: TcpListener,
     bindings: Vec<Binding>,
     authorizer: Option<JwtAuthorizer>,
+    echo: bool,
 ) -> Result<StatusTally> {
     let addr = listener.local_addr()?;
     let gateway = Arc::new(Gateway {
@@ -108,8 +160,20 @@ pub fn serve(
     crate::http_server::serve(listener, move |req, peer| {
         let (gateway, counted) = (gateway.clone(), counted.clone());
         async move {
-            let resp = gateway.handle(req, peer).await;
-            counted.record(resp.status());
+            let started = std::time::Instant::now();
+            let (method, path) = (req.method().to_string(), req.uri().path().to_owned());
+            let (resp, function) = gateway.handle(req, peer).await;
+            let line = AccessLine {
+                method,
+                path,
+                status: resp.status().as_u16(),
+                latency: started.elapsed(),
+                function,
+            };
+            if echo {
+                eprintln!("{line}");
+            }
+            counted.record(line);
             resp
         }
     });
@@ -127,7 +191,13 @@ fn message(status: StatusCode, text: &str) -> Response<Body> {
 }
 
 impl Gateway {
-    async fn handle(&self, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
+    /// The answer to `req`, and the function that gave it (`None`: the
+    /// gateway answered itself).
+    async fn handle(
+        &self,
+        req: Request<Incoming>,
+        peer: SocketAddr,
+    ) -> (Response<Body>, Option<String>) {
         let method = req.method().as_str().to_owned();
         let path = req.uri().path().to_owned();
         // Like API Gateway: a matching route, else `$default` if there is one.
@@ -159,17 +229,20 @@ impl Gateway {
                     .map(|b| (b, Vec::new()))
             });
         let Some((binding, params)) = found else {
-            return message(StatusCode::NOT_FOUND, "Not Found");
+            return (message(StatusCode::NOT_FOUND, "Not Found"), None);
         };
         let (parts, body) = req.into_parts();
         let body = match Limited::new(body, MAX_PAYLOAD).collect().await {
             Ok(b) => b.to_bytes(),
-            Err(_) => return message(StatusCode::PAYLOAD_TOO_LARGE, "Request Entity Too Large"),
+            Err(_) => {
+                let refused = message(StatusCode::PAYLOAD_TOO_LARGE, "Request Entity Too Large");
+                return (refused, None);
+            }
         };
         let claims = match (&self.authorizer, binding.authorized, method.as_str()) {
             (Some(auth), true, m) if m != "OPTIONS" => match authorize(auth, &parts.headers) {
                 Some(claims) => Some(claims),
-                None => return message(StatusCode::UNAUTHORIZED, "Unauthorized"),
+                None => return (message(StatusCode::UNAUTHORIZED, "Unauthorized"), None),
             },
             _ => None,
         };
@@ -180,16 +253,18 @@ impl Gateway {
         };
         let event = event(&parts, &body, &route_key, &params, claims, self.addr, peer).to_string();
         if event.len() > MAX_INVOKE_PAYLOAD {
-            return message(StatusCode::PAYLOAD_TOO_LARGE, "Request Entity Too Large");
+            let refused = message(StatusCode::PAYLOAD_TOO_LARGE, "Request Entity Too Large");
+            return (refused, None);
         }
-        match binding.function.invoke_answer(event).await {
+        let answer = match binding.function.invoke_answer(event).await {
             Ok(Answer::Whole(answer)) => response(&answer),
             Ok(Answer::Streamed(rx)) => streamed_response(rx).await,
             Err(InvokeError::Timeout(_)) => {
                 message(StatusCode::SERVICE_UNAVAILABLE, "Service Unavailable")
             }
             Err(_) => message(StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error"),
-        }
+        };
+        (answer, Some(binding.function.config().name))
     }
 }
 
@@ -442,4 +517,47 @@ pub fn response(answer: &[u8]) -> Response<Body> {
         }
     }
     resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn line(status: u16, function: Option<&str>) -> AccessLine {
+        AccessLine {
+            method: "GET".into(),
+            path: "/api/v1/tasks".into(),
+            status,
+            latency: std::time::Duration::from_micros(3_140),
+            function: function.map(str::to_owned),
+        }
+    }
+
+    #[test]
+    fn an_access_line_reads_method_path_status_latency_function() {
+        assert_eq!(
+            line(200, Some("tasks")).to_string(),
+            "GET /api/v1/tasks 200 3.1 ms tasks"
+        );
+        assert_eq!(
+            line(404, None).to_string(),
+            "GET /api/v1/tasks 404 3.1 ms (gateway)"
+        );
+    }
+
+    #[test]
+    fn a_tally_counts_by_status_and_keeps_the_latest_lines() {
+        let tally = StatusTally::default();
+        for i in 0..KEPT_LINES + 2 {
+            tally.record(line(if i == 0 { 500 } else { 200 }, Some("tasks")));
+        }
+        assert_eq!(
+            tally.by_status(),
+            BTreeMap::from([(200, KEPT_LINES + 1), (500, 1)])
+        );
+        let lines = tally.lines();
+        assert_eq!(lines.len(), KEPT_LINES);
+        assert!(lines.iter().all(|l| l.status == 200));
+        assert_eq!(tally.server_errors(), 1);
+    }
 }

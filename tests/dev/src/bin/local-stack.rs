@@ -52,6 +52,7 @@ async fn main() -> taskpilot_testkit::Result<()> {
     let mut opts = StackOptions {
         port: 3001,
         echo_logs: true,
+        log_requests: true,
         ..StackOptions::default()
     };
     let mut stub = false;
