@@ -328,7 +328,10 @@ async fn a_new_thread_is_written_together_with_its_first_message() {
 async fn a_new_message_hands_back_the_mark_its_threads_read_found() {
     let chat = Chat::new();
     let thread = chat.thread("alice", "Hi.").await;
-    let read = chat.store().load_recent(&user("alice"), &thread, 1).await;
+    let read = chat
+        .store()
+        .load_recent(&user("alice"), &thread, 1, true)
+        .await;
     let mark = read.unwrap().unwrap().mark;
     assert!(mark.is_some());
     chat.model.push(Round::text("Sure."));

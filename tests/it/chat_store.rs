@@ -204,7 +204,11 @@ async fn one_read_returns_the_thread_and_its_latest_items() {
     for item in &items {
         store.save_item(&alice, item).await.unwrap();
     }
-    let recent = store.load_recent(&alice, &t.id, 5).await.unwrap().unwrap();
+    let recent = store
+        .load_recent(&alice, &t.id, 5, false)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(recent.thread, t);
     assert_eq!(
         recent.items,
@@ -214,15 +218,25 @@ async fn one_read_returns_the_thread_and_its_latest_items() {
     // A title change reaches the copy the turn reads.
     t.title = Some("Renamed".into());
     store.save_thread(&alice, &t).await.unwrap();
-    let recent = store.load_recent(&alice, &t.id, 40).await.unwrap().unwrap();
+    let recent = store
+        .load_recent(&alice, &t.id, 40, false)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(recent.thread.title.as_deref(), Some("Renamed"));
     assert_eq!(recent.items, items);
     // Other users and unknown threads: nothing.
     let bob = UserId::new("bob").unwrap();
-    assert!(store.load_recent(&bob, &t.id, 5).await.unwrap().is_none());
     assert!(
         store
-            .load_recent(&alice, "thr_nope", 5)
+            .load_recent(&bob, &t.id, 5, false)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        store
+            .load_recent(&alice, "thr_nope", 5, false)
             .await
             .unwrap()
             .is_none()
@@ -257,7 +271,11 @@ async fn threads_saved_before_heads_existed_still_load() {
     for item in &items {
         store.save_item(&alice, item).await.unwrap();
     }
-    let recent = store.load_recent(&alice, &t.id, 2).await.unwrap().unwrap();
+    let recent = store
+        .load_recent(&alice, &t.id, 2, false)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(recent.thread, t);
     assert_eq!(recent.items, items[1..].to_vec());
 }
@@ -275,7 +293,11 @@ async fn items_are_deleted_in_one_batch_and_absent_ones_are_ignored() {
     let mut doomed: Vec<String> = items[1..].iter().map(|i| i.id.clone()).collect();
     doomed.push(ids::message());
     store.delete_items(&alice, &t.id, &doomed).await.unwrap();
-    let recent = store.load_recent(&alice, &t.id, 40).await.unwrap().unwrap();
+    let recent = store
+        .load_recent(&alice, &t.id, 40, false)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(recent.items, items[..1].to_vec());
     assert_eq!(recent.thread, t, "the head stays");
 }
@@ -335,7 +357,11 @@ async fn ratings_replace_each_other_stay_out_of_item_reads_and_go_with_the_threa
         .collect();
     assert_eq!(negative, [format!("FEEDBACK#{}#{}", t.id, items[3].id)]);
     // Item reads never see them.
-    let recent = store.load_recent(&alice, &t.id, 40).await.unwrap().unwrap();
+    let recent = store
+        .load_recent(&alice, &t.id, 40, false)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(recent.thread, t);
     assert_eq!(recent.items.len(), 30);
     let page = store
@@ -422,7 +448,11 @@ async fn nothing_is_written_into_a_thread_that_is_gone_or_going() {
         store.update_thread(&alice, &titled, false).await.unwrap(),
         Write::Done
     );
-    let recent = store.load_recent(&alice, &t.id, 40).await.unwrap().unwrap();
+    let recent = store
+        .load_recent(&alice, &t.id, 40, false)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(
         recent.thread.title.as_deref(),
         Some("Mine"),
@@ -493,7 +523,11 @@ async fn a_fenced_item_is_gone_and_stays_gone() {
         store.load_item(&alice, &t.id, &failed.id).await.unwrap(),
         None
     );
-    let recent = store.load_recent(&alice, &t.id, 40).await.unwrap().unwrap();
+    let recent = store
+        .load_recent(&alice, &t.id, 40, false)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(recent.items, vec![kept.clone()]);
     let page = store
         .list_items(&alice, &t.id, &paging(10, Order::Asc, None))
@@ -1065,7 +1099,11 @@ async fn a_new_thread_is_written_with_its_first_message_and_placed_once() {
         .await
         .unwrap();
     assert_eq!(written, Write::Done);
-    let recent = store.load_recent(&alice, &t.id, 10).await.unwrap().unwrap();
+    let recent = store
+        .load_recent(&alice, &t.id, 10, true)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!((recent.thread, recent.items), (t.clone(), vec![first]));
     assert_eq!(recent.mark, Some(pointer_at(&client, &table, &t.id).await));
     assert_eq!(entries(&client, &table).await, (1, 1));
@@ -1083,13 +1121,20 @@ async fn a_message_moves_its_thread_with_the_mark_read_before_it_or_a_stale_one(
     let store = DynamoStore::new(counted, table.clone());
     let alice = UserId::new("alice").unwrap();
     let made = threads(&store, &alice, 2).await;
+    // A read for a turn that adds no message leaves the pointer alone.
+    let before = proxy.counts();
+    let read = store.load_recent(&alice, &made[0], 1, false).await;
+    assert_eq!(read.unwrap().unwrap().mark, None);
+    assert_eq!(sent_since(&proxy, &before), ["Query"]);
+    let before = proxy.counts();
     let mark = store
-        .load_recent(&alice, &made[0], 1)
+        .load_recent(&alice, &made[0], 1, true)
         .await
         .unwrap()
         .unwrap()
         .mark;
     assert!(mark.is_some());
+    assert_eq!(sent_since(&proxy, &before), ["GetItem", "Query"]);
     let t = store.load_thread(&alice, &made[0]).await.unwrap().unwrap();
     let known = MessageThread::Stored { mark };
     let before = proxy.counts();

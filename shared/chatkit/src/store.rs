@@ -88,12 +88,15 @@ pub trait ChatStore: UsageStore + Send + Sync {
     ) -> impl Future<Output = Result<Option<ThreadMetadata>, StoreError>> + Send;
 
     /// The thread and its latest `limit` items in one read (the chat turn's
-    /// critical path); `None` when there is no such thread.
+    /// critical path); `None` when there is no such thread. `with_mark`
+    /// (a new message follows): its [`RecentThread::mark`] too, read
+    /// alongside; otherwise the mark is `None` and not read.
     fn load_recent(
         &self,
         user: &UserId,
         thread_id: &str,
         limit: usize,
+        with_mark: bool,
     ) -> impl Future<Output = Result<Option<RecentThread>, StoreError>> + Send;
 
     /// A page of threads by latest activity: their creation, then each new

@@ -263,6 +263,7 @@ impl ChatStore for InMemoryChat {
         user: &UserId,
         thread_id: &str,
         limit: usize,
+        with_mark: bool,
     ) -> Result<Option<RecentThread>, StoreError> {
         self.call("load_recent").await?;
         let Some(thread) = self.stored_thread(user, thread_id) else {
@@ -275,7 +276,8 @@ impl ChatStore for InMemoryChat {
         let mark = lock(&self.activity)
             .latest
             .get(&(user.as_str().to_owned(), thread_id.to_owned()))
-            .copied();
+            .copied()
+            .filter(|_| with_mark);
         Ok(Some(RecentThread {
             thread,
             items,

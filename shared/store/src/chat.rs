@@ -567,6 +567,7 @@ impl ChatStore for DynamoStore {
         user: &UserId,
         thread_id: &str,
         limit: usize,
+        with_mark: bool,
     ) -> Result<Option<RecentThread>, StoreError> {
         let head = keys::thread_head_sk(thread_id);
         let pk = keys::user_pk(user);
@@ -578,7 +579,13 @@ impl ChatStore for DynamoStore {
             .consistent_read(true)
             .limit(i32::try_from(limit + 1).unwrap_or(i32::MAX))
             .send();
-        let (out, mark) = tokio::join!(query, self.last_active(&pk, thread_id));
+        let mark = async {
+            match with_mark {
+                true => self.last_active(&pk, thread_id).await,
+                false => Ok(None),
+            }
+        };
+        let (out, mark) = tokio::join!(query, mark);
         let (out, mark) = (out.map_err(classify)?, mark?);
         let mut rows = out.items.unwrap_or_default();
         rows.retain(|row| !is_fence(row));

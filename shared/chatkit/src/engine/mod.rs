@@ -111,10 +111,9 @@ impl Prepared {
 #[derive(Debug)]
 enum Kind {
     /// A new user message, saved by [`Engine::commit`] before the stream
-    /// starts (with its thread when `created`).
+    /// starts (with its thread when that is new).
     Say {
-        created: bool,
-        mark: Option<u64>,
+        thread: MessageThread,
         message: ThreadItem,
     },
     Retry {
@@ -241,12 +240,18 @@ impl<S: ChatStore, R: Responder, A: AttachmentStore, D> Engine<S, R, A, D> {
         Ok((thread, sender))
     }
 
-    async fn recent(&self, user: &UserId, thread_id: &str) -> Result<RecentThread, ChatError> {
+    /// The thread and its history; `with_mark` when a new message follows.
+    async fn recent(
+        &self,
+        user: &UserId,
+        thread_id: &str,
+        with_mark: bool,
+    ) -> Result<RecentThread, ChatError> {
         if !ids::plausible(thread_id) {
             return Err(ChatError::NotFound("thread"));
         }
         self.store
-            .load_recent(user, thread_id, HISTORY)
+            .load_recent(user, thread_id, HISTORY, with_mark)
             .await?
             .ok_or(ChatError::NotFound("thread"))
     }
@@ -303,8 +308,7 @@ impl<S: ChatStore, R: Responder, A: AttachmentStore, D> Engine<S, R, A, D> {
                     thread,
                     Vec::new(),
                     Kind::Say {
-                        created: true,
-                        mark: None,
+                        thread: MessageThread::New,
                         message,
                     },
                 )
@@ -314,15 +318,14 @@ impl<S: ChatStore, R: Responder, A: AttachmentStore, D> Engine<S, R, A, D> {
                     thread,
                     items: history,
                     mark,
-                } = self.recent(user, &thread_id).await?;
+                } = self.recent(user, &thread_id, true).await?;
                 let files = self.attachments_for(user, &thread.id, &input).await?;
                 let message = user_message(&thread, input, files);
                 (
                     thread,
                     history,
                     Kind::Say {
-                        created: false,
-                        mark,
+                        thread: MessageThread::Stored { mark },
                         message,
                     },
                 )
@@ -332,7 +335,7 @@ impl<S: ChatStore, R: Responder, A: AttachmentStore, D> Engine<S, R, A, D> {
                     thread,
                     items: history,
                     ..
-                } = self.recent(user, &thread_id).await?;
+                } = self.recent(user, &thread_id, false).await?;
                 return self.prepare_retry(user, thread, history, &item_id).await;
             }
             Request::AddClientToolOutput { thread_id, result } => {
@@ -340,7 +343,7 @@ impl<S: ChatStore, R: Responder, A: AttachmentStore, D> Engine<S, R, A, D> {
                     thread,
                     items: history,
                     ..
-                } = self.recent(user, &thread_id).await?;
+                } = self.recent(user, &thread_id, false).await?;
                 // ck-py: the last item must be a pending client tool call.
                 let mut call = match history.last() {
                     Some(item) if is_pending_call(item) => item.clone(),
@@ -373,7 +376,7 @@ impl<S: ChatStore, R: Responder, A: AttachmentStore, D> Engine<S, R, A, D> {
                     thread,
                     items: history,
                     ..
-                } = self.recent(user, &thread_id).await?;
+                } = self.recent(user, &thread_id, false).await?;
                 return self
                     .prepare_answer(user, thread, history, &item_id, &input)
                     .await;
@@ -588,10 +591,8 @@ impl<S: ChatStore, R: Responder, A: AttachmentStore, D> Engine<S, R, A, D> {
             stream_options: StreamOptions { allow_cancel: true },
         };
         match kind {
-            Kind::Say {
-                created, message, ..
-            } => {
-                if created {
+            Kind::Say { thread, message } => {
+                if thread == MessageThread::New {
                     turn.send(StreamEvent::ThreadCreated {
                         thread: Thread::view(turn.thread(), Page::empty()),
                     })
@@ -654,12 +655,7 @@ impl<S: ChatStore, R: Responder, A: AttachmentStore, D> Engine<S, R, A, D> {
     /// meanwhile is a 404 and an attachment taken meanwhile a 409, with
     /// nothing left half-written.
     pub(crate) async fn commit(&self, user: &UserId, prepared: &Prepared) -> Result<(), ChatError> {
-        let Kind::Say {
-            created,
-            mark,
-            message,
-        } = &prepared.kind
-        else {
+        let Kind::Say { thread, message } = &prepared.kind else {
             return Ok(());
         };
         // Used files are kept by the clean-up of unused uploads; first, so a
@@ -667,14 +663,9 @@ impl<S: ChatStore, R: Responder, A: AttachmentStore, D> Engine<S, R, A, D> {
         for id in message.attachment_ids() {
             self.files.keep(id).await?;
         }
-        let known = if *created {
-            MessageThread::New
-        } else {
-            MessageThread::Stored { mark: *mark }
-        };
         let saved = self
             .store
-            .save_message(user, &prepared.thread, message, known)
+            .save_message(user, &prepared.thread, message, *thread)
             .await;
         let refused = match saved {
             Ok(Write::Done) => return Ok(()),
@@ -693,7 +684,9 @@ impl<S: ChatStore, R: Responder, A: AttachmentStore, D> Engine<S, R, A, D> {
                 e.into()
             }
         };
-        if *created && let Err(e) = self.store.delete_thread(user, &prepared.thread.id).await {
+        if *thread == MessageThread::New
+            && let Err(e) = self.store.delete_thread(user, &prepared.thread.id).await
+        {
             tracing::error!(error = %e, "could not remove a thread whose first message was refused");
         }
         Err(refused)
