@@ -264,7 +264,7 @@ impl Gateway {
             }
             Err(_) => message(StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error"),
         };
-        (answer, Some(binding.function.config().name))
+        (answer, Some(binding.function.name().to_owned()))
     }
 }
 

@@ -120,6 +120,11 @@ impl LambdaFunction {
         self.shared.config.clone()
     }
 
+    /// The function's name (its binary's).
+    pub fn name(&self) -> &str {
+        &self.shared.config.name
+    }
+
     /// Starts one process now (a cold start before the first request).
     pub async fn prewarm(&self) -> Result<()> {
         if self.shared.instances.load(Ordering::SeqCst) == 0 {

@@ -10,7 +10,7 @@ use std::fmt::Write as _;
 use std::time::Duration;
 
 use emulators::proxy::{CountingProxy, Exchange};
-use emulators::runtime_api::{LambdaFunction, split_prelude};
+use emulators::runtime_api::LambdaFunction;
 use serde_json::{Value, json};
 use taskpilot_testkit::Result;
 use taskpilot_testkit::openai_stub::{Turn, prompt_tokens};
@@ -281,21 +281,16 @@ async fn measure_routes(
     calls: usize,
 ) -> Result<Vec<RouteCapacity>> {
     let tasks = stack.function("tasks")?;
-    let created = invoke_ok(
-        tasks,
-        "POST /api/v1/tasks",
-        event_with("create-task.json", None, None)?,
-    )
-    .await?;
+    let created = crate::invoke_ok(tasks, &event_with("create-task.json", None, None)?).await?;
     let task_id = created["id"].as_str().ok_or("no task id")?.to_owned();
     let routes = super::warm_routes(&task_id);
     let mut measured = Vec::with_capacity(routes.len() + 1);
     for (function, route, make) in &routes {
         let f = stack.function(function)?;
-        invoke_ok(f, route, make(0)?).await?; // warm, untimed
+        crate::invoke_ok(f, &make(0)?).await?; // warm, untimed
         let window = meter.open();
         for i in 1..=calls {
-            invoke_ok(f, route, make(i)?).await?;
+            crate::invoke_ok(f, &make(i)?).await?;
         }
         measured.push(RouteCapacity {
             function: (*function).to_owned(),
@@ -307,22 +302,12 @@ async fn measure_routes(
     let route = "DELETE /api/v1/tasks/{id}";
     let mut ids = Vec::with_capacity(calls);
     for _ in 0..calls {
-        let created = invoke_ok(
-            tasks,
-            "POST /api/v1/tasks",
-            event_with("create-task.json", None, None)?,
-        )
-        .await?;
+        let created = crate::invoke_ok(tasks, &event_with("create-task.json", None, None)?).await?;
         ids.push(created["id"].as_str().ok_or("no task id")?.to_owned());
     }
     let window = meter.open();
     for id in &ids {
-        invoke_ok(
-            tasks,
-            route,
-            event_with("delete-task.json", Some(id), None)?,
-        )
-        .await?;
+        crate::invoke_ok(tasks, &event_with("delete-task.json", Some(id), None)?).await?;
     }
     measured.push(RouteCapacity {
         function: "tasks".into(),
@@ -639,30 +624,6 @@ fn number(x: f64) -> String {
     } else {
         text.to_owned()
     }
-}
-
-/// Invokes `f` with `event` and returns its answer's JSON body (`Null` when
-/// not JSON); a status of 400 or more is an error, as a measurement of the
-/// route's error path would be.
-async fn invoke_ok(f: &LambdaFunction, label: &str, event: String) -> Result<Value> {
-    let raw = f.invoke(event).await.map_err(|e| format!("{label}: {e}"))?;
-    let (status, body) = match split_prelude(&raw) {
-        Some((prelude, body)) => (
-            prelude["statusCode"].as_u64(),
-            String::from_utf8_lossy(&body).into_owned(),
-        ),
-        None => {
-            let resp: Value = serde_json::from_slice(&raw)?;
-            (
-                resp["statusCode"].as_u64(),
-                resp["body"].as_str().unwrap_or_default().to_owned(),
-            )
-        }
-    };
-    if status.is_none_or(|s| s >= 400) {
-        return Err(format!("{label}: status {status:?}: {body}").into());
-    }
-    Ok(serde_json::from_str(&body).unwrap_or(Value::Null))
 }
 
 #[cfg(test)]

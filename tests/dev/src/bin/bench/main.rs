@@ -122,7 +122,7 @@ async fn main() -> Result<()> {
         "| route | p50 | p99 | process CPU / invocation | handler CPU (mean / median) | DynamoDB requests / call |\n|---|---|---|---|---|---|"
     )?;
     let tasks = stack.function("tasks")?;
-    let created = invoke_json(tasks, &event_with("create-task.json", None, None)?).await?;
+    let created = invoke_ok(tasks, &event_with("create-task.json", None, None)?).await?;
     let task_id = created["id"].as_str().ok_or("no task id")?.to_owned();
     let routes = warm_routes(&task_id);
     let proxy = stack.dynamodb_proxy.as_ref().ok_or("no DynamoDB proxy")?;
@@ -185,7 +185,7 @@ async fn main() -> Result<()> {
     let mut ids = Vec::new();
     for _ in 0..warm_n.min(200) {
         ids.push(
-            invoke_json(tasks, &event_with("create-task.json", None, None)?).await?["id"]
+            invoke_ok(tasks, &event_with("create-task.json", None, None)?).await?["id"]
                 .as_str()
                 .unwrap_or_default()
                 .to_owned(),
@@ -903,21 +903,36 @@ fn event_with(file: &str, task_id: Option<&str>, body: Option<Value>) -> Result<
     Ok(event.to_string())
 }
 
-async fn invoke_json(f: &LambdaFunction, event: &str) -> Result<Value> {
+/// Invokes `f` with `event`: the answer's JSON body (`Null` when it is not
+/// JSON, e.g. a stream's events); a status outside 2xx fails the bench.
+async fn invoke_ok(f: &LambdaFunction, event: &str) -> Result<Value> {
     let raw = f
         .invoke(event.to_owned())
         .await
-        .map_err(|e| e.to_string())?;
-    let resp: Value = match split_prelude(&raw) {
-        Some((mut prelude, body)) => {
-            prelude["body"] = Value::String(String::from_utf8_lossy(&body).into_owned());
-            prelude
+        .map_err(|e| format!("{}: {e}", f.name()))?;
+    ok_body(&raw).map_err(|e| format!("{}: {e}", f.name()).into())
+}
+
+/// The JSON body of `raw`, a whole or a streamed answer (`Null` when not
+/// JSON), unless its status is outside 2xx (a missing status is 200, as API
+/// Gateway reads it).
+fn ok_body(raw: &[u8]) -> Result<Value> {
+    let (status, body) = match split_prelude(raw) {
+        Some((prelude, body)) => (
+            prelude["statusCode"].as_u64(),
+            String::from_utf8_lossy(&body).into_owned(),
+        ),
+        None => {
+            let answer: Value = serde_json::from_slice(raw)?;
+            let body = answer["body"].as_str().unwrap_or_default().to_owned();
+            (answer["statusCode"].as_u64(), body)
         }
-        None => serde_json::from_slice(&raw)?,
     };
-    Ok(serde_json::from_str(
-        resp["body"].as_str().unwrap_or("null"),
-    )?)
+    let status = status.unwrap_or(200);
+    if !(200..300).contains(&status) {
+        return Err(format!("status {status}: {body}").into());
+    }
+    Ok(serde_json::from_str(&body).unwrap_or(Value::Null))
 }
 
 fn diff(before: &BTreeMap<String, usize>, after: &BTreeMap<String, usize>) -> String {
