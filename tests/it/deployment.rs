@@ -339,11 +339,11 @@ fn every_function_logs_to_its_own_group_that_expires_with_the_stack() {
 }
 
 /// The variables a running function looked up at start-up (from its
-/// `configuration read` log line).
+/// `configuration variables` log line, at debug level).
 fn variables_logged(logs: &[String]) -> BTreeSet<String> {
     let line = logs
         .iter()
-        .find(|l| l.contains("configuration read"))
+        .find(|l| l.contains("configuration variables"))
         .unwrap_or_else(|| panic!("no configuration line in {logs:?}"));
     let list = &line[line.find('[').unwrap() + 1..line.rfind(']').unwrap()];
     list.split(',')
@@ -354,7 +354,13 @@ fn variables_logged(logs: &[String]) -> BTreeSet<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn every_variable_a_binary_reads_is_set_in_the_template() {
-    let stack = LocalStack::start(StackOptions::default()).await.unwrap();
+    // The names read are logged at debug level (`configuration variables`).
+    let stack = LocalStack::start(StackOptions {
+        env: vec![("RUST_LOG".into(), "debug".into())],
+        ..StackOptions::default()
+    })
+    .await
+    .unwrap();
     let template = Template::load().unwrap();
     let mut missing = Vec::new();
     for f in template.functions() {
@@ -365,7 +371,7 @@ async fn every_variable_a_binary_reads_is_set_in_the_template() {
             if function
                 .logs()
                 .iter()
-                .any(|l| l.contains("configuration read"))
+                .any(|l| l.contains("configuration variables"))
             {
                 read = variables_logged(&function.logs());
                 break;

@@ -16,7 +16,7 @@ use emulators::moto::Moto;
 use emulators::proxy::CountingProxy;
 use emulators::runtime_api::{FunctionConfig, LambdaFunction};
 use emulators::s3_front::S3Front;
-use emulators::template::Template;
+use emulators::template::{TableState, Template};
 use emulators::tokens::DevAuth;
 
 /// The browser origins the local stack allows.
@@ -57,8 +57,13 @@ pub struct StackOptions {
     pub count_dynamodb: bool,
     /// Every function's timeout instead of the template's.
     pub function_timeout: Option<Duration>,
-    /// The table's name (default: a fresh `taskpilot-<ulid>`).
+    /// The table's name (default: a fresh `taskpilot-<ulid>`). A named table
+    /// that exists is kept with its items ([`LocalStack::table_state`]).
     pub table: Option<String>,
+    /// Keep the attachments: a stable bucket name and every object mirrored
+    /// into this folder as it is written, restored into moto at start
+    /// (default: a fresh bucket, in memory).
+    pub files_dir: Option<std::path::PathBuf>,
     /// Whether the gateway prints one line per request to stderr (method,
     /// path, status, latency, function); the lines are kept either way
     /// ([`StatusTally::lines`]).
@@ -85,6 +90,7 @@ impl Default for StackOptions {
             count_dynamodb: false,
             function_timeout: None,
             table: None,
+            files_dir: None,
             allow_origins: Vec::new(),
             log_requests: false,
         }
@@ -97,6 +103,8 @@ pub struct LocalStack {
     pub url: String,
     /// Table name.
     pub table: String,
+    /// Whether the table was created, or kept from an earlier start.
+    pub table_state: TableState,
     /// DynamoDB endpoint.
     pub dynamodb_endpoint: String,
     /// A DynamoDB client for inspecting the table.
@@ -250,10 +258,19 @@ impl LocalStack {
                 .clone(),
         };
         let dynamodb = dynamodb_client(&dynamodb_endpoint).await;
-        let table = opts.table.clone().unwrap_or_else(|| {
-            format!("taskpilot-{}", ulid::Ulid::new().to_string().to_lowercase())
-        });
-        template.create_table(&dynamodb, &table).await?;
+        let table_state;
+        let table = match &opts.table {
+            Some(name) => {
+                table_state = template.ensure_table(&dynamodb, name).await?;
+                name.clone()
+            }
+            None => {
+                let name = format!("taskpilot-{}", ulid::Ulid::new().to_string().to_lowercase());
+                template.create_table(&dynamodb, &name).await?;
+                table_state = TableState::Created;
+                name
+            }
+        };
 
         let wanted: Vec<_> = template
             .functions()
@@ -392,6 +409,7 @@ impl LocalStack {
         Ok(Self {
             url,
             table,
+            table_state,
             dynamodb_endpoint,
             dynamodb,
             auth,

