@@ -613,7 +613,7 @@ async fn client_secrets_are_checked_and_budgeted() {
     }
 }
 
-/// The README's limits: 64 KB for a chat request, checked before the body is
+/// The limits of docs/api.md: 64 KB for a chat request, checked before the body is
 /// parsed (a 100 KB `threads.create` whose text alone would be refused is a
 /// 413, not a 400); only a dictation may be larger.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -4,7 +4,7 @@
 //! valid against the spec, every error in the `{"error":{...}}` envelope.
 //!
 //! `FUZZ_EXAMPLES` (test cases per operation and phase, default 150) and
-//! `FUZZ_SEED` set the budget; the README shows a longer run.
+//! `FUZZ_SEED` set the budget; docs/development.md shows a longer run.
 use std::collections::BTreeMap;
 
 use crate::common::Api;

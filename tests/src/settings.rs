@@ -49,7 +49,7 @@ const PLATFORM: &[(&str, &str)] = &[
 ///   set that it ignores);
 /// - every variable it reads is set by the template, or is a local override
 ///   listed in [`NOT_IN_TEMPLATE`];
-/// - the README's table of variables (*Configuration*) names the function on
+/// - the table of variables in `docs/configuration.md` names the function on
 ///   exactly the rows of the variables it reads.
 ///
 /// Panics with the differences.
@@ -112,7 +112,7 @@ pub fn check(logical_id: &str, build: impl Fn(&Vars) -> Result<(), ConfigError>)
         "{logical_id} reads variables template.yaml does not set: {unset:?}"
     );
     let binary = function.binary.as_str();
-    let rows = readme_rows();
+    let rows = configuration_rows();
     let mut wrong = Vec::new();
     for (names, functions) in &rows {
         let listed = functions.iter().any(|f| f == "all" || f == binary);
@@ -137,20 +137,23 @@ pub fn check(logical_id: &str, build: impl Fn(&Vars) -> Result<(), ConfigError>)
     );
     assert!(
         wrong.is_empty(),
-        "README.md's Configuration table disagrees for {binary}: {wrong:?}"
+        "docs/configuration.md's table of variables disagrees for {binary}: {wrong:?}"
     );
 }
 
-/// The rows of the README's table of variables: the variables each names
+/// The rows of `docs/configuration.md`'s table of variables: the variables each names
 /// (backquoted in the first column) and the functions it lists (`all`, or
 /// binary names) in the second.
-fn readme_rows() -> Vec<(Vec<String>, Vec<String>)> {
-    let path = repo_root().join("README.md");
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("README.md: {e}"));
+fn configuration_rows() -> Vec<(Vec<String>, Vec<String>)> {
+    let path = repo_root().join("docs/configuration.md");
+    let text =
+        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("docs/configuration.md: {e}"));
     let section = text
         .split("\n## Configuration (environment)\n")
         .nth(1)
-        .unwrap_or_else(|| panic!("README.md has no Configuration (environment) section"));
+        .unwrap_or_else(|| {
+            panic!("docs/configuration.md has no Configuration (environment) section")
+        });
     section
         .lines()
         .skip_while(|line| !line.starts_with('|'))
