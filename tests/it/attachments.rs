@@ -815,3 +815,86 @@ async fn another_users_message_naming_a_direct_upload_is_not_found() {
     let (status, _, _) = message(&api, "bob", "mine", &[id(&photo)]).await;
     assert_eq!(status, 200);
 }
+
+/// A folder of its own under the target directory, removed when dropped.
+struct Scratch(std::path::PathBuf);
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// The local stack as `local-stack` runs it, its data kept in `data`: a new
+/// DynamoDB Local on the folder and a new moto each start, as after a restart.
+async fn kept_stack(
+    data: &std::path::Path,
+) -> (
+    Api,
+    emulators::dynamodb_local::DynamoDbLocal,
+    emulators::moto::Moto,
+) {
+    let dir = data.join("dynamodb");
+    let dynamodb = tokio::task::spawn_blocking(move || {
+        emulators::dynamodb_local::DynamoDbLocal::start_on_disk(emulators::free_port()?, &dir)
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    let moto = tokio::task::spawn_blocking(emulators::moto::Moto::start)
+        .await
+        .unwrap()
+        .unwrap();
+    let api = Api::start_with(taskpilot_testkit::stack::StackOptions {
+        functions: Some(vec!["chatkit".into(), "tasks".into()]),
+        dynamodb_endpoint: Some(dynamodb.endpoint.clone()),
+        moto_endpoint: Some(moto.endpoint.clone()),
+        table: Some("taskpilot-kept".into()),
+        files_dir: Some(data.join("s3")),
+        ..taskpilot_testkit::stack::StackOptions::default()
+    })
+    .await;
+    (api, dynamodb, moto)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_restarted_local_stack_keeps_its_tasks_and_attachments_in_step() {
+    use emulators::template::TableState;
+    let data = Scratch(
+        emulators::build::target_dir()
+            .join("tmp")
+            .join(format!("kept-{}", ulid::Ulid::new())),
+    );
+    let (api, dynamodb, moto) = kept_stack(&data.0).await;
+    assert_eq!(api.stack.table_state, TableState::Created);
+    let task = api
+        .send(
+            reqwest::Method::POST,
+            "/api/v1/tasks",
+            Some("alice"),
+            Some(json!({"title": "Kept across restarts"})),
+            &[],
+        )
+        .await;
+    assert_eq!(task.status, StatusCode::CREATED, "{:?}", task.body);
+    let photo = uploaded(&api, "alice", "list.png", PNG, "image/png").await;
+    drop(api);
+    tokio::task::spawn_blocking(move || drop((dynamodb, moto)))
+        .await
+        .unwrap();
+
+    let (api, _dynamodb, _moto) = kept_stack(&data.0).await;
+    assert_eq!(api.stack.table_state, TableState::Kept);
+    let list = api.get("/api/v1/tasks", "alice").await;
+    assert_eq!(
+        list.body["tasks"][0]["id"], task.body["id"],
+        "{:?}",
+        list.body
+    );
+    // The object is back in the new moto, and its record agrees with it: a
+    // message may use the upload made before the restart.
+    assert_eq!(files(&api).object(id(&photo)).await.unwrap().0, PNG);
+    let (status, _, body) = message(&api, "alice", "add these", &[id(&photo)]).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(last_input(&api)["content"][0]["type"], "input_image");
+}

@@ -26,6 +26,7 @@ mod fuzz;
 mod health;
 mod hostile;
 mod load;
+mod local_page;
 mod openai_stream;
 mod openapi;
 mod sessions;

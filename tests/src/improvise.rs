@@ -54,7 +54,7 @@ pub fn turn(body: &Value) -> Turn {
         let count = |kind: &str| parts.iter().filter(|p| p["type"] == kind).count();
         return Turn::Text(format!(
             "I received {} image(s) and {} document(s). The local stub model cannot read \
-             them; with a real OpenAI key the assistant does.",
+             them; deployed, the real model does (locally it cannot fetch them from 127.0.0.1).",
             count("input_image"),
             count("input_file")
         ));

@@ -71,6 +71,11 @@ pub struct StackOptions {
     /// Browser origins allowed besides [`LOCAL_ORIGINS`] (a frontend's dev
     /// server): the functions' CORS and the attachments bucket's.
     pub allow_origins: Vec<String>,
+    /// Serve a development page at `GET /` (the dev user's tasks, refreshed
+    /// from the change feed at `GET /_local/changes`, beside the ChatKit web
+    /// component) with a fresh `dev-user` token each load; API Gateway serves
+    /// neither.
+    pub page: bool,
 }
 
 impl Default for StackOptions {
@@ -93,6 +98,7 @@ impl Default for StackOptions {
             files_dir: None,
             allow_origins: Vec::new(),
             log_requests: false,
+            page: false,
         }
     }
 }
@@ -366,12 +372,27 @@ impl LocalStack {
         if uses("ATTACHMENTS_BUCKET") {
             let moto_endpoint = moto_endpoint(&opts).await?;
             let s3 = s3_client(&moto_endpoint).await;
-            let bucket = format!(
-                "attachments-{}",
-                ulid::Ulid::new().to_string().to_lowercase()
-            );
-            template.create_bucket(&s3, &bucket, &origins).await?;
-            let front = S3Front::start(&moto_endpoint, "test", "test").await?;
+            let front;
+            let bucket;
+            if let Some(dir) = &opts.files_dir {
+                // Kept: a stable name, the objects put back from the folder
+                // before the front mirrors anything into it.
+                bucket = format!("{table}-attachments");
+                template.create_bucket(&s3, &bucket, &origins).await?;
+                let restored = emulators::s3_mirror::restore(&s3, &bucket, dir).await?;
+                if opts.echo_logs && restored > 0 {
+                    eprintln!("attachments: {restored} kept objects restored into {bucket}");
+                }
+                front =
+                    S3Front::start_mirrored(&moto_endpoint, "test", "test", &bucket, dir).await?;
+            } else {
+                bucket = format!(
+                    "attachments-{}",
+                    ulid::Ulid::new().to_string().to_lowercase()
+                );
+                template.create_bucket(&s3, &bucket, &origins).await?;
+                front = S3Front::start(&moto_endpoint, "test", "test").await?;
+            }
             env.push(("AWS_ENDPOINT_URL_S3".into(), front.endpoint.clone()));
             env.push(("ATTACHMENTS_BUCKET".into(), bucket.clone()));
             files = Some(FilesSide { bucket, front, s3 });
@@ -405,7 +426,17 @@ impl LocalStack {
             issuer: auth.issuer.clone(),
             audience: auth.audience.clone(),
         });
-        let responses = gateway::serve(listener, bindings, authorizer, opts.log_requests)?;
+        let responses = gateway::serve_with(
+            listener,
+            bindings,
+            authorizer,
+            gateway::ServeOptions {
+                echo: opts.log_requests,
+                page: opts
+                    .page
+                    .then(|| emulators::dev_page::DevPage::new(auth.clone(), "dev-user")),
+            },
+        )?;
         Ok(Self {
             url,
             table,

@@ -6,7 +6,8 @@
 # Usage: bash tests/tools/first-run.sh [repository]   (default: this checkout)
 # It clones into a temporary folder (its own target/ and .local/, so nothing
 # is reused from this checkout; crates, npm and pip packages come from the
-# machine's caches or registries), uses port 3091 and removes the clone after.
+# machine's caches or registries), uses ports 3091 and 8091 (DynamoDB Local)
+# and removes the clone after. The restart finds the first start's data.
 set -euo pipefail
 repo=${1:-$(cd "$(dirname "$0")/../.." && pwd)}
 work=$(mktemp -d)
@@ -20,7 +21,7 @@ elapsed() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1f", b - a }'; }
 start_stack() {
   : >"$log"
   # Its own process group, so that Ctrl-C (SIGINT) reaches local-stack itself.
-  (cd "$work/clone" && exec setsid cargo run -q -p taskpilot-dev --bin local-stack -- --port $port) \
+  (cd "$work/clone" && exec setsid cargo run -q -p taskpilot-dev --bin local-stack -- --port $port --dynamodb-port 8091) \
     >"$log" 2>&1 </dev/null &
   pid=$!
   for _ in $(seq 1 3600); do
@@ -56,6 +57,10 @@ stop_stack
 t1=$(now)
 start_stack
 restart=$(elapsed "$t1")
+# The restart kept the first start's data: the task the chat added.
+TOKEN=$(sed -n 's/^  export TOKEN=//p' "$log")
+curl -sf "$API/api/v1/tasks" -H "Authorization: Bearer $TOKEN" | grep -q '"title":"[Bb]uy milk"' ||
+  { echo "the restart lost the task the chat added"; exit 1; }
 stop_stack
 
 printf '\nclean clone -> stack ready:          %6s s\n' "$ready"

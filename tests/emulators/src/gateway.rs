@@ -16,6 +16,7 @@ use serde_json::{Map, Value, json};
 use tokio::net::TcpListener;
 
 use crate::Result;
+use crate::dev_page::DevPage;
 use crate::http_server::{Body, full};
 use crate::runtime_api::{Answer, InvokeError, LambdaFunction};
 use crate::template::{Route, match_path};
@@ -139,6 +140,19 @@ struct Gateway {
     bindings: Vec<Binding>,
     authorizer: Option<JwtAuthorizer>,
     addr: SocketAddr,
+    /// The dev page and the change feed, when served.
+    page: Option<DevPage>,
+    changes: Changes,
+}
+
+/// How the gateway serves, besides its routes.
+#[derive(Clone, Default)]
+pub struct ServeOptions {
+    /// Print each access line to stderr (they are kept in the tally either way).
+    pub echo: bool,
+    /// Serve a development page at `GET /` and the change feed at
+    /// [`CHANGES_PATH`] (API Gateway serves neither: local use only).
+    pub page: Option<DevPage>,
 }
 
 /// Serves the gateway on a bound listener; the tally counts its answers and
@@ -149,24 +163,60 @@ pub fn serve(
     authorizer: Option<JwtAuthorizer>,
     echo: bool,
 ) -> Result<StatusTally> {
+    let options = ServeOptions { echo, page: None };
+    serve_with(listener, bindings, authorizer, options)
+}
+
+/// [`serve`] with [`ServeOptions`]. Request targets are percent-encoded as a
+/// browser would before parsing (`/tasks/<id>` arrives as `/tasks/%3Cid%3E`),
+/// so such a request reaches routing and its function, which answers it, as
+/// API Gateway passes it to the integration.
+pub fn serve_with(
+    listener: TcpListener,
+    bindings: Vec<Binding>,
+    authorizer: Option<JwtAuthorizer>,
+    options: ServeOptions,
+) -> Result<StatusTally> {
     let addr = listener.local_addr()?;
+    let ServeOptions { echo, page } = options;
     let gateway = Arc::new(Gateway {
         bindings,
         authorizer,
         addr,
+        page,
+        changes: Changes::default(),
     });
     let tally = StatusTally::default();
     let counted = tally.clone();
-    crate::http_server::serve(listener, move |req, peer| {
+    crate::http_server::serve_encoding_targets(listener, move |req, peer| {
         let (gateway, counted) = (gateway.clone(), counted.clone());
         async move {
             let started = std::time::Instant::now();
             let (method, path) = (req.method().to_string(), req.uri().path().to_owned());
-            let (resp, function) = gateway.handle(req, peer).await;
+            let (resp, function) = match gateway.local(&req) {
+                Some(resp) => (resp, None),
+                None => gateway.handle(req, peer).await,
+            };
+            let status = resp.status().as_u16();
+            let resp = if gateway.page.is_some() && is_change(&method, status, function.as_deref())
+            {
+                // Announced once the answer has been sent whole (a stream's end).
+                let change = json!({
+                    "method": method,
+                    "path": path,
+                    "status": status,
+                    "function": function,
+                });
+                let (parts, body) = resp.into_parts();
+                let body = AnnounceOnEnd::wrap(body, gateway.changes.clone(), change.to_string());
+                Response::from_parts(parts, body)
+            } else {
+                resp
+            };
             let line = AccessLine {
                 method,
                 path,
-                status: resp.status().as_u16(),
+                status,
                 latency: started.elapsed(),
                 function,
             };
@@ -180,6 +230,135 @@ pub fn serve(
     Ok(tally)
 }
 
+/// The change feed's path: server-sent events, one `data:` line of JSON
+/// (`method`, `path`, `status`, `function`) per change ([`is_change`]).
+pub const CHANGES_PATH: &str = "/_local/changes";
+
+/// Whether an answer announces a change on the feed: a function answered
+/// (not the gateway itself) with a 2xx to a request that may write (any
+/// method but `GET`, `HEAD` and `OPTIONS`). A ChatKit request is one (its
+/// tools may change tasks), even when it only read.
+pub fn is_change(method: &str, status: u16, function: Option<&str>) -> bool {
+    function.is_some()
+        && (200..300).contains(&status)
+        && !matches!(method, "GET" | "HEAD" | "OPTIONS")
+}
+
+/// The change feed's subscribers.
+#[derive(Clone)]
+struct Changes(tokio::sync::broadcast::Sender<String>);
+
+impl Default for Changes {
+    fn default() -> Self {
+        Self(tokio::sync::broadcast::channel(64).0)
+    }
+}
+
+/// How often the feed sends a comment line while nothing changes, so a
+/// subscriber that has gone is noticed.
+const KEEPALIVE: std::time::Duration = std::time::Duration::from_secs(15);
+
+impl Changes {
+    /// An event-stream answer that lasts until the client leaves.
+    fn subscribe(&self) -> Response<Body> {
+        let mut events = self.0.subscribe();
+        let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<Bytes>>(16);
+        tokio::spawn(async move {
+            // A first line at once: the client knows it is subscribed.
+            if tx
+                .send(Ok(Bytes::from_static(b": subscribed\n\n")))
+                .await
+                .is_err()
+            {
+                return;
+            }
+            loop {
+                let frame = tokio::select! {
+                    event = events.recv() => match event {
+                        Ok(data) => format!("data: {data}\n\n"),
+                        // Missed some: one change stands for them.
+                        Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                            "data: {}\n\n".to_owned()
+                        }
+                        Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                    },
+                    () = tokio::time::sleep(KEEPALIVE) => ": keepalive\n\n".to_owned(),
+                };
+                if tx.send(Ok(Bytes::from(frame))).await.is_err() {
+                    return;
+                }
+            }
+        });
+        let mut resp = Response::new(crate::http_server::streamed(rx));
+        let headers = resp.headers_mut();
+        headers.insert(
+            "content-type",
+            hyper::header::HeaderValue::from_static("text/event-stream"),
+        );
+        headers.insert(
+            "cache-control",
+            hyper::header::HeaderValue::from_static("no-store"),
+        );
+        resp
+    }
+}
+
+/// A body that announces a change on the feed when it has been sent whole
+/// or dropped (the client left), whichever comes first.
+struct AnnounceOnEnd {
+    inner: Body,
+    announce: Option<(Changes, String)>,
+}
+
+impl AnnounceOnEnd {
+    fn wrap(inner: Body, changes: Changes, event: String) -> Body {
+        let body = Self {
+            inner,
+            announce: Some((changes, event)),
+        };
+        BodyExt::boxed(body)
+    }
+
+    fn announce(&mut self) {
+        if let Some((changes, event)) = self.announce.take() {
+            // No subscriber is no error.
+            let _ = changes.0.send(event);
+        }
+    }
+}
+
+impl Drop for AnnounceOnEnd {
+    fn drop(&mut self) {
+        self.announce();
+    }
+}
+
+impl hyper::body::Body for AnnounceOnEnd {
+    type Data = Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<std::result::Result<hyper::body::Frame<Bytes>, std::io::Error>>>
+    {
+        let this = self.get_mut();
+        let polled = std::pin::Pin::new(&mut this.inner).poll_frame(cx);
+        if let std::task::Poll::Ready(None) = polled {
+            this.announce();
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
 fn message(status: StatusCode, text: &str) -> Response<Body> {
     let mut resp = Response::new(full(Bytes::from(json!({ "message": text }).to_string())));
     *resp.status_mut() = status;
@@ -191,6 +370,27 @@ fn message(status: StatusCode, text: &str) -> Response<Body> {
 }
 
 impl Gateway {
+    /// The gateway's own answer, when `req` asks for the dev page or the
+    /// change feed and they are served.
+    fn local(&self, req: &Request<Incoming>) -> Option<Response<Body>> {
+        let page = self.page.as_ref()?;
+        if req.method() != hyper::Method::GET {
+            return None;
+        }
+        match req.uri().path() {
+            "/" => {
+                let chatkit = self
+                    .bindings
+                    .iter()
+                    .find(|b| b.route.function_url)
+                    .map(|b| b.route.path.as_str());
+                Some(page.response(chatkit, CHANGES_PATH))
+            }
+            CHANGES_PATH => Some(self.changes.subscribe()),
+            _ => None,
+        }
+    }
+
     /// The answer to `req`, and the function that gave it (`None`: the
     /// gateway answered itself).
     async fn handle(
@@ -542,6 +742,134 @@ mod tests {
         assert_eq!(
             line(404, None).to_string(),
             "GET /api/v1/tasks 404 3.1 ms (gateway)"
+        );
+    }
+
+    #[test]
+    fn a_change_is_a_functions_2xx_to_a_request_that_may_write() {
+        let f = Some("tasks");
+        for method in ["POST", "PUT", "PATCH", "DELETE"] {
+            assert!(is_change(method, 200, f), "{method}");
+            assert!(is_change(method, 201, f), "{method}");
+            assert!(is_change(method, 204, f), "{method}");
+            assert!(!is_change(method, 304, f), "{method}");
+            assert!(!is_change(method, 400, f), "{method}");
+            assert!(!is_change(method, 404, f), "{method}");
+            assert!(!is_change(method, 500, f), "{method}");
+            // The gateway's own answers change nothing.
+            assert!(!is_change(method, 200, None), "{method}");
+        }
+        for method in ["GET", "HEAD", "OPTIONS"] {
+            assert!(!is_change(method, 200, f), "{method}");
+        }
+    }
+
+    /// The next frame of an event stream, within a generous bound.
+    async fn next_frame(body: &mut Body) -> String {
+        let frame = tokio::time::timeout(std::time::Duration::from_secs(30), body.frame())
+            .await
+            .expect("a frame in time")
+            .expect("the stream goes on")
+            .expect("a good frame");
+        String::from_utf8(frame.into_data().expect("data").to_vec()).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_change_is_announced_once_its_answer_was_sent_or_dropped() {
+        let changes = Changes::default();
+        let (parts, mut feed) = changes.subscribe().into_parts();
+        assert_eq!(parts.headers["content-type"], "text/event-stream");
+        assert_eq!(next_frame(&mut feed).await, ": subscribed\n\n");
+
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        let mut body = AnnounceOnEnd::wrap(
+            crate::http_server::streamed(rx),
+            changes.clone(),
+            "1".into(),
+        );
+        tx.send(Ok(Bytes::from_static(b"part"))).await.unwrap();
+        assert!(body.frame().await.is_some());
+        // Not before the answer's end.
+        assert!(changes.0.is_empty());
+        drop(tx);
+        assert!(body.frame().await.is_none());
+        assert_eq!(next_frame(&mut feed).await, "data: 1\n\n");
+        drop(body); // announced once only
+
+        // A client that leaves mid-answer: announced on drop.
+        let (_tx, rx) = tokio::sync::mpsc::channel(4);
+        drop(AnnounceOnEnd::wrap(
+            crate::http_server::streamed(rx),
+            changes.clone(),
+            "2".into(),
+        ));
+        assert_eq!(next_frame(&mut feed).await, "data: 2\n\n");
+    }
+
+    /// Writes `request` on a fresh connection and reads the answer to EOF.
+    async fn exchange(addr: SocketAddr, request: &str) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        stream.write_all(request.as_bytes()).await.unwrap();
+        let mut answer = Vec::new();
+        tokio::time::timeout(
+            std::time::Duration::from_secs(30),
+            stream.read_to_end(&mut answer),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+        String::from_utf8_lossy(&answer).into_owned()
+    }
+
+    async fn gateway(page: Option<DevPage>) -> (SocketAddr, StatusTally) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let options = ServeOptions { echo: false, page };
+        (
+            addr,
+            serve_with(listener, Vec::new(), None, options).unwrap(),
+        )
+    }
+
+    #[tokio::test]
+    async fn a_path_with_bytes_a_browser_encodes_reaches_routing() {
+        let (addr, tally) = gateway(None).await;
+        let answer = exchange(
+            addr,
+            "POST /api/v1/tasks/<id>/complete HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        )
+        .await;
+        // No route here: the gateway's own JSON 404, not hyper's empty 400.
+        assert!(answer.starts_with("HTTP/1.1 404"), "{answer}");
+        assert!(answer.ends_with(r#"{"message":"Not Found"}"#), "{answer}");
+        assert_eq!(tally.lines()[0].path, "/api/v1/tasks/%3Cid%3E/complete");
+    }
+
+    #[tokio::test]
+    async fn the_page_and_the_feed_are_served_only_when_asked_for() {
+        let (addr, _) = gateway(None).await;
+        for path in ["/", CHANGES_PATH] {
+            let request = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+            let answer = exchange(addr, &request).await;
+            assert!(answer.starts_with("HTTP/1.1 404"), "{path}: {answer}");
+        }
+        let page = DevPage::new(crate::tokens::DevAuth::default(), "dev-user");
+        let (addr, tally) = gateway(Some(page)).await;
+        let answer = exchange(
+            addr,
+            "GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        )
+        .await;
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        assert!(answer.contains("content-type: text/html"), "{answer}");
+        assert!(answer.contains("\"user\":\"dev-user\""), "{answer}");
+        // No ChatKit route here: the page is told so.
+        assert!(answer.contains("\"chatkitPath\":null"), "{answer}");
+        let line = &tally.lines()[0];
+        assert_eq!(
+            (line.path.as_str(), line.status, &line.function),
+            ("/", 200, &None)
         );
     }
 

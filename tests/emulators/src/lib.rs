@@ -3,7 +3,8 @@
 //! and moto (PyPI) installed on first use and supervised, a Lambda Runtime API
 //! that runs unmodified function binaries, an API Gateway (HTTP API v2) front
 //! serving the routes a SAM template declares, an S3 front that checks
-//! presigned URLs and answers CORS preflights as S3 does, counting proxies
+//! presigned URLs and answers CORS preflights as S3 does (and can mirror a
+//! bucket on disk, so its objects outlive the emulator), counting proxies
 //! and a TCP switch for outages.
 //!
 //! Nothing here knows the product: it reads the workspace's `template.yaml`,
@@ -12,6 +13,7 @@
 
 pub mod aws;
 pub mod build;
+pub mod dev_page;
 pub mod dynamodb_local;
 pub mod gateway;
 pub mod http_server;
@@ -21,6 +23,7 @@ pub mod proxy;
 pub mod runtime_api;
 pub mod s3_cors;
 pub mod s3_front;
+pub mod s3_mirror;
 pub mod supervised;
 pub mod template;
 pub mod tokens;

@@ -6,6 +6,11 @@
 //! is forwarded unchanged. The verification is pure ([`verify_presigned`]);
 //! [`Signer`] presigns the same way, to forge URLs in tests.
 //!
+//! A front started with [`S3Front::start_mirrored`] also keeps one bucket's
+//! objects on disk ([`crate::s3_mirror`]): when the upstream accepts a request
+//! that changes the bucket's objects, the front brings the mirror up to date
+//! before it answers, so whatever it acknowledges is on disk.
+//!
 //! Spec: <https://docs.aws.amazon.com/AmazonS3/latest/API/sigv4-query-string-auth.html>.
 
 use std::collections::BTreeMap;
@@ -21,6 +26,7 @@ use tokio::net::TcpListener;
 
 use crate::Result;
 use crate::http_server::{Body, full};
+use crate::s3_mirror::S3Mirror;
 
 const ALGORITHM: &str = "AWS4-HMAC-SHA256";
 /// The payload hash of every S3 presigned URL.
@@ -479,6 +485,7 @@ pub struct S3Front {
     pub endpoint: String,
     refusals: Arc<Mutex<BTreeMap<String, usize>>>,
     verified: Arc<AtomicUsize>,
+    mirror: Option<S3Mirror>,
 }
 
 impl S3Front {
@@ -489,6 +496,38 @@ impl S3Front {
         access_key_id: &str,
         secret_access_key: &str,
     ) -> Result<Self> {
+        Self::serve(upstream, access_key_id, secret_access_key, None).await
+    }
+
+    /// Starts a front as [`start`](Self::start) does that also mirrors
+    /// `bucket`'s objects into `dir` ([`S3Mirror`], reading `upstream`
+    /// directly). After the upstream accepts (2xx) a request that changes the
+    /// bucket's objects, and before the front answers, the mirror is brought
+    /// up to date: for a request naming one key (PutObject, CopyObject, object
+    /// tagging, DeleteObject, CompleteMultipartUpload, a POST form upload) that
+    /// key is read back, for any other (DeleteObjects) the whole bucket is
+    /// reconciled. When that fails the front logs it to stderr and answers 500
+    /// `InternalError` instead. `dir` must already match the bucket (a
+    /// [`restore`](crate::s3_mirror::restore) into the new bucket first), and
+    /// requests must be path-style (`/<bucket>/<key>`).
+    pub async fn start_mirrored(
+        upstream: &str,
+        access_key_id: &str,
+        secret_access_key: &str,
+        bucket: &str,
+        dir: &std::path::Path,
+    ) -> Result<Self> {
+        let s3 = crate::aws::s3_client(upstream.trim_end_matches('/')).await;
+        let mirror = S3Mirror::new(s3, bucket, dir)?;
+        Self::serve(upstream, access_key_id, secret_access_key, Some(mirror)).await
+    }
+
+    async fn serve(
+        upstream: &str,
+        access_key_id: &str,
+        secret_access_key: &str,
+        mirror: Option<S3Mirror>,
+    ) -> Result<Self> {
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let endpoint = format!("http://{}", listener.local_addr()?);
         let refusals: Arc<Mutex<BTreeMap<String, usize>>> = Arc::default();
@@ -497,9 +536,11 @@ impl S3Front {
         let upstream = upstream.trim_end_matches('/').to_owned();
         let key_pair = Arc::new((access_key_id.to_owned(), secret_access_key.to_owned()));
         let (tally, passed) = (refusals.clone(), verified.clone());
+        let mirrored = mirror.clone();
         crate::http_server::serve(listener, move |req, _peer| {
             let (client, upstream, key_pair) = (client.clone(), upstream.clone(), key_pair.clone());
             let (tally, passed) = (tally.clone(), passed.clone());
+            let mirror = mirrored.clone();
             async move {
                 let (parts, body) = req.into_parts();
                 let body = body
@@ -537,14 +578,34 @@ impl S3Front {
                         }
                     }
                 }
-                forward(&client, &upstream, parts, body).await
+                let Some(mirror) = mirror else {
+                    return forward(&client, &upstream, parts, body).await;
+                };
+                let change = change_of(&parts, &body, mirror.bucket());
+                let (method, path) = (parts.method.clone(), parts.uri.path().to_owned());
+                let answer = forward(&client, &upstream, parts, body).await;
+                let accepted = answer.status().is_success()
+                    || (method == Method::POST && answer.status().is_redirection());
+                match change {
+                    Some(change) if accepted => {
+                        mirror_change(&mirror, change, &method, &path, answer).await
+                    }
+                    _ => answer,
+                }
             }
         });
         Ok(Self {
             endpoint,
             refusals,
             verified,
+            mirror,
         })
+    }
+
+    /// The mirror of a front started with
+    /// [`start_mirrored`](Self::start_mirrored).
+    pub fn mirror(&self) -> Option<&S3Mirror> {
+        self.mirror.as_ref()
     }
 
     /// Presigned requests refused so far, by S3 error code.
@@ -558,6 +619,144 @@ impl S3Front {
     /// How many presigned requests passed verification and were forwarded.
     pub fn verified(&self) -> usize {
         self.verified.load(Ordering::SeqCst)
+    }
+}
+
+/// What an accepted request changed in the mirrored bucket.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Change {
+    /// One key's object (written, re-tagged or deleted).
+    Key(String),
+    /// Keys the request does not simply name (DeleteObjects' body).
+    Bucket,
+}
+
+/// What `parts` (with `body`) would change in `bucket`'s objects, if the
+/// upstream accepts it; `None` for reads, other buckets, bucket settings and
+/// the steps of a multipart upload before it completes.
+fn change_of(parts: &http::request::Parts, body: &[u8], bucket: &str) -> Option<Change> {
+    let method = &parts.method;
+    if ![Method::PUT, Method::POST, Method::DELETE].contains(method) {
+        return None;
+    }
+    let path = parts.uri.path().strip_prefix('/')?;
+    let (bucket_part, key_part) = path.split_once('/').unwrap_or((path, ""));
+    if percent_decode(bucket_part) != bucket.as_bytes() {
+        return None;
+    }
+    let names: Vec<Vec<u8>> = query_pairs(parts.uri.query().unwrap_or(""))
+        .into_iter()
+        .map(|(name, _)| name)
+        .collect();
+    let has = |wanted: &str| names.iter().any(|name| name == wanted.as_bytes());
+    let post = *method == Method::POST;
+    if key_part.is_empty() {
+        // PUT and DELETE of the bucket itself create, configure or delete it.
+        if !post {
+            return None;
+        }
+        let form_key = (!has("delete"))
+            .then(|| {
+                let content_type = parts.headers.get(http::header::CONTENT_TYPE)?;
+                form_field(content_type.to_str().ok()?, body, "key")
+            })
+            .flatten()
+            // S3 puts the file's name there: left to a resync.
+            .filter(|key| !key.contains("${filename}"));
+        return Some(form_key.map_or(Change::Bucket, Change::Key));
+    }
+    // UploadPart, AbortMultipartUpload, CreateMultipartUpload and SelectObjectContent
+    // leave the bucket's objects as they are.
+    if (has("uploadId") && !post) || (post && (has("uploads") || has("select"))) {
+        return None;
+    }
+    Some(String::from_utf8(percent_decode(key_part)).map_or(Change::Bucket, Change::Key))
+}
+
+/// The value of field `wanted` (name compared case-insensitively) of a
+/// `multipart/form-data` body (RFC 7578); `None` when there is none.
+fn form_field(content_type: &str, body: &[u8], wanted: &str) -> Option<String> {
+    let (essence, params) = content_type.split_once(';')?;
+    if !essence.trim().eq_ignore_ascii_case("multipart/form-data") {
+        return None;
+    }
+    let boundary = params.split(';').find_map(|param| {
+        let (name, value) = param.split_once('=')?;
+        name.trim()
+            .eq_ignore_ascii_case("boundary")
+            .then(|| value.trim().trim_matches('"').to_owned())
+    })?;
+    let delimiter = format!("--{boundary}");
+    let mut rest = body;
+    // Skip the preamble, then one part per delimiter until the closing one.
+    let mut at = find(rest, delimiter.as_bytes())?;
+    loop {
+        rest = &rest[at + delimiter.len()..];
+        if rest.starts_with(b"--") {
+            return None;
+        }
+        let end = find(rest, delimiter.as_bytes())?;
+        let part = &rest[..end];
+        let part = part.strip_prefix(b"\r\n").unwrap_or(part);
+        let split = find(part, b"\r\n\r\n")?;
+        let head = std::str::from_utf8(&part[..split]).ok()?;
+        let content = &part[split + 4..];
+        let content = content.strip_suffix(b"\r\n").unwrap_or(content);
+        let name = head.split("\r\n").find_map(|line| {
+            let (header, value) = line.split_once(':')?;
+            if !header.trim().eq_ignore_ascii_case("content-disposition") {
+                return None;
+            }
+            value.split(';').find_map(|param| {
+                let (name, value) = param.split_once('=')?;
+                (name.trim() == "name").then(|| value.trim().trim_matches('"').to_owned())
+            })
+        });
+        if name.is_some_and(|name| name.eq_ignore_ascii_case(wanted)) {
+            return String::from_utf8(content.to_vec()).ok();
+        }
+        at = end;
+    }
+}
+
+/// Where `needle` first occurs in `haystack`.
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    if needle.is_empty() {
+        return Some(0);
+    }
+    haystack
+        .windows(needle.len())
+        .position(|window| window == needle)
+}
+
+/// Brings the mirror up to date for `change`, then returns `answer`; a
+/// failure is logged and answered 500 instead.
+async fn mirror_change(
+    mirror: &S3Mirror,
+    change: Change,
+    method: &Method,
+    path: &str,
+    answer: Response<Body>,
+) -> Response<Body> {
+    let updated = match &change {
+        Change::Key(key) => mirror.sync_key(key).await.map(|_| ()),
+        Change::Bucket => mirror.resync().await.map(|_| ()),
+    };
+    match updated {
+        Ok(()) => answer,
+        Err(e) => {
+            eprintln!(
+                "s3 front: {method} {path} was accepted but the mirror of bucket {} in {} \
+                 failed ({change:?}): {e}",
+                mirror.bucket(),
+                mirror.dir().path().display()
+            );
+            refusal_response(&Refusal::new(
+                500,
+                "InternalError",
+                "We encountered an internal error. Please try again.",
+            ))
+        }
     }
 }
 
@@ -1135,5 +1334,382 @@ mod tests {
         assert_eq!(head.status(), 200);
         assert_eq!(head.headers()["content-length"], "1234");
         assert_eq!(front.verified(), 2);
+    }
+
+    mod mirrored {
+        use super::*;
+        use crate::s3_mirror::{MirroredObject, TempDir};
+        use aws_sdk_s3::primitives::ByteStream;
+        use aws_sdk_s3::types::{Delete, ObjectIdentifier, Tag, Tagging};
+
+        /// A mirrored front to a new bucket in the shared moto.
+        struct Fixture {
+            front: S3Front,
+            /// An SDK client whose calls go through the front.
+            s3: aws_sdk_s3::Client,
+            bucket: String,
+            dir: TempDir,
+        }
+
+        impl Fixture {
+            async fn start() -> Self {
+                let moto = tokio::task::spawn_blocking(crate::moto::Moto::shared)
+                    .await
+                    .unwrap()
+                    .unwrap();
+                let direct = crate::aws::s3_client(&moto.endpoint).await;
+                let bucket = format!("front-{}", ulid::Ulid::new().to_string().to_lowercase());
+                direct.create_bucket().bucket(&bucket).send().await.unwrap();
+                let dir = TempDir::new("front-mirror");
+                let front =
+                    S3Front::start_mirrored(&moto.endpoint, "test", "test", &bucket, &dir.0)
+                        .await
+                        .unwrap();
+                let s3 = crate::aws::s3_client(&front.endpoint).await;
+                Self {
+                    front,
+                    s3,
+                    bucket,
+                    dir,
+                }
+            }
+
+            fn mirror(&self) -> &S3Mirror {
+                self.front.mirror().unwrap()
+            }
+
+            fn on_disk(&self, key: &str) -> Option<MirroredObject> {
+                self.mirror().dir().load(key).unwrap()
+            }
+
+            fn keys_on_disk(&self) -> Vec<String> {
+                self.mirror().dir().entries().unwrap().into_keys().collect()
+            }
+
+            fn files(&self) -> usize {
+                std::fs::read_dir(&self.dir.0).unwrap().count()
+            }
+
+            async fn put(&self, key: &str, body: &'static str) {
+                self.s3
+                    .put_object()
+                    .bucket(&self.bucket)
+                    .key(key)
+                    .body(ByteStream::from_static(body.as_bytes()))
+                    .send()
+                    .await
+                    .unwrap();
+            }
+
+            fn object_url(&self, key: &str) -> String {
+                format!(
+                    "{}/{}/{}",
+                    self.front.endpoint,
+                    self.bucket,
+                    uri_encode_path(key)
+                )
+            }
+        }
+
+        fn uri_encode_path(key: &str) -> String {
+            key.split('/')
+                .map(|segment| uri_encode(segment.as_bytes()))
+                .collect::<Vec<_>>()
+                .join("/")
+        }
+
+        fn signer(secret: &str) -> Signer<'_> {
+            Signer {
+                access_key_id: "test",
+                secret_access_key: secret,
+                region: "us-east-1",
+            }
+        }
+
+        fn parts(method: Method, uri: &str, content_type: Option<&str>) -> http::request::Parts {
+            let mut request = http::Request::builder().method(method).uri(uri);
+            if let Some(content_type) = content_type {
+                request = request.header("content-type", content_type);
+            }
+            request.body(()).unwrap().into_parts().0
+        }
+
+        const FORM: &str = "multipart/form-data; boundary=\"XyZ\"";
+
+        fn form(key: &str) -> String {
+            format!(
+                "preamble\r\n--XyZ\r\nContent-Disposition: form-data; name=\"x-amz-meta-note\"\r\n\r\n\
+                 from a form\r\n--XyZ\r\nContent-Disposition: form-data; name=\"key\"\r\n\r\n{key}\r\n\
+                 --XyZ\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.txt\"\r\n\
+                 Content-Type: text/plain\r\n\r\nhello, form\r\n--XyZ--\r\n"
+            )
+        }
+
+        #[test]
+        fn form_field_reads_a_multipart_field() {
+            let body = form("uploads/a b.txt");
+            assert_eq!(
+                form_field(FORM, body.as_bytes(), "Key").as_deref(),
+                Some("uploads/a b.txt")
+            );
+            assert_eq!(
+                form_field(FORM, body.as_bytes(), "file").as_deref(),
+                Some("hello, form")
+            );
+            assert_eq!(form_field(FORM, body.as_bytes(), "acl"), None);
+            assert_eq!(form_field("text/plain", body.as_bytes(), "key"), None);
+            assert_eq!(form_field(FORM, b"--XyZ\r\nbroken", "key"), None);
+        }
+
+        #[test]
+        fn requests_are_classified_by_what_they_change() {
+            let change = |method: Method, uri: &str, content_type: Option<&str>, body: &str| {
+                change_of(&parts(method, uri, content_type), body.as_bytes(), "b")
+            };
+            let key = |k: &str| Some(Change::Key(k.to_owned()));
+            // Key-level writes, re-tagging and deletes name their key.
+            assert_eq!(
+                change(Method::PUT, "/b/a%20b/%C3%BC+?x-id=PutObject", None, ""),
+                key("a b/ü+")
+            );
+            assert_eq!(change(Method::PUT, "/b/k?tagging", None, ""), key("k"));
+            assert_eq!(change(Method::DELETE, "/b/k?tagging", None, ""), key("k"));
+            assert_eq!(change(Method::DELETE, "/b/k", None, ""), key("k"));
+            assert_eq!(change(Method::POST, "/b/k?uploadId=u", None, ""), key("k"));
+            // A form upload names its key in the form, unless S3 fills it in.
+            assert_eq!(
+                change(Method::POST, "/b", Some(FORM), &form("f/1")),
+                key("f/1")
+            );
+            assert_eq!(
+                change(Method::POST, "/b/", Some(FORM), &form("f/${filename}")),
+                Some(Change::Bucket)
+            );
+            // DeleteObjects names its keys in the body: the bucket is reconciled.
+            assert_eq!(
+                change(Method::POST, "/b?delete", None, "<Delete/>"),
+                Some(Change::Bucket)
+            );
+            assert_eq!(
+                change(Method::PUT, "/b/%FF", None, ""),
+                Some(Change::Bucket)
+            );
+            // Reads, other buckets, bucket settings and unfinished uploads change nothing.
+            for (method, uri) in [
+                (Method::GET, "/b/k"),
+                (Method::HEAD, "/b/k"),
+                (Method::PUT, "/other/k"),
+                (Method::PUT, "/bb/k"),
+                (Method::PUT, "/b"),
+                (Method::PUT, "/b?cors"),
+                (Method::DELETE, "/b"),
+                (Method::PUT, "/b/k?partNumber=1&uploadId=u"),
+                (Method::DELETE, "/b/k?uploadId=u"),
+                (Method::POST, "/b/k?uploads"),
+            ] {
+                assert_eq!(
+                    change(method.clone(), uri, None, ""),
+                    None,
+                    "{method} {uri}"
+                );
+            }
+        }
+
+        #[tokio::test(flavor = "multi_thread")]
+        async fn put_object_is_on_disk_when_acknowledged() {
+            let f = Fixture::start().await;
+            let key = "attachments/a b/ü?#%";
+            f.s3.put_object()
+                .bucket(&f.bucket)
+                .key(key)
+                .body(ByteStream::from_static(b"\x89PNG\r\n\x1a\n"))
+                .content_type("image/png")
+                .content_disposition("inline")
+                .metadata("owner", "alice")
+                .tagging("taskpilot-attachment=pending")
+                .send()
+                .await
+                .unwrap();
+            let stored = f.on_disk(key).unwrap();
+            assert_eq!(&stored.body[..], b"\x89PNG\r\n\x1a\n");
+            assert_eq!(stored.content_type.as_deref(), Some("image/png"));
+            assert_eq!(stored.content_disposition.as_deref(), Some("inline"));
+            // The SDK's chunked upload encoding is transport, not the object's.
+            assert_eq!(stored.content_encoding, None);
+            assert_eq!(stored.metadata["owner"], "alice");
+            assert_eq!(stored.tags["taskpilot-attachment"], "pending");
+        }
+
+        #[tokio::test(flavor = "multi_thread")]
+        async fn presigned_put_is_mirrored() {
+            let f = Fixture::start().await;
+            let key = "attachments/01JPRESIGNED";
+            let headers = [
+                ("content-type", "image/jpeg"),
+                ("x-amz-tagging", "taskpilot-attachment=pending"),
+            ];
+            let url = signer("test")
+                .presign("PUT", &f.object_url(key), &headers, Utc::now(), 300)
+                .unwrap();
+            let mut put = crate::http_client().put(&url).body("jpeg bytes");
+            for (name, value) in headers {
+                put = put.header(name, value);
+            }
+            assert_eq!(put.send().await.unwrap().status(), 200);
+            let stored = f.on_disk(key).unwrap();
+            assert_eq!(&stored.body[..], b"jpeg bytes");
+            assert_eq!(stored.content_type.as_deref(), Some("image/jpeg"));
+            assert_eq!(stored.tags["taskpilot-attachment"], "pending");
+        }
+
+        #[tokio::test(flavor = "multi_thread")]
+        async fn form_post_upload_is_mirrored() {
+            let f = Fixture::start().await;
+            let answer = crate::http_client()
+                .post(format!("{}/{}", f.front.endpoint, f.bucket))
+                .header("content-type", FORM)
+                .body(form("uploads/from form.txt"))
+                .send()
+                .await
+                .unwrap();
+            assert!(answer.status().is_success(), "{}", answer.status());
+            let stored = f.on_disk("uploads/from form.txt").unwrap();
+            assert_eq!(&stored.body[..], b"hello, form");
+            assert_eq!(stored.metadata["note"], "from a form");
+        }
+
+        #[tokio::test(flavor = "multi_thread")]
+        async fn copy_object_is_mirrored() {
+            let f = Fixture::start().await;
+            f.put("source", "copied bytes").await;
+            f.s3.copy_object()
+                .bucket(&f.bucket)
+                .key("target")
+                .copy_source(format!("{}/source", f.bucket))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(&f.on_disk("target").unwrap().body[..], b"copied bytes");
+        }
+
+        #[tokio::test(flavor = "multi_thread")]
+        async fn put_object_tagging_is_mirrored() {
+            let f = Fixture::start().await;
+            f.put("k", "bytes").await;
+            let tagging = Tagging::builder()
+                .tag_set(
+                    Tag::builder()
+                        .key("taskpilot-attachment")
+                        .value("used")
+                        .build()
+                        .unwrap(),
+                )
+                .build()
+                .unwrap();
+            f.s3.put_object_tagging()
+                .bucket(&f.bucket)
+                .key("k")
+                .tagging(tagging)
+                .send()
+                .await
+                .unwrap();
+            let stored = f.on_disk("k").unwrap();
+            assert_eq!(stored.tags["taskpilot-attachment"], "used");
+            assert_eq!(&stored.body[..], b"bytes");
+        }
+
+        #[tokio::test(flavor = "multi_thread")]
+        async fn delete_object_removes_the_files() {
+            let f = Fixture::start().await;
+            f.put("k", "bytes").await;
+            assert_eq!(f.files(), 2);
+            f.s3.delete_object()
+                .bucket(&f.bucket)
+                .key("k")
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(f.on_disk("k"), None);
+            assert_eq!(f.files(), 0);
+        }
+
+        #[tokio::test(flavor = "multi_thread")]
+        async fn delete_objects_removes_the_files() {
+            let f = Fixture::start().await;
+            for key in ["a", "b", "c"] {
+                f.put(key, "bytes").await;
+            }
+            let delete = Delete::builder()
+                .objects(ObjectIdentifier::builder().key("a").build().unwrap())
+                .objects(ObjectIdentifier::builder().key("c").build().unwrap())
+                .build()
+                .unwrap();
+            f.s3.delete_objects()
+                .bucket(&f.bucket)
+                .delete(delete)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(f.keys_on_disk(), ["b"]);
+        }
+
+        #[tokio::test(flavor = "multi_thread")]
+        async fn forged_presigned_put_mirrors_nothing() {
+            let f = Fixture::start().await;
+            let url = signer("not-the-secret")
+                .presign("PUT", &f.object_url("forged"), &[], Utc::now(), 300)
+                .unwrap();
+            let answer = crate::http_client()
+                .put(&url)
+                .body("x")
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(answer.status(), 403);
+            assert_eq!(f.mirror().updates(), 0);
+            assert_eq!(f.files(), 0);
+        }
+
+        #[tokio::test(flavor = "multi_thread")]
+        async fn request_the_upstream_refuses_mirrors_nothing() {
+            let f = Fixture::start().await;
+            let copied =
+                f.s3.copy_object()
+                    .bucket(&f.bucket)
+                    .key("target")
+                    .copy_source(format!("{}/no-such-source", f.bucket))
+                    .send()
+                    .await;
+            let status = copied
+                .unwrap_err()
+                .raw_response()
+                .map(|r| r.status().as_u16());
+            assert_eq!(status, Some(404));
+            assert_eq!(f.mirror().updates(), 0);
+            assert_eq!(f.files(), 0);
+        }
+
+        #[tokio::test(flavor = "multi_thread")]
+        async fn mirror_failure_answers_500() {
+            let f = Fixture::start().await;
+            // The mirror's directory becomes a file: nothing can be written there.
+            std::fs::remove_dir_all(&f.dir.0).unwrap();
+            std::fs::write(&f.dir.0, "not a directory").unwrap();
+            let answer = crate::http_client()
+                .put(f.object_url("k"))
+                .body("bytes")
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(answer.status(), 500);
+            assert!(
+                answer
+                    .text()
+                    .await
+                    .unwrap()
+                    .contains("<Code>InternalError</Code>")
+            );
+            std::fs::remove_file(&f.dir.0).unwrap();
+        }
     }
 }

@@ -184,6 +184,7 @@ async fn run_stack(run: RunArgs) -> taskpilot_testkit::Result<()> {
         allow_origins: run.allow_origins.clone(),
         echo_logs: true,
         log_requests: true,
+        page: true,
         // The functions' lines without the runtime's span and time.
         env: vec![("LOG_FORMAT".into(), "local".into())],
         ..StackOptions::default()
@@ -264,6 +265,7 @@ async fn run_stack(run: RunArgs) -> taskpilot_testkit::Result<()> {
     let url = &stack.url;
     println!(
         "\nTaskPilot API is running at {url}\n\
+         page: {url}/ (dev-user's tasks, refreshed as they change, beside the ChatKit web component)\n\
          data ({kept}; --fresh starts empty): {}\n\
          \x20 DynamoDB Local {} table {}; attachments: S3 bucket {} (moto, presigned URLs checked at {})\n\
          \x20 see a user's tasks and threads: cargo run -q -p taskpilot-dev --bin local-stack -- data --user dev-user\n\
@@ -278,7 +280,7 @@ async fn run_stack(run: RunArgs) -> taskpilot_testkit::Result<()> {
          \x20 curl -s {url}/api/v1/tasks -H \"Authorization: Bearer $TOKEN\"\n\
          \x20 curl -s {url}/api/v1/chatkit/usage -H \"Authorization: Bearer $TOKEN\"\n\
          \x20 curl -s '{url}/health?deep=true'\n\
-         (the README's \"Use it\" section has every route, with ids captured for pasting)\n\n\
+         (the README's \"Use it\" section has more, with ids captured for pasting)\n\n\
          Dev token (user `dev-user`, valid 12 h; another user's: local-stack token --user ID):\n\
          \x20 export TOKEN={token}\n\n\
          Press Ctrl-C to stop everything (the data is kept).",
