@@ -4,11 +4,16 @@
 //! starts another process when every running one is busy (up to a cap), kills
 //! a process whose invocation outlives the timeout, and reports init failures
 //! and crashes as invocation errors.
+//!
+//! The binary can be replaced while the function runs
+//! ([`LambdaFunction::replace_binary`]): invocations from then on go to
+//! processes of the new binary, and the old processes stop once they are not
+//! working on an invocation (a streamed answer is never cut).
 
 use std::collections::VecDeque;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -17,7 +22,7 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
 use tokio::net::TcpListener;
-use tokio::sync::{Notify, oneshot};
+use tokio::sync::{Notify, oneshot, watch};
 
 use crate::Result;
 use crate::http_server::{Body, full};
@@ -60,7 +65,8 @@ pub fn split_prelude(raw: &[u8]) -> Option<(serde_json::Value, Bytes)> {
 pub struct FunctionConfig {
     /// Function (and binary) name.
     pub name: String,
-    /// Path of the bootstrap binary.
+    /// Path of the bootstrap binary (the one the function started with; see
+    /// [`LambdaFunction::replace_binary`]).
     pub binary: PathBuf,
     /// Environment of the process (nothing else is inherited but `PATH`).
     pub env: Vec<(String, String)>,
@@ -77,12 +83,42 @@ struct Job {
     reply: oneshot::Sender<std::result::Result<Answer, InvokeError>>,
 }
 
-struct Shared {
-    config: FunctionConfig,
-    queue: Mutex<VecDeque<Job>>,
-    job_ready: Notify,
-    busy: AtomicUsize,
+/// The invocations waiting for a process, and the generation of processes
+/// that may take them: one lock, so that no invocation queued after a swap
+/// goes to a process of the old binary.
+struct Queue {
+    jobs: VecDeque<Job>,
+    pool: Arc<Pool>,
+}
+
+/// One generation of processes: those started from one binary.
+struct Pool {
+    binary: PathBuf,
+    /// 0 for the first binary, one more for each replacement.
+    generation: u64,
+    /// Processes of this generation running or starting.
     instances: AtomicUsize,
+    /// Of those, the ones working on an invocation.
+    busy: AtomicUsize,
+}
+
+impl Pool {
+    fn new(binary: PathBuf, generation: u64) -> Arc<Self> {
+        Arc::new(Self {
+            binary,
+            generation,
+            instances: AtomicUsize::new(0),
+            busy: AtomicUsize::new(0),
+        })
+    }
+}
+
+struct Shared {
+    /// The settings; `config.binary` is the first binary (the current one is
+    /// the queue's pool's).
+    config: FunctionConfig,
+    queue: Mutex<Queue>,
+    job_ready: Notify,
     started: AtomicU64,
     logs: Mutex<Vec<String>>,
     pids: Mutex<Vec<u32>>,
@@ -100,13 +136,15 @@ impl LambdaFunction {
     /// Starts the pool (no process runs until the first invocation, unless
     /// [`LambdaFunction::prewarm`] is called).
     pub fn new(config: FunctionConfig) -> Self {
+        let pool = Pool::new(config.binary.clone(), 0);
         Self {
             shared: Arc::new(Shared {
                 config,
-                queue: Mutex::new(VecDeque::new()),
+                queue: Mutex::new(Queue {
+                    jobs: VecDeque::new(),
+                    pool,
+                }),
                 job_ready: Notify::new(),
-                busy: AtomicUsize::new(0),
-                instances: AtomicUsize::new(0),
                 started: AtomicU64::new(0),
                 logs: Mutex::new(Vec::new()),
                 pids: Mutex::new(Vec::new()),
@@ -115,9 +153,47 @@ impl LambdaFunction {
         }
     }
 
-    /// The function's settings (to start an identical, separate pool).
+    /// The function's settings (to start an identical, separate pool), with
+    /// the binary it runs now.
     pub fn config(&self) -> FunctionConfig {
-        self.shared.config.clone()
+        let mut config = self.shared.config.clone();
+        config.binary = self.binary();
+        config
+    }
+
+    /// The binary new processes start from.
+    pub fn binary(&self) -> PathBuf {
+        lock(&self.shared.queue).pool.binary.clone()
+    }
+
+    /// How many times the binary was replaced ([`LambdaFunction::replace_binary`]).
+    pub fn generation(&self) -> u64 {
+        lock(&self.shared.queue).pool.generation
+    }
+
+    /// Runs `binary` from now on: every invocation not yet handed to a
+    /// process goes to a process of `binary` (started as needed, like a cold
+    /// start); the processes of the previous binary stop, the idle ones now,
+    /// the busy ones once their invocation ends (a streamed answer is passed
+    /// on whole). `binary` must stay in place, unchanged, while the function
+    /// runs: give each build its own path.
+    pub async fn replace_binary(&self, binary: PathBuf) {
+        let (old, generation) = {
+            let mut queue = lock(&self.shared.queue);
+            let generation = queue.pool.generation + 1;
+            let old = std::mem::replace(&mut queue.pool, Pool::new(binary.clone(), generation));
+            (old, generation)
+        };
+        lock(&self.shared.logs).push(format!(
+            "[runtime] binary replaced by {} (generation {generation}); {} of the previous \
+             binary's processes busy, stopped when done",
+            binary.display(),
+            old.busy.load(Ordering::SeqCst),
+        ));
+        // Idle processes of the previous binary wake, see they are stale and stop.
+        self.shared.job_ready.notify_waiters();
+        // Invocations already queued need a process of the new binary.
+        scale(&self.shared).await;
     }
 
     /// The function's name (its binary's).
@@ -127,9 +203,15 @@ impl LambdaFunction {
 
     /// Starts one process now (a cold start before the first request).
     pub async fn prewarm(&self) -> Result<()> {
-        if self.shared.instances.load(Ordering::SeqCst) == 0 {
-            self.shared.instances.fetch_add(1, Ordering::SeqCst);
-            spawn_instance(self.shared.clone()).await?;
+        let pool = lock(&self.shared.queue).pool.clone();
+        if pool
+            .instances
+            .compare_exchange(0, 1, Ordering::SeqCst, Ordering::SeqCst)
+            .is_ok()
+            && let Err(e) = spawn_instance(self.shared.clone(), pool.clone()).await
+        {
+            pool.instances.fetch_sub(1, Ordering::SeqCst);
+            return Err(e);
         }
         Ok(())
     }
@@ -154,7 +236,7 @@ impl LambdaFunction {
         event: impl Into<Bytes>,
     ) -> std::result::Result<Answer, InvokeError> {
         let (reply, answer) = oneshot::channel();
-        lock(&self.shared.queue).push_back(Job {
+        lock(&self.shared.queue).jobs.push_back(Job {
             event: event.into(),
             reply,
         });
@@ -227,7 +309,8 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 fn fail_one(s: &Shared, error: InvokeError) {
-    if let Some(job) = lock(&s.queue).pop_front() {
+    let job = lock(&s.queue).jobs.pop_front();
+    if let Some(job) = job {
         let _ = job.reply.send(Err(error));
     }
 }
@@ -249,7 +332,7 @@ impl Instance {
     fn finish(&self, id: Option<&str>) -> Option<Current> {
         let taken = self.take(id);
         if taken.is_some() {
-            self.shared.busy.fetch_sub(1, Ordering::SeqCst);
+            self.pool.busy.fetch_sub(1, Ordering::SeqCst);
         }
         taken
     }
@@ -265,26 +348,36 @@ struct Current {
 
 struct Instance {
     shared: Arc<Shared>,
+    /// The generation (binary) this process runs.
+    pool: Arc<Pool>,
     current: Mutex<Option<Current>>,
     served: AtomicU64,
     kill: Notify,
+    /// Stopped because its binary was replaced (not a crash or a timeout).
+    retired: AtomicBool,
+    /// Set once the process has exited.
+    exited: watch::Sender<bool>,
 }
 
 /// Starts a process when queued work has none free to take it (up to
 /// `max_instances`).
 fn scale(s: &Arc<Shared>) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + '_>> {
     Box::pin(async move {
-        let queued = lock(&s.queue).len();
-        // Processes that are not working on an invocation (including ones still
-        // starting) will take queued work; start another only when they cannot.
-        let free = s
+        let (queued, pool) = {
+            let queue = lock(&s.queue);
+            (queue.jobs.len(), queue.pool.clone())
+        };
+        // Processes of the current binary that are not working on an
+        // invocation (including ones still starting) will take queued work;
+        // start another only when they cannot.
+        let free = pool
             .instances
             .load(Ordering::SeqCst)
-            .saturating_sub(s.busy.load(Ordering::SeqCst));
+            .saturating_sub(pool.busy.load(Ordering::SeqCst));
         if queued <= free {
             return;
         }
-        let grew = s
+        let grew = pool
             .instances
             .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
                 (n < s.config.max_instances).then_some(n + 1)
@@ -295,8 +388,8 @@ fn scale(s: &Arc<Shared>) -> std::pin::Pin<Box<dyn std::future::Future<Output = 
                 "[runtime] starting a process: {queued} queued, {free} free"
             ));
         }
-        if grew && let Err(e) = spawn_instance(s.clone()).await {
-            s.instances.fetch_sub(1, Ordering::SeqCst);
+        if grew && let Err(e) = spawn_instance(s.clone(), pool.clone()).await {
+            pool.instances.fetch_sub(1, Ordering::SeqCst);
             fail_one(
                 s,
                 InvokeError::Crashed(format!("cannot start process: {e}")),
@@ -314,7 +407,17 @@ pub fn bootstrap_command(
     runtime_api: std::net::SocketAddr,
     log_stream: &str,
 ) -> tokio::process::Command {
-    let mut cmd = tokio::process::Command::new(&cfg.binary);
+    command_for(cfg, &cfg.binary, runtime_api, log_stream)
+}
+
+/// [`bootstrap_command`] with another binary than `cfg`'s.
+fn command_for(
+    cfg: &FunctionConfig,
+    binary: &Path,
+    runtime_api: std::net::SocketAddr,
+    log_stream: &str,
+) -> tokio::process::Command {
+    let mut cmd = tokio::process::Command::new(binary);
     cmd.env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
         .env("AWS_LAMBDA_RUNTIME_API", runtime_api.to_string())
@@ -332,24 +435,38 @@ pub fn bootstrap_command(
     cmd
 }
 
-async fn spawn_instance(shared: Arc<Shared>) -> Result<()> {
+/// Starts a process of `pool`'s binary (counted in `pool.instances` by the caller).
+async fn spawn_instance(shared: Arc<Shared>, pool: Arc<Pool>) -> Result<()> {
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     let number = shared.started.fetch_add(1, Ordering::SeqCst) + 1;
     let cfg = &shared.config;
-    let mut cmd = bootstrap_command(cfg, addr, &format!("local/{number}"));
+    let mut cmd = command_for(cfg, &pool.binary, addr, &format!("local/{number}"));
     cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
-    let mut child = cmd
-        .spawn()
-        .map_err(|e| format!("cannot run {}: {e}", cfg.binary.display()))?;
+    let mut attempt = 0;
+    let mut child = loop {
+        match cmd.spawn() {
+            Ok(child) => break child,
+            // A binary copied in just now can still be open for writing in a
+            // process forked meanwhile (until it execs): that passes.
+            Err(e) if e.kind() == std::io::ErrorKind::ExecutableFileBusy && attempt < 20 => {
+                attempt += 1;
+                tokio::time::sleep(Duration::from_millis(10 * attempt)).await;
+            }
+            Err(e) => return Err(format!("cannot run {}: {e}", pool.binary.display()).into()),
+        }
+    };
     if let Some(pid) = child.id() {
         lock(&shared.pids).push(pid);
     }
     let instance = Arc::new(Instance {
         shared: shared.clone(),
+        pool,
         current: Mutex::new(None),
         served: AtomicU64::new(0),
         kill: Notify::new(),
+        retired: AtomicBool::new(false),
+        exited: watch::Sender::new(false),
     });
     let mut readers = Vec::new();
     for pipe in [
@@ -389,23 +506,30 @@ async fn spawn_instance(shared: Arc<Shared>) -> Result<()> {
             status = child.wait() => status.map(|s| s.to_string()).unwrap_or_else(|e| e.to_string()),
             _ = instance.kill.notified() => {
                 let _ = child.kill().await;
-                "killed after timeout".to_owned()
+                if instance.retired.load(Ordering::SeqCst) {
+                    format!("stopped, its binary was replaced (generation {})", instance.pool.generation)
+                } else {
+                    "killed after timeout".to_owned()
+                }
             }
         };
         server.abort();
+        instance.exited.send_replace(true);
         // Its last lines (an init error's message) are logged before its exit
         // is reported: the readers end at the pipes' EOF.
         for reader in readers {
             let _ = tokio::time::timeout(Duration::from_secs(5), reader).await;
         }
         lock(&instance.shared.logs).push(format!("[runtime] process exited: {status}"));
-        instance.shared.instances.fetch_sub(1, Ordering::SeqCst);
+        instance.pool.instances.fetch_sub(1, Ordering::SeqCst);
         let current = instance.finish(None);
         if let Some(current) = current {
             let _ = current
                 .reply
                 .send(Err(InvokeError::Crashed(status.clone())));
-        } else if instance.served.load(Ordering::SeqCst) == 0 {
+        } else if instance.served.load(Ordering::SeqCst) == 0
+            && !instance.retired.load(Ordering::SeqCst)
+        {
             // Died before asking for work: an init failure fails a waiting job.
             let tail: Vec<String> = lock(&instance.shared.logs)
                 .iter()
@@ -521,22 +645,35 @@ impl Instance {
             }
         }
         drop(tx);
-        self.shared.busy.fetch_sub(1, Ordering::SeqCst);
+        self.pool.busy.fetch_sub(1, Ordering::SeqCst);
         reply(StatusCode::ACCEPTED, "{}")
     }
 
     async fn next(self: &Arc<Self>) -> Response<Body> {
         let s = &self.shared;
         let job = loop {
+            // Created before the queue is looked at, so that neither a job
+            // queued nor a binary replaced in between goes unnoticed.
             let notified = s.job_ready.notified();
-            if let Some(job) = lock(&s.queue).pop_front() {
+            let (stale, job) = {
+                let mut queue = lock(&s.queue);
+                if Arc::ptr_eq(&queue.pool, &self.pool) {
+                    (false, queue.jobs.pop_front())
+                } else {
+                    (true, None)
+                }
+            };
+            if stale {
+                return self.retire().await;
+            }
+            if let Some(job) = job {
                 break job;
             }
             notified.await;
         };
-        s.busy.fetch_add(1, Ordering::SeqCst);
+        self.pool.busy.fetch_add(1, Ordering::SeqCst);
         // Another job may be waiting for an idle process.
-        if !lock(&s.queue).is_empty() {
+        if !lock(&s.queue).jobs.is_empty() {
             s.job_ready.notify_one();
         }
         self.served.fetch_add(1, Ordering::SeqCst);
@@ -590,10 +727,307 @@ impl Instance {
     }
 }
 
+impl Instance {
+    /// Stops this process, whose binary was replaced, instead of handing it
+    /// work; answers once it is gone (the answer reaches nobody).
+    async fn retire(&self) -> Response<Body> {
+        self.retired.store(true, Ordering::SeqCst);
+        // If it was woken for a job, another process must take that job.
+        if !lock(&self.shared.queue).jobs.is_empty() {
+            self.shared.job_ready.notify_one();
+        }
+        let mut exited = self.exited.subscribe();
+        self.kill.notify_one();
+        let _ = exited.wait_for(|gone| *gone).await;
+        reply(StatusCode::GONE, "the function's binary was replaced")
+    }
+}
+
 async fn read_body(req: Request<Incoming>) -> Bytes {
     req.into_body()
         .collect()
         .await
         .map(|b| b.to_bytes())
         .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::build::{self, Profile};
+
+    /// Generous: the machine may be busy building.
+    const BOUND: Duration = Duration::from_secs(120);
+
+    fn config(name: &str, binary: PathBuf) -> FunctionConfig {
+        let mut env: Vec<(String, String)> = [
+            ("AWS_REGION", "us-east-1"),
+            ("AWS_ACCESS_KEY_ID", "test"),
+            ("AWS_SECRET_ACCESS_KEY", "test"),
+            ("AWS_EC2_METADATA_DISABLED", "true"),
+            // Nothing listens there: the warm-up fails fast and is only logged.
+            ("AWS_ENDPOINT_URL_DYNAMODB", "http://127.0.0.1:9"),
+            ("TABLE_NAME", "replace-binary"),
+            (
+                "CURSOR_SIGNING_KEY",
+                "replace-binary-test-cursor-key-0123456789",
+            ),
+            ("OPENAI_API_KEY", "sk-test"),
+            ("ALLOWED_ORIGINS", "http://localhost:3000"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+        env.extend(crate::tokens::DevAuth::default().env());
+        FunctionConfig {
+            name: name.into(),
+            binary,
+            env,
+            timeout: BOUND,
+            max_instances: 2,
+            echo_logs: false,
+        }
+    }
+
+    fn status(answer: &Bytes) -> (i64, String) {
+        let v: serde_json::Value = serde_json::from_slice(answer).unwrap();
+        (
+            v["statusCode"].as_i64().unwrap_or_default(),
+            v["body"].as_str().unwrap_or_default().to_owned(),
+        )
+    }
+
+    async fn exit_logged(f: &LambdaFunction, what: &str) -> String {
+        f.wait_for_log(
+            |l| l.starts_with("[runtime] process exited") && l.contains(what),
+            BOUND,
+        )
+        .await
+        .unwrap_or_else(|| panic!("no exit {what:?} in {:?}", f.logs()))
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn after_a_replacement_the_new_binary_answers_and_the_old_process_stops() {
+        let paths =
+            tokio::task::spawn_blocking(|| build::binaries(&["health", "tasks"], Profile::Dev))
+                .await
+                .unwrap()
+                .unwrap();
+        let event = std::fs::read(crate::workspace_root().join("events/health.json")).unwrap();
+        let f = LambdaFunction::new(config("health", paths[0].clone()));
+
+        let (code, body) = status(&f.invoke(event.clone()).await.unwrap());
+        assert_eq!(code, 200, "{body} {:?}", f.logs());
+        assert_eq!((f.cold_starts(), f.generation()), (1, 0));
+        let old = f.pids()[0];
+
+        f.replace_binary(paths[1].clone()).await;
+        assert_eq!(f.binary(), paths[1]);
+        assert_eq!(f.config().binary, paths[1]);
+        // The same event, now answered by `tasks`, which has no /health route.
+        let (code, _) = status(&f.invoke(event.clone()).await.unwrap());
+        assert_eq!(code, 404, "{:?}", f.logs());
+        assert_eq!((f.cold_starts(), f.generation()), (2, 1));
+        assert_ne!(f.pids()[1], old);
+        exit_logged(&f, "its binary was replaced (generation 0)").await;
+        #[cfg(target_os = "linux")]
+        assert!(
+            !Path::new(&format!("/proc/{old}")).exists(),
+            "{old} still runs"
+        );
+
+        // The new process stays and takes the next invocation warm.
+        let (code, _) = status(&f.invoke(event).await.unwrap());
+        assert_eq!((code, f.cold_starts()), (404, 2));
+        assert!(
+            !f.logs().iter().any(|l| l.contains("init failed")),
+            "{:?}",
+            f.logs()
+        );
+    }
+
+    /// A fake Lambda runtime, run by the tests below as a function's binary
+    /// (through a script naming this test): it answers `FAKE_VERSION`, or,
+    /// for an event `{"gate": PATH}`, streams `<version>:begin;` and, once
+    /// `PATH` exists, `end`.
+    #[test]
+    #[ignore = "a function's binary for the tests, not a test"]
+    fn fake_runtime() {
+        use std::io::{Read, Write};
+        let Ok(api) = std::env::var("AWS_LAMBDA_RUNTIME_API") else {
+            return;
+        };
+        let version = std::env::var("FAKE_VERSION").unwrap_or_default();
+        let send = |head: String, chunks: &mut dyn FnMut(&mut std::net::TcpStream)| {
+            let mut conn = std::net::TcpStream::connect(&api).unwrap();
+            conn.write_all(head.as_bytes()).unwrap();
+            chunks(&mut conn);
+            let mut answer = Vec::new();
+            conn.read_to_end(&mut answer).unwrap();
+            let at = answer.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
+            let head = String::from_utf8_lossy(&answer[..at]).to_lowercase();
+            (head, answer[at + 4..].to_vec())
+        };
+        loop {
+            let (head, event) = send(
+                format!(
+                    "GET /2018-06-01/runtime/invocation/next HTTP/1.1\r\nhost: {api}\r\nconnection: close\r\n\r\n"
+                ),
+                &mut |_| {},
+            );
+            let id = head
+                .lines()
+                .find_map(|l| l.strip_prefix("lambda-runtime-aws-request-id: "))
+                .unwrap()
+                .trim()
+                .to_owned();
+            let event: serde_json::Value = serde_json::from_slice(&event).unwrap();
+            let path = format!("/2018-06-01/runtime/invocation/{id}/response");
+            if let Some(gate) = event["gate"].as_str() {
+                let head = format!(
+                    "POST {path} HTTP/1.1\r\nhost: {api}\r\nconnection: close\r\n\
+                     lambda-runtime-function-response-mode: streaming\r\n\
+                     transfer-encoding: chunked\r\n\r\n"
+                );
+                send(head, &mut |conn| {
+                    let chunk = |conn: &mut std::net::TcpStream, data: &str| {
+                        write!(conn, "{:x}\r\n{data}\r\n", data.len()).unwrap();
+                        conn.flush().unwrap();
+                    };
+                    chunk(conn, &format!("{version}:begin;"));
+                    let started = Instant::now();
+                    while !Path::new(gate).exists() && started.elapsed() < BOUND {
+                        std::thread::sleep(Duration::from_millis(10));
+                    }
+                    chunk(conn, "end");
+                    conn.write_all(b"0\r\n\r\n").unwrap();
+                });
+            } else {
+                let head = format!(
+                    "POST {path} HTTP/1.1\r\nhost: {api}\r\nconnection: close\r\ncontent-length: {}\r\n\r\n{version}",
+                    version.len()
+                );
+                send(head, &mut |_| {});
+            }
+        }
+    }
+
+    /// Scripts that run [`fake_runtime`] answering `old` and `new`, and a gate path.
+    #[cfg(unix)]
+    fn fake_binaries() -> (PathBuf, PathBuf, PathBuf) {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!(
+            "emulators-replace-binary-{}-{}",
+            std::process::id(),
+            ulid::Ulid::new()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let exe = std::env::current_exe().unwrap();
+        let script = |version: &str| {
+            let path = dir.join(version);
+            std::fs::write(
+                &path,
+                format!(
+                    "#!/bin/sh\nFAKE_VERSION={version} exec '{}' runtime_api::tests::fake_runtime \
+                     --exact --ignored --nocapture --test-threads=1 -q\n",
+                    exe.display()
+                ),
+            )
+            .unwrap();
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+            path
+        };
+        (script("old"), script("new"), dir.join("gate"))
+    }
+
+    #[cfg(unix)]
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_streaming_process_of_the_old_binary_finishes_its_answer_then_stops() {
+        let (old, new, gate) = fake_binaries();
+        let mut cfg = config("fake", old);
+        cfg.env.clear();
+        let f = LambdaFunction::new(cfg);
+        assert_eq!(&f.invoke("{}").await.unwrap()[..], b"old", "{:?}", f.logs());
+
+        let streaming = serde_json::json!({"gate": gate}).to_string();
+        let Ok(Answer::Streamed(mut rx)) = f.invoke_answer(streaming).await else {
+            panic!("not streamed: {:?}", f.logs());
+        };
+        let first = tokio::time::timeout(BOUND, rx.recv()).await.unwrap();
+        assert_eq!(&first.unwrap().unwrap()[..], b"old:begin;");
+
+        // Swapped mid-stream: the next invocation goes to the new binary
+        // while the old process is still streaming.
+        f.replace_binary(new).await;
+        assert_eq!(&f.invoke("{}").await.unwrap()[..], b"new", "{:?}", f.logs());
+        assert!(
+            !f.logs().iter().any(|l| l.contains("process exited")),
+            "{:?}",
+            f.logs()
+        );
+
+        std::fs::write(&gate, "").unwrap();
+        let mut rest = Vec::new();
+        while let Some(chunk) = tokio::time::timeout(BOUND, rx.recv()).await.unwrap() {
+            rest.extend_from_slice(&chunk.unwrap());
+        }
+        assert_eq!(rest, b"end");
+        exit_logged(&f, "its binary was replaced (generation 0)").await;
+        // One process of each binary.
+        assert_eq!(f.cold_starts(), 2, "{:?}", f.logs());
+        assert_eq!(&f.invoke("{}").await.unwrap()[..], b"new");
+        assert_eq!(f.cold_starts(), 2);
+        let _ = std::fs::remove_dir_all(gate.parent().unwrap());
+    }
+
+    #[cfg(unix)]
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn idle_processes_of_the_old_binary_stop_and_invocations_racing_the_swap_are_answered() {
+        let (old, new, _) = fake_binaries();
+        let mut cfg = config("fake", old.clone());
+        cfg.env.clear();
+        cfg.max_instances = 3;
+        let f = LambdaFunction::new(cfg);
+        // Two processes of the old binary, both idle after their invocation.
+        let (a, b) = tokio::join!(f.invoke("{}"), f.invoke("{}"));
+        assert_eq!(
+            (&a.unwrap()[..], &b.unwrap()[..]),
+            (&b"old"[..], &b"old"[..])
+        );
+        let before = f.cold_starts();
+
+        f.replace_binary(new.clone()).await;
+        let exits = || {
+            f.logs()
+                .iter()
+                .filter(|l| l.contains("its binary was replaced (generation 0)"))
+                .count() as u64
+        };
+        let started = Instant::now();
+        while exits() < before && started.elapsed() < BOUND {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(exits(), before, "{:?}", f.logs());
+        let answers = futures_util::future::join_all((0..4).map(|_| f.invoke("{}"))).await;
+        for answer in answers {
+            assert_eq!(&answer.unwrap()[..], b"new", "{:?}", f.logs());
+        }
+
+        // Invocations racing a swap (back to the first binary) are all
+        // answered, by either binary; those after it by the first.
+        let racing = futures_util::future::join_all((0..4).map(|_| f.invoke("{}")));
+        let (answers, ()) = tokio::join!(racing, f.replace_binary(old.clone()));
+        for answer in answers {
+            let answer = answer.unwrap();
+            assert!(answer == "old" || answer == "new", "{answer:?}");
+        }
+        assert_eq!(&f.invoke("{}").await.unwrap()[..], b"old");
+        assert_eq!(f.generation(), 2);
+        let _ = std::fs::remove_dir_all(old.parent().unwrap());
+        assert!(
+            !f.logs().iter().any(|l| l.contains("init failed")),
+            "{:?}",
+            f.logs()
+        );
+    }
 }

@@ -7,6 +7,7 @@
 //! an API Gateway front with the same paths, then waits for Ctrl-C.
 
 mod data;
+mod watch;
 
 use std::path::{Path, PathBuf};
 
@@ -17,11 +18,12 @@ use emulators::template::TableState;
 use emulators::tokens::DevAuth;
 use taskpilot_testkit::stack::{LocalStack, StackOptions};
 
-const USAGE: &str = "usage: local-stack [--port N] [--release] [--fresh] [--gateway-authorizer] [--stub-openai]\n\
+const USAGE: &str = "usage: local-stack [--port N] [--watch] [--fresh] [--release] [--gateway-authorizer] [--stub-openai]\n\
      \x20                  [--dynamodb-port N] [--table NAME] [--allow-origin URL]...\n\
      \x20      local-stack token --user ID   (a dev token for any user, valid 12 h)\n\
      \x20      local-stack data --user ID    (a user's tasks and threads, as JSON)\n\
-     (the data is kept in .local/data/ between starts; --fresh deletes it first;\n\
+     (--watch: rebuild the functions a source change affects and swap them in, data kept;\n\
+     \x20the data is kept in .local/data/ between starts; --fresh deletes it first;\n\
      \x20--stub-openai: the local stub model even when OPENAI_API_KEY is set; without a key it is the default;\n\
      \x20--dynamodb-port/--table: DynamoDB Local's port and the table, by default 8000 and\n\
      \x20taskpilot-local, the ones `sam local` with env.json uses)";
@@ -50,6 +52,7 @@ enum Command {
 struct RunArgs {
     port: u16,
     profile: Profile,
+    watch: bool,
     fresh: bool,
     gateway_authorizer: bool,
     stub_openai: bool,
@@ -63,6 +66,7 @@ impl Default for RunArgs {
         Self {
             port: 3001,
             profile: Profile::Dev,
+            watch: false,
             fresh: false,
             gateway_authorizer: false,
             stub_openai: false,
@@ -97,6 +101,7 @@ fn parse(args: &[String]) -> Result<Command, String> {
             "--dynamodb-port" => run.dynamodb_port = port(args.next(), "--dynamodb-port")?,
             "--release" => run.profile = Profile::Release,
             "--fresh" => run.fresh = true,
+            "--watch" => run.watch = true,
             "--gateway-authorizer" => run.gateway_authorizer = true,
             "--stub-openai" => run.stub_openai = true,
             "--table" => run.table = args.next().ok_or(USAGE)?.clone(),
@@ -238,18 +243,17 @@ async fn run_stack(run: RunArgs) -> taskpilot_testkit::Result<()> {
         .collect();
     let stack = LocalStack::start(opts).await?;
     eprintln!("starting the functions ...");
-    for f in stack.functions.values() {
-        f.prewarm().await?;
-    }
-    // Each function's start-up line comes through a pipe: wait for them so
-    // the banner is the last thing printed.
-    for f in stack.functions.values() {
-        f.wait_for_log(
-            |l| l.contains("configuration read"),
-            std::time::Duration::from_secs(30),
-        )
-        .await;
-    }
+    // With --watch, each function starts from a copy of its binary (the
+    // watch's first step); without, from the build.
+    let watch = if run.watch {
+        Some(watch::Watch::start(&stack.functions, run.profile).await?)
+    } else {
+        for f in stack.functions.values() {
+            f.prewarm().await?;
+        }
+        None
+    };
+    started_up(&stack).await;
     let token = stack.token("dev-user");
     let key_note = if real_key.is_some() {
         "from OPENAI_API_KEY (seeded into the emulated Secrets Manager)"
@@ -273,7 +277,8 @@ async fn run_stack(run: RunArgs) -> taskpilot_testkit::Result<()> {
          browser origins allowed (--allow-origin URL adds one): {}\n\
          OpenAI key: {key_note}\n\
          Chat budget per user: {} turns a minute, {} tokens a day (CHATKIT_USER_TURNS_PER_MINUTE, \
-         CHATKIT_USER_TOKENS_PER_DAY)\n\n\
+         CHATKIT_USER_TOKENS_PER_DAY)\n\
+         {}\n\n\
          Try it:\n\
          \x20 curl -s -X POST {url}/api/v1/tasks -H \"Authorization: Bearer $TOKEN\" \\\n\
          \x20      -H 'Content-Type: application/json' -d '{{\"title\":\"Buy milk\",\"due_date\":\"2026-11-23\"}}'\n\
@@ -301,13 +306,41 @@ async fn run_stack(run: RunArgs) -> taskpilot_testkit::Result<()> {
         origins.join(", "),
         budget[0],
         budget[1],
+        watch.as_ref().map_or_else(
+            || "a source change needs a restart (--watch rebuilds and swaps it in)".to_owned(),
+            watch::Watch::describe
+        ),
     );
-    tokio::signal::ctrl_c().await?;
+    match watch {
+        Some(watch) => tokio::select! {
+            stopped = tokio::signal::ctrl_c() => stopped?,
+            failed = watch.run(&stack.functions) => failed?,
+        },
+        None => tokio::signal::ctrl_c().await?,
+    }
     eprintln!("stopping (the data stays in {}) ...", shown(&data));
     drop(stack);
     drop(dynamodb);
     drop(moto);
     Ok(())
+}
+
+/// Waits (30 s at most) until each function's processes have logged their
+/// start-up line, which comes through a pipe: the banner is then the last
+/// thing printed.
+async fn started_up(stack: &LocalStack) {
+    let started = std::time::Instant::now();
+    while started.elapsed() < std::time::Duration::from_secs(30) {
+        let all = stack.functions.values().all(|f| {
+            let lines = f.logs();
+            let up = lines.iter().filter(|l| l.contains("configuration read"));
+            up.count() as u64 >= f.cold_starts()
+        });
+        if all {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
 }
 
 /// `path` relative to the working directory when it is inside it.
@@ -389,7 +422,7 @@ mod tests {
     #[test]
     fn each_option_is_read() {
         let Command::Run(run) = parse(&args(
-            "--port 4000 --release --fresh --gateway-authorizer --stub-openai --dynamodb-port 8100 \
+            "--port 4000 --release --watch --fresh --gateway-authorizer --stub-openai --dynamodb-port 8100 \
              --table t --allow-origin http://a --allow-origin http://b",
         ))
         .unwrap() else {
@@ -400,6 +433,7 @@ mod tests {
             RunArgs {
                 port: 4000,
                 profile: Profile::Release,
+                watch: true,
                 fresh: true,
                 gateway_authorizer: true,
                 stub_openai: true,
