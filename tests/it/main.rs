@@ -27,6 +27,7 @@ mod health;
 mod hostile;
 mod load;
 mod local_page;
+mod local_stack;
 mod openai_stream;
 mod openapi;
 mod sessions;

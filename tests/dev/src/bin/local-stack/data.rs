@@ -97,12 +97,15 @@ mod tests {
             .insert(&bob, &task("01JE0000000000000000000000", "bob's"), None)
             .await
             .unwrap();
-        let thread: ThreadMetadata = serde_json::from_value(json!({
-            "id": "thr_1", "title": "Groceries", "created_at": "2026-12-07T10:00:00Z",
-            "status": {"type": "active"}
-        }))
-        .unwrap();
-        store.save_thread(&alice, &thread).await.unwrap();
+        // More than one page of threads too.
+        for n in 0..101 {
+            let thread: ThreadMetadata = serde_json::from_value(json!({
+                "id": format!("thr_{n}"), "title": format!("Thread {n}"),
+                "created_at": "2026-12-07T10:00:00Z", "status": {"type": "active"}
+            }))
+            .unwrap();
+            store.save_thread(&alice, &thread).await.unwrap();
+        }
 
         let alices = dump(client.clone(), &table, "alice").await.unwrap();
         assert_eq!(alices["user"], "alice");
@@ -115,8 +118,14 @@ mod tests {
         assert_eq!(titles.len(), 105);
         assert_eq!(titles[0], "task 104", "newest first");
         assert!(!titles.contains(&"bob's"));
-        assert_eq!(alices["threads"][0]["id"], "thr_1");
-        assert_eq!(alices["threads"][0]["title"], "Groceries");
+        let threads: Vec<&str> = alices["threads"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["title"].as_str().unwrap())
+            .collect();
+        assert_eq!(threads.len(), 101);
+        assert_eq!(threads[0], "Thread 100", "latest activity first");
 
         let bobs = dump(client, &table, "bob").await.unwrap();
         assert_eq!(bobs["tasks"].as_array().unwrap().len(), 1);

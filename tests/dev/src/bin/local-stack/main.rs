@@ -19,11 +19,11 @@ use emulators::tokens::DevAuth;
 use taskpilot_testkit::stack::{LocalStack, StackOptions};
 
 const USAGE: &str = "usage: local-stack [--port N] [--watch] [--fresh] [--release] [--gateway-authorizer] [--stub-openai]\n\
-     \x20                  [--dynamodb-port N] [--table NAME] [--allow-origin URL]...\n\
+     \x20                  [--dynamodb-port N] [--table NAME] [--allow-origin URL]... [--data DIR]\n\
      \x20      local-stack token --user ID   (a dev token for any user, valid 12 h)\n\
      \x20      local-stack data --user ID    (a user's tasks and threads, as JSON)\n\
      (--watch: rebuild the functions a source change affects and swap them in, data kept;\n\
-     \x20the data is kept in .local/data/ between starts; --fresh deletes it first;\n\
+     \x20the data is kept in .local/data/ (--data DIR) between starts; --fresh deletes it first;\n\
      \x20--stub-openai: the local stub model even when OPENAI_API_KEY is set; without a key it is the default;\n\
      \x20--dynamodb-port/--table: DynamoDB Local's port and the table, by default 8000 and\n\
      \x20taskpilot-local, the ones `sam local` with env.json uses)";
@@ -59,6 +59,8 @@ struct RunArgs {
     dynamodb_port: u16,
     table: String,
     allow_origins: Vec<String>,
+    /// Where the data is kept between starts.
+    data: PathBuf,
 }
 
 impl Default for RunArgs {
@@ -73,6 +75,7 @@ impl Default for RunArgs {
             dynamodb_port: DYNAMODB_PORT,
             table: TABLE.to_owned(),
             allow_origins: Vec::new(),
+            data: data_dir(),
         }
     }
 }
@@ -105,6 +108,7 @@ fn parse(args: &[String]) -> Result<Command, String> {
             "--gateway-authorizer" => run.gateway_authorizer = true,
             "--stub-openai" => run.stub_openai = true,
             "--table" => run.table = args.next().ok_or(USAGE)?.clone(),
+            "--data" => run.data = args.next().ok_or(USAGE)?.into(),
             // A frontend's origin (e.g. http://localhost:5173), besides
             // localhost:3000 and 127.0.0.1:3000; repeatable.
             "--allow-origin" => run.allow_origins.push(args.next().ok_or(USAGE)?.clone()),
@@ -171,21 +175,16 @@ async fn data_of(user: &str) -> taskpilot_testkit::Result<serde_json::Value> {
     Ok(data::dump(client, TABLE, user).await?)
 }
 
-/// Starts the stack with `run`'s options and serves until Ctrl-C.
-async fn run_stack(run: RunArgs) -> taskpilot_testkit::Result<()> {
-    port_free(run.port, "--port")?;
-    port_free(run.dynamodb_port, "--dynamodb-port")?;
-    let data = data_dir();
-    if run.fresh && data.exists() {
-        std::fs::remove_dir_all(&data)?;
-        eprintln!("--fresh: deleted {}", data.display());
-    }
-    let mut opts = StackOptions {
+/// The stack `run` asks for, before the emulators' endpoints and the OpenAI
+/// settings are known: the kept table and bucket, the page, the request log
+/// and the functions' compact local lines.
+fn stack_options(run: &RunArgs) -> StackOptions {
+    StackOptions {
         port: run.port,
         profile: run.profile,
         gateway_authorizer: run.gateway_authorizer,
         table: Some(run.table.clone()),
-        files_dir: Some(data.join("s3")),
+        files_dir: Some(run.data.join("s3")),
         allow_origins: run.allow_origins.clone(),
         echo_logs: true,
         log_requests: true,
@@ -193,12 +192,24 @@ async fn run_stack(run: RunArgs) -> taskpilot_testkit::Result<()> {
         // The functions' lines without the runtime's span and time.
         env: vec![("LOG_FORMAT".into(), "local".into())],
         ..StackOptions::default()
-    };
+    }
+}
+
+/// Starts the stack with `run`'s options and serves until Ctrl-C.
+async fn run_stack(run: RunArgs) -> taskpilot_testkit::Result<()> {
+    port_free(run.port, "--port")?;
+    port_free(run.dynamodb_port, "--dynamodb-port")?;
+    let data = run.data.clone();
+    if run.fresh && data.exists() {
+        std::fs::remove_dir_all(&data)?;
+        eprintln!("--fresh: deleted {}", data.display());
+    }
+    let mut opts = stack_options(&run);
     eprintln!(
         "starting DynamoDB Local (data in {}) and moto (Secrets Manager, S3) ...",
         shown(&data)
     );
-    let dynamodb_dir = data.join("dynamodb");
+    let dynamodb_dir = run.data.join("dynamodb");
     let dynamodb_port = run.dynamodb_port;
     let dynamodb = tokio::task::spawn_blocking(move || {
         DynamoDbLocal::start_on_disk(dynamodb_port, &dynamodb_dir)
@@ -423,7 +434,7 @@ mod tests {
     fn each_option_is_read() {
         let Command::Run(run) = parse(&args(
             "--port 4000 --release --watch --fresh --gateway-authorizer --stub-openai --dynamodb-port 8100 \
-             --table t --allow-origin http://a --allow-origin http://b",
+             --table t --allow-origin http://a --allow-origin http://b --data /tmp/kept",
         ))
         .unwrap() else {
             panic!("not run");
@@ -440,9 +451,47 @@ mod tests {
                 dynamodb_port: 8100,
                 table: "t".into(),
                 allow_origins: vec!["http://a".into(), "http://b".into()],
+                data: "/tmp/kept".into(),
             }
         );
         assert_eq!(parse(&args("--help")), Ok(Command::Help));
+    }
+
+    #[test]
+    fn the_stack_keeps_its_table_and_bucket_serves_the_page_and_logs_for_a_terminal() {
+        let run = RunArgs {
+            port: 4000,
+            profile: Profile::Release,
+            gateway_authorizer: true,
+            table: "t".into(),
+            allow_origins: vec!["http://a".into()],
+            data: "/tmp/kept".into(),
+            ..RunArgs::default()
+        };
+        let opts = stack_options(&run);
+        assert_eq!((opts.port, opts.profile), (4000, Profile::Release));
+        assert!(opts.gateway_authorizer);
+        assert_eq!(opts.table.as_deref(), Some("t"));
+        assert_eq!(opts.files_dir, Some(PathBuf::from("/tmp/kept/s3")));
+        assert_eq!(opts.allow_origins, ["http://a"]);
+        assert!(opts.echo_logs && opts.log_requests && opts.page);
+        assert_eq!(opts.env, [("LOG_FORMAT".to_owned(), "local".to_owned())]);
+        let defaults = stack_options(&RunArgs::default());
+        assert!(!defaults.gateway_authorizer);
+        assert_eq!(defaults.files_dir, Some(data_dir().join("s3")));
+    }
+
+    #[test]
+    fn the_data_lives_in_the_checkouts_local_folder_and_is_shown_from_it() {
+        let dir = data_dir();
+        assert_eq!(dir, emulators::workspace_root().join(".local").join("data"));
+        let shown = shown(&dir);
+        let cwd = std::env::current_dir().unwrap();
+        match dir.strip_prefix(&cwd) {
+            Ok(inside) => assert_eq!(shown, inside.display().to_string()),
+            Err(_) => assert_eq!(shown, dir.display().to_string()),
+        }
+        assert_eq!(super::shown(Path::new("/elsewhere/x")), "/elsewhere/x");
     }
 
     #[test]
