@@ -120,7 +120,7 @@ struct Shared {
     queue: Mutex<Queue>,
     job_ready: Notify,
     started: AtomicU64,
-    logs: Mutex<Vec<String>>,
+    logs: Mutex<LogLines>,
     pids: Mutex<Vec<u32>>,
     /// When each invocation was handed to a process, while recorded.
     handoffs: Mutex<Option<Vec<Instant>>>,
@@ -146,7 +146,7 @@ impl LambdaFunction {
                 }),
                 job_ready: Notify::new(),
                 started: AtomicU64::new(0),
-                logs: Mutex::new(Vec::new()),
+                logs: Mutex::new(LogLines::default()),
                 pids: Mutex::new(Vec::new()),
                 handoffs: Mutex::new(None),
             }),
@@ -251,9 +251,10 @@ impl LambdaFunction {
         scale(&self.shared).await;
     }
 
-    /// Every line the function's processes printed so far.
+    /// The lines the function's processes printed so far (the latest
+    /// [`LogLines::KEPT`] at least, when there were more).
     pub fn logs(&self) -> Vec<String> {
-        lock(&self.shared.logs).clone()
+        lock(&self.shared.logs).0.clone()
     }
 
     /// The first line the function printed that `wanted` accepts, waiting
@@ -301,6 +302,32 @@ impl LambdaFunction {
         let mut moments = lock(&self.shared.handoffs).take().unwrap_or_default();
         moments.sort_unstable();
         moments
+    }
+}
+
+/// A function's output lines, the oldest dropped once there are many (a
+/// local stack may run for days): between [`LogLines::KEPT`] and twice that
+/// are kept.
+#[derive(Default)]
+struct LogLines(Vec<String>);
+
+impl LogLines {
+    /// How many of the latest lines are always kept.
+    const KEPT: usize = 10_000;
+
+    fn push(&mut self, line: String) {
+        if self.0.len() >= 2 * Self::KEPT {
+            self.0.drain(..Self::KEPT);
+        }
+        self.0.push(line);
+    }
+}
+
+impl std::ops::Deref for LogLines {
+    type Target = [String];
+
+    fn deref(&self) -> &[String] {
+        &self.0
     }
 }
 
@@ -758,6 +785,23 @@ mod tests {
 
     /// Generous: the machine may be busy building.
     const BOUND: Duration = Duration::from_secs(120);
+
+    #[test]
+    fn a_long_running_functions_oldest_lines_are_dropped_and_the_latest_kept() {
+        let mut lines = LogLines::default();
+        for n in 0..2 * LogLines::KEPT {
+            lines.push(n.to_string());
+        }
+        assert_eq!(
+            lines.len(),
+            2 * LogLines::KEPT,
+            "nothing dropped up to twice KEPT"
+        );
+        lines.push("newest".into());
+        assert_eq!(lines.len(), LogLines::KEPT + 1);
+        assert_eq!(lines[0], LogLines::KEPT.to_string());
+        assert_eq!(lines.last().map(String::as_str), Some("newest"));
+    }
 
     fn config(name: &str, binary: PathBuf) -> FunctionConfig {
         let mut env: Vec<(String, String)> = [
