@@ -816,15 +816,6 @@ async fn another_users_message_naming_a_direct_upload_is_not_found() {
     assert_eq!(status, 200);
 }
 
-/// A folder of its own under the target directory, removed when dropped.
-struct Scratch(std::path::PathBuf);
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 /// The local stack as `local-stack` runs it, its data kept in `data`: a new
 /// DynamoDB Local on the folder and a new moto each start, as after a restart.
 async fn kept_stack(
@@ -860,12 +851,8 @@ async fn kept_stack(
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_restarted_local_stack_keeps_its_tasks_and_attachments_in_step() {
     use emulators::template::TableState;
-    let data = Scratch(
-        emulators::build::target_dir()
-            .join("tmp")
-            .join(format!("kept-{}", ulid::Ulid::new())),
-    );
-    let (api, dynamodb, moto) = kept_stack(&data.0).await;
+    let data = emulators::scratch::ScratchDir::new("kept").unwrap();
+    let (api, dynamodb, moto) = kept_stack(data.path()).await;
     assert_eq!(api.stack.table_state, TableState::Created);
     let task = api
         .send(
@@ -883,7 +870,7 @@ async fn a_restarted_local_stack_keeps_its_tasks_and_attachments_in_step() {
         .await
         .unwrap();
 
-    let (api, _dynamodb, _moto) = kept_stack(&data.0).await;
+    let (api, _dynamodb, _moto) = kept_stack(data.path()).await;
     assert_eq!(api.stack.table_state, TableState::Kept);
     let list = api.get("/api/v1/tasks", "alice").await;
     assert_eq!(

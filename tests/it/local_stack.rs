@@ -2,7 +2,7 @@
 //! its banner last, logs each request, keeps the data across a restart and
 //! starts empty with `--fresh`. Its own ports and data folder, so it never
 //! touches a developer's `.local/data`.
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -16,18 +16,10 @@ use emulators::build::{self, Profile};
 /// How long a start may take on a busy machine (the functions are built).
 const START: Duration = Duration::from_secs(600);
 
-/// A folder of its own under the target directory, removed when dropped.
-struct Scratch(PathBuf);
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 /// A running `local-stack`, its banner read.
 struct Running {
     child: Child,
+    dynamodb_port: String,
     url: String,
     token: String,
     banner: String,
@@ -89,6 +81,7 @@ async fn start(binary: &Path, data: &Path, extra: &[&str]) -> Running {
         .to_owned();
     Running {
         child,
+        dynamodb_port,
         url,
         token,
         banner,
@@ -126,6 +119,37 @@ impl Running {
     }
 }
 
+/// `local-stack data --user dev-user` on the data in `data`, DynamoDB Local
+/// on `dynamodb_port`: the tasks' titles it prints.
+async fn dumped_titles(binary: &Path, data: &Path, dynamodb_port: &str) -> Vec<String> {
+    let out = Command::new(binary)
+        .args([
+            "data",
+            "--user",
+            "dev-user",
+            "--dynamodb-port",
+            dynamodb_port,
+        ])
+        .arg("--data")
+        .arg(data)
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let dump: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(dump["user"], "dev-user");
+    dump["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["title"].as_str().unwrap().to_owned())
+        .collect()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn local_stack_keeps_the_data_across_a_restart_and_starts_empty_when_fresh() {
     let binary = tokio::task::spawn_blocking(|| build::binaries(&["local-stack"], Profile::Dev))
@@ -133,17 +157,13 @@ async fn local_stack_keeps_the_data_across_a_restart_and_starts_empty_when_fresh
         .unwrap()
         .unwrap()
         .remove(0);
-    let data = Scratch(
-        build::target_dir()
-            .join("tmp")
-            .join(format!("local-stack-{}", ulid::Ulid::new())),
-    );
+    let data = emulators::scratch::ScratchDir::new("local-stack").unwrap();
     let http = taskpilot_testkit::http_client();
 
-    let first = start(&binary, &data.0, &[]).await;
+    let first = start(&binary, data.path(), &[]).await;
     assert!(first.banner.contains("(new, empty;"), "{}", first.banner);
     assert!(
-        first.banner.contains(&data.0.display().to_string()),
+        first.banner.contains(&data.path().display().to_string()),
         "the banner says where the data lives: {}",
         first.banner
     );
@@ -169,7 +189,14 @@ async fn local_stack_keeps_the_data_across_a_restart_and_starts_empty_when_fresh
         "the functions' compact lines: {log}"
     );
 
-    let second = start(&binary, &data.0, &[]).await;
+    // With no stack running, `data` starts DynamoDB Local on the kept data.
+    let idle_port = emulators::free_port().unwrap().to_string();
+    assert_eq!(
+        dumped_titles(&binary, data.path(), &idle_port).await,
+        ["Kept across a restart"]
+    );
+
+    let second = start(&binary, data.path(), &[]).await;
     assert!(
         second.banner.contains("(kept from the last start;"),
         "{}",
@@ -180,9 +207,14 @@ async fn local_stack_keeps_the_data_across_a_restart_and_starts_empty_when_fresh
         tasks["tasks"][0]["title"], "Kept across a restart",
         "{tasks}"
     );
+    // With the stack running, `data` reads its DynamoDB Local.
+    assert_eq!(
+        dumped_titles(&binary, data.path(), &second.dynamodb_port).await,
+        ["Kept across a restart"]
+    );
     second.stop().await;
 
-    let fresh = start(&binary, &data.0, &["--fresh"]).await;
+    let fresh = start(&binary, data.path(), &["--fresh"]).await;
     assert!(fresh.banner.contains("(new, empty;"), "{}", fresh.banner);
     assert_eq!(fresh.tasks(&http).await["tasks"], json!([]));
     fresh.stop().await;

@@ -354,10 +354,8 @@ pub fn without_crate_env(cmd: &mut Command) -> &mut Command {
 mod tests {
     use super::*;
 
-    fn scratch() -> PathBuf {
-        let dir = std::env::temp_dir().join(format!("emulators-build-{}", ulid::Ulid::new()));
-        std::fs::create_dir_all(&dir).unwrap();
-        dir
+    fn scratch() -> crate::scratch::ScratchDir {
+        crate::scratch::ScratchDir::new("emulators-build").unwrap()
     }
 
     /// Writes `bytes` as a new file at `path` (as a linker does: a new inode).
@@ -369,7 +367,8 @@ mod tests {
 
     #[test]
     fn a_copy_is_taken_only_when_the_binary_changed_and_old_copies_are_cleaned_up() {
-        let root = scratch();
+        let scratch = scratch();
+        let root = scratch.path();
         let built = root.join("health");
         relink(&built, "one");
         let parent = root.join("run");
@@ -420,7 +419,8 @@ mod tests {
 
     #[test]
     fn contents_are_compared_whole() {
-        let root = scratch();
+        let scratch = scratch();
+        let root = scratch.path();
         let (a, b) = (root.join("a"), root.join("b"));
         let big = "x".repeat(3 << 20);
         std::fs::write(&a, format!("{big}1")).unwrap();

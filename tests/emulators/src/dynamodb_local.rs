@@ -144,24 +144,6 @@ mod tests {
     use crate::aws::dynamodb_client;
     use crate::template::{TableState, Template};
 
-    /// A folder of its own under the target directory, removed when dropped.
-    struct Scratch(PathBuf);
-
-    impl Scratch {
-        fn new() -> Self {
-            let dir = crate::build::target_dir()
-                .join("tmp")
-                .join(format!("ddb-{}", ulid::Ulid::new()));
-            Self(dir)
-        }
-    }
-
-    impl Drop for Scratch {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
-
     async fn on_disk(dir: &Path) -> DynamoDbLocal {
         let dir = dir.to_path_buf();
         tokio::task::spawn_blocking(move || DynamoDbLocal::start_on_disk(free_port()?, &dir))
@@ -172,9 +154,9 @@ mod tests {
 
     #[tokio::test]
     async fn a_table_on_disk_is_found_with_its_items_after_a_restart() {
-        let scratch = Scratch::new();
+        let scratch = crate::scratch::ScratchDir::new("ddb").unwrap();
         let template = Template::load().unwrap();
-        let first = on_disk(&scratch.0).await;
+        let first = on_disk(scratch.path()).await;
         let client = dynamodb_client(&first.endpoint).await;
         let state = template.ensure_table(&client, "kept").await.unwrap();
         assert_eq!(state, TableState::Created);
@@ -192,7 +174,7 @@ mod tests {
             .await
             .unwrap();
 
-        let second = on_disk(&scratch.0).await;
+        let second = on_disk(scratch.path()).await;
         let client = dynamodb_client(&second.endpoint).await;
         let state = template.ensure_table(&client, "kept").await.unwrap();
         assert_eq!(state, TableState::Kept);

@@ -24,6 +24,7 @@ pub mod runtime_api;
 pub mod s3_cors;
 pub mod s3_front;
 pub mod s3_mirror;
+pub mod scratch;
 pub mod supervised;
 pub mod template;
 pub mod tokens;

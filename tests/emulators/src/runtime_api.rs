@@ -956,16 +956,13 @@ mod tests {
         }
     }
 
-    /// Scripts that run [`fake_runtime`] answering `old` and `new`, and a gate path.
+    /// Scripts that run [`fake_runtime`] answering `old` and `new`, and a gate
+    /// path, in a folder removed when the first element is dropped.
     #[cfg(unix)]
-    fn fake_binaries() -> (PathBuf, PathBuf, PathBuf) {
+    fn fake_binaries() -> (crate::scratch::ScratchDir, PathBuf, PathBuf, PathBuf) {
         use std::os::unix::fs::PermissionsExt;
-        let dir = std::env::temp_dir().join(format!(
-            "emulators-replace-binary-{}-{}",
-            std::process::id(),
-            ulid::Ulid::new()
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
+        let scratch = crate::scratch::ScratchDir::new("emulators-replace-binary").unwrap();
+        let dir = scratch.path().to_path_buf();
         let exe = std::env::current_exe().unwrap();
         let script = |version: &str| {
             let path = dir.join(version);
@@ -981,13 +978,14 @@ mod tests {
             std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
             path
         };
-        (script("old"), script("new"), dir.join("gate"))
+        let (old, new) = (script("old"), script("new"));
+        (scratch, old, new, dir.join("gate"))
     }
 
     #[cfg(unix)]
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_streaming_process_of_the_old_binary_finishes_its_answer_then_stops() {
-        let (old, new, gate) = fake_binaries();
+        let (_dir, old, new, gate) = fake_binaries();
         let mut cfg = config("fake", old);
         cfg.env.clear();
         let f = LambdaFunction::new(cfg);
@@ -1027,7 +1025,7 @@ mod tests {
     #[cfg(unix)]
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn idle_processes_of_the_old_binary_stop_and_invocations_racing_the_swap_are_answered() {
-        let (old, new, _) = fake_binaries();
+        let (_dir, old, new, _) = fake_binaries();
         let mut cfg = config("fake", old.clone());
         cfg.env.clear();
         cfg.max_instances = 3;

@@ -1338,7 +1338,8 @@ mod tests {
 
     mod mirrored {
         use super::*;
-        use crate::s3_mirror::{MirroredObject, TempDir};
+        use crate::s3_mirror::MirroredObject;
+        use crate::scratch::ScratchDir;
         use aws_sdk_s3::primitives::ByteStream;
         use aws_sdk_s3::types::{Delete, ObjectIdentifier, Tag, Tagging};
 
@@ -1348,7 +1349,7 @@ mod tests {
             /// An SDK client whose calls go through the front.
             s3: aws_sdk_s3::Client,
             bucket: String,
-            dir: TempDir,
+            dir: ScratchDir,
         }
 
         impl Fixture {
@@ -1360,9 +1361,9 @@ mod tests {
                 let direct = crate::aws::s3_client(&moto.endpoint).await;
                 let bucket = format!("front-{}", ulid::Ulid::new().to_string().to_lowercase());
                 direct.create_bucket().bucket(&bucket).send().await.unwrap();
-                let dir = TempDir::new("front-mirror");
+                let dir = ScratchDir::new("front-mirror").unwrap();
                 let front =
-                    S3Front::start_mirrored(&moto.endpoint, "test", "test", &bucket, &dir.0)
+                    S3Front::start_mirrored(&moto.endpoint, "test", "test", &bucket, dir.path())
                         .await
                         .unwrap();
                 let s3 = crate::aws::s3_client(&front.endpoint).await;
@@ -1387,7 +1388,7 @@ mod tests {
             }
 
             fn files(&self) -> usize {
-                std::fs::read_dir(&self.dir.0).unwrap().count()
+                std::fs::read_dir(self.dir.path()).unwrap().count()
             }
 
             async fn put(&self, key: &str, body: &'static str) {
@@ -1693,8 +1694,8 @@ mod tests {
         async fn mirror_failure_answers_500() {
             let f = Fixture::start().await;
             // The mirror's directory becomes a file: nothing can be written there.
-            std::fs::remove_dir_all(&f.dir.0).unwrap();
-            std::fs::write(&f.dir.0, "not a directory").unwrap();
+            std::fs::remove_dir_all(f.dir.path()).unwrap();
+            std::fs::write(f.dir.path(), "not a directory").unwrap();
             let answer = crate::http_client()
                 .put(f.object_url("k"))
                 .body("bytes")
@@ -1709,7 +1710,7 @@ mod tests {
                     .unwrap()
                     .contains("<Code>InternalError</Code>")
             );
-            std::fs::remove_file(&f.dir.0).unwrap();
+            std::fs::remove_file(f.dir.path()).unwrap();
         }
     }
 }

@@ -694,28 +694,10 @@ pub async fn restore(s3: &aws_sdk_s3::Client, bucket: &str, dir: &Path) -> Resul
     Ok(entries.len())
 }
 
-/// A temporary directory for tests, removed when dropped.
-#[cfg(test)]
-pub(crate) struct TempDir(pub(crate) PathBuf);
-
-#[cfg(test)]
-impl TempDir {
-    pub(crate) fn new(what: &str) -> Self {
-        let name = format!("{what}-{}", ulid::Ulid::new().to_string().to_lowercase());
-        Self(std::env::temp_dir().join(name))
-    }
-}
-
-#[cfg(test)]
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::scratch::ScratchDir;
 
     fn object(key: &str, body: &str) -> MirroredObject {
         MirroredObject {
@@ -729,8 +711,8 @@ mod tests {
         }
     }
 
-    fn files(dir: &TempDir) -> Vec<String> {
-        let mut names: Vec<String> = std::fs::read_dir(&dir.0)
+    fn files(dir: &ScratchDir) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(dir.path())
             .unwrap()
             .map(|e| e.unwrap().file_name().into_string().unwrap())
             .collect();
@@ -778,8 +760,8 @@ mod tests {
 
     #[test]
     fn store_replaces_the_object_and_load_reads_it_back() {
-        let tmp = TempDir::new("mirror-store");
-        let dir = MirrorDir::open(&tmp.0).unwrap();
+        let tmp = ScratchDir::new("mirror-store").unwrap();
+        let dir = MirrorDir::open(tmp.path()).unwrap();
         let key = "attachments/a b/ü?#%";
         dir.store(&object(key, "first")).unwrap();
         let second = MirroredObject {
@@ -799,8 +781,8 @@ mod tests {
 
     #[test]
     fn remove_deletes_both_files() {
-        let tmp = TempDir::new("mirror-remove");
-        let dir = MirrorDir::open(&tmp.0).unwrap();
+        let tmp = ScratchDir::new("mirror-remove").unwrap();
+        let dir = MirrorDir::open(tmp.path()).unwrap();
         dir.store(&object("a", "x")).unwrap();
         assert!(dir.remove("a").unwrap());
         assert!(!dir.remove("a").unwrap());
@@ -810,8 +792,8 @@ mod tests {
 
     #[test]
     fn long_key_is_stored_under_a_hashed_name() {
-        let tmp = TempDir::new("mirror-long");
-        let dir = MirrorDir::open(&tmp.0).unwrap();
+        let tmp = ScratchDir::new("mirror-long").unwrap();
+        let dir = MirrorDir::open(tmp.path()).unwrap();
         let key = "Ü/".repeat(300);
         dir.store(&object(&key, "long")).unwrap();
         assert_eq!(dir.load(&key).unwrap(), Some(object(&key, "long")));
@@ -825,29 +807,29 @@ mod tests {
 
     #[test]
     fn open_sweeps_what_an_interrupted_write_left() {
-        let tmp = TempDir::new("mirror-sweep");
-        let dir = MirrorDir::open(&tmp.0).unwrap();
+        let tmp = ScratchDir::new("mirror-sweep").unwrap();
+        let dir = MirrorDir::open(tmp.path()).unwrap();
         dir.store(&object("kept", "bytes")).unwrap();
         // A crash after the bytes were renamed but before the sidecar was,
         // and one while a temporary file was being written.
-        std::fs::write(tmp.0.join("kept.0123456789abcdef.data"), "new bytes").unwrap();
-        std::fs::write(tmp.0.join(".tmp-1-2"), "half").unwrap();
+        std::fs::write(tmp.path().join("kept.0123456789abcdef.data"), "new bytes").unwrap();
+        std::fs::write(tmp.path().join(".tmp-1-2"), "half").unwrap();
         let before = files(&tmp).len();
-        let dir = MirrorDir::open(&tmp.0).unwrap();
+        let dir = MirrorDir::open(tmp.path()).unwrap();
         assert_eq!(files(&tmp).len(), before - 2);
         assert_eq!(dir.load("kept").unwrap(), Some(object("kept", "bytes")));
     }
 
     #[test]
     fn load_refuses_bytes_that_do_not_match_the_sidecar() {
-        let tmp = TempDir::new("mirror-corrupt");
-        let dir = MirrorDir::open(&tmp.0).unwrap();
+        let tmp = ScratchDir::new("mirror-corrupt").unwrap();
+        let dir = MirrorDir::open(tmp.path()).unwrap();
         dir.store(&object("a", "good")).unwrap();
         let data = files(&tmp)
             .into_iter()
             .find(|n| n.ends_with(".data"))
             .unwrap();
-        std::fs::write(tmp.0.join(data), "evil").unwrap();
+        std::fs::write(tmp.path().join(data), "evil").unwrap();
         let err = dir.load("a").unwrap_err().to_string();
         assert!(err.contains("does not hold the bytes"), "{err}");
     }
@@ -870,8 +852,8 @@ mod tests {
     async fn restore_puts_back_bytes_type_metadata_and_tags() {
         let s3 = moto_s3().await;
         let (first, second) = (new_bucket(&s3).await, new_bucket(&s3).await);
-        let tmp = TempDir::new("mirror-restore");
-        let mirror = S3Mirror::new(s3.clone(), &first, &tmp.0).unwrap();
+        let tmp = ScratchDir::new("mirror-restore").unwrap();
+        let mirror = S3Mirror::new(s3.clone(), &first, tmp.path()).unwrap();
         let key = "attachments/a b/ü?#%";
         s3.put_object()
             .bucket(&first)
@@ -894,9 +876,9 @@ mod tests {
         assert!(mirror.sync_key(key).await.unwrap());
         assert!(mirror.sync_key("plain").await.unwrap());
 
-        assert_eq!(restore(&s3, &second, &tmp.0).await.unwrap(), 2);
-        let elsewhere = TempDir::new("mirror-restored");
-        let restored = S3Mirror::new(s3.clone(), &second, &elsewhere.0).unwrap();
+        assert_eq!(restore(&s3, &second, tmp.path()).await.unwrap(), 2);
+        let elsewhere = ScratchDir::new("mirror-restored").unwrap();
+        let restored = S3Mirror::new(s3.clone(), &second, elsewhere.path()).unwrap();
         for key in [key, "plain"] {
             let original = mirror.fetch(key).await.unwrap().unwrap();
             let back = restored.fetch(key).await.unwrap().unwrap();
@@ -913,8 +895,8 @@ mod tests {
     async fn resync_reconciles_with_the_bucket() {
         let s3 = moto_s3().await;
         let bucket = new_bucket(&s3).await;
-        let tmp = TempDir::new("mirror-resync");
-        let mirror = S3Mirror::new(s3.clone(), &bucket, &tmp.0).unwrap();
+        let tmp = ScratchDir::new("mirror-resync").unwrap();
+        let mirror = S3Mirror::new(s3.clone(), &bucket, tmp.path()).unwrap();
         for key in ["a", "b"] {
             s3.put_object()
                 .bucket(&bucket)

@@ -119,16 +119,13 @@ pub fn section(capacity: &CapacityFigures, share: Option<&CpuShareFigures>) -> R
         };
         let (chosen, today) = (at(f.chosen_mb, chosen_ms), at(f.today_mb, today_ms));
         let label = route.route.replace('|', "\\|");
-        writeln!(
-            savings,
-            "| {label} | {} → {} MB | {today_ms:.2} → {chosen_ms:.2} | {} → {} | {} → {} |",
-            f.today_mb,
-            f.chosen_mb,
-            dollars(today.lambda_duration),
-            dollars(chosen.lambda_duration),
-            dollars(today.total()),
-            dollars(chosen.total()),
-        )?;
+        let cells = change_cells(
+            (f.today_mb, f.chosen_mb),
+            (today_ms, chosen_ms),
+            2,
+            (today, chosen),
+        );
+        writeln!(savings, "| {label} | {cells} |")?;
         rows.push((label, chosen));
     }
     let table: Vec<(&str, cost::Cost)> = rows.iter().map(|(l, c)| (l.as_str(), *c)).collect();
@@ -173,17 +170,12 @@ pub fn section(capacity: &CapacityFigures, share: Option<&CpuShareFigures>) -> R
             let (chosen_ms, today_ms) = (cpu_chosen_ms + wait, cpu_today_ms + wait);
             let chosen = at(chatkit.chosen_mb, chosen_ms);
             let today = at(chatkit.today_mb, today_ms);
+            let mb = (chatkit.today_mb, chatkit.chosen_mb);
+            let cells = change_cells(mb, (today_ms, chosen_ms), 0, (today, chosen));
             writeln!(
                 turn_savings,
-                "| {} | {} | {} → {} MB | {today_ms:.0} → {chosen_ms:.0} | {} → {} | {} → {} |",
-                turn.kind,
-                model.model,
-                chatkit.today_mb,
-                chatkit.chosen_mb,
-                dollars(today.lambda_duration),
-                dollars(chosen.lambda_duration),
-                dollars(today.total()),
-                dollars(chosen.total()),
+                "| {} | {} | {cells} |",
+                turn.kind, model.model
             )?;
             turn_rows.push((format!("{} ({})", turn.kind, model.model), chosen));
         }
@@ -193,4 +185,41 @@ pub fn section(capacity: &CapacityFigures, share: Option<&CpuShareFigures>) -> R
     writeln!(out, "\nWhat the chosen memory changes against today's:\n")?;
     out.push_str(&turn_savings);
     Ok(out)
+}
+
+/// The cells a row of "what the chosen memory changes" ends with, each
+/// today → chosen: MemorySize, billed ms (to `decimals`), Lambda duration,
+/// total.
+fn change_cells(
+    mb: (u32, u32),
+    ms: (f64, f64),
+    decimals: usize,
+    (today, chosen): (cost::Cost, cost::Cost),
+) -> String {
+    format!(
+        "{} → {} MB | {:.decimals$} → {:.decimals$} | {} → {} | {} → {}",
+        mb.0,
+        mb.1,
+        ms.0,
+        ms.1,
+        dollars(today.lambda_duration),
+        dollars(chosen.lambda_duration),
+        dollars(today.total()),
+        dollars(chosen.total()),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_change_row_shows_each_figure_today_then_chosen() {
+        let zero = dollars(cost::Cost::default().total());
+        assert_eq!(
+            change_cells((1024, 512), (40.04, 44.46), 1, Default::default()),
+            format!("1024 → 512 MB | 40.0 → 44.5 | {zero} → {zero} | {zero} → {zero}")
+        );
+        assert!(change_cells((1, 2), (3.0, 4.0), 0, Default::default()).contains("| 3 → 4 |"));
+    }
 }

@@ -21,7 +21,8 @@ use taskpilot_testkit::stack::{LocalStack, StackOptions};
 const USAGE: &str = "usage: local-stack [--port N] [--watch] [--fresh] [--release] [--gateway-authorizer] [--stub-openai]\n\
      \x20                  [--dynamodb-port N] [--table NAME] [--allow-origin URL]... [--data DIR]\n\
      \x20      local-stack token --user ID   (a dev token for any user, valid 12 h)\n\
-     \x20      local-stack data --user ID    (a user's tasks and threads, as JSON)\n\
+     \x20      local-stack data --user ID [--data DIR] [--dynamodb-port N] [--table NAME]\n\
+     \x20                                   (a user's tasks and threads, as JSON)\n\
      (--watch: rebuild the functions a source change affects and swap them in, data kept;\n\
      \x20the data is kept in .local/data/ (--data DIR) between starts; --fresh deletes it first;\n\
      \x20--stub-openai: the local stub model even when OPENAI_API_KEY is set; without a key it is the default;\n\
@@ -41,8 +42,8 @@ enum Command {
     Run(Box<RunArgs>),
     /// Print a token for this user.
     Token(String),
-    /// Print this user's data.
-    Data(String),
+    /// Print this user's data, kept where these options say.
+    Data(String, Box<RunArgs>),
     /// Print the usage.
     Help,
 }
@@ -82,15 +83,36 @@ impl Default for RunArgs {
 
 /// Reads the command line (without the program's name).
 fn parse(args: &[String]) -> Result<Command, String> {
-    let user_of = |rest: &[String], what: &str| match rest {
-        [flag, user] if flag == "--user" && !user.trim().is_empty() => Ok(user.clone()),
-        _ => Err(format!("usage: local-stack {what} --user ID\n\n{USAGE}")),
+    let usage = |what: &str| format!("usage: local-stack {what} --user ID\n\n{USAGE}");
+    let rest = args.get(1..).unwrap_or_default();
+    // `--user ID`'s position in `rest`, and the user.
+    let user = || {
+        let at = rest.iter().position(|a| a == "--user")?;
+        let user = rest.get(at + 1).filter(|u| !u.trim().is_empty())?;
+        Some((at, user.clone()))
     };
     match args.first().map(String::as_str) {
-        Some("token") => return user_of(&args[1..], "token").map(Command::Token),
-        Some("data") => return user_of(&args[1..], "data").map(Command::Data),
-        _ => {}
+        Some("token") => match (user(), rest.len()) {
+            (Some((_, user)), 2) => Ok(Command::Token(user)),
+            _ => Err(usage("token")),
+        },
+        Some("data") => {
+            let (at, user) = user().ok_or_else(|| usage("data"))?;
+            let others: Vec<String> = [&rest[..at], &rest[at + 2..]].concat();
+            Ok(
+                match options(&others, &["--data", "--dynamodb-port", "--table", "--help"])? {
+                    Command::Run(kept) => Command::Data(user, kept),
+                    help => help,
+                },
+            )
+        }
+        _ => options(args, &[]),
     }
+}
+
+/// The options of `local-stack`, or only those of `allowed` when it names
+/// any (a subcommand's).
+fn options(args: &[String], allowed: &[&str]) -> Result<Command, String> {
     let mut run = RunArgs::default();
     let mut args = args.iter();
     let port = |value: Option<&String>, flag: &str| {
@@ -99,6 +121,12 @@ fn parse(args: &[String]) -> Result<Command, String> {
             .ok_or_else(|| format!("{flag} needs a port number\n{USAGE}"))
     };
     while let Some(arg) = args.next() {
+        if !allowed.is_empty() && !allowed.contains(&arg.as_str()) {
+            return Err(format!(
+                "{arg} is not an option here (only {})\n{USAGE}",
+                allowed.join(", ")
+            ));
+        }
         match arg.as_str() {
             "--port" => run.port = port(args.next(), "--port")?,
             "--dynamodb-port" => run.dynamodb_port = port(args.next(), "--dynamodb-port")?,
@@ -143,8 +171,11 @@ async fn main() -> taskpilot_testkit::Result<()> {
     match parse(&args)? {
         Command::Help => println!("{USAGE}"),
         Command::Token(user) => println!("{}", DevAuth::default().token(&user)),
-        Command::Data(user) => {
-            println!("{}", serde_json::to_string_pretty(&data_of(&user).await?)?)
+        Command::Data(user, kept) => {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&data_of(&user, &kept).await?)?
+            )
         }
         Command::Run(run) => run_stack(*run).await?,
     }
@@ -153,9 +184,10 @@ async fn main() -> taskpilot_testkit::Result<()> {
 
 /// `local-stack data`: reads the running stack's DynamoDB Local, or starts
 /// one on the kept data for the time of the read.
-async fn data_of(user: &str) -> taskpilot_testkit::Result<serde_json::Value> {
-    let dir = data_dir().join("dynamodb");
-    let _started = if port_free(DYNAMODB_PORT, "--dynamodb-port").is_ok() {
+async fn data_of(user: &str, kept: &RunArgs) -> taskpilot_testkit::Result<serde_json::Value> {
+    let dir = kept.data.join("dynamodb");
+    let port = kept.dynamodb_port;
+    let _started = if port_free(port, "--dynamodb-port").is_ok() {
         if !dir.is_dir() {
             return Err(format!(
                 "no data yet in {}: start the stack once (cargo run -p taskpilot-dev --bin local-stack)",
@@ -163,16 +195,12 @@ async fn data_of(user: &str) -> taskpilot_testkit::Result<serde_json::Value> {
             )
             .into());
         }
-        Some(
-            tokio::task::spawn_blocking(move || DynamoDbLocal::start_on_disk(DYNAMODB_PORT, &dir))
-                .await??,
-        )
+        Some(tokio::task::spawn_blocking(move || DynamoDbLocal::start_on_disk(port, &dir)).await??)
     } else {
         None
     };
-    let client =
-        emulators::aws::dynamodb_client(&format!("http://127.0.0.1:{DYNAMODB_PORT}")).await;
-    Ok(data::dump(client, TABLE, user).await?)
+    let client = emulators::aws::dynamodb_client(&format!("http://127.0.0.1:{port}")).await;
+    Ok(data::dump(client, &kept.table, user).await?)
 }
 
 /// The stack `run` asks for, before the emulators' endpoints and the OpenAI
@@ -401,8 +429,30 @@ mod tests {
         }
         assert_eq!(
             parse(&args("data --user bob")),
-            Ok(Command::Data("bob".into()))
+            Ok(Command::Data("bob".into(), Box::default()))
         );
+    }
+
+    #[test]
+    fn data_reads_where_its_options_say_and_takes_no_other() {
+        let Ok(Command::Data(user, kept)) = parse(&args(
+            "data --data /tmp/kept --user carol --dynamodb-port 8100 --table t",
+        )) else {
+            panic!("not data");
+        };
+        assert_eq!(user, "carol");
+        assert_eq!(
+            *kept,
+            RunArgs {
+                data: "/tmp/kept".into(),
+                dynamodb_port: 8100,
+                table: "t".into(),
+                ..RunArgs::default()
+            }
+        );
+        let err = parse(&args("data --user carol --fresh")).unwrap_err();
+        assert!(err.contains("--fresh is not an option here"), "{err}");
+        assert!(parse(&args("token --user carol --table t")).is_err());
     }
 
     #[test]
