@@ -280,12 +280,18 @@ async fn run_stack(run: RunArgs) -> taskpilot_testkit::Result<()> {
         .map(|o| (*o).to_owned())
         .chain(opts.allow_origins.iter().cloned())
         .collect();
+    // The sources before the build, for --watch to compare with.
+    let before = if run.watch {
+        Some(watch::Before::scan().await?)
+    } else {
+        None
+    };
     let stack = LocalStack::start(opts).await?;
     eprintln!("starting the functions ...");
     // With --watch, each function starts from a copy of its binary (the
     // watch's first step); without, from the build.
-    let watch = if run.watch {
-        Some(watch::Watch::start(&stack.functions, run.profile).await?)
+    let watch = if let Some(before) = before {
+        Some(watch::Watch::start(before, &stack.functions, run.profile).await?)
     } else {
         for f in stack.functions.values() {
             f.prewarm().await?;

@@ -40,6 +40,20 @@ const SOURCE_FILES: [&str; 2] = ["Cargo.toml", "Cargo.lock"];
 /// modification time.
 type Sources = BTreeMap<PathBuf, (u64, Option<SystemTime>)>;
 
+/// The sources as they were before the stack's build: [`Watch::start`]
+/// compares with them first, so an edit saved while the stack started is
+/// rebuilt at once.
+pub struct Before(Sources);
+
+impl Before {
+    /// Notes the sources now.
+    pub async fn scan() -> emulators::Result<Self> {
+        Ok(Self(
+            scan_in_background(&emulators::workspace_root()).await?,
+        ))
+    }
+}
+
 /// A watch that is set up: every function runs a copy of its binary.
 pub struct Watch {
     root: PathBuf,
@@ -53,23 +67,19 @@ pub struct Watch {
 }
 
 impl Watch {
-    /// Notes the sources, rebuilds (catching edits made while the stack
-    /// started; a failure prints the compiler's errors, and the start's
-    /// build keeps serving) and moves every function of `functions` to a
-    /// copy of its binary, prewarmed. Fails if that cannot be done (the
-    /// copies' folder cannot be made, a copy fails).
+    /// Moves every function of `functions` (just built, from the sources
+    /// `before`) to a copy of its binary, prewarmed; [`Watch::run`] then
+    /// rebuilds on any change since `before`. Fails if that cannot be done
+    /// (the copies' folder cannot be made, a copy fails).
     pub async fn start(
+        before: Before,
         functions: &BTreeMap<String, LambdaFunction>,
         profile: Profile,
     ) -> emulators::Result<Self> {
         let started = Instant::now();
         let root = emulators::workspace_root();
-        let known = scan_in_background(&root).await?;
+        let known = before.0;
         let snapshots = Snapshots::new(&root.join(".local").join("run"))?;
-        if let Err(failed) = build_in_background(functions, profile).await? {
-            eprint!("{}", failed.diagnostics);
-            eprintln!("build failed; the start's build keeps serving");
-        }
         let binaries = functions
             .iter()
             .map(|(name, f)| (name.clone(), f.binary()))
